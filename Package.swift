@@ -1,0 +1,66 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+/// Propeller: a distributed container executor. Module boundaries follow DESIGN.md §2:
+/// Core depends on nothing of ours; Runtime never imports MQTT; Manager never imports Runtime.
+let strict: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny"), .unsafeFlags(["-warnings-as-errors"])]
+
+let package = Package(
+    name: "propeller",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "propeller", targets: ["propeller"]),
+        .library(name: "PropellerRuntime", targets: ["PropellerRuntime"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        // C libraries from Debian's -dev packages.
+        .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
+        .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp", providers: [.apt(["libseccomp-dev"])]),
+        .systemLibrary(name: "CCap", pkgConfig: "libcap", providers: [.apt(["libcap-dev"])]),
+        .systemLibrary(name: "CMosquitto", pkgConfig: "libmosquitto", providers: [.apt(["libmosquitto-dev"])]),
+
+        // Everything a freshly cloned child does, in async-signal-safe C.
+        .target(
+            name: "CLauncher",
+            cSettings: [.define("_GNU_SOURCE"), .unsafeFlags(["-Wall", "-Wextra", "-Werror"])]
+        ),
+
+        .target(name: "PropellerCore", swiftSettings: strict),
+        .target(
+            name: "PropellerRuntime",
+            dependencies: [
+                "PropellerCore", "CLauncher", "CSeccomp", "CCap",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "PropellerCLI",
+            dependencies: [
+                "PropellerCore", "PropellerRuntime",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(name: "propeller", dependencies: ["PropellerCLI"], swiftSettings: strict),
+        .executableTarget(
+            name: "propeller-bench",
+            dependencies: ["PropellerRuntime", "PropellerCore"],
+            path: "Benchmarks/RuntimeBench",
+            swiftSettings: strict
+        ),
+
+        .testTarget(name: "PropellerCoreTests", dependencies: ["PropellerCore"]),
+        .testTarget(name: "PropellerRuntimeTests", dependencies: ["PropellerRuntime", "PropellerCore", "CLauncher"]),
+        .testTarget(
+            name: "EndToEndTests",
+            dependencies: ["PropellerCore"]
+        ),
+        .testTarget(name: "SystemLibrariesTests", dependencies: ["CArchive", "CMosquitto", "CSeccomp", "CCap"]),
+    ]
+)

@@ -1,0 +1,147 @@
+// The container launcher: everything a freshly cloned child does before execve.
+//
+// The parent (Swift) prepares every string, array, file descriptor and the seccomp BPF program
+// in a `pl_spec`, then calls `pl_launch`. The child runs on its own stack in the parent's address
+// space (CLONE_VM|CLONE_VFORK, like posix_spawn) and only makes system calls: no malloc, no locks,
+// no Swift. It reports a failure by filling `err_*` in the spec and exiting; the parent resumes
+// once the child has either exec'd or exited, so the error fields are final when pl_launch returns.
+#ifndef PROPELLER_LAUNCHER_H
+#define PROPELLER_LAUNCHER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Which step of container setup failed (reported back to the parent).
+enum pl_stage {
+    PL_STAGE_NONE = 0,
+    PL_STAGE_CLONE,
+    PL_STAGE_SIGNALS,
+    PL_STAGE_JOIN_CGROUP,
+    PL_STAGE_UNSHARE_CGROUP,
+    PL_STAGE_MOUNT_PRIVATE,
+    PL_STAGE_BIND_ROOTFS,
+    PL_STAGE_CHDIR_ROOTFS,
+    PL_STAGE_PIVOT_ROOT,
+    PL_STAGE_DETACH_OLD_ROOT,
+    PL_STAGE_MKDIR,
+    PL_STAGE_MOUNT_PROC,
+    PL_STAGE_MOUNT_DEV,
+    PL_STAGE_MKNOD,
+    PL_STAGE_SYMLINK,
+    PL_STAGE_MOUNT_DEVPTS,
+    PL_STAGE_MOUNT_SHM,
+    PL_STAGE_MOUNT_MQUEUE,
+    PL_STAGE_MOUNT_SYS,
+    PL_STAGE_MASK_PATH,
+    PL_STAGE_READONLY_PATH,
+    PL_STAGE_READONLY_ROOT,
+    PL_STAGE_HOSTNAME,
+    PL_STAGE_LOOPBACK,
+    PL_STAGE_RLIMIT,
+    PL_STAGE_WORKDIR,
+    PL_STAGE_STDIO,
+    PL_STAGE_SETGROUPS,
+    PL_STAGE_SETGID,
+    PL_STAGE_SETUID,
+    PL_STAGE_CAPABILITIES,
+    PL_STAGE_NO_NEW_PRIVS,
+    PL_STAGE_CLOSE_FDS,
+    PL_STAGE_SECCOMP,
+    PL_STAGE_EXEC,
+    PL_STAGE_PARENT_DEATH,
+};
+
+/// Flags for `pl_spec.flags`.
+enum {
+    PL_NEW_NETWORK = 1 << 0,   ///< new network namespace with only loopback, brought up
+    PL_READONLY_ROOT = 1 << 1, ///< remount the rootfs read-only after setup
+    PL_KILL_WITH_PARENT = 1 << 2, ///< SIGKILL the container when the launching thread dies
+};
+
+/// Same layout as the kernel's `struct sock_fprog`: a compiled seccomp BPF program.
+struct pl_bpf_program {
+    unsigned short len;
+    void *filter;
+};
+
+struct pl_rlimit {
+    int resource;
+    uint64_t soft;
+    uint64_t hard;
+};
+
+struct pl_spec {
+    // Inputs, all prepared by the parent and owned by it.
+    const char *rootfs;              ///< absolute host path of the root filesystem
+    char *const *argv;               ///< NULL-terminated; argv[0] is the command
+    char *const *envp;               ///< NULL-terminated
+    const char *search_path;         ///< PATH used to find argv[0] when it has no '/'
+    const char *workdir;             ///< absolute path inside the container, created when missing
+    const char *hostname;
+    uid_t uid;
+    gid_t gid;
+    const gid_t *groups;
+    size_t ngroups;
+    uint64_t caps_keep;              ///< bit i set: capability i stays in bounding/permitted/effective
+    int cap_last;                    ///< highest capability the kernel knows (/proc/sys/kernel/cap_last_cap)
+    const struct pl_rlimit *rlimits;
+    size_t nrlimits;
+    const int *cgroup_fds;           ///< open cgroup.procs files of the task's cgroups; the child writes "0"
+    size_t ncgroup_fds;
+    const struct pl_bpf_program *seccomp_prog; ///< NULL for unconfined
+    const char *const *masked_paths;
+    size_t nmasked_paths;
+    const char *const *readonly_paths;
+    size_t nreadonly_paths;
+    int flags;
+    int stdio[3];                    ///< descriptors that become 0, 1, 2 (-1: inherit the parent's)
+    void *stack;                     ///< child stack prepared by the parent
+    size_t stack_size;
+
+    // Outputs, written by the child when setup fails.
+    int err_stage;
+    int err_errno;
+    char err_detail[512];
+};
+
+/// Starts the container described by `spec`. Returns the child's pid (in the caller's pid
+/// namespace) and stores a pidfd in `*pidfd`, or returns -1 with `spec->err_stage`/`err_errno`
+/// set. A positive pid with `spec->err_stage != PL_STAGE_NONE` means the child failed during
+/// setup and has exited; the caller must still reap it.
+pid_t pl_launch(struct pl_spec *spec, int *pidfd);
+
+/// Human-readable name of a `pl_stage`.
+const char *pl_stage_name(int stage);
+
+/// The symbolic name of an errno value ("EINVAL"), or NULL.
+const char *pl_errno_name(int err);
+
+/// Opens `path` beneath the directory `rootfd`, resolving symlinks and ".." as if `rootfd` were
+/// the root (openat2 RESOLVE_IN_ROOT). Returns a descriptor or -1 with errno set.
+int pl_open_in_root(int rootfd, const char *path, int flags);
+
+/// Installs handlers for `signals` that write the signal number as one byte into a pipe and
+/// returns the pipe's read end (close-on-exec, non-blocking), or -1.
+int pl_signal_pipe(const int *signals, size_t count);
+
+/// Waits up to `timeout_ms` (-1: forever) for `pidfd` to become readable or `extra_fd` (if >= 0)
+/// to have data. Returns 1 when the process exited, 2 when extra_fd is readable, 0 on timeout,
+/// -1 on error.
+int pl_wait_readable(int pidfd, int extra_fd, int timeout_ms);
+
+/// Sends `sig` to the process behind `pidfd` (no pid-reuse race). Returns 0 or -1 with errno.
+int pl_pidfd_signal(int pidfd, int sig);
+
+/// A close-on-exec memfd (for exporting BPF), or -1.
+int pl_memfd(const char *name);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,438 @@
+// Container launcher: see include/launcher.h for the contract.
+//
+// Everything in child_main runs in a child that shares the parent's memory (CLONE_VM|CLONE_VFORK)
+// on a stack the parent allocated. It may only make system calls and touch its own stack and the
+// spec. In particular, uid/gid/capability changes use raw syscalls: glibc's setuid() family would
+// try to broadcast the change to the *parent's* threads.
+#include "launcher.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/openat2.h>
+#include <linux/seccomp.h>
+#include <net/if.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <pthread.h>
+#include <unistd.h>
+
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+#ifndef PR_CAP_AMBIENT
+#define PR_CAP_AMBIENT 47
+#define PR_CAP_AMBIENT_CLEAR_ALL 4
+#endif
+
+_Static_assert(sizeof(struct pl_bpf_program) == sizeof(struct sock_fprog), "pl_bpf_program must match sock_fprog");
+_Static_assert(offsetof(struct pl_bpf_program, filter) == offsetof(struct sock_fprog, filter), "pl_bpf_program must match sock_fprog");
+
+// ---- helpers usable in the child (async-signal-safe only) ----
+
+static size_t bounded_copy(char *dst, size_t cap, size_t at, const char *src) {
+    if (src == NULL) return at;
+    while (*src != '\0' && at + 1 < cap) dst[at++] = *src++;
+    dst[at] = '\0';
+    return at;
+}
+
+__attribute__((noreturn)) static void fail(struct pl_spec *s, int stage, const char *detail) {
+    int err = errno;
+    s->err_stage = stage;
+    s->err_errno = err;
+    s->err_detail[0] = '\0';
+    bounded_copy(s->err_detail, sizeof s->err_detail, 0, detail);
+    if (stage == PL_STAGE_EXEC) _exit(err == ENOENT ? 127 : 126);
+    _exit(125);
+}
+
+static void ensure_dir(struct pl_spec *s, const char *path, mode_t mode) {
+    if (mkdir(path, mode) < 0 && errno != EEXIST) fail(s, PL_STAGE_MKDIR, path);
+}
+
+/// mkdir -p for an absolute path, using a stack buffer.
+static int mkdir_all(const char *path, mode_t mode) {
+    char buf[4096];
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof buf) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(buf, path, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] == '/' || buf[i] == '\0') {
+            char saved = buf[i];
+            buf[i] = '\0';
+            if (mkdir(buf, mode) < 0 && errno != EEXIST) return -1;
+            buf[i] = saved;
+        }
+    }
+    return 0;
+}
+
+/// The mount flags a remount must carry over so it does not clear them by accident.
+static unsigned long kept_mount_flags(const char *path) {
+    struct statfs st;
+    unsigned long out = 0;
+    if (statfs(path, &st) < 0) return MS_NOSUID | MS_NODEV | MS_NOEXEC;
+    if (st.f_flags & ST_NOSUID) out |= MS_NOSUID;
+    if (st.f_flags & ST_NODEV) out |= MS_NODEV;
+    if (st.f_flags & ST_NOEXEC) out |= MS_NOEXEC;
+    if (st.f_flags & ST_NOATIME) out |= MS_NOATIME;
+    if (st.f_flags & ST_NODIRATIME) out |= MS_NODIRATIME;
+    if (st.f_flags & ST_RELATIME) out |= MS_RELATIME;
+    return out;
+}
+
+static int remount_readonly(const char *path) {
+    return mount(NULL, path, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | kept_mount_flags(path), NULL);
+}
+
+struct dev_node {
+    const char *path;
+    unsigned maj, min;
+};
+
+static const struct dev_node default_devices[] = {
+    {"/dev/null", 1, 3}, {"/dev/zero", 1, 5},    {"/dev/full", 1, 7},
+    {"/dev/random", 1, 8}, {"/dev/urandom", 1, 9}, {"/dev/tty", 5, 0},
+};
+
+static void mount_defaults(struct pl_spec *s) {
+    ensure_dir(s, "/proc", 0555);
+    if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+        fail(s, PL_STAGE_MOUNT_PROC, "/proc");
+
+    ensure_dir(s, "/dev", 0755);
+    if (mount("tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k") < 0)
+        fail(s, PL_STAGE_MOUNT_DEV, "/dev");
+    for (size_t i = 0; i < sizeof default_devices / sizeof default_devices[0]; i++) {
+        const struct dev_node *d = &default_devices[i];
+        if (mknod(d->path, S_IFCHR | 0666, makedev(d->maj, d->min)) < 0) fail(s, PL_STAGE_MKNOD, d->path);
+    }
+    ensure_dir(s, "/dev/pts", 0755);
+    if (mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5") < 0)
+        fail(s, PL_STAGE_MOUNT_DEVPTS, "/dev/pts");
+    static const char *const links[][2] = {
+        {"pts/ptmx", "/dev/ptmx"},       {"/proc/self/fd", "/dev/fd"},     {"/proc/self/fd/0", "/dev/stdin"},
+        {"/proc/self/fd/1", "/dev/stdout"}, {"/proc/self/fd/2", "/dev/stderr"}, {"/proc/kcore", "/dev/core"},
+    };
+    for (size_t i = 0; i < sizeof links / sizeof links[0]; i++) {
+        if (symlink(links[i][0], links[i][1]) < 0) fail(s, PL_STAGE_SYMLINK, links[i][1]);
+    }
+    ensure_dir(s, "/dev/shm", 01777);
+    if (mount("shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k") < 0)
+        fail(s, PL_STAGE_MOUNT_SHM, "/dev/shm");
+    ensure_dir(s, "/dev/mqueue", 0755);
+    if (mount("mqueue", "/dev/mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+        fail(s, PL_STAGE_MOUNT_MQUEUE, "/dev/mqueue");
+
+    ensure_dir(s, "/sys", 0555);
+    if (mount("sysfs", "/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+        fail(s, PL_STAGE_MOUNT_SYS, "/sys");
+
+    for (size_t i = 0; i < s->nmasked_paths; i++) {
+        const char *p = s->masked_paths[i];
+        struct stat st;
+        if (lstat(p, &st) < 0) {
+            if (errno == ENOENT || errno == ENOTDIR) continue;
+            fail(s, PL_STAGE_MASK_PATH, p);
+        }
+        int rc = S_ISDIR(st.st_mode) ? mount("tmpfs", p, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0")
+                                     : mount("/dev/null", p, NULL, MS_BIND, NULL);
+        if (rc < 0) fail(s, PL_STAGE_MASK_PATH, p);
+    }
+    for (size_t i = 0; i < s->nreadonly_paths; i++) {
+        const char *p = s->readonly_paths[i];
+        if (mount(p, p, NULL, MS_BIND | MS_REC, NULL) < 0) {
+            if (errno == ENOENT) continue;
+            fail(s, PL_STAGE_READONLY_PATH, p);
+        }
+        if (remount_readonly(p) < 0) fail(s, PL_STAGE_READONLY_PATH, p);
+    }
+}
+
+static void bring_up_loopback(struct pl_spec *s) {
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) fail(s, PL_STAGE_LOOPBACK, "socket");
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    memcpy(ifr.ifr_name, "lo", 3);
+    if (ioctl(fd, SIOCGIFFLAGS, &ifr) < 0) fail(s, PL_STAGE_LOOPBACK, "lo");
+    ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+    if (ioctl(fd, SIOCSIFFLAGS, &ifr) < 0) fail(s, PL_STAGE_LOOPBACK, "lo");
+    close(fd);
+}
+
+static void set_capabilities(struct pl_spec *s) {
+    struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[2];
+    memset(data, 0, sizeof data);
+    uint64_t keep = s->caps_keep;
+    data[0].effective = data[0].permitted = (uint32_t)(keep & 0xffffffffu);
+    data[1].effective = data[1].permitted = (uint32_t)(keep >> 32);
+    // Inheritable stays empty, as moby does since CVE-2022-24769.
+    if (syscall(SYS_capset, &hdr, data) < 0) fail(s, PL_STAGE_CAPABILITIES, "capset");
+}
+
+static void exec_command(struct pl_spec *s) {
+    const char *cmd = s->argv[0];
+    if (cmd == NULL || cmd[0] == '\0') {
+        errno = ENOENT;
+        fail(s, PL_STAGE_EXEC, "");
+    }
+    if (strchr(cmd, '/') != NULL) {
+        execve(cmd, s->argv, s->envp);
+        fail(s, PL_STAGE_EXEC, cmd);
+    }
+    char buf[4096];
+    size_t cmdlen = strlen(cmd);
+    bool saw_eacces = false;
+    int last = ENOENT;
+    const char *p = s->search_path ? s->search_path : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    while (1) {
+        const char *end = strchr(p, ':');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len == 0) {
+            buf[0] = '.';
+            len = 1;
+        } else if (len + 1 + cmdlen + 1 <= sizeof buf) {
+            memcpy(buf, p, len);
+        } else {
+            len = 0;
+        }
+        if (len > 0 && len + 1 + cmdlen + 1 <= sizeof buf) {
+            buf[len] = '/';
+            memcpy(buf + len + 1, cmd, cmdlen + 1);
+            execve(buf, s->argv, s->envp);
+            if (errno == EACCES) saw_eacces = true;
+            else if (errno != ENOENT && errno != ENOTDIR) last = errno;
+        }
+        if (end == NULL) break;
+        p = end + 1;
+    }
+    errno = saw_eacces ? EACCES : last;
+    fail(s, PL_STAGE_EXEC, cmd);
+}
+
+static int child_main(void *arg) {
+    struct pl_spec *s = arg;
+
+    // Signals arrive blocked (the parent blocked them around clone); reset every disposition so
+    // nothing the parent caught or ignored (Swift ignores SIGPIPE) leaks into the container.
+    for (int sig = 1; sig < NSIG; sig++) {
+        if (sig == SIGKILL || sig == SIGSTOP) continue;
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = SIG_DFL;
+        (void)sigaction(sig, &sa, NULL);
+    }
+    if ((s->flags & PL_KILL_WITH_PARENT) && prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+        fail(s, PL_STAGE_PARENT_DEATH, "PR_SET_PDEATHSIG");
+    umask(0);
+
+    // Join the task's cgroups, then make them the root of a new cgroup namespace.
+    for (size_t i = 0; i < s->ncgroup_fds; i++) {
+        if (write(s->cgroup_fds[i], "0", 1) != 1) fail(s, PL_STAGE_JOIN_CGROUP, "cgroup.procs");
+    }
+    if (unshare(CLONE_NEWCGROUP) < 0) fail(s, PL_STAGE_UNSHARE_CGROUP, "");
+
+    // Root filesystem: private mount tree, rootfs bound onto itself, pivot_root, old root detached.
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) fail(s, PL_STAGE_MOUNT_PRIVATE, "/");
+    if (mount(s->rootfs, s->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0) fail(s, PL_STAGE_BIND_ROOTFS, s->rootfs);
+    if (chdir(s->rootfs) < 0) fail(s, PL_STAGE_CHDIR_ROOTFS, s->rootfs);
+    if (syscall(SYS_pivot_root, ".", ".") < 0) fail(s, PL_STAGE_PIVOT_ROOT, s->rootfs);
+    if (umount2(".", MNT_DETACH) < 0) fail(s, PL_STAGE_DETACH_OLD_ROOT, s->rootfs);
+    if (chdir("/") < 0) fail(s, PL_STAGE_CHDIR_ROOTFS, "/");
+
+    // Everything below resolves paths inside the container: a hostile symlink cannot leave it.
+    mount_defaults(s);
+    if (s->workdir != NULL && s->workdir[0] != '\0' && mkdir_all(s->workdir, 0755) < 0 && errno != EROFS)
+        fail(s, PL_STAGE_WORKDIR, s->workdir);
+    if ((s->flags & PL_READONLY_ROOT) && remount_readonly("/") < 0) fail(s, PL_STAGE_READONLY_ROOT, "/");
+
+    if (s->hostname != NULL && sethostname(s->hostname, strlen(s->hostname)) < 0)
+        fail(s, PL_STAGE_HOSTNAME, s->hostname);
+    if (s->flags & PL_NEW_NETWORK) bring_up_loopback(s);
+
+    for (size_t i = 0; i < s->nrlimits; i++) {
+        struct rlimit rl = {(rlim_t)s->rlimits[i].soft, (rlim_t)s->rlimits[i].hard};
+        if (setrlimit(s->rlimits[i].resource, &rl) < 0) fail(s, PL_STAGE_RLIMIT, "");
+    }
+    if (s->workdir != NULL && s->workdir[0] != '\0' && chdir(s->workdir) < 0) fail(s, PL_STAGE_WORKDIR, s->workdir);
+
+    for (int i = 0; i < 3; i++) {
+        int fd = s->stdio[i];
+        if (fd < 0) continue;
+        if (fd == i) {
+            if (fcntl(i, F_SETFD, 0) < 0) fail(s, PL_STAGE_STDIO, "");
+        } else if (dup2(fd, i) < 0) {
+            fail(s, PL_STAGE_STDIO, "");
+        }
+    }
+
+    // Capabilities: shrink the bounding set while we still hold CAP_SETPCAP, change identity
+    // keeping permitted caps, then set the final permitted/effective sets.
+    for (int cap = 0; cap <= s->cap_last; cap++) {
+        if (cap < 64 && (s->caps_keep & ((uint64_t)1 << cap))) continue;
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL) fail(s, PL_STAGE_CAPABILITIES, "bounding set");
+    }
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+        fail(s, PL_STAGE_CAPABILITIES, "ambient set");
+    if (syscall(SYS_setgroups, s->ngroups, s->groups) < 0) fail(s, PL_STAGE_SETGROUPS, "");
+    if (syscall(SYS_setresgid, s->gid, s->gid, s->gid) < 0) fail(s, PL_STAGE_SETGID, "");
+    if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0) fail(s, PL_STAGE_SETUID, "PR_SET_KEEPCAPS");
+    if (syscall(SYS_setresuid, s->uid, s->uid, s->uid) < 0) fail(s, PL_STAGE_SETUID, "");
+    set_capabilities(s);
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) fail(s, PL_STAGE_NO_NEW_PRIVS, "");
+
+    // Nothing but 0, 1 and 2 survives exec.
+    if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) < 0) {
+        struct rlimit rl;
+        rlim_t top = (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) ? rl.rlim_cur : 65536;
+        for (rlim_t fd = 3; fd < top; fd++) (void)fcntl((int)fd, F_SETFD, FD_CLOEXEC);
+    }
+    umask(022);
+
+    sigset_t none;
+    sigemptyset(&none);
+    if (sigprocmask(SIG_SETMASK, &none, NULL) < 0) fail(s, PL_STAGE_SIGNALS, "");
+
+    // Last: the seccomp filter, then exec.
+    if (s->seccomp_prog != NULL && prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, s->seccomp_prog, 0, 0) < 0)
+        fail(s, PL_STAGE_SECCOMP, "");
+    exec_command(s);
+    return 125;
+}
+
+pid_t pl_launch(struct pl_spec *s, int *pidfd) {
+    s->err_stage = PL_STAGE_NONE;
+    s->err_errno = 0;
+    s->err_detail[0] = '\0';
+    int flags = CLONE_VM | CLONE_VFORK | CLONE_PIDFD | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | SIGCHLD;
+    if (s->flags & PL_NEW_NETWORK) flags |= CLONE_NEWNET;
+
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    *pidfd = -1;
+    pid_t pid = clone(child_main, (char *)s->stack + s->stack_size, flags, s, pidfd);
+    int saved = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (pid < 0) {
+        s->err_stage = PL_STAGE_CLONE;
+        s->err_errno = saved;
+        return -1;
+    }
+    return pid;
+}
+
+const char *pl_stage_name(int stage) {
+    switch (stage) {
+    case PL_STAGE_NONE: return "none";
+    case PL_STAGE_CLONE: return "clone";
+    case PL_STAGE_SIGNALS: return "reset signals";
+    case PL_STAGE_JOIN_CGROUP: return "join cgroup";
+    case PL_STAGE_UNSHARE_CGROUP: return "new cgroup namespace";
+    case PL_STAGE_MOUNT_PRIVATE: return "make mounts private";
+    case PL_STAGE_BIND_ROOTFS: return "bind rootfs";
+    case PL_STAGE_CHDIR_ROOTFS: return "enter rootfs";
+    case PL_STAGE_PIVOT_ROOT: return "pivot_root into";
+    case PL_STAGE_DETACH_OLD_ROOT: return "detach old root of";
+    case PL_STAGE_MKDIR: return "create mount point";
+    case PL_STAGE_MOUNT_PROC: return "mount proc on";
+    case PL_STAGE_MOUNT_DEV: return "mount tmpfs on";
+    case PL_STAGE_MKNOD: return "create device";
+    case PL_STAGE_SYMLINK: return "create symlink";
+    case PL_STAGE_MOUNT_DEVPTS: return "mount devpts on";
+    case PL_STAGE_MOUNT_SHM: return "mount shm on";
+    case PL_STAGE_MOUNT_MQUEUE: return "mount mqueue on";
+    case PL_STAGE_MOUNT_SYS: return "mount sysfs on";
+    case PL_STAGE_MASK_PATH: return "mask path";
+    case PL_STAGE_READONLY_PATH: return "make read-only";
+    case PL_STAGE_READONLY_ROOT: return "make rootfs read-only";
+    case PL_STAGE_HOSTNAME: return "set hostname";
+    case PL_STAGE_LOOPBACK: return "bring up loopback";
+    case PL_STAGE_RLIMIT: return "set rlimit";
+    case PL_STAGE_WORKDIR: return "enter working directory";
+    case PL_STAGE_STDIO: return "set up stdio";
+    case PL_STAGE_SETGROUPS: return "set supplementary groups";
+    case PL_STAGE_SETGID: return "set gid";
+    case PL_STAGE_SETUID: return "set uid";
+    case PL_STAGE_CAPABILITIES: return "set capabilities";
+    case PL_STAGE_NO_NEW_PRIVS: return "set no_new_privs";
+    case PL_STAGE_CLOSE_FDS: return "close inherited descriptors";
+    case PL_STAGE_SECCOMP: return "load seccomp filter";
+    case PL_STAGE_EXEC: return "exec";
+    case PL_STAGE_PARENT_DEATH: return "set parent-death signal";
+    default: return "unknown stage";
+    }
+}
+
+const char *pl_errno_name(int err) { return strerrorname_np(err); }
+
+int pl_open_in_root(int rootfd, const char *path, int flags) {
+    struct open_how how;
+    memset(&how, 0, sizeof how);
+    how.flags = (uint64_t)(flags | O_CLOEXEC);
+    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+    return (int)syscall(SYS_openat2, rootfd, path, &how, sizeof how);
+}
+
+static int signal_pipe_write = -1;
+
+static void forward_to_pipe(int sig) {
+    int saved = errno;
+    unsigned char b = (unsigned char)sig;
+    if (signal_pipe_write >= 0) (void)!write(signal_pipe_write, &b, 1);
+    errno = saved;
+}
+
+int pl_signal_pipe(const int *signals, size_t count) {
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) < 0) return -1;
+    signal_pipe_write = fds[1];
+    for (size_t i = 0; i < count; i++) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = forward_to_pipe;
+        sa.sa_flags = SA_RESTART;
+        sigemptyset(&sa.sa_mask);
+        if (sigaction(signals[i], &sa, NULL) < 0) return -1;
+    }
+    return fds[0];
+}
+
+int pl_wait_readable(int pidfd, int extra_fd, int timeout_ms) {
+    struct pollfd p[2] = {{pidfd, POLLIN, 0}, {extra_fd, POLLIN, 0}};
+    nfds_t n = extra_fd >= 0 ? 2 : 1;
+    for (;;) {
+        int rc = poll(p, n, timeout_ms);
+        if (rc < 0 && errno == EINTR) continue;
+        if (rc < 0) return -1;
+        if (rc == 0) return 0;
+        if (p[0].revents) return 1;
+        return 2;
+    }
+}
+
+int pl_memfd(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
+
+int pl_pidfd_signal(int pidfd, int sig) { return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0); }

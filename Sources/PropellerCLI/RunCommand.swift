@@ -1,0 +1,200 @@
+import ArgumentParser
+#if canImport(Glibc)
+import Glibc
+#endif
+import Logging
+import PropellerCore
+import PropellerRuntime
+
+/// `propeller run`: one container on this machine, no manager (like `docker run`).
+struct RunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run a command in a new container on this machine.",
+        discussion: """
+        The container gets new mount, PID, UTS, IPC, network and cgroup namespaces, the given root \
+        filesystem (pivot_root), a fresh /proc, a minimal /dev, a read-only /sys, Docker's default \
+        capabilities minus NET_RAW, no_new_privs and a seccomp allow-list. stdout and stderr of the \
+        command are the caller's own.
+
+        Exit status: the command's exit code; 128+N when signal N killed it; 137 with a message when \
+        the memory limit OOM-killed it; 124 when --timeout killed it; 125 when Propeller itself \
+        failed (bad flags, setup error); 126 when the command cannot be executed; 127 when it is not \
+        found.
+
+        SIZE accepts 64M, 1.5G, 512k (powers of 1024) and plain bytes. DURATION accepts 500ms, 30s, 2m, 1h.
+        """
+    )
+
+    @Option(help: ArgumentHelp("Root filesystem directory for the container.", valueName: "dir"))
+    var rootfs: String
+
+    @Option(help: ArgumentHelp("Memory limit (no swap beyond it).", valueName: "size"))
+    var memory: String?
+
+    @Option(help: ArgumentHelp("CPU limit in CPUs, e.g. 0.5 or 2.", valueName: "n"))
+    var cpus: String?
+
+    @Option(help: ArgumentHelp("Maximum number of processes and threads.", valueName: "n"))
+    var pids: String?
+
+    @Option(help: ArgumentHelp("Kill the whole container after this long (exit status 124).", valueName: "duration"))
+    var timeout: String?
+
+    @Option(name: [.short, .customLong("env")], help: ArgumentHelp("Set an environment variable (KEY=VALUE, or KEY to copy it from here).", valueName: "key=value"))
+    var env: [String] = []
+
+    @Option(name: [.short, .customLong("workdir")], help: ArgumentHelp("Working directory inside the container (created if missing).", valueName: "dir"))
+    var workdir: String = "/"
+
+    @Option(name: [.short, .customLong("user")], help: ArgumentHelp("User to run as: UID[:GID] or NAME[:GROUP], resolved in the rootfs.", valueName: "user"))
+    var user: String?
+
+    @Option(help: ArgumentHelp("Container hostname (default: the first 12 digits of its id).", valueName: "name"))
+    var hostname: String?
+
+    @Option(help: ArgumentHelp("none: a private network namespace with only loopback; host: the host's network.", valueName: "none|host"))
+    var network: String = "none"
+
+    @Option(name: .customLong("cap-add"), help: ArgumentHelp("Add a capability (NET_RAW, SYS_PTRACE, ALL, ...).", valueName: "cap"))
+    var capAdd: [String] = []
+
+    @Option(name: .customLong("cap-drop"), help: ArgumentHelp("Drop a capability (or ALL).", valueName: "cap"))
+    var capDrop: [String] = []
+
+    @Flag(name: .customLong("read-only"), help: "Mount the root filesystem read-only.")
+    var readOnly = false
+
+    @Option(help: ArgumentHelp("default, unconfined, or a Docker-format JSON profile file.", valueName: "default|unconfined|file"))
+    var seccomp: String = "default"
+
+    @Option(help: ArgumentHelp("Resource limit NAME=SOFT[:HARD] (default nofile=1024:1024).", valueName: "name=soft:hard"))
+    var ulimit: [String] = []
+
+    @Option(name: .customLong("log-level"), help: ArgumentHelp("trace, debug, info, notice, warning, error or critical.", valueName: "level"))
+    var logLevel: String = "warning"
+
+    @Argument(parsing: .captureForPassthrough, help: ArgumentHelp("The command and its arguments.", valueName: "cmd"))
+    var command: [String] = []
+
+    func validate() throws {
+        let cmd = command.first == "--" ? Array(command.dropFirst()) : command
+        if cmd.isEmpty { throw ValidationError("no command given: propeller run --rootfs DIR [OPTIONS] [--] CMD [ARG...]") }
+        if ContainerSpec.NetworkMode(rawValue: network) == nil {
+            throw ValidationError("invalid --network \"\(network)\": expected none or host")
+        }
+        if Logger.Level(rawValue: logLevel) == nil { throw ValidationError("invalid --log-level \"\(logLevel)\"") }
+    }
+
+    func run() throws {
+        let level = Logger.Level(rawValue: logLevel) ?? .warning
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "propeller.run")
+
+        let spec: ContainerSpec
+        let timeoutDuration: Duration?
+        do {
+            spec = try makeSpec()
+            timeoutDuration = try timeout.map(DurationParsing.parse)
+            if let t = timeoutDuration, t <= .zero { throw PropellerError(.invalidArgument, "invalid --timeout \"\(timeout ?? "")\": must be positive") }
+        } catch let error as PropellerError {
+            throw ValidationError(error.message)
+        }
+
+        let runtime: ContainerRuntime
+        let container: RunningContainer
+        do {
+            runtime = try ContainerRuntime(logger: logger)
+            container = try runtime.start(spec)
+        } catch let error as LaunchError {
+            printError("propeller: \(error)")
+            throw ExitCode(error.exitStatus)
+        } catch {
+            printError("propeller: \(error)")
+            throw ExitCode(125)
+        }
+        // Forward the usual terminal signals to the container (like docker run's sig-proxy).
+        let forwarded: [Int32] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2]
+        let signalFD = SignalPipe.install(forwarded)
+        let report = container.wait(timeout: timeoutDuration, interruptFD: signalFD) { sig in
+            container.signal(sig)
+        }
+        if report.timedOut {
+            printError("propeller: container timed out after \(timeout ?? "") and was killed (exit status 124)")
+            throw ExitCode(124)
+        }
+        if report.oomKilled && report.signal == SIGKILL {
+            let limit = spec.limits.memoryBytes.map { " of \(ByteSize(bytes: $0))" } ?? ""
+            printError("propeller: container was killed by the kernel's OOM killer: memory limit\(limit) exceeded (exit status 137)")
+            throw ExitCode(137)
+        }
+        throw ExitCode(report.exitCode)
+    }
+
+    func makeSpec() throws -> ContainerSpec {
+        let cmd = command.first == "--" ? Array(command.dropFirst()) : command
+        let rootfsPath = absolutePath(rootfs)
+        var spec = ContainerSpec(rootfs: rootfsPath, command: cmd)
+        spec.killWithParent = true
+        var limits = CgroupLimits()
+        if let memory {
+            guard let size = try? ByteSize(parsing: memory) else {
+                throw PropellerError(.invalidArgument, "invalid --memory \"\(memory)\": expected a size like 64M, 1.5G, 512k or a number of bytes")
+            }
+            guard size.bytes >= 6 << 20 else { throw PropellerError(.invalidArgument, "invalid --memory \"\(memory)\": the minimum is 6M") }
+            limits.memoryBytes = size.bytes
+        }
+        if let cpus {
+            guard let value = Double(cpus), value.isFinite, value > 0, value <= 4096 else {
+                throw PropellerError(.invalidArgument, "invalid --cpus \"\(cpus)\": expected a positive number of CPUs, like 0.5 or 2")
+            }
+            limits.cpuMillis = UInt64((value * 1000).rounded())
+            if limits.cpuMillis == 0 { throw PropellerError(.invalidArgument, "invalid --cpus \"\(cpus)\": the minimum is 0.01") }
+        }
+        if let pids {
+            guard let value = UInt64(pids), value > 0 else {
+                throw PropellerError(.invalidArgument, "invalid --pids \"\(pids)\": expected a positive whole number")
+            }
+            limits.pids = value
+        }
+        spec.limits = limits
+        spec.environment = env.map { entry in
+            if entry.contains("=") { return entry }
+            if let value = getenv(entry) { return entry + "=" + String(cString: value) }
+            return entry + "="
+        }
+        for entry in spec.environment where entry.hasPrefix("=") {
+            throw PropellerError(.invalidArgument, "invalid --env \"\(entry)\": missing name")
+        }
+        spec.workingDirectory = workdir
+        spec.user = user
+        spec.hostname = hostname
+        spec.network = ContainerSpec.NetworkMode(rawValue: network) ?? .none
+        spec.capabilities = try CapabilitySet.defaultSet.adjusted(adding: capAdd, dropping: capDrop)
+        spec.readOnlyRootfs = readOnly
+        switch seccomp {
+        case "default": spec.seccomp = .default
+        case "unconfined": spec.seccomp = .unconfined
+        default: spec.seccomp = .profile(try SeccompProfile.load(path: seccomp))
+        }
+        var limitsByResource: [Int32: ContainerSpec.ResourceLimit] = [ContainerSpec.ResourceLimit.defaultNofile.resource: .defaultNofile]
+        for u in ulimit {
+            let parsed = try ContainerSpec.ResourceLimit(parsing: u)
+            limitsByResource[parsed.resource] = parsed
+        }
+        spec.resourceLimits = limitsByResource.keys.sorted().compactMap { limitsByResource[$0] }
+        return spec
+    }
+
+    private func absolutePath(_ path: String) -> String {
+        if path.hasPrefix("/") { return path }
+        guard let raw = getcwd(nil, 0) else { return path }
+        defer { free(raw) }
+        let cwd = String(cString: raw)
+        return cwd == "/" ? "/" + path : cwd + "/" + path
+    }
+}

@@ -1,0 +1,165 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import PropellerCore
+
+/// Resource limits for one task's cgroup. `nil` means "no limit".
+public struct CgroupLimits: Hashable, Sendable {
+    public var memoryBytes: UInt64?
+    /// CPU bandwidth in thousandths of a CPU (`--cpus 0.25` is 250).
+    public var cpuMillis: UInt64?
+    public var pids: UInt64?
+
+    public init(memoryBytes: UInt64? = nil, cpuMillis: UInt64? = nil, pids: UInt64? = nil) {
+        self.memoryBytes = memoryBytes
+        self.cpuMillis = cpuMillis
+        self.pids = pids
+    }
+
+    /// The CFS period Propeller uses (100 ms, as Docker and the kernel default).
+    static let cpuPeriodMicros: UInt64 = 100_000
+
+    var cpuQuotaMicros: UInt64? {
+        cpuMillis.map { max(1000, $0 * Self.cpuPeriodMicros / 1000) }
+    }
+}
+
+/// What the kernel counted for a task's cgroup.
+public struct CgroupStats: Hashable, Sendable {
+    /// Processes the kernel OOM-killed in this cgroup.
+    public var oomKills: UInt64 = 0
+    /// Highest memory use seen, in bytes (nil when the kernel does not report it).
+    public var memoryPeakBytes: UInt64?
+    /// CPU time used by all processes, in microseconds.
+    public var cpuUsageMicros: UInt64?
+    /// CFS periods in which the cgroup was throttled, and the time spent throttled.
+    public var throttledPeriods: UInt64?
+    public var throttledMicros: UInt64?
+
+    public init() {}
+}
+
+/// The filesystem operations a cgroup driver needs. The real one is ``KernelCgroupFilesystem``;
+/// unit tests substitute one that imitates cgroupfs in a temp directory.
+public protocol CgroupFilesystem: Sendable {
+    func makeDirectory(_ path: String) throws
+    func removeDirectory(_ path: String) throws
+    func read(_ path: String) throws -> String
+    func write(_ path: String, _ value: String) throws
+    func exists(_ path: String) -> Bool
+}
+
+/// cgroupfs as the kernel provides it.
+public struct KernelCgroupFilesystem: CgroupFilesystem {
+    public init() {}
+
+    public func makeDirectory(_ path: String) throws {
+        guard mkdir(path, 0o755) == 0 else { throw FileIO.systemError("create cgroup", path) }
+    }
+
+    public func removeDirectory(_ path: String) throws {
+        guard rmdir(path) == 0 else { throw FileIO.systemError("remove cgroup", path) }
+    }
+
+    public func read(_ path: String) throws -> String { try FileIO.readString(path) }
+    public func write(_ path: String, _ value: String) throws { try FileIO.writeExisting(path, value) }
+    public func exists(_ path: String) -> Bool { FileIO.exists(path) }
+}
+
+/// One task's cgroup(s), created by a ``CgroupDriver``.
+public protocol TaskCgroup: Sendable {
+    /// The `cgroup.procs` files the launched child must join, one per hierarchy.
+    var procsFiles: [String] { get }
+    /// The directories that make up this cgroup (one per hierarchy), for diagnostics.
+    var directories: [String] { get }
+    /// Counters read from the kernel.
+    func stats() -> CgroupStats
+    /// SIGKILLs every process in the cgroup.
+    func killAll() throws
+    /// Removes the cgroup (the processes must be gone).
+    func remove() throws
+}
+
+/// Creates per-task cgroups under this process's own cgroup(s) and applies limits.
+public protocol CgroupDriver: Sendable {
+    var layout: CgroupLayout { get }
+    /// Creates `<own>/propeller/<name>` in every hierarchy needed and writes `limits`.
+    /// A limit the host cannot enforce throws `.unsupported`, and nothing is left behind.
+    func create(name: String, limits: CgroupLimits) throws -> any TaskCgroup
+}
+
+/// Picks the driver for the running host.
+public enum CgroupDrivers {
+    public static func forHost(filesystem: any CgroupFilesystem = KernelCgroupFilesystem()) throws -> any CgroupDriver {
+        let layout = try CgroupLayout.current()
+        return driver(for: layout, filesystem: filesystem)
+    }
+
+    public static func driver(for layout: CgroupLayout, filesystem: any CgroupFilesystem) -> any CgroupDriver {
+        switch layout.mode {
+        case .unified: return CgroupV2Driver(layout: layout, fs: filesystem)
+        case .legacy: return CgroupV1Driver(layout: layout, fs: filesystem)
+        }
+    }
+}
+
+/// The name of the directory under a process's own cgroup that holds its tasks' cgroups.
+let cgroupBaseName = "propeller"
+
+/// Parses `key value` lines (memory.events, cpu.stat, memory.oom_control).
+func parseFlatKeyed(_ text: String) -> [String: UInt64] {
+    var out: [String: UInt64] = [:]
+    for line in text.split(separator: "\n") {
+        let parts = line.split(separator: " ")
+        if parts.count == 2, let v = UInt64(parts[1]) { out[String(parts[0])] = v }
+    }
+    return out
+}
+
+/// rmdir that waits briefly for exiting processes to leave (EBUSY right after a kill).
+func removeCgroupDirectory(_ fs: any CgroupFilesystem, _ path: String) throws {
+    var attempt = 0
+    while true {
+        do {
+            try fs.removeDirectory(path)
+            return
+        } catch let error as PropellerError where error.code == .notFound {
+            return
+        } catch {
+            attempt += 1
+            if attempt > 200 { throw error }
+            usleep(attempt < 20 ? 500 : 5000)
+        }
+    }
+}
+
+/// mkdir for the shared base directory: already there is fine.
+func ensureDirectory(_ fs: any CgroupFilesystem, _ path: String) throws {
+    if fs.exists(path) { return }
+    do {
+        try fs.makeDirectory(path)
+    } catch {
+        if !fs.exists(path) { throw error }
+    }
+}
+
+/// Removes the base directory once the last task is gone; busy or already gone is fine.
+func removeBaseIfEmpty(_ fs: any CgroupFilesystem, _ path: String) {
+    try? fs.removeDirectory(path)
+}
+
+/// Creates a task directory under a base that a concurrent `removeBaseIfEmpty` may delete.
+func makeTaskDirectory(_ fs: any CgroupFilesystem, base: String, task: String, prepareBase: (String) throws -> Void) throws {
+    var lastError: (any Error)?
+    for _ in 0..<10 {
+        try ensureDirectory(fs, base)
+        do {
+            try prepareBase(base)
+            try fs.makeDirectory(task)
+            return
+        } catch let error as PropellerError where error.code == .notFound {
+            lastError = error  // the base vanished between the two steps: try again
+        }
+    }
+    throw lastError ?? PropellerError(.internalError, "cannot create cgroup \(task)")
+}

@@ -1,0 +1,161 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLauncher
+import Logging
+import PropellerCore
+import Synchronization
+
+/// Starts containers: the library behind `propeller run` and the proplet.
+///
+/// One runtime per process. It detects the host's cgroup layout once and compiles each seccomp
+/// profile once, so starting a container costs a cgroup, a clone and the child's syscalls.
+public final class ContainerRuntime: Sendable {
+    public let cgroups: any CgroupDriver
+    private let logger: Logger
+    private let seccompCache = Mutex<[SeccompKey: SeccompProgram]>([:])
+
+    private struct SeccompKey: Hashable {
+        var policy: ContainerSpec.SeccompPolicy
+        var capabilities: UInt64
+    }
+
+    /// - Parameter cgroups: the driver to use; nil picks the one for this host.
+    public init(cgroups: (any CgroupDriver)? = nil, logger: Logger = Logger(label: "propeller.runtime")) throws {
+        self.cgroups = try cgroups ?? CgroupDrivers.forHost()
+        self.logger = logger
+    }
+
+    /// The compiled filter for `policy` and `capabilities` (nil for `.unconfined`), compiled on first use.
+    public func seccompProgram(_ policy: ContainerSpec.SeccompPolicy, capabilities: CapabilitySet) throws -> SeccompProgram? {
+        let profile: SeccompProfile
+        switch policy {
+        case .unconfined: return nil
+        case .default: profile = .defaultProfile
+        case .profile(let p): profile = p
+        }
+        let key = SeccompKey(policy: policy, capabilities: capabilities.mask)
+        if let cached = seccompCache.withLock({ $0[key] }) { return cached }
+        let program = try SeccompProgram(profile: profile, capabilities: capabilities)
+        return seccompCache.withLock { cache in
+            if let raced = cache[key] { return raced }
+            cache[key] = program
+            return program
+        }
+    }
+
+    /// Creates the container's cgroup, launches its process and returns once the command is
+    /// running (exec succeeded). Throws ``LaunchError`` when setup or exec failed, with the
+    /// cgroup already removed.
+    public func start(_ spec: ContainerSpec) throws -> RunningContainer {
+        guard !spec.command.isEmpty else { throw PropellerError(.invalidArgument, "no command given") }
+        guard spec.rootfs.hasPrefix("/") else { throw PropellerError(.invalidArgument, "rootfs \(spec.rootfs): must be an absolute path") }
+        guard FileIO.isDirectory(spec.rootfs) else {
+            throw PropellerError(.notFound, "rootfs \(spec.rootfs): no such directory")
+        }
+        guard spec.workingDirectory.hasPrefix("/") else {
+            throw PropellerError(.invalidArgument, "working directory \(spec.workingDirectory): must be an absolute path")
+        }
+        let user = try UserResolver(rootfs: spec.rootfs).resolve(spec.user)
+        let seccomp = try seccompProgram(spec.seccomp, capabilities: spec.capabilities)
+        let hostname = spec.hostname ?? spec.id.short
+        let environment = Self.environment(spec.environment, hostname: hostname, home: user.home)
+        let searchPath = environment.last { $0.hasPrefix("PATH=") }.map { String($0.dropFirst(5)) } ?? ContainerSpec.defaultPath
+
+        let cgroup = try cgroups.create(name: spec.id.hex, limits: spec.limits)
+        var cgroupFDs: [Int32] = []
+        defer { for fd in cgroupFDs { close(fd) } }
+        do {
+            for file in cgroup.procsFiles {
+                let fd = open(file, O_WRONLY | O_CLOEXEC)
+                guard fd >= 0 else { throw FileIO.systemError("open", file) }
+                cgroupFDs.append(fd)
+            }
+        } catch {
+            try? cgroup.remove()
+            throw error
+        }
+
+        let plan = LaunchPlan()
+        guard plan.hasStack else {
+            try? cgroup.remove()
+            throw FileIO.systemError("mmap", "launcher stack")
+        }
+        let s = plan.spec
+        s.pointee.rootfs = plan.string(spec.rootfs)
+        s.pointee.argv = plan.stringArray(spec.command)
+        s.pointee.envp = plan.stringArray(environment)
+        s.pointee.search_path = plan.string(searchPath)
+        s.pointee.workdir = plan.string(spec.workingDirectory)
+        s.pointee.hostname = plan.string(hostname)
+        s.pointee.uid = user.uid
+        s.pointee.gid = user.gid
+        s.pointee.groups = plan.array(user.additionalGroups)
+        s.pointee.ngroups = user.additionalGroups.count
+        s.pointee.caps_keep = spec.capabilities.mask
+        s.pointee.cap_last = Int32(Capabilities.lastCapability)
+        s.pointee.rlimits = plan.array(spec.resourceLimits.map { pl_rlimit(resource: $0.resource, soft: $0.soft, hard: $0.hard) })
+        s.pointee.nrlimits = spec.resourceLimits.count
+        s.pointee.cgroup_fds = plan.array(cgroupFDs)
+        s.pointee.ncgroup_fds = cgroupFDs.count
+        s.pointee.seccomp_prog = seccomp.map { UnsafePointer($0.program) }
+        s.pointee.masked_paths = plan.constStringArray(spec.maskedPaths)
+        s.pointee.nmasked_paths = spec.maskedPaths.count
+        s.pointee.readonly_paths = plan.constStringArray(spec.readonlyPaths)
+        s.pointee.nreadonly_paths = spec.readonlyPaths.count
+        var flags: Int32 = 0
+        if spec.network == .none { flags |= Int32(PL_NEW_NETWORK) }
+        if spec.readOnlyRootfs { flags |= Int32(PL_READONLY_ROOT) }
+        if spec.killWithParent { flags |= Int32(PL_KILL_WITH_PARENT) }
+        s.pointee.flags = flags
+        s.pointee.stdio = (spec.stdio.count > 0 ? spec.stdio[0] : -1, spec.stdio.count > 1 ? spec.stdio[1] : -1, spec.stdio.count > 2 ? spec.stdio[2] : -1)
+
+        let wallStart = WallClock.now()
+        let started = ContinuousClock.now
+        var pidfd: Int32 = -1
+        let pid = pl_launch(s, &pidfd)
+        let failure: LaunchError? = s.pointee.err_stage == 0 ? nil : LaunchError(
+            stageCode: s.pointee.err_stage, errno: s.pointee.err_errno,
+            detail: withUnsafeBytes(of: s.pointee.err_detail) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) })
+        withExtendedLifetime(seccomp) {}
+
+        if let failure {
+            if pid > 0 {
+                var status: Int32 = 0
+                while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+            }
+            if pidfd >= 0 { close(pidfd) }
+            try? cgroup.killAll()
+            try? cgroup.remove()
+            logger.debug("container failed to start", metadata: ["container": "\(spec.id.short)", "error": "\(failure)"])
+            throw failure
+        }
+        logger.debug("container started", metadata: ["container": "\(spec.id.short)", "pid": "\(pid)"])
+        return RunningContainer(id: spec.id, pid: pid, pidfd: pidfd, cgroup: cgroup, started: started, startedWall: wallStart, logger: logger)
+    }
+
+    /// PATH, HOSTNAME and HOME defaults, then the task's own entries (later ones win).
+    static func environment(_ entries: [String], hostname: String, home: String) -> [String] {
+        var order: [String] = []
+        var values: [String: String] = [:]
+        func set(_ entry: String) {
+            let key = String(entry.prefix { $0 != "=" })
+            if values[key] == nil { order.append(key) }
+            values[key] = entry
+        }
+        set("PATH=" + ContainerSpec.defaultPath)
+        set("HOSTNAME=" + hostname)
+        set("HOME=" + home)
+        for e in entries { set(e) }
+        return order.compactMap { values[$0] }
+    }
+}
+
+/// Wall-clock time in seconds since the epoch (for reports), without Foundation.
+public enum WallClock {
+    public static func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+}

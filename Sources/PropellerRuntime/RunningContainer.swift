@@ -1,0 +1,149 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLauncher
+import Dispatch
+import Logging
+import PropellerCore
+import Synchronization
+
+/// How a container ended.
+public struct ExitReport: Sendable, Hashable {
+    /// The exit code, or 128 + N when signal N killed the process (shell convention).
+    public var exitCode: Int32
+    /// The signal that killed the container's process, if any.
+    public var signal: Int32?
+    /// The kernel's OOM killer acted inside the container's cgroup.
+    public var oomKilled: Bool
+    /// The container ran past its timeout and Propeller killed it.
+    public var timedOut: Bool
+    /// Counters from the container's cgroup, read just before it was removed.
+    public var usage: CgroupStats
+    /// Wall-clock start and end, seconds since the epoch.
+    public var startedAt: Double
+    public var finishedAt: Double
+    /// Time from launch to exit.
+    public var runtime: Duration
+}
+
+/// A container whose command is running. Call ``wait(timeout:interruptFD:onInterrupt:)`` once;
+/// it reaps the process and removes the cgroup.
+public final class RunningContainer: Sendable {
+    public let id: ContainerID
+    /// The process id (in the caller's pid namespace) of the container's PID 1.
+    public let pid: pid_t
+    public let cgroup: any TaskCgroup
+    private let started: ContinuousClock.Instant
+    private let startedWall: Double
+    private let logger: Logger
+
+    private struct State {
+        var pidfd: Int32
+        var exited = false
+        var waited = false
+    }
+    private let state: Mutex<State>
+
+    init(id: ContainerID, pid: pid_t, pidfd: Int32, cgroup: any TaskCgroup, started: ContinuousClock.Instant, startedWall: Double, logger: Logger) {
+        self.id = id
+        self.pid = pid
+        self.cgroup = cgroup
+        self.started = started
+        self.startedWall = startedWall
+        self.logger = logger
+        self.state = Mutex(State(pidfd: pidfd))
+    }
+
+    deinit {
+        state.withLock { s in
+            if s.pidfd >= 0 { close(s.pidfd) }
+        }
+    }
+
+    /// Sends `signal` to the container's PID 1 (which, like any PID 1, ignores signals it has no
+    /// handler for, except SIGKILL). Does nothing once the container has exited.
+    public func signal(_ signal: Int32) {
+        state.withLock { s in
+            guard !s.exited, s.pidfd >= 0 else { return }
+            _ = pl_pidfd_signal(s.pidfd, signal)
+        }
+    }
+
+    /// Kills every process in the container's cgroup (and its PID 1).
+    public func killAll() {
+        state.withLock { s in
+            guard !s.exited else { return }
+            do { try cgroup.killAll() } catch { logger.warning("cgroup kill failed", metadata: ["container": "\(id.short)", "error": "\(error)"]) }
+            if s.pidfd >= 0 { _ = pl_pidfd_signal(s.pidfd, SIGKILL) }
+        }
+    }
+
+    /// Sends `signal`, then kills the whole cgroup if the container is still running after `grace`.
+    public func stop(signal: Int32 = SIGTERM, grace: Duration = .seconds(10)) {
+        self.signal(signal)
+        let (seconds, attos) = grace.components
+        let nanos = Int(seconds) * 1_000_000_000 + Int(attos / 1_000_000_000)
+        DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(nanos)) { [self] in killAll() }
+    }
+
+    /// Blocks until the container exits. With `timeout`, kills the whole cgroup when it passes
+    /// (``ExitReport/timedOut``). When `interruptFD` is readable (a signal pipe), each byte read
+    /// is handed to `onInterrupt` and waiting goes on.
+    public func wait(timeout: Duration? = nil, interruptFD: Int32 = -1, onInterrupt: (Int32) -> Void = { _ in }) -> ExitReport {
+        let pidfd = state.withLock { s -> Int32 in
+            precondition(!s.waited, "RunningContainer.wait called twice")
+            s.waited = true
+            return s.pidfd
+        }
+        let deadline = timeout.map { started + $0 }
+        var timedOut = false
+        while true {
+            var ms: Int32 = -1
+            if let deadline, !timedOut {
+                let left = deadline - ContinuousClock.now
+                let (sec, attos) = left.components
+                let total = sec * 1000 + attos / 1_000_000_000_000_000
+                ms = Int32(clamping: max(0, total + (attos % 1_000_000_000_000_000 > 0 ? 1 : 0)))
+            }
+            let r = pl_wait_readable(pidfd, interruptFD, ms)
+            if r == 1 { break }
+            if r == 0 {
+                timedOut = true
+                logger.info("container timed out; killing its cgroup", metadata: ["container": "\(id.short)"])
+                killAll()
+            } else if r == 2 {
+                var byte: UInt8 = 0
+                while read(interruptFD, &byte, 1) == 1 { onInterrupt(Int32(byte)) }
+            } else if errno != EINTR {
+                break
+            }
+        }
+
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let runtime = ContinuousClock.now - started
+        let finishedWall = WallClock.now()
+        state.withLock { s in
+            s.exited = true
+            if s.pidfd >= 0 { close(s.pidfd) }
+            s.pidfd = -1
+        }
+
+        let stats = cgroup.stats()
+        // PID 1 is gone, so the kernel has killed the rest of its pid namespace; anything left
+        // in the cgroup would be a leak, so kill it before removing the cgroup.
+        try? cgroup.killAll()
+        do { try cgroup.remove() } catch {
+            logger.warning("cannot remove cgroup", metadata: ["container": "\(id.short)", "error": "\(error)"])
+        }
+
+        let termSignal = status & 0x7f
+        let signaled = termSignal != 0 && termSignal != 0x7f
+        let exitCode: Int32 = signaled ? 128 + termSignal : (status >> 8) & 0xff
+        let report = ExitReport(
+            exitCode: exitCode, signal: signaled ? termSignal : nil, oomKilled: stats.oomKills > 0,
+            timedOut: timedOut, usage: stats, startedAt: startedWall, finishedAt: finishedWall, runtime: runtime)
+        logger.debug("container exited", metadata: ["container": "\(id.short)", "exit": "\(exitCode)", "oom": "\(report.oomKilled)", "timedOut": "\(timedOut)"])
+        return report
+    }
+}

@@ -1,0 +1,3 @@
+import PropellerCLI
+
+PropellerCommand.entry()
