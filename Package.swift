@@ -55,12 +55,10 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        .target(name: "PropellerTestSupport", dependencies: ["PropellerCore"], path: "Tests/TestSupport"),
         .testTarget(name: "PropellerCoreTests", dependencies: ["PropellerCore"]),
-        .testTarget(name: "PropellerRuntimeTests", dependencies: ["PropellerRuntime", "PropellerCore", "CLauncher"]),
-        .testTarget(
-            name: "EndToEndTests",
-            dependencies: ["PropellerCore"]
-        ),
+        .testTarget(name: "PropellerRuntimeTests", dependencies: ["PropellerRuntime", "PropellerCore", "PropellerTestSupport"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["PropellerCore", "PropellerTestSupport"]),
         .testTarget(name: "SystemLibrariesTests", dependencies: ["CArchive", "CMosquitto", "CSeccomp", "CCap"]),
     ]
 )

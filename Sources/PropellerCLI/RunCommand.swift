@@ -78,6 +78,9 @@ struct RunCommand: ParsableCommand {
     var command: [String] = []
 
     func validate() throws {
+        if let first = command.first, first.hasPrefix("-"), first != "--" {
+            throw ValidationError("unknown option '\(first)'")
+        }
         let cmd = command.first == "--" ? Array(command.dropFirst()) : command
         if cmd.isEmpty { throw ValidationError("no command given: propeller run --rootfs DIR [OPTIONS] [--] CMD [ARG...]") }
         if ContainerSpec.NetworkMode(rawValue: network) == nil {
