@@ -409,6 +409,11 @@ int pl_signal_pipe(const int *signals, size_t count) {
     int fds[2];
     if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) < 0) return -1;
     signal_pipe_write = fds[1];
+    // A parent may have started us with these signals blocked; a handler would then never run.
+    sigset_t unblock;
+    sigemptyset(&unblock);
+    for (size_t i = 0; i < count; i++) sigaddset(&unblock, signals[i]);
+    pthread_sigmask(SIG_UNBLOCK, &unblock, NULL);
     for (size_t i = 0; i < count; i++) {
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);

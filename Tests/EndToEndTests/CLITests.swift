@@ -1,1 +1,190 @@
+import Foundation
+import PropellerCore
+import PropellerTestSupport
 import Testing
+
+/// The built `propeller` binary, next to the test bundle (or $PROPELLER_BIN).
+let propellerBinary: String = {
+    if let env = ProcessInfo.processInfo.environment["PROPELLER_BIN"] { return env }
+    return URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("propeller").path
+}()
+
+struct CLIResult {
+    var status: Int32
+    var stdout: Data
+    var stderr: Data
+    var stderrText: String { String(decoding: stderr, as: UTF8.self) }
+    var stdoutText: String { String(decoding: stdout, as: UTF8.self) }
+}
+
+/// Runs `propeller ARGS`, feeding `stdin`, and waits for it (at most 60 s).
+func propeller(_ args: [String], stdin: Data? = nil, whileRunning: ((Process) -> Void)? = nil) throws -> CLIResult {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: propellerBinary)
+    p.arguments = args
+    let out = Pipe(), err = Pipe(), input = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    p.standardInput = stdin == nil ? FileHandle.nullDevice : input
+    try p.run()
+    // Read both pipes and feed stdin concurrently so neither side can block on a full pipe.
+    let group = DispatchGroup()
+    nonisolated(unsafe) var outData = Data(), errData = Data()
+    group.enter()
+    DispatchQueue.global().async { outData = out.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+    group.enter()
+    DispatchQueue.global().async { errData = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+    if let stdin {
+        DispatchQueue.global().async {
+            input.fileHandleForWriting.write(stdin)
+            try? input.fileHandleForWriting.close()
+        }
+    }
+    whileRunning?(p)
+    if group.wait(timeout: .now() + 60) == .timedOut {
+        p.terminate()
+        throw PropellerError(.internalError, "propeller \(args.joined(separator: " ")) did not finish in 60 s")
+    }
+    p.waitUntilExit()
+    return CLIResult(status: p.terminationStatus, stdout: outData, stderr: errData)
+}
+
+@Suite("propeller run, as a user runs it", .enabled(if: isRoot, "requires root: propeller run creates namespaces and cgroups"))
+struct CLITests {
+    let rootfs: String
+    init() throws { rootfs = try Fixture.path() }
+
+    @Test(arguments: [Int32(0), 3, 200])
+    func exitStatusIsTheCommands(code: Int32) throws {
+        let r = try propeller(["run", "--rootfs", rootfs, "probe", "exit", String(code)])
+        #expect(r.status == code)
+        #expect(r.stderr.isEmpty)
+    }
+
+    @Test func notFoundIs127AndNotExecutableIs126() throws {
+        let missing = try propeller(["run", "--rootfs", rootfs, "no-such-cmd"])
+        #expect(missing.status == 127)
+        #expect(missing.stderrText == "propeller: exec no-such-cmd: ENOENT (not found in the container)\n")
+        let notExec = try propeller(["run", "--rootfs", rootfs, "/bin/not-executable"])
+        #expect(notExec.status == 126)
+        #expect(notExec.stderrText.contains("EACCES"))
+    }
+
+    @Test(arguments: [
+        (["--memory", "banana"], "invalid --memory \"banana\""),
+        (["--cpus", "0"], "invalid --cpus"),
+        (["--pids", "zero"], "invalid --pids"),
+        (["--timeout", "30"], "missing unit"),
+        (["--network", "bridge"], "invalid --network"),
+        (["--cap-add", "NOT_A_CAP"], "unknown capability"),
+        (["--user", "ghost"], "user \"ghost\" not found"),
+        (["--seccomp", "/nonexistent.json"], "seccomp profile"),
+        (["--ulimit", "bogus=1"], "invalid ulimit"),
+        (["--bogus"], "unknown option '--bogus'"),
+    ])
+    func badInputIsARuntimeErrorWithAClearMessage(flags: [String], message: String) throws {
+        let r = try propeller(["run", "--rootfs", rootfs] + flags + ["true"])
+        #expect(r.status == 125)
+        #expect(r.stderrText.hasPrefix("propeller: "))
+        #expect(r.stderrText.contains(message), "\(r.stderrText)")
+    }
+
+    @Test func missingRootfsIs125() throws {
+        let r = try propeller(["run", "--rootfs", "/nonexistent", "true"])
+        #expect(r.status == 125)
+        #expect(r.stderrText == "propeller: rootfs /nonexistent: no such directory\n")
+    }
+
+    @Test func oomKillIs137WithAMessage() throws {
+        let r = try propeller(["run", "--rootfs", rootfs, "--memory", "32M", "probe", "hog", "300"])
+        #expect(r.status == 137)
+        #expect(r.stderrText.contains("OOM killer: memory limit of 32 MiB exceeded"))
+    }
+
+    @Test func timeoutIs124WithAMessage() throws {
+        let r = try propeller(["run", "--rootfs", rootfs, "--timeout", "500ms", "probe", "ignore-term"])
+        #expect(r.status == 124)
+        #expect(r.stderrText.contains("timed out after 500ms"))
+    }
+
+    @Test func stdoutStderrAndStdinAreBinarySafe() throws {
+        let all = Data((0...255).map { UInt8($0) })
+        let r = try propeller(["run", "--rootfs", rootfs, "probe", "bytes"])
+        #expect(r.status == 0)
+        #expect(r.stdout == all)
+        #expect(r.stderr == all)
+        var big = Data()
+        for i in 0..<(1 << 20) { big.append(UInt8(truncatingIfNeeded: i &* 31)) }
+        let echoed = try propeller(["run", "--rootfs", rootfs, "probe", "cat"], stdin: big)
+        #expect(echoed.status == 0)
+        #expect(echoed.stdout == big)
+    }
+
+    @Test func killedFromOutsideIs128Plus9() throws {
+        let r = try propeller(["run", "--rootfs", rootfs, "probe", "sleep", "30"]) { process in
+            // The container's PID 1 is the CLI's only child.
+            for _ in 0..<100 {
+                if let child = childPID(of: process.processIdentifier) {
+                    kill(child, SIGKILL)
+                    return
+                }
+                usleep(20_000)
+            }
+        }
+        #expect(r.status == 137)
+        #expect(!r.stderrText.contains("OOM"))
+    }
+
+    @Test func terminalSignalsAreForwarded() throws {
+        let script = "trap 'exit 7' TERM; echo ready; while :; do sleep 0.05; done"
+        let r = try propeller(["run", "--rootfs", rootfs, "sh", "-c", script]) { process in
+            for _ in 0..<100 where childPID(of: process.processIdentifier) == nil { usleep(20_000) }
+            usleep(200_000)
+            kill(process.processIdentifier, SIGTERM)
+        }
+        #expect(r.status == 7)
+        #expect(r.stdoutText == "ready\n")
+    }
+
+    @Test func flagsReachTheContainer() throws {
+        let r = try propeller(["run", "--rootfs", rootfs, "--hostname", "box", "-e", "A=1", "--env", "B=two words",
+                               "-w", "/tmp", "--cap-drop", "ALL", "--ulimit", "nofile=2048:4096", "--user", "1000:1000",
+                               "--", "probe"])
+        #expect(r.status == 0, "\(r.stderrText)")
+        let p = try #require(try JSONSerialization.jsonObject(with: r.stdout) as? [String: Any])
+        #expect(p["hostname"] as? String == "box")
+        #expect(p["cwd"] as? String == "/tmp")
+        #expect(p["CapBnd"] as? String == "0000000000000000")
+        #expect(p["nofile"] as? [Int] == [2048, 4096])
+        #expect(p["uid"] as? Int == 1000)
+        let env = try propeller(["run", "--rootfs", rootfs, "-e", "A=1", "--env", "B=two words", "sh", "-c", "echo \"$A|$B\""])
+        #expect(env.stdoutText == "1|two words\n")
+    }
+
+    @Test func customSeccompProfileApplies() throws {
+        let tmp = try TempDirectory()
+        defer { tmp.remove() }
+        writeFile(tmp.path + "/deny-mkdir.json", """
+        {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}
+        """)
+        let r = try propeller(["run", "--rootfs", rootfs, "--seccomp", tmp.path + "/deny-mkdir.json", "mkdir", "/tmp/nope"])
+        #expect(r.status == 1)
+        #expect(r.stderrText.contains("Operation not permitted"))
+        let ok = try propeller(["run", "--rootfs", rootfs, "--seccomp", "unconfined", "probe"])
+        #expect(ok.stdoutText.contains("\"Seccomp\":\"0\""))
+    }
+
+    @Test func helpDocumentsTheExitStatuses() throws {
+        let r = try propeller(["run", "--help"])
+        #expect(r.status == 0)
+        for needle in ["124", "125", "126", "127", "137", "--memory", "--seccomp"] {
+            #expect(r.stdoutText.contains(needle), "help lacks \(needle)")
+        }
+    }
+}
+
+/// The first child of `pid`, from /proc/PID/task/PID/children.
+func childPID(of pid: pid_t) -> pid_t? {
+    guard let text = readFile("/proc/\(pid)/task/\(pid)/children") else { return nil }
+    return text.split(separator: " ").first.flatMap { pid_t($0) }
+}
