@@ -19,7 +19,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/personality.h>
 #include <sys/ptrace.h>
 #include <sys/resource.h>
@@ -125,6 +128,17 @@ static int report(void) {
         fclose(f);
     }
     printf("],");
+    char ns[64] = "";
+    ssize_t nl = readlink("/proc/self/ns/net", ns, sizeof ns - 1);
+    ns[nl > 0 ? nl : 0] = '\0';
+    json_str("netns", ns, 1);
+    int sfd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    strcpy(ifr.ifr_name, "lo");
+    int lo_up = sfd >= 0 && ioctl(sfd, SIOCGIFFLAGS, &ifr) == 0 && (ifr.ifr_flags & IFF_UP);
+    if (sfd >= 0) close(sfd);
+    printf("\"lo_up\":%s,", lo_up ? "true" : "false");
     // Open descriptors (other than the one used to list them).
     printf("\"fds\":[");
     DIR *d = opendir("/proc/self/fd");

@@ -17,6 +17,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <stddef.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -169,16 +170,26 @@ static void mount_defaults(struct pl_spec *s) {
     }
 }
 
-static void bring_up_loopback(struct pl_spec *s) {
+/// Brings up "lo" in the caller's network namespace. Returns 0 or -1 with errno set.
+static int loopback_up(void) {
     int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) fail(s, PL_STAGE_LOOPBACK, "socket");
+    if (fd < 0) return -1;
     struct ifreq ifr;
     memset(&ifr, 0, sizeof ifr);
     memcpy(ifr.ifr_name, "lo", 3);
-    if (ioctl(fd, SIOCGIFFLAGS, &ifr) < 0) fail(s, PL_STAGE_LOOPBACK, "lo");
-    ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
-    if (ioctl(fd, SIOCSIFFLAGS, &ifr) < 0) fail(s, PL_STAGE_LOOPBACK, "lo");
+    int rc = ioctl(fd, SIOCGIFFLAGS, &ifr);
+    if (rc == 0) {
+        ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+        rc = ioctl(fd, SIOCSIFFLAGS, &ifr);
+    }
+    int err = errno;
     close(fd);
+    errno = err;
+    return rc;
+}
+
+static void bring_up_loopback(struct pl_spec *s) {
+    if (loopback_up() < 0) fail(s, PL_STAGE_LOOPBACK, "lo");
 }
 
 static void set_capabilities(struct pl_spec *s) {
@@ -248,6 +259,8 @@ static int child_main(void *arg) {
         fail(s, PL_STAGE_PARENT_DEATH, "PR_SET_PDEATHSIG");
     umask(0);
 
+    if (s->netns_fd >= 0 && setns(s->netns_fd, CLONE_NEWNET) < 0) fail(s, PL_STAGE_LOOPBACK, "join prepared network namespace");
+
     // Join the task's cgroups, then make them the root of a new cgroup namespace.
     for (size_t i = 0; i < s->ncgroup_fds; i++) {
         if (write(s->cgroup_fds[i], "0", 1) != 1) fail(s, PL_STAGE_JOIN_CGROUP, "cgroup.procs");
@@ -270,7 +283,7 @@ static int child_main(void *arg) {
 
     if (s->hostname != NULL && sethostname(s->hostname, strlen(s->hostname)) < 0)
         fail(s, PL_STAGE_HOSTNAME, s->hostname);
-    if (s->flags & PL_NEW_NETWORK) bring_up_loopback(s);
+    if ((s->flags & PL_NEW_NETWORK) && s->netns_fd < 0) bring_up_loopback(s);
 
     for (size_t i = 0; i < s->nrlimits; i++) {
         struct rlimit rl = {(rlim_t)s->rlimits[i].soft, (rlim_t)s->rlimits[i].hard};
@@ -327,7 +340,7 @@ pid_t pl_launch(struct pl_spec *s, int *pidfd) {
     s->err_errno = 0;
     s->err_detail[0] = '\0';
     int flags = CLONE_VM | CLONE_VFORK | CLONE_PIDFD | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | SIGCHLD;
-    if (s->flags & PL_NEW_NETWORK) flags |= CLONE_NEWNET;
+    if ((s->flags & PL_NEW_NETWORK) && s->netns_fd < 0) flags |= CLONE_NEWNET;
 
     sigset_t all, old;
     sigfillset(&all);
@@ -441,3 +454,26 @@ int pl_wait_readable(int pidfd, int extra_fd, int timeout_ms) {
 int pl_memfd(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
 
 int pl_pidfd_signal(int pidfd, int sig) { return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0); }
+
+int pl_netns_create(void) {
+    int orig = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (orig < 0) return -1;
+    if (unshare(CLONE_NEWNET) < 0) {
+        int err = errno;
+        close(orig);
+        errno = err;
+        return -1;
+    }
+    int fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    int err = errno;
+    if (fd >= 0 && loopback_up() < 0) {
+        err = errno;
+        close(fd);
+        fd = -1;
+    }
+    // This thread must not stay in the new namespace: every later socket it opened would be there.
+    if (setns(orig, CLONE_NEWNET) < 0) abort();
+    close(orig);
+    errno = err;
+    return fd;
+}

@@ -126,6 +126,7 @@ struct RunCommand: ParsableCommand {
         let report = container.wait(timeout: timeoutDuration, interruptFD: signalFD) { sig in
             container.signal(sig)
         }
+        runtime.shutdown()
         if report.timedOut {
             printError("propeller: container timed out after \(timeout ?? "") and was killed (exit status 124)")
             throw ExitCode(124)

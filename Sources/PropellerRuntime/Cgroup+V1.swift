@@ -49,12 +49,17 @@ struct CgroupV1Driver: CgroupDriver {
             try task.apply(limits)
             return task
         } catch {
-            for m in created.reversed() {
-                try? fs.removeDirectory(m.directory)
-                removeBaseIfEmpty(fs, m.base)
-            }
+            for m in created.reversed() { try? fs.removeDirectory(m.directory) }
             throw error
         }
+    }
+}
+
+extension CgroupV1Driver {
+    func removeEmptyBases() {
+        var owns = Set(layout.v1.values.map(\.ownDirectory))
+        if let unified = layout.unified { owns.insert(unified.ownDirectory) }
+        for own in owns { removeBaseIfEmpty(fs, own + "/" + cgroupBaseName) }
     }
 }
 
@@ -132,7 +137,6 @@ struct V1TaskCgroup: TaskCgroup {
         var firstError: (any Error)?
         for m in members.reversed() {
             do { try removeCgroupDirectory(fs, m.directory) } catch { firstError = firstError ?? error }
-            removeBaseIfEmpty(fs, m.base)
         }
         if let firstError { throw firstError }
     }

@@ -25,6 +25,10 @@ struct CgroupV2Driver: CgroupDriver {
 
     static let leafName = "supervisor"
 
+    func removeEmptyBases() {
+        if let own = layout.unified?.ownDirectory { removeBaseIfEmpty(fs, own + "/" + cgroupBaseName) }
+    }
+
     func create(name: String, limits: CgroupLimits) throws -> any TaskCgroup {
         guard let own = layout.unified?.ownDirectory else {
             throw PropellerError(.unsupported, "cgroup v2: no cgroup2 hierarchy found")
@@ -49,7 +53,6 @@ struct CgroupV2Driver: CgroupDriver {
             try task.apply(limits)
         } catch {
             try? fs.removeDirectory(dir)
-            removeBaseIfEmpty(fs, base)
             throw error
         }
         return task
@@ -138,6 +141,5 @@ struct V2TaskCgroup: TaskCgroup {
 
     func remove() throws {
         try removeCgroupDirectory(fs, directory)
-        removeBaseIfEmpty(fs, base)
     }
 }

@@ -76,7 +76,7 @@ public protocol TaskCgroup: Sendable {
     func stats() -> CgroupStats
     /// SIGKILLs every process in the cgroup.
     func killAll() throws
-    /// Removes the cgroup (the processes must be gone).
+    /// Removes the task's cgroup (the processes must be gone); the shared base stays.
     func remove() throws
 }
 
@@ -86,6 +86,10 @@ public protocol CgroupDriver: Sendable {
     /// Creates `<own>/propeller/<name>` in every hierarchy needed and writes `limits`.
     /// A limit the host cannot enforce throws `.unsupported`, and nothing is left behind.
     func create(name: String, limits: CgroupLimits) throws -> any TaskCgroup
+    /// Removes the `<own>/propeller` directories when no task cgroup is left in them. The base
+    /// stays while a runtime is alive (creating it per task costs a mkdir and an rmdir in every
+    /// hierarchy); a runtime calls this when it shuts down.
+    func removeEmptyBases()
 }
 
 /// Picks the driver for the running host.

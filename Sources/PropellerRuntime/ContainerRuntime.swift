@@ -12,6 +12,8 @@ import Synchronization
 /// profile once, so starting a container costs a cgroup, a clone and the child's syscalls.
 public final class ContainerRuntime: Sendable {
     public let cgroups: any CgroupDriver
+    /// Prepared network namespaces for `--network none` containers (nil: create one per start).
+    public let networkPool: NetworkNamespacePool?
     private let logger: Logger
     private let seccompCache = Mutex<[SeccompKey: SeccompProgram]>([:])
 
@@ -20,11 +22,21 @@ public final class ContainerRuntime: Sendable {
         var capabilities: UInt64
     }
 
-    /// - Parameter cgroups: the driver to use; nil picks the one for this host.
-    public init(cgroups: (any CgroupDriver)? = nil, logger: Logger = Logger(label: "propeller.runtime")) throws {
+    /// - Parameters:
+    ///   - cgroups: the driver to use; nil picks the one for this host.
+    ///   - networkNamespacePool: how many network namespaces to keep prepared (0: none). Worth it
+    ///     for a long-lived process that starts many containers; a one-shot CLI gains nothing.
+    public init(cgroups: (any CgroupDriver)? = nil, networkNamespacePool: Int = 0, logger: Logger = Logger(label: "propeller.runtime")) throws {
         self.cgroups = try cgroups ?? CgroupDrivers.forHost()
+        self.networkPool = networkNamespacePool > 0 ? NetworkNamespacePool(size: networkNamespacePool) : nil
         self.logger = logger
     }
+
+    deinit { cgroups.removeEmptyBases() }
+
+    /// Removes the runtime's empty cgroup base directories. Call before exiting a process that
+    /// never runs deinitializers (a CLI that calls exit()).
+    public func shutdown() { cgroups.removeEmptyBases() }
 
     /// The compiled filter for `policy` and `capabilities` (nil for `.unconfined`), compiled on first use.
     public func seccompProgram(_ policy: ContainerSpec.SeccompPolicy, capabilities: CapabilitySet) throws -> SeccompProgram? {
@@ -108,6 +120,9 @@ public final class ContainerRuntime: Sendable {
         if spec.readOnlyRootfs { flags |= Int32(PL_READONLY_ROOT) }
         if spec.killWithParent { flags |= Int32(PL_KILL_WITH_PARENT) }
         s.pointee.flags = flags
+        let netnsFD: Int32 = spec.network == .none ? (networkPool?.take() ?? -1) : -1
+        defer { if netnsFD >= 0 { close(netnsFD) } }
+        s.pointee.netns_fd = netnsFD
         s.pointee.stdio = (spec.stdio.count > 0 ? spec.stdio[0] : -1, spec.stdio.count > 1 ? spec.stdio[1] : -1, spec.stdio.count > 2 ? spec.stdio[2] : -1)
 
         let wallStart = WallClock.now()

@@ -29,6 +29,10 @@ public final class SeccompProgram: @unchecked Sendable {
         defer { seccomp_release(ctx) }
         // The launcher sets no_new_privs itself, just before loading the filter.
         _ = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0)
+        // A binary tree instead of a linear list: each syscall takes ~log2(n) comparisons, which
+        // also makes the kernel's load-time cache pass (it emulates the filter for every syscall)
+        // several times cheaper.
+        _ = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_OPTIMIZE, 2)
         let defaultAction = Self.action(profile.defaultAction, errno: profile.defaultErrnoRet)
 
         for rule in profile.rules(for: capabilities) {

@@ -65,6 +65,8 @@ struct CgroupDriverTests {
         try cg.killAll()
         #expect(readFile(tmp.path + "/unified/own/propeller/task1/cgroup.kill") == "1")
         try cg.remove()
+        #expect(FileManager.default.fileExists(atPath: tmp.path + "/memory/own/propeller"), "the base stays while the runtime lives")
+        driver.removeEmptyBases()
         for c in ["memory", "cpu", "cpuacct", "pids", "freezer", "unified"] {
             #expect(!FileManager.default.fileExists(atPath: tmp.path + "/\(c)/own/propeller"), "left \(c) behind")
         }
@@ -145,6 +147,7 @@ struct CgroupDriverTests {
         try cg.killAll()
         #expect(readFile(dir + "/cgroup.kill") == "1")
         try cg.remove()
+        driver.removeEmptyBases()
         #expect(!FileManager.default.fileExists(atPath: own + "/propeller"))
     }
 

@@ -42,6 +42,7 @@ struct ContainerTests {
         #expect(p["ppid"] as? Int == 0)
         #expect(p["hostname"] as? String == "probe-host")
         #expect(p["interfaces"] as? [String] == ["lo"])
+        #expect(p["lo_up"] as? Bool == true)
         #expect(p["CapEff"] as? String == "00000000a80405fb")
         #expect(p["CapBnd"] as? String == "00000000a80405fb")
         #expect(p["CapPrm"] as? String == "00000000a80405fb")
@@ -70,6 +71,29 @@ struct ContainerTests {
         // The cgroup namespace is rooted at the task's own cgroup.
         let cgroup = try #require(p["cgroup"] as? String)
         #expect(cgroup.split(separator: "\n").allSatisfy { $0.hasSuffix(":/") })
+    }
+
+    @Test func pooledNetworkNamespacesAreFreshAndPrivate() throws {
+        let pooled = try ContainerRuntime(networkNamespacePool: 2)
+        pooled.networkPool?.fill()
+        #expect(pooled.networkPool?.available == 2)
+        var seen = Set<String>()
+        let hostNetns = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/ns/net")) ?? ""
+        for _ in 0..<4 {
+            let tmp = try TempDirectory("propeller-out")
+            defer { tmp.remove() }
+            let out = open(tmp.path + "/out", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+            defer { close(out) }
+            var spec = ContainerSpec(rootfs: try Fixture.path(), command: ["probe"])
+            spec.stdio = [-1, out, -1]
+            #expect(try pooled.start(spec).wait().exitCode == 0)
+            let p = try json(readFile(tmp.path + "/out") ?? "")
+            #expect(p["interfaces"] as? [String] == ["lo"])
+            #expect(p["lo_up"] as? Bool == true)
+            let netns = try #require(p["netns"] as? String)
+            #expect(netns != hostNetns)
+            #expect(seen.insert(netns).inserted, "network namespace \(netns) was used twice")
+        }
     }
 
     @Test func hostNetworkAndAddedCapabilitiesAndNoSeccomp() throws {

@@ -99,6 +99,7 @@ struct pl_spec {
     const char *const *readonly_paths;
     size_t nreadonly_paths;
     int flags;
+    int netns_fd;                    ///< a prepared network namespace to join (-1: PL_NEW_NETWORK makes one)
     int stdio[3];                    ///< descriptors that become 0, 1, 2 (-1: inherit the parent's)
     void *stack;                     ///< child stack prepared by the parent
     size_t stack_size;
@@ -136,6 +137,11 @@ int pl_wait_readable(int pidfd, int extra_fd, int timeout_ms);
 
 /// Sends `sig` to the process behind `pidfd` (no pid-reuse race). Returns 0 or -1 with errno.
 int pl_pidfd_signal(int pidfd, int sig);
+
+/// Creates a network namespace with its loopback interface up, without a process in it, and
+/// returns a descriptor for it (close-on-exec), or -1 with errno set. The calling thread enters
+/// the new namespace briefly and returns to its own before this returns.
+int pl_netns_create(void);
 
 /// A close-on-exec memfd (for exporting BPF), or -1.
 int pl_memfd(const char *name);
