@@ -26,7 +26,9 @@
 #include <sys/personality.h>
 #include <sys/ptrace.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -196,7 +198,18 @@ static int report(void) {
     if (pid > 0) waitpid((pid_t)pid, NULL, 0);
     json_str("fork", result(pid), 1);
     json_str("sethostname", result(sethostname("x", 1)), 1);
-    json_str("chroot", result(chroot("/")), 0);
+    json_str("chroot", result(chroot("/")), 1);
+    // A device node the task makes itself must not open (nodev mounts), wherever it puts it.
+    unlink("/dev/probe-mem");
+    unlink("/tmp/probe-mem");
+    json_str("mknod_dev", result(mknod("/dev/probe-mem", S_IFCHR | 0600, makedev(1, 1))), 1);
+    json_str("open_dev_node", result(open("/dev/probe-mem", O_RDONLY | O_CLOEXEC)), 1);
+    mknod("/tmp/probe-mem", S_IFCHR | 0600, makedev(1, 1));
+    json_str("open_tmp_node", result(open("/tmp/probe-mem", O_RDONLY | O_CLOEXEC)), 1);
+    unlink("/tmp/probe-mem");
+    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    json_str("open_dev_null", result(devnull), 0);
+    if (devnull >= 0) close(devnull);
     printf("},");
     struct rlimit rl;
     getrlimit(RLIMIT_NOFILE, &rl);

@@ -108,26 +108,52 @@ static int remount_readonly(const char *path) {
 
 struct dev_node {
     const char *path;
-    unsigned maj, min;
 };
 
+/// The host device nodes a container sees (bind-mounted, not created).
 static const struct dev_node default_devices[] = {
-    {"/dev/null", 1, 3}, {"/dev/zero", 1, 5},    {"/dev/full", 1, 7},
-    {"/dev/random", 1, 8}, {"/dev/urandom", 1, 9}, {"/dev/tty", 5, 0},
+    {"/dev/null"}, {"/dev/zero"}, {"/dev/full"}, {"/dev/random"}, {"/dev/urandom"}, {"/dev/tty"},
 };
 
-static void mount_defaults(struct pl_spec *s) {
+#ifndef OPEN_TREE_CLONE
+#define OPEN_TREE_CLONE 1
+#endif
+#ifndef MOVE_MOUNT_F_EMPTY_PATH
+#define MOVE_MOUNT_F_EMPTY_PATH 0x00000004
+#endif
+#define PL_NDEVICES (sizeof default_devices / sizeof default_devices[0])
+
+/// Before pivot_root: detached clones of the host's device-node mounts (open_tree), which are
+/// attached inside the container's nodev /dev afterwards. Device nodes then work only where
+/// Propeller put them: a node the task makes with mknod sits on a nodev mount and cannot be
+/// opened, whatever the cgroup device policy of the host.
+static void clone_device_mounts(struct pl_spec *s, int fds[]) {
+    for (size_t i = 0; i < PL_NDEVICES; i++) {
+        fds[i] = (int)syscall(SYS_open_tree, AT_FDCWD, default_devices[i].path, OPEN_TREE_CLONE | O_CLOEXEC);
+        if (fds[i] < 0) fail(s, PL_STAGE_MKNOD, default_devices[i].path);
+    }
+}
+
+static void attach_device_mounts(struct pl_spec *s, const int fds[]) {
+    for (size_t i = 0; i < PL_NDEVICES; i++) {
+        const char *path = default_devices[i].path;
+        int fd = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0666);
+        if (fd < 0) fail(s, PL_STAGE_MKNOD, path);
+        close(fd);
+        if (syscall(SYS_move_mount, fds[i], "", AT_FDCWD, path, MOVE_MOUNT_F_EMPTY_PATH) < 0) fail(s, PL_STAGE_MKNOD, path);
+        close(fds[i]);
+    }
+}
+
+static void mount_defaults(struct pl_spec *s, const int device_fds[]) {
     ensure_dir(s, "/proc", 0555);
     if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
         fail(s, PL_STAGE_MOUNT_PROC, "/proc");
 
     ensure_dir(s, "/dev", 0755);
-    if (mount("tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k") < 0)
+    if (mount("tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_NODEV | MS_STRICTATIME, "mode=755,size=65536k") < 0)
         fail(s, PL_STAGE_MOUNT_DEV, "/dev");
-    for (size_t i = 0; i < sizeof default_devices / sizeof default_devices[0]; i++) {
-        const struct dev_node *d = &default_devices[i];
-        if (mknod(d->path, S_IFCHR | 0666, makedev(d->maj, d->min)) < 0) fail(s, PL_STAGE_MKNOD, d->path);
-    }
+    attach_device_mounts(s, device_fds);
     ensure_dir(s, "/dev/pts", 0755);
     if (mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5") < 0)
         fail(s, PL_STAGE_MOUNT_DEVPTS, "/dev/pts");
@@ -270,16 +296,22 @@ static int child_main(void *arg) {
     // Root filesystem: private mount tree, rootfs bound onto itself, pivot_root, old root detached.
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) fail(s, PL_STAGE_MOUNT_PRIVATE, "/");
     if (mount(s->rootfs, s->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0) fail(s, PL_STAGE_BIND_ROOTFS, s->rootfs);
+    int device_fds[PL_NDEVICES];
+    clone_device_mounts(s, device_fds);
     if (chdir(s->rootfs) < 0) fail(s, PL_STAGE_CHDIR_ROOTFS, s->rootfs);
     if (syscall(SYS_pivot_root, ".", ".") < 0) fail(s, PL_STAGE_PIVOT_ROOT, s->rootfs);
     if (umount2(".", MNT_DETACH) < 0) fail(s, PL_STAGE_DETACH_OLD_ROOT, s->rootfs);
     if (chdir("/") < 0) fail(s, PL_STAGE_CHDIR_ROOTFS, "/");
 
     // Everything below resolves paths inside the container: a hostile symlink cannot leave it.
-    mount_defaults(s);
+    mount_defaults(s, device_fds);
     if (s->workdir != NULL && s->workdir[0] != '\0' && mkdir_all(s->workdir, 0755) < 0 && errno != EROFS)
         fail(s, PL_STAGE_WORKDIR, s->workdir);
-    if ((s->flags & PL_READONLY_ROOT) && remount_readonly("/") < 0) fail(s, PL_STAGE_READONLY_ROOT, "/");
+    // The rootfs is nodev (device nodes in it, made by the task or shipped in an image, do not
+    // open) and, with --read-only, read-only.
+    unsigned long root_flags = MS_REMOUNT | MS_BIND | MS_NODEV | kept_mount_flags("/");
+    if (s->flags & PL_READONLY_ROOT) root_flags |= MS_RDONLY;
+    if (mount(NULL, "/", NULL, root_flags, NULL) < 0) fail(s, PL_STAGE_READONLY_ROOT, "/");
 
     if (s->hostname != NULL && sethostname(s->hostname, strlen(s->hostname)) < 0)
         fail(s, PL_STAGE_HOSTNAME, s->hostname);
@@ -372,7 +404,7 @@ const char *pl_stage_name(int stage) {
     case PL_STAGE_MKDIR: return "create mount point";
     case PL_STAGE_MOUNT_PROC: return "mount proc on";
     case PL_STAGE_MOUNT_DEV: return "mount tmpfs on";
-    case PL_STAGE_MKNOD: return "create device";
+    case PL_STAGE_MKNOD: return "set up device";
     case PL_STAGE_SYMLINK: return "create symlink";
     case PL_STAGE_MOUNT_DEVPTS: return "mount devpts on";
     case PL_STAGE_MOUNT_SHM: return "mount shm on";
@@ -380,7 +412,7 @@ const char *pl_stage_name(int stage) {
     case PL_STAGE_MOUNT_SYS: return "mount sysfs on";
     case PL_STAGE_MASK_PATH: return "mask path";
     case PL_STAGE_READONLY_PATH: return "make read-only";
-    case PL_STAGE_READONLY_ROOT: return "make rootfs read-only";
+    case PL_STAGE_READONLY_ROOT: return "remount rootfs";
     case PL_STAGE_HOSTNAME: return "set hostname";
     case PL_STAGE_LOOPBACK: return "bring up loopback";
     case PL_STAGE_RLIMIT: return "set rlimit";

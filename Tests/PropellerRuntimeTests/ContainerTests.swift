@@ -68,6 +68,11 @@ struct ContainerTests {
         #expect(syscalls["fork"] == "ok")
         #expect(syscalls["personality_query"] == "ok")
         #expect(syscalls["chroot"] == "ok")
+        // mknod is allowed (CAP_MKNOD, as in Docker) but the node cannot be opened: nodev mounts.
+        #expect(syscalls["mknod_dev"] == "ok")
+        #expect(syscalls["open_dev_node"] == "EACCES")
+        #expect(syscalls["open_tmp_node"] == "EACCES")
+        #expect(syscalls["open_dev_null"] == "ok")
         // The cgroup namespace is rooted at the task's own cgroup.
         let cgroup = try #require(p["cgroup"] as? String)
         #expect(cgroup.split(separator: "\n").allSatisfy { $0.hasSuffix(":/") })

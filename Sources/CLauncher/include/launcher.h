@@ -39,7 +39,7 @@ enum pl_stage {
     PL_STAGE_MOUNT_SYS,
     PL_STAGE_MASK_PATH,
     PL_STAGE_READONLY_PATH,
-    PL_STAGE_READONLY_ROOT,
+    PL_STAGE_READONLY_ROOT,  ///< remounting the rootfs nodev (and read-only when asked)
     PL_STAGE_HOSTNAME,
     PL_STAGE_LOOPBACK,
     PL_STAGE_RLIMIT,
