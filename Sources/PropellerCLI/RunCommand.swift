@@ -111,7 +111,11 @@ struct RunCommand: ParsableCommand {
         let runtime: ContainerRuntime
         let container: RunningContainer
         do {
-            runtime = try ContainerRuntime(logger: logger)
+            // Compiled seccomp programs are cached in /run/propeller/seccomp (PROPELLER_SECCOMP_CACHE
+            // names another directory, or "off").
+            let cacheDir = getenv("PROPELLER_SECCOMP_CACHE").map { String(cString: $0) } ?? SeccompCache.defaultDirectory
+            let cache = cacheDir == "off" || cacheDir.isEmpty ? nil : SeccompCache(directory: cacheDir)
+            runtime = try ContainerRuntime(seccompCache: cache, logger: logger)
             container = try runtime.start(spec)
         } catch let error as LaunchError {
             printError("propeller: \(error)")

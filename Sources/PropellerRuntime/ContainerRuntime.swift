@@ -14,8 +14,10 @@ public final class ContainerRuntime: Sendable {
     public let cgroups: any CgroupDriver
     /// Prepared network namespaces for `--network none` containers (nil: create one per start).
     public let networkPool: NetworkNamespacePool?
+    /// Where compiled seccomp programs are kept between processes (nil: compile in each process).
+    public let seccompCache: SeccompCache?
     private let logger: Logger
-    private let seccompCache = Mutex<[SeccompKey: SeccompProgram]>([:])
+    private let compiledPrograms = Mutex<[SeccompKey: SeccompProgram]>([:])
 
     private struct SeccompKey: Hashable {
         var policy: ContainerSpec.SeccompPolicy
@@ -26,7 +28,10 @@ public final class ContainerRuntime: Sendable {
     ///   - cgroups: the driver to use; nil picks the one for this host.
     ///   - networkNamespacePool: how many network namespaces to keep prepared (0: none). Worth it
     ///     for a long-lived process that starts many containers; a one-shot CLI gains nothing.
-    public init(cgroups: (any CgroupDriver)? = nil, networkNamespacePool: Int = 0, logger: Logger = Logger(label: "propeller.runtime")) throws {
+    ///   - seccompCache: a cache of compiled seccomp programs on disk; worth it for a one-shot CLI.
+    public init(cgroups: (any CgroupDriver)? = nil, networkNamespacePool: Int = 0, seccompCache: SeccompCache? = nil,
+                logger: Logger = Logger(label: "propeller.runtime")) throws {
+        self.seccompCache = seccompCache
         self.cgroups = try cgroups ?? CgroupDrivers.forHost()
         self.networkPool = networkNamespacePool > 0 ? NetworkNamespacePool(size: networkNamespacePool) : nil
         self.logger = logger
@@ -47,9 +52,10 @@ public final class ContainerRuntime: Sendable {
         case .profile(let p): profile = p
         }
         let key = SeccompKey(policy: policy, capabilities: capabilities.mask)
-        if let cached = seccompCache.withLock({ $0[key] }) { return cached }
-        let program = try SeccompProgram(profile: profile, capabilities: capabilities)
-        return seccompCache.withLock { cache in
+        if let cached = compiledPrograms.withLock({ $0[key] }) { return cached }
+        let program = try seccompCache.map { try $0.program(profile: profile, capabilities: capabilities) }
+            ?? SeccompProgram(profile: profile, capabilities: capabilities)
+        return compiledPrograms.withLock { cache in
             if let raced = cache[key] { return raced }
             cache[key] = program
             return program

@@ -21,8 +21,32 @@ public final class SeccompProgram: @unchecked Sendable {
         program.deallocate()
     }
 
+    /// A program from its BPF instructions (8 bytes each), as ``bytes`` returns them.
+    init(bytes: [UInt8]) throws {
+        guard !bytes.isEmpty, bytes.count % 8 == 0, bytes.count / 8 <= Int(UInt16.max) else {
+            throw PropellerError(.invalidArgument, "seccomp: a BPF program of \(bytes.count) bytes is not valid")
+        }
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: bytes.count, alignment: 8)
+        bytes.withUnsafeBytes { source in
+            if let base = source.baseAddress { buffer.copyMemory(from: base, byteCount: source.count) }
+        }
+        filter = buffer
+        instructionCount = bytes.count / 8
+        program = .allocate(capacity: 1)
+        program.initialize(to: pl_bpf_program(len: UInt16(instructionCount), filter: buffer))
+    }
+
+    /// The BPF instructions, 8 bytes each.
+    public var bytes: [UInt8] {
+        Array(UnsafeRawBufferPointer(start: filter, count: instructionCount * 8))
+    }
+
     /// Compiles `profile` for a process that will hold `capabilities`.
-    public init(profile: SeccompProfile, capabilities: CapabilitySet) throws {
+    public convenience init(profile: SeccompProfile, capabilities: CapabilitySet) throws {
+        try self.init(bytes: Self.compile(profile: profile, capabilities: capabilities))
+    }
+
+    static func compile(profile: SeccompProfile, capabilities: CapabilitySet) throws -> [UInt8] {
         guard let ctx = seccomp_init(Self.action(profile.defaultAction, errno: profile.defaultErrnoRet)) else {
             throw PropellerError(.systemCall, "seccomp: seccomp_init failed")
         }
@@ -66,21 +90,18 @@ public final class SeccompProgram: @unchecked Sendable {
             throw PropellerError(.internalError, "seccomp: exported program has \(size) bytes")
         }
         _ = lseek(fd, 0, SEEK_SET)
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 8)
+        var out = [UInt8](repeating: 0, count: size)
         var done = 0
         while done < size {
-            let n = read(fd, buffer + done, size - done)
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else {
-                buffer.deallocate()
-                throw FileIO.systemError("read", "seccomp program")
+            let n = out.withUnsafeMutableBytes { dest -> Int in
+                guard let base = dest.baseAddress else { return -1 }
+                return read(fd, base + done, size - done)
             }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw FileIO.systemError("read", "seccomp program") }
             done += n
         }
-        filter = buffer
-        instructionCount = size / 8
-        program = .allocate(capacity: 1)
-        program.initialize(to: pl_bpf_program(len: UInt16(size / 8), filter: buffer))
+        return out
     }
 
     static func action(_ action: SeccompProfile.Action, errno: UInt32?) -> UInt32 {

@@ -9,6 +9,13 @@ let propellerBinary: String = {
     return URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("propeller").path
 }()
 
+let seccompCacheForTests: String = {
+    let dir = NSTemporaryDirectory() + "/propeller-seccomp-\(getpid())"
+    mkdir(dir, 0o700)
+    atexit { try? FileManager.default.removeItem(atPath: (seccompCacheForTests as NSString).deletingLastPathComponent) }
+    return dir + "/cache"
+}()
+
 struct CLIResult {
     var status: Int32
     var stdout: Data
@@ -22,6 +29,10 @@ func propeller(_ args: [String], stdin: Data? = nil, whileRunning: ((Process) ->
     let p = Process()
     p.executableURL = URL(fileURLWithPath: propellerBinary)
     p.arguments = args
+    // Keep compiled seccomp programs out of the machine's /run/propeller during tests.
+    var environment = ProcessInfo.processInfo.environment
+    environment["PROPELLER_SECCOMP_CACHE"] = seccompCacheForTests
+    p.environment = environment
     let out = Pipe(), err = Pipe(), input = Pipe()
     p.standardOutput = out
     p.standardError = err

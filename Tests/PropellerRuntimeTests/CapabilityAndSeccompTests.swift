@@ -131,3 +131,51 @@ struct UserResolverTests {
         #expect(throws: PropellerError.self) { try resolver.resolve(spec) }
     }
 }
+
+@Suite("Compiled seccomp programs cached on disk")
+struct SeccompCacheTests {
+    @Test func secondLoadReadsTheSameProgram() throws {
+        let tmp = try TempDirectory()
+        defer { tmp.remove() }
+        chmod(tmp.path, 0o700)
+        let cache = SeccompCache(directory: tmp.path + "/seccomp")
+        let first = try cache.program(profile: .defaultProfile, capabilities: .defaultSet)
+        let files = try FileManager.default.contentsOfDirectory(atPath: tmp.path + "/seccomp")
+        #expect(files.count == 1 && files[0].hasSuffix(".bpf"))
+        let second = try cache.program(profile: .defaultProfile, capabilities: .defaultSet)
+        #expect(second.bytes == first.bytes)
+        // Another capability set is another program.
+        let admin = try cache.program(profile: .defaultProfile, capabilities: CapabilitySet.defaultSet.adjusted(adding: ["SYS_ADMIN"], dropping: []))
+        #expect(admin.bytes != first.bytes)
+    }
+
+    @Test(.enabled(if: isRoot, "requires root: the cache trusts only root-owned files"))
+    func aFileWithAnotherKeyIsIgnored() throws {
+        let tmp = try TempDirectory()
+        defer { tmp.remove() }
+        let dir = tmp.path + "/seccomp"
+        let cache = SeccompCache(directory: dir)
+        let real = try cache.program(profile: .defaultProfile, capabilities: .defaultSet)
+        let name = try #require(try FileManager.default.contentsOfDirectory(atPath: dir).first)
+        // Replace the file with an allow-everything program filed under the same name.
+        let permissive = SeccompProfile(defaultAction: .allow, syscalls: [])
+        let other = try SeccompProgram(profile: permissive, capabilities: .defaultSet)
+        var forged = Array("propeller-seccomp-bpf 1\n00000003\nxyz".utf8)
+        forged += other.bytes
+        try Data(forged).write(to: URL(fileURLWithPath: dir + "/" + name))
+        chmod(dir + "/" + name, 0o600)
+        let loaded = try cache.program(profile: .defaultProfile, capabilities: .defaultSet)
+        #expect(loaded.bytes == real.bytes)
+    }
+
+    @Test func aWorldWritableDirectoryIsNotTrusted() throws {
+        let tmp = try TempDirectory()
+        defer { tmp.remove() }
+        let dir = tmp.path + "/seccomp"
+        mkdirs(dir)
+        chmod(dir, 0o777)
+        let cache = SeccompCache(directory: dir)
+        _ = try cache.program(profile: .defaultProfile, capabilities: .defaultSet)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).isEmpty)
+    }
+}
