@@ -54,3 +54,24 @@ func profile(rootfs: String, n: Int, pool: Int) throws {
         }
     }
 }
+
+/// `propeller-bench profile-cli`: the one-time costs a one-shot `propeller run` pays.
+func profileOneShot() throws {
+    func once(_ label: String, _ body: () throws -> Void) rethrows {
+        let t0 = now()
+        try body()
+        print("\(label): \(format3(now() - t0)) ms")
+    }
+    var runtime: ContainerRuntime?
+    try once("runtime init (cgroup layout)") { runtime = try ContainerRuntime() }
+    try once("seccomp compile (libseccomp)") { _ = try SeccompProgram(profile: .defaultProfile, capabilities: .defaultSet) }
+    let tmp = "/run/propeller-bench-cache-\(getpid())"
+    try once("seccomp cache miss (compile + store)") { _ = try SeccompCache(directory: tmp).program(profile: .defaultProfile, capabilities: .defaultSet) }
+    try once("seccomp cache hit") { _ = try SeccompCache(directory: tmp).program(profile: .defaultProfile, capabilities: .defaultSet) }
+    _ = system("rm -rf '\(tmp)'")
+    guard let runtime else { return }
+    try once("first cgroup (creates bases)") { try runtime.cgroups.create(name: ContainerID().hex, limits: CgroupLimits()).remove() }
+    try once("second cgroup") { try runtime.cgroups.create(name: ContainerID().hex, limits: CgroupLimits()).remove() }
+    once("remove bases") { runtime.shutdown() }
+}
+

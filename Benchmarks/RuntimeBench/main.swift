@@ -109,6 +109,9 @@ case "profile":
     guard let rootfs = option("--rootfs", in: args) else { fail("profile: --rootfs DIR required") }
     do { try profile(rootfs: rootfs, n: Int(option("--iterations", in: args) ?? "50") ?? 50, pool: Int(option("--pool", in: args) ?? "0") ?? 0) } catch { fail("\(error)") }
 
+case "profile-cli":
+    do { try profileOneShot() } catch { fail("\(error)") }
+
 case "summarize":
     var series: [(String, [Double])] = []
     for item in args.dropFirst() {

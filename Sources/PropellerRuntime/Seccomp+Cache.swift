@@ -1,11 +1,6 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 import CSeccomp
 import PropellerCore
 
@@ -28,15 +23,14 @@ public struct SeccompCache: Sendable {
     /// The exact text a program is compiled from: the profile, the capability set, the
     /// libseccomp version and the architecture.
     static func key(profile: SeccompProfile, capabilities: CapabilitySet) -> [UInt8] {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        let profileJSON = (try? encoder.encode(profile)).map { Array($0) } ?? []
         var version = "unknown"
         if let v = seccomp_version() { version = "\(v.pointee.major).\(v.pointee.minor).\(v.pointee.micro)" }
         var uts = utsname()
         uname(&uts)
         let machine = withUnsafeBytes(of: uts.machine) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-        return Array("caps=\(capabilities) libseccomp=\(version) arch=\(machine)\n".utf8) + profileJSON
+        var text = "caps=\(capabilities) libseccomp=\(version) arch=\(machine)\n"
+        text += profile.canonicalText
+        return Array(text.utf8)
     }
 
     /// FNV-1a, 64 bits, as the file name.

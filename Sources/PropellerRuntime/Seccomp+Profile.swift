@@ -104,6 +104,20 @@ public struct SeccompProfile: Codable, Hashable, Sendable {
         keys.isEmpty ? "top level" : keys.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined()
     }
 
+    /// Every field, one rule per line, in a fixed order: what a compiled program is cached under.
+    /// (JSON encoding would do, at several times the cost on each one-shot run.)
+    var canonicalText: String {
+        func condition(_ c: Condition?) -> String { c?.caps.map { $0.joined(separator: ",") } ?? "-" }
+        var text = "default=\(defaultAction.rawValue)/\(defaultErrnoRet.map(String.init) ?? "-")\n"
+        for rule in syscalls {
+            text += rule.action.rawValue + "/" + (rule.errnoRet.map(String.init) ?? "-")
+            text += " inc=" + condition(rule.includes) + " exc=" + condition(rule.excludes) + " args="
+            for a in rule.args ?? [] { text += "\(a.index):\(a.op.rawValue):\(a.value):\(a.valueTwo.map(String.init) ?? "-");" }
+            text += " names=" + rule.names.joined(separator: ",") + "\n"
+        }
+        return text
+    }
+
     /// The rules that apply to a process holding `capabilities`.
     func rules(for capabilities: CapabilitySet) -> [Rule] {
         func holdsAll(_ names: [String]?) -> Bool {
