@@ -71,6 +71,9 @@ struct RunCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Resource limit NAME=SOFT[:HARD] (default nofile=1024:1024).", valueName: "name=soft:hard"))
     var ulimit: [String] = []
 
+    @Option(help: ArgumentHelp("Write how the container ended (exit code, signal, OOM, timeout, CPU and memory use) to this file as JSON.", valueName: "file"))
+    var report: String?
+
     @Option(name: .customLong("log-level"), help: ArgumentHelp("trace, debug, info, notice, warning, error or critical.", valueName: "level"))
     var logLevel: String = "warning"
 
@@ -127,20 +130,34 @@ struct RunCommand: ParsableCommand {
         // Forward the usual terminal signals to the container (like docker run's sig-proxy).
         let forwarded: [Int32] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2]
         let signalFD = SignalPipe.install(forwarded)
-        let report = container.wait(timeout: timeoutDuration, interruptFD: signalFD) { sig in
+        let runReport = container.wait(timeout: timeoutDuration, interruptFD: signalFD) { sig in
             container.signal(sig)
         }
         runtime.shutdown()
-        if report.timedOut {
+        if let report {
+            do {
+                try ReportFile.save(self.report(for: runReport, spec: spec), to: report)
+            } catch {
+                printError("propeller: cannot write --report \(report): \(error)")
+            }
+        }
+        if runReport.timedOut {
             printError("propeller: container timed out after \(timeout ?? "") and was killed (exit status 124)")
             throw ExitCode(124)
         }
-        if report.oomKilled && report.signal == SIGKILL {
+        if runReport.oomKilled && runReport.signal == SIGKILL {
             let limit = spec.limits.memoryBytes.map { " of \(ByteSize(bytes: $0))" } ?? ""
             printError("propeller: container was killed by the kernel's OOM killer: memory limit\(limit) exceeded (exit status 137)")
             throw ExitCode(137)
         }
-        throw ExitCode(report.exitCode)
+        throw ExitCode(runReport.exitCode)
+    }
+
+    private func report(for r: ExitReport, spec: ContainerSpec) -> ReportFile {
+        ReportFile(id: spec.id.hex, exitCode: r.exitCode, signal: r.signal, oomKilled: r.oomKilled, timedOut: r.timedOut,
+                   startedAt: r.startedAt, finishedAt: r.finishedAt, runtimeSeconds: Double(r.runtime.components.seconds) + Double(r.runtime.components.attoseconds) / 1e18,
+                   cpuUsec: r.usage.cpuUsageMicros, memoryPeakBytes: r.usage.memoryPeakBytes, throttledPeriods: r.usage.throttledPeriods,
+                   throttledUsec: r.usage.throttledMicros, oomKills: r.usage.oomKills)
     }
 
     func makeSpec() throws -> ContainerSpec {

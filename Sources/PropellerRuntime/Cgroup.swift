@@ -25,7 +25,7 @@ public struct CgroupLimits: Hashable, Sendable {
 }
 
 /// What the kernel counted for a task's cgroup.
-public struct CgroupStats: Hashable, Sendable {
+public struct CgroupStats: Hashable, Sendable, Codable {
     /// Processes the kernel OOM-killed in this cgroup.
     public var oomKills: UInt64 = 0
     /// Highest memory use seen, in bytes (nil when the kernel does not report it).

@@ -8,7 +8,7 @@ import PropellerCore
 import Synchronization
 
 /// How a container ended.
-public struct ExitReport: Sendable, Hashable {
+public struct ExitReport: Sendable, Hashable, Codable {
     /// The exit code, or 128 + N when signal N killed the process (shell convention).
     public var exitCode: Int32
     /// The signal that killed the container's process, if any.

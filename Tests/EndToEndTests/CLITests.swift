@@ -112,6 +112,21 @@ struct CLITests {
         #expect(r.stderrText.contains("OOM killer: memory limit of 32 MiB exceeded"))
     }
 
+    @Test func reportFileDescribesHowItEnded() throws {
+        let tmp = try TempDirectory()
+        defer { tmp.remove() }
+        let path = tmp.path + "/report.json"
+        let r = try propeller(["run", "--rootfs", rootfs, "--memory", "32M", "--report", path, "probe", "hog", "300"])
+        #expect(r.status == 137)
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [String: Any])
+        #expect(report["exit_code"] as? Int == 137)
+        #expect(report["signal"] as? Int == 9)
+        #expect(report["oom_killed"] as? Bool == true)
+        #expect(report["timed_out"] as? Bool == false)
+        #expect((report["memory_peak_bytes"] as? Int ?? 0) > 16 << 20)
+        #expect((report["cpu_usec"] as? Int ?? 0) > 0)
+    }
+
     @Test func timeoutIs124WithAMessage() throws {
         let r = try propeller(["run", "--rootfs", rootfs, "--timeout", "500ms", "probe", "ignore-term"])
         #expect(r.status == 124)
