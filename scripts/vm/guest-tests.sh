@@ -1,0 +1,86 @@
+#!/bin/sh
+# The cgroup v2 checks, run inside the qemu guest by scripts/vm-test (pure cgroup2 at
+# /sys/fs/cgroup, root, the host's root filesystem read-only). Needs PROPELLER and ROOTFS.
+P=${PROPELLER:?}
+R=${ROOTFS:?}
+CG=/sys/fs/cgroup
+export PROPELLER_SECCOMP_CACHE=off
+pass=0
+fail=0
+ok() { echo "ok - $1"; pass=$((pass + 1)); }
+bad() { echo "FAIL - $1"; fail=$((fail + 1)); }
+check() { name=$1; shift; if "$@"; then ok "$name"; else bad "$name"; fi; }
+leftovers() { find $CG -mindepth 1 -type d -name propeller 2>/dev/null; }
+
+echo "# kernel $(uname -r); controllers: $(cat $CG/cgroup.controllers)"
+check "pure cgroup v2 hierarchy" grep -q "cgroup2 /sys/fs/cgroup" /proc/mounts
+check "memory, cpu and pids controllers available" sh -c "grep -qw memory $CG/cgroup.controllers && grep -qw cpu $CG/cgroup.controllers && grep -qw pids $CG/cgroup.controllers"
+
+# memory.max: a hog is OOM-killed, detected from memory.events, reported as 137 + message.
+$P run --rootfs $R --memory 32M --report /tmp/oom.json probe hog 200 >/dev/null 2>/tmp/oom.err
+s=$?
+check "memory.max: OOM kill exits 137 (got $s)" [ $s -eq 137 ]
+check "memory.max: the OOM message is printed" grep -q "OOM killer: memory limit of 32 MiB exceeded" /tmp/oom.err
+check "memory.events: oom_killed in the report" [ "$(jq -r .oom_killed /tmp/oom.json)" = true ]
+peak=$(jq -r .memory_peak_bytes /tmp/oom.json)
+check "memory.peak reported ($peak bytes, limit 33554432)" sh -c "[ $peak -gt 16000000 ] && [ $peak -le 33554432 ]"
+
+# pids.max bounds a fork bomb.
+forked=$($P run --rootfs $R --pids 16 probe forkbomb 100 | jq .forked)
+check "pids.max: a fork bomb stops at 16 ($forked forks)" [ "${forked:-99}" -lt 16 ]
+
+# cpu.max throttles a busy loop; cpu.stat usage is close to the quota.
+$P run --rootfs $R --cpus 0.25 --report /tmp/cpu.json probe spin 4 >/dev/null
+throttled=$(jq -r .throttled_periods /tmp/cpu.json)
+share=$(jq -r '.cpu_usec / (.runtime_seconds * 1000000)' /tmp/cpu.json)
+check "cpu.max: nr_throttled > 0 ($throttled)" [ "${throttled:-0}" -gt 0 ]
+check "cpu.stat: usage ≈ quota (share of a CPU $share for --cpus 0.25)" awk "BEGIN { exit !($share > 0.1 && $share < 0.32) }"
+
+# --timeout kills the whole tree through cgroup.kill.
+$P run --rootfs $R --timeout 3s probe ignore-term >/dev/null 2>/tmp/to.err
+s=$?
+check "timeout: exit 124 (got $s)" [ $s -eq 124 ]
+check "timeout: no process of the tree survives" sh -c "! pgrep -x probe >/dev/null"
+check "nothing left behind at the root" [ -z "$(leftovers)" ]
+
+# The delegation model: the agent starts alone in a delegated, non-root cgroup (as a systemd unit
+# with Delegate=yes), moves itself to a leaf and creates tasks under <own>/propeller/<id>.
+echo "+cpu +memory +pids" > $CG/cgroup.subtree_control
+mkdir -p $CG/test.slice/agent.service
+echo "+cpu +memory +pids" > $CG/test.slice/cgroup.subtree_control
+A=$CG/test.slice/agent.service
+sh -c "echo \$\$ > $A/cgroup.procs; exec $P run --rootfs $R --memory 48M probe sleep 20" >/dev/null &
+agent=$!
+task=""
+for _ in $(seq 1 300); do
+    task=$(find $A/propeller -mindepth 1 -maxdepth 1 -type d 2>/dev/null | head -1)
+    [ -n "$task" ] && [ -n "$(cat $task/cgroup.procs 2>/dev/null)" ] && break
+    sleep 0.2
+done
+check "delegated: the agent moved itself into $A/supervisor" grep -qx "$agent" $A/supervisor/cgroup.procs
+check "delegated: controllers enabled below the agent" grep -qw memory $A/cgroup.subtree_control
+check "delegated: the task runs in $A/propeller/<id>" [ -n "$task" ]
+check "delegated: its memory.max is the limit" [ "$(cat $task/memory.max 2>/dev/null)" = 50331648 ]
+kill -TERM $agent  # forwarded to the container's PID 1, which ignores it: kill the task instead
+[ -n "$task" ] && echo 1 > $task/cgroup.kill
+wait $agent
+check "delegated: nothing left below the agent" [ ! -e $A/propeller ]
+
+# Sharing a cgroup with another process: refused, with a message that says what to do.
+mkdir -p $CG/test.slice/shared.scope
+sleep 60 &
+sibling=$!
+echo $sibling > $CG/test.slice/shared.scope/cgroup.procs
+sh -c "echo \$\$ > $CG/test.slice/shared.scope/cgroup.procs; exec $P run --rootfs $R --memory 32M true" 2>/tmp/shared.err
+s=$?
+check "shared cgroup: refused with 125 (got $s)" [ $s -eq 125 ]
+check "shared cgroup: the message names Delegate=yes" grep -q "Delegate=yes" /tmp/shared.err
+kill $sibling
+wait $sibling 2>/dev/null
+
+# Clean up what the test made.
+rmdir $A/supervisor $A $CG/test.slice/shared.scope $CG/test.slice 2>/dev/null
+check "nothing left behind" [ -z "$(leftovers)" ]
+
+echo "vm-tests: $pass passed, $fail failed"
+[ $fail -eq 0 ]
