@@ -12,7 +12,6 @@ import Synchronization
 public final class NetworkNamespacePool: Sendable {
     private let target: Int
     private let ready = Mutex<[Int32]>([])
-    private let refilling = Mutex<Bool>(false)
     private let queue = DispatchQueue(label: "propeller.netns-pool")
 
     /// - Parameter size: how many namespaces to keep ready.
@@ -41,6 +40,11 @@ public final class NetworkNamespacePool: Sendable {
 
     /// Fills the pool synchronously (for a daemon at startup, or a benchmark).
     public func fill() {
+        queue.sync { fillOnQueue() }
+    }
+
+    /// All filling happens on one serial queue, so two fills never overshoot the target.
+    private func fillOnQueue() {
         while ready.withLock({ $0.count }) < target {
             let fd = pl_netns_create()
             if fd < 0 { return }
@@ -50,15 +54,6 @@ public final class NetworkNamespacePool: Sendable {
 
     private func refill() {
         guard target > 0 else { return }
-        let start = refilling.withLock { busy -> Bool in
-            if busy { return false }
-            busy = true
-            return true
-        }
-        guard start else { return }
-        queue.async { [self] in
-            fill()
-            refilling.withLock { $0 = false }
-        }
+        queue.async { [self] in fillOnQueue() }
     }
 }
