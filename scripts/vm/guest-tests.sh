@@ -1,8 +1,9 @@
 #!/bin/sh
 # The cgroup v2 checks, run inside the qemu guest by scripts/vm-test (pure cgroup2 at
-# /sys/fs/cgroup, root, the host's root filesystem read-only). Needs PROPELLER and ROOTFS.
+# /sys/fs/cgroup, root, the host's root filesystem read-only). Needs PROPELLER, ROOTFS and WORK.
 P=${PROPELLER:?}
 R=${ROOTFS:?}
+W=${WORK:?}  # writable scratch directory
 CG=/sys/fs/cgroup
 export PROPELLER_SECCOMP_CACHE=off
 pass=0
@@ -17,12 +18,12 @@ check "pure cgroup v2 hierarchy" grep -q "cgroup2 /sys/fs/cgroup" /proc/mounts
 check "memory, cpu and pids controllers available" sh -c "grep -qw memory $CG/cgroup.controllers && grep -qw cpu $CG/cgroup.controllers && grep -qw pids $CG/cgroup.controllers"
 
 # memory.max: a hog is OOM-killed, detected from memory.events, reported as 137 + message.
-$P run --rootfs $R --memory 32M --report /tmp/oom.json probe hog 200 >/dev/null 2>/tmp/oom.err
+$P run --rootfs $R --memory 32M --report $W/oom.json probe hog 200 >/dev/null 2>$W/oom.err
 s=$?
 check "memory.max: OOM kill exits 137 (got $s)" [ $s -eq 137 ]
-check "memory.max: the OOM message is printed" grep -q "OOM killer: memory limit of 32 MiB exceeded" /tmp/oom.err
-check "memory.events: oom_killed in the report" [ "$(jq -r .oom_killed /tmp/oom.json)" = true ]
-peak=$(jq -r .memory_peak_bytes /tmp/oom.json)
+check "memory.max: the OOM message is printed" grep -q "OOM killer: memory limit of 32 MiB exceeded" $W/oom.err
+check "memory.events: oom_killed in the report" [ "$(jq -r .oom_killed $W/oom.json)" = true ]
+peak=$(jq -r .memory_peak_bytes $W/oom.json)
 check "memory.peak reported ($peak bytes, limit 33554432)" sh -c "[ $peak -gt 16000000 ] && [ $peak -le 33554432 ]"
 
 # pids.max bounds a fork bomb.
@@ -30,14 +31,14 @@ forked=$($P run --rootfs $R --pids 16 probe forkbomb 100 | jq .forked)
 check "pids.max: a fork bomb stops at 16 ($forked forks)" [ "${forked:-99}" -lt 16 ]
 
 # cpu.max throttles a busy loop; cpu.stat usage is close to the quota.
-$P run --rootfs $R --cpus 0.25 --report /tmp/cpu.json probe spin 4 >/dev/null
-throttled=$(jq -r .throttled_periods /tmp/cpu.json)
-share=$(jq -r '.cpu_usec / (.runtime_seconds * 1000000)' /tmp/cpu.json)
+$P run --rootfs $R --cpus 0.25 --report $W/cpu.json probe spin 4 >/dev/null
+throttled=$(jq -r .throttled_periods $W/cpu.json)
+share=$(jq -r '.cpu_usec / (.runtime_seconds * 1000000)' $W/cpu.json)
 check "cpu.max: nr_throttled > 0 ($throttled)" [ "${throttled:-0}" -gt 0 ]
 check "cpu.stat: usage ≈ quota (share of a CPU $share for --cpus 0.25)" awk "BEGIN { exit !($share > 0.1 && $share < 0.32) }"
 
 # --timeout kills the whole tree through cgroup.kill.
-$P run --rootfs $R --timeout 3s probe ignore-term >/dev/null 2>/tmp/to.err
+$P run --rootfs $R --timeout 3s probe ignore-term >/dev/null 2>$W/to.err
 s=$?
 check "timeout: exit 124 (got $s)" [ $s -eq 124 ]
 check "timeout: no process of the tree survives" sh -c "! pgrep -x probe >/dev/null"
@@ -71,10 +72,10 @@ mkdir -p $CG/test.slice/shared.scope
 sleep 60 &
 sibling=$!
 echo $sibling > $CG/test.slice/shared.scope/cgroup.procs
-sh -c "echo \$\$ > $CG/test.slice/shared.scope/cgroup.procs; exec $P run --rootfs $R --memory 32M true" 2>/tmp/shared.err
+sh -c "echo \$\$ > $CG/test.slice/shared.scope/cgroup.procs; exec $P run --rootfs $R --memory 32M true" 2>$W/shared.err
 s=$?
 check "shared cgroup: refused with 125 (got $s)" [ $s -eq 125 ]
-check "shared cgroup: the message names Delegate=yes" grep -q "Delegate=yes" /tmp/shared.err
+check "shared cgroup: the message names Delegate=yes" grep -q "Delegate=yes" $W/shared.err
 kill $sibling
 wait $sibling 2>/dev/null
 
