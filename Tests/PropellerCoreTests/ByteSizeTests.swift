@@ -56,3 +56,37 @@ struct ByteSizeTests {
         #expect(throws: PropellerError.self) { try ContainerID(validating: "ABCDEF0123456") }
     }
 }
+
+@Suite("Digests and SHA-256")
+struct DigestTests {
+    @Test(arguments: [
+        ("", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
+        ("abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
+        ("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq", "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"),
+    ])
+    func knownVectors(input: String, hex: String) {
+        #expect(SHA256.hash(Array(input.utf8)).hexString == hex)
+    }
+
+    @Test func streamingMatchesOneShot() {
+        let data = (0..<100_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        var h = SHA256()
+        var i = 0
+        for size in [1, 63, 64, 65, 1000, 4096] where i < data.count {
+            h.update(Array(data[i..<min(data.count, i + size)]))
+            i += size
+        }
+        h.update(Array(data[i...]))
+        #expect(h.finalize() == SHA256.hash(data))
+        // A million 'a's (FIPS 180-2 test vector).
+        #expect(SHA256.hash([UInt8](repeating: 0x61, count: 1_000_000)).hexString == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0")
+    }
+
+    @Test func digestsAreValidatedBeforeUse() throws {
+        let d = try Digest(validating: "sha256:" + String(repeating: "ab", count: 32))
+        #expect(d.description.count == 71)
+        for bad in ["sha256:../../etc/passwd", "md5:abcd", "sha256:" + String(repeating: "AB", count: 32), "sha256:abc", ""] {
+            #expect(throws: PropellerError.self) { try Digest(validating: bad) }
+        }
+    }
+}
