@@ -29,7 +29,15 @@ let package = Package(
             cSettings: [.define("_GNU_SOURCE"), .unsafeFlags(["-Wall", "-Wextra", "-Werror"])]
         ),
 
+        // openat2 and xattr helpers for code that must stay inside a directory tree.
+        .target(name: "CFileSystem", cSettings: [.define("_GNU_SOURCE"), .unsafeFlags(["-Wall", "-Wextra", "-Werror"])]),
+
         .target(name: "PropellerCore", swiftSettings: strict),
+        .target(
+            name: "PropellerImage",
+            dependencies: ["PropellerCore", "CArchive", "CFileSystem", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
         .target(
             name: "PropellerRuntime",
             dependencies: [
@@ -58,6 +66,7 @@ let package = Package(
         .target(name: "PropellerTestSupport", dependencies: ["PropellerCore"], path: "Tests/TestSupport"),
         .testTarget(name: "PropellerCoreTests", dependencies: ["PropellerCore"]),
         .testTarget(name: "PropellerRuntimeTests", dependencies: ["PropellerRuntime", "PropellerCore", "PropellerTestSupport"]),
+        .testTarget(name: "PropellerImageTests", dependencies: ["PropellerImage", "PropellerCore", "CArchive", "CFileSystem", "PropellerTestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["PropellerCore", "PropellerTestSupport"]),
         .testTarget(name: "SystemLibrariesTests", dependencies: ["CArchive", "CMosquitto", "CSeccomp", "CCap"]),
     ]

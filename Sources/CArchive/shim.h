@@ -1,1 +1,2 @@
 #include <archive.h>
+#include <archive_entry.h>
