@@ -49,7 +49,7 @@ let package = Package(
         .target(
             name: "PropellerCLI",
             dependencies: [
-                "PropellerCore", "PropellerRuntime",
+                "PropellerCore", "PropellerRuntime", "PropellerImage",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -295,6 +295,10 @@ static int child_main(void *arg) {
 
     // Root filesystem: private mount tree, rootfs bound onto itself, pivot_root, old root detached.
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) fail(s, PL_STAGE_MOUNT_PRIVATE, "/");
+    // An image's rootfs: its cached, shared lower directory under a private upper one. Mounted
+    // here, in the container's own mount namespace, so it vanishes with the container.
+    if (s->overlay_options != NULL && mount("overlay", s->rootfs, "overlay", MS_NOSUID, s->overlay_options) < 0)
+        fail(s, PL_STAGE_BIND_ROOTFS, "overlay");
     if (mount(s->rootfs, s->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0) fail(s, PL_STAGE_BIND_ROOTFS, s->rootfs);
     int device_fds[PL_NDEVICES];
     clone_device_mounts(s, device_fds);

@@ -4,6 +4,7 @@ import Glibc
 #endif
 import Logging
 import PropellerCore
+import PropellerImage
 import PropellerRuntime
 
 /// `propeller run`: one container on this machine, no manager (like `docker run`).
@@ -27,7 +28,13 @@ struct RunCommand: ParsableCommand {
     )
 
     @Option(help: ArgumentHelp("Root filesystem directory for the container.", valueName: "dir"))
-    var rootfs: String
+    var rootfs: String?
+
+    @Option(help: ArgumentHelp("Image to run: oci:DIR[:TAG], an OCI image layout (as skopeo and umoci write them). Its layers are verified, unpacked once and shared read-only; each run writes to its own overlay.", valueName: "ref"))
+    var image: String?
+
+    @Option(name: .customLong("data-dir"), help: ArgumentHelp("Where images and runs are kept (env PROPELLER_DATA_DIR).", valueName: "dir"))
+    var dataDir: String = getenv("PROPELLER_DATA_DIR").map { String(cString: $0) } ?? "/var/lib/propeller"
 
     @Option(help: ArgumentHelp("Memory limit (no swap beyond it).", valueName: "size"))
     var memory: String?
@@ -44,8 +51,8 @@ struct RunCommand: ParsableCommand {
     @Option(name: [.short, .customLong("env")], help: ArgumentHelp("Set an environment variable (KEY=VALUE, or KEY to copy it from here).", valueName: "key=value"))
     var env: [String] = []
 
-    @Option(name: [.short, .customLong("workdir")], help: ArgumentHelp("Working directory inside the container (created if missing).", valueName: "dir"))
-    var workdir: String = "/"
+    @Option(name: [.short, .customLong("workdir")], help: ArgumentHelp("Working directory inside the container (created if missing; default: the image's, or /).", valueName: "dir"))
+    var workdir: String?
 
     @Option(name: [.short, .customLong("user")], help: ArgumentHelp("User to run as: UID[:GID] or NAME[:GROUP], resolved in the rootfs.", valueName: "user"))
     var user: String?
@@ -81,11 +88,15 @@ struct RunCommand: ParsableCommand {
     var command: [String] = []
 
     func validate() throws {
+        if let first = command.first, first == "--help" || first == "-h" {
+            throw CleanExit.helpRequest(self)
+        }
         if let first = command.first, first.hasPrefix("-"), first != "--" {
             throw ValidationError("unknown option '\(first)'")
         }
         let cmd = command.first == "--" ? Array(command.dropFirst()) : command
-        if cmd.isEmpty { throw ValidationError("no command given: propeller run --rootfs DIR [OPTIONS] [--] CMD [ARG...]") }
+        if (rootfs == nil) == (image == nil) { throw ValidationError("give exactly one of --rootfs DIR and --image REF") }
+        if cmd.isEmpty && image == nil { throw ValidationError("no command given: propeller run --rootfs DIR [OPTIONS] [--] CMD [ARG...]") }
         if ContainerSpec.NetworkMode(rawValue: network) == nil {
             throw ValidationError("invalid --network \"\(network)\": expected none or host")
         }
@@ -101,14 +112,21 @@ struct RunCommand: ParsableCommand {
         }
         let logger = Logger(label: "propeller.run")
 
-        let spec: ContainerSpec
+        var spec: ContainerSpec
         let timeoutDuration: Duration?
+        var runDirectory: RunDirectory?
+        defer { runDirectory?.remove() }
         do {
             spec = try makeSpec()
+            if let image {
+                runDirectory = try prepareImage(image, spec: &spec, logger: logger)
+            }
             timeoutDuration = try timeout.map(DurationParsing.parse)
             if let t = timeoutDuration, t <= .zero { throw PropellerError(.invalidArgument, "invalid --timeout \"\(timeout ?? "")\": must be positive") }
         } catch let error as PropellerError {
-            throw ValidationError(error.message)
+            if error.code == .invalidArgument { throw ValidationError(error.message) }
+            printError("propeller: \(error.message)")
+            throw ExitCode(125)
         }
 
         let runtime: ContainerRuntime
@@ -162,8 +180,7 @@ struct RunCommand: ParsableCommand {
 
     func makeSpec() throws -> ContainerSpec {
         let cmd = command.first == "--" ? Array(command.dropFirst()) : command
-        let rootfsPath = absolutePath(rootfs)
-        var spec = ContainerSpec(rootfs: rootfsPath, command: cmd)
+        var spec = ContainerSpec(rootfs: rootfs.map(absolutePath) ?? "", command: cmd)
         spec.killWithParent = true
         var limits = CgroupLimits()
         if let memory {
@@ -195,7 +212,7 @@ struct RunCommand: ParsableCommand {
         for entry in spec.environment where entry.hasPrefix("=") {
             throw PropellerError(.invalidArgument, "invalid --env \"\(entry)\": missing name")
         }
-        spec.workingDirectory = workdir
+        spec.workingDirectory = workdir ?? "/"
         spec.user = user
         spec.hostname = hostname
         spec.network = ContainerSpec.NetworkMode(rawValue: network) ?? .none
@@ -213,6 +230,41 @@ struct RunCommand: ParsableCommand {
         }
         spec.resourceLimits = limitsByResource.keys.sorted().compactMap { limitsByResource[$0] }
         return spec
+    }
+
+    /// Imports `oci:DIR[:TAG]` into the data directory, unpacks it once, and points `spec` at an
+    /// overlay of it (or a copy when the kernel has no overlayfs). Applies the image config:
+    /// Entrypoint + Cmd (arguments replace Cmd), Env (flags win), WorkingDir and User (flags win).
+    private func prepareImage(_ reference: String, spec: inout ContainerSpec, logger: Logger) throws -> RunDirectory {
+        guard reference.hasPrefix("oci:") else {
+            throw PropellerError(.invalidArgument, "invalid --image \"\(reference)\": only oci:DIR[:TAG] (an OCI image layout) is supported so far")
+        }
+        var layout = String(reference.dropFirst(4))
+        var tag = "latest"
+        if let colon = layout.lastIndex(of: ":"), !layout[colon...].contains("/") {
+            tag = String(layout[layout.index(after: colon)...])
+            layout = String(layout[..<colon])
+        }
+        let store = try ImageStore(dataDirectory: dataDir)
+        let image = try store.importLayout(directory: absolutePath(layout), tag: tag)
+        let lower = try store.rootfs(for: image)
+        let run = try RunDirectory.create(dataDirectory: dataDir, id: spec.id)
+        if RunDirectory.overlayAvailable {
+            spec.rootfs = run.merged
+            spec.overlay = ContainerSpec.Overlay(lower: [lower], upper: run.upper, work: run.work)
+        } else {
+            logger.warning("overlayfs is not available: copying the image's rootfs for this run")
+            guard system("cp -a '\(lower)/.' '\(run.merged)/'") == 0 else {
+                run.remove()
+                throw PropellerError(.systemCall, "copy \(lower) for the run failed")
+            }
+            spec.rootfs = run.merged
+        }
+        spec.command = try image.config.command(arguments: spec.command)
+        spec.environment = image.config.environment + spec.environment
+        if workdir == nil, let dir = image.config.workingDirectory { spec.workingDirectory = dir }
+        if user == nil { spec.user = image.config.user }
+        return run
     }
 
     private func absolutePath(_ path: String) -> String {

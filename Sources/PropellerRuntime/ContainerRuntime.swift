@@ -74,7 +74,9 @@ public final class ContainerRuntime: Sendable {
         guard spec.workingDirectory.hasPrefix("/") else {
             throw PropellerError(.invalidArgument, "working directory \(spec.workingDirectory): must be an absolute path")
         }
-        let user = try UserResolver(rootfs: spec.rootfs).resolve(spec.user)
+        // With an overlay the rootfs directory is empty until the child mounts it: read users
+        // from the top lower layer, which holds the image's files.
+        let user = try UserResolver(rootfs: spec.overlay?.lower.first ?? spec.rootfs).resolve(spec.user)
         let seccomp = try seccompProgram(spec.seccomp, capabilities: spec.capabilities)
         let hostname = spec.hostname ?? spec.id.short
         let environment = Self.environment(spec.environment, hostname: hostname, home: user.home)
@@ -101,6 +103,7 @@ public final class ContainerRuntime: Sendable {
         }
         let s = plan.spec
         s.pointee.rootfs = plan.string(spec.rootfs)
+        s.pointee.overlay_options = try spec.overlay.map { plan.string(try $0.mountOptions()) }
         s.pointee.argv = plan.stringArray(spec.command)
         s.pointee.envp = plan.stringArray(environment)
         s.pointee.search_path = plan.string(searchPath)

@@ -63,9 +63,34 @@ public struct ContainerSpec: Sendable {
         public static let defaultNofile = ResourceLimit(resource: 7, soft: 1024, hard: 1024)
     }
 
+    /// A root filesystem assembled with overlayfs: read-only `lower` directories (top first)
+    /// under a private writable `upper`, mounted on ``ContainerSpec/rootfs`` inside the
+    /// container's mount namespace.
+    public struct Overlay: Hashable, Sendable {
+        public var lower: [String]
+        public var upper: String
+        public var work: String
+
+        public init(lower: [String], upper: String, work: String) {
+            self.lower = lower
+            self.upper = upper
+            self.work = work
+        }
+
+        /// The mount options, refusing paths overlayfs would misparse.
+        func mountOptions() throws -> String {
+            for p in lower + [upper, work] where p.contains(",") || p.contains(":") || !p.hasPrefix("/") {
+                throw PropellerError(.invalidArgument, "overlay path \(p): must be absolute and contain no ',' or ':'")
+            }
+            return "lowerdir=\(lower.joined(separator: ":")),upperdir=\(upper),workdir=\(work)"
+        }
+    }
+
     public var id: ContainerID
-    /// Host path of the root filesystem (must exist).
+    /// Host path of the root filesystem (must exist); with ``overlay``, the empty directory the
+    /// overlay is mounted on.
     public var rootfs: String
+    public var overlay: Overlay?
     /// argv; `command[0]` is looked up in the container's PATH when it has no `/`.
     public var command: [String]
     /// `KEY=VALUE` entries added to (and overriding) the defaults PATH, HOSTNAME and HOME.
@@ -94,6 +119,7 @@ public struct ContainerSpec: Sendable {
     public init(id: ContainerID = ContainerID(), rootfs: String, command: [String]) {
         self.id = id
         self.rootfs = rootfs
+        self.overlay = nil
         self.command = command
         environment = []
         workingDirectory = "/"

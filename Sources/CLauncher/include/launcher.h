@@ -78,6 +78,7 @@ struct pl_rlimit {
 struct pl_spec {
     // Inputs, all prepared by the parent and owned by it.
     const char *rootfs;              ///< absolute host path of the root filesystem
+    const char *overlay_options;     ///< if set, mount overlayfs with these options on rootfs first
     char *const *argv;               ///< NULL-terminated; argv[0] is the command
     char *const *envp;               ///< NULL-terminated
     const char *search_path;         ///< PATH used to find argv[0] when it has no '/'

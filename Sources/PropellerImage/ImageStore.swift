@@ -1,0 +1,165 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import PropellerCore
+
+/// An image whose manifest and config are in the content store.
+public struct Image: Sendable, Hashable {
+    public var manifestDigest: Digest
+    public var manifest: ImageManifest
+    public var config: ImageConfiguration
+}
+
+/// Images under a data directory: blobs in `content/`, each image's layers unpacked once into
+/// `images/<manifest hex>/rootfs` and shared read-only by every run of it.
+public struct ImageStore: Sendable {
+    public let dataDirectory: String
+    public let content: ContentStore
+    var imagesDirectory: String { dataDirectory + "/images" }
+
+    public init(dataDirectory: String) throws {
+        self.dataDirectory = dataDirectory
+        if mkdir(dataDirectory, 0o700) != 0 && errno != EEXIST {
+            throw PropellerError(.systemCall, "data directory \(dataDirectory): \(errnoName(errno))")
+        }
+        content = try ContentStore(root: dataDirectory + "/content")
+        if mkdir(dataDirectory + "/images", 0o700) != 0 && errno != EEXIST {
+            throw PropellerError(.systemCall, "create \(dataDirectory)/images: \(errnoName(errno))")
+        }
+    }
+
+    func readBlob(_ digest: Digest, what: String) throws -> Data {
+        do {
+            return try Data(contentsOf: URL(fileURLWithPath: content.path(for: digest)))
+        } catch {
+            throw PropellerError(.notFound, "\(what) \(digest) is not in the content store")
+        }
+    }
+
+    /// The image whose manifest (or index, resolved to this platform) is stored under `digest`.
+    public func image(manifest digest: Digest) throws -> Image {
+        let data = try readBlob(digest, what: "manifest")
+        if let index = try? JSONDecoder().decode(ImageIndex.self, from: data), index.manifests.first != nil,
+           (index.mediaType.map(MediaType.indexes.contains) ?? true) {
+            guard let chosen = index.manifest(for: .current) ?? (index.manifests.count == 1 ? index.manifests[0] : nil) else {
+                let platforms = index.manifests.compactMap { $0.platform.map { "\($0.os)/\($0.architecture)" } }
+                throw PropellerError(.notFound, "image index \(digest) has no manifest for \(Platform.current.os)/\(Platform.current.architecture) (it has \(platforms.joined(separator: ", ")))")
+            }
+            return try image(manifest: chosen.digest)
+        }
+        let manifest = try JSONDecoder.decode(ImageManifest.self, from: data, what: "manifest \(digest)")
+        let config = try JSONDecoder.decode(ImageConfiguration.self, from: readBlob(manifest.config.digest, what: "config"),
+                                            what: "image config \(manifest.config.digest)")
+        guard config.rootfs.diff_ids.count == manifest.layers.count else {
+            throw PropellerError(.invalidArgument, "image \(digest): \(manifest.layers.count) layers but \(config.rootfs.diff_ids.count) diff_ids")
+        }
+        for layer in manifest.layers where !MediaType.layers.contains(layer.mediaType) {
+            throw PropellerError(.unsupported, "image \(digest): layer \(layer.digest) has unsupported media type \(layer.mediaType)")
+        }
+        return Image(manifestDigest: digest, manifest: manifest, config: config)
+    }
+
+    /// Copies an image from an OCI image layout directory (`oci:DIR[:TAG]`, as skopeo and umoci
+    /// write them) into the content store, verifying every blob, and returns it.
+    public func importLayout(directory: String, tag: String = "latest") throws -> Image {
+        let layoutStore = ContentStore(existingRoot: directory)
+        let indexData: Data
+        do {
+            indexData = try Data(contentsOf: URL(fileURLWithPath: directory + "/index.json"))
+        } catch {
+            throw PropellerError(.notFound, "oci:\(directory): no index.json (not an OCI image layout)")
+        }
+        let index = try JSONDecoder.decode(ImageIndex.self, from: indexData, what: "oci:\(directory)/index.json")
+        guard let top = index.manifests.first(where: { $0.annotations?["org.opencontainers.image.ref.name"] == tag }) else {
+            let tags = index.manifests.compactMap { $0.annotations?["org.opencontainers.image.ref.name"] }
+            throw PropellerError(.notFound, "oci:\(directory): no image tagged \"\(tag)\" (tags: \(tags.joined(separator: ", ")))")
+        }
+        func copy(_ d: Descriptor) throws {
+            try content.ingest(file: layoutStore.path(for: d.digest), as: d.digest, size: d.size >= 0 ? UInt64(d.size) : nil)
+        }
+        try copy(top)
+        var manifestDescriptor = top
+        let topData = try readBlob(top.digest, what: "manifest")
+        if MediaType.indexes.contains(top.mediaType) {
+            let index = try JSONDecoder.decode(ImageIndex.self, from: topData, what: "image index \(top.digest)")
+            guard let chosen = index.manifest(for: .current) ?? (index.manifests.count == 1 ? index.manifests[0] : nil) else {
+                throw PropellerError(.notFound, "oci:\(directory): no manifest for \(Platform.current.os)/\(Platform.current.architecture)")
+            }
+            try copy(chosen)
+            manifestDescriptor = chosen
+        }
+        let manifest = try JSONDecoder.decode(ImageManifest.self, from: readBlob(manifestDescriptor.digest, what: "manifest"),
+                                              what: "manifest \(manifestDescriptor.digest)")
+        try copy(manifest.config)
+        for layer in manifest.layers { try copy(layer) }
+        return try image(manifest: manifestDescriptor.digest)
+    }
+
+    /// The image's root filesystem, unpacked on first use. Concurrent callers (threads or
+    /// processes) wait for one unpack; a failed unpack leaves nothing behind.
+    public func rootfs(for image: Image, unpacker: LayerUnpacker = LayerUnpacker()) throws -> String {
+        let dir = imagesDirectory + "/" + image.manifestDigest.hex
+        let rootfs = dir + "/rootfs"
+        if access(dir + "/unpacked", F_OK) == 0 { return rootfs }
+
+        let lockPath = imagesDirectory + "/" + image.manifestDigest.hex + ".lock"
+        let lock = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard lock >= 0 else { throw PropellerError(.systemCall, "lock \(lockPath): \(errnoName(errno))") }
+        defer { close(lock) }
+        while flock(lock, LOCK_EX) != 0 && errno == EINTR {}
+        if access(dir + "/unpacked", F_OK) == 0 { return rootfs }
+
+        let temp = imagesDirectory + "/.unpack-" + image.manifestDigest.hex + "-\(getpid())"
+        removeTree(temp)
+        removeTree(dir)
+        guard mkdir(temp, 0o700) == 0, mkdir(temp + "/rootfs", 0o755) == 0 else {
+            throw PropellerError(.systemCall, "create \(temp): \(errnoName(errno))")
+        }
+        do {
+            for (layer, diffID) in zip(image.manifest.layers, image.config.rootfs.diff_ids) {
+                guard content.contains(layer.digest) else {
+                    throw PropellerError(.notFound, "layer \(layer.digest) is not in the content store")
+                }
+                _ = try unpacker.unpack(layerAt: content.path(for: layer.digest), into: temp + "/rootfs",
+                                        layerName: layer.digest.description, expectedDiffID: diffID)
+            }
+            let marker = open(temp + "/unpacked", O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
+            if marker >= 0 { close(marker) }
+            guard rename(temp, dir) == 0 else { throw PropellerError(.systemCall, "rename \(temp): \(errnoName(errno))") }
+        } catch {
+            removeTree(temp)
+            throw error
+        }
+        return rootfs
+    }
+}
+
+extension ContentStore {
+    /// A store over an existing blob tree (an OCI layout), without creating anything.
+    init(existingRoot: String) {
+        self.root = existingRoot
+    }
+}
+
+/// rm -rf without following symlinks (for Propeller's own directories).
+func removeTree(_ path: String) {
+    var st = stat()
+    guard lstat(path, &st) == 0 else { return }
+    if (st.st_mode & fileTypeMask) == directoryType, let dir = opendir(path) {
+        var names: [String] = []
+        while let ent = readdir(dir) {
+            let name = withUnsafeBytes(of: ent.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        closedir(dir)
+        for name in names { removeTree(path + "/" + name) }
+        rmdir(path)
+    } else {
+        unlink(path)
+    }
+}

@@ -1,0 +1,142 @@
+import Foundation
+import PropellerCore
+import PropellerTestSupport
+import Testing
+
+/// A two-layer OCI image layout built with umoci from the fixture rootfs: layer 2 deletes
+/// /bin/wc (a whiteout) and adds /etc/motd; the config sets Cmd, Env, WorkingDir and User.
+enum ImageFixture {
+    static let layout: Result<String, PropellerError> = {
+        do {
+            let rootfs = try Fixture.path()
+            let dir = try TempDirectory("propeller-oci").path
+            let script = """
+            set -e
+            cd '\(dir)'
+            umoci init --layout oci
+            umoci new --image oci:app
+            umoci unpack --image oci:app bundle >/dev/null
+            cp -a '\(rootfs)'/. bundle/rootfs/
+            umoci repack --image oci:app bundle
+            rm -rf bundle
+            umoci unpack --image oci:app bundle >/dev/null
+            rm bundle/rootfs/bin/wc
+            echo 'layer two' > bundle/rootfs/etc/motd
+            umoci repack --image oci:app bundle
+            rm -rf bundle
+            umoci config --image oci:app --config.cmd /bin/sh --config.cmd -c \
+                --config.cmd 'echo hi from $(cat /etc/motd) in $(pwd) as $(id -un) with $GREETING' \
+                --clear=config.entrypoint --config.workingdir /home/app --config.user app \
+                --config.env GREETING=hello --architecture amd64 --os linux
+            """
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/bin/sh")
+            p.arguments = ["-c", script]
+            p.standardOutput = FileHandle.nullDevice
+            try p.run()
+            p.waitUntilExit()
+            guard p.terminationStatus == 0 else { throw PropellerError(.internalError, "building the OCI layout failed") }
+            atexit { if case .success(let d) = ImageFixture.layout { try? FileManager.default.removeItem(atPath: (d as NSString).deletingLastPathComponent) } }
+            return .success(dir + "/oci")
+        } catch let error as PropellerError {
+            return .failure(error)
+        } catch {
+            return .failure(PropellerError(.internalError, "\(error)"))
+        }
+    }()
+}
+
+@Suite("propeller run --image", .enabled(if: isRoot, "requires root: umoci unpack, namespaces and overlayfs"))
+struct ImageRunTests {
+    let layout: String
+    let data: TempDirectory
+
+    init() throws {
+        layout = try ImageFixture.layout.get()
+        data = try TempDirectory("propeller-data")
+    }
+
+    func run(_ args: [String], image: String? = nil) throws -> CLIResult {
+        try propeller(["run", "--data-dir", data.path, "--image", image ?? "oci:\(layout):app"] + args)
+    }
+
+    @Test func imageConfigIsApplied() throws {
+        defer { data.remove() }
+        let r = try run([])
+        #expect(r.status == 0, "\(r.stderrText)")
+        #expect(r.stdoutText == "hi from layer two in /home/app as app with hello\n")
+    }
+
+    @Test func argumentsReplaceCmdAndFlagsWin() throws {
+        defer { data.remove() }
+        let r = try run(["--user", "0", "-w", "/tmp", "-e", "GREETING=flag", "--", "sh", "-c", "echo $(id -u) $(pwd) $GREETING; ls /bin/wc"])
+        #expect(r.stdoutText == "0 /tmp flag\n")
+        #expect(r.stderrText.contains("No such file"), "the whiteout in layer 2 removed /bin/wc")
+    }
+
+    @Test func runsCannotChangeEachOtherOrTheCache() throws {
+        defer { data.remove() }
+        let first = try run(["--user", "0", "--", "sh", "-c", "echo changed > /etc/motd; rm /bin/sh.x 2>/dev/null; cat /etc/motd"])
+        #expect(first.stdoutText == "changed\n")
+        let second = try run(["--", "cat", "/etc/motd"])
+        #expect(second.stdoutText == "layer two\n")
+        // Nothing of either run is left, and the image was unpacked once.
+        #expect((try? FileManager.default.contentsOfDirectory(atPath: data.path + "/runs")) ?? [] == [])
+        let images = try FileManager.default.contentsOfDirectory(atPath: data.path + "/images").filter { !$0.hasSuffix(".lock") }
+        #expect(images.count == 1)
+    }
+
+    @Test func concurrentRunsUnpackOnce() throws {
+        defer { data.remove() }
+        let group = DispatchGroup()
+        nonisolated(unsafe) var statuses: [Int32] = []
+        let lock = NSLock()
+        let args = ["run", "--data-dir", data.path, "--image", "oci:\(layout):app", "--", "cat", "/etc/motd"]
+        for _ in 0..<3 {
+            group.enter()
+            DispatchQueue.global().async {
+                let s = (try? propeller(args).status) ?? -1
+                lock.lock(); statuses.append(s); lock.unlock()
+                group.leave()
+            }
+        }
+        group.wait()
+        #expect(statuses == [0, 0, 0])
+        let entries = try FileManager.default.contentsOfDirectory(atPath: data.path + "/images")
+        #expect(entries.filter { !$0.hasSuffix(".lock") }.count == 1, "\(entries)")
+        #expect(!entries.contains { $0.hasPrefix(".unpack-") })
+    }
+
+    @Test func unknownTagAndMissingLayoutAreClearErrors() throws {
+        defer { data.remove() }
+        let tag = try run([], image: "oci:\(layout):nope")
+        #expect(tag.status == 125)
+        #expect(tag.stderrText.contains("no image tagged \"nope\""))
+        let missing = try run([], image: "oci:/nonexistent/layout:app")
+        #expect(missing.status == 125)
+        #expect(missing.stderrText.contains("not an OCI image layout"))
+        let registry = try run([], image: "127.0.0.1:5000/app:latest")
+        #expect(registry.status == 125)
+    }
+
+    @Test func aCorruptedBlobIsRefusedAndNotCached() throws {
+        defer { data.remove() }
+        // Copy the layout and flip bytes in its largest blob (a layer).
+        let copy = data.path + "/layout"
+        try FileManager.default.copyItem(atPath: layout, toPath: copy)
+        let blobs = copy + "/blobs/sha256"
+        let largest = try FileManager.default.contentsOfDirectory(atPath: blobs).max { a, b in
+            ((try? FileManager.default.attributesOfItem(atPath: blobs + "/" + a)[.size] as? Int) ?? 0)
+                < ((try? FileManager.default.attributesOfItem(atPath: blobs + "/" + b)[.size] as? Int) ?? 0)
+        }
+        let victim = blobs + "/" + (largest ?? "")
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: victim))
+        bytes[bytes.count / 2] ^= 0xff
+        try bytes.write(to: URL(fileURLWithPath: victim))
+        let r = try run([], image: "oci:\(copy):app")
+        #expect(r.status == 125)
+        #expect(r.stderrText.contains("digest mismatch"), "\(r.stderrText)")
+        #expect(!FileManager.default.fileExists(atPath: data.path + "/content/blobs/sha256/" + (largest ?? "x")))
+        #expect((try? FileManager.default.contentsOfDirectory(atPath: data.path + "/content/ingest")) == [])
+    }
+}
