@@ -32,10 +32,17 @@ let package = Package(
         // openat2 and xattr helpers for code that must stay inside a directory tree.
         .target(name: "CFileSystem", cSettings: [.define("_GNU_SOURCE"), .unsafeFlags(["-Wall", "-Wextra", "-Werror"])]),
 
+        // libcurl's easy interface without varargs, for the registry client.
+        .target(
+            name: "CHTTP",
+            cSettings: [.unsafeFlags(["-Wall", "-Wextra", "-Werror"])],
+            linkerSettings: [.linkedLibrary("curl")]
+        ),
+
         .target(name: "PropellerCore", swiftSettings: strict),
         .target(
             name: "PropellerImage",
-            dependencies: ["PropellerCore", "CArchive", "CFileSystem", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["PropellerCore", "CArchive", "CFileSystem", "CHTTP", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .target(

@@ -90,3 +90,44 @@ struct DigestTests {
         }
     }
 }
+
+@Suite("Image references as Docker parses them")
+struct ImageReferenceTests {
+    static let cases: [(String, String, String, String?)] = [
+        ("busybox", "docker.io", "library/busybox", "latest"),
+        ("team/app:v2", "docker.io", "team/app", "v2"),
+        ("127.0.0.1:5000/app:v2", "127.0.0.1:5000", "app", "v2"),
+        ("localhost/a/b/c", "localhost", "a/b/c", "latest"),
+        ("registry.example.com/ns/app", "registry.example.com", "ns/app", "latest"),
+        ("localhost:5000/app", "localhost:5000", "app", "latest"),
+        ("my-reg.io:443/x__y/z.w-v:1.0_rc", "my-reg.io:443", "x__y/z.w-v", "1.0_rc"),
+    ]
+
+    @Test(arguments: cases)
+    func parses(text: String, registry: String, repository: String, tag: String?) throws {
+        let r = try ImageReference(parsing: text)
+        #expect(r.registry == registry)
+        #expect(r.repository == repository)
+        #expect(r.tag == tag)
+    }
+
+    @Test func digestsPinAndWin() throws {
+        let hex = String(repeating: "a", count: 64)
+        let r = try ImageReference(parsing: "127.0.0.1:5000/app:v1@sha256:\(hex)")
+        #expect(r.tag == "v1")
+        #expect(r.manifestReference == "sha256:\(hex)")
+        #expect(try ImageReference(parsing: "app@sha256:\(hex)").tag == nil)
+    }
+
+    @Test func loopbackAndHub() throws {
+        #expect(try ImageReference(parsing: "127.0.0.1:5000/a").isLoopback)
+        #expect(try ImageReference(parsing: "localhost/a").isLoopback)
+        #expect(try !ImageReference(parsing: "example.com/a").isLoopback)
+        #expect(try ImageReference(parsing: "busybox").apiHost == "registry-1.docker.io")
+    }
+
+    @Test(arguments: ["", "UPPER/case", "a//b", "app:", "app:-bad", "app@sha256:xyz", "a/../b", "-a/b", "a:b:c/d", "app:tag with space", "/abs"])
+    func rejects(text: String) {
+        #expect(throws: PropellerError.self) { try ImageReference(parsing: text) }
+    }
+}

@@ -1,0 +1,115 @@
+/// An image reference parsed the way Docker does: `[host[:port]/]repo[:tag][@sha256:…]`.
+///
+/// Without a host, the registry is Docker Hub (`docker.io`) and a one-part name gets `library/`
+/// (`busybox` → `docker.io/library/busybox:latest`). The first part is a host when it contains
+/// a `.` or a `:`, or is `localhost`. Without a tag or digest, the tag is `latest`.
+public struct ImageReference: Hashable, Sendable, CustomStringConvertible {
+    /// Registry host as written (`docker.io`, `127.0.0.1:5000`).
+    public var registry: String
+    /// Repository path (`library/busybox`, `team/app`).
+    public var repository: String
+    public var tag: String?
+    public var digest: Digest?
+
+    public init(parsing text: String) throws {
+        func invalid(_ why: String) -> PropellerError {
+            PropellerError(.invalidArgument, "invalid image reference \"\(text.prefix(200))\": \(why)")
+        }
+        guard !text.isEmpty, text.count <= 512 else { throw invalid("empty or too long") }
+        var rest = Substring(text)
+        if let at = rest.firstIndex(of: "@") {
+            digest = try Digest(validating: String(rest[rest.index(after: at)...]))
+            rest = rest[..<at]
+        }
+        // A tag is after the last ':' that comes after the last '/'.
+        if let colon = rest.lastIndex(of: ":"), !rest[colon...].contains("/") {
+            let t = String(rest[rest.index(after: colon)...])
+            guard Self.isValidTag(t) else { throw invalid("bad tag \"\(t)\"") }
+            tag = t
+            rest = rest[..<colon]
+        }
+        var parts = rest.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        guard !parts.isEmpty, !parts.contains(where: \.isEmpty) else { throw invalid("empty path component") }
+        if parts.count > 1, parts[0].contains(".") || parts[0].contains(":") || parts[0] == "localhost" {
+            registry = parts.removeFirst()
+            guard Self.isValidHost(registry) else { throw invalid("bad registry host \"\(registry)\"") }
+        } else {
+            registry = "docker.io"
+        }
+        if registry == "docker.io" && parts.count == 1 { parts.insert("library", at: 0) }
+        for p in parts where !Self.isValidComponent(p) {
+            throw invalid("\"\(p)\" is not a valid repository component (lowercase letters, digits and . _ -)")
+        }
+        repository = parts.joined(separator: "/")
+        if tag == nil && digest == nil { tag = "latest" }
+    }
+
+    /// The host to talk to (Docker Hub's API lives at registry-1.docker.io).
+    public var apiHost: String { registry == "docker.io" ? "registry-1.docker.io" : registry }
+
+    /// The tag or digest to ask the registry for (the digest wins).
+    public var manifestReference: String { digest?.description ?? tag ?? "latest" }
+
+    /// Loopback registries are spoken to over plain HTTP, as Docker does.
+    public var isLoopback: Bool {
+        let host = registry.hasPrefix("[") ? String(registry.prefix { $0 != "]" }.dropFirst()) : String(registry.prefix { $0 != ":" })
+        return host == "localhost" || host.hasPrefix("127.") || host == "::1"
+    }
+
+    public var description: String {
+        var s = registry + "/" + repository
+        if let tag { s += ":" + tag }
+        if let digest { s += "@" + digest.description }
+        return s
+    }
+
+    static func isValidComponent(_ s: String) -> Bool {
+        guard let first = s.first, let last = s.last, first.isLowercaseAlnum, last.isLowercaseAlnum else { return false }
+        var previousSeparator = false
+        for c in s {
+            if c.isLowercaseAlnum {
+                previousSeparator = false
+            } else if c == "." || c == "_" || c == "-" {
+                // Docker allows "__" and runs of "-"; a lone "." between alphanumerics.
+                if previousSeparator && c == "." { return false }
+                previousSeparator = true
+            } else {
+                return false
+            }
+        }
+        return true
+    }
+
+    static func isValidTag(_ s: String) -> Bool {
+        guard let first = s.first, s.count <= 128, first.isASCII, first.isLetter || first.isNumber || first == "_" else { return false }
+        return s.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "_.-".contains($0)) }
+    }
+
+    /// `name[:port]` or `[ipv6][:port]`.
+    static func isValidHost(_ s: String) -> Bool {
+        var host = Substring(s)
+        var port: Substring?
+        if host.hasPrefix("[") {
+            guard let close = host.firstIndex(of: "]") else { return false }
+            let after = host[host.index(after: close)...]
+            if !after.isEmpty {
+                guard after.hasPrefix(":") else { return false }
+                port = after.dropFirst()
+            }
+            host = host[host.index(after: host.startIndex)..<close]
+            guard host.allSatisfy({ $0.isHexDigit || $0 == ":" }) else { return false }
+        } else {
+            let parts = host.split(separator: ":", omittingEmptySubsequences: false)
+            guard parts.count <= 2 else { return false }
+            host = parts[0]
+            if parts.count == 2 { port = parts[1] }
+            guard !host.isEmpty, host.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "." || $0 == "-") }) else { return false }
+        }
+        if let port { return !port.isEmpty && port.count <= 5 && port.allSatisfy(\.isNumber) }
+        return true
+    }
+}
+
+extension Character {
+    fileprivate var isLowercaseAlnum: Bool { isASCII && (isNumber || (isLetter && isLowercase)) }
+}
