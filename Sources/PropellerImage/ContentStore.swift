@@ -43,7 +43,7 @@ public struct ContentStore: Sendable {
         let fd = open(source, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw PropellerError(.notFound, "content store: open \(source): \(errnoName(errno))") }
         defer { close(fd) }
-        var writer = try self.writer(for: digest, size: size)
+        let writer = try self.writer(for: digest, size: size)
         var buffer = [UInt8](repeating: 0, count: 1 << 20)
         while true {
             let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
@@ -80,7 +80,7 @@ public struct ContentStore: Sendable {
 
 /// Streams one blob into the store's ingest directory, hashing it; ``commit()`` renames it into
 /// place only if the digest (and size) match.
-public struct BlobWriter: ~Copyable {
+public final class BlobWriter {
     let store: ContentStore
     let expected: Digest
     let expectedSize: UInt64?
@@ -105,7 +105,8 @@ public struct BlobWriter: ~Copyable {
         }
     }
 
-    public mutating func write(_ bytes: UnsafeRawBufferPointer) throws {
+    public func write(_ bytes: UnsafeRawBufferPointer) throws {
+        guard fd >= 0 else { throw PropellerError(.internalError, "blob \(expected): write after commit") }
         written += UInt64(bytes.count)
         if let expectedSize, written > expectedSize {
             throw PropellerError(.invalidArgument, "blob \(expected): more than the expected \(expectedSize) bytes")
@@ -122,7 +123,8 @@ public struct BlobWriter: ~Copyable {
     }
 
     /// Verifies and moves the blob into place; returns its path.
-    public consuming func commit() throws -> String {
+    public func commit() throws -> String {
+        guard fd >= 0 else { throw PropellerError(.internalError, "blob \(expected): committed twice") }
         let digest = Digest(sha256: hasher.finalize())
         let path = store.path(for: expected)
         defer {
@@ -143,5 +145,10 @@ public struct BlobWriter: ~Copyable {
     }
 
     /// Discards what was written.
-    public consuming func abort() {}
+    public func abort() {
+        guard fd >= 0 else { return }
+        close(fd)
+        fd = -1
+        unlink(tempPath)
+    }
 }

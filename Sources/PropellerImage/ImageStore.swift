@@ -100,6 +100,41 @@ public struct ImageStore: Sendable {
         return try image(manifest: manifestDescriptor.digest)
     }
 
+    /// Pulls `reference` from its registry into the content store (blobs already present are
+    /// not fetched again) and returns the image. An index is resolved to this platform.
+    public func pull(_ reference: ImageReference, client: RegistryClient) throws -> Image {
+        var fetched = try client.manifest(reference)
+        try store(fetched.data, as: fetched.digest)
+        if MediaType.indexes.contains(fetched.mediaType) {
+            let index = try JSONDecoder.decode(ImageIndex.self, from: fetched.data, what: "image index of \(reference)")
+            guard let chosen = index.manifest(for: .current) else {
+                let platforms = index.manifests.compactMap { $0.platform.map { "\($0.os)/\($0.architecture)" } }
+                throw PropellerError(.notFound, "\(reference) has no image for \(Platform.current.os)/\(Platform.current.architecture) (it has \(platforms.joined(separator: ", ")))")
+            }
+            fetched = try client.manifest(reference, reference: chosen.digest.description)
+            guard fetched.digest == chosen.digest else {
+                throw PropellerError(.invalidArgument, "\(reference): manifest digest mismatch (\(fetched.digest), index says \(chosen.digest))")
+            }
+            try store(fetched.data, as: fetched.digest)
+        }
+        let manifest = try JSONDecoder.decode(ImageManifest.self, from: fetched.data, what: "manifest of \(reference)")
+        try client.fetchBlob(reference, manifest.config.digest, size: manifest.config.size, into: content)
+        for layer in manifest.layers {
+            guard MediaType.layers.contains(layer.mediaType) else {
+                throw PropellerError(.unsupported, "\(reference): layer \(layer.digest) has unsupported media type \(layer.mediaType)")
+            }
+            try client.fetchBlob(reference, layer.digest, size: layer.size, into: content)
+        }
+        return try image(manifest: fetched.digest)
+    }
+
+    private func store(_ data: Data, as digest: Digest) throws {
+        if content.contains(digest) { return }
+        let writer = try content.writer(for: digest, size: UInt64(data.count))
+        try data.withUnsafeBytes { try writer.write($0) }
+        _ = try writer.commit()
+    }
+
     /// The image's root filesystem, unpacked on first use. Concurrent callers (threads or
     /// processes) wait for one unpack; a failed unpack leaves nothing behind.
     public func rootfs(for image: Image, unpacker: LayerUnpacker = LayerUnpacker()) throws -> String {

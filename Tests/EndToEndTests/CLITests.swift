@@ -25,13 +25,14 @@ struct CLIResult {
 }
 
 /// Runs `propeller ARGS`, feeding `stdin`, and waits for it (at most 60 s).
-func propeller(_ args: [String], stdin: Data? = nil, whileRunning: ((Process) -> Void)? = nil) throws -> CLIResult {
+func propeller(_ args: [String], stdin: Data? = nil, environment extra: [String: String] = [:], whileRunning: ((Process) -> Void)? = nil) throws -> CLIResult {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: propellerBinary)
     p.arguments = args
     // Keep compiled seccomp programs out of the machine's /run/propeller during tests.
     var environment = ProcessInfo.processInfo.environment
     environment["PROPELLER_SECCOMP_CACHE"] = seccompCacheForTests
+    for (k, v) in extra { environment[k] = v }
     p.environment = environment
     let out = Pipe(), err = Pipe(), input = Pipe()
     p.standardOutput = out

@@ -46,8 +46,8 @@ enum ImageFixture {
     }()
 }
 
-@Suite("propeller run --image", .enabled(if: isRoot, "requires root: umoci unpack, namespaces and overlayfs"))
-struct ImageRunTests {
+/// What an image test needs: the fixture layout and a fresh data directory.
+struct ImageTestContext {
     let layout: String
     let data: TempDirectory
 
@@ -55,6 +55,15 @@ struct ImageRunTests {
         layout = try ImageFixture.layout.get()
         data = try TempDirectory("propeller-data")
     }
+}
+
+@Suite("propeller run --image", .enabled(if: isRoot, "requires root: umoci unpack, namespaces and overlayfs"))
+struct ImageRunTests {
+    let context: ImageTestContext
+    var layout: String { context.layout }
+    var data: TempDirectory { context.data }
+
+    init() throws { context = try ImageTestContext() }
 
     func run(_ args: [String], image: String? = nil) throws -> CLIResult {
         try propeller(["run", "--data-dir", data.path, "--image", image ?? "oci:\(layout):app"] + args)

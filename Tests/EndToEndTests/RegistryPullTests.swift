@@ -1,0 +1,102 @@
+import Foundation
+import PropellerCore
+import PropellerTestSupport
+import Testing
+
+/// `propeller run --image` against real docker-registry processes on loopback.
+@Suite("Pulling from a registry", .enabled(if: isRoot, "requires root: umoci, namespaces and overlayfs"))
+struct RegistryPullTests {
+    let context: ImageTestContext
+    var layout: String { context.layout }
+    var data: TempDirectory { context.data }
+
+    init() throws { context = try ImageTestContext() }
+
+    func run(_ image: String, _ args: [String] = [], env: [String: String] = [:]) throws -> CLIResult {
+        try propeller(["run", "--data-dir", data.path, "--image", image] + args, environment: env)
+    }
+
+    @Test func pullsANonLatestMultiLayerImageAndRunsIt() throws {
+        defer { data.remove() }
+        let registry = try RegistryServer()
+        defer { registry.stop() }
+        try registry.push(layout: layout, tag: "app", as: "team/app:v2")
+        let r = try run("\(registry.address)/team/app:v2")
+        #expect(r.status == 0, "\(r.stderrText)")
+        #expect(r.stdoutText == "hi from layer two in /home/app as app with hello\n")
+        // Blobs are cached: a second run needs no registry at all.
+        registry.stop()
+        let again = try run("\(registry.address)/team/app:v2", ["--", "cat", "/etc/motd"])
+        #expect(again.status == 125, "a tag is resolved at the registry each time")
+    }
+
+    @Test func unknownTagsAndRepositoriesAreClearErrors() throws {
+        defer { data.remove() }
+        let registry = try RegistryServer()
+        defer { registry.stop() }
+        try registry.push(layout: layout, tag: "app", as: "app:v1")
+        let tag = try run("\(registry.address)/app:nope")
+        #expect(tag.status == 125)
+        #expect(tag.stderrText.contains("manifest nope of app not found"), "\(tag.stderrText)")
+        let repo = try run("\(registry.address)/ghost:v1")
+        #expect(repo.status == 125)
+        #expect(repo.stderrText.contains("not found"))
+        let bad = try run("\(registry.address)/UPPER:v1")
+        #expect(bad.status == 125)
+        #expect(bad.stderrText.contains("invalid image reference"))
+    }
+
+    @Test func basicAuthWithRightWrongAndNoCredentials() throws {
+        defer { data.remove() }
+        let registry = try RegistryServer(username: "alice", password: "s3cret-pw")
+        defer { registry.stop() }
+        try registry.push(layout: layout, tag: "app", as: "private/app:v1", credentials: ("alice", "s3cret-pw"))
+        let image = "\(registry.address)/private/app:v1"
+
+        let none = try run(image, env: ["HOME": data.path])
+        #expect(none.status == 125)
+        #expect(none.stderrText.contains("authentication required"), "\(none.stderrText)")
+
+        let wrong = try run(image, env: ["PROXY_REGISTRY_USERNAME": "alice", "PROXY_REGISTRY_PASSWORD": "wrong-pw"])
+        #expect(wrong.status == 125)
+        #expect(wrong.stderrText.contains("authentication failed"), "\(wrong.stderrText)")
+        #expect(!wrong.stderrText.contains("wrong-pw"))
+
+        let right = try run(image, env: ["PROXY_REGISTRY_USERNAME": "alice", "PROXY_REGISTRY_PASSWORD": "s3cret-pw"])
+        #expect(right.status == 0, "\(right.stderrText)")
+        #expect(!right.stderrText.contains("s3cret-pw"))
+    }
+
+    @Test func dockerConfigCredentialsAreUsed() throws {
+        defer { data.remove() }
+        let registry = try RegistryServer(username: "bob", password: "hunter22")
+        defer { registry.stop() }
+        try registry.push(layout: layout, tag: "app", as: "app:v1", credentials: ("bob", "hunter22"))
+        let config = data.path + "/docker"
+        mkdirs(config)
+        let auth = Data("bob:hunter22".utf8).base64EncodedString()
+        writeFile(config + "/config.json", #"{"auths": {"\#(registry.address)": {"auth": "\#(auth)"}}}"#)
+        let r = try run("\(registry.address)/app:v1", ["--", "cat", "/etc/motd"], env: ["DOCKER_CONFIG": config])
+        #expect(r.status == 0, "\(r.stderrText)")
+        #expect(r.stdoutText == "layer two\n")
+    }
+
+    @Test func aCorruptedBlobInTheRegistryIsRefusedAndNotCached() throws {
+        defer { data.remove() }
+        let registry = try RegistryServer()
+        defer { registry.stop() }
+        try registry.push(layout: layout, tag: "app", as: "app:v1")
+        // Flip a byte in the largest blob the registry stores (a layer).
+        let blobs = try FileManager.default.subpathsOfDirectory(atPath: registry.storage).filter { $0.hasSuffix("/data") }
+        let sized = blobs.map { ($0, (try? FileManager.default.attributesOfItem(atPath: registry.storage + "/" + $0)[.size] as? Int) ?? 0) }
+        let victim = try #require(sized.max { $0.1 < $1.1 })
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: registry.storage + "/" + victim.0))
+        bytes[bytes.count / 2] ^= 0xff
+        try bytes.write(to: URL(fileURLWithPath: registry.storage + "/" + victim.0))
+        let r = try run("\(registry.address)/app:v1")
+        #expect(r.status == 125)
+        #expect(r.stderrText.contains("digest mismatch"), "\(r.stderrText)")
+        #expect((try? FileManager.default.contentsOfDirectory(atPath: data.path + "/content/ingest")) == [])
+        #expect((try? FileManager.default.contentsOfDirectory(atPath: data.path + "/images"))?.filter { !$0.hasSuffix(".lock") } == [])
+    }
+}

@@ -1,0 +1,105 @@
+import Foundation
+import PropellerCore
+
+/// A real `docker-registry` (distribution 2.8) on a free loopback port, with its storage in a
+/// temp directory; optionally htpasswd-protected (Basic auth). Stopped by `stop()`.
+public final class RegistryServer: @unchecked Sendable {
+    public let port: Int
+    public let directory: TempDirectory
+    public var address: String { "127.0.0.1:\(port)" }
+    public var storage: String { directory.path + "/data" }
+    private let process: Process
+
+    public init(username: String? = nil, password: String? = nil) throws {
+        directory = try TempDirectory("propeller-registry")
+        port = try freeLoopbackPort()
+        var auth = ""
+        if let username, let password {
+            let htpasswd = directory.path + "/htpasswd"
+            try run("/usr/bin/htpasswd", ["-Bbc", htpasswd, username, password])
+            auth = "auth:\n  htpasswd:\n    realm: propeller-test\n    path: \(htpasswd)\n"
+        }
+        let config = """
+        version: 0.1
+        log:
+          level: error
+        storage:
+          filesystem:
+            rootdirectory: \(directory.path)/data
+          delete:
+            enabled: true
+        http:
+          addr: 127.0.0.1:\(port)
+        \(auth)
+        """
+        writeFile(directory.path + "/config.yml", config)
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/docker-registry")
+        process.arguments = ["serve", directory.path + "/config.yml"]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        // Ready when the port accepts connections.
+        for _ in 0..<100 {
+            if canConnect(port: port) { return }
+            usleep(50_000)
+        }
+        stop()
+        throw PropellerError(.internalError, "docker-registry did not start on port \(port)")
+    }
+
+    /// Pushes an OCI layout image to this registry with skopeo.
+    public func push(layout: String, tag: String, as name: String, credentials: (String, String)? = nil) throws {
+        var args = ["copy", "--quiet", "--dest-tls-verify=false"]
+        if let credentials { args += ["--dest-creds", "\(credentials.0):\(credentials.1)"] }
+        args += ["oci:\(layout):\(tag)", "docker://\(address)/\(name)"]
+        try run("/usr/bin/skopeo", args)
+    }
+
+    public func stop() {
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+        }
+        directory.remove()
+    }
+
+    deinit { stop() }
+}
+
+func run(_ tool: String, _ args: [String]) throws {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: tool)
+    p.arguments = args
+    p.standardOutput = FileHandle.nullDevice
+    try p.run()
+    p.waitUntilExit()
+    guard p.terminationStatus == 0 else { throw PropellerError(.internalError, "\(tool) \(args.first ?? "") failed") }
+}
+
+/// A port the kernel just handed out on 127.0.0.1 (closed again; the race is acceptable for tests).
+public func freeLoopbackPort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw PropellerError(.systemCall, "socket") }
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    addr.sin_port = 0
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
+    guard bound == 0 else { throw PropellerError(.systemCall, "bind") }
+    _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+    return Int(UInt16(bigEndian: addr.sin_port))
+}
+
+func canConnect(port: Int) -> Bool {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return false }
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    addr.sin_port = UInt16(port).bigEndian
+    return withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
+}
