@@ -12,7 +12,7 @@ public struct PropellerCommand: ParsableCommand {
         `propeller run` starts one container on this machine through the same runtime the proplet uses.
         """,
         version: "0.1.0",
-        subcommands: [RunCommand.self]
+        subcommands: [RunCommand.self, ImageCommand.self]
     )
 
     public init() {}

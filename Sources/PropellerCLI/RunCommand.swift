@@ -30,20 +30,10 @@ struct RunCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Root filesystem directory for the container.", valueName: "dir"))
     var rootfs: String?
 
-    @Option(help: ArgumentHelp("Image to run: oci:DIR[:TAG], an OCI image layout (as skopeo and umoci write them). Its layers are verified, unpacked once and shared read-only; each run writes to its own overlay.", valueName: "ref"))
+    @Option(help: ArgumentHelp("Image to run: a registry reference (host[:port]/repo[:tag][@digest]) or oci:DIR[:TAG], an OCI image layout. Its layers are verified, unpacked once and shared read-only; each run writes to its own overlay.", valueName: "ref"))
     var image: String?
 
-    @Option(name: .customLong("registry-username"), help: ArgumentHelp("Registry user name (env PROXY_REGISTRY_USERNAME; else ~/.docker/config.json).", valueName: "name"))
-    var registryUsername: String?
-
-    @Flag(name: .customLong("registry-password-stdin"), help: "Read the registry password from standard input (env PROXY_REGISTRY_PASSWORD otherwise).")
-    var registryPasswordStdin = false
-
-    @Option(name: .customLong("insecure-registry"), help: ArgumentHelp("Use plain HTTP for this registry host (loopback hosts always do).", valueName: "host[:port]"))
-    var insecureRegistry: [String] = []
-
-    @Option(name: .customLong("data-dir"), help: ArgumentHelp("Where images and runs are kept (env PROPELLER_DATA_DIR).", valueName: "dir"))
-    var dataDir: String = getenv("PROPELLER_DATA_DIR").map { String(cString: $0) } ?? "/var/lib/propeller"
+    @OptionGroup var images: ImageOptions
 
     @Option(help: ArgumentHelp("Memory limit (no swap beyond it).", valueName: "size"))
     var memory: String?
@@ -245,22 +235,10 @@ struct RunCommand: ParsableCommand {
     /// overlay of it (or a copy when the kernel has no overlayfs). Applies the image config:
     /// Entrypoint + Cmd (arguments replace Cmd), Env (flags win), WorkingDir and User (flags win).
     private func prepareImage(_ reference: String, spec: inout ContainerSpec, logger: Logger) throws -> RunDirectory {
-        let store = try ImageStore(dataDirectory: dataDir)
-        let image: Image
-        if reference.hasPrefix("oci:") {
-            var layout = String(reference.dropFirst(4))
-            var tag = "latest"
-            if let colon = layout.lastIndex(of: ":"), !layout[colon...].contains("/") {
-                tag = String(layout[layout.index(after: colon)...])
-                layout = String(layout[..<colon])
-            }
-            image = try store.importLayout(directory: absolutePath(layout), tag: tag)
-        } else {
-            let ref = try ImageReference(parsing: reference)
-            image = try store.pull(ref, client: try registryClient())
-        }
+        let store = try images.store()
+        let image = try images.obtain(reference, store: store)
         let lower = try store.rootfs(for: image)
-        let run = try RunDirectory.create(dataDirectory: dataDir, id: spec.id)
+        let run = try RunDirectory.create(dataDirectory: images.dataDir, id: spec.id)
         if RunDirectory.overlayAvailable {
             spec.rootfs = run.merged
             spec.overlay = ContainerSpec.Overlay(lower: [lower], upper: run.upper, work: run.work)
@@ -279,30 +257,5 @@ struct RunCommand: ParsableCommand {
         return run
     }
 
-    /// Credentials from flags, then upstream's environment names, then ~/.docker/config.json.
-    private func registryClient() throws -> RegistryClient {
-        let env = Environment.current
-        var password = env["PROXY_REGISTRY_PASSWORD"]
-        if registryPasswordStdin {
-            var line = [UInt8]()
-            var byte: UInt8 = 0
-            while read(0, &byte, 1) == 1 && byte != UInt8(ascii: "\n") { line.append(byte) }
-            password = String(decoding: line, as: UTF8.self)
-        }
-        let username = registryUsername ?? env["PROXY_REGISTRY_USERNAME"]
-        let explicit = username.flatMap { u in password.map { RegistryCredentials(username: u, password: $0) } }
-        if username != nil && explicit == nil {
-            throw PropellerError(.invalidArgument, "a registry user name needs a password (--registry-password-stdin or PROXY_REGISTRY_PASSWORD)")
-        }
-        return RegistryClient(credentials: { host in explicit ?? RegistryCredentials.fromDockerConfig(registry: host, environment: env) },
-                              token: env["PROXY_REGISTRY_TOKEN"], insecureRegistries: Set(insecureRegistry))
-    }
 
-    private func absolutePath(_ path: String) -> String {
-        if path.hasPrefix("/") { return path }
-        guard let raw = getcwd(nil, 0) else { return path }
-        defer { free(raw) }
-        let cwd = String(cString: raw)
-        return cwd == "/" ? "/" + path : cwd + "/" + path
-    }
 }

@@ -181,18 +181,28 @@ extension ContentStore {
     }
 }
 
+/// The names in a directory stream (without . and ..); closes it.
+func directoryNames(of dir: OpaquePointer) -> [String] {
+    defer { closedir(dir) }
+    var names: [String] = []
+    while let ent = readdir(dir) {
+        let name = withUnsafeBytes(of: ent.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        if name != "." && name != ".." { names.append(name) }
+    }
+    return names
+}
+
+/// The names in directory `path`, or none when it cannot be read.
+func directoryEntries(_ path: String) -> [String] {
+    opendir(path).map(directoryNames(of:)) ?? []
+}
+
 /// rm -rf without following symlinks (for Propeller's own directories).
 func removeTree(_ path: String) {
     var st = stat()
     guard lstat(path, &st) == 0 else { return }
-    if (st.st_mode & fileTypeMask) == directoryType, let dir = opendir(path) {
-        var names: [String] = []
-        while let ent = readdir(dir) {
-            let name = withUnsafeBytes(of: ent.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            if name != "." && name != ".." { names.append(name) }
-        }
-        closedir(dir)
-        for name in names { removeTree(path + "/" + name) }
+    if (st.st_mode & fileTypeMask) == directoryType {
+        for name in directoryEntries(path) { removeTree(path + "/" + name) }
         rmdir(path)
     } else {
         unlink(path)

@@ -201,13 +201,7 @@ struct UnpackState {
     func listDirectory(_ fd: Int32, path: String) throws -> [String] {
         let dupfd = dup(fd)
         guard dupfd >= 0, let dir = fdopendir(dupfd) else { throw fail(path, "list: \(errnoName(errno))") }
-        defer { closedir(dir) }
-        var names: [String] = []
-        while let ent = readdir(dir) {
-            let name = withUnsafeBytes(of: ent.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            if name != "." && name != ".." { names.append(name) }
-        }
-        return names
+        return directoryNames(of: dir)
     }
 
     /// Opens the directory `parts` inside the rootfs (symlinks resolve inside it), creating

@@ -100,3 +100,38 @@ struct RegistryPullTests {
         #expect((try? FileManager.default.contentsOfDirectory(atPath: data.path + "/images"))?.filter { !$0.hasSuffix(".lock") } == [])
     }
 }
+
+@Suite("propeller image pull, ls, rm, prune", .enabled(if: isRoot, "requires root: umoci builds the fixture image"))
+struct ImageCommandTests {
+    let context: ImageTestContext
+    init() throws { context = try ImageTestContext() }
+
+    @Test func pullListRemovePrune() throws {
+        let data = context.data
+        defer { data.remove() }
+        let registry = try RegistryServer()
+        defer { registry.stop() }
+        try registry.push(layout: context.layout, tag: "app", as: "app:v3")
+        let image = "\(registry.address)/app:v3"
+        let pulled = try propeller(["image", "pull", "--data-dir", data.path, image])
+        #expect(pulled.status == 0, "\(pulled.stderrText)")
+        let digest = pulled.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(digest.hasPrefix("sha256:"))
+        #expect(FileManager.default.fileExists(atPath: data.path + "/images/" + digest.dropFirst(7) + "/rootfs/bin/busybox"))
+
+        let listed = try propeller(["image", "ls", "--data-dir", data.path, "--json"])
+        let entries = try #require(try JSONSerialization.jsonObject(with: listed.stdout) as? [[String: Any]])
+        #expect(entries.count == 1)
+        #expect(entries.first?["name"] as? String == image)
+        #expect(entries.first?["digest"] as? String == digest)
+
+        #expect(try propeller(["image", "rm", "--data-dir", data.path, image]).status == 0)
+        #expect(!FileManager.default.fileExists(atPath: data.path + "/images/" + digest.dropFirst(7)))
+        let pruned = try propeller(["image", "prune", "--data-dir", data.path])
+        #expect(pruned.stdoutText.hasPrefix("freed "))
+        #expect((try? FileManager.default.contentsOfDirectory(atPath: data.path + "/content/blobs/sha256")) == [])
+        let missing = try propeller(["image", "rm", "--data-dir", data.path, image])
+        #expect(missing.status == 1)
+        #expect(missing.stderrText.contains("no image named"))
+    }
+}

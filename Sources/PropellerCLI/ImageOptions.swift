@@ -1,0 +1,73 @@
+import ArgumentParser
+#if canImport(Glibc)
+import Glibc
+#endif
+import PropellerCore
+import PropellerImage
+
+/// Options shared by every command that reads images: where they are kept and how to reach
+/// registries.
+struct ImageOptions: ParsableArguments {
+    @Option(name: .customLong("data-dir"), help: ArgumentHelp("Where images and runs are kept (env PROPELLER_DATA_DIR).", valueName: "dir"))
+    var dataDir: String = getenv("PROPELLER_DATA_DIR").map { String(cString: $0) } ?? "/var/lib/propeller"
+
+    @Option(name: .customLong("registry-username"), help: ArgumentHelp("Registry user name (env PROXY_REGISTRY_USERNAME; else ~/.docker/config.json).", valueName: "name"))
+    var registryUsername: String?
+
+    @Flag(name: .customLong("registry-password-stdin"), help: "Read the registry password from standard input (env PROXY_REGISTRY_PASSWORD otherwise).")
+    var registryPasswordStdin = false
+
+    @Option(name: .customLong("insecure-registry"), help: ArgumentHelp("Use plain HTTP for this registry host (loopback hosts always do).", valueName: "host[:port]"))
+    var insecureRegistry: [String] = []
+
+    func store() throws -> ImageStore { try ImageStore(dataDirectory: absolutePath(dataDir)) }
+
+    /// Imports (`oci:DIR[:TAG]`) or pulls (a registry reference) an image and records its name.
+    func obtain(_ reference: String, store: ImageStore) throws -> Image {
+        let image: Image
+        let name: String
+        if reference.hasPrefix("oci:") {
+            var layout = String(reference.dropFirst(4))
+            var tag = "latest"
+            if let colon = layout.lastIndex(of: ":"), !layout[colon...].contains("/") {
+                tag = String(layout[layout.index(after: colon)...])
+                layout = String(layout[..<colon])
+            }
+            image = try store.importLayout(directory: absolutePath(layout), tag: tag)
+            name = "oci:" + absolutePath(layout) + ":" + tag
+        } else {
+            let ref = try ImageReference(parsing: reference)
+            image = try store.pull(ref, client: try registryClient())
+            name = ref.description
+        }
+        try store.tag(image, as: name)
+        return image
+    }
+
+    /// Credentials from flags, then upstream's environment names, then ~/.docker/config.json.
+    func registryClient() throws -> RegistryClient {
+        let env = Environment.current
+        var password = env["PROXY_REGISTRY_PASSWORD"]
+        if registryPasswordStdin {
+            var line = [UInt8]()
+            var byte: UInt8 = 0
+            while read(0, &byte, 1) == 1 && byte != UInt8(ascii: "\n") { line.append(byte) }
+            password = String(decoding: line, as: UTF8.self)
+        }
+        let username = registryUsername ?? env["PROXY_REGISTRY_USERNAME"]
+        let explicit = username.flatMap { u in password.map { RegistryCredentials(username: u, password: $0) } }
+        if username != nil && explicit == nil {
+            throw PropellerError(.invalidArgument, "a registry user name needs a password (--registry-password-stdin or PROXY_REGISTRY_PASSWORD)")
+        }
+        return RegistryClient(credentials: { host in explicit ?? RegistryCredentials.fromDockerConfig(registry: host, environment: env) },
+                              token: env["PROXY_REGISTRY_TOKEN"], insecureRegistries: Set(insecureRegistry))
+    }
+}
+
+func absolutePath(_ path: String) -> String {
+    if path.hasPrefix("/") { return path }
+    guard let raw = getcwd(nil, 0) else { return path }
+    defer { free(raw) }
+    let cwd = String(cString: raw)
+    return cwd == "/" ? "/" + path : cwd + "/" + path
+}
