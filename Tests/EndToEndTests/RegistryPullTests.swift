@@ -135,3 +135,34 @@ struct ImageCommandTests {
         #expect(missing.stderrText.contains("no image named"))
     }
 }
+
+@Suite("Pulling through the Bearer token flow", .enabled(if: isRoot, "requires root: umoci builds the fixture image"))
+struct BearerPullTests {
+    let context: ImageTestContext
+    init() throws { context = try ImageTestContext() }
+
+    @Test func tokenChallengeIsAnsweredAndTokensAreCached() throws {
+        let data = context.data
+        defer { data.remove() }
+        let tokens = try TokenServer(username: "carol", password: "t0ken-pw")
+        defer { tokens.stop() }
+        let registry = try RegistryServer(tokenAuth: tokens.registryAuthConfig)
+        defer { registry.stop() }
+        try registry.push(layout: context.layout, tag: "app", as: "secure/app:v1", credentials: ("carol", "t0ken-pw"))
+        let pushTokens = tokens.issued
+        let image = "\(registry.address)/secure/app:v1"
+
+        let ok = try propeller(["run", "--data-dir", data.path, "--image", image, "--", "cat", "/etc/motd"],
+                               environment: ["PROXY_REGISTRY_USERNAME": "carol", "PROXY_REGISTRY_PASSWORD": "t0ken-pw"])
+        #expect(ok.status == 0, "\(ok.stderrText)")
+        #expect(ok.stdoutText == "layer two\n")
+        // One token for the whole pull (manifest, config and both layers): cached per scope.
+        #expect(tokens.issued - pushTokens == 1)
+
+        let wrong = try propeller(["run", "--data-dir", data.path, "--image", image],
+                                  environment: ["PROXY_REGISTRY_USERNAME": "carol", "PROXY_REGISTRY_PASSWORD": "nope"])
+        #expect(wrong.status == 125)
+        #expect(wrong.stderrText.contains("token service refused"), "\(wrong.stderrText)")
+        #expect(!wrong.stderrText.contains("nope"))
+    }
+}

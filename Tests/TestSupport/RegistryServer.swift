@@ -10,7 +10,10 @@ public final class RegistryServer: @unchecked Sendable {
     public var storage: String { directory.path + "/data" }
     private let process: Process
 
-    public init(username: String? = nil, password: String? = nil) throws {
+    /// - Parameters:
+    ///   - username/password: protect it with htpasswd (Basic auth).
+    ///   - tokenAuth: an `auth:` section for the Bearer flow (see ``TokenServer``).
+    public init(username: String? = nil, password: String? = nil, tokenAuth: String? = nil) throws {
         directory = try TempDirectory("propeller-registry")
         port = try freeLoopbackPort()
         var auth = ""
@@ -19,6 +22,7 @@ public final class RegistryServer: @unchecked Sendable {
             try run("/usr/bin/htpasswd", ["-Bbc", htpasswd, username, password])
             auth = "auth:\n  htpasswd:\n    realm: propeller-test\n    path: \(htpasswd)\n"
         }
+        if let tokenAuth { auth = tokenAuth }
         let config = """
         version: 0.1
         log:

@@ -1,0 +1,60 @@
+import PropellerCore
+@testable import PropellerImage
+import PropellerTestSupport
+import Testing
+
+@Suite("Registry client pieces")
+struct RegistryClientTests {
+    @Test func parsesBearerChallenges() {
+        let p = RegistryClient.parseChallenge(#"Bearer realm="https://auth.example.com/token",service="registry.example.com",scope="repository:team/app:pull,push""#)
+        #expect(p["realm"] == "https://auth.example.com/token")
+        #expect(p["service"] == "registry.example.com")
+        #expect(p["scope"] == "repository:team/app:pull,push")
+        #expect(RegistryClient.parseChallenge(#"Basic realm="reg""#)["realm"] == "reg")
+        #expect(RegistryClient.parseChallenge(#"Bearer realm="a\"b",error="insufficient_scope""#)["realm"] == "a\"b")
+    }
+
+    @Test func percentEncodesQueryValues() {
+        #expect(RegistryClient.percentEncode("repository:team/app:pull,push") == "repository%3Ateam%2Fapp%3Apull%2Cpush")
+        #expect(RegistryClient.percentEncode("a-b_c.d~e") == "a-b_c.d~e")
+    }
+
+    @Test func httpsUnlessLoopbackOrInsecure() throws {
+        let client = RegistryClient(insecureRegistries: ["lab.internal:5000"])
+        #expect(client.baseURL(try ImageReference(parsing: "example.com/app")) == "https://example.com/v2/app")
+        #expect(client.baseURL(try ImageReference(parsing: "127.0.0.1:5000/app")) == "http://127.0.0.1:5000/v2/app")
+        #expect(client.baseURL(try ImageReference(parsing: "lab.internal:5000/x/y")) == "http://lab.internal:5000/v2/x/y")
+        #expect(client.baseURL(try ImageReference(parsing: "busybox")) == "https://registry-1.docker.io/v2/library/busybox")
+    }
+
+    @Test func dockerConfigAuthsAreRead() throws {
+        let tmp = try TempDirectory()
+        defer { tmp.remove() }
+        writeFile(tmp.path + "/config.json", #"{"auths": {"reg.example.com": {"auth": "dXNlcjpwYTpzcw=="}, "https://index.docker.io/v1/": {"username": "hub", "password": "pw"}}}"#)
+        let env = ["DOCKER_CONFIG": tmp.path]
+        #expect(RegistryCredentials.fromDockerConfig(registry: "reg.example.com", environment: env) == RegistryCredentials(username: "user", password: "pa:ss"))
+        #expect(RegistryCredentials.fromDockerConfig(registry: "docker.io", environment: env) == RegistryCredentials(username: "hub", password: "pw"))
+        #expect(RegistryCredentials.fromDockerConfig(registry: "other.io", environment: env) == nil)
+    }
+
+    @Test func blobsAreStoredOnlyUnderTheirDigest() throws {
+        let tmp = try TempDirectory()
+        defer { tmp.remove() }
+        let store = try ContentStore(root: tmp.path + "/content")
+        let data = Array("hello blob".utf8)
+        let digest = Digest(sha256: SHA256.hash(data))
+        let good = try store.writer(for: digest, size: UInt64(data.count))
+        try data.withUnsafeBytes { try good.write($0) }
+        _ = try good.commit()
+        #expect(store.contains(digest))
+        let other = try Digest(validating: "sha256:" + String(repeating: "1", count: 64))
+        let bad = try store.writer(for: other)
+        try data.withUnsafeBytes { try bad.write($0) }
+        #expect(throws: PropellerError.self) { _ = try bad.commit() }
+        #expect(!store.contains(other))
+        let tooLong = try store.writer(for: other, size: 3)
+        #expect(throws: PropellerError.self) { try data.withUnsafeBytes { try tooLong.write($0) } }
+        tooLong.abort()
+        #expect(store.list() == [digest])
+    }
+}
