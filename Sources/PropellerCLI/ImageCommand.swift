@@ -22,8 +22,10 @@ struct ImageCommand: ParsableCommand {
 
         func run() throws {
             try reportingErrors {
-                let store = try images.store()
-                let image = try images.obtain(reference, store: store)
+                var options = images
+                if options.pull == .missing { options.pull = .always }  // pulling is what was asked
+                let store = try options.store()
+                let image = try options.obtain(reference, store: store)
                 _ = try store.rootfs(for: image)
                 print(image.manifestDigest)
             }

@@ -7,6 +7,11 @@ import PropellerImage
 
 /// Options shared by every command that reads images: where they are kept and how to reach
 /// registries.
+/// When `run` and `image pull` go to the registry (Docker's and podman's pull policies).
+enum PullPolicy: String, ExpressibleByArgument, CaseIterable {
+    case missing, always, never
+}
+
 struct ImageOptions: ParsableArguments {
     @Option(name: .customLong("data-dir"), help: ArgumentHelp("Where images and runs are kept (env PROPELLER_DATA_DIR).", valueName: "dir"))
     var dataDir: String = getenv("PROPELLER_DATA_DIR").map { String(cString: $0) } ?? "/var/lib/propeller"
@@ -16,6 +21,9 @@ struct ImageOptions: ParsableArguments {
 
     @Flag(name: .customLong("registry-password-stdin"), help: "Read the registry password from standard input (env PROXY_REGISTRY_PASSWORD otherwise).")
     var registryPasswordStdin = false
+
+    @Option(help: ArgumentHelp("missing: pull only images not stored yet (default); always: resolve the tag at the registry every time; never: use only stored images.", valueName: "missing|always|never"))
+    var pull: PullPolicy = .missing
 
     @Option(name: .customLong("insecure-registry"), help: ArgumentHelp("Use plain HTTP for this registry host (loopback hosts always do).", valueName: "host[:port]"))
     var insecureRegistry: [String] = []
@@ -37,8 +45,16 @@ struct ImageOptions: ParsableArguments {
             name = "oci:" + absolutePath(layout) + ":" + tag
         } else {
             let ref = try ImageReference(parsing: reference)
-            image = try store.pull(ref, client: try registryClient())
             name = ref.description
+            let stored = try store.namedImages().first { $0.name == name }.flatMap { try? store.image(manifest: $0.digest) }
+            switch (pull, stored) {
+            case (.never, nil):
+                throw PropellerError(.notFound, "\(name) is not stored here and --pull never was given")
+            case (.missing, let image?), (.never, let image?):
+                return image
+            default:
+                image = try store.pull(ref, client: try registryClient())
+            }
         }
         try store.tag(image, as: name)
         return image

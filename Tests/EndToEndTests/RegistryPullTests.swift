@@ -24,10 +24,18 @@ struct RegistryPullTests {
         let r = try run("\(registry.address)/team/app:v2")
         #expect(r.status == 0, "\(r.stderrText)")
         #expect(r.stdoutText == "hi from layer two in /home/app as app with hello\n")
-        // Blobs are cached: a second run needs no registry at all.
+        // A stored image runs without the registry (--pull missing, the default) ...
         registry.stop()
         let again = try run("\(registry.address)/team/app:v2", ["--", "cat", "/etc/motd"])
-        #expect(again.status == 125, "a tag is resolved at the registry each time")
+        #expect(again.status == 0, "\(again.stderrText)")
+        #expect(again.stdoutText == "layer two\n")
+        // ... but --pull always asks the registry, which is gone.
+        let always = try run("\(registry.address)/team/app:v2", ["--pull", "always", "--", "true"])
+        #expect(always.status == 125)
+        // --pull never refuses images it does not have.
+        let never = try run("\(registry.address)/team/other:v1", ["--pull", "never", "--", "true"])
+        #expect(never.status == 125)
+        #expect(never.stderrText.contains("--pull never"))
     }
 
     @Test func unknownTagsAndRepositoriesAreClearErrors() throws {
@@ -159,7 +167,7 @@ struct BearerPullTests {
         // One token for the whole pull (manifest, config and both layers): cached per scope.
         #expect(tokens.issued - pushTokens == 1)
 
-        let wrong = try propeller(["run", "--data-dir", data.path, "--image", image],
+        let wrong = try propeller(["run", "--data-dir", data.path, "--pull", "always", "--image", image],
                                   environment: ["PROXY_REGISTRY_USERNAME": "carol", "PROXY_REGISTRY_PASSWORD": "nope"])
         #expect(wrong.status == 125)
         #expect(wrong.stderrText.contains("token service refused"), "\(wrong.stderrText)")
