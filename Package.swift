@@ -22,6 +22,7 @@ let package = Package(
         .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp", providers: [.apt(["libseccomp-dev"])]),
         .systemLibrary(name: "CCap", pkgConfig: "libcap", providers: [.apt(["libcap-dev"])]),
         .systemLibrary(name: "CMosquitto", pkgConfig: "libmosquitto", providers: [.apt(["libmosquitto-dev"])]),
+        .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
 
         // Everything a freshly cloned child does, in async-signal-safe C.
         .target(
@@ -42,7 +43,7 @@ let package = Package(
         .target(name: "PropellerCore", swiftSettings: strict),
         .target(
             name: "PropellerImage",
-            dependencies: ["PropellerCore", "CArchive", "CFileSystem", "CHTTP", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["PropellerCore", "CArchive", "CFileSystem", "CHTTP", "CCrypto", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .target(
@@ -65,7 +66,7 @@ let package = Package(
         .executableTarget(name: "propeller", dependencies: ["PropellerCLI"], swiftSettings: strict),
         .executableTarget(
             name: "propeller-bench",
-            dependencies: ["PropellerRuntime", "PropellerCore"],
+            dependencies: ["PropellerRuntime", "PropellerImage", "PropellerCore"],
             path: "Benchmarks/RuntimeBench",
             swiftSettings: strict
         ),

@@ -11,6 +11,7 @@
 import Glibc
 #endif
 import PropellerCore
+import PropellerImage
 import PropellerRuntime
 
 func now() -> Double {
@@ -111,6 +112,18 @@ case "profile":
 
 case "profile-cli":
     do { try profileOneShot() } catch { fail("\(error)") }
+
+case "unpack":
+    // propeller-bench unpack LAYER DIR: unpack one layer file, print ms and MB/s of tar stream.
+    guard args.count == 3 else { fail("usage: propeller-bench unpack LAYER DIR") }
+    do {
+        let t0 = now()
+        let summary = try LayerUnpacker().unpack(layerAt: args[1], into: args[2])
+        let ms = now() - t0
+        print("\(format3(ms)) ms, \(summary.entries) entries, \(summary.bytesWritten) bytes of file data")
+    } catch {
+        fail("\(error)")
+    }
 
 case "summarize":
     var series: [(String, [Double])] = []

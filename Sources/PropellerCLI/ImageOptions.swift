@@ -22,6 +22,9 @@ struct ImageOptions: ParsableArguments {
     @Flag(name: .customLong("registry-password-stdin"), help: "Read the registry password from standard input (env PROXY_REGISTRY_PASSWORD otherwise).")
     var registryPasswordStdin = false
 
+    @Option(name: .customLong("registry-password-file"), help: ArgumentHelp("Read the registry password from this file (no flag takes the password itself: process arguments are visible to every user).", valueName: "file"))
+    var registryPasswordFile: String?
+
     @Option(help: ArgumentHelp("missing: pull only images not stored yet (default); always: resolve the tag at the registry every time; never: use only stored images.", valueName: "missing|always|never"))
     var pull: PullPolicy = .missing
 
@@ -69,6 +72,15 @@ struct ImageOptions: ParsableArguments {
             var byte: UInt8 = 0
             while read(0, &byte, 1) == 1 && byte != UInt8(ascii: "\n") { line.append(byte) }
             password = String(decoding: line, as: UTF8.self)
+        }
+        if let registryPasswordFile {
+            let fd = open(absolutePath(registryPasswordFile), O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { throw PropellerError(.notFound, "registry password file \(registryPasswordFile): cannot open") }
+            defer { close(fd) }
+            var bytes = [UInt8](repeating: 0, count: 4096)
+            let n = read(fd, &bytes, bytes.count)
+            guard n >= 0 else { throw PropellerError(.systemCall, "registry password file \(registryPasswordFile): cannot read") }
+            password = String(decoding: bytes[0..<n], as: UTF8.self).trimmingWhitespace()
         }
         let username = registryUsername ?? env["PROXY_REGISTRY_USERNAME"]
         let explicit = username.flatMap { u in password.map { RegistryCredentials(username: u, password: $0) } }

@@ -86,7 +86,7 @@ public final class BlobWriter {
     let expectedSize: UInt64?
     let tempPath: String
     private var fd: Int32
-    private var hasher = SHA256()
+    private let hasher = StreamHasher()
     public private(set) var written: UInt64 = 0
 
     init(store: ContentStore, expected: Digest, expectedSize: UInt64?) throws {

@@ -117,7 +117,7 @@ private let decompressedRead: @convention(c) (OpaquePointer?, UnsafeMutableRawPo
 /// hashed as they pass.
 final class DecompressedStream {
     private let raw: OpaquePointer
-    private var hasher = SHA256()
+    private let hasher = StreamHasher()
     private let label: String
     private(set) var error: PropellerError?
     private var finished = false

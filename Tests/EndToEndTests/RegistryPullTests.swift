@@ -73,6 +73,11 @@ struct RegistryPullTests {
         let right = try run(image, env: ["PROXY_REGISTRY_USERNAME": "alice", "PROXY_REGISTRY_PASSWORD": "s3cret-pw"])
         #expect(right.status == 0, "\(right.stderrText)")
         #expect(!right.stderrText.contains("s3cret-pw"))
+
+        // The same through flags: the user name and a password file (no stored image: --pull always).
+        writeFile(data.path + "/pw", "s3cret-pw\n")
+        let flags = try run(image, ["--pull", "always", "--registry-username", "alice", "--registry-password-file", data.path + "/pw", "--", "true"])
+        #expect(flags.status == 0, "\(flags.stderrText)")
     }
 
     @Test func dockerConfigCredentialsAreUsed() throws {

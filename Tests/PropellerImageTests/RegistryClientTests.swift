@@ -58,3 +58,21 @@ struct RegistryClientTests {
         #expect(store.list() == [digest])
     }
 }
+
+@Suite("libcrypto hashing agrees with the reference SHA-256")
+struct StreamHasherTests {
+    @Test(arguments: [0, 1, 55, 56, 64, 1000, 100_000])
+    func sameDigest(count: Int) {
+        let data = (0..<count).map { UInt8(truncatingIfNeeded: $0 &* 131 &+ 7) }
+        let fast = StreamHasher()
+        data.withUnsafeBytes { buffer in
+            var offset = 0
+            while offset < buffer.count {
+                let end = min(buffer.count, offset + 777)
+                fast.update(UnsafeRawBufferPointer(rebasing: buffer[offset..<end]))
+                offset = end
+            }
+        }
+        #expect(fast.finalize() == SHA256.hash(data))
+    }
+}
