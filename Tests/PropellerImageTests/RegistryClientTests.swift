@@ -1,3 +1,4 @@
+import Foundation
 import PropellerCore
 @testable import PropellerImage
 import PropellerTestSupport
@@ -74,5 +75,60 @@ struct StreamHasherTests {
             }
         }
         #expect(fast.finalize() == SHA256.hash(data))
+    }
+}
+
+@Suite("Blob downloads survive a cut connection")
+struct BlobResumeTests {
+    @Test func aCutDownloadResumesWithRange() throws {
+        let tmp = try TempDirectory()
+        defer { tmp.remove() }
+        let blob = Data((0..<300_000).map { UInt8(truncatingIfNeeded: $0 &* 37) })
+        let digest = Digest(sha256: SHA256.hash(Array(blob)))
+        let server = try ScriptedHTTPServer { request in
+            guard request.path == "/v2/app/blobs/\(digest)" else { return .init(status: 404) }
+            if let range = request.headers["range"], range.hasPrefix("bytes="),
+               let start = Int(range.dropFirst(6).prefix { $0 != "-" }) {
+                return .init(status: 206, headers: ["Content-Range": "bytes \(start)-\(blob.count - 1)/\(blob.count)"],
+                             body: blob.subdata(in: start..<blob.count))
+            }
+            return .init(status: 200, body: blob, cutAfter: 100_000)
+        }
+        defer { server.stop() }
+        let store = try ContentStore(root: tmp.path + "/content")
+        let ref = try ImageReference(parsing: "127.0.0.1:\(server.port)/app:v1")
+        try RegistryClient().fetchBlob(ref, digest, size: Int64(blob.count), into: store)
+        #expect(store.contains(digest))
+        let ranges = server.requests.compactMap { $0.headers["range"] }
+        #expect(ranges.count == 1)
+        #expect(ranges.first.map { $0.hasPrefix("bytes=") && $0 != "bytes=0-" } == true, "\(ranges)")
+    }
+
+    @Test func aServerThatIgnoresRangeStartsOver() throws {
+        let tmp = try TempDirectory()
+        defer { tmp.remove() }
+        let blob = Data((0..<200_000).map { UInt8(truncatingIfNeeded: $0 &* 11) })
+        let digest = Digest(sha256: SHA256.hash(Array(blob)))
+        let attempts = ScriptedCounter()
+        let server = try ScriptedHTTPServer { _ in
+            // First answer is cut; later ones ignore Range and send everything with 200.
+            attempts.increment() == 1 ? .init(status: 200, body: blob, cutAfter: 50_000) : .init(status: 200, body: blob)
+        }
+        defer { server.stop() }
+        let store = try ContentStore(root: tmp.path + "/content")
+        let ref = try ImageReference(parsing: "127.0.0.1:\(server.port)/app:v1")
+        try RegistryClient().fetchBlob(ref, digest, size: Int64(blob.count), into: store)
+        #expect(store.contains(digest))
+    }
+}
+
+final class ScriptedCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = 0
+    func increment() -> Int {
+        lock.lock()
+        defer { lock.unlock() }
+        value += 1
+        return value
     }
 }

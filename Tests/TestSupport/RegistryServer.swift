@@ -81,20 +81,28 @@ func run(_ tool: String, _ args: [String]) throws {
     guard p.terminationStatus == 0 else { throw PropellerError(.internalError, "\(tool) \(args.first ?? "") failed") }
 }
 
-/// A port the kernel just handed out on 127.0.0.1 (closed again; the race is acceptable for tests).
-public func freeLoopbackPort() throws -> Int {
+/// A listening socket on 127.0.0.1 with a port the kernel chose.
+func loopbackListener() throws -> (fd: Int32, port: Int) {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { throw PropellerError(.systemCall, "socket") }
-    defer { close(fd) }
     var addr = sockaddr_in()
     addr.sin_family = sa_family_t(AF_INET)
     addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    addr.sin_port = 0
     var len = socklen_t(MemoryLayout<sockaddr_in>.size)
     let bound = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
-    guard bound == 0 else { throw PropellerError(.systemCall, "bind") }
     _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-    return Int(UInt16(bigEndian: addr.sin_port))
+    guard bound == 0, listen(fd, 16) == 0 else {
+        close(fd)
+        throw PropellerError(.systemCall, "listen on 127.0.0.1")
+    }
+    return (fd, Int(UInt16(bigEndian: addr.sin_port)))
+}
+
+/// A port the kernel just handed out on 127.0.0.1 (closed again; the race is acceptable for tests).
+public func freeLoopbackPort() throws -> Int {
+    let (fd, port) = try loopbackListener()
+    close(fd)
+    return port
 }
 
 func canConnect(port: Int) -> Bool {

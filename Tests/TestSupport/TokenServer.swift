@@ -25,17 +25,7 @@ public final class TokenServer: @unchecked Sendable {
         try run("/usr/bin/openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", directory.path + "/key.pem",
                                      "-out", directory.path + "/cert.pem", "-days", "1", "-subj", "/CN=propeller-token"])
         try run("/usr/bin/openssl", ["x509", "-in", directory.path + "/cert.pem", "-outform", "DER", "-out", directory.path + "/cert.der"])
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        addr.sin_port = 0
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-        guard listen(fd, 16) == 0 else { throw PropellerError(.systemCall, "listen") }
-        listener = fd
-        port = Int(UInt16(bigEndian: addr.sin_port))
+        (listener, port) = try loopbackListener()
         let thread = Thread { [self] in serve() }
         thread.start()
     }
