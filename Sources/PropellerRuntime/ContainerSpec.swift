@@ -82,7 +82,8 @@ public struct ContainerSpec: Sendable {
             for p in lower + [upper, work] where p.contains(",") || p.contains(":") || !p.hasPrefix("/") {
                 throw PropellerError(.invalidArgument, "overlay path \(p): must be absolute and contain no ',' or ':'")
             }
-            return "lowerdir=\(lower.joined(separator: ":")),upperdir=\(upper),workdir=\(work)"
+            // volatile: no sync of the upper layer at unmount; it is discarded with the run anyway.
+            return "lowerdir=\(lower.joined(separator: ":")),upperdir=\(upper),workdir=\(work),volatile"
         }
     }
 
