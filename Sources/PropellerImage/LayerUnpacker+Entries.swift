@@ -18,6 +18,11 @@ struct UnpackState {
     var created = Set<String>()
     /// Directory mtimes, applied after the layer (writing children changes them).
     var directoryTimes: [(String, timespec)] = []
+    /// The parent directory of the previous regular file, reused while regular files follow each
+    /// other in it; anything else (directories, links, whiteouts, replacements) forgets it.
+    var cachedParent: (path: String, fd: Int32)?
+    let ownUID = geteuid()
+    let ownGID = getegid()
 
     init(rootfd: Int32, label: String, options: LayerUnpacker.Options) {
         self.rootfd = rootfd
@@ -61,10 +66,25 @@ struct UnpackState {
             return
         }
 
-        let parentfd = try openDirectory(parent, create: true, for: path)
-        defer { close(parentfd) }
-        try replaceExisting(parentfd, name, path: path, keepDirectory: type == UInt32(directoryType) && hardlink == nil)
+        let isPlainFile = hardlink == nil && type == UInt32(regularFile)
+        let parentPath = parent.joined(separator: "/")
+        let parentfd: Int32
+        var ownsParent = true
+        if isPlainFile, let cached = cachedParent, cached.path == parentPath {
+            parentfd = cached.fd
+            ownsParent = false
+        } else {
+            forgetCachedParent()
+            parentfd = try openDirectory(parent, create: true, for: path)
+        }
+        defer { if ownsParent { close(parentfd) } }
+        // Removing an entry inside parentfd cannot invalidate parentfd itself, the only cached fd.
+        _ = try replaceExisting(parentfd, name, path: path, keepDirectory: type == UInt32(directoryType) && hardlink == nil)
         created.insert(path)
+        if isPlainFile && ownsParent {
+            cachedParent = (parentPath, parentfd)
+            ownsParent = false
+        }
 
         if let hardlink {
             let target = try components(hardlink)
@@ -97,9 +117,10 @@ struct UnpackState {
             let fd = openat(parentfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
             guard fd >= 0 else { throw fail(path, "create: \(errnoName(errno))") }
             defer { close(fd) }
-            try writeData(fd: fd, archive: archive, path: path)
+            let written = try writeData(fd: fd, archive: archive, path: path)
+            // A sparse file ends in a hole the data blocks did not reach.
             let size = archive_entry_size(entry)
-            if size > 0 && ftruncate(fd, off_t(size)) != 0 { throw fail(path, "truncate: \(errnoName(errno))") }
+            if size > written && ftruncate(fd, off_t(size)) != 0 { throw fail(path, "truncate: \(errnoName(errno))") }
             try applyMetadata(fd: fd, entry: entry, path: path)
             var times = [mtime(entry), mtime(entry)]
             _ = futimens(fd, &times)
@@ -107,19 +128,22 @@ struct UnpackState {
     }
 
     /// Copies the entry's data blocks at their offsets (holes in sparse files stay holes).
-    mutating func writeData(fd: Int32, archive: OpaquePointer, path: String) throws {
+    /// Returns the end offset of the last data written.
+    mutating func writeData(fd: Int32, archive: OpaquePointer, path: String) throws -> Int64 {
         var block: UnsafeRawPointer?
         var size = 0
         var offset: la_int64_t = 0
+        var end: Int64 = 0
         while true {
             let rc = archive_read_data_block(archive, &block, &size, &offset)
-            if rc == ARCHIVE_EOF { return }
+            if rc == ARCHIVE_EOF { return end }
             guard rc == ARCHIVE_OK || rc == ARCHIVE_WARN else {
                 let message = archive_error_string(archive).map { String(cString: $0) } ?? "read error"
                 throw fail(path, message)
             }
             guard let block, size > 0 else { continue }
             bytesWritten += UInt64(size)
+            end = max(end, Int64(offset) + Int64(size))
             if bytesWritten > options.maxUnpackedBytes {
                 throw fail(path, "layer unpacks to more than \(ByteSize(bytes: options.maxUnpackedBytes)), refused", code: .resourceExhausted)
             }
@@ -139,7 +163,9 @@ struct UnpackState {
 
     /// Owner, then mode (chown clears setuid bits), then extended attributes.
     func applyMetadata(fd: Int32, entry: OpaquePointer, path: String) throws {
-        if options.preserveOwnership && fchown(fd, archive_entry_uid(entry).asID, archive_entry_gid(entry).asID) != 0 {
+        let uid = archive_entry_uid(entry).asID, gid = archive_entry_gid(entry).asID
+        // A new file already belongs to us: skip the syscall when that is what the layer says.
+        if options.preserveOwnership && (uid != ownUID || gid != ownGID) && fchown(fd, uid, gid) != 0 {
             throw fail(path, "chown: \(errnoName(errno))")
         }
         var mode = mode_t(archive_entry_perm(entry)) & 0o7777
@@ -162,15 +188,22 @@ struct UnpackState {
         }
     }
 
-    /// Removes whatever is at `name` unless it is a directory that should stay.
-    func replaceExisting(_ parentfd: Int32, _ name: String, path: String, keepDirectory: Bool) throws {
+    /// Removes whatever is at `name` unless it is a directory that should stay. Returns whether
+    /// something was removed.
+    func replaceExisting(_ parentfd: Int32, _ name: String, path: String, keepDirectory: Bool) throws -> Bool {
         var st = stat()
         guard fstatat(parentfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else {
-            if errno == ENOENT { return }
+            if errno == ENOENT { return false }
             throw fail(path, "stat: \(errnoName(errno))")
         }
-        if keepDirectory && (st.st_mode & fileTypeMask) == directoryType { return }
+        if keepDirectory && (st.st_mode & fileTypeMask) == directoryType { return false }
         try removeTree(parentfd, name, path: path)
+        return true
+    }
+
+    mutating func forgetCachedParent() {
+        if let cached = cachedParent { close(cached.fd) }
+        cachedParent = nil
     }
 
     /// rm -rf of `name` in `dirfd`, never following a symlink.
@@ -235,6 +268,7 @@ struct UnpackState {
 
     /// `.wh.NAME` and `.wh..wh..opq`.
     mutating func whiteout(name: String, parent: [String], path: String) throws {
+        forgetCachedParent()
         let parentPath = parent.joined(separator: "/")
         if name == ".wh..wh..opq" {
             // Hide the lower content of `parent`; the directory itself must not be a symlink.
@@ -272,7 +306,8 @@ struct UnpackState {
     }
 
     /// Directory mtimes, last, deepest first.
-    func finish() throws {
+    mutating func finish() throws {
+        forgetCachedParent()
         for (path, time) in directoryTimes.reversed() {
             let fd = pf_open_in_root(rootfd, path, O_RDONLY | O_DIRECTORY, 0, 1)
             guard fd >= 0 else { continue }  // removed by a later whiteout in this layer

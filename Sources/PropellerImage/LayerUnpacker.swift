@@ -74,6 +74,7 @@ public struct LayerUnpacker: Sendable {
         guard opened == ARCHIVE_OK else { throw archiveError(tar, label, "open", stream: stream) }
 
         var state = UnpackState(rootfd: rootfd, label: label, options: options)
+        defer { state.forgetCachedParent() }
         var entry: OpaquePointer?
         while true {
             let rc = archive_read_next_header(tar, &entry)
