@@ -16,7 +16,7 @@ struct SimulatedCgroupFilesystem: CgroupFilesystem {
         try kernel.makeDirectory(path)
         for (root, files) in interfaceFiles where path.hasPrefix(root) {
             for (name, content) in files {
-                _ = FileManager.default.createFile(atPath: path + "/" + name, contents: Data(content.utf8))
+                writeFile(path + "/" + name, content)
             }
         }
     }

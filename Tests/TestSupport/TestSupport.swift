@@ -62,4 +62,8 @@ public func readFile(_ path: String) -> String? { try? String(contentsOfFile: pa
 
 public func mkdirs(_ path: String) { try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true) }
 
-public func writeFile(_ path: String, _ text: String) { _ = FileManager.default.createFile(atPath: path, contents: Data(text.utf8)) }
+/// Writes `text` to `path` in place. (FileManager.createFile writes atomically through a
+/// "TemporaryDirectory.*" in /tmp that Foundation on Linux leaves behind.)
+public func writeFile(_ path: String, _ text: String) {
+    try? Data(text.utf8).write(to: URL(fileURLWithPath: path))
+}
