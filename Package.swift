@@ -41,6 +41,7 @@ let package = Package(
         ),
 
         .target(name: "PropellerCore", swiftSettings: strict),
+        .target(name: "PropellerMQTT", dependencies: ["PropellerCore", "CMosquitto"], swiftSettings: strict),
         .target(
             name: "PropellerImage",
             dependencies: ["PropellerCore", "CArchive", "CFileSystem", "CHTTP", "CCrypto", .product(name: "Logging", package: "swift-log")],
@@ -74,6 +75,7 @@ let package = Package(
         .target(name: "PropellerTestSupport", dependencies: ["PropellerCore"], path: "Tests/TestSupport"),
         .testTarget(name: "PropellerCoreTests", dependencies: ["PropellerCore"]),
         .testTarget(name: "PropellerRuntimeTests", dependencies: ["PropellerRuntime", "PropellerCore", "PropellerTestSupport"]),
+        .testTarget(name: "PropellerMQTTTests", dependencies: ["PropellerMQTT", "PropellerCore", "PropellerTestSupport"]),
         .testTarget(name: "PropellerImageTests", dependencies: ["PropellerImage", "PropellerCore", "CArchive", "CFileSystem", "PropellerTestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["PropellerCore", "PropellerTestSupport"]),
         .testTarget(name: "SystemLibrariesTests", dependencies: ["CArchive", "CMosquitto", "CSeccomp", "CCap"]),

@@ -61,14 +61,21 @@ public final class RegistryServer: @unchecked Sendable {
     }
 
     public func stop() {
-        if process.isRunning {
-            process.terminate()
-            process.waitUntilExit()
-        }
+        stopProcess(process)
         directory.remove()
     }
 
     deinit { stop() }
+}
+
+/// SIGTERM, then SIGKILL after 5 s. Polls instead of Process.waitUntilExit, which spins a run
+/// loop and can hang when called from an async test.
+func stopProcess(_ p: Process) {
+    guard p.isRunning else { return }
+    p.terminate()
+    for _ in 0..<250 where p.isRunning { usleep(20_000) }
+    if p.isRunning { kill(p.processIdentifier, SIGKILL) }
+    for _ in 0..<50 where p.isRunning { usleep(20_000) }
 }
 
 func run(_ tool: String, _ args: [String]) throws {

@@ -1,0 +1,230 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CMosquitto
+import PropellerCore
+import Synchronization
+
+/// An MQTT message as received.
+public struct MQTTMessage: Sendable, Hashable {
+    public var topic: String
+    public var payload: [UInt8]
+    public var qos: Int32
+    public var retain: Bool
+}
+
+/// How to reach the broker and who we are.
+public struct MQTTConfiguration: Sendable {
+    public var host: String
+    public var port: Int32
+    public var clientID: String
+    public var username: String?
+    public var password: String?
+    public var keepaliveSeconds: Int32 = 30
+    /// A persistent session: the broker keeps our subscriptions and queues QoS 1 messages for us
+    /// while we are away.
+    public var persistentSession = true
+    /// The Last Will, published by the broker when we vanish without saying goodbye.
+    public var will: (topic: String, payload: [UInt8], qos: Int32, retain: Bool)?
+    /// Reconnect backoff: doubles from `min` to `max` seconds.
+    public var reconnectDelay: (min: UInt32, max: UInt32) = (1, 30)
+
+    public init(host: String = "127.0.0.1", port: Int32 = 1883, clientID: String) {
+        self.host = host
+        self.port = port
+        self.clientID = clientID
+    }
+}
+
+/// An MQTT 3.1.1 client over libmosquitto's threaded loop: connects, reconnects with backoff,
+/// resubscribes after every reconnect, and hands messages out as an `AsyncStream`.
+// @unchecked: the only non-Sendable member is the libmosquitto handle, which is safe to use from
+// any thread once its own network thread runs (mosquitto_loop_start: its calls lock internally).
+public final class MQTTClient: @unchecked Sendable {
+    private let handle: OpaquePointer
+    private let context: Context
+    public let configuration: MQTTConfiguration
+    /// Every message on the client's subscriptions, in arrival order.
+    public let messages: AsyncStream<MQTTMessage>
+
+    final class Context: Sendable {
+        struct State {
+            var connected = false
+            var subscriptions: [String: Int32] = [:]
+            var connectWaiters: [Int: CheckedContinuation<Void, any Error>] = [:]
+            var cancelledWaiters = Set<Int>()
+            var nextWaiter = 0
+            var lastError: Int32 = 0
+            var connections = 0
+        }
+        let state = Mutex(State())
+        let continuation: AsyncStream<MQTTMessage>.Continuation
+        init(continuation: AsyncStream<MQTTMessage>.Continuation) { self.continuation = continuation }
+    }
+
+    private static let libraryInitialized: Bool = {
+        mosquitto_lib_init()
+        return true
+    }()
+
+    public init(_ configuration: MQTTConfiguration) throws {
+        _ = Self.libraryInitialized
+        self.configuration = configuration
+        var continuation: AsyncStream<MQTTMessage>.Continuation?
+        messages = AsyncStream(bufferingPolicy: .unbounded) { continuation = $0 }
+        guard let continuation else { throw PropellerError(.internalError, "mqtt: no stream continuation") }
+        context = Context(continuation: continuation)
+        guard let handle = mosquitto_new(configuration.clientID, !configuration.persistentSession, Unmanaged.passUnretained(context).toOpaque()) else {
+            throw PropellerError(.systemCall, "mqtt: mosquitto_new failed for client \(configuration.clientID)")
+        }
+        self.handle = handle
+        _ = mosquitto_reconnect_delay_set(handle, configuration.reconnectDelay.min, configuration.reconnectDelay.max, true)
+        if let username = configuration.username {
+            _ = mosquitto_username_pw_set(handle, username, configuration.password)
+        }
+        if let will = configuration.will {
+            let rc = will.payload.withUnsafeBytes { mosquitto_will_set(handle, will.topic, Int32($0.count), $0.baseAddress, will.qos, will.retain) }
+            guard rc == MOSQ_ERR_SUCCESS.rawValue else { throw Self.error("set will", rc) }
+        }
+        mosquitto_connect_callback_set(handle) { mosq, obj, rc in
+            guard let obj else { return }
+            let ctx = Unmanaged<Context>.fromOpaque(obj).takeUnretainedValue()
+            // Resubscribe before anyone waiting for the connection goes on.
+            for (filter, qos) in ctx.subscriptionsIfAccepted(rc: rc) { _ = mosquitto_subscribe(mosq, nil, filter, qos) }
+            ctx.wakeWaiters()
+        }
+        mosquitto_disconnect_callback_set(handle) { _, obj, _ in
+            guard let obj else { return }
+            Unmanaged<Context>.fromOpaque(obj).takeUnretainedValue().state.withLock { $0.connected = false }
+        }
+        mosquitto_message_callback_set(handle) { _, obj, message in
+            guard let obj, let message else { return }
+            let m = message.pointee
+            let topic = m.topic.map { String(cString: $0) } ?? ""
+            let payload = m.payload.map { Array(UnsafeRawBufferPointer(start: $0, count: Int(m.payloadlen))) } ?? []
+            Unmanaged<Context>.fromOpaque(obj).takeUnretainedValue().continuation
+                .yield(MQTTMessage(topic: topic, payload: payload, qos: m.qos, retain: m.retain))
+        }
+    }
+
+    deinit {
+        mosquitto_disconnect(handle)
+        mosquitto_loop_stop(handle, true)
+        mosquitto_destroy(handle)
+        context.continuation.finish()
+    }
+
+    /// Connects (or fails within `timeout`); afterwards the client reconnects by itself.
+    public func connect(timeout: Duration = .seconds(10)) async throws {
+        var rc = mosquitto_connect_async(handle, configuration.host, configuration.port, configuration.keepaliveSeconds)
+        if rc != MOSQ_ERR_SUCCESS.rawValue && rc != MOSQ_ERR_ERRNO.rawValue { throw Self.error("connect to \(configuration.host):\(configuration.port)", rc) }
+        rc = mosquitto_loop_start(handle)
+        if rc != MOSQ_ERR_SUCCESS.rawValue && rc != MOSQ_ERR_INVAL.rawValue { throw Self.error("start network loop", rc) }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { [context] in try await context.waitForConnection() }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                throw PropellerError(.resourceExhausted, "mqtt: no connection to \(self.configuration.host):\(self.configuration.port) within \(DurationParsing.format(timeout))")
+            }
+            defer { group.cancelAll() }
+            try await group.next()
+        }
+    }
+
+    public var isConnected: Bool { context.state.withLock { $0.connected } }
+
+    /// How many times the client has connected (1 + reconnects).
+    public var connectionCount: Int { context.state.withLock { $0.connections } }
+
+    /// Subscribes now if connected, and again after every reconnect.
+    public func subscribe(_ filter: String, qos: Int32 = 1) throws {
+        let connected = context.state.withLock { s -> Bool in
+            s.subscriptions[filter] = qos
+            return s.connected
+        }
+        if connected {
+            let rc = mosquitto_subscribe(handle, nil, filter, qos)
+            guard rc == MOSQ_ERR_SUCCESS.rawValue || rc == MOSQ_ERR_NO_CONN.rawValue else { throw Self.error("subscribe \(filter)", rc) }
+        }
+    }
+
+    /// Publishes `payload` (QoS 1 by default: at least once; handlers must be idempotent).
+    public func publish(_ topic: String, _ payload: [UInt8], qos: Int32 = 1, retain: Bool = false) throws {
+        let rc = payload.withUnsafeBytes { mosquitto_publish(handle, nil, topic, Int32($0.count), $0.baseAddress, qos, retain) }
+        guard rc == MOSQ_ERR_SUCCESS.rawValue else { throw Self.error("publish to \(topic)", rc) }
+    }
+
+    /// Says goodbye (no Last Will) and stops the network loop.
+    public func disconnect() {
+        mosquitto_disconnect(handle)
+        mosquitto_loop_stop(handle, false)
+    }
+
+    /// Test hook, not for production: cuts the TCP connection without an MQTT DISCONNECT, as a
+    /// crash or a network failure would, so the broker publishes the Last Will and the client
+    /// reconnects.
+    public func dropConnectionForTesting() {
+        let fd = mosquitto_socket(handle)
+        if fd >= 0 { shutdown(fd, Int32(SHUT_RDWR)) }
+    }
+
+    static func error(_ what: String, _ rc: Int32) -> PropellerError {
+        let message = mosquitto_strerror(rc).map { String(cString: $0) } ?? "error \(rc)"
+        return PropellerError(rc == MOSQ_ERR_NO_CONN.rawValue ? .resourceExhausted : .systemCall, "mqtt: \(what): \(message)")
+    }
+}
+
+extension MQTTClient.Context {
+    /// On CONNACK: the subscriptions to renew when the broker accepted us (rc 0), else none.
+    func subscriptionsIfAccepted(rc: Int32) -> [String: Int32] {
+        state.withLock { s in
+            guard rc == 0 else {
+                s.lastError = rc
+                return [:]
+            }
+            s.connected = true
+            s.connections += 1
+            return s.subscriptions
+        }
+    }
+
+    func wakeWaiters() {
+        let waiters = state.withLock { s -> [CheckedContinuation<Void, any Error>] in
+            guard s.connected else { return [] }
+            defer { s.connectWaiters = [:] }
+            return Array(s.connectWaiters.values)
+        }
+        for w in waiters { w.resume() }
+    }
+
+    /// Returns once connected; a cancelled wait ends with CancellationError.
+    func waitForConnection() async throws {
+        let id = state.withLock { s -> Int in
+            s.nextWaiter += 1
+            return s.nextWaiter
+        }
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+                enum Outcome { case connected, cancelled, wait }
+                let outcome = state.withLock { s -> Outcome in
+                    if s.connected { return .connected }
+                    if s.cancelledWaiters.remove(id) != nil { return .cancelled }
+                    s.connectWaiters[id] = c
+                    return .wait
+                }
+                switch outcome {
+                case .connected: c.resume()
+                case .cancelled: c.resume(throwing: CancellationError())
+                case .wait: break
+                }
+            }
+        } onCancel: {
+            let waiter = state.withLock { s -> CheckedContinuation<Void, any Error>? in
+                if let c = s.connectWaiters.removeValue(forKey: id) { return c }
+                s.cancelledWaiters.insert(id)
+                return nil
+            }
+            waiter?.resume(throwing: CancellationError())
+        }
+    }
+}

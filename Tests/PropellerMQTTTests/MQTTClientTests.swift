@@ -1,0 +1,90 @@
+import Foundation
+import PropellerCore
+import PropellerMQTT
+import PropellerTestSupport
+import Testing
+
+/// The MQTT client against a real mosquitto on loopback.
+@Suite("MQTT client")
+struct MQTTClientTests {
+    func client(_ broker: MosquittoServer, _ id: String, will: (String, [UInt8])? = nil) throws -> MQTTClient {
+        var config = MQTTConfiguration(port: Int32(broker.port), clientID: id)
+        config.reconnectDelay = (1, 2)
+        if let will { config.will = (will.0, will.1, 1, false) }
+        return try MQTTClient(config)
+    }
+
+    /// The next message on `client` within `seconds`, or nil.
+    func next(_ client: MQTTClient, within seconds: Double = 5) async -> MQTTMessage? {
+        await withTaskGroup(of: MQTTMessage?.self) { group in
+            group.addTask {
+                var iterator = client.messages.makeAsyncIterator()
+                return await iterator.next()
+            }
+            group.addTask {
+                try? await Task.sleep(for: .milliseconds(Int(seconds * 1000)))
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first
+        }
+    }
+
+    @Test func publishAndSubscribeBinaryPayloads() async throws {
+        let broker = try MosquittoServer()
+        let sub = try client(broker, "sub-\(UUID().uuidString.prefix(8))")
+        let pub = try client(broker, "pub-\(UUID().uuidString.prefix(8))")
+        try await sub.connect()
+        try sub.subscribe("m/d/c/ch/control/#")
+        try await pub.connect()
+        try await Task.sleep(for: .milliseconds(200))  // the SUBACK
+        let payload: [UInt8] = Array(0...255) + Array(repeating: 0, count: 70_000)
+        try pub.publish("m/d/c/ch/control/proplet/alive", payload)
+        let message = await next(sub)
+        #expect(message?.topic == "m/d/c/ch/control/proplet/alive")
+        #expect(message?.payload == payload)
+        #expect(message?.qos == 1)
+    }
+
+    @Test func lastWillIsPublishedWhenTheConnectionDiesAndTheClientComesBack() async throws {
+        let broker = try MosquittoServer()
+        let watcher = try client(broker, "watch-\(UUID().uuidString.prefix(8))")
+        try await watcher.connect()
+        try watcher.subscribe("status/#")
+        let agent = try client(broker, "agent-\(UUID().uuidString.prefix(8))", will: ("status/agent", Array(#"{"status":"offline"}"#.utf8)))
+        try await agent.connect()
+        try await Task.sleep(for: .milliseconds(200))
+        agent.dropConnectionForTesting()
+        let will = await next(watcher)
+        #expect(will?.topic == "status/agent")
+        #expect(will.map { String(decoding: $0.payload, as: UTF8.self) } == #"{"status":"offline"}"#)
+        // It reconnects by itself.
+        for _ in 0..<60 where agent.connectionCount < 2 { try await Task.sleep(for: .milliseconds(100)) }
+        #expect(agent.connectionCount >= 2)
+    }
+
+    @Test func aBrokerRestartIsSurvivedWithSubscriptionsRenewed() async throws {
+        let broker = try MosquittoServer()
+        let sub = try client(broker, "resub-\(UUID().uuidString.prefix(8))")
+        try await sub.connect()
+        try sub.subscribe("tasks/+/logs")
+        try broker.restart()  // no persistence: the broker forgets every subscription
+        for _ in 0..<80 where !(sub.isConnected && sub.connectionCount >= 2) { try await Task.sleep(for: .milliseconds(100)) }
+        #expect(sub.connectionCount >= 2)
+        let pub = try client(broker, "pub2-\(UUID().uuidString.prefix(8))")
+        try await pub.connect()
+        try await Task.sleep(for: .milliseconds(200))
+        try pub.publish("tasks/t1/logs", Array("line 1\n".utf8))
+        let message = await next(sub)
+        #expect(message?.topic == "tasks/t1/logs")
+    }
+
+    @Test func noBrokerIsAClearTimeout() async throws {
+        var config = MQTTConfiguration(port: Int32(try freeLoopbackPort()), clientID: "lonely")
+        config.reconnectDelay = (1, 1)
+        let lonely = try MQTTClient(config)
+        let error = await #expect(throws: PropellerError.self) { try await lonely.connect(timeout: .milliseconds(800)) }
+        #expect(error?.message.contains("no connection to 127.0.0.1") == true)
+    }
+}
