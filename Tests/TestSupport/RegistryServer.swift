@@ -72,10 +72,19 @@ public final class RegistryServer: @unchecked Sendable {
 /// loop and can hang when called from an async test.
 func stopProcess(_ p: Process) {
     guard p.isRunning else { return }
+    let pid = p.processIdentifier
     p.terminate()
-    for _ in 0..<250 where p.isRunning { usleep(20_000) }
-    if p.isRunning { kill(p.processIdentifier, SIGKILL) }
-    for _ in 0..<50 where p.isRunning { usleep(20_000) }
+    for _ in 0..<250 where !hasExited(pid) { usleep(10_000) }
+    if !hasExited(pid) { kill(pid, SIGKILL) }
+    for _ in 0..<100 where !hasExited(pid) { usleep(10_000) }
+}
+
+/// Gone or a zombie, from /proc (Process.isRunning lags when no run loop services it).
+func hasExited(_ pid: pid_t) -> Bool {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = stat.lastIndex(of: ")") else { return true }
+    let state = stat[stat.index(after: close)...].dropFirst().first
+    return state == "Z" || state == "X"
 }
 
 func run(_ tool: String, _ args: [String]) throws {
