@@ -43,7 +43,7 @@ extension ImageStore {
 
     /// Records that `name` now means `image`.
     public func tag(_ image: Image, as name: String) throws {
-        try withReferences { $0[name] = NamedImage(name: name, digest: image.manifestDigest, pulledAt: WallClockSeconds.now()) }
+        try withReferences { $0[name] = NamedImage(name: name, digest: image.manifestDigest, pulledAt: WallClock.now()) }
     }
 
     /// Every named image, by name.
@@ -94,13 +94,5 @@ extension ImageStore {
             }
             return freed
         }
-    }
-}
-
-enum WallClockSeconds {
-    static func now() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 }

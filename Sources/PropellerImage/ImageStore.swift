@@ -46,11 +46,7 @@ public struct ImageStore: Sendable {
         let data = try readBlob(digest, what: "manifest")
         if let index = try? JSONDecoder().decode(ImageIndex.self, from: data), index.manifests.first != nil,
            (index.mediaType.map(MediaType.indexes.contains) ?? true) {
-            guard let chosen = index.manifest(for: .current) ?? (index.manifests.count == 1 ? index.manifests[0] : nil) else {
-                let platforms = index.manifests.compactMap { $0.platform.map { "\($0.os)/\($0.architecture)" } }
-                throw PropellerError(.notFound, "image index \(digest) has no manifest for \(Platform.current.os)/\(Platform.current.architecture) (it has \(platforms.joined(separator: ", ")))")
-            }
-            return try image(manifest: chosen.digest)
+            return try image(manifest: index.manifestForThisPlatform("image index \(digest)").digest)
         }
         let manifest = try JSONDecoder.decode(ImageManifest.self, from: data, what: "manifest \(digest)")
         let config = try JSONDecoder.decode(ImageConfiguration.self, from: readBlob(manifest.config.digest, what: "config"),
@@ -87,9 +83,7 @@ public struct ImageStore: Sendable {
         let topData = try readBlob(top.digest, what: "manifest")
         if MediaType.indexes.contains(top.mediaType) {
             let index = try JSONDecoder.decode(ImageIndex.self, from: topData, what: "image index \(top.digest)")
-            guard let chosen = index.manifest(for: .current) ?? (index.manifests.count == 1 ? index.manifests[0] : nil) else {
-                throw PropellerError(.notFound, "oci:\(directory): no manifest for \(Platform.current.os)/\(Platform.current.architecture)")
-            }
+            let chosen = try index.manifestForThisPlatform("oci:\(directory)")
             try copy(chosen)
             manifestDescriptor = chosen
         }
@@ -107,10 +101,7 @@ public struct ImageStore: Sendable {
         try store(fetched.data, as: fetched.digest)
         if MediaType.indexes.contains(fetched.mediaType) {
             let index = try JSONDecoder.decode(ImageIndex.self, from: fetched.data, what: "image index of \(reference)")
-            guard let chosen = index.manifest(for: .current) else {
-                let platforms = index.manifests.compactMap { $0.platform.map { "\($0.os)/\($0.architecture)" } }
-                throw PropellerError(.notFound, "\(reference) has no image for \(Platform.current.os)/\(Platform.current.architecture) (it has \(platforms.joined(separator: ", ")))")
-            }
+            let chosen = try index.manifestForThisPlatform("\(reference)")
             fetched = try client.manifest(reference, reference: chosen.digest.description)
             guard fetched.digest == chosen.digest else {
                 throw PropellerError(.invalidArgument, "\(reference): manifest digest mismatch (\(fetched.digest), index says \(chosen.digest))")

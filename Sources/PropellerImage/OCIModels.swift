@@ -65,6 +65,16 @@ public struct ImageIndex: Codable, Hashable, Sendable {
     public var mediaType: String?
     public var manifests: [Descriptor]
 
+    /// The manifest to run here: the one for this platform, or the only one when an index has a
+    /// single manifest without platform. `what` names the index in the error.
+    public func manifestForThisPlatform(_ what: String) throws -> Descriptor {
+        if let chosen = manifest(for: .current) ?? (manifests.count == 1 && manifests[0].platform == nil ? manifests[0] : nil) {
+            return chosen
+        }
+        let platforms = manifests.compactMap { $0.platform.map { "\($0.os)/\($0.architecture)" } }
+        throw PropellerError(.notFound, "\(what) has no image for \(Platform.current.os)/\(Platform.current.architecture) (it has \(platforms.joined(separator: ", ")))")
+    }
+
     /// The manifest for `platform` (variant ignored when the index gives none).
     public func manifest(for platform: Platform) -> Descriptor? {
         manifests.first { d in

@@ -43,7 +43,7 @@ struct CgroupV1Driver: CgroupDriver {
                 let base = h.own + "/" + cgroupBaseName
                 let dir = base + "/" + name
                 try makeTaskDirectory(fs, base: base, task: dir) { _ in }
-                created.append(.init(controllers: h.controllers, directory: dir, base: base))
+                created.append(.init(controllers: h.controllers, directory: dir))
             }
             let task = V1TaskCgroup(fs: fs, members: created)
             try task.apply(limits)
@@ -67,7 +67,6 @@ struct V1TaskCgroup: TaskCgroup {
     struct Member: Sendable {
         var controllers: [String]
         var directory: String
-        var base: String
     }
 
     let fs: any CgroupFilesystem

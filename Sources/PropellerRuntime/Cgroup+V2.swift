@@ -48,7 +48,7 @@ struct CgroupV2Driver: CgroupDriver {
         let base = own + "/" + cgroupBaseName
         let dir = base + "/" + name
         try makeTaskDirectory(fs, base: base, task: dir) { base in try enable(wanted, in: base) }
-        let task = V2TaskCgroup(fs: fs, directory: dir, base: base)
+        let task = V2TaskCgroup(fs: fs, directory: dir)
         do {
             try task.apply(limits)
         } catch {
@@ -94,7 +94,6 @@ struct CgroupV2Driver: CgroupDriver {
 struct V2TaskCgroup: TaskCgroup {
     let fs: any CgroupFilesystem
     let directory: String
-    let base: String
 
     var procsFiles: [String] { [directory + "/cgroup.procs"] }
     var directories: [String] { [directory] }

@@ -174,12 +174,3 @@ public final class ContainerRuntime: Sendable {
         return order.compactMap { values[$0] }
     }
 }
-
-/// Wall-clock time in seconds since the epoch (for reports), without Foundation.
-public enum WallClock {
-    public static func now() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-    }
-}

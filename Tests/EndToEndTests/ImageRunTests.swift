@@ -55,6 +55,19 @@ struct ImageTestContext {
         layout = try ImageFixture.layout.get()
         data = try TempDirectory("propeller-data")
     }
+
+    /// A running docker-registry (Basic auth when credentials are given) holding the fixture
+    /// image under `name`.
+    func registry(holding name: String, credentials: (String, String)? = nil, tokenAuth: String? = nil) throws -> RegistryServer {
+        let registry = try RegistryServer(username: credentials?.0, password: credentials?.1, tokenAuth: tokenAuth)
+        do {
+            try registry.push(layout: layout, tag: "app", as: name, credentials: credentials)
+        } catch {
+            registry.stop()
+            throw error
+        }
+        return registry
+    }
 }
 
 @Suite("propeller run --image", .enabled(if: isRoot, "requires root: umoci unpack, namespaces and overlayfs"))

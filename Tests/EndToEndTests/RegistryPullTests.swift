@@ -18,9 +18,8 @@ struct RegistryPullTests {
 
     @Test func pullsANonLatestMultiLayerImageAndRunsIt() throws {
         defer { data.remove() }
-        let registry = try RegistryServer()
+        let registry = try context.registry(holding: "team/app:v2")
         defer { registry.stop() }
-        try registry.push(layout: layout, tag: "app", as: "team/app:v2")
         let r = try run("\(registry.address)/team/app:v2")
         #expect(r.status == 0, "\(r.stderrText)")
         #expect(r.stdoutText == "hi from layer two in /home/app as app with hello\n")
@@ -40,9 +39,8 @@ struct RegistryPullTests {
 
     @Test func unknownTagsAndRepositoriesAreClearErrors() throws {
         defer { data.remove() }
-        let registry = try RegistryServer()
+        let registry = try context.registry(holding: "app:v1")
         defer { registry.stop() }
-        try registry.push(layout: layout, tag: "app", as: "app:v1")
         let tag = try run("\(registry.address)/app:nope")
         #expect(tag.status == 125)
         #expect(tag.stderrText.contains("manifest nope of app not found"), "\(tag.stderrText)")
@@ -56,9 +54,8 @@ struct RegistryPullTests {
 
     @Test func basicAuthWithRightWrongAndNoCredentials() throws {
         defer { data.remove() }
-        let registry = try RegistryServer(username: "alice", password: "s3cret-pw")
+        let registry = try context.registry(holding: "private/app:v1", credentials: ("alice", "s3cret-pw"))
         defer { registry.stop() }
-        try registry.push(layout: layout, tag: "app", as: "private/app:v1", credentials: ("alice", "s3cret-pw"))
         let image = "\(registry.address)/private/app:v1"
 
         let none = try run(image, env: ["HOME": data.path])
@@ -82,9 +79,8 @@ struct RegistryPullTests {
 
     @Test func dockerConfigCredentialsAreUsed() throws {
         defer { data.remove() }
-        let registry = try RegistryServer(username: "bob", password: "hunter22")
+        let registry = try context.registry(holding: "app:v1", credentials: ("bob", "hunter22"))
         defer { registry.stop() }
-        try registry.push(layout: layout, tag: "app", as: "app:v1", credentials: ("bob", "hunter22"))
         let config = data.path + "/docker"
         mkdirs(config)
         let auth = Data("bob:hunter22".utf8).base64EncodedString()
@@ -96,9 +92,8 @@ struct RegistryPullTests {
 
     @Test func aCorruptedBlobInTheRegistryIsRefusedAndNotCached() throws {
         defer { data.remove() }
-        let registry = try RegistryServer()
+        let registry = try context.registry(holding: "app:v1")
         defer { registry.stop() }
-        try registry.push(layout: layout, tag: "app", as: "app:v1")
         // Flip a byte in the largest blob the registry stores (a layer).
         let blobs = try FileManager.default.subpathsOfDirectory(atPath: registry.storage).filter { $0.hasSuffix("/data") }
         let sized = blobs.map { ($0, (try? FileManager.default.attributesOfItem(atPath: registry.storage + "/" + $0)[.size] as? Int) ?? 0) }
@@ -122,9 +117,8 @@ struct ImageCommandTests {
     @Test func pullListRemovePrune() throws {
         let data = context.data
         defer { data.remove() }
-        let registry = try RegistryServer()
+        let registry = try context.registry(holding: "app:v3")
         defer { registry.stop() }
-        try registry.push(layout: context.layout, tag: "app", as: "app:v3")
         let image = "\(registry.address)/app:v3"
         let pulled = try propeller(["image", "pull", "--data-dir", data.path, image])
         #expect(pulled.status == 0, "\(pulled.stderrText)")

@@ -132,3 +132,24 @@ final class ScriptedCounter: @unchecked Sendable {
         return value
     }
 }
+
+@Suite("Image indexes resolve to this platform")
+struct IndexResolutionTests {
+    func descriptor(_ hexDigit: Character, _ platform: Platform?) throws -> Descriptor {
+        Descriptor(mediaType: MediaType.ociManifest, digest: try Digest(validating: "sha256:" + String(repeating: hexDigit, count: 64)),
+                   size: 10, annotations: nil, platform: platform)
+    }
+
+    @Test func picksThisPlatformAndExplainsWhenAbsent() throws {
+        let arm = Platform(architecture: "arm64", os: "linux", variant: "v8")
+        let here = Platform.current
+        let index = ImageIndex(schemaVersion: 2, mediaType: MediaType.ociIndex, manifests: [try descriptor("a", arm), try descriptor("b", here)])
+        #expect(try index.manifestForThisPlatform("x").platform == here)
+        let foreign = ImageIndex(schemaVersion: 2, mediaType: nil, manifests: [try descriptor("a", Platform(architecture: "s390x", os: "linux"))])
+        let error = #expect(throws: PropellerError.self) { try foreign.manifestForThisPlatform("idx") }
+        #expect(error?.message.contains("linux/s390x") == true)
+        // A single manifest without a platform is taken as is (umoci and skopeo write those).
+        let single = ImageIndex(schemaVersion: 2, mediaType: nil, manifests: [try descriptor("c", nil)])
+        #expect(try single.manifestForThisPlatform("one").digest.hex.hasPrefix("ccc"))
+    }
+}

@@ -122,6 +122,13 @@ struct CgroupDriverTests {
         return (layout, SimulatedCgroupFilesystem(interfaceFiles: [own + "/": files]))
     }
 
+    /// A v2 driver over a simulated `<own>` cgroup (see ``v2Tree``).
+    func v2Driver(_ tmp: TempDirectory, ownProcs: String = "", controllers: String = "cpuset cpu io memory hugetlb pids",
+                  movesSelfToLeaf: Bool = false) throws -> CgroupV2Driver {
+        let (layout, fs) = try v2Tree(tmp, ownProcs: ownProcs, controllers: controllers)
+        return CgroupV2Driver(layout: layout, fs: fs, movesSelfToLeaf: movesSelfToLeaf)
+    }
+
     @Test func v2EnablesControllersAndWritesLimits() throws {
         let tmp = try TempDirectory()
         defer { tmp.remove() }
@@ -154,8 +161,7 @@ struct CgroupDriverTests {
     @Test func v2RefusesWhenTheHostLacksAController() throws {
         let tmp = try TempDirectory()
         defer { tmp.remove() }
-        let (layout, fs) = try v2Tree(tmp, controllers: "cpu pids")
-        let driver = CgroupV2Driver(layout: layout, fs: fs, movesSelfToLeaf: false)
+        let driver = try v2Driver(tmp, controllers: "cpu pids")
         let error = #expect(throws: PropellerError.self) {
             try driver.create(name: "t2", limits: CgroupLimits(memoryBytes: 64 << 20))
         }
@@ -166,8 +172,7 @@ struct CgroupDriverTests {
     @Test func v2RefusesWhenOtherProcessesShareItsCgroup() throws {
         let tmp = try TempDirectory()
         defer { tmp.remove() }
-        let (layout, fs) = try v2Tree(tmp, ownProcs: "1\n2\n")
-        let driver = CgroupV2Driver(layout: layout, fs: fs, movesSelfToLeaf: true)
+        let driver = try v2Driver(tmp, ownProcs: "1\n2\n", movesSelfToLeaf: true)
         let error = #expect(throws: PropellerError.self) {
             try driver.create(name: "t3", limits: CgroupLimits(pids: 10))
         }
@@ -177,8 +182,7 @@ struct CgroupDriverTests {
     @Test func v2MovesItselfToALeafWhenAlone() throws {
         let tmp = try TempDirectory()
         defer { tmp.remove() }
-        let (layout, fs) = try v2Tree(tmp, ownProcs: "\(getpid())\n")
-        let driver = CgroupV2Driver(layout: layout, fs: fs, movesSelfToLeaf: true)
+        let driver = try v2Driver(tmp, ownProcs: "\(getpid())\n", movesSelfToLeaf: true)
         let cg = try driver.create(name: "t4", limits: CgroupLimits(pids: 10))
         let own = tmp.path + "/sys/fs/cgroup/system.slice/proplet.service"
         #expect(readFile(own + "/supervisor/cgroup.procs") == "0")
