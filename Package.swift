@@ -15,6 +15,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
     ],
     targets: [
         // C libraries from Debian's -dev packages.
@@ -56,9 +58,27 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "PropellerManager",
+            dependencies: [
+                "PropellerCore", "PropellerMQTT",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "PropellerProplet",
+            dependencies: [
+                "PropellerCore", "PropellerMQTT", "PropellerRuntime", "PropellerImage",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
             name: "PropellerCLI",
             dependencies: [
-                "PropellerCore", "PropellerRuntime", "PropellerImage",
+                "PropellerCore", "PropellerRuntime", "PropellerImage", "PropellerManager", "PropellerProplet",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -77,6 +97,10 @@ let package = Package(
         .testTarget(name: "PropellerRuntimeTests", dependencies: ["PropellerRuntime", "PropellerCore", "PropellerTestSupport"]),
         .testTarget(name: "PropellerMQTTTests", dependencies: ["PropellerMQTT", "PropellerCore", "PropellerTestSupport"]),
         .testTarget(name: "PropellerImageTests", dependencies: ["PropellerImage", "PropellerCore", "CArchive", "CFileSystem", "PropellerTestSupport"]),
+        .testTarget(name: "PropellerManagerTests", dependencies: [
+            "PropellerManager", "PropellerCore", "PropellerTestSupport",
+            .product(name: "HummingbirdTesting", package: "hummingbird"),
+        ]),
         .testTarget(name: "EndToEndTests", dependencies: ["PropellerCore", "PropellerTestSupport"]),
         .testTarget(name: "SystemLibrariesTests", dependencies: ["CArchive", "CMosquitto", "CSeccomp", "CCap"]),
     ]

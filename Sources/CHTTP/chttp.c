@@ -47,6 +47,10 @@ void ph_perform(const struct ph_request *r, struct ph_response *out) {
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "https,http");
     if (r->range) curl_easy_setopt(c, CURLOPT_RANGE, r->range);
+    if (r->body) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, r->body);
+    }
     out->curl_code = (int)curl_easy_perform(c);
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
     if (out->curl_code != 0 && out->error[0] == '\0') {

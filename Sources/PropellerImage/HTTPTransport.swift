@@ -5,11 +5,12 @@ import CHTTP
 import PropellerCore
 
 /// One HTTP exchange over libcurl, synchronously, with the body streamed to a closure.
-struct HTTPTransport: Sendable {
-    struct Response {
-        var status: Int
+/// The registry client and the CLI's API client share it.
+public struct HTTPTransport: Sendable {
+    public struct Response: Sendable {
+        public var status: Int
         /// Header names lowercased; the last value of a repeated header wins.
-        var headers: [String: String]
+        public var headers: [String: String]
     }
 
     private static let initialized: Bool = {
@@ -17,12 +18,15 @@ struct HTTPTransport: Sendable {
         return true
     }()
 
-    var connectTimeoutSeconds = 30
-    /// A transfer that moves no byte for this long is aborted (a hung registry).
-    var stallTimeoutSeconds = 60
+    public var connectTimeoutSeconds = 30
+    /// A transfer that moves no byte for this long is aborted (a hung registry); 0: never.
+    public var stallTimeoutSeconds = 60
 
-    /// Performs `method url`. `onBody` receives the body in chunks; throwing from it aborts.
-    func send(_ method: String, _ url: String, headers: [String], range: String? = nil, followRedirects: Bool = true,
+    public init() {}
+
+    /// Performs `method url`, sending `body` when given. `onBody` receives the response body in
+    /// chunks; throwing from it aborts.
+    public func send(_ method: String, _ url: String, headers: [String], body: [UInt8]? = nil, range: String? = nil, followRedirects: Bool = true,
               onBody: (_ status: Int, _ bytes: UnsafeRawBufferPointer) throws -> Void) throws -> Response {
         _ = Self.initialized
         final class Context {
@@ -35,6 +39,12 @@ struct HTTPTransport: Sendable {
         return try withoutActuallyEscaping(onBody) { body in
             let context = Context(body)
             let cStrings = headers.map { strdup($0) }
+            let bodyCopy: UnsafeMutablePointer<CChar>? = body.map { bytes in
+                let p = UnsafeMutablePointer<CChar>.allocate(capacity: max(1, bytes.count))
+                bytes.withUnsafeBytes { UnsafeMutableRawPointer(p).copyMemory(from: $0.baseAddress ?? UnsafeRawPointer(p), byteCount: bytes.count) }
+                return p
+            }
+            defer { bodyCopy?.deallocate() }
             defer { cStrings.forEach { free($0) } }
             var response = ph_response()
             let constHeaders = cStrings.map { UnsafePointer($0) }
@@ -55,6 +65,8 @@ struct HTTPTransport: Sendable {
                             request.low_speed_time_s = stallTimeoutSeconds
                             request.follow_redirects = followRedirects ? 1 : 0
                             request.context = unmanaged
+                            request.body = UnsafePointer(bodyCopy)
+                            request.body_len = body?.count ?? 0
                             request.on_body = { data, size, ctx in
                                 guard let ctx, let data else { return 0 }
                                 let c = Unmanaged<Context>.fromOpaque(ctx).takeUnretainedValue()

@@ -23,6 +23,8 @@ struct ph_request {
     long connect_timeout_s;
     long low_speed_time_s;         ///< abort when slower than 1 byte/s for this long (0: never)
     int follow_redirects;
+    const char *body;              ///< request body, or NULL
+    size_t body_len;
     ph_body_fn on_body;
     ph_header_fn on_header;
     void *context;

@@ -1,0 +1,279 @@
+import Foundation
+
+/// JSON as every component speaks it: snake_case keys, ISO-free numeric times (seconds since the
+/// epoch as a Double), sorted keys so equal messages are equal bytes.
+public enum WireCoding {
+    public static func encoder() -> JSONEncoder {
+        let e = JSONEncoder()
+        e.keyEncodingStrategy = .convertToSnakeCase
+        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return e
+    }
+
+    public static func decoder() -> JSONDecoder {
+        let d = JSONDecoder()
+        d.keyDecodingStrategy = .convertFromSnakeCase
+        return d
+    }
+
+    public static func encode<T: Encodable>(_ value: T) throws -> [UInt8] {
+        Array(try encoder().encode(value))
+    }
+
+    /// Decodes `bytes` as `T`, with an error that says which message and which field was wrong.
+    public static func decode<T: Decodable>(_ type: T.Type, from bytes: [UInt8]) throws -> T {
+        do {
+            return try decoder().decode(T.self, from: Data(bytes))
+        } catch let error as DecodingError {
+            throw PropellerError(.invalidArgument, "malformed \(T.self): \(describe(error))")
+        }
+    }
+
+    /// One line for a decoding error: the JSON path and what was wrong there.
+    public static func describe(_ error: DecodingError) -> String {
+        func path(_ keys: [any CodingKey]) -> String {
+            let p = keys.map { $0.intValue.map { "[\($0)]" } ?? snakeCase($0.stringValue) }.joined(separator: ".")
+            return p.isEmpty ? "the document" : p.replacingOccurrences(of: ".[", with: "[")
+        }
+        switch error {
+        case .typeMismatch(let type, let c): return "\(path(c.codingPath)): expected \(jsonTypeName(type))"
+        case .valueNotFound(let type, let c): return "\(path(c.codingPath)): expected \(jsonTypeName(type)), found null"
+        case .keyNotFound(let key, let c): return "\(path(c.codingPath + [key])): required field missing"
+        case .dataCorrupted(let c):
+            if c.codingPath.isEmpty { return "not valid JSON" }
+            return "\(path(c.codingPath)): \(c.debugDescription)"
+        @unknown default: return "\(error)"
+        }
+    }
+
+    static func jsonTypeName(_ type: Any.Type) -> String {
+        switch type {
+        case is String.Type: return "a string"
+        case is Bool.Type: return "true or false"
+        case is Int.Type, is Int64.Type, is UInt64.Type, is Int32.Type, is UInt32.Type: return "a whole number"
+        case is Double.Type: return "a number"
+        default:
+            let name = "\(type)"
+            if name.hasPrefix("Array") { return "an array" }
+            if name.hasPrefix("Dictionary") { return "an object" }
+            return "an object"
+        }
+    }
+
+    /// `cpuMillis` → `cpu_millis`, as the key strategy writes it.
+    public static func snakeCase(_ key: String) -> String {
+        var out = ""
+        for ch in key {
+            if ch.isUppercase {
+                if !out.isEmpty { out.append("_") }
+                out.append(contentsOf: ch.lowercased())
+            } else {
+                out.append(ch)
+            }
+        }
+        return out
+    }
+}
+
+/// A task run is named by its task id and attempt; every message about it carries both, so
+/// duplicates (QoS 1 redelivery, resends) are recognised and harmless.
+public struct TaskAttempt: Codable, Sendable, Hashable {
+    public var taskId: String
+    public var attempt: Int
+
+    public init(taskId: String, attempt: Int) {
+        self.taskId = taskId
+        self.attempt = attempt
+    }
+}
+
+/// `control/proplet/create` and the identifying part of every heartbeat.
+public struct PropletAnnouncement: Codable, Sendable, Hashable {
+    public var propletId: String
+    public var name: String
+    public var version: String
+    public var labels: [String: String]
+    public var capacity: Capacity
+    public var os: String
+    public var arch: String
+    public var cgroupMode: String
+
+    public init(propletId: String, name: String, version: String, labels: [String: String], capacity: Capacity, os: String, arch: String, cgroupMode: String) {
+        self.propletId = propletId
+        self.name = name
+        self.version = version
+        self.labels = labels
+        self.capacity = capacity
+        self.os = os
+        self.arch = arch
+        self.cgroupMode = cgroupMode
+    }
+}
+
+/// `control/proplet/alive`: a heartbeat, or (status `offline`) the Last Will or a clean goodbye.
+public struct PropletHeartbeat: Codable, Sendable, Hashable {
+    public enum Status: String, Codable, Sendable { case online, draining, offline }
+    public var propletId: String
+    public var status: Status
+    public var seq: UInt64
+    /// Present on heartbeats (absent on the Last Will), so a manager that missed the announcement
+    /// (it restarted, the broker dropped it) still learns the proplet.
+    public var announcement: PropletAnnouncement?
+    /// What the proplet's running tasks reserve.
+    public var allocated: Resources?
+    /// Tasks it runs now (pulling included).
+    public var running: [TaskAttempt]?
+    /// Tasks that ended whose result the manager has not acknowledged yet.
+    public var finished: [TaskAttempt]?
+
+    public init(propletId: String, status: Status, seq: UInt64 = 0, announcement: PropletAnnouncement? = nil, allocated: Resources? = nil,
+                running: [TaskAttempt]? = nil, finished: [TaskAttempt]? = nil) {
+        self.propletId = propletId
+        self.status = status
+        self.seq = seq
+        self.announcement = announcement
+        self.allocated = allocated
+        self.running = running
+        self.finished = finished
+    }
+}
+
+/// `control/proplet/{id}/start`: everything the proplet needs to run one attempt of a task.
+public struct StartTask: Codable, Sendable, Hashable {
+    public var taskId: String
+    public var attempt: Int
+    public var name: String
+    public var image: String
+    /// Replaces the image's Cmd (its Entrypoint stays), like `docker run IMAGE CMD...`.
+    public var command: [String]?
+    public var env: [String: String]
+    public var workdir: String?
+    public var user: String?
+    public var resources: Resources
+    public var timeoutSeconds: Double?
+    /// `none` (loopback only) or `host`.
+    public var network: String
+
+    public init(taskId: String, attempt: Int, name: String, image: String, command: [String]?, env: [String: String], workdir: String?, user: String?,
+                resources: Resources, timeoutSeconds: Double?, network: String) {
+        self.taskId = taskId
+        self.attempt = attempt
+        self.name = name
+        self.image = image
+        self.command = command
+        self.env = env
+        self.workdir = workdir
+        self.user = user
+        self.resources = resources
+        self.timeoutSeconds = timeoutSeconds
+        self.network = network
+    }
+
+    public var ref: TaskAttempt { TaskAttempt(taskId: taskId, attempt: attempt) }
+}
+
+/// `control/proplet/{id}/stop`.
+public struct StopTask: Codable, Sendable, Hashable {
+    public var taskId: String
+    public var attempt: Int
+    public var signal: Int32
+    public var graceSeconds: Double
+
+    public init(taskId: String, attempt: Int, signal: Int32 = 15, graceSeconds: Double = 10) {
+        self.taskId = taskId
+        self.attempt = attempt
+        self.signal = signal
+        self.graceSeconds = graceSeconds
+    }
+}
+
+/// `control/proplet/{id}/ack`: the manager stored this result.
+public typealias ResultAck = TaskAttempt
+
+/// CPU and memory a task used, from its cgroup.
+public struct TaskUsage: Codable, Sendable, Hashable {
+    public var cpuUsec: UInt64?
+    public var memoryPeakBytes: UInt64?
+
+    public init(cpuUsec: UInt64? = nil, memoryPeakBytes: UInt64? = nil) {
+        self.cpuUsec = cpuUsec
+        self.memoryPeakBytes = memoryPeakBytes
+    }
+}
+
+/// `control/proplet/results`: how one attempt ended.
+public struct TaskResult: Codable, Sendable, Hashable {
+    public var taskId: String
+    public var attempt: Int
+    public var propletId: String
+    /// `completed` (exit 0), `failed` (non-zero exit, signal, OOM, timeout, setup error) or `stopped`.
+    public var state: TaskState
+    public var exitCode: Int32?
+    public var signal: Int32?
+    public var oomKilled: Bool
+    public var timedOut: Bool
+    public var error: String?
+    public var startedAt: Double?
+    public var finishedAt: Double?
+    public var usage: TaskUsage
+    public var stdoutTail: String
+    public var stderrTail: String
+
+    public init(taskId: String, attempt: Int, propletId: String, state: TaskState, exitCode: Int32? = nil, signal: Int32? = nil, oomKilled: Bool = false,
+                timedOut: Bool = false, error: String? = nil, startedAt: Double? = nil, finishedAt: Double? = nil, usage: TaskUsage = TaskUsage(),
+                stdoutTail: String = "", stderrTail: String = "") {
+        self.taskId = taskId
+        self.attempt = attempt
+        self.propletId = propletId
+        self.state = state
+        self.exitCode = exitCode
+        self.signal = signal
+        self.oomKilled = oomKilled
+        self.timedOut = timedOut
+        self.error = error
+        self.startedAt = startedAt
+        self.finishedAt = finishedAt
+        self.usage = usage
+        self.stdoutTail = stdoutTail
+        self.stderrTail = stderrTail
+    }
+
+    public var ref: TaskAttempt { TaskAttempt(taskId: taskId, attempt: attempt) }
+}
+
+/// `control/proplet/events`: a phase change of one attempt.
+public struct TaskEvent: Codable, Sendable, Hashable {
+    public enum Phase: String, Codable, Sendable { case accepted, pulling, unpacking, running }
+    public var taskId: String
+    public var attempt: Int
+    public var propletId: String
+    public var phase: Phase
+    public var at: Double
+
+    public init(taskId: String, attempt: Int, propletId: String, phase: Phase, at: Double) {
+        self.taskId = taskId
+        self.attempt = attempt
+        self.propletId = propletId
+        self.phase = phase
+        self.at = at
+    }
+}
+
+/// `tasks/{id}/logs`: a block of output. `offset` counts bytes of that stream before this block,
+/// so a subscriber notices gaps and duplicates.
+public struct LogBlock: Codable, Sendable, Hashable {
+    public enum Stream: String, Codable, Sendable { case stdout, stderr }
+    public var taskId: String
+    public var attempt: Int
+    public var stream: Stream
+    public var offset: UInt64
+    public var data: String
+
+    public init(taskId: String, attempt: Int, stream: Stream, offset: UInt64, data: String) {
+        self.taskId = taskId
+        self.attempt = attempt
+        self.stream = stream
+        self.offset = offset
+        self.data = data
+    }
+}

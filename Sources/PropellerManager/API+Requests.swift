@@ -1,0 +1,143 @@
+import Foundation
+import PropellerCore
+
+/// Turns request bodies into specs with errors a person can act on: 400 for JSON that does not
+/// parse or has a field of the wrong type or an unknown field, 422 for values out of range.
+enum TaskRequest {
+    static let fields: Set<String> = ["name", "image", "command", "env", "workdir", "user", "resources", "timeout_seconds", "labels",
+                                      "constraints", "proplet_id", "restart_policy", "network", "start"]
+    static let resourceFields: Set<String> = ["cpu_millis", "memory_bytes", "pids"]
+    static let restartFields: Set<String> = ["mode", "max_attempts"]
+
+    struct Body: Decodable {
+        var name: String?
+        var image: String?
+        var command: [String]?
+        var env: [String: String]?
+        var workdir: String?
+        var user: String?
+        var resources: ResourcesBody?
+        var timeoutSeconds: Double?
+        var labels: [String: String]?
+        var constraints: [String: String]?
+        var propletId: String?
+        var restartPolicy: RestartBody?
+        var network: String?
+        var start: Bool?
+    }
+
+    /// Signed, so that a negative size is a 422 that names the field rather than a type error.
+    struct ResourcesBody: Decodable {
+        var cpuMillis: Int64?
+        var memoryBytes: Int64?
+        var pids: Int64?
+    }
+
+    struct RestartBody: Decodable {
+        var mode: String?
+        var maxAttempts: Int?
+    }
+
+    /// Parses and checks the top-level shape: a JSON object with known fields only.
+    static func parse(_ bytes: [UInt8]) throws -> Body {
+        guard !bytes.isEmpty else { throw APIError.badRequest("request body is empty: expected a JSON object") }
+        let object: Any
+        do {
+            object = try JSONSerialization.jsonObject(with: Data(bytes), options: [.fragmentsAllowed])
+        } catch {
+            throw APIError.badRequest("malformed JSON: \(Self.parserMessage(error))")
+        }
+        guard let dict = object as? [String: Any] else { throw APIError.badRequest("expected a JSON object") }
+        try rejectUnknown(dict, allowed: fields, path: "")
+        if let r = dict["resources"] as? [String: Any] { try rejectUnknown(r, allowed: resourceFields, path: "resources.") }
+        if let r = dict["restart_policy"] as? [String: Any] { try rejectUnknown(r, allowed: restartFields, path: "restart_policy.") }
+        do {
+            return try WireCoding.decoder().decode(Body.self, from: Data(bytes))
+        } catch let error as DecodingError {
+            throw APIError.badRequest("invalid field \(WireCoding.describe(error))")
+        }
+    }
+
+    static func parserMessage(_ error: any Error) -> String {
+        let ns = error as NSError
+        return (ns.userInfo[NSDebugDescriptionErrorKey] as? String) ?? "the body is not valid JSON"
+    }
+
+    static func rejectUnknown(_ dict: [String: Any], allowed: Set<String>, path: String) throws {
+        if let unknown = dict.keys.sorted().first(where: { !allowed.contains($0) }) {
+            throw APIError.badRequest("unknown field \"\(path)\(unknown)\" (known: \(allowed.sorted().joined(separator: ", ")))")
+        }
+    }
+
+    /// A new spec from a create request.
+    static func spec(from body: Body) throws -> TaskSpec {
+        guard let name = body.name, !name.trimmingCharacters(in: .whitespaces).isEmpty else { throw APIError.unprocessable("name: required, a non-empty string") }
+        guard let image = body.image, !image.isEmpty else { throw APIError.unprocessable("image: required, an image reference like registry/repo:tag") }
+        var spec = TaskSpec(name: name, image: image)
+        try apply(body, to: &spec)
+        return spec
+    }
+
+    /// Applies the fields present in `body` to `spec` (create and PUT).
+    static func apply(_ body: Body, to spec: inout TaskSpec) throws {
+        if let name = body.name {
+            guard !name.trimmingCharacters(in: .whitespaces).isEmpty, name.count <= 256 else { throw APIError.unprocessable("name: must be 1 to 256 characters") }
+            spec.name = name
+        }
+        if let image = body.image {
+            do { _ = try ImageReference(parsing: image) } catch let e as PropellerError { throw APIError.unprocessable("image: \(e.message)") }
+            spec.image = image
+        }
+        if let command = body.command {
+            if command.isEmpty { throw APIError.unprocessable("command: must not be empty (leave it out to run the image's own command)") }
+            spec.command = command
+        }
+        if let env = body.env {
+            for key in env.keys where key.isEmpty || key.contains("=") || key.contains("\0") {
+                throw APIError.unprocessable("env: invalid variable name \"\(key)\"")
+            }
+            spec.env = env
+        }
+        if let workdir = body.workdir {
+            guard workdir.hasPrefix("/") else { throw APIError.unprocessable("workdir: must be an absolute path") }
+            spec.workdir = workdir
+        }
+        if let user = body.user { spec.user = user.isEmpty ? nil : user }
+        if let r = body.resources {
+            func check(_ value: Int64?, _ field: String) throws -> UInt64? {
+                guard let value else { return nil }
+                guard value >= 0 else { throw APIError.unprocessable("resources.\(field): must not be negative (got \(value))") }
+                return UInt64(value)
+            }
+            if let cpu = try check(r.cpuMillis, "cpu_millis") { spec.resources.cpuMillis = cpu }
+            if let mem = try check(r.memoryBytes, "memory_bytes") {
+                guard mem == 0 || mem >= 6 << 20 else { throw APIError.unprocessable("resources.memory_bytes: the minimum is 6 MiB (6291456)") }
+                spec.resources.memoryBytes = mem
+            }
+            if let pids = try check(r.pids, "pids") { spec.resources.pids = pids }
+        }
+        if let t = body.timeoutSeconds {
+            guard t.isFinite, t > 0 else { throw APIError.unprocessable("timeout_seconds: must be a positive number") }
+            spec.timeoutSeconds = t
+        }
+        if let labels = body.labels { spec.labels = labels }
+        if let constraints = body.constraints { spec.constraints = constraints }
+        if let pin = body.propletId {
+            guard pin.isEmpty || Topics.isValidComponent(pin) else { throw APIError.unprocessable("proplet_id: not a valid proplet id") }
+            spec.propletId = pin.isEmpty ? nil : pin
+        }
+        if let rp = body.restartPolicy {
+            let mode = try rp.mode.map { m -> RestartPolicy.Mode in
+                guard let mode = RestartPolicy.Mode(rawValue: m) else { throw APIError.unprocessable("restart_policy.mode: expected never or on-failure") }
+                return mode
+            } ?? spec.restartPolicy.mode
+            let attempts = rp.maxAttempts ?? (mode == .onFailure ? 3 : 1)
+            guard attempts >= 1, attempts <= 100 else { throw APIError.unprocessable("restart_policy.max_attempts: must be 1 to 100") }
+            spec.restartPolicy = RestartPolicy(mode: mode, maxAttempts: attempts)
+        }
+        if let network = body.network {
+            guard network == "none" || network == "host" else { throw APIError.unprocessable("network: expected none or host") }
+            spec.network = network
+        }
+    }
+}

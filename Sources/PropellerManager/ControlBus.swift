@@ -1,0 +1,25 @@
+import PropellerCore
+
+/// The manager's outgoing messages to proplets. ``MQTTControlBus`` sends them over MQTT; the
+/// task service does not know the transport.
+public protocol ControlBus: Sendable {
+    func send(_ start: StartTask, to propletID: String)
+    func send(_ stop: StopTask, to propletID: String)
+    func acknowledge(_ result: TaskAttempt, to propletID: String)
+}
+
+/// Tunables of the manager's task service.
+public struct ManagerConfiguration: Sendable {
+    /// How often proplets heartbeat; `missedHeartbeats` of them missed means dead.
+    public var livenessInterval: Duration = .seconds(5)
+    public var missedHeartbeats = 3
+    /// Memory reserved (and enforced) for a task that does not say.
+    public var defaultMemoryBytes: UInt64 = 256 << 20
+    /// Output kept per task and stream.
+    public var logKeepBytes = 64 << 10
+    public var policy: SchedulingPolicy = .binpack
+
+    public init() {}
+
+    var deadAfter: Duration { livenessInterval * missedHeartbeats }
+}

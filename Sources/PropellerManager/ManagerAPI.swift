@@ -1,0 +1,204 @@
+import Foundation
+import Hummingbird
+import PropellerCore
+
+/// The manager's REST API (DESIGN.md §4): routes, auth, errors as `{"error": "…"}`, metrics.
+public struct ManagerAPI: Sendable {
+    public let service: TaskService
+    public let metrics: ManagerMetrics
+    /// nil: no authentication (`--insecure-no-auth`).
+    public let token: String?
+    /// Bodies above this are refused (413).
+    public var maxBodyBytes = 1 << 20
+
+    public init(service: TaskService, metrics: ManagerMetrics = ManagerMetrics(), token: String?) {
+        self.service = service
+        self.metrics = metrics
+        self.token = token
+    }
+
+    public func router() -> Router<BasicRequestContext> {
+        let router = Router(context: BasicRequestContext.self)
+        router.add(middleware: ErrorAndMetricsMiddleware(metrics: metrics))
+        if let token { router.add(middleware: BearerAuthMiddleware(token: Array(token.utf8))) }
+
+        router.get("/health") { _, _ in json(["status": "ok"]) }
+        router.get("/openapi.json") { _, _ in
+            Response(status: .ok, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(string: OpenAPIDocument.json)))
+        }
+        router.get("/metrics") { _, _ in
+            let counts = try await service.taskCountsForMetrics()
+            let proplets = await service.propletList()
+            let text = metrics.render(tasks: counts, propletsAlive: proplets.filter(\.alive).count, propletsDead: proplets.filter { !$0.alive }.count,
+                                      placements: await service.placements, queueLength: await service.queueLength)
+            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
+        }
+
+        router.post("/tasks") { request, context in
+            let body = try TaskRequest.parse(try await collect(request))
+            let spec = try TaskRequest.spec(from: body)
+            let task = try await service.create(spec, start: body.start ?? false)
+            return try encode(task, status: .created)
+        }
+        router.get("/tasks") { request, _ in
+            let (offset, limit) = try page(request)
+            var state: TaskState?
+            if let s = request.uri.queryParameters["state"] {
+                guard let parsed = TaskState(rawValue: String(s)) else {
+                    throw APIError.badRequest("state: expected one of \(TaskState.allCases.map(\.rawValue).joined(separator: ", "))")
+                }
+                state = parsed
+            }
+            let (total, tasks) = try await service.listTasks(offset: offset, limit: limit, state: state)
+            return try encode(TaskPage(offset: offset, limit: limit, total: total, tasks: tasks))
+        }
+        router.get("/tasks/{id}") { _, context in
+            let id = try context.parameters.require("id")
+            let task = try await service.task(id)
+            return try encode(TaskDetail(task: task, history: try await service.history(id)))
+        }
+        router.put("/tasks/{id}") { request, context in
+            let id = try context.parameters.require("id")
+            let body = try TaskRequest.parse(try await collect(request))
+            if body.start != nil { throw APIError.badRequest("start: not accepted by PUT; use POST /tasks/{id}/start") }
+            return try encode(try await service.update(id) { spec in try TaskRequest.apply(body, to: &spec) })
+        }
+        router.delete("/tasks/{id}") { _, context in
+            try await service.delete(try context.parameters.require("id"))
+            return Response(status: .noContent)
+        }
+        router.post("/tasks/{id}/start") { _, context in
+            try encode(try await service.start(try context.parameters.require("id")))
+        }
+        router.post("/tasks/{id}/stop") { request, context in
+            var signal: Int32 = 15
+            var grace = 10.0
+            if let s = request.uri.queryParameters["signal"] {
+                guard let v = Int32(s), v > 0, v < 65 else { throw APIError.badRequest("signal: expected a signal number 1 to 64") }
+                signal = v
+            }
+            if let g = request.uri.queryParameters["grace"] {
+                guard let v = Double(g), v >= 0, v.isFinite else { throw APIError.badRequest("grace: expected seconds ≥ 0") }
+                grace = v
+            }
+            return try encode(try await service.stop(try context.parameters.require("id"), signal: signal, grace: grace), status: .accepted)
+        }
+        router.get("/tasks/{id}/results") { _, context in
+            let id = try context.parameters.require("id")
+            let task = try await service.task(id)
+            guard let result = task.result else { throw APIError.notFound("task \(id) has no result yet (it is \(task.state.rawValue))") }
+            return try encode(result)
+        }
+        router.get("/tasks/{id}/logs") { request, context in
+            let id = try context.parameters.require("id")
+            if request.uri.queryParameters["follow"].map({ $0 == "true" || $0 == "1" }) ?? false {
+                return try await followLogs(id)
+            }
+            return try encode(try await service.logs(id))
+        }
+        router.get("/tasks/{id}/watch") { _, context in
+            let stream = try await service.watch(try context.parameters.require("id"))
+            let encoder = WireCoding.encoder()
+            return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: ResponseBody { writer in
+                for await task in stream {
+                    var line = try encoder.encode(task)
+                    line.append(0x0a)
+                    try await writer.write(ByteBuffer(bytes: line))
+                }
+                try await writer.finish(nil)
+            })
+        }
+
+        router.get("/proplets") { request, _ in
+            let (offset, limit) = try page(request)
+            let all = await service.propletList()
+            return try encode(PropletPage(offset: offset, limit: limit, total: all.count, proplets: Array(all.dropFirst(offset).prefix(limit))))
+        }
+        router.get("/proplets/{id}") { _, context in
+            try encode(try await service.proplet(try context.parameters.require("id")))
+        }
+        router.delete("/proplets/{id}") { _, context in
+            try await service.deleteProplet(try context.parameters.require("id"))
+            return Response(status: .noContent)
+        }
+        return router
+    }
+
+    /// Stored output first (as two blocks), then live blocks until the task ends; one JSON
+    /// object per line.
+    private func followLogs(_ id: String) async throws -> Response {
+        let live = try await service.follow(id)
+        let stored = try await service.logs(id)
+        let task = try await service.task(id)
+        let encoder = WireCoding.encoder()
+        let initial = [LogBlock(taskId: id, attempt: task.attempt, stream: .stdout, offset: 0, data: stored.stdout),
+                       LogBlock(taskId: id, attempt: task.attempt, stream: .stderr, offset: 0, data: stored.stderr)].filter { !$0.data.isEmpty }
+        return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: ResponseBody { writer in
+            for block in initial {
+                try await writer.write(ByteBuffer(bytes: try encoder.encode(block) + [0x0a]))
+            }
+            for await block in live {
+                try await writer.write(ByteBuffer(bytes: try encoder.encode(block) + [0x0a]))
+            }
+            try await writer.finish(nil)
+        })
+    }
+
+    private func collect(_ request: Request) async throws -> [UInt8] {
+        var request = request
+        do {
+            let buffer = try await request.collectBody(upTo: maxBodyBytes)
+            return Array(buffer.readableBytesView)
+        } catch {
+            throw APIError(status: 413, "request body larger than \(maxBodyBytes) bytes")
+        }
+    }
+}
+
+struct TaskPage: Encodable {
+    var offset: Int
+    var limit: Int
+    var total: Int
+    var tasks: [TaskRecord]
+}
+
+struct PropletPage: Encodable {
+    var offset: Int
+    var limit: Int
+    var total: Int
+    var proplets: [PropletRecord]
+}
+
+/// GET /tasks/{id}: the task and its history.
+struct TaskDetail: Encodable {
+    var task: TaskRecord
+    var history: [TaskTransition]
+
+    enum Keys: String, CodingKey { case history }
+
+    func encode(to encoder: any Encoder) throws {
+        try task.encode(to: encoder)
+        var c = encoder.container(keyedBy: Keys.self)
+        try c.encode(history, forKey: .history)
+    }
+}
+
+private func page(_ request: Request) throws -> (Int, Int) {
+    func number(_ name: String, default value: Int, max: Int) throws -> Int {
+        guard let text = request.uri.queryParameters[name[...]] else { return value }
+        guard let n = Int(text), n >= 0, n <= max else { throw APIError.badRequest("\(name): expected a whole number from 0 to \(max)") }
+        return n
+    }
+    let offset = try number("offset", default: 0, max: Int(Int32.max))
+    let limit = try number("limit", default: 100, max: 1000)
+    return (offset, limit == 0 ? 100 : limit)
+}
+
+private func encode<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) throws -> Response {
+    let data = try WireCoding.encoder().encode(value)
+    return Response(status: status, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+}
+
+private func json(_ object: [String: String]) -> Response {
+    (try? encode(object)) ?? Response(status: .ok)
+}

@@ -1,0 +1,65 @@
+import Hummingbird
+import Logging
+import PropellerCore
+import PropellerMQTT
+
+/// Everything `propeller manager` runs: store, task service, MQTT bus, liveness monitor, REST.
+public struct ManagerServer: Sendable {
+    public struct Options: Sendable {
+        public var host = "127.0.0.1"
+        public var port = 7070
+        public var databasePath: String
+        public var mqtt: MQTTConfiguration
+        public var topics: Topics
+        public var token: String?
+        public var configuration = ManagerConfiguration()
+
+        public init(databasePath: String, mqtt: MQTTConfiguration, topics: Topics, token: String?) {
+            self.databasePath = databasePath
+            self.mqtt = mqtt
+            self.topics = topics
+            self.token = token
+        }
+    }
+
+    let options: Options
+    let logger: Logger
+
+    public init(options: Options, logger: Logger) {
+        self.options = options
+        self.logger = logger
+    }
+
+    /// Runs until cancelled or until the HTTP server fails.
+    public func run() async throws {
+        let store = try SQLiteStore(path: options.databasePath)
+        let client = try MQTTClient(options.mqtt)
+        let bus = MQTTControlBus(client: client, topics: options.topics, logger: logger)
+        let service = TaskService(store: store, bus: bus, configuration: options.configuration, logger: logger)
+        try await service.recover()
+        try await client.connect(timeout: .seconds(30))
+        logger.info("connected to the broker", metadata: ["broker": "\(options.mqtt.host):\(options.mqtt.port)"])
+
+        let api = ManagerAPI(service: service, token: options.token)
+        let app = Application(router: api.router(), configuration: .init(address: .hostname(options.host, port: options.port), serverName: "propeller-manager"),
+                              onServerRunning: { [logger, options] _ in
+                                  logger.notice("manager listening", metadata: ["address": "http://\(options.host):\(options.port)"])
+                              }, logger: logger)
+        let interval = options.configuration.livenessInterval
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await bus.run(service: service) }
+            group.addTask {
+                while !Task.isCancelled {
+                    try await Task.sleep(for: interval / 2)
+                    await service.checkLiveness()
+                }
+            }
+            group.addTask { try await app.runService() }
+            defer {
+                group.cancelAll()
+                client.disconnect()
+            }
+            try await group.next()
+        }
+    }
+}

@@ -1,0 +1,165 @@
+/// The OpenAPI 3.0 description of the REST API, served at /openapi.json. A test checks that
+/// every path and method here is routed and every route is described.
+enum OpenAPIDocument {
+    static let json = #"""
+    {
+      "openapi": "3.0.3",
+      "info": {"title": "Propeller manager API", "version": "0.1.0",
+               "description": "Tasks and proplets of a Propeller cluster. Every route but /health needs 'Authorization: Bearer TOKEN'."},
+      "servers": [{"url": "http://127.0.0.1:7070"}],
+      "security": [{"bearer": []}],
+      "paths": {
+        "/health": {"get": {"summary": "Liveness of the manager", "security": [],
+          "responses": {"200": {"description": "Up", "content": {"application/json": {"schema": {"type": "object", "properties": {"status": {"type": "string"}}}}}}}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics",
+          "responses": {"200": {"description": "Text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}, "401": {"$ref": "#/components/responses/Error"}}}},
+        "/openapi.json": {"get": {"summary": "This document",
+          "responses": {"200": {"description": "OpenAPI document", "content": {"application/json": {"schema": {"type": "object"}}}}, "401": {"$ref": "#/components/responses/Error"}}}},
+        "/tasks": {
+          "post": {"summary": "Create a task (and start it with \"start\": true)",
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TaskCreate"}}}},
+            "responses": {"201": {"description": "Created", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Task"}}}},
+                          "400": {"$ref": "#/components/responses/Error"}, "401": {"$ref": "#/components/responses/Error"},
+                          "413": {"$ref": "#/components/responses/Error"}, "422": {"$ref": "#/components/responses/Error"}}},
+          "get": {"summary": "List tasks, oldest first",
+            "parameters": [{"$ref": "#/components/parameters/offset"}, {"$ref": "#/components/parameters/limit"},
+                           {"name": "state", "in": "query", "schema": {"$ref": "#/components/schemas/TaskState"}}],
+            "responses": {"200": {"description": "A page of tasks", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TaskPage"}}}},
+                          "400": {"$ref": "#/components/responses/Error"}, "401": {"$ref": "#/components/responses/Error"}}}},
+        "/tasks/{id}": {
+          "parameters": [{"$ref": "#/components/parameters/id"}],
+          "get": {"summary": "A task with its history",
+            "responses": {"200": {"description": "The task", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TaskDetail"}}}},
+                          "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}}},
+          "put": {"summary": "Change a task that is created or finished (fields as in create, all optional)",
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TaskUpdate"}}}},
+            "responses": {"200": {"description": "Updated", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Task"}}}},
+                          "400": {"$ref": "#/components/responses/Error"}, "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"},
+                          "409": {"$ref": "#/components/responses/Error"}, "413": {"$ref": "#/components/responses/Error"}, "422": {"$ref": "#/components/responses/Error"}}},
+          "delete": {"summary": "Delete a task that is not active",
+            "responses": {"204": {"description": "Deleted"}, "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"},
+                          "409": {"$ref": "#/components/responses/Error"}}}},
+        "/tasks/{id}/start": {
+          "parameters": [{"$ref": "#/components/parameters/id"}],
+          "post": {"summary": "Queue a created or finished task for a (new) run",
+            "responses": {"200": {"description": "Queued or placed", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Task"}}}},
+                          "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}, "409": {"$ref": "#/components/responses/Error"}}}},
+        "/tasks/{id}/stop": {
+          "parameters": [{"$ref": "#/components/parameters/id"},
+                         {"name": "signal", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 64}},
+                         {"name": "grace", "in": "query", "schema": {"type": "number", "minimum": 0}}],
+          "post": {"summary": "Stop a task: at once when queued, through its proplet when placed (SIGTERM, then SIGKILL after the grace period)",
+            "responses": {"202": {"description": "Stopping", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Task"}}}},
+                          "400": {"$ref": "#/components/responses/Error"}, "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"},
+                          "409": {"$ref": "#/components/responses/Error"}}}},
+        "/tasks/{id}/results": {
+          "parameters": [{"$ref": "#/components/parameters/id"}],
+          "get": {"summary": "How the last attempt ended",
+            "responses": {"200": {"description": "The result", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TaskResult"}}}},
+                          "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}}}},
+        "/tasks/{id}/logs": {
+          "parameters": [{"$ref": "#/components/parameters/id"},
+                         {"name": "follow", "in": "query", "schema": {"type": "boolean"}, "description": "Stream log blocks (NDJSON) until the task ends"}],
+          "get": {"summary": "The kept tail of the task's stdout and stderr",
+            "responses": {"200": {"description": "Logs", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TaskLogs"}},
+                                                                      "application/x-ndjson": {"schema": {"$ref": "#/components/schemas/LogBlock"}}}},
+                          "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}}}},
+        "/tasks/{id}/watch": {
+          "parameters": [{"$ref": "#/components/parameters/id"}],
+          "get": {"summary": "The task as it changes, one JSON object per line, until it ends",
+            "responses": {"200": {"description": "NDJSON stream of tasks", "content": {"application/x-ndjson": {"schema": {"$ref": "#/components/schemas/Task"}}}},
+                          "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}}}},
+        "/proplets": {
+          "get": {"summary": "Proplets, alive and dead, with capacity and reservations",
+            "parameters": [{"$ref": "#/components/parameters/offset"}, {"$ref": "#/components/parameters/limit"}],
+            "responses": {"200": {"description": "A page of proplets", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PropletPage"}}}},
+                          "400": {"$ref": "#/components/responses/Error"}, "401": {"$ref": "#/components/responses/Error"}}}},
+        "/proplets/{id}": {
+          "parameters": [{"$ref": "#/components/parameters/id"}],
+          "get": {"summary": "One proplet",
+            "responses": {"200": {"description": "The proplet", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Proplet"}}}},
+                          "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}}},
+          "delete": {"summary": "Forget a dead proplet",
+            "responses": {"204": {"description": "Deleted"}, "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"},
+                          "409": {"$ref": "#/components/responses/Error"}}}}
+      },
+      "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "parameters": {
+          "id": {"name": "id", "in": "path", "required": true, "schema": {"type": "string"}},
+          "offset": {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+          "limit": {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 1000}}
+        },
+        "responses": {
+          "Error": {"description": "What went wrong", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+        },
+        "schemas": {
+          "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+          "TaskState": {"type": "string", "enum": ["created", "pending", "scheduled", "running", "completed", "failed", "stopped"]},
+          "Resources": {"type": "object", "additionalProperties": false, "properties": {
+            "cpu_millis": {"type": "integer", "minimum": 0, "description": "Thousandths of a CPU"},
+            "memory_bytes": {"type": "integer", "minimum": 0, "description": "0 or at least 6291456; default the manager's --default-memory"},
+            "pids": {"type": "integer", "minimum": 0}}},
+          "RestartPolicy": {"type": "object", "additionalProperties": false, "properties": {
+            "mode": {"type": "string", "enum": ["never", "on-failure"]},
+            "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100}}},
+          "StringMap": {"type": "object", "additionalProperties": {"type": "string"}},
+          "TaskUpdate": {"type": "object", "additionalProperties": false, "properties": {
+            "name": {"type": "string", "minLength": 1, "maxLength": 256},
+            "image": {"type": "string", "minLength": 1, "description": "host[:port]/repo[:tag][@sha256:...]"},
+            "command": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+            "env": {"$ref": "#/components/schemas/StringMap"},
+            "workdir": {"type": "string", "pattern": "^/"},
+            "user": {"type": "string"},
+            "resources": {"$ref": "#/components/schemas/Resources"},
+            "timeout_seconds": {"type": "number", "exclusiveMinimum": true, "minimum": 0},
+            "labels": {"$ref": "#/components/schemas/StringMap"},
+            "constraints": {"$ref": "#/components/schemas/StringMap"},
+            "proplet_id": {"type": "string"},
+            "restart_policy": {"$ref": "#/components/schemas/RestartPolicy"},
+            "network": {"type": "string", "enum": ["none", "host"]}}},
+          "TaskCreate": {"allOf": [{"$ref": "#/components/schemas/TaskUpdate"},
+            {"type": "object", "required": ["name", "image"], "properties": {"start": {"type": "boolean"}}}]},
+          "TaskUsage": {"type": "object", "properties": {"cpu_usec": {"type": "integer"}, "memory_peak_bytes": {"type": "integer"}}},
+          "TaskResult": {"type": "object", "required": ["task_id", "attempt", "proplet_id", "state"], "properties": {
+            "task_id": {"type": "string"}, "attempt": {"type": "integer"}, "proplet_id": {"type": "string"},
+            "state": {"$ref": "#/components/schemas/TaskState"}, "exit_code": {"type": "integer"}, "signal": {"type": "integer"},
+            "oom_killed": {"type": "boolean"}, "timed_out": {"type": "boolean"}, "error": {"type": "string"},
+            "started_at": {"type": "number"}, "finished_at": {"type": "number"}, "usage": {"$ref": "#/components/schemas/TaskUsage"},
+            "stdout_tail": {"type": "string"}, "stderr_tail": {"type": "string"}}},
+          "Task": {"type": "object", "required": ["id", "name", "image", "state", "attempt", "created_at", "updated_at"], "properties": {
+            "id": {"type": "string"}, "name": {"type": "string"}, "image": {"type": "string"},
+            "command": {"type": "array", "items": {"type": "string"}}, "env": {"$ref": "#/components/schemas/StringMap"},
+            "workdir": {"type": "string"}, "user": {"type": "string"}, "resources": {"$ref": "#/components/schemas/Resources"},
+            "timeout_seconds": {"type": "number"}, "labels": {"$ref": "#/components/schemas/StringMap"},
+            "constraints": {"$ref": "#/components/schemas/StringMap"}, "proplet_id": {"type": "string"},
+            "restart_policy": {"$ref": "#/components/schemas/RestartPolicy"}, "network": {"type": "string"},
+            "state": {"$ref": "#/components/schemas/TaskState"}, "reason": {"type": "string"}, "phase": {"type": "string"},
+            "attempt": {"type": "integer"}, "assigned_proplet": {"type": "string"}, "stop_requested": {"type": "boolean"},
+            "created_at": {"type": "number"}, "updated_at": {"type": "number"}, "started_at": {"type": "number"},
+            "finished_at": {"type": "number"}, "result": {"$ref": "#/components/schemas/TaskResult"}}},
+          "Transition": {"type": "object", "properties": {"task_id": {"type": "string"}, "state": {"$ref": "#/components/schemas/TaskState"},
+            "attempt": {"type": "integer"}, "at": {"type": "number"}, "reason": {"type": "string"}}},
+          "TaskDetail": {"allOf": [{"$ref": "#/components/schemas/Task"},
+            {"type": "object", "properties": {"history": {"type": "array", "items": {"$ref": "#/components/schemas/Transition"}}}}]},
+          "TaskPage": {"type": "object", "required": ["offset", "limit", "total", "tasks"], "properties": {
+            "offset": {"type": "integer"}, "limit": {"type": "integer"}, "total": {"type": "integer"},
+            "tasks": {"type": "array", "items": {"$ref": "#/components/schemas/Task"}}}},
+          "TaskLogs": {"type": "object", "properties": {"stdout": {"type": "string"}, "stderr": {"type": "string"}}},
+          "LogBlock": {"type": "object", "properties": {"task_id": {"type": "string"}, "attempt": {"type": "integer"},
+            "stream": {"type": "string", "enum": ["stdout", "stderr"]}, "offset": {"type": "integer"}, "data": {"type": "string"}}},
+          "Capacity": {"type": "object", "properties": {"cpu_millis": {"type": "integer"}, "memory_bytes": {"type": "integer"},
+            "pids": {"type": "integer"}, "tasks": {"type": "integer"}}},
+          "Proplet": {"type": "object", "required": ["id", "alive"], "properties": {
+            "id": {"type": "string"}, "name": {"type": "string"}, "version": {"type": "string"}, "labels": {"$ref": "#/components/schemas/StringMap"},
+            "capacity": {"$ref": "#/components/schemas/Capacity"}, "allocated": {"$ref": "#/components/schemas/Resources"},
+            "task_count": {"type": "integer"}, "os": {"type": "string"}, "arch": {"type": "string"}, "cgroup_mode": {"type": "string"},
+            "alive": {"type": "boolean"}, "last_seen": {"type": "number"}, "registered_at": {"type": "number"}, "reason": {"type": "string"}}},
+          "PropletPage": {"type": "object", "required": ["offset", "limit", "total", "proplets"], "properties": {
+            "offset": {"type": "integer"}, "limit": {"type": "integer"}, "total": {"type": "integer"},
+            "proplets": {"type": "array", "items": {"$ref": "#/components/schemas/Proplet"}}}}
+        }
+      }
+    }
+    """#
+}

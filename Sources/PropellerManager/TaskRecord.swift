@@ -1,0 +1,178 @@
+import Foundation
+import PropellerCore
+
+/// What a user asked for when creating a task. Immutable while the task is active.
+public struct TaskSpec: Codable, Sendable, Hashable {
+    public var name: String
+    public var image: String
+    /// Replaces the image's Cmd; nil runs the image's own command.
+    public var command: [String]?
+    public var env: [String: String]
+    public var workdir: String?
+    public var user: String?
+    /// Reserved on the proplet and enforced as cgroup limits. Memory defaults to the manager's
+    /// `--default-memory` when not given.
+    public var resources: Resources
+    public var timeoutSeconds: Double?
+    public var labels: [String: String]
+    /// Proplet labels a placement must match (`{"zone": "a"}`).
+    public var constraints: [String: String]
+    /// Pins the task to one proplet.
+    public var propletId: String?
+    public var restartPolicy: RestartPolicy
+    /// `none` (loopback only, the default) or `host`.
+    public var network: String
+
+    public init(name: String, image: String, command: [String]? = nil, env: [String: String] = [:], workdir: String? = nil, user: String? = nil,
+                resources: Resources = Resources(), timeoutSeconds: Double? = nil, labels: [String: String] = [:], constraints: [String: String] = [:],
+                propletId: String? = nil, restartPolicy: RestartPolicy = .never, network: String = "none") {
+        self.name = name
+        self.image = image
+        self.command = command
+        self.env = env
+        self.workdir = workdir
+        self.user = user
+        self.resources = resources
+        self.timeoutSeconds = timeoutSeconds
+        self.labels = labels
+        self.constraints = constraints
+        self.propletId = propletId
+        self.restartPolicy = restartPolicy
+        self.network = network
+    }
+}
+
+/// A task as the manager keeps it: the spec and where it is in its life.
+public struct TaskRecord: Codable, Sendable, Hashable {
+    public var id: String
+    public var spec: TaskSpec
+    public var state: TaskState
+    /// Why the task is where it is: "waiting for capacity: …", "proplet lost", the run's error.
+    public var reason: String?
+    /// The proplet-side phase while scheduled or running (pulling, unpacking, running).
+    public var phase: String?
+    /// 0 before the first start; each start or restart adds one.
+    public var attempt: Int
+    /// The proplet the current attempt was placed on.
+    public var assignedProplet: String?
+    public var stopRequested: Bool
+    public var createdAt: Double
+    public var updatedAt: Double
+    public var startedAt: Double?
+    public var finishedAt: Double?
+    public var result: TaskResult?
+
+    public init(id: String, spec: TaskSpec, createdAt: Double) {
+        self.id = id
+        self.spec = spec
+        state = .created
+        attempt = 0
+        stopRequested = false
+        self.createdAt = createdAt
+        updatedAt = createdAt
+    }
+
+    enum StatusKeys: String, CodingKey {
+        case id, state, reason, phase, attempt, assignedProplet, stopRequested, createdAt, updatedAt, startedAt, finishedAt, result
+    }
+
+    // The API shows the spec's fields beside the status fields, in one flat object.
+    public init(from decoder: any Decoder) throws {
+        spec = try TaskSpec(from: decoder)
+        let c = try decoder.container(keyedBy: StatusKeys.self)
+        id = try c.decode(String.self, forKey: .id)
+        state = try c.decode(TaskState.self, forKey: .state)
+        reason = try c.decodeIfPresent(String.self, forKey: .reason)
+        phase = try c.decodeIfPresent(String.self, forKey: .phase)
+        attempt = try c.decode(Int.self, forKey: .attempt)
+        assignedProplet = try c.decodeIfPresent(String.self, forKey: .assignedProplet)
+        stopRequested = try c.decodeIfPresent(Bool.self, forKey: .stopRequested) ?? false
+        createdAt = try c.decode(Double.self, forKey: .createdAt)
+        updatedAt = try c.decode(Double.self, forKey: .updatedAt)
+        startedAt = try c.decodeIfPresent(Double.self, forKey: .startedAt)
+        finishedAt = try c.decodeIfPresent(Double.self, forKey: .finishedAt)
+        result = try c.decodeIfPresent(TaskResult.self, forKey: .result)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        try spec.encode(to: encoder)
+        var c = encoder.container(keyedBy: StatusKeys.self)
+        try c.encode(id, forKey: .id)
+        try c.encode(state, forKey: .state)
+        try c.encodeIfPresent(reason, forKey: .reason)
+        try c.encodeIfPresent(phase, forKey: .phase)
+        try c.encode(attempt, forKey: .attempt)
+        try c.encodeIfPresent(assignedProplet, forKey: .assignedProplet)
+        try c.encode(stopRequested, forKey: .stopRequested)
+        try c.encode(createdAt, forKey: .createdAt)
+        try c.encode(updatedAt, forKey: .updatedAt)
+        try c.encodeIfPresent(startedAt, forKey: .startedAt)
+        try c.encodeIfPresent(finishedAt, forKey: .finishedAt)
+        try c.encodeIfPresent(result, forKey: .result)
+    }
+
+    var currentAttempt: TaskAttempt { TaskAttempt(taskId: id, attempt: attempt) }
+}
+
+/// One entry of a task's history: a state change (or a phase change) and when it happened.
+public struct TaskTransition: Codable, Sendable, Hashable {
+    public var taskId: String
+    public var state: TaskState
+    public var attempt: Int
+    public var at: Double
+    public var reason: String?
+
+    public init(taskId: String, state: TaskState, attempt: Int, at: Double, reason: String?) {
+        self.taskId = taskId
+        self.state = state
+        self.attempt = attempt
+        self.at = at
+        self.reason = reason
+    }
+}
+
+/// The kept tail of a task's output.
+public struct TaskLogs: Codable, Sendable, Hashable {
+    public var stdout: String
+    public var stderr: String
+
+    public init(stdout: String = "", stderr: String = "") {
+        self.stdout = stdout
+        self.stderr = stderr
+    }
+}
+
+/// A proplet as the manager knows it.
+public struct PropletRecord: Codable, Sendable, Hashable {
+    public var id: String
+    public var name: String
+    public var version: String
+    public var labels: [String: String]
+    public var capacity: Capacity
+    public var os: String
+    public var arch: String
+    public var cgroupMode: String
+    public var alive: Bool
+    /// Wall-clock time of the last heartbeat or announcement.
+    public var lastSeen: Double
+    public var registeredAt: Double
+    /// Why it is dead ("missed 3 heartbeats", "offline (Last Will)").
+    public var reason: String?
+    /// Filled in by the API from the reservation ledger.
+    public var allocated: Resources?
+    public var taskCount: Int?
+
+    public init(announcement a: PropletAnnouncement, now: Double) {
+        id = a.propletId
+        name = a.name
+        version = a.version
+        labels = a.labels
+        capacity = a.capacity
+        os = a.os
+        arch = a.arch
+        cgroupMode = a.cgroupMode
+        alive = true
+        lastSeen = now
+        registeredAt = now
+    }
+}

@@ -1,0 +1,238 @@
+import Foundation
+import Logging
+import PropellerCore
+
+/// The manager's brain: owns the active tasks, the reservation ledger and the pending queue,
+/// writes every change through to the store, and tells proplets what to do through the bus.
+///
+/// Active tasks (pending, scheduled, running) live in memory and in the store; finished ones
+/// only in the store. A restarted manager rebuilds everything from the store (``recover()``).
+public actor TaskService {
+    let store: any ManagerStore
+    let bus: any ControlBus
+    let configuration: ManagerConfiguration
+    let logger: Logger
+    var scheduler: Scheduler
+
+    /// Pending, scheduled and running tasks.
+    var active: [String: TaskRecord] = [:]
+    /// Pending task ids, oldest first.
+    var pendingQueue: [String] = []
+    /// Proplets in registration order (the scheduler's node list) and their index.
+    var nodes: [PropletNode] = []
+    var nodeIndex: [String: Int] = [:]
+    var proplets: [String: PropletRecord] = [:]
+    /// Per proplet: the tasks placed on it, and monotonic time of its last heartbeat.
+    var placedOn: [String: Set<String>] = [:]
+    var lastSeen: [String: ContinuousClock.Instant] = [:]
+    /// Per task: heartbeats in a row that did not mention it, and when its start was sent.
+    var unreported: [String: Int] = [:]
+    var dispatchedAt: [String: ContinuousClock.Instant] = [:]
+    /// `task logs --follow` listeners.
+    var followers: [String: [UUID: AsyncStream<LogBlock>.Continuation]] = [:]
+    /// Called after every change to a task (the API's `--wait` listeners).
+    var watchers: [String: [UUID: AsyncStream<TaskRecord>.Continuation]] = [:]
+
+    public private(set) var placements: UInt64 = 0
+    let started = ContinuousClock.now
+
+    public init(store: any ManagerStore, bus: any ControlBus, configuration: ManagerConfiguration = ManagerConfiguration(), logger: Logger = Logger(label: "propeller.manager")) {
+        self.store = store
+        self.bus = bus
+        self.configuration = configuration
+        self.logger = logger
+        scheduler = Scheduler(policy: configuration.policy)
+    }
+
+    /// Loads proplets and active tasks from the store, rebuilding the ledger. Proplets count as
+    /// alive from now: each gets a full liveness period to heartbeat before it is declared dead.
+    public func recover() throws {
+        let now = ContinuousClock.now
+        for p in try store.proplets() {
+            addNode(p)
+            lastSeen[p.id] = now
+        }
+        for t in try store.activeTasks() {
+            active[t.id] = t
+            switch t.state {
+            case .pending: pendingQueue.append(t.id)
+            case .scheduled, .running:
+                if let p = t.assignedProplet, nodeIndex[p] != nil {
+                    reserve(t, on: p)
+                    dispatchedAt[t.id] = now
+                } else {
+                    requeueOrFail(t, reason: "proplet \(t.assignedProplet ?? "?") is unknown after a restart", at: WallClock.now())
+                }
+            default: break
+            }
+        }
+        logger.info("recovered state", metadata: ["proplets": "\(nodes.count)", "active_tasks": "\(active.count)", "pending": "\(pendingQueue.count)"])
+        schedulePending()
+    }
+
+    // MARK: Ledger
+
+    func addNode(_ p: PropletRecord) {
+        proplets[p.id] = p
+        if let i = nodeIndex[p.id] {
+            nodes[i].labels = p.labels
+            nodes[i].capacity = p.capacity
+            nodes[i].alive = p.alive
+        } else {
+            nodeIndex[p.id] = nodes.count
+            nodes.append(PropletNode(id: p.id, labels: p.labels, capacity: p.capacity, alive: p.alive))
+            placedOn[p.id] = placedOn[p.id] ?? []
+        }
+    }
+
+    func reserve(_ t: TaskRecord, on propletID: String) {
+        guard let i = nodeIndex[propletID] else { return }
+        guard placedOn[propletID, default: []].insert(t.id).inserted else { return }
+        nodes[i].allocated = nodes[i].allocated + t.spec.resources
+        nodes[i].taskCount += 1
+    }
+
+    func release(_ t: TaskRecord) {
+        guard let p = t.assignedProplet, let i = nodeIndex[p], placedOn[p]?.remove(t.id) != nil else { return }
+        nodes[i].allocated = nodes[i].allocated - t.spec.resources
+        nodes[i].taskCount -= 1
+        unreported[t.id] = nil
+        dispatchedAt[t.id] = nil
+    }
+
+    // MARK: Scheduling
+
+    /// Places pending tasks, oldest first, in one store transaction; sends their starts.
+    @discardableResult
+    public func schedulePending() -> Int {
+        guard !pendingQueue.isEmpty else { return 0 }
+        let now = WallClock.now()
+        var changed: [TaskRecord] = []
+        var transitions: [TaskTransition] = []
+        var starts: [(StartTask, String)] = []
+        var still: [String] = []
+        still.reserveCapacity(pendingQueue.count)
+        // Most free of any alive node, per dimension: a task above it cannot fit now, which
+        // skips the scan when the fleet is full.
+        var bound = maxFree()
+        for id in pendingQueue {
+            guard var t = active[id], t.state == .pending else { continue }
+            let r = t.spec.resources
+            if !(bound.slots > 0 && bound.resources.holds(r)) && t.reason != nil && t.spec.propletId == nil && t.spec.constraints.isEmpty {
+                still.append(id)
+                continue
+            }
+            let request = PlacementRequest(resources: r, constraints: t.spec.constraints, pinnedProplet: t.spec.propletId)
+            switch scheduler.place(request, on: nodes) {
+            case .place(let i):
+                let node = nodes[i]
+                t.state = .scheduled
+                t.assignedProplet = node.id
+                t.reason = nil
+                t.phase = nil
+                t.updatedAt = now
+                reserve(t, on: node.id)
+                dispatchedAt[id] = .now
+                unreported[id] = 0
+                active[id] = t
+                changed.append(t)
+                transitions.append(TaskTransition(taskId: id, state: .scheduled, attempt: t.attempt, at: now, reason: "placed on \(node.id)"))
+                starts.append((startMessage(t), node.id))
+                placements += 1
+                if nodes[i].freeSlots == 0 || !nodes[i].free.holds(r) { bound = maxFree() }
+            case .wait(let reason):
+                if t.reason != reason {
+                    t.reason = reason
+                    t.updatedAt = now
+                    active[id] = t
+                    changed.append(t)
+                }
+                still.append(id)
+            case .never(let reason):
+                t.state = .failed
+                t.reason = reason
+                t.updatedAt = now
+                t.finishedAt = now
+                active[id] = nil
+                changed.append(t)
+                transitions.append(TaskTransition(taskId: id, state: .failed, attempt: t.attempt, at: now, reason: reason))
+                logger.notice("task can never be placed", metadata: ["task": "\(id)", "reason": "\(reason)"])
+            }
+        }
+        pendingQueue = still
+        persist(changed, transitions)
+        for (start, proplet) in starts {
+            logger.info("task placed", metadata: ["task": "\(start.taskId)", "attempt": "\(start.attempt)", "proplet": "\(proplet)"])
+            bus.send(start, to: proplet)
+        }
+        return starts.count
+    }
+
+    func maxFree() -> (resources: Resources, slots: UInt64) {
+        var best = Resources.zero
+        var slots: UInt64 = 0
+        for n in nodes where n.alive && n.freeSlots > 0 {
+            let f = n.free
+            best = Resources(cpuMillis: max(best.cpuMillis, f.cpuMillis), memoryBytes: max(best.memoryBytes, f.memoryBytes), pids: max(best.pids, f.pids))
+            slots = max(slots, n.freeSlots)
+        }
+        return (best, slots)
+    }
+
+    func startMessage(_ t: TaskRecord) -> StartTask {
+        StartTask(taskId: t.id, attempt: t.attempt, name: t.spec.name, image: t.spec.image, command: t.spec.command, env: t.spec.env,
+                  workdir: t.spec.workdir, user: t.spec.user, resources: t.spec.resources, timeoutSeconds: t.spec.timeoutSeconds, network: t.spec.network)
+    }
+
+    /// Writes through to the store and wakes watchers. A store failure is logged: the in-memory
+    /// state stays authoritative and the next change of the same task writes it again.
+    func persist(_ tasks: [TaskRecord], _ transitions: [TaskTransition]) {
+        guard !tasks.isEmpty || !transitions.isEmpty else { return }
+        do {
+            try store.saveTasks(tasks, transitions: transitions)
+        } catch {
+            logger.error("store write failed", metadata: ["error": "\(error)"])
+        }
+        for t in tasks { notifyWatchers(t) }
+    }
+
+    func notifyWatchers(_ t: TaskRecord) {
+        guard let list = watchers[t.id] else { return }
+        for c in list.values { c.yield(t) }
+        if t.state.isTerminal {
+            for c in list.values { c.finish() }
+            watchers[t.id] = nil
+            for c in followers[t.id]?.values ?? [:].values { c.finish() }
+            followers[t.id] = nil
+        }
+    }
+
+    /// Sends a failed attempt back to the queue when its restart policy allows, else fails it.
+    func requeueOrFail(_ task: TaskRecord, reason: String, at now: Double) {
+        var t = task
+        release(t)
+        var transitions: [TaskTransition] = []
+        let policy = t.spec.restartPolicy
+        if policy.mode == .onFailure && t.attempt < policy.maxAttempts && !t.stopRequested {
+            t.attempt += 1
+            t.state = .pending
+            t.assignedProplet = nil
+            t.phase = nil
+            t.reason = "\(reason); restarting (attempt \(t.attempt) of \(policy.maxAttempts))"
+            t.updatedAt = now
+            pendingQueue.append(t.id)
+            active[t.id] = t
+            transitions.append(TaskTransition(taskId: t.id, state: .pending, attempt: t.attempt, at: now, reason: t.reason))
+            logger.notice("task re-queued", metadata: ["task": "\(t.id)", "attempt": "\(t.attempt)", "reason": "\(reason)"])
+        } else {
+            t.state = t.stopRequested ? .stopped : .failed
+            t.reason = reason
+            t.updatedAt = now
+            t.finishedAt = now
+            active[t.id] = nil
+            transitions.append(TaskTransition(taskId: t.id, state: t.state, attempt: t.attempt, at: now, reason: reason))
+            logger.notice("task failed", metadata: ["task": "\(t.id)", "attempt": "\(t.attempt)", "reason": "\(reason)"])
+        }
+        persist([t], transitions)
+    }
+}
