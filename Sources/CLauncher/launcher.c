@@ -513,3 +513,7 @@ int pl_netns_create(void) {
     errno = err;
     return fd;
 }
+
+int pl_pipe_cloexec(int fds[2]) {
+    return pipe2(fds, O_CLOEXEC);
+}

@@ -3,9 +3,10 @@ import Glibc
 #endif
 
 /// Writes a line to standard error with one write(2), unbuffered and safe from any thread.
-func printError(_ line: String) {
+/// With `terminator: ""` the text goes out as it is (task output relayed by the CLI).
+func printError(_ line: String, terminator: String = "\n") {
     var text = line
-    if !text.hasSuffix("\n") { text += "\n" }
+    if !terminator.isEmpty && !text.hasSuffix(terminator) { text += terminator }
     var bytes = Array(text.utf8)
     var offset = 0
     while offset < bytes.count {

@@ -36,8 +36,8 @@ public struct HTTPTransport: Sendable {
             var status = 0
             init(_ onBody: @escaping (Int, UnsafeRawBufferPointer) throws -> Void) { self.onBody = onBody }
         }
-        return try withoutActuallyEscaping(onBody) { body in
-            let context = Context(body)
+        return try withoutActuallyEscaping(onBody) { handler in
+            let context = Context(handler)
             let cStrings = headers.map { strdup($0) }
             let bodyCopy: UnsafeMutablePointer<CChar>? = body.map { bytes in
                 let p = UnsafeMutablePointer<CChar>.allocate(capacity: max(1, bytes.count))

@@ -28,6 +28,52 @@ public struct MQTTConfiguration: Sendable {
     public var will: (topic: String, payload: [UInt8], qos: Int32, retain: Bool)?
     /// Reconnect backoff: doubles from `min` to `max` seconds.
     public var reconnectDelay: (min: UInt32, max: UInt32) = (1, 30)
+    /// TLS (an `mqtts://` URL): the CA file that signs the broker's certificate (nil: the
+    /// system's CA bundle), and an optional client certificate and key. The broker's
+    /// certificate and host name are always verified.
+    public var tls: TLS?
+
+    public struct TLS: Sendable {
+        public var caFile: String?
+        public var certFile: String?
+        public var keyFile: String?
+        public init(caFile: String? = nil, certFile: String? = nil, keyFile: String? = nil) {
+            self.caFile = caFile
+            self.certFile = certFile
+            self.keyFile = keyFile
+        }
+    }
+
+    /// Parses `tcp://host:port`, `mqtt://host:port` (port 1883 by default) and
+    /// `mqtts://host:port` (TLS, port 8883 by default).
+    public init(url: String, clientID: String) throws {
+        let schemes: [(String, Int32, Bool)] = [("tcp://", 1883, false), ("mqtt://", 1883, false), ("mqtts://", 8883, true), ("ssl://", 8883, true)]
+        guard let (scheme, defaultPort, secure) = schemes.first(where: { url.hasPrefix($0.0) }) else {
+            throw PropellerError(.invalidArgument, "invalid MQTT URL \"\(url)\": expected tcp://, mqtt:// or mqtts://HOST[:PORT]")
+        }
+        var rest = String(url.dropFirst(scheme.count))
+        if rest.hasSuffix("/") { rest.removeLast() }
+        if rest.contains("@") || rest.contains("/") || rest.isEmpty {
+            throw PropellerError(.invalidArgument, "invalid MQTT URL \"\(url)\": expected only HOST[:PORT] after the scheme (credentials go in the config file, not the URL)")
+        }
+        var host = rest
+        var port = defaultPort
+        if rest.hasPrefix("[") {  // [::1]:1883
+            guard let close = rest.firstIndex(of: "]") else { throw PropellerError(.invalidArgument, "invalid MQTT URL \"\(url)\"") }
+            host = String(rest[rest.index(after: rest.startIndex)..<close])
+            let after = rest[rest.index(after: close)...]
+            if after.hasPrefix(":") {
+                guard let p = Int32(after.dropFirst()), p > 0, p < 65536 else { throw PropellerError(.invalidArgument, "invalid port in MQTT URL \"\(url)\"") }
+                port = p
+            }
+        } else if let colon = rest.lastIndex(of: ":") {
+            host = String(rest[..<colon])
+            guard let p = Int32(rest[rest.index(after: colon)...]), p > 0, p < 65536 else { throw PropellerError(.invalidArgument, "invalid port in MQTT URL \"\(url)\"") }
+            port = p
+        }
+        self.init(host: host, port: port, clientID: clientID)
+        if secure { tls = TLS() }
+    }
 
     public init(host: String = "127.0.0.1", port: Int32 = 1883, clientID: String) {
         self.host = host
@@ -81,6 +127,11 @@ public final class MQTTClient: @unchecked Sendable {
         _ = mosquitto_reconnect_delay_set(handle, configuration.reconnectDelay.min, configuration.reconnectDelay.max, true)
         if let username = configuration.username {
             _ = mosquitto_username_pw_set(handle, username, configuration.password)
+        }
+        if let tls = configuration.tls {
+            let rc = mosquitto_tls_set(handle, tls.caFile, tls.caFile == nil ? "/etc/ssl/certs" : nil, tls.certFile, tls.keyFile, nil)
+            guard rc == MOSQ_ERR_SUCCESS.rawValue else { throw Self.error("set up TLS (CA \(tls.caFile ?? "/etc/ssl/certs"))", rc) }
+            _ = mosquitto_tls_insecure_set(handle, false)
         }
         if let will = configuration.will {
             let rc = will.payload.withUnsafeBytes { mosquitto_will_set(handle, will.topic, Int32($0.count), $0.baseAddress, will.qos, will.retain) }

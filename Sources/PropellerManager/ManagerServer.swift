@@ -2,6 +2,7 @@ import Hummingbird
 import Logging
 import PropellerCore
 import PropellerMQTT
+import ServiceLifecycle
 
 /// Everything `propeller manager` runs: store, task service, MQTT bus, liveness monitor, REST.
 public struct ManagerServer: Sendable {
@@ -46,20 +47,30 @@ public struct ManagerServer: Sendable {
                                   logger.notice("manager listening", metadata: ["address": "http://\(options.host):\(options.port)"])
                               }, logger: logger)
         let interval = options.configuration.livenessInterval
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await bus.run(service: service) }
-            group.addTask {
-                while !Task.isCancelled {
-                    try await Task.sleep(for: interval / 2)
-                    await service.checkLiveness()
-                }
+        let busService = LoopService { try await bus.run(service: service) }
+        let liveness = LoopService {
+            while !Task.isCancelled {
+                try await Task.sleep(for: interval / 2)
+                await service.checkLiveness()
             }
-            group.addTask { try await app.runService() }
-            defer {
-                group.cancelAll()
-                client.disconnect()
-            }
-            try await group.next()
+        }
+        // SIGTERM/SIGINT: the HTTP server finishes requests in flight, then the loops stop.
+        let group = ServiceGroup(configuration: .init(services: [.init(service: app), .init(service: busService), .init(service: liveness)],
+                                                      gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        defer { client.disconnect() }
+        try await group.run()
+    }
+}
+
+/// A loop run as a service: cancelled on graceful shutdown.
+struct LoopService: Service {
+    let body: @Sendable () async throws -> Void
+
+    init(_ body: @escaping @Sendable () async throws -> Void) { self.body = body }
+
+    func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            do { try await body() } catch is CancellationError {}
         }
     }
 }

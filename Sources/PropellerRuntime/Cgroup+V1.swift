@@ -56,6 +56,25 @@ struct CgroupV1Driver: CgroupDriver {
 }
 
 extension CgroupV1Driver {
+    func removeLeftover(name: String) -> Bool {
+        var members: [V1TaskCgroup.Member] = []
+        var seen = Set<String>()
+        for (_, h) in layout.v1.sorted(by: { $0.key < $1.key }) where !seen.contains(h.ownDirectory) {
+            seen.insert(h.ownDirectory)
+            let dir = h.ownDirectory + "/" + cgroupBaseName + "/" + name
+            if fs.exists(dir) { members.append(.init(controllers: h.controllers, directory: dir)) }
+        }
+        if let unified = layout.unified, !seen.contains(unified.ownDirectory) {
+            let dir = unified.ownDirectory + "/" + cgroupBaseName + "/" + name
+            if fs.exists(dir) { members.append(.init(controllers: [], directory: dir)) }
+        }
+        guard !members.isEmpty else { return false }
+        let task = V1TaskCgroup(fs: fs, members: members)
+        try? task.killAll()
+        try? task.remove()
+        return true
+    }
+
     func removeEmptyBases() {
         var owns = Set(layout.v1.values.map(\.ownDirectory))
         if let unified = layout.unified { owns.insert(unified.ownDirectory) }

@@ -29,6 +29,16 @@ struct CgroupV2Driver: CgroupDriver {
         if let own = layout.unified?.ownDirectory { removeBaseIfEmpty(fs, own + "/" + cgroupBaseName) }
     }
 
+    func removeLeftover(name: String) -> Bool {
+        guard let own = layout.unified?.ownDirectory else { return false }
+        let dir = own + "/" + cgroupBaseName + "/" + name
+        guard fs.exists(dir) else { return false }
+        let task = V2TaskCgroup(fs: fs, directory: dir)
+        try? task.killAll()
+        try? task.remove()
+        return true
+    }
+
     func create(name: String, limits: CgroupLimits) throws -> any TaskCgroup {
         guard let own = layout.unified?.ownDirectory else {
             throw PropellerError(.unsupported, "cgroup v2: no cgroup2 hierarchy found")

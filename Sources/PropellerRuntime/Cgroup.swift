@@ -90,6 +90,10 @@ public protocol CgroupDriver: Sendable {
     /// stays while a runtime is alive (creating it per task costs a mkdir and an rmdir in every
     /// hierarchy); a runtime calls this when it shuts down.
     func removeEmptyBases()
+    /// Kills whatever still runs in the task cgroup `name` and removes it (a crashed
+    /// predecessor's leftovers). Returns whether there was anything to remove.
+    @discardableResult
+    func removeLeftover(name: String) -> Bool
 }
 
 /// Picks the driver for the running host.

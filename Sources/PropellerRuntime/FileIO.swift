@@ -57,3 +57,13 @@ enum FileIO {
     }
 }
 
+
+/// Pipes for a container's stdio.
+public enum StdioPipe {
+    /// A pipe whose ends close on exec (the container gets only what its stdio names).
+    public static func make() throws -> (read: Int32, write: Int32) {
+        var fds: [Int32] = [-1, -1]
+        guard pl_pipe_cloexec(&fds) == 0 else { throw FileIO.systemError("create a pipe", "") }
+        return (fds[0], fds[1])
+    }
+}

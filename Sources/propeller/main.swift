@@ -1,3 +1,3 @@
 import PropellerCLI
 
-PropellerCommand.entry()
+await PropellerCommand.entry()

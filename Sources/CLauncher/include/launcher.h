@@ -147,6 +147,9 @@ int pl_netns_create(void);
 /// A close-on-exec memfd (for exporting BPF), or -1.
 int pl_memfd(const char *name);
 
+/// pipe2(fds, O_CLOEXEC): a pipe no other child inherits by accident. Returns 0 or -1 (errno).
+int pl_pipe_cloexec(int fds[2]);
+
 #ifdef __cplusplus
 }
 #endif

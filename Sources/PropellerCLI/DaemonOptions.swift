@@ -1,0 +1,84 @@
+import ArgumentParser
+#if canImport(Glibc)
+import Glibc
+#endif
+import Dispatch
+import Logging
+import PropellerCore
+import PropellerMQTT
+
+/// Options every daemon takes: broker, channel, logging.
+struct DaemonOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Broker URL: tcp://, mqtt:// or mqtts://HOST[:PORT] (env MANAGER_MQTT_ADDRESS / PROPLET_MQTT_ADDRESS / PROXY_MQTT_ADDRESS; default tcp://127.0.0.1:1883).", valueName: "url"))
+    var mqtt: String?
+
+    @Option(name: .customLong("mqtt-ca"), help: ArgumentHelp("CA certificate that signs the broker's TLS certificate (mqtts://; default: the system's CAs).", valueName: "file"))
+    var mqttCA: String?
+
+    @Option(help: ArgumentHelp("Domain id of the MQTT topics m/DOMAIN/c/CHANNEL (env PROPELLER_DOMAIN_ID).", valueName: "id"))
+    var domain: String = Environment.current["PROPELLER_DOMAIN_ID"] ?? "propeller"
+
+    @Option(help: ArgumentHelp("Channel id of the MQTT topics (env PROPELLER_CHANNEL_ID).", valueName: "id"))
+    var channel: String = Environment.current["PROPELLER_CHANNEL_ID"] ?? "control"
+
+    @Option(name: .customLong("log-level"), help: ArgumentHelp("trace, debug, info, notice, warning, error or critical.", valueName: "level"))
+    var logLevel: String = "info"
+
+    func validate() throws {
+        if Logger.Level(rawValue: logLevel) == nil { throw ValidationError("invalid --log-level \"\(logLevel)\"") }
+        for (name, value) in [("--domain", domain), ("--channel", channel)] where !Topics.isValidComponent(value) {
+            throw ValidationError("invalid \(name) \"\(value)\": no '/', '+' or '#'")
+        }
+    }
+
+    var topics: Topics { Topics(domain: domain, channel: channel) }
+
+    /// The broker configuration, from --mqtt or the component's environment variable.
+    func mqttConfiguration(envName: String, clientID: String) throws -> MQTTConfiguration {
+        let url = mqtt ?? Environment.current[envName] ?? "tcp://127.0.0.1:1883"
+        var config = try MQTTConfiguration(url: url, clientID: clientID)
+        if let mqttCA {
+            config.tls = config.tls ?? .init()
+            config.tls?.caFile = absolutePath(mqttCA)
+        }
+        return config
+    }
+
+    func bootstrapLogging() {
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+    }
+}
+
+/// Calls `handler` once on SIGTERM or SIGINT (the sources are kept alive by the caller).
+func onTermination(_ handler: @escaping @Sendable (Int32) -> Void) -> [any DispatchSourceSignal] {
+    [SIGTERM, SIGINT].map { sig in
+        signal(sig, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+        source.setEventHandler { handler(sig) }
+        source.resume()
+        return source
+    }
+}
+
+/// Reads a secret from a file that only its owner may read.
+func readSecretFile(_ path: String, what: String) throws -> String {
+    var st = stat()
+    guard stat(path, &st) == 0 else { throw ValidationError("\(what) \(path): cannot read it (\(String(cString: strerror(errno))))") }
+    if st.st_mode & 0o077 != 0 {
+        throw ValidationError("\(what) \(path) can be read by other users (mode \(String(st.st_mode & 0o777, radix: 8))): chmod 600 it")
+    }
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { throw ValidationError("\(what) \(path): cannot open it (\(String(cString: strerror(errno))))") }
+    defer { close(fd) }
+    var bytes = [UInt8](repeating: 0, count: 4096)
+    let n = read(fd, &bytes, bytes.count)
+    guard n > 0 else { throw ValidationError("\(what) \(path) is empty") }
+    let text = String(decoding: bytes[0..<n], as: UTF8.self).trimmingWhitespace()
+    guard !text.isEmpty else { throw ValidationError("\(what) \(path) is empty") }
+    return text
+}

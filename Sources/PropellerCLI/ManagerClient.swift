@@ -1,0 +1,134 @@
+import ArgumentParser
+import Foundation
+import PropellerCore
+import PropellerImage
+
+/// Options of every command that talks to the manager's REST API.
+struct ClientOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Manager URL (env PROPELLER_MANAGER_URL, default http://127.0.0.1:7070).", valueName: "url"))
+    var manager: String = Environment.current["PROPELLER_MANAGER_URL"] ?? "http://127.0.0.1:7070"
+
+    @Option(name: .customLong("token-file"), help: ArgumentHelp("File holding the API token (else env PROPELLER_API_TOKEN).", valueName: "file"))
+    var tokenFile: String?
+
+    @Flag(help: "Print JSON for scripts instead of tables.")
+    var json = false
+
+    func client() throws -> ManagerClient {
+        var token = Environment.current["PROPELLER_API_TOKEN"]
+        if let tokenFile { token = try readSecretFile(absolutePath(tokenFile), what: "token file") }
+        var base = manager
+        while base.hasSuffix("/") { base.removeLast() }
+        guard base.hasPrefix("http://") || base.hasPrefix("https://") else { throw ValidationError("invalid --manager \"\(manager)\": expected http:// or https://") }
+        return ManagerClient(base: base, token: token?.isEmpty == false ? token : nil)
+    }
+}
+
+/// An error from the manager (or from reaching it), shown as one line.
+struct ClientError: Error, CustomStringConvertible {
+    var message: String
+    var status: Int
+    var description: String { message }
+}
+
+/// The CLI's side of the REST API, over libcurl.
+struct ManagerClient: Sendable {
+    let base: String
+    let token: String?
+
+    private var headers: [String] {
+        var h = ["Accept: application/json", "Content-Type: application/json"]
+        if let token { h.append("Authorization: Bearer \(token)") }
+        return h
+    }
+
+    /// Sends a request and returns the body of a 2xx answer; anything else throws the API's
+    /// `{"error": …}` message.
+    func send(_ method: String, _ path: String, body: [UInt8]? = nil) throws -> [UInt8] {
+        var data: [UInt8] = []
+        var transport = HTTPTransport()
+        transport.connectTimeoutSeconds = 10
+        let response: HTTPTransport.Response
+        do {
+            response = try transport.send(method, base + path, headers: headers, body: body, followRedirects: false) { _, bytes in data.append(contentsOf: bytes) }
+        } catch {
+            throw ClientError(message: "cannot reach the manager at \(base): \(error)", status: 0)
+        }
+        guard (200..<300).contains(response.status) else { throw Self.error(status: response.status, body: data) }
+        return data
+    }
+
+    func get<T: Decodable>(_ path: String, as: T.Type) throws -> T {
+        try decode(T.self, try send("GET", path))
+    }
+
+    func decode<T: Decodable>(_ type: T.Type, _ bytes: [UInt8]) throws -> T {
+        do {
+            return try WireCoding.decoder().decode(T.self, from: Data(bytes))
+        } catch {
+            throw ClientError(message: "unexpected answer from the manager: \(error)", status: 0)
+        }
+    }
+
+    /// Reads an NDJSON stream, handing each line to `onLine` until the server ends it.
+    func stream(_ path: String, onLine: ([UInt8]) throws -> Void) throws {
+        var transport = HTTPTransport()
+        transport.connectTimeoutSeconds = 10
+        transport.stallTimeoutSeconds = 0
+        var pending: [UInt8] = []
+        var errorBody: [UInt8] = []
+        let response: HTTPTransport.Response
+        do {
+            response = try transport.send("GET", base + path, headers: headers, followRedirects: false) { status, bytes in
+                guard (200..<300).contains(status) else { errorBody.append(contentsOf: bytes); return }
+                pending.append(contentsOf: bytes)
+                while let nl = pending.firstIndex(of: 0x0a) {
+                    let line = Array(pending[..<nl])
+                    pending.removeSubrange(...nl)
+                    if !line.isEmpty { try onLine(line) }
+                }
+            }
+        } catch let error as ClientError {
+            throw error
+        } catch {
+            throw ClientError(message: "cannot reach the manager at \(base): \(error)", status: 0)
+        }
+        guard (200..<300).contains(response.status) else { throw Self.error(status: response.status, body: errorBody) }
+    }
+
+    static func error(status: Int, body: [UInt8]) -> ClientError {
+        if let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any], let message = object["error"] as? String {
+            return ClientError(message: message, status: status)
+        }
+        return ClientError(message: "the manager answered HTTP \(status)", status: status)
+    }
+}
+
+/// Column-aligned text for people.
+func table(_ header: [String], _ rows: [[String]]) -> String {
+    var widths = header.map(\.count)
+    for row in rows { for (i, cell) in row.enumerated() where i < widths.count { widths[i] = max(widths[i], cell.count) } }
+    func line(_ cells: [String]) -> String {
+        cells.enumerated().map { i, c in i == cells.count - 1 ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }.joined(separator: "  ")
+    }
+    return ([line(header)] + rows.map(line)).joined(separator: "\n")
+}
+
+/// "3s ago", "2m ago" for a wall-clock time.
+func age(_ time: Double?) -> String {
+    guard let time else { return "-" }
+    let s = max(0, Date().timeIntervalSince1970 - time)
+    if s < 60 { return "\(Int(s))s ago" }
+    if s < 3600 { return "\(Int(s / 60))m ago" }
+    if s < 86400 { return "\(Int(s / 3600))h ago" }
+    return "\(Int(s / 86400))d ago"
+}
+
+func printJSON(_ bytes: [UInt8]) {
+    if let object = try? JSONSerialization.jsonObject(with: Data(bytes)),
+       let pretty = try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]) {
+        print(String(decoding: pretty, as: UTF8.self))
+    } else {
+        print(String(decoding: bytes, as: UTF8.self))
+    }
+}

@@ -1,0 +1,113 @@
+import ArgumentParser
+#if canImport(Glibc)
+import Glibc
+#endif
+import Logging
+import PropellerCore
+import PropellerImage
+import PropellerProplet
+
+/// `propeller proplet`: the agent (default), or `list|get|delete` against the manager.
+struct PropletCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "proplet",
+        abstract: "Run the proplet agent on this machine (as root), or list proplets.",
+        subcommands: [PropletAgentCommand.self, PropletListCommand.self, PropletGetCommand.self, PropletDeleteCommand.self],
+        defaultSubcommand: PropletAgentCommand.self
+    )
+}
+
+struct PropletAgentCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "agent",
+        abstract: "Run the proplet agent (the default of `propeller proplet`).",
+        discussion: """
+        The proplet announces itself to the manager, heartbeats its capacity and what it runs, \
+        and runs the tasks placed on it in containers (namespaces, cgroup limits from the task's \
+        resources, seccomp, trimmed capabilities). Images are pulled straight from their registry \
+        (--image-source direct) and unpacked once under DATA_DIR. On SIGTERM it stops accepting \
+        tasks, lets running ones finish for --drain-timeout, stops the rest and reports them.
+        """
+    )
+
+    @OptionGroup var daemon: DaemonOptions
+    @OptionGroup var images: ImageOptions
+
+    @Option(help: ArgumentHelp("Proplet id (default: one made on first start and kept in DATA_DIR/proplet/id).", valueName: "id"))
+    var id: String?
+
+    @Option(help: ArgumentHelp("A name for people (default: the host name).", valueName: "name"))
+    var name: String?
+
+    @Option(help: ArgumentHelp("CPUs offered to tasks (default: all cores).", valueName: "n"))
+    var cpus: Double?
+
+    @Option(help: ArgumentHelp("Memory offered to tasks (default: all of it).", valueName: "size"))
+    var memory: String?
+
+    @Option(name: .customLong("max-tasks"), help: ArgumentHelp("Tasks at once (default 32).", valueName: "n"))
+    var maxTasks: UInt64?
+
+    @Option(help: ArgumentHelp("Label for placement constraints (repeatable).", valueName: "key=value"))
+    var label: [String] = []
+
+    @Option(name: .customLong("image-source"), help: ArgumentHelp("Where images come from: direct (the registry itself).", valueName: "direct"))
+    var imageSource: String = "direct"
+
+    @Option(name: .customLong("drain-timeout"), help: ArgumentHelp("On SIGTERM, how long running tasks may go on before they are stopped (default 30s).", valueName: "duration"))
+    var drainTimeout: String = "30s"
+
+    @Option(name: .customLong("liveliness-interval"), help: ArgumentHelp("Heartbeat interval (env PROPLET_LIVELINESS_INTERVAL, default 5s).", valueName: "duration"))
+    var livelinessInterval: String?
+
+    func validate() throws {
+        if imageSource != "direct" { throw ValidationError("invalid --image-source \"\(imageSource)\": only direct is available (the proxy arrives with `propeller proxy`)") }
+        if let id, !Topics.isValidComponent(id) { throw ValidationError("invalid --id \"\(id)\": no '/', '+' or '#'") }
+        for l in label where !l.contains("=") { throw ValidationError("invalid --label \"\(l)\": expected KEY=VALUE") }
+        if let cpus, !(cpus > 0 && cpus.isFinite) { throw ValidationError("invalid --cpus: expected a positive number") }
+    }
+
+    func run() async throws {
+        daemon.bootstrapLogging()
+        let logger = Logger(label: "propeller.proplet")
+        guard geteuid() == 0 else { throw ValidationError("the proplet runs containers and must run as root") }
+        let dataDir = absolutePath(images.dataDir)
+        try makeDirectory(dataDir)
+        let propletID = try id ?? PropletOptions.persistentID(dataDirectory: dataDir)
+        var capacity = PropletOptions.detectedCapacity()
+        if let cpus { capacity.cpuMillis = UInt64((cpus * 1000).rounded()) }
+        if let memory {
+            guard let size = try? ByteSize(parsing: memory) else { throw ValidationError("invalid --memory \"\(memory)\"") }
+            capacity.memoryBytes = size.bytes
+        }
+        if let maxTasks { capacity.tasks = maxTasks }
+        var hostname = [CChar](repeating: 0, count: 256)
+        gethostname(&hostname, 255)
+        let imageOptions = images
+        var options = PropletOptions(id: propletID, name: name ?? String(decoding: hostname.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self), capacity: capacity, dataDirectory: dataDir,
+                                     mqtt: try daemon.mqttConfiguration(envName: "PROPLET_MQTT_ADDRESS", clientID: "propeller-proplet-\(propletID)"),
+                                     topics: daemon.topics, registryClient: { try imageOptions.registryClient() })
+        options.labels = Dictionary(label.map { l in
+            let eq = l.firstIndex(of: "=") ?? l.endIndex
+            return (String(l[..<eq]), String(l[l.index(after: eq)...]))
+        }, uniquingKeysWith: { _, b in b })
+        if let interval = livelinessInterval ?? Environment.current["PROPLET_LIVELINESS_INTERVAL"] {
+            do { options.heartbeatInterval = try DurationParsing.parse(interval) } catch { throw ValidationError("invalid liveliness interval \"\(interval)\": \(error)") }
+        }
+        do { options.drainTimeout = try DurationParsing.parse(drainTimeout) } catch { throw ValidationError("invalid --drain-timeout \"\(drainTimeout)\"") }
+        let agent = try PropletAgent(options: options, logger: logger)
+        let task = Task { try await agent.run() }
+        let sources = onTermination { sig in
+            logger.notice("signal \(sig): draining")
+            Task {
+                await agent.shutdown()
+                task.cancel()
+            }
+        }
+        defer { sources.forEach { $0.cancel() } }
+        do {
+            try await task.value
+        } catch is CancellationError {
+        }
+    }
+}

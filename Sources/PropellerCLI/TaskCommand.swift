@@ -1,0 +1,327 @@
+import ArgumentParser
+import Foundation
+import PropellerCore
+import PropellerManager
+
+/// `propeller task …`: tasks through the manager's REST API.
+struct TaskCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "task",
+        abstract: "Create, start, stop, inspect and delete tasks.",
+        subcommands: [TaskCreateCommand.self, TaskListCommand.self, TaskGetCommand.self, TaskStartCommand.self, TaskStopCommand.self,
+                      TaskDeleteCommand.self, TaskResultsCommand.self, TaskWaitCommand.self, TaskLogsCommand.self]
+    )
+}
+
+struct TaskCreateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "create",
+        abstract: "Create a task (and start it with --start, or wait for it with --wait).",
+        discussion: """
+        With --wait the command shows the task's phase as it changes, then prints its stdout and \
+        stderr and exits with its exit code (125 when it could not run at all).
+        """
+    )
+
+    @OptionGroup var client: ClientOptions
+
+    @Argument(help: "A name for the task.")
+    var name: String
+
+    @Option(help: ArgumentHelp("Image reference: host[:port]/repo[:tag][@sha256:…].", valueName: "ref"))
+    var image: String
+
+    @Option(help: ArgumentHelp("CPUs to reserve and limit to (e.g. 0.5).", valueName: "n"))
+    var cpus: Double?
+
+    @Option(help: ArgumentHelp("Memory to reserve and limit to (64M, 3G; default: the manager's).", valueName: "size"))
+    var memory: String?
+
+    @Option(help: ArgumentHelp("Maximum processes and threads.", valueName: "n"))
+    var pids: UInt64?
+
+    @Option(help: ArgumentHelp("Kill the task after this long (30s, 5m).", valueName: "duration"))
+    var timeout: String?
+
+    @Option(name: [.short, .customLong("env")], help: ArgumentHelp("Environment variable (repeatable).", valueName: "key=value"))
+    var env: [String] = []
+
+    @Option(help: ArgumentHelp("Label of the task (repeatable).", valueName: "key=value"))
+    var label: [String] = []
+
+    @Option(help: ArgumentHelp("Run only on proplets with this label (repeatable).", valueName: "key=value"))
+    var constraint: [String] = []
+
+    @Option(help: ArgumentHelp("Run on this proplet only.", valueName: "id"))
+    var proplet: String?
+
+    @Option(name: [.short, .customLong("workdir")], help: ArgumentHelp("Working directory in the container.", valueName: "dir"))
+    var workdir: String?
+
+    @Option(name: [.short, .customLong("user")], help: ArgumentHelp("User to run as (UID[:GID] or NAME[:GROUP]).", valueName: "user"))
+    var user: String?
+
+    @Option(help: ArgumentHelp("never (default) or on-failure: run again after a failure or a lost proplet.", valueName: "policy"))
+    var restart: String?
+
+    @Option(name: .customLong("max-attempts"), help: ArgumentHelp("Runs in all with --restart on-failure (default 3).", valueName: "n"))
+    var maxAttempts: Int?
+
+    @Option(help: ArgumentHelp("none (loopback only, default) or host.", valueName: "mode"))
+    var network: String?
+
+    @Flag(help: "Start the task at once.")
+    var start = false
+
+    @Flag(help: "Start the task, follow it to its end, print its output and exit with its exit code.")
+    var wait = false
+
+    @Argument(parsing: .postTerminator, help: ArgumentHelp("Command and arguments (replace the image's Cmd).", valueName: "cmd"))
+    var command: [String] = []
+
+    func body() throws -> [UInt8] {
+        var object: [String: Any] = ["name": name, "image": image, "start": start || wait]
+        var resources: [String: Any] = [:]
+        if let cpus {
+            guard cpus > 0, cpus.isFinite else { throw ValidationError("invalid --cpus: expected a positive number") }
+            resources["cpu_millis"] = Int((cpus * 1000).rounded())
+        }
+        if let memory {
+            guard let size = try? ByteSize(parsing: memory) else { throw ValidationError("invalid --memory \"\(memory)\": expected a size like 64M or 3G") }
+            resources["memory_bytes"] = size.bytes
+        }
+        if let pids { resources["pids"] = pids }
+        if !resources.isEmpty { object["resources"] = resources }
+        if let timeout {
+            guard let d = try? DurationParsing.parse(timeout), d > .zero else { throw ValidationError("invalid --timeout \"\(timeout)\": expected a duration like 30s") }
+            object["timeout_seconds"] = Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+        }
+        if !env.isEmpty { object["env"] = try pairs(env, flag: "--env") }
+        if !label.isEmpty { object["labels"] = try pairs(label, flag: "--label") }
+        if !constraint.isEmpty { object["constraints"] = try pairs(constraint, flag: "--constraint") }
+        if let proplet { object["proplet_id"] = proplet }
+        if let workdir { object["workdir"] = workdir }
+        if let user { object["user"] = user }
+        if let network { object["network"] = network }
+        if restart != nil || maxAttempts != nil {
+            var policy: [String: Any] = ["mode": restart ?? "on-failure"]
+            if let maxAttempts { policy["max_attempts"] = maxAttempts }
+            object["restart_policy"] = policy
+        }
+        if !command.isEmpty { object["command"] = command }
+        return Array(try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]))
+    }
+
+    func run() throws {
+        let api = try client.client()
+        let created = try api.send("POST", "/tasks", body: try body())
+        let task = try api.decode(TaskRecord.self, created)
+        if wait {
+            if !client.json { printError("task \(task.id) created") }
+            throw ExitCode(try waitForTask(api, id: task.id, json: client.json))
+        }
+        if client.json { printJSON(created) } else { print(task.id) }
+    }
+
+    private func pairs(_ items: [String], flag: String) throws -> [String: String] {
+        var out: [String: String] = [:]
+        for item in items {
+            guard let eq = item.firstIndex(of: "="), eq != item.startIndex else { throw ValidationError("invalid \(flag) \"\(item)\": expected KEY=VALUE") }
+            out[String(item[..<eq])] = String(item[item.index(after: eq)...])
+        }
+        return out
+    }
+}
+
+struct TaskListCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "List tasks, oldest first.")
+    @OptionGroup var client: ClientOptions
+    @Option(help: ArgumentHelp("Only tasks in this state.", valueName: "state")) var state: String?
+    @Option(help: "Skip this many.") var offset = 0
+    @Option(help: "At most this many (up to 1000).") var limit = 100
+
+    func run() throws {
+        var path = "/tasks?offset=\(offset)&limit=\(limit)"
+        if let state { path += "&state=\(state)" }
+        let bytes = try client.client().send("GET", path)
+        if client.json { return printJSON(bytes) }
+        struct Page: Decodable { var total: Int; var tasks: [TaskRecord] }
+        let page = try client.client().decode(Page.self, bytes)
+        print(table(["ID", "NAME", "STATE", "PROPLET", "EXIT", "CREATED", "REASON"], page.tasks.map { t in
+            [t.id, t.spec.name, t.state.rawValue, t.assignedProplet ?? "-", t.result?.exitCode.map(String.init) ?? "-", age(t.createdAt), t.reason ?? ""]
+        }))
+        if page.total > page.tasks.count + offset { printError("(\(page.tasks.count) of \(page.total); use --offset/--limit for more)") }
+    }
+}
+
+struct TaskGetCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "get", abstract: "Show a task and its history.")
+    @OptionGroup var client: ClientOptions
+    @Argument(help: "Task id.") var id: String
+
+    func run() throws {
+        let bytes = try client.client().send("GET", "/tasks/\(id)")
+        if client.json { return printJSON(bytes) }
+        struct Detail: Decodable { var history: [TaskTransition] }
+        let api = try client.client()
+        let t = try api.decode(TaskRecord.self, bytes)
+        let history = try api.decode(Detail.self, bytes).history
+        var lines = [("ID", t.id), ("Name", t.spec.name), ("Image", t.spec.image), ("State", t.state.rawValue + (t.phase.map { " (\($0))" } ?? "")),
+                     ("Attempt", String(t.attempt)), ("Proplet", t.assignedProplet ?? "-"),
+                     ("Resources", "memory \(ByteSize(bytes: t.spec.resources.memoryBytes)), cpu \(t.spec.resources.cpuMillis == 0 ? "-" : String(Double(t.spec.resources.cpuMillis) / 1000)), pids \(t.spec.resources.pids == 0 ? "-" : String(t.spec.resources.pids))")]
+        if let reason = t.reason { lines.append(("Reason", reason)) }
+        if let r = t.result {
+            lines.append(("Exit code", r.exitCode.map(String.init) ?? "-"))
+            if let e = r.error { lines.append(("Error", e)) }
+        }
+        for (k, v) in lines { print(k.padding(toLength: 11, withPad: " ", startingAt: 0) + v) }
+        print("History:")
+        let start = history.first?.at ?? 0
+        for h in history {
+            print(String(format: "  +%8.3fs  %-10@ %@", h.at - start, h.state.rawValue as NSString, (h.reason ?? "") as NSString))
+        }
+    }
+}
+
+struct TaskStartCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "start", abstract: "Queue a created or finished task for a (new) run.")
+    @OptionGroup var client: ClientOptions
+    @Argument(help: "Task id.") var id: String
+    @Flag(help: "Follow it to its end and exit with its exit code.") var wait = false
+
+    func run() throws {
+        let api = try client.client()
+        let bytes = try api.send("POST", "/tasks/\(id)/start")
+        if wait { throw ExitCode(try waitForTask(api, id: id, json: client.json)) }
+        if client.json { printJSON(bytes) } else { print(try api.decode(TaskRecord.self, bytes).state.rawValue) }
+    }
+}
+
+struct TaskStopCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "stop", abstract: "Stop a task (SIGTERM, then SIGKILL after the grace period).")
+    @OptionGroup var client: ClientOptions
+    @Argument(help: "Task id.") var id: String
+    @Option(help: ArgumentHelp("Seconds between SIGTERM and SIGKILL (default 10).", valueName: "seconds")) var grace: Double?
+
+    func run() throws {
+        let api = try client.client()
+        let bytes = try api.send("POST", "/tasks/\(id)/stop" + (grace.map { "?grace=\($0)" } ?? ""))
+        if client.json { printJSON(bytes) } else { print("stopping \(id)") }
+    }
+}
+
+struct TaskDeleteCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "delete", abstract: "Delete a task that is not active.")
+    @OptionGroup var client: ClientOptions
+    @Argument(help: "Task id.") var id: String
+
+    func run() throws {
+        _ = try client.client().send("DELETE", "/tasks/\(id)")
+        if !client.json { print("deleted \(id)") }
+    }
+}
+
+struct TaskResultsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "results", abstract: "How the task's last run ended.")
+    @OptionGroup var client: ClientOptions
+    @Argument(help: "Task id.") var id: String
+
+    func run() throws {
+        let api = try client.client()
+        let bytes = try api.send("GET", "/tasks/\(id)/results")
+        if client.json { return printJSON(bytes) }
+        let r = try api.decode(TaskResult.self, bytes)
+        var lines = [("State", r.state.rawValue), ("Exit code", r.exitCode.map(String.init) ?? "-"), ("Proplet", r.propletId), ("Attempt", String(r.attempt))]
+        if let s = r.signal { lines.append(("Signal", String(s))) }
+        if r.oomKilled { lines.append(("OOM killed", "yes")) }
+        if r.timedOut { lines.append(("Timed out", "yes")) }
+        if let e = r.error { lines.append(("Error", e)) }
+        if let s = r.startedAt, let f = r.finishedAt { lines.append(("Runtime", String(format: "%.3fs", f - s))) }
+        if let cpu = r.usage.cpuUsec { lines.append(("CPU", String(format: "%.3fs", Double(cpu) / 1e6))) }
+        if let mem = r.usage.memoryPeakBytes { lines.append(("Memory peak", ByteSize(bytes: mem).description)) }
+        for (k, v) in lines { print(k.padding(toLength: 12, withPad: " ", startingAt: 0) + v) }
+    }
+}
+
+struct TaskWaitCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "wait", abstract: "Follow a task to its end, print its output and exit with its exit code.")
+    @OptionGroup var client: ClientOptions
+    @Argument(help: "Task id.") var id: String
+
+    func run() throws {
+        throw ExitCode(try waitForTask(try client.client(), id: id, json: client.json))
+    }
+}
+
+struct TaskLogsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "logs", abstract: "Print the task's kept stdout and stderr (--follow: as they come).")
+    @OptionGroup var client: ClientOptions
+    @Argument(help: "Task id.") var id: String
+    @Flag(name: [.short, .long], help: "Keep printing output until the task ends.") var follow = false
+
+    func run() throws {
+        let api = try client.client()
+        if follow {
+            try api.stream("/tasks/\(id)/logs?follow=true") { line in
+                let block = try api.decode(LogBlock.self, line)
+                if block.stream == .stdout { writeOut(block.data) } else { printError(block.data, terminator: "") }
+            }
+            return
+        }
+        let bytes = try api.send("GET", "/tasks/\(id)/logs")
+        if client.json { return printJSON(bytes) }
+        let logs = try api.decode(TaskLogs.self, bytes)
+        writeOut(logs.stdout)
+        printError(logs.stderr, terminator: "")
+    }
+}
+
+func writeOut(_ text: String) {
+    FileHandle.standardOutput.write(Data(text.utf8))
+}
+
+/// Follows a task to its end, showing phase changes on stderr, then prints its output and
+/// returns the exit status for the CLI: the task's exit code, or 125 when it could not run.
+/// Survives a manager restart: the watch is opened again until the task ends.
+func waitForTask(_ api: ManagerClient, id: String, json: Bool) throws -> Int32 {
+    var last = ""
+    var final: TaskRecord?
+    var failures = 0
+    while final == nil {
+        do {
+            try api.stream("/tasks/\(id)/watch") { line in
+                let t = try api.decode(TaskRecord.self, line)
+                let shown = [t.state.rawValue, t.phase ?? "", t.assignedProplet ?? "", t.reason ?? ""].joined(separator: "|")
+                if shown != last && !json && !t.state.isTerminal {
+                    var text = t.state.rawValue
+                    if t.state == .scheduled || t.state == .running, let p = t.assignedProplet { text += " on \(p)" }
+                    if let phase = t.phase, t.state == .scheduled { text += " (\(phase))" }
+                    if let reason = t.reason, !t.state.isTerminal { text += ": \(reason)" }
+                    printError("task \(id.prefix(8)): \(text)")
+                }
+                last = shown
+                if t.state.isTerminal { final = t }
+            }
+            failures = 0
+        } catch let error as ClientError where error.status == 0 || error.status >= 500 {
+            failures += 1
+            if failures > 60 { throw error }
+        }
+        if final == nil { Thread.sleep(forTimeInterval: 0.5) }
+    }
+    guard let t = final else { return 125 }
+    if json {
+        printJSON(try api.send("GET", "/tasks/\(id)"))
+    } else {
+        let logs = (try? api.decode(TaskLogs.self, try api.send("GET", "/tasks/\(id)/logs"))) ?? TaskLogs()
+        writeOut(t.result?.stdoutTail ?? logs.stdout)
+        printError(t.result?.stderrTail ?? logs.stderr, terminator: "")
+    }
+    switch t.state {
+    case .completed: return 0
+    default:
+        if !json { printError("task \(id.prefix(8)): \(t.state.rawValue)\(t.reason.map { ": \($0)" } ?? "")") }
+        if let code = t.result?.exitCode, t.result?.error == nil || code != 0 { return code == 0 ? 1 : code }
+        return 125
+    }
+}

@@ -1,0 +1,228 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Logging
+import PropellerCore
+import PropellerImage
+import PropellerMQTT
+import PropellerRuntime
+
+/// `propeller proplet`: announces itself, heartbeats with capacity and what it runs, runs the
+/// tasks the manager places here, and reports phases, logs and results. Results stay in an
+/// outbox on disk until the manager acknowledges them, so neither a broker restart nor a
+/// manager restart loses one.
+public actor PropletAgent {
+    let options: PropletOptions
+    let client: MQTTClient
+    let runner: TaskRunner
+    let runtime: ContainerRuntime
+    let outbox: ResultOutbox
+    let logger: Logger
+    let topics: Topics
+
+    var executions: [String: Execution] = [:]
+    /// Attempts seen recently (bounded), so a redelivered start is not run twice.
+    var seen: Set<TaskAttempt> = []
+    var seenOrder: [TaskAttempt] = []
+    var accepting = true
+    var seq: UInt64 = 0
+
+    public init(options: PropletOptions, logger: Logger) throws {
+        self.options = options
+        self.logger = logger
+        topics = options.topics
+        var mqtt = options.mqtt
+        mqtt.persistentSession = true
+        mqtt.will = (options.topics.propletAlive, (try? WireCoding.encode(PropletHeartbeat(propletId: options.id, status: .offline))) ?? [], 1, false)
+        client = try MQTTClient(mqtt)
+        let cacheDir = options.dataDirectory + "/seccomp"
+        runtime = try ContainerRuntime(networkNamespacePool: 2, seccompCache: SeccompCache(directory: cacheDir), logger: logger)
+        let images = try ImageStore(dataDirectory: options.dataDirectory)
+        runner = TaskRunner(propletID: options.id, images: images, dataDirectory: options.dataDirectory, runtime: runtime,
+                            registryClient: options.registryClient, tailBytes: options.tailBytes, logger: logger)
+        outbox = try ResultOutbox(directory: options.dataDirectory + "/proplet/outbox")
+    }
+
+    var announcement: PropletAnnouncement {
+        var uts = utsname()
+        uname(&uts)
+        let arch = withUnsafeBytes(of: uts.machine) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        return PropletAnnouncement(propletId: options.id, name: options.name, version: "0.1.0", labels: options.labels, capacity: options.capacity,
+                                   os: "linux", arch: arch == "x86_64" ? "amd64" : (arch == "aarch64" ? "arm64" : arch),
+                                   cgroupMode: runtime.cgroups.layout.mode == .unified ? "v2" : "v1")
+    }
+
+    /// Cleans up after a crashed predecessor: kills and removes the cgroups of containers it
+    /// recorded as started, and removes their run directories.
+    func cleanUpPredecessor() {
+        let dir = options.dataDirectory + "/proplet/containers"
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] {
+            guard let id = try? ContainerID(validating: name) else { continue }
+            let removed = runtime.cgroups.removeLeftover(name: id.hex)
+            try? FileManager.default.removeItem(atPath: options.dataDirectory + "/runs/" + id.hex)
+            unlink(dir + "/" + name)
+            logger.notice("cleaned up a container left by a previous run", metadata: ["container": "\(id.short)", "cgroup_removed": "\(removed)"])
+        }
+    }
+
+    /// Runs until `shutdown` completes (SIGTERM) or the task is cancelled.
+    public func run() async throws {
+        cleanUpPredecessor()
+        try client.subscribe(topics.propletInbox(options.id))
+        try await client.connect(timeout: .seconds(30))
+        logger.notice("proplet connected", metadata: ["proplet": "\(options.id)", "broker": "\(options.mqtt.host):\(options.mqtt.port)"])
+        publish(topics.propletCreate, announcement)
+        heartbeat()
+        let messages = client.messages
+        let interval = options.heartbeatInterval
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { [self] in
+                for await message in messages { await handle(message) }
+            }
+            group.addTask { [self] in
+                while !Task.isCancelled {
+                    try await Task.sleep(for: interval)
+                    await tick()
+                }
+            }
+            defer { group.cancelAll() }
+            try await group.next()
+        }
+    }
+
+    func tick() {
+        heartbeat()
+        // Results not yet acknowledged go out again (the manager treats duplicates as such).
+        for result in outbox.pending() { publish(topics.results, result) }
+    }
+
+    func heartbeat() {
+        seq += 1
+        let running = executions.values.map(\.start.ref).sorted { $0.taskId < $1.taskId }
+        let allocated = executions.values.reduce(Resources.zero) { $0 + $1.start.resources }
+        publish(topics.propletAlive, PropletHeartbeat(propletId: options.id, status: accepting ? .online : .draining, seq: seq, announcement: announcement,
+                                                      allocated: allocated, running: running, finished: outbox.pending().map(\.ref)))
+    }
+
+    func handle(_ message: MQTTMessage) {
+        do {
+            switch message.topic {
+            case topics.start(options.id): startTask(try WireCoding.decode(StartTask.self, from: message.payload))
+            case topics.stop(options.id): stopTask(try WireCoding.decode(StopTask.self, from: message.payload))
+            case topics.ack(options.id): outbox.remove(try WireCoding.decode(ResultAck.self, from: message.payload))
+            default: break
+            }
+        } catch {
+            logger.warning("dropped a malformed message", metadata: ["topic": "\(message.topic)", "error": "\(error)"])
+        }
+    }
+
+    func startTask(_ s: StartTask) {
+        let ref = s.ref
+        if seen.contains(ref) || executions[s.taskId]?.start.attempt == s.attempt || outbox.contains(ref) { return }
+        remember(ref)
+        guard accepting else {
+            finish(TaskResult(taskId: s.taskId, attempt: s.attempt, propletId: options.id, state: .failed, error: "proplet \(options.id) is shutting down", finishedAt: WallClock.now()))
+            return
+        }
+        if let older = executions[s.taskId] {
+            // A newer attempt replaces one the manager gave up on.
+            older.requestStop(signal: SIGKILL, grace: 0)
+        }
+        let execution = Execution(start: s)
+        executions[s.taskId] = execution
+        logger.info("task accepted", metadata: ["task": "\(s.taskId)", "attempt": "\(s.attempt)", "image": "\(s.image)"])
+        event(s, .accepted)
+        let runner = self.runner
+        let client = self.client
+        let topics = self.topics
+        let propletID = options.id
+        Thread.detachNewThread { [self] in
+            let hooks = TaskRunner.Hooks(
+                phase: { phase in
+                    let e = TaskEvent(taskId: s.taskId, attempt: s.attempt, propletId: propletID, phase: phase, at: WallClock.now())
+                    try? client.publish(topics.events, WireCoding.encode(e))
+                },
+                log: { stream, offset, bytes in
+                    let block = LogBlock(taskId: s.taskId, attempt: s.attempt, stream: stream, offset: offset, data: String(decoding: bytes, as: UTF8.self))
+                    try? client.publish(topics.logs(s.taskId), WireCoding.encode(block), qos: 0)
+                })
+            let result = runner.run(execution, hooks: hooks)
+            Task { await self.finished(execution, result) }
+        }
+    }
+
+    func remember(_ ref: TaskAttempt) {
+        seen.insert(ref)
+        seenOrder.append(ref)
+        if seenOrder.count > 10_000 {
+            for old in seenOrder.prefix(5_000) { seen.remove(old) }
+            seenOrder.removeFirst(5_000)
+        }
+    }
+
+    func event(_ s: StartTask, _ phase: TaskEvent.Phase) {
+        publish(topics.events, TaskEvent(taskId: s.taskId, attempt: s.attempt, propletId: options.id, phase: phase, at: WallClock.now()))
+    }
+
+    func finished(_ execution: Execution, _ result: TaskResult) {
+        if executions[execution.start.taskId] === execution { executions[execution.start.taskId] = nil }
+        logger.info("task ended", metadata: ["task": "\(result.taskId)", "attempt": "\(result.attempt)", "state": "\(result.state.rawValue)",
+                                             "exit_code": "\(result.exitCode.map(String.init) ?? "-")"])
+        finish(result)
+        heartbeat()
+    }
+
+    func finish(_ result: TaskResult) {
+        do {
+            try outbox.add(result)
+        } catch {
+            logger.error("cannot keep the result on disk; sending it anyway", metadata: ["task": "\(result.taskId)", "error": "\(error)"])
+        }
+        publish(topics.results, result)
+    }
+
+    func stopTask(_ s: StopTask) {
+        guard let execution = executions[s.taskId], execution.start.attempt == s.attempt else { return }
+        logger.info("stopping task", metadata: ["task": "\(s.taskId)", "signal": "\(s.signal)"])
+        execution.requestStop(signal: s.signal, grace: s.graceSeconds)
+    }
+
+    /// SIGTERM: stop accepting, let running tasks finish for up to the drain timeout, stop the
+    /// rest, report every result, say goodbye.
+    public func shutdown() async {
+        accepting = false
+        heartbeat()
+        logger.notice("draining", metadata: ["running": "\(executions.count)", "timeout": "\(DurationParsing.format(options.drainTimeout))"])
+        let deadline = ContinuousClock.now + options.drainTimeout
+        while !executions.isEmpty && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        for e in executions.values { e.requestStop(signal: SIGTERM, grace: 5) }
+        let hardDeadline = ContinuousClock.now + .seconds(10)
+        while !executions.isEmpty && ContinuousClock.now < hardDeadline {
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        // Give the manager a moment to acknowledge the last results; the rest stay in the
+        // outbox and go out when the proplet starts again.
+        let ackDeadline = ContinuousClock.now + .seconds(3)
+        while !outbox.pending().isEmpty && ContinuousClock.now < ackDeadline {
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        publish(topics.propletAlive, PropletHeartbeat(propletId: options.id, status: .offline, seq: seq + 1))
+        try? await Task.sleep(for: .milliseconds(200))
+        client.disconnect()
+        runtime.shutdown()
+        logger.notice("proplet stopped")
+    }
+
+    func publish<T: Encodable>(_ topic: String, _ message: T) {
+        do {
+            try client.publish(topic, try WireCoding.encode(message))
+        } catch {
+            logger.debug("publish failed (will be retried or reconciled)", metadata: ["topic": "\(topic)", "error": "\(error)"])
+        }
+    }
+}

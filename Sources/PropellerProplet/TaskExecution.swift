@@ -1,0 +1,188 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Logging
+import PropellerCore
+import PropellerImage
+import PropellerRuntime
+
+/// One attempt of a task on this proplet, shared between the agent (which may stop it) and the
+/// thread that runs it (pull, unpack, start, wait).
+final class Execution: @unchecked Sendable {
+    let start: StartTask
+    let containerID: ContainerID
+    private let lock = NSLock()
+    private var container: RunningContainer?
+    private var stopRequest: (signal: Int32, grace: Double)?
+
+    init(start: StartTask, containerID: ContainerID = ContainerID()) {
+        self.start = start
+        self.containerID = containerID
+    }
+
+    /// Hands over the started container; returns a stop that arrived before it existed.
+    func attach(_ c: RunningContainer) -> (signal: Int32, grace: Double)? {
+        lock.lock()
+        defer { lock.unlock() }
+        container = c
+        return stopRequest
+    }
+
+    func requestStop(signal: Int32, grace: Double) {
+        lock.lock()
+        stopRequest = stopRequest ?? (signal, grace)
+        let c = container
+        lock.unlock()
+        c?.stop(signal: signal, grace: .milliseconds(Int(grace * 1000)))
+    }
+
+    var stopRequested: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return stopRequest != nil
+    }
+}
+
+/// Runs an ``Execution`` to its end. Blocking: call on a thread of its own.
+struct TaskRunner: Sendable {
+    let propletID: String
+    let images: ImageStore
+    let dataDirectory: String
+    let runtime: ContainerRuntime
+    let registryClient: @Sendable () throws -> RegistryClient
+    let tailBytes: Int
+    let logger: Logger
+
+    /// Callbacks to the agent.
+    struct Hooks: Sendable {
+        var phase: @Sendable (TaskEvent.Phase) -> Void
+        var log: @Sendable (LogBlock.Stream, UInt64, [UInt8]) -> Void
+    }
+
+    func run(_ execution: Execution, hooks: Hooks) -> TaskResult {
+        let s = execution.start
+        var result = TaskResult(taskId: s.taskId, attempt: s.attempt, propletId: propletID, state: .failed)
+        var runDirectory: RunDirectory?
+        let journal = dataDirectory + "/proplet/containers/" + execution.containerID.hex
+        defer {
+            runDirectory?.remove()
+            unlink(journal)
+        }
+        do {
+            hooks.phase(.pulling)
+            let image = try obtain(s.image)
+            if execution.stopRequested { return stoppedBeforeStart(result) }
+            hooks.phase(.unpacking)
+            let lower = try images.rootfs(for: image)
+            // Recorded before anything is created, so a successor can clean up after a crash.
+            try Data().write(to: URL(fileURLWithPath: journal))
+            let run = try RunDirectory.create(dataDirectory: dataDirectory, id: execution.containerID)
+            runDirectory = run
+            var spec = ContainerSpec(id: execution.containerID, rootfs: run.merged, command: [])
+            if RunDirectory.overlayAvailable {
+                spec.overlay = ContainerSpec.Overlay(lower: [lower], upper: run.upper, work: run.work)
+            } else {
+                logger.warning("overlayfs is not available: copying the image's rootfs for this run", metadata: ["task": "\(s.taskId)"])
+                guard system("cp -a '\(lower)/.' '\(run.merged)/'") == 0 else { throw PropellerError(.systemCall, "copy \(lower) for the run failed") }
+            }
+            spec.command = try image.config.command(arguments: s.command ?? [])
+            spec.environment = image.config.environment + s.env.keys.sorted().map { "\($0)=\(s.env[$0] ?? "")" }
+            spec.workingDirectory = s.workdir ?? image.config.workingDirectory ?? "/"
+            spec.user = s.user ?? image.config.user
+            spec.network = s.network == "host" ? .host : .none
+            spec.killWithParent = true
+            let r = s.resources
+            spec.limits = CgroupLimits(memoryBytes: r.memoryBytes > 0 ? r.memoryBytes : nil, cpuMillis: r.cpuMillis > 0 ? r.cpuMillis : nil,
+                                       pids: r.pids > 0 ? r.pids : nil)
+            return try launch(spec, execution: execution, hooks: hooks, result: result)
+        } catch let error as LaunchError {
+            result.error = "\(error)"
+            result.exitCode = error.exitStatus
+        } catch let error as PropellerError {
+            result.error = error.description
+        } catch {
+            result.error = "\(error)"
+        }
+        result.finishedAt = WallClock.now()
+        logger.warning("task failed before it ran", metadata: ["task": "\(s.taskId)", "error": "\(result.error ?? "")"])
+        return result
+    }
+
+    private func stoppedBeforeStart(_ r: TaskResult) -> TaskResult {
+        var r = r
+        r.state = .stopped
+        r.finishedAt = WallClock.now()
+        return r
+    }
+
+    private func launch(_ spec: ContainerSpec, execution: Execution, hooks: Hooks, result: TaskResult) throws -> TaskResult {
+        var spec = spec
+        var result = result
+        let devNull = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        defer { if devNull >= 0 { close(devNull) } }
+        let pipes = try OutputCapture.pipes()
+        spec.stdio = [devNull, pipes.write[0], pipes.write[1]]
+        let capture = OutputCapture(stdoutRead: pipes.read[0], stderrRead: pipes.read[1], tailBytes: tailBytes, publish: hooks.log)
+        let container: RunningContainer
+        do {
+            container = try runtime.start(spec)
+        } catch {
+            close(pipes.write[0]); close(pipes.write[1])
+            close(pipes.read[0]); close(pipes.read[1])
+            throw error
+        }
+        close(pipes.write[0])
+        close(pipes.write[1])
+        capture.start()
+        hooks.phase(.running)
+        if let stop = execution.attach(container) {
+            container.stop(signal: stop.signal, grace: .milliseconds(Int(stop.grace * 1000)))
+        }
+        let timeout = execution.start.timeoutSeconds.map { Duration.milliseconds(Int64($0 * 1000)) }
+        let report = container.wait(timeout: timeout)
+        let tails = capture.finish()
+        result.exitCode = report.exitCode
+        result.signal = report.signal
+        result.oomKilled = report.oomKilled
+        result.timedOut = report.timedOut
+        result.startedAt = report.startedAt
+        result.finishedAt = report.finishedAt
+        result.usage = TaskUsage(cpuUsec: report.usage.cpuUsageMicros, memoryPeakBytes: report.usage.memoryPeakBytes)
+        result.stdoutTail = tails.stdout
+        result.stderrTail = tails.stderr
+        if execution.stopRequested {
+            result.state = .stopped
+        } else if report.exitCode == 0 && !report.timedOut {
+            result.state = .completed
+        } else {
+            result.state = .failed
+            if report.timedOut {
+                result.error = "timed out after \(DurationParsing.format(timeout ?? .zero)) and was killed"
+            } else if report.oomKilled && report.signal == SIGKILL {
+                result.error = "killed by the OOM killer: memory limit of \(ByteSize(bytes: spec.limits.memoryBytes ?? 0)) exceeded"
+            } else if let sig = report.signal {
+                result.error = "killed by signal \(sig)"
+            } else {
+                result.error = "exited with code \(report.exitCode)"
+            }
+        }
+        return result
+    }
+
+    /// The stored image for `reference`, pulled when missing.
+    private func obtain(_ reference: String) throws -> Image {
+        let ref = try ImageReference(parsing: reference)
+        let name = ref.description
+        if let stored = try images.namedImages().first(where: { $0.name == name }), let image = try? images.image(manifest: stored.digest) {
+            return image
+        }
+        do {
+            let image = try images.pull(ref, client: try registryClient())
+            try images.tag(image, as: name)
+            return image
+        } catch let error as PropellerError {
+            throw PropellerError(error.code, "pull \(name): \(error.message)")
+        }
+    }
+}
