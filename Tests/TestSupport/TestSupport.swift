@@ -14,7 +14,7 @@ public let packageRoot: String = {
 }()
 
 /// A temp directory removed by `remove()`.
-public struct TempDirectory {
+public struct TempDirectory: Sendable {
     public let path: String
 
     public init(_ prefix: String = "propeller-test") throws {

@@ -62,6 +62,8 @@ public enum WireCoding {
 
     /// `cpuMillis` → `cpu_millis`, as the key strategy writes it.
     public static func snakeCase(_ key: String) -> String {
+        // Property names start lowercase; dictionary keys ("PATH" in env) stay as they are.
+        guard key.first?.isLowercase == true else { return key }
         var out = ""
         for ch in key {
             if ch.isUppercase {

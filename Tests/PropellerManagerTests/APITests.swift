@@ -1,0 +1,206 @@
+import Foundation
+import HummingbirdTesting
+import Hummingbird
+import PropellerCore
+@testable import PropellerManager
+import PropellerTestSupport
+import Testing
+
+@Suite("REST API")
+struct APITests: Sendable {
+    static let token = "s3cret-token"
+    let dir: TempDirectory
+    let bus = RecordingBus()
+    let service: TaskService
+
+    init() throws {
+        dir = try TempDirectory("propeller-api")
+        service = TaskService(store: try SQLiteStore(path: dir.path + "/manager.db"), bus: bus)
+    }
+
+    var auth: HTTPFields { [.authorization: "Bearer \(Self.token)", .contentType: "application/json"] }
+
+    func withApp(_ body: @escaping @Sendable (any TestClientProtocol) async throws -> Void) async throws {
+        let app = Application(router: ManagerAPI(service: service, token: Self.token).router())
+        try await app.test(.router) { client in try await body(client) }
+    }
+
+    func json(_ response: TestResponse) throws -> [String: Any] {
+        try #require(try JSONSerialization.jsonObject(with: Data(buffer: response.body)) as? [String: Any])
+    }
+
+    func expectError(_ client: any TestClientProtocol, _ method: HTTPRequest.Method, _ uri: String, body: String? = nil, headers: HTTPFields? = nil,
+                     status: HTTPResponse.Status, containing text: String, sourceLocation: SourceLocation = #_sourceLocation) async throws {
+        try await client.execute(uri: uri, method: method, headers: headers ?? auth, body: body.map { ByteBuffer(string: $0) }) { response in
+            #expect(response.status == status, "\(method) \(uri)", sourceLocation: sourceLocation)
+            let message = (try? JSONSerialization.jsonObject(with: Data(buffer: response.body)) as? [String: Any])?["error"] as? String
+            #expect(message?.contains(text) == true, "error was \(message ?? "none")", sourceLocation: sourceLocation)
+        }
+    }
+
+    @Test func healthIsOpenAndEverythingElseNeedsTheToken() async throws {
+        try await withApp { client in
+            try await client.execute(uri: "/health", method: .get) { #expect($0.status == .ok) }
+            try await expectError(client, .get, "/tasks", headers: [:], status: .unauthorized, containing: "missing bearer token")
+            try await expectError(client, .get, "/tasks", headers: [.authorization: "Bearer wrong"], status: .unauthorized, containing: "invalid bearer token")
+            try await expectError(client, .get, "/metrics", headers: [.authorization: "Basic abc"], status: .unauthorized, containing: "invalid")
+            try await client.execute(uri: "/tasks", method: .get, headers: auth) { #expect($0.status == .ok) }
+        }
+    }
+
+    @Test func taskRoutesFromCreateToDelete() async throws {
+        await service.handleAnnouncement(announcement("p", memory: 4 << 30))
+        try await withApp { client in
+            let created = try await client.execute(uri: "/tasks", method: .post, headers: auth,
+                                                   body: ByteBuffer(string: #"{"name":"hello","image":"127.0.0.1:5000/hello:v2","command":["echo","hi"],"env":{"A":"1"},"resources":{"memory_bytes":67108864,"cpu_millis":500},"timeout_seconds":30}"#)) { response in
+                #expect(response.status == .created)
+                return try json(response)
+            }
+            let id = try #require(created["id"] as? String)
+            #expect(created["state"] as? String == "created")
+            #expect(created["name"] as? String == "hello")
+            #expect((created["resources"] as? [String: Any])?["memory_bytes"] as? Int == 67108864)
+
+            try await client.execute(uri: "/tasks/\(id)", method: .put, headers: auth, body: ByteBuffer(string: #"{"env":{"B":"2"}}"#)) { response in
+                #expect(response.status == .ok)
+                try #expect((json(response)["env"] as? [String: String]) == ["B": "2"])
+            }
+            try await client.execute(uri: "/tasks/\(id)/start", method: .post, headers: auth) { response in
+                #expect(response.status == .ok)
+                try #expect(json(response)["state"] as? String == "scheduled")
+            }
+            #expect(bus.startedOn[id] == "p")
+            try await expectError(client, .post, "/tasks/\(id)/start", status: .conflict, containing: "already scheduled")
+            try await expectError(client, .put, "/tasks/\(id)", body: #"{"name":"x"}"#, status: .conflict, containing: "only when created or finished")
+            try await expectError(client, .delete, "/tasks/\(id)", status: .conflict, containing: "stop it first")
+            try await expectError(client, .get, "/tasks/\(id)/results", status: .notFound, containing: "no result yet")
+
+            await service.handleLog(LogBlock(taskId: id, attempt: 1, stream: .stdout, offset: 0, data: "partial "))
+            try await client.execute(uri: "/tasks/\(id)/logs", method: .get, headers: auth) { response in
+                try #expect(json(response)["stdout"] as? String == "partial ")
+            }
+            await service.handleResult(TaskResult(taskId: id, attempt: 1, propletId: "p", state: .completed, exitCode: 0, stdoutTail: "hi\n", stderrTail: "warn\n"))
+            try await client.execute(uri: "/tasks/\(id)/results", method: .get, headers: auth) { response in
+                let r = try json(response)
+                #expect(r["exit_code"] as? Int == 0)
+                #expect(r["stdout_tail"] as? String == "hi\n")
+            }
+            try await client.execute(uri: "/tasks/\(id)/logs", method: .get, headers: auth) { response in
+                try #expect(json(response)["stderr"] as? String == "warn\n")
+            }
+            try await client.execute(uri: "/tasks/\(id)", method: .get, headers: auth) { response in
+                let t = try json(response)
+                #expect(t["state"] as? String == "completed")
+                let states = (t["history"] as? [[String: Any]])?.compactMap { $0["state"] as? String }
+                #expect(states == ["created", "pending", "scheduled", "completed"])
+            }
+            try await client.execute(uri: "/tasks/\(id)/watch", method: .get, headers: auth) { response in
+                let lines = String(buffer: response.body).split(separator: "\n")
+                #expect(lines.count == 1 && lines[0].contains("\"completed\""))
+            }
+            try await client.execute(uri: "/tasks?state=completed&limit=10", method: .get, headers: auth) { response in
+                let page = try json(response)
+                #expect(page["total"] as? Int == 1)
+                #expect((page["tasks"] as? [[String: Any]])?.first?["id"] as? String == id)
+            }
+            try await client.execute(uri: "/tasks/\(id)", method: .delete, headers: auth) { #expect($0.status == .noContent) }
+            try await expectError(client, .get, "/tasks/\(id)", status: .notFound, containing: "no task")
+        }
+    }
+
+    @Test(arguments: [
+        ("{\"name\":", HTTPResponse.Status.badRequest, "malformed JSON"),
+        ("[1,2]", .badRequest, "expected a JSON object"),
+        ("", .badRequest, "empty"),
+        (#"{"name":"x","image":"a","memory":"3G"}"#, .badRequest, "unknown field \"memory\""),
+        (#"{"name":"x","image":"a","resources":{"memory":1}}"#, .badRequest, "unknown field \"resources.memory\""),
+        (#"{"name":5,"image":"a"}"#, .badRequest, "name: expected a string"),
+        (#"{"name":"x","image":"a","resources":{"memory_bytes":"big"}}"#, .badRequest, "resources.memory_bytes: expected a whole number"),
+        (#"{"name":"x","image":"a","env":{"A":1}}"#, .badRequest, "env.A: expected a string"),
+        (#"{"image":"a"}"#, .unprocessableContent, "name: required"),
+        (#"{"name":"x"}"#, .unprocessableContent, "image: required"),
+        (#"{"name":"x","image":"UPPER/case"}"#, .unprocessableContent, "image:"),
+        (#"{"name":"x","image":"a","resources":{"memory_bytes":-1}}"#, .unprocessableContent, "must not be negative"),
+        (#"{"name":"x","image":"a","resources":{"cpu_millis":-5}}"#, .unprocessableContent, "cpu_millis: must not be negative"),
+        (#"{"name":"x","image":"a","resources":{"memory_bytes":1000}}"#, .unprocessableContent, "minimum is 6 MiB"),
+        (#"{"name":"x","image":"a","timeout_seconds":0}"#, .unprocessableContent, "timeout_seconds"),
+        (#"{"name":"x","image":"a","restart_policy":{"mode":"always"}}"#, .unprocessableContent, "restart_policy.mode"),
+        (#"{"name":"x","image":"a","network":"bridge"}"#, .unprocessableContent, "network"),
+        (#"{"name":"x","image":"a","workdir":"relative"}"#, .unprocessableContent, "workdir"),
+        (#"{"name":"x","image":"a","command":[]}"#, .unprocessableContent, "command"),
+        (#"{"name":"x","image":"a","proplet_id":"a/b"}"#, .unprocessableContent, "proplet_id"),
+    ])
+    func badCreateRequestsSayWhatIsWrong(body: String, status: HTTPResponse.Status, text: String) async throws {
+        try await withApp { client in
+            try await expectError(client, .post, "/tasks", body: body, status: status, containing: text)
+            try await client.execute(uri: "/tasks", method: .get, headers: auth) { try #expect(json($0)["total"] as? Int == 0) }
+        }
+    }
+
+    @Test func unknownIdsAndRoutesAre404AndBadQueriesAre400() async throws {
+        try await withApp { client in
+            for (method, uri) in [(HTTPRequest.Method.get, "/tasks/nope"), (.put, "/tasks/nope"), (.delete, "/tasks/nope"), (.post, "/tasks/nope/start"),
+                                  (.post, "/tasks/nope/stop"), (.get, "/tasks/nope/results"), (.get, "/tasks/nope/logs"), (.get, "/tasks/nope/watch"),
+                                  (.get, "/proplets/nope"), (.delete, "/proplets/nope")] {
+                try await expectError(client, method, uri, body: method == .put ? #"{"name":"x"}"# : nil, status: .notFound, containing: "no ")
+            }
+            try await expectError(client, .get, "/no/such/route", status: .notFound, containing: "no route")
+            try await expectError(client, .get, "/tasks?limit=5000", status: .badRequest, containing: "limit")
+            try await expectError(client, .get, "/tasks?offset=-1", status: .badRequest, containing: "offset")
+            try await expectError(client, .get, "/tasks?state=sleeping", status: .badRequest, containing: "state")
+            try await expectError(client, .get, "/proplets?limit=abc", status: .badRequest, containing: "limit")
+        }
+    }
+
+    @Test func propletRoutesAndMetrics() async throws {
+        await service.handleAnnouncement(announcement("p1", memory: 4 << 30))
+        await service.handleAnnouncement(announcement("p2", memory: 2 << 30))
+        await service.markDead("p2", reason: "test")
+        _ = try await service.create(TaskSpec(name: "t", image: "a", resources: Resources(memoryBytes: 1 << 30)), start: true)
+        try await withApp { client in
+            try await client.execute(uri: "/proplets", method: .get, headers: auth) { response in
+                let page = try json(response)
+                #expect(page["total"] as? Int == 2)
+                let proplets = page["proplets"] as? [[String: Any]] ?? []
+                #expect(proplets.compactMap { $0["id"] as? String } == ["p1", "p2"])
+                let allocated = proplets.compactMap { ($0["allocated"] as? [String: Any])?["memory_bytes"] as? Int }
+                #expect(allocated.reduce(0, +) == 1 << 30)
+            }
+            try await expectError(client, .delete, "/proplets/p1", status: .conflict, containing: "alive")
+            try await client.execute(uri: "/proplets/p2", method: .get, headers: auth) { try #expect(json($0)["alive"] as? Bool == false) }
+            try await client.execute(uri: "/proplets/p2", method: .delete, headers: auth) { #expect($0.status == .noContent) }
+            try await client.execute(uri: "/metrics", method: .get, headers: auth) { response in
+                let text = String(buffer: response.body)
+                #expect(text.contains("propeller_tasks{state=\"scheduled\"} 1"))
+                #expect(text.contains("propeller_proplets{status=\"alive\"} 1"))
+                #expect(text.contains("propeller_placements_total 1"))
+                #expect(text.contains("propeller_queue_length 0"))
+                #expect(text.contains("propeller_http_request_duration_seconds_count{method=\"GET\",route=\"/proplets\",status=\"200\"} 1"))
+            }
+        }
+    }
+
+    /// Every path and method of /openapi.json is routed (not a "no route" 404), and every
+    /// route the router has is in the document.
+    @Test func theOpenAPIDocumentMatchesTheRoutes() async throws {
+        try await withApp { client in
+            let doc = try await client.execute(uri: "/openapi.json", method: .get, headers: auth) { try json($0) }
+            let paths = try #require(doc["paths"] as? [String: [String: Any]])
+            var documented = Set<String>()
+            for (path, ops) in paths {
+                for method in ops.keys where method != "parameters" {
+                    documented.insert("\(method.uppercased()) \(path)")
+                    let uri = path.replacingOccurrences(of: "{id}", with: "unknown-id")
+                    try await client.execute(uri: uri, method: HTTPRequest.Method(method.uppercased())!, headers: auth,
+                                             body: method == "get" || method == "delete" ? nil : ByteBuffer(string: "{}")) { response in
+                        let text = String(buffer: response.body)
+                        #expect(!text.contains("no route"), "\(method) \(path) is documented but not routed")
+                        #expect(response.status.code < 500, "\(method) \(path) answered \(response.status)")
+                    }
+                }
+            }
+            let routed = Set(ManagerAPI(service: service, token: nil).router().routes.map { "\($0.method.rawValue) \($0.path.description)" })
+            #expect(routed == documented)
+        }
+    }
+}

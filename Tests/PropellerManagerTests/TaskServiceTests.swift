@@ -1,0 +1,186 @@
+import Foundation
+import PropellerCore
+@testable import PropellerManager
+import PropellerTestSupport
+import Synchronization
+import Testing
+
+/// Records what the task service would publish. A stand-in for the MQTT transport only; the
+/// end-to-end tests run the real broker.
+final class RecordingBus: ControlBus {
+    let starts = Mutex<[(StartTask, String)]>([])
+    let stops = Mutex<[(StopTask, String)]>([])
+    let acks = Mutex<[TaskAttempt]>([])
+
+    func send(_ start: StartTask, to propletID: String) { starts.withLock { $0.append((start, propletID)) } }
+    func send(_ stop: StopTask, to propletID: String) { stops.withLock { $0.append((stop, propletID)) } }
+    func acknowledge(_ result: TaskAttempt, to propletID: String) { acks.withLock { $0.append(result) } }
+
+    var startedOn: [String: String] { starts.withLock { Dictionary($0.map { ($0.0.taskId, $0.1) }, uniquingKeysWith: { _, b in b }) } }
+}
+
+func announcement(_ id: String, memory: UInt64, tasks: UInt64 = 8) -> PropletAnnouncement {
+    PropletAnnouncement(propletId: id, name: id, version: "test", labels: [:], capacity: Capacity(cpuMillis: 2000, memoryBytes: memory, pids: 4096, tasks: tasks),
+                        os: "linux", arch: "amd64", cgroupMode: "v1")
+}
+
+@Suite("Task service")
+struct TaskServiceTests: Sendable {
+    static let gib: UInt64 = 1 << 30
+    let dir: TempDirectory
+    let bus = RecordingBus()
+
+    init() throws { dir = try TempDirectory("propeller-service") }
+
+    func service(interval: Duration = .seconds(5)) throws -> TaskService {
+        var config = ManagerConfiguration()
+        config.livenessInterval = interval
+        return TaskService(store: try SQLiteStore(path: dir.path + "/manager.db"), bus: bus, configuration: config)
+    }
+
+    func spec(_ name: String, memory: UInt64) -> TaskSpec { TaskSpec(name: name, image: "127.0.0.1:5000/app", resources: Resources(memoryBytes: memory)) }
+
+    func complete(_ s: TaskService, _ id: String, on proplet: String, attempt: Int = 1, state: TaskState = .completed, exit: Int32 = 0) async {
+        await s.handleResult(TaskResult(taskId: id, attempt: attempt, propletId: proplet, state: state, exitCode: exit, stdoutTail: "out"))
+    }
+
+    @Test func aTaskLandsOnThePropletThatHasRoomAndWaitsWhenNoneHas() async throws {
+        let s = try service()
+        await s.handleAnnouncement(announcement("small", memory: 2 * Self.gib))
+        await s.handleAnnouncement(announcement("big", memory: 4 * Self.gib))
+        let t1 = try await s.create(spec("three", memory: 3 * Self.gib), start: true)
+        #expect(bus.startedOn[t1.id] == "big")
+        #expect(try await s.task(t1.id).state == .scheduled)
+        let t2 = try await s.create(spec("two", memory: 2 * Self.gib), start: true)
+        #expect(bus.startedOn[t2.id] == "small")
+        let t3 = try await s.create(spec("waits", memory: 2 * Self.gib), start: true)
+        let waiting = try await s.task(t3.id)
+        #expect(waiting.state == .pending)
+        #expect(waiting.reason?.contains("capacity") == true)
+        #expect(await s.queueLength == 1)
+        // Capacity frees: the pending task is placed at once.
+        await complete(s, t2.id, on: "small")
+        #expect(bus.startedOn[t3.id] == "small")
+        #expect(try await s.task(t2.id).state == .completed)
+        #expect(bus.acks.withLock { $0 } == [TaskAttempt(taskId: t2.id, attempt: 1)])
+        #expect(try await s.history(t2.id).map(\.state) == [.created, .pending, .scheduled, .completed])
+    }
+
+    @Test func aTaskThatCanNeverFitFailsAtOnce() async throws {
+        let s = try service()
+        await s.handleAnnouncement(announcement("p", memory: 2 * Self.gib))
+        let t = try await s.create(spec("huge", memory: 64 * Self.gib), start: true)
+        #expect(t.state == .failed)
+        #expect(t.reason?.contains("could ever hold") == true)
+    }
+
+    @Test func eventsMoveATaskToRunningAndDuplicatesAreHarmless() async throws {
+        let s = try service()
+        await s.handleAnnouncement(announcement("p", memory: 2 * Self.gib))
+        let t = try await s.create(spec("t", memory: Self.gib), start: true)
+        await s.handleEvent(TaskEvent(taskId: t.id, attempt: 1, propletId: "p", phase: .pulling, at: 1))
+        #expect(try await s.task(t.id).phase == "pulling")
+        await s.handleEvent(TaskEvent(taskId: t.id, attempt: 1, propletId: "p", phase: .running, at: 2))
+        #expect(try await s.task(t.id).state == .running)
+        // A result from another proplet is ignored; the right one twice is stored once.
+        await complete(s, t.id, on: "intruder")
+        #expect(try await s.task(t.id).state == .running)
+        await complete(s, t.id, on: "p", exit: 0)
+        await complete(s, t.id, on: "p", exit: 0)
+        #expect(try await s.task(t.id).state == .completed)
+        #expect(try await s.history(t.id).filter { $0.state == .completed }.count == 1)
+        #expect(try await s.proplet("p").allocated == .zero)
+    }
+
+    @Test func aSilentPropletIsDeclaredDeadAndItsTasksFailOrAreRequeued() async throws {
+        let s = try service(interval: .milliseconds(100))
+        await s.handleAnnouncement(announcement("doomed", memory: 4 * Self.gib))
+        let plain = try await s.create(spec("plain", memory: Self.gib), start: true)
+        var retrying = spec("retrying", memory: Self.gib)
+        retrying.restartPolicy = RestartPolicy(mode: .onFailure, maxAttempts: 2)
+        let r = try await s.create(retrying, start: true)
+        await s.checkLiveness(now: .now + .milliseconds(250))
+        #expect(try await s.proplet("doomed").alive)
+        await s.checkLiveness(now: .now + .milliseconds(350))
+        #expect(try await s.proplet("doomed").alive == false)
+        let failed = try await s.task(plain.id)
+        #expect(failed.state == .failed)
+        #expect(failed.reason?.contains("proplet lost") == true)
+        let requeued = try await s.task(r.id)
+        #expect(requeued.state == .pending)
+        #expect(requeued.attempt == 2)
+        // A new proplet appears: the re-queued attempt goes there.
+        await s.handleAnnouncement(announcement("fresh", memory: 4 * Self.gib))
+        #expect(bus.startedOn[r.id] == "fresh")
+        #expect(try await s.task(r.id).state == .scheduled)
+    }
+
+    @Test func theLastWillMarksDeadAtOnce() async throws {
+        let s = try service()
+        await s.handleAnnouncement(announcement("p", memory: 4 * Self.gib))
+        await s.handleHeartbeat(PropletHeartbeat(propletId: "p", status: .offline))
+        #expect(try await s.proplet("p").alive == false)
+    }
+
+    @Test func stopAndDeleteFollowTheLifecycle() async throws {
+        let s = try service()
+        let created = try await s.create(spec("later", memory: Self.gib), start: false)
+        #expect(created.state == .created)
+        let queued = try await s.start(created.id)
+        #expect(queued.state == .pending)  // no proplet yet
+        await #expect(throws: APIError.self) { try await s.delete(created.id) }
+        #expect(try await s.stop(created.id).state == .stopped)
+        await #expect(throws: APIError.self) { try await s.stop(created.id) }
+        try await s.delete(created.id)
+        await #expect(throws: APIError.self) { try await s.task(created.id) }
+
+        await s.handleAnnouncement(announcement("p", memory: 4 * Self.gib))
+        let running = try await s.create(spec("runs", memory: Self.gib), start: true)
+        let stopping = try await s.stop(running.id)
+        #expect(stopping.stopRequested && stopping.state == .scheduled)
+        #expect(bus.stops.withLock { $0.map(\.0.taskId) } == [running.id])
+        await complete(s, running.id, on: "p", state: .stopped, exit: 137)
+        #expect(try await s.task(running.id).state == .stopped)
+    }
+
+    @Test func heartbeatsResendLostStartsAndStopOrphans() async throws {
+        let s = try service(interval: .milliseconds(10))
+        await s.handleAnnouncement(announcement("p", memory: 4 * Self.gib))
+        let t = try await s.create(spec("t", memory: Self.gib), start: true)
+        try await Task.sleep(for: .milliseconds(30))
+        let a = announcement("p", memory: 4 * Self.gib)
+        await s.handleHeartbeat(PropletHeartbeat(propletId: "p", status: .online, seq: 1, announcement: a, running: [TaskAttempt(taskId: "ghost", attempt: 1)]))
+        #expect(bus.starts.withLock { $0.filter { $0.0.taskId == t.id }.count } == 2)
+        #expect(bus.stops.withLock { $0.map(\.0.taskId) } == ["ghost"])
+        // Reported as running from now on: nothing more is resent.
+        for i in 2...5 {
+            await s.handleHeartbeat(PropletHeartbeat(propletId: "p", status: .online, seq: UInt64(i), announcement: a, running: [TaskAttempt(taskId: t.id, attempt: 1)]))
+        }
+        #expect(bus.starts.withLock { $0.filter { $0.0.taskId == t.id }.count } == 2)
+        #expect(try await s.task(t.id).state == .scheduled)
+    }
+
+    @Test func aRestartedManagerLosesNothing() async throws {
+        let t1: TaskRecord
+        let t2: TaskRecord
+        let t3: TaskRecord
+        do {
+            let s = try service()
+            await s.handleAnnouncement(announcement("p", memory: 2 * Self.gib))
+            t1 = try await s.create(spec("placed", memory: Self.gib), start: true)
+            t2 = try await s.create(spec("pending", memory: 2 * Self.gib), start: true)
+            t3 = try await s.create(spec("done", memory: Self.gib), start: true)
+            await complete(s, t3.id, on: "p")
+        }
+        let s = try service()
+        try await s.recover()
+        #expect(try await s.task(t1.id).state == .scheduled)
+        #expect(try await s.task(t2.id).state == .pending)
+        #expect(try await s.task(t3.id).result?.stdoutTail == "out")
+        #expect(await s.queueLength == 1)
+        #expect(try await s.proplet("p").allocated?.memoryBytes == Self.gib)
+        // The reservation was rebuilt: finishing t1 frees room for t2.
+        await complete(s, t1.id, on: "p")
+        #expect(try await s.task(t2.id).state == .scheduled)
+    }
+}
