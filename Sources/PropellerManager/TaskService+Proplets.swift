@@ -144,7 +144,7 @@ extension TaskService {
         } else {
             release(t)
             t.state = r.state
-            t.reason = r.state == .stopped ? "stopped on request" : nil
+            t.reason = r.state == .stopped ? (t.stopRequested ? "stopped on request" : "stopped by proplet \(r.propletId) (shutting down)") : nil
             t.updatedAt = now
             t.finishedAt = r.finishedAt ?? now
             active[t.id] = nil

@@ -197,14 +197,13 @@ public actor TaskService {
     }
 
     func notifyWatchers(_ t: TaskRecord) {
-        guard let list = watchers[t.id] else { return }
+        let list = watchers[t.id] ?? [:]
         for c in list.values { c.yield(t) }
-        if t.state.isTerminal {
-            for c in list.values { c.finish() }
-            watchers[t.id] = nil
-            for c in followers[t.id]?.values ?? [:].values { c.finish() }
-            followers[t.id] = nil
-        }
+        guard t.state.isTerminal else { return }
+        for c in list.values { c.finish() }
+        watchers[t.id] = nil
+        for c in (followers[t.id] ?? [:]).values { c.finish() }
+        followers[t.id] = nil
     }
 
     /// Sends a failed attempt back to the queue when its restart policy allows, else fails it.

@@ -70,7 +70,7 @@ public final class RegistryServer: @unchecked Sendable {
 
 /// SIGTERM, then SIGKILL after 5 s. Polls instead of Process.waitUntilExit, which spins a run
 /// loop and can hang when called from an async test.
-func stopProcess(_ p: Process) {
+public func stopProcess(_ p: Process) {
     guard p.isRunning else { return }
     let pid = p.processIdentifier
     p.terminate()
@@ -80,7 +80,7 @@ func stopProcess(_ p: Process) {
 }
 
 /// Gone or a zombie, from /proc (Process.isRunning lags when no run loop services it).
-func hasExited(_ pid: pid_t) -> Bool {
+public func hasExited(_ pid: pid_t) -> Bool {
     guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
           let close = stat.lastIndex(of: ")") else { return true }
     let state = stat[stat.index(after: close)...].dropFirst().first
@@ -121,7 +121,7 @@ public func freeLoopbackPort() throws -> Int {
     return port
 }
 
-func canConnect(port: Int) -> Bool {
+public func canConnect(port: Int) -> Bool {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { return false }
     defer { close(fd) }

@@ -1,0 +1,110 @@
+import Foundation
+import PropellerCore
+import PropellerTestSupport
+import Testing
+
+/// A whole Propeller deployment on loopback, from real processes: mosquitto, docker-registry
+/// holding the fixture image as `app:v1`, `propeller manager`, and proplets started on demand.
+final class Cluster: @unchecked Sendable {
+    let broker: MosquittoServer
+    let registry: RegistryServer
+    let dir: TempDirectory
+    let httpPort: Int
+    let token = "e2e-" + UUID().uuidString
+    let interval: String
+    private(set) var manager: DaemonProcess?
+    private(set) var proplets: [String: DaemonProcess] = [:]
+
+    var image: String { "\(registry.address)/app:v1" }
+    var managerURL: String { "http://127.0.0.1:\(httpPort)" }
+
+    init(interval: String = "1s") throws {
+        self.interval = interval
+        dir = try TempDirectory("propeller-cluster")
+        broker = try MosquittoServer()
+        registry = try ImageTestContext().registry(holding: "app:v1")
+        httpPort = try freeLoopbackPort()
+        writeFile(dir.path + "/token", token)
+        chmod(dir.path + "/token", 0o600)
+        try startManager()
+    }
+
+    func startManager() throws {
+        manager = try DaemonProcess(propellerBinary, ["manager", "--mqtt", "tcp://127.0.0.1:\(broker.port)", "--http", "127.0.0.1:\(httpPort)",
+                                                      "--data-dir", dir.path + "/manager", "--token-file", dir.path + "/token",
+                                                      "--liveliness-interval", interval, "--log-level", "debug"],
+                                    logPath: dir.path + "/manager-\(UUID().uuidString.prefix(4)).log")
+        for _ in 0..<500 {
+            if canConnect(port: httpPort) { return }
+            usleep(20_000)
+        }
+        throw PropellerError(.internalError, "the manager did not listen on \(httpPort):\n\(manager?.log ?? "")")
+    }
+
+    func stopManager() { manager?.stop() }
+
+    /// Starts a proplet with this id and waits until the manager lists it alive.
+    func startProplet(_ id: String, memory: String, maxTasks: Int = 32, extra: [String] = []) throws {
+        proplets[id] = try DaemonProcess(propellerBinary, ["proplet", "--id", id, "--name", id, "--mqtt", "tcp://127.0.0.1:\(broker.port)",
+                                                           "--data-dir", dir.path + "/proplet-" + id, "--memory", memory, "--max-tasks", String(maxTasks),
+                                                           "--liveliness-interval", interval, "--log-level", "debug"] + extra,
+                                         logPath: dir.path + "/proplet-\(id)-\(UUID().uuidString.prefix(4)).log")
+        try waitUntil("proplet \(id) alive", timeout: 15) { try self.proplet(id)?["alive"] as? Bool == true }
+    }
+
+    func proplet(_ id: String) throws -> [String: Any]? {
+        let r = try cli(["proplet", "get", id, "--json"])
+        guard r.status == 0 else { return nil }
+        return try JSONSerialization.jsonObject(with: r.stdout) as? [String: Any]
+    }
+
+    func crashProplet(_ id: String) { proplets[id]?.crash() }
+    func stopProplet(_ id: String) { proplets[id]?.stop() }
+
+    func cli(_ args: [String]) throws -> CLIResult {
+        try propeller(args, environment: ["PROPELLER_MANAGER_URL": managerURL, "PROPELLER_API_TOKEN": token])
+    }
+
+    /// Creates (and starts) a task; returns its id.
+    func create(_ name: String, _ flags: [String] = [], command: [String] = []) throws -> String {
+        let r = try cli(["task", "create", name, "--image", image, "--start"] + flags + (command.isEmpty ? [] : ["--"] + command))
+        guard r.status == 0 else { throw PropellerError(.internalError, "task create failed: \(r.stderrText)") }
+        return r.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    func task(_ id: String) throws -> [String: Any] {
+        let r = try cli(["task", "get", id, "--json"])
+        guard r.status == 0, let object = try JSONSerialization.jsonObject(with: r.stdout) as? [String: Any] else {
+            throw PropellerError(.internalError, "task get \(id) failed: \(r.stderrText)")
+        }
+        return object
+    }
+
+    @discardableResult
+    func waitFor(_ id: String, state: String, timeout: Double = 30) throws -> [String: Any] {
+        var last: [String: Any] = [:]
+        try waitUntil("task \(id) \(state)", timeout: timeout) {
+            last = (try? self.task(id)) ?? last
+            return last["state"] as? String == state
+        }
+        return last
+    }
+
+    func waitUntil(_ what: String, timeout: Double, _ condition: () throws -> Bool) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if try condition() { return }
+            usleep(100_000)
+        }
+        throw PropellerError(.internalError, "timed out waiting for \(what)\n--- manager log ---\n\(manager?.log.suffix(4000) ?? "")\n--- proplets ---\n"
+                                                + proplets.map { "\($0.key):\n\($0.value.log.suffix(3000))" }.joined(separator: "\n"))
+    }
+
+    deinit {
+        for p in proplets.values { p.stop() }
+        manager?.stop()
+        broker.stop()
+        registry.stop()
+        dir.remove()
+    }
+}
