@@ -94,6 +94,13 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        .executableTarget(
+            name: "propeller-bench-scheduler",
+            dependencies: ["PropellerManager", "PropellerCore"],
+            path: "Benchmarks/SchedulerBench",
+            swiftSettings: strict
+        ),
+
         .target(name: "PropellerTestSupport", dependencies: ["PropellerCore"], path: "Tests/TestSupport"),
         .testTarget(name: "PropellerCoreTests", dependencies: ["PropellerCore"]),
         .testTarget(name: "PropellerRuntimeTests", dependencies: ["PropellerRuntime", "PropellerCore", "PropellerTestSupport"]),

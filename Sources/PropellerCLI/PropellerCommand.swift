@@ -1,4 +1,5 @@
 import ArgumentParser
+import Dispatch
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -19,29 +20,50 @@ public struct PropellerCommand: AsyncParsableCommand {
 
     /// Parses `arguments`, runs the command and exits with its status. Usage errors exit 125,
     /// like `docker run`, so a task's own exit codes stay distinguishable from Propeller's.
-    public static func entry(_ arguments: [String] = Array(CommandLine.arguments.dropFirst())) async -> Never {
+    public static func entry(_ arguments: [String] = Array(CommandLine.arguments.dropFirst())) -> Never {
+        let command: any ParsableCommand
         do {
-            var command = try parseAsRoot(arguments)
-            if var asyncCommand = command as? any AsyncParsableCommand {
-                try await asyncCommand.run()
-            } else {
-                try command.run()
+            command = try parseAsRoot(arguments)
+        } catch {
+            fail(error, arguments: arguments)
+        }
+        if let asyncCommand = command as? any AsyncParsableCommand {
+            // Daemons and API clients: async, on the concurrency runtime's threads.
+            Task {
+                var c = asyncCommand
+                do {
+                    try await c.run()
+                    Glibc.exit(0)
+                } catch {
+                    fail(error, arguments: arguments)
+                }
             }
+            dispatchMain()
+        }
+        // `propeller run` stays on the main thread: the container is this thread's child
+        // (PDEATHSIG and /proc/PID/task/PID/children are per thread).
+        do {
+            var c = command
+            try c.run()
             Glibc.exit(0)
-        } catch let exitCode as ExitCode {
-            Glibc.exit(exitCode.rawValue)
-        } catch let error as ClientError {
+        } catch {
+            fail(error, arguments: arguments)
+        }
+    }
+
+    private static func fail(_ error: any Error, arguments: [String]) -> Never {
+        if let exitCode = error as? ExitCode { Glibc.exit(exitCode.rawValue) }
+        if let error = error as? ClientError {
             printError("propeller: \(error.message)")
             Glibc.exit(1)
-        } catch {
-            let code = exitCode(for: error)
-            if code == .success {
-                exit(withError: error)  // --help, --version
-            }
-            let message = self.message(for: error)
-            let subcommand = arguments.first.map { $0.hasPrefix("-") ? "" : $0 + " " } ?? ""
-            printError("propeller: \(message)\nSee 'propeller \(subcommand)--help'.")
-            Glibc.exit(125)
         }
+        let code = exitCode(for: error)
+        if code == .success {
+            exit(withError: error)  // --help, --version
+        }
+        let message = self.message(for: error)
+        let subcommand = arguments.first.map { $0.hasPrefix("-") ? "" : $0 + " " } ?? ""
+        printError("propeller: \(message)\nSee 'propeller \(subcommand)--help'.")
+        Glibc.exit(125)
     }
 }

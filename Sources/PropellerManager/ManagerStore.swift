@@ -7,8 +7,8 @@ import PropellerCore
 /// Writes are batched by the caller: one ``saveTasks(_:transitions:)`` per scheduling pass, in
 /// one transaction.
 public protocol ManagerStore: Sendable {
-    /// Adds a new task (its spec and status).
-    func insertTask(_ task: TaskRecord, transition: TaskTransition) throws
+    /// Adds new tasks (spec and status) with their first transitions, in one transaction.
+    func insertTasks(_ tasks: [TaskRecord], transitions: [TaskTransition]) throws
     /// Stores the status of existing tasks and appends transitions, atomically.
     func saveTasks(_ tasks: [TaskRecord], transitions: [TaskTransition]) throws
     /// Replaces a task's spec (allowed only while it is not active; the caller checks).
@@ -31,4 +31,11 @@ public protocol ManagerStore: Sendable {
     /// Replaces a stream's kept output (the proplet's final tail is authoritative).
     func setLogs(taskID: String, logs: TaskLogs) throws
     func logs(taskID: String) throws -> TaskLogs
+}
+
+extension ManagerStore {
+    /// Adds one new task.
+    public func insertTask(_ task: TaskRecord, transition: TaskTransition) throws {
+        try insertTasks([task], transitions: [transition])
+    }
 }

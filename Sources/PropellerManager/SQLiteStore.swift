@@ -86,14 +86,17 @@ public final class SQLiteStore: ManagerStore {
         }
     }
 
-    public func insertTask(_ task: TaskRecord, transition: TaskTransition) throws {
-        try wrap("insert task \(task.id)") {
+    public func insertTasks(_ tasks: [TaskRecord], transitions: [TaskTransition]) throws {
+        try wrap("insert \(tasks.count) tasks") {
             try pool.write { db in
-                try db.execute(sql: """
+                let insert = try db.cachedStatement(sql: """
                     INSERT INTO tasks (id, name, spec, state, reason, phase, attempt, assigned_proplet, stop_requested, created_at, updated_at, started_at, finished_at, result)
                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    """, arguments: [task.id, task.spec.name, try Self.json(task.spec)] + Self.statusArguments(task))
-                try Self.insert(transition, db)
+                    """)
+                for task in tasks {
+                    try insert.execute(arguments: [task.id, task.spec.name, try Self.json(task.spec)] + Self.statusArguments(task))
+                }
+                for t in transitions { try Self.insert(t, db) }
             }
         }
     }

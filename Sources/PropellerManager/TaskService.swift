@@ -46,7 +46,7 @@ public actor TaskService {
 
     /// Loads proplets and active tasks from the store, rebuilding the ledger. Proplets count as
     /// alive from now: each gets a full liveness period to heartbeat before it is declared dead.
-    public func recover() throws {
+    public func recover(schedule: Bool = true) throws {
         let now = ContinuousClock.now
         for p in try store.proplets() {
             addNode(p)
@@ -67,7 +67,7 @@ public actor TaskService {
             }
         }
         logger.info("recovered state", metadata: ["proplets": "\(nodes.count)", "active_tasks": "\(active.count)", "pending": "\(pendingQueue.count)"])
-        schedulePending()
+        if schedule { schedulePending() }
     }
 
     // MARK: Ledger

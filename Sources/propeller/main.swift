@@ -1,3 +1,3 @@
 import PropellerCLI
 
-await PropellerCommand.entry()
+PropellerCommand.entry()

@@ -88,3 +88,23 @@ struct MQTTClientTests {
         #expect(error?.message.contains("no connection to 127.0.0.1") == true)
     }
 }
+
+@Suite("MQTT URLs")
+struct MQTTURLTests {
+    @Test(arguments: [
+        ("tcp://127.0.0.1:1883", "127.0.0.1", Int32(1883), false),
+        ("mqtt://broker.example", "broker.example", 1883, false),
+        ("mqtts://broker.example", "broker.example", 8883, true),
+        ("mqtts://10.0.0.1:9000/", "10.0.0.1", 9000, true),
+        ("tcp://[::1]:1884", "::1", 1884, false),
+    ])
+    func accepted(url: String, host: String, port: Int32, tls: Bool) throws {
+        let c = try MQTTConfiguration(url: url, clientID: "x")
+        #expect(c.host == host && c.port == port && (c.tls != nil) == tls)
+    }
+
+    @Test(arguments: ["http://x:1", "tcp://", "tcp://user:pw@host:1883", "tcp://host:99999", "tcp://host:abc", "host:1883"])
+    func rejected(url: String) {
+        #expect(throws: PropellerError.self) { try MQTTConfiguration(url: url, clientID: "x") }
+    }
+}
