@@ -6,7 +6,7 @@
 //       starts /bin/true N times through the runtime library (as the proplet does): new
 //       namespaces including network, default seccomp, cgroup with memory/cpu/pids limits
 //   propeller-bench summarize NAME=FILE...
-//       prints median / p10 / p90 per series and the ratio of each median to the first
+//       prints median / p10 / p90 / p99 per series and the ratio of each median to the first
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -140,11 +140,11 @@ case "summarize":
     }
     func pct(_ v: [Double], _ p: Double) -> Double { v[min(v.count - 1, Int(Double(v.count - 1) * p))] }
     let base = series.first.map { pct($0.1, 0.5) } ?? 1
-    print("| runtime | runs | median ms | p10 ms | p90 ms | median vs \(series.first?.0 ?? "first") |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| runtime | runs | median ms | p10 ms | p90 ms | p99 ms | median vs \(series.first?.0 ?? "first") |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for (name, v) in series {
         let ratio = pct(v, 0.5) / base
-        print("| \(name) | \(v.count) | \(format3(pct(v, 0.5))) | \(format3(pct(v, 0.1))) | \(format3(pct(v, 0.9))) | \(format3(ratio))x |")
+        print("| \(name) | \(v.count) | \(format3(pct(v, 0.5))) | \(format3(pct(v, 0.1))) | \(format3(pct(v, 0.9))) | \(format3(pct(v, 0.99))) | \(format3(ratio))x |")
     }
 
 default:

@@ -19,7 +19,9 @@ struct TaskCreateCommand: ParsableCommand {
         abstract: "Create a task (and start it with --start, or wait for it with --wait).",
         discussion: """
         With --wait the command shows the task's phase as it changes, then prints its stdout and \
-        stderr and exits with its exit code (125 when it could not run at all).
+        stderr and exits with its exit code: 128+N when signal N killed it, 124 when --timeout \
+        killed it, 125 when it could not run at all (no proplet could hold it, the image could \
+        not be pulled).
         """
     )
 
@@ -321,6 +323,7 @@ func waitForTask(_ api: ManagerClient, id: String, json: Bool) throws -> Int32 {
     case .completed: return 0
     default:
         if !json { printError("task \(id.prefix(8)): \(t.state.rawValue)\(t.reason.map { ": \($0)" } ?? "")") }
+        if t.result?.timedOut == true { return 124 }  // as `propeller run --timeout`
         if let code = t.result?.exitCode, t.result?.error == nil || code != 0 { return code == 0 ? 1 : code }
         return 125
     }

@@ -24,6 +24,10 @@ struct ControlPlaneTests {
         #expect(failing.stderrText.contains("to-err"))
         #expect(failing.stderrText.contains("exited with code 3"))
 
+        let slow = try c.cli(["task", "create", "slow", "--image", c.image, "--timeout", "1s", "--wait", "--", "sleep", "30"])
+        #expect(slow.status == 124)
+        #expect(slow.stderrText.contains("timed out"))
+
         let tooBig = try c.cli(["task", "create", "huge", "--image", c.image, "--memory", "64G", "--wait"])
         #expect(tooBig.status == 125)
         #expect(tooBig.stderrText.contains("no proplet could ever hold the task"))

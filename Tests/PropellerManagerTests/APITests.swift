@@ -145,6 +145,8 @@ struct APITests: Sendable {
                 try await expectError(client, method, uri, body: method == .put ? #"{"name":"x"}"# : nil, status: .notFound, containing: "no ")
             }
             try await expectError(client, .get, "/no/such/route", status: .notFound, containing: "no route")
+            let huge = #"{"name":"x","image":"a","env":{"A":""# + String(repeating: "x", count: 2 << 20) + #""}}"#
+            try await expectError(client, .post, "/tasks", body: huge, status: .contentTooLarge, containing: "larger than")
             try await expectError(client, .get, "/tasks?limit=5000", status: .badRequest, containing: "limit")
             try await expectError(client, .get, "/tasks?offset=-1", status: .badRequest, containing: "offset")
             try await expectError(client, .get, "/tasks?state=sleeping", status: .badRequest, containing: "state")
