@@ -96,7 +96,7 @@ let package = Package(
 
         .executableTarget(
             name: "propeller-bench-scheduler",
-            dependencies: ["PropellerManager", "PropellerCore"],
+            dependencies: ["PropellerManager", "PropellerCore", .product(name: "Logging", package: "swift-log")],
             path: "Benchmarks/SchedulerBench",
             swiftSettings: strict
         ),

@@ -6,10 +6,14 @@ cd "$ROOT"
 
 # Builds the release binaries, statically linked to the Swift runtime (starts in ~2 ms instead of
 # ~7 ms with the shared Foundation libraries; the same binary runs on a machine without Swift).
+# They live in .build-release, apart from the debug build in .build, so switching between
+# `scripts/test` and `scripts/bench` rebuilds neither.
 build_release() {
-    swift build -c release --static-swift-stdlib --product propeller "$@" >&2
-    swift build -c release --static-swift-stdlib --product propeller-bench "$@" >&2
-    echo "$ROOT/.build/release"
+    local product
+    for product in propeller propeller-bench propeller-bench-scheduler; do
+        swift build -c release --static-swift-stdlib --scratch-path "$ROOT/.build-release" --product "$product" "$@" >&2
+    done
+    echo "$ROOT/.build-release/release"
 }
 
 # A TCP port on 127.0.0.1 that nothing listens on now.

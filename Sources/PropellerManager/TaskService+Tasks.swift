@@ -8,11 +8,22 @@ extension TaskService {
         var spec = spec
         if spec.resources.memoryBytes == 0 { spec.resources.memoryBytes = configuration.defaultMemoryBytes }
         let now = WallClock.now()
-        let t = TaskRecord(id: UUID().uuidString.lowercased(), spec: spec, createdAt: now)
-        try store.insertTask(t, transition: TaskTransition(taskId: t.id, state: .created, attempt: 0, at: now, reason: nil))
+        var t = TaskRecord(id: UUID().uuidString.lowercased(), spec: spec, createdAt: now)
+        var transitions = [TaskTransition(taskId: t.id, state: .created, attempt: 0, at: now, reason: nil)]
+        if start {
+            // Created and queued in one transaction; placement is the second.
+            t.state = .pending
+            t.attempt = 1
+            transitions.append(TaskTransition(taskId: t.id, state: .pending, attempt: 1, at: now, reason: nil))
+        }
+        try store.insertTasks([t], transitions: transitions)
         logger.info("task created", metadata: ["task": "\(t.id)", "name": "\(spec.name)", "image": "\(spec.image)"])
-        if start { return try self.start(t.id) }
-        return t
+        guard start else { return t }
+        active[t.id] = t
+        pendingQueue.append(t.id)
+        schedulePending()
+        if let current = active[t.id] { return current }
+        return try store.task(id: t.id) ?? t
     }
 
     /// Queues a created or finished task for (another) run.
