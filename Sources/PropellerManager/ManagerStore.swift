@@ -9,7 +9,9 @@ import PropellerCore
 public protocol ManagerStore: Sendable {
     /// Adds new tasks (spec and status) with their first transitions, in one transaction.
     func insertTasks(_ tasks: [TaskRecord], transitions: [TaskTransition]) throws
-    /// Stores the status of existing tasks and appends transitions, atomically.
+    /// Stores the status of existing tasks and appends transitions, atomically. A task that has
+    /// ended with a result of its current attempt also gets that result's output tails as its
+    /// logs (they are authoritative: the streamed blocks may have gaps).
     func saveTasks(_ tasks: [TaskRecord], transitions: [TaskTransition]) throws
     /// Replaces a task's spec (allowed only while it is not active; the caller checks).
     func updateSpec(_ task: TaskRecord) throws

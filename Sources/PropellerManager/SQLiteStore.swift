@@ -123,6 +123,10 @@ public final class SQLiteStore: ManagerStore {
                     var arguments = try Self.statusArguments(t)
                     arguments += [t.id]
                     try update.execute(arguments: arguments)
+                    // A final result carries the authoritative output tails.
+                    if let r = t.result, t.state.isTerminal, r.attempt == t.attempt {
+                        try Self.writeLogs(db, taskID: t.id, TaskLogs(stdout: r.stdoutTail, stderr: r.stderrTail))
+                    }
                 }
                 for t in transitions { try Self.insert(t, db) }
             }
@@ -259,12 +263,14 @@ public final class SQLiteStore: ManagerStore {
 
     public func setLogs(taskID: String, logs: TaskLogs) throws {
         try wrap("store logs of \(taskID)") {
-            try pool.write { db in
-                for (stream, text) in [("stdout", logs.stdout), ("stderr", logs.stderr)] {
-                    try db.execute(sql: "INSERT INTO task_logs (task_id, stream, data) VALUES (?, ?, ?) ON CONFLICT(task_id, stream) DO UPDATE SET data = excluded.data",
-                                   arguments: [taskID, stream, Data(text.utf8)])
-                }
-            }
+            try pool.write { db in try Self.writeLogs(db, taskID: taskID, logs) }
+        }
+    }
+
+    private static func writeLogs(_ db: Database, taskID: String, _ logs: TaskLogs) throws {
+        let statement = try db.cachedStatement(sql: "INSERT INTO task_logs (task_id, stream, data) VALUES (?, ?, ?) ON CONFLICT(task_id, stream) DO UPDATE SET data = excluded.data")
+        for (stream, text) in [("stdout", logs.stdout), ("stderr", logs.stderr)] {
+            try statement.execute(arguments: [taskID, stream, Data(text.utf8)])
         }
     }
 

@@ -130,11 +130,6 @@ extension TaskService {
             logger.warning("result from a proplet the task is not placed on: ignored", metadata: ["task": "\(r.taskId)", "from": "\(r.propletId)", "placed_on": "\(t.assignedProplet ?? "-")"])
             return
         }
-        do {
-            try store.setLogs(taskID: t.id, logs: TaskLogs(stdout: r.stdoutTail, stderr: r.stderrTail))
-        } catch {
-            logger.error("store write failed", metadata: ["error": "\(error)"])
-        }
         let now = WallClock.now()
         t.result = r
         t.startedAt = t.startedAt ?? r.startedAt

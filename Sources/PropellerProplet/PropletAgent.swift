@@ -149,8 +149,9 @@ public actor PropletAgent {
                     let block = LogBlock(taskId: s.taskId, attempt: s.attempt, stream: stream, offset: offset, data: String(decoding: bytes, as: UTF8.self))
                     try? client.publish(topics.logs(s.taskId), WireCoding.encode(block), qos: 0)
                 })
-            let result = runner.run(execution, hooks: hooks)
-            Task { await self.finished(execution, result) }
+            runner.run(execution, hooks: hooks) { result in
+                Task { await self.finished(execution, result) }
+            }
         }
     }
 

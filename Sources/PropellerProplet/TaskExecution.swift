@@ -60,25 +60,37 @@ struct TaskRunner: Sendable {
         var log: @Sendable (LogBlock.Stream, UInt64, [UInt8]) -> Void
     }
 
-    func run(_ execution: Execution, hooks: Hooks) -> TaskResult {
+    /// Runs the attempt, hands its result to `finished`, then removes the run directory (after
+    /// the result, so removing an upper layer does not delay the report).
+    func run(_ execution: Execution, hooks: Hooks, finished: (TaskResult) -> Void) {
+        var runDirectory: RunDirectory?
+        var container: RunningContainer?
+        let journal = dataDirectory + "/proplet/containers/" + execution.containerID.hex
+        let result = execute(execution, hooks: hooks, journal: journal, runDirectory: &runDirectory, container: &container)
+        finished(result)
+        container?.removeCgroup()
+        runDirectory?.remove()
+        unlink(journal)
+    }
+
+    private func execute(_ execution: Execution, hooks: Hooks, journal: String, runDirectory: inout RunDirectory?,
+                         container: inout RunningContainer?) -> TaskResult {
         let s = execution.start
         var result = TaskResult(taskId: s.taskId, attempt: s.attempt, propletId: propletID, state: .failed)
-        var runDirectory: RunDirectory?
-        let journal = dataDirectory + "/proplet/containers/" + execution.containerID.hex
-        defer {
-            runDirectory?.remove()
-            unlink(journal)
-        }
         do {
             hooks.phase(.pulling)
             let image = try obtain(s.image)
             if execution.stopRequested { return stoppedBeforeStart(result) }
             hooks.phase(.unpacking)
+            let clock = ContinuousClock.now
             let lower = try images.rootfs(for: image)
+            let unpacked = ContinuousClock.now
             // Recorded before anything is created, so a successor can clean up after a crash.
             try Data().write(to: URL(fileURLWithPath: journal))
             let run = try RunDirectory.create(dataDirectory: dataDirectory, id: execution.containerID)
             runDirectory = run
+            logger.debug("run prepared", metadata: ["task": "\(s.taskId)", "rootfs_ms": "\(milliseconds(unpacked - clock))",
+                                                    "run_directory_ms": "\(milliseconds(ContinuousClock.now - unpacked))"])
             var spec = ContainerSpec(id: execution.containerID, rootfs: run.merged, command: [])
             if RunDirectory.overlayAvailable {
                 spec.overlay = ContainerSpec.Overlay(lower: [lower], upper: run.upper, work: run.work)
@@ -95,7 +107,7 @@ struct TaskRunner: Sendable {
             let r = s.resources
             spec.limits = CgroupLimits(memoryBytes: r.memoryBytes > 0 ? r.memoryBytes : nil, cpuMillis: r.cpuMillis > 0 ? r.cpuMillis : nil,
                                        pids: r.pids > 0 ? r.pids : nil)
-            return try launch(spec, execution: execution, hooks: hooks, result: result)
+            return try launch(spec, execution: execution, hooks: hooks, result: result, container: &container)
         } catch let error as LaunchError {
             result.error = "\(error)"
             result.exitCode = error.exitStatus
@@ -116,7 +128,8 @@ struct TaskRunner: Sendable {
         return r
     }
 
-    private func launch(_ spec: ContainerSpec, execution: Execution, hooks: Hooks, result: TaskResult) throws -> TaskResult {
+    private func launch(_ spec: ContainerSpec, execution: Execution, hooks: Hooks, result: TaskResult,
+                        container started: inout RunningContainer?) throws -> TaskResult {
         var spec = spec
         var result = result
         let devNull = open("/dev/null", O_RDONLY | O_CLOEXEC)
@@ -125,13 +138,16 @@ struct TaskRunner: Sendable {
         spec.stdio = [devNull, pipes.write[0], pipes.write[1]]
         let capture = OutputCapture(stdoutRead: pipes.read[0], stderrRead: pipes.read[1], tailBytes: tailBytes, publish: hooks.log)
         let container: RunningContainer
+        let launch = ContinuousClock.now
         do {
             container = try runtime.start(spec)
+            logger.debug("container started", metadata: ["task": "\(execution.start.taskId)", "start_ms": "\(milliseconds(ContinuousClock.now - launch))"])
         } catch {
             close(pipes.write[0]); close(pipes.write[1])
             close(pipes.read[0]); close(pipes.read[1])
             throw error
         }
+        started = container
         close(pipes.write[0])
         close(pipes.write[1])
         capture.start()
@@ -140,7 +156,7 @@ struct TaskRunner: Sendable {
             container.stop(signal: stop.signal, grace: .milliseconds(Int(stop.grace * 1000)))
         }
         let timeout = execution.start.timeoutSeconds.map { Duration.milliseconds(Int64($0 * 1000)) }
-        let report = container.wait(timeout: timeout)
+        let report = container.wait(timeout: timeout, removeCgroup: false)
         let tails = capture.finish()
         result.exitCode = report.exitCode
         result.signal = report.signal
@@ -185,4 +201,9 @@ struct TaskRunner: Sendable {
             throw PropellerError(error.code, "pull \(name): \(error.message)")
         }
     }
+}
+
+func milliseconds(_ d: Duration) -> String {
+    let ms = Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15
+    return String(format: "%.2f", ms)
 }

@@ -60,6 +60,14 @@ public final class RunningContainer: Sendable {
         }
     }
 
+    /// Removes the container's cgroup (after ``wait(timeout:interruptFD:removeCgroup:onInterrupt:)``
+    /// with `removeCgroup: false`).
+    public func removeCgroup() {
+        do { try cgroup.remove() } catch {
+            logger.warning("cannot remove cgroup", metadata: ["container": "\(id.short)", "error": "\(error)"])
+        }
+    }
+
     /// Sends `signal` to the container's PID 1 (which, like any PID 1, ignores signals it has no
     /// handler for, except SIGKILL). Does nothing once the container has exited.
     public func signal(_ signal: Int32) {
@@ -89,7 +97,11 @@ public final class RunningContainer: Sendable {
     /// Blocks until the container exits. With `timeout`, kills the whole cgroup when it passes
     /// (``ExitReport/timedOut``). When `interruptFD` is readable (a signal pipe), each byte read
     /// is handed to `onInterrupt` and waiting goes on.
-    public func wait(timeout: Duration? = nil, interruptFD: Int32 = -1, onInterrupt: (Int32) -> Void = { _ in }) -> ExitReport {
+    ///
+    /// With `removeCgroup: false` the cgroup (emptied, counters read) stays until
+    /// ``removeCgroup()``: removing a v1 cgroup right after its last process exited can wait for
+    /// the kernel for tens of milliseconds, which a daemon does after reporting, not before.
+    public func wait(timeout: Duration? = nil, interruptFD: Int32 = -1, removeCgroup: Bool = true, onInterrupt: (Int32) -> Void = { _ in }) -> ExitReport {
         let pidfd = state.withLock { s -> Int32 in
             precondition(!s.waited, "RunningContainer.wait called twice")
             s.waited = true
@@ -133,9 +145,7 @@ public final class RunningContainer: Sendable {
         // PID 1 is gone, so the kernel has killed the rest of its pid namespace; anything left
         // in the cgroup would be a leak, so kill it before removing the cgroup.
         try? cgroup.killAll()
-        do { try cgroup.remove() } catch {
-            logger.warning("cannot remove cgroup", metadata: ["container": "\(id.short)", "error": "\(error)"])
-        }
+        if removeCgroup { self.removeCgroup() }
 
         let termSignal = status & 0x7f
         let signaled = termSignal != 0 && termSignal != 0x7f
