@@ -61,7 +61,7 @@ start_services() {
     local dir=$1 bin=$2
     PIDS=()
     BROKER_PORT=$(free_port)
-    printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nlog_dest none\n' "$BROKER_PORT" > "$dir/mosquitto.conf"
+    printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nset_tcp_nodelay true\nlog_dest none\n' "$BROKER_PORT" > "$dir/mosquitto.conf"
     mosquitto -c "$dir/mosquitto.conf" & PIDS+=($!)
     local reg_port; reg_port=$(free_port)
     REGISTRY=127.0.0.1:$reg_port

@@ -125,6 +125,9 @@ public final class MQTTClient: @unchecked Sendable {
         }
         self.handle = handle
         _ = mosquitto_reconnect_delay_set(handle, configuration.reconnectDelay.min, configuration.reconnectDelay.max, true)
+        // Control messages are small and latency matters: without TCP_NODELAY, Nagle's
+        // algorithm and delayed ACKs hold a start or a result back for up to 40 ms.
+        _ = mosquitto_int_option(handle, MOSQ_OPT_TCP_NODELAY, 1)
         if let username = configuration.username {
             _ = mosquitto_username_pw_set(handle, username, configuration.password)
         }

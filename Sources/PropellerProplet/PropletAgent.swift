@@ -139,6 +139,8 @@ public actor PropletAgent {
         let client = self.client
         let topics = self.topics
         let propletID = options.id
+        let outbox = self.outbox
+        let logger = self.logger
         Thread.detachNewThread { [self] in
             let hooks = TaskRunner.Hooks(
                 phase: { phase in
@@ -150,6 +152,7 @@ public actor PropletAgent {
                     try? client.publish(topics.logs(s.taskId), WireCoding.encode(block), qos: 0)
                 })
             runner.run(execution, hooks: hooks) { result in
+                Self.report(result, outbox: outbox, client: client, topics: topics, logger: logger)
                 Task { await self.finished(execution, result) }
             }
         }
@@ -168,21 +171,31 @@ public actor PropletAgent {
         publish(topics.events, TaskEvent(taskId: s.taskId, attempt: s.attempt, propletId: options.id, phase: phase, at: WallClock.now()))
     }
 
+    /// After the result went out (from the task's own thread): forget the execution.
     func finished(_ execution: Execution, _ result: TaskResult) {
         if executions[execution.start.taskId] === execution { executions[execution.start.taskId] = nil }
         logger.info("task ended", metadata: ["task": "\(result.taskId)", "attempt": "\(result.attempt)", "state": "\(result.state.rawValue)",
                                              "exit_code": "\(result.exitCode.map(String.init) ?? "-")"])
-        finish(result)
         heartbeat()
     }
 
-    func finish(_ result: TaskResult) {
+    /// Keeps the result in the outbox, then publishes it. Called off the actor (file I/O must
+    /// not hold up the handling of the next start).
+    nonisolated static func report(_ result: TaskResult, outbox: ResultOutbox, client: MQTTClient, topics: Topics, logger: Logger) {
         do {
             try outbox.add(result)
         } catch {
             logger.error("cannot keep the result on disk; sending it anyway", metadata: ["task": "\(result.taskId)", "error": "\(error)"])
         }
-        publish(topics.results, result)
+        do {
+            try client.publish(topics.results, try WireCoding.encode(result))
+        } catch {
+            logger.debug("publish failed (the outbox sends it again)", metadata: ["task": "\(result.taskId)", "error": "\(error)"])
+        }
+    }
+
+    func finish(_ result: TaskResult) {
+        Self.report(result, outbox: outbox, client: client, topics: topics, logger: logger)
     }
 
     func stopTask(_ s: StopTask) {

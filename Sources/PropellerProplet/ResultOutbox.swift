@@ -30,12 +30,21 @@ final class ResultOutbox: @unchecked Sendable {
         try Data(try WireCoding.encode(r)).write(to: URL(fileURLWithPath: path(r.ref)), options: .atomic)
     }
 
+    private let unlinkQueue = DispatchQueue(label: "propeller.outbox")
+
+    /// Forgets an acknowledged result; its file goes in the background (an unlink can wait on a
+    /// busy journal, and the agent's next message should not).
     func remove(_ ref: TaskAttempt) {
         lock.lock()
         let had = results.removeValue(forKey: ref) != nil
         lock.unlock()
-        if had { try? FileManager.default.removeItem(atPath: path(ref)) }
+        guard had else { return }
+        let file = path(ref)
+        unlinkQueue.async { unlink(file) }
     }
+
+    /// Waits for background removals (tests).
+    func flush() { unlinkQueue.sync {} }
 
     func contains(_ ref: TaskAttempt) -> Bool {
         lock.lock()

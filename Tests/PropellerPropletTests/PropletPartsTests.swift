@@ -47,6 +47,7 @@ struct PropletPartsTests {
             try outbox.add(r1)
             try outbox.add(r2)
             outbox.remove(r1.ref)
+            outbox.flush()
         }
         writeFile(dir.path + "/garbage.json", "{not json")
         let reopened = try ResultOutbox(directory: dir.path)

@@ -16,6 +16,7 @@ public final class MosquittoServer: @unchecked Sendable {
         allow_anonymous true
         persistence false
         max_queued_messages 0
+        set_tcp_nodelay true
         log_dest none
         """)
         try start()
