@@ -70,6 +70,16 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "PropellerProxy",
+            dependencies: [
+                "PropellerCore", "PropellerMQTT", "PropellerImage",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
             name: "PropellerProplet",
             dependencies: [
                 "PropellerCore", "PropellerMQTT", "PropellerRuntime", "PropellerImage",
@@ -80,7 +90,7 @@ let package = Package(
         .target(
             name: "PropellerCLI",
             dependencies: [
-                "PropellerCore", "PropellerRuntime", "PropellerImage", "PropellerManager", "PropellerProplet",
+                "PropellerCore", "PropellerRuntime", "PropellerImage", "PropellerManager", "PropellerProplet", "PropellerProxy",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

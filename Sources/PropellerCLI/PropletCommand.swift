@@ -24,8 +24,8 @@ struct PropletAgentCommand: AsyncParsableCommand {
         discussion: """
         The proplet announces itself to the manager, heartbeats its capacity and what it runs, \
         and runs the tasks placed on it in containers (namespaces, cgroup limits from the task's \
-        resources, seccomp, trimmed capabilities). Images are pulled straight from their registry \
-        (--image-source direct) and unpacked once under DATA_DIR. On SIGTERM it stops accepting \
+        resources, seccomp, trimmed capabilities). Images come through `propeller proxy` (default) or \
+        straight from their registry (--image-source direct), and are unpacked once under DATA_DIR. On SIGTERM it stops accepting \
         tasks, lets running ones finish for --drain-timeout, stops the rest and reports them.
         """
     )
@@ -51,8 +51,8 @@ struct PropletAgentCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Label for placement constraints (repeatable).", valueName: "key=value"))
     var label: [String] = []
 
-    @Option(name: .customLong("image-source"), help: ArgumentHelp("Where images come from: direct (the registry itself).", valueName: "direct"))
-    var imageSource: String = "direct"
+    @Option(name: .customLong("image-source"), help: ArgumentHelp("Where images come from: proxy (`propeller proxy` over MQTT, chunked and verified; default) or direct (the registry itself, with this proplet's credentials).", valueName: "proxy|direct"))
+    var imageSource: String = Environment.current["PROPLET_IMAGE_SOURCE"] ?? "proxy"
 
     @Option(name: .customLong("drain-timeout"), help: ArgumentHelp("On SIGTERM, how long running tasks may go on before they are stopped (default 30s).", valueName: "duration"))
     var drainTimeout: String = "30s"
@@ -61,7 +61,7 @@ struct PropletAgentCommand: AsyncParsableCommand {
     var livelinessInterval: String?
 
     func validate() throws {
-        if imageSource != "direct" { throw ValidationError("invalid --image-source \"\(imageSource)\": only direct is available (the proxy arrives with `propeller proxy`)") }
+        if PropletOptions.ImageSource(rawValue: imageSource) == nil { throw ValidationError("invalid --image-source \"\(imageSource)\": expected proxy or direct") }
         if let id, !Topics.isValidComponent(id) { throw ValidationError("invalid --id \"\(id)\": no '/', '+' or '#'") }
         for l in label where !l.contains("=") { throw ValidationError("invalid --label \"\(l)\": expected KEY=VALUE") }
         if let cpus, !(cpus > 0 && cpus.isFinite) { throw ValidationError("invalid --cpus: expected a positive number") }
@@ -83,10 +83,11 @@ struct PropletAgentCommand: AsyncParsableCommand {
         if let maxTasks { capacity.tasks = maxTasks }
         var hostname = [CChar](repeating: 0, count: 256)
         gethostname(&hostname, 255)
-        let imageOptions = images
+        let registryClient = try images.registryClient()
         var options = PropletOptions(id: propletID, name: name ?? String(decoding: hostname.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self), capacity: capacity, dataDirectory: dataDir,
                                      mqtt: try daemon.mqttConfiguration(envName: "PROPLET_MQTT_ADDRESS", clientID: "propeller-proplet-\(propletID)"),
-                                     topics: daemon.topics, registryClient: { try imageOptions.registryClient() })
+                                     topics: daemon.topics, registryClient: { registryClient })
+        options.imageSource = PropletOptions.ImageSource(rawValue: imageSource) ?? .proxy
         options.labels = Dictionary(label.map { l in
             let eq = l.firstIndex(of: "=") ?? l.endIndex
             return (String(l[..<eq]), String(l[l.index(after: eq)...]))

@@ -119,7 +119,8 @@ public struct ImageStore: Sendable {
         return try image(manifest: fetched.digest)
     }
 
-    private func store(_ data: Data, as digest: Digest) throws {
+    /// Stores a small document (a manifest) under its digest, verified.
+    public func store(_ data: Data, as digest: Digest) throws {
         if content.contains(digest) { return }
         let writer = try content.writer(for: digest, size: UInt64(data.count))
         try data.withUnsafeBytes { try writer.write($0) }

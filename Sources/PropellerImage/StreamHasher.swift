@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import CCrypto
 import PropellerCore
 
@@ -35,5 +38,35 @@ final class StreamHasher {
         var length: UInt32 = 0
         _ = EVP_DigestFinal_ex(context, &out, &length)
         return out
+    }
+}
+
+/// SHA-256 of bytes in memory (libcrypto), for chunk checks.
+public enum Checksum {
+    public static func sha256(_ bytes: UnsafeRawBufferPointer) -> [UInt8] {
+        let h = StreamHasher()
+        h.update(bytes)
+        return h.finalize()
+    }
+
+    public static func sha256(_ bytes: ArraySlice<UInt8>) -> [UInt8] {
+        bytes.withUnsafeBytes { sha256($0) }
+    }
+
+    /// The SHA-256 of a whole file, read in 1 MiB pieces.
+    public static func sha256(file path: String) throws -> [UInt8] {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw PropellerError(.notFound, "open \(path): errno \(errno)") }
+        defer { close(fd) }
+        let h = StreamHasher()
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n >= 0 else { throw PropellerError(.systemCall, "read \(path): errno \(errno)") }
+            if n == 0 { break }
+            buffer.withUnsafeBytes { h.update(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+        }
+        return h.finalize()
     }
 }

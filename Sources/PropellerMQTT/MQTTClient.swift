@@ -102,6 +102,10 @@ public final class MQTTClient: @unchecked Sendable {
             var nextWaiter = 0
             var lastError: Int32 = 0
             var connections = 0
+            /// QoS 1 publishes the broker has not acknowledged yet, by message id.
+            var unacknowledged = Set<Int32>()
+            /// PUBACKs that arrived before `publish` recorded their id.
+            var earlyAcknowledgements = Set<Int32>()
         }
         let state = Mutex(State())
         let continuation: AsyncStream<MQTTMessage>.Continuation
@@ -146,6 +150,12 @@ public final class MQTTClient: @unchecked Sendable {
             // Resubscribe before anyone waiting for the connection goes on.
             for (filter, qos) in ctx.subscriptionsIfAccepted(rc: rc) { _ = mosquitto_subscribe(mosq, nil, filter, qos) }
             ctx.wakeWaiters()
+        }
+        mosquitto_publish_callback_set(handle) { _, obj, mid in
+            guard let obj else { return }
+            Unmanaged<Context>.fromOpaque(obj).takeUnretainedValue().state.withLock { s in
+                if s.unacknowledged.remove(mid) == nil { s.earlyAcknowledgements.insert(mid) }
+            }
         }
         mosquitto_disconnect_callback_set(handle) { _, obj, _ in
             guard let obj else { return }
@@ -204,8 +214,43 @@ public final class MQTTClient: @unchecked Sendable {
 
     /// Publishes `payload` (QoS 1 by default: at least once; handlers must be idempotent).
     public func publish(_ topic: String, _ payload: [UInt8], qos: Int32 = 1, retain: Bool = false) throws {
-        let rc = payload.withUnsafeBytes { mosquitto_publish(handle, nil, topic, Int32($0.count), $0.baseAddress, qos, retain) }
+        var mid: Int32 = 0
+        let rc = payload.withUnsafeBytes { mosquitto_publish(handle, &mid, topic, Int32($0.count), $0.baseAddress, qos, retain) }
         guard rc == MOSQ_ERR_SUCCESS.rawValue else { throw Self.error("publish to \(topic)", rc) }
+        if qos > 0 {
+            context.state.withLock { s in
+                if s.earlyAcknowledgements.remove(mid) == nil { s.unacknowledged.insert(mid) }
+            }
+        }
+    }
+
+    /// QoS 1 messages published and not yet acknowledged by the broker.
+    public var unacknowledgedPublishes: Int { context.state.withLock { $0.unacknowledged.count } }
+
+    /// Waits until fewer than `limit` publishes are unacknowledged: a publisher of many large
+    /// messages paces itself with this, so neither its memory nor the broker's queues overflow.
+    public func waitForAcknowledgements(below limit: Int, timeout: Duration = .seconds(30)) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while unacknowledgedPublishes >= limit {
+            if ContinuousClock.now > deadline {
+                // Lost with a dropped connection: libmosquitto resends on reconnect; stop waiting.
+                context.state.withLock { s in
+                    s.unacknowledged.removeAll()
+                    s.earlyAcknowledgements.removeAll()
+                }
+                throw PropellerError(.resourceExhausted, "mqtt: the broker acknowledged nothing for \(DurationParsing.format(timeout))")
+            }
+            try await Task.sleep(for: .milliseconds(1))
+        }
+    }
+
+    /// Stops a subscription (and does not renew it after a reconnect).
+    public func unsubscribe(_ filter: String) {
+        let connected = context.state.withLock { s -> Bool in
+            s.subscriptions[filter] = nil
+            return s.connected
+        }
+        if connected { _ = mosquitto_unsubscribe(handle, nil, filter) }
     }
 
     /// Says goodbye (no Last Will) and stops the network loop.

@@ -18,6 +18,7 @@ public actor PropletAgent {
     let runner: TaskRunner
     let runtime: ContainerRuntime
     let outbox: ResultOutbox
+    let proxy: ProxyImageSource?
     let logger: Logger
     let topics: Topics
 
@@ -39,8 +40,10 @@ public actor PropletAgent {
         let cacheDir = options.dataDirectory + "/seccomp"
         runtime = try ContainerRuntime(networkNamespacePool: 2, seccompCache: SeccompCache(directory: cacheDir), logger: logger)
         let images = try ImageStore(dataDirectory: options.dataDirectory)
+        proxy = options.imageSource == .proxy
+            ? ProxyImageSource(client: client, topics: options.topics, propletID: options.id, images: images, logger: logger) : nil
         runner = TaskRunner(propletID: options.id, images: images, dataDirectory: options.dataDirectory, runtime: runtime,
-                            registryClient: options.registryClient, tailBytes: options.tailBytes, logger: logger)
+                            registryClient: options.registryClient, proxy: proxy, tailBytes: options.tailBytes, logger: logger)
         outbox = try ResultOutbox(directory: options.dataDirectory + "/proplet/outbox")
     }
 
@@ -71,6 +74,7 @@ public actor PropletAgent {
     public func run() async throws {
         cleanUpPredecessor()
         try client.subscribe(topics.propletInbox(options.id))
+        if proxy != nil { try client.subscribe(topics.registryResponses(options.id)) }
         try await client.connect(timeout: .seconds(30))
         logger.notice("proplet connected", metadata: ["proplet": "\(options.id)", "broker": "\(options.mqtt.host):\(options.mqtt.port)"])
         publish(topics.propletCreate, announcement)
@@ -78,8 +82,20 @@ public actor PropletAgent {
         let messages = client.messages
         let interval = options.heartbeatInterval
         try await withThrowingTaskGroup(of: Void.self) { group in
+            let proxy = self.proxy
+            let topics = self.topics
+            let responses = topics.registryResponses(options.id)
             group.addTask { [self] in
-                for await message in messages { await handle(message) }
+                for await message in messages {
+                    // Image chunks and answers go straight to the waiting task thread.
+                    if let proxy, topics.digest(inBlobTopic: message.topic) != nil {
+                        proxy.handleChunk(message.payload)
+                    } else if let proxy, message.topic == responses {
+                        proxy.handleResponse(message.payload)
+                    } else {
+                        await handle(message)
+                    }
+                }
             }
             group.addTask { [self] in
                 while !Task.isCancelled {

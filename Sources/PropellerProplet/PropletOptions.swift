@@ -21,8 +21,14 @@ public struct PropletOptions: Sendable {
     public var drainTimeout: Duration = .seconds(30)
     /// Output kept per stream for the result's tails.
     public var tailBytes = 64 << 10
-    /// Makes the registry client (credentials, insecure registries).
+    /// Makes the registry client (credentials, insecure registries) for `--image-source direct`.
     public var registryClient: @Sendable () throws -> RegistryClient
+    /// Where images come from: the proxy over MQTT (default) or the registry itself.
+    public var imageSource: ImageSource = .proxy
+
+    public enum ImageSource: String, Sendable, CaseIterable {
+        case proxy, direct
+    }
 
     public init(id: String, name: String, capacity: Capacity, dataDirectory: String, mqtt: MQTTConfiguration, topics: Topics,
                 registryClient: @escaping @Sendable () throws -> RegistryClient) {

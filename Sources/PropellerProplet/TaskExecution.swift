@@ -51,6 +51,8 @@ struct TaskRunner: Sendable {
     let dataDirectory: String
     let runtime: ContainerRuntime
     let registryClient: @Sendable () throws -> RegistryClient
+    /// Set for `--image-source proxy`.
+    let proxy: ProxyImageSource?
     let tailBytes: Int
     let logger: Logger
 
@@ -194,6 +196,7 @@ struct TaskRunner: Sendable {
             return image
         }
         do {
+            if let proxy { return try proxy.obtain(reference) }
             let image = try images.pull(ref, client: try registryClient())
             try images.tag(image, as: name)
             return image

@@ -12,22 +12,57 @@ final class Cluster: @unchecked Sendable {
     let httpPort: Int
     let token = "e2e-" + UUID().uuidString
     let interval: String
+    let tag: String
+    let credentials: (String, String)?
+    let proxyPort: Int
     private(set) var manager: DaemonProcess?
+    private(set) var proxy: DaemonProcess?
     private(set) var proplets: [String: DaemonProcess] = [:]
 
-    var image: String { "\(registry.address)/app:v1" }
+    var image: String { "\(registry.address)/\(tag)" }
     var managerURL: String { "http://127.0.0.1:\(httpPort)" }
 
-    init(interval: String = "1s") throws {
+    /// With `proxy`, a `propeller proxy` holding `credentials` for the registry serves images;
+    /// without, proplets must be started with `--image-source direct`.
+    init(interval: String = "1s", tag: String = "app:v1", credentials: (String, String)? = nil, proxy: Bool = true) throws {
         self.interval = interval
+        self.tag = tag
+        self.credentials = credentials
         dir = try TempDirectory("propeller-cluster")
         broker = try MosquittoServer()
-        registry = try ImageTestContext().registry(holding: "app:v1")
+        registry = try ImageTestContext().registry(holding: tag, credentials: credentials)
         httpPort = try freeLoopbackPort()
+        proxyPort = try freeLoopbackPort()
         writeFile(dir.path + "/token", token)
         chmod(dir.path + "/token", 0o600)
         try startManager()
+        if proxy { try startProxy(password: credentials?.1) }
     }
+
+    /// Starts the proxy (64 KiB chunks, so the fixture's layers make many), with the registry
+    /// password given (nil: the cluster's), and test faults when asked.
+    func startProxy(password: String? = nil, faults: String? = nil) throws {
+        var env: [String: String] = [:]
+        if let credentials {
+            env["PROXY_REGISTRY_USERNAME"] = credentials.0
+            env["PROXY_REGISTRY_PASSWORD"] = password ?? credentials.1
+        }
+        if let faults { env["PROPELLER_PROXY_FAULTS"] = faults }
+        proxy = try DaemonProcess(propellerBinary, ["proxy", "--mqtt", "tcp://127.0.0.1:\(broker.port)", "--http", "127.0.0.1:\(proxyPort)",
+                                                    "--data-dir", dir.path + "/proxy-data", "--chunk-size", "64K", "--log-level", "debug"],
+                                  environment: env, logPath: dir.path + "/proxy-\(UUID().uuidString.prefix(4)).log")
+        for _ in 0..<500 {
+            if canConnect(port: proxyPort) { return }
+            usleep(20_000)
+        }
+        throw PropellerError(.internalError, "the proxy did not listen on \(proxyPort):\n\(proxy?.log ?? "")")
+    }
+
+    func stopProxy() { proxy?.stop() }
+    func crashProxy() { proxy?.crash() }
+
+    /// A counter from the proxy's /metrics.
+    func proxyMetric(_ name: String) -> UInt64? { metric("propeller_proxy_" + name, in: httpGet(port: proxyPort, "/metrics")) }
 
     func startManager() throws {
         manager = try DaemonProcess(propellerBinary, ["manager", "--mqtt", "tcp://127.0.0.1:\(broker.port)", "--http", "127.0.0.1:\(httpPort)",
@@ -96,12 +131,13 @@ final class Cluster: @unchecked Sendable {
             if try condition() { return }
             usleep(100_000)
         }
-        throw PropellerError(.internalError, "timed out waiting for \(what)\n--- manager log ---\n\(manager?.log.suffix(4000) ?? "")\n--- proplets ---\n"
+        throw PropellerError(.internalError, "timed out waiting for \(what)\n--- manager log ---\n\(manager?.log.suffix(4000) ?? "")\n--- proxy ---\n\(proxy?.log.suffix(3000) ?? "")\n--- proplets ---\n"
                                                 + proplets.map { "\($0.key):\n\($0.value.log.suffix(3000))" }.joined(separator: "\n"))
     }
 
     deinit {
         for p in proplets.values { p.stop() }
+        proxy?.stop()
         manager?.stop()
         broker.stop()
         registry.stop()

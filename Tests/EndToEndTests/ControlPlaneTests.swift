@@ -38,9 +38,9 @@ struct ControlPlaneTests {
     }
 
     @Test func aFourthTaskWaitsPendingUntilOneFinishesAndStopKillsASleepingTask() throws {
-        let c = try Cluster()
-        try c.startProplet("a", memory: "4G", maxTasks: 2)
-        try c.startProplet("b", memory: "4G", maxTasks: 1)
+        let c = try Cluster(proxy: false)
+        try c.startProplet("a", memory: "4G", maxTasks: 2, extra: ["--image-source", "direct"])
+        try c.startProplet("b", memory: "4G", maxTasks: 1, extra: ["--image-source", "direct"])
         let sleepers = try (0..<3).map { try c.create("sleeper\($0)", command: ["sleep", "300"]) }
         for id in sleepers { try c.waitFor(id, state: "running") }
         let fourth = try c.create("fourth", command: ["echo", "my turn"])

@@ -33,6 +33,19 @@ public struct Topics: Sendable, Hashable {
         return id.isEmpty || id.contains("/") ? nil : String(id)
     }
 
+    /// Proplet → proxy: registry requests.
+    public var registryRequests: String { base + "/registry/proplet" }
+    /// Proxy → one proplet: answers.
+    public func registryResponses(_ propletID: String) -> String { base + "/registry/proplets/\(propletID)" }
+    /// Proxy → proplets: the chunks of one blob.
+    public func blob(_ digest: String) -> String { base + "/registry/blobs/\(digest)" }
+    /// The digest in a `registry/blobs/{digest}` topic.
+    public func digest(inBlobTopic topic: String) -> String? {
+        let prefix = base + "/registry/blobs/"
+        guard topic.hasPrefix(prefix) else { return nil }
+        return String(topic.dropFirst(prefix.count))
+    }
+
     /// Whether `component` (a proplet id) is safe inside a topic: no wildcards or separators.
     public static func isValidComponent(_ component: String) -> Bool {
         !component.isEmpty && component.count <= 128 && !component.contains { $0 == "/" || $0 == "+" || $0 == "#" || $0 == "\0" }

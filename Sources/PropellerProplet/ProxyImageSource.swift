@@ -1,0 +1,219 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Logging
+import PropellerCore
+import PropellerImage
+import PropellerMQTT
+
+/// Images through `propeller proxy` (DESIGN.md §7): resolve the reference, then receive only the
+/// blobs this proplet lacks as checksummed chunks on their own topics, ask again for what went
+/// missing, and store a blob only once its digest matches. Blocking: called from a task's thread.
+final class ProxyImageSource: @unchecked Sendable {
+    let client: MQTTClient
+    let topics: Topics
+    let propletID: String
+    let images: ImageStore
+    let logger: Logger
+    /// Without progress for this long, ask for what is missing.
+    var stallTimeout: Duration = .seconds(2)
+    /// Requests for missing pieces before giving up.
+    var maxRounds = 8
+    var responseTimeout: Duration = .seconds(10)
+
+    private let condition = NSCondition()
+    private var responses: [String: RegistryResponse] = [:]
+    private var blobErrors: [String: String] = [:]
+    private var assemblies: [String: Assembly] = [:]
+    /// One image fetch at a time on this proplet: two tasks of the same image share its blobs.
+    private let fetchLock = NSLock()
+
+    final class Assembly {
+        let digest: Digest
+        let path: String
+        let fd: Int32
+        var total: UInt32?
+        var size: UInt64 = 0
+        var received = Set<UInt32>()
+        var corrupted = 0
+        var lastProgress = ContinuousClock.now
+
+        init(digest: Digest, path: String) throws {
+            self.digest = digest
+            self.path = path
+            fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+            guard fd >= 0 else { throw PropellerError(.systemCall, "proxy pull: create \(path): errno \(errno)") }
+        }
+
+        var complete: Bool { total.map { received.count == Int($0) } ?? false }
+        var missing: [UInt32] { total.map { t in (0..<t).filter { !received.contains($0) } } ?? [] }
+
+        func reset() {
+            received.removeAll()
+            total = nil
+            _ = ftruncate(fd, 0)
+        }
+
+        func close() { _ = Glibc.close(fd) }
+    }
+
+    init(client: MQTTClient, topics: Topics, propletID: String, images: ImageStore, logger: Logger) {
+        self.client = client
+        self.topics = topics
+        self.propletID = propletID
+        self.images = images
+        self.logger = logger
+    }
+
+    // MARK: Messages (from the agent's message loop)
+
+    func handleResponse(_ payload: [UInt8]) {
+        guard let r = try? WireCoding.decode(RegistryResponse.self, from: payload) else { return }
+        condition.lock()
+        responses[r.requestId] = r
+        if let error = r.error, let digest = r.digest { blobErrors[digest] = error }
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    func handleChunk(_ payload: [UInt8]) {
+        guard let chunk = BlobChunk(parsing: payload) else { return }
+        condition.lock()
+        defer { condition.unlock() }
+        guard let a = assemblies[chunk.digestHex], !a.received.contains(chunk.index) else { return }
+        guard Checksum.sha256(chunk.payload) == chunk.sha256 else {
+            a.corrupted += 1
+            logger.notice("corrupted chunk dropped", metadata: ["digest": "\(a.digest)", "index": "\(chunk.index)"])
+            return
+        }
+        if let total = a.total, total != chunk.total { return }
+        let written = chunk.payload.withUnsafeBytes { pwrite(a.fd, $0.baseAddress, $0.count, off_t(chunk.offset)) }
+        guard written == chunk.payload.count else { return }
+        a.total = chunk.total
+        a.size = chunk.blobSize
+        a.received.insert(chunk.index)
+        a.lastProgress = .now
+        condition.broadcast()
+    }
+
+    // MARK: Pull
+
+    /// The image for `reference`, with every blob this proplet lacked received and verified.
+    func obtain(_ reference: String) throws -> Image {
+        fetchLock.lock()
+        defer { fetchLock.unlock() }
+        let ref = try ImageReference(parsing: reference)
+        let response = try request(RegistryRequest(kind: .resolve, requestId: UUID().uuidString, propletId: propletID, image: reference))
+        if let error = response.error { throw PropellerError(.notFound, "proxy: \(error)") }
+        guard let text = response.manifest, let digestText = response.manifestDigest, let blobs = response.blobs else {
+            throw PropellerError(.internalError, "proxy: incomplete answer for \(reference)")
+        }
+        let manifestDigest = try Digest(validating: digestText)
+        let data = Data(text.utf8)
+        guard Digest(sha256: Checksum.sha256(Array(data)[...])) == manifestDigest else {
+            throw PropellerError(.invalidArgument, "proxy: the manifest of \(reference) does not match its digest \(manifestDigest)")
+        }
+        if let pinned = ref.digest, pinned != manifestDigest {
+            throw PropellerError(.invalidArgument, "proxy: \(reference) resolved to \(manifestDigest)")
+        }
+        try images.store(data, as: manifestDigest)
+        let missing = try blobs.map { try Digest(validating: $0.digest) }.filter { !images.content.contains($0) }
+        if !missing.isEmpty { try receive(missing, image: reference) }
+        let image = try images.image(manifest: manifestDigest)
+        try images.tag(image, as: ref.description)
+        return image
+    }
+
+    /// Publishes `request` and waits for its answer, asking again twice.
+    private func request(_ request: RegistryRequest) throws -> RegistryResponse {
+        for attempt in 1...3 {
+            try? client.publish(topics.registryRequests, try WireCoding.encode(request))
+            let deadline = Date().addingTimeInterval(Double(responseTimeout.components.seconds))
+            condition.lock()
+            while responses[request.requestId] == nil && condition.wait(until: deadline) {}
+            let answer = responses.removeValue(forKey: request.requestId)
+            condition.unlock()
+            if let answer { return answer }
+            logger.notice("no answer from the proxy yet", metadata: ["image": "\(request.image ?? "")", "attempt": "\(attempt)"])
+        }
+        throw PropellerError(.resourceExhausted, "no answer from the image proxy for \(request.image ?? "") (is `propeller proxy` running on this broker?)")
+    }
+
+    private func receive(_ digests: [Digest], image: String) throws {
+        let ingest = images.content.root + "/ingest"
+        var pending: [String: Assembly] = [:]
+        condition.lock()
+        for d in digests {
+            let a = try Assembly(digest: d, path: "\(ingest)/proxy-\(d.hex).\(getpid()).\(UInt32.random(in: 0...UInt32.max))")
+            assemblies[d.hex] = a
+            pending[d.hex] = a
+        }
+        condition.unlock()
+        defer {
+            condition.lock()
+            for (hex, a) in pending where assemblies[hex] === a { assemblies[hex] = nil }
+            condition.unlock()
+            for a in pending.values {
+                a.close()
+                unlink(a.path)
+                client.unsubscribe(topics.blob(a.digest.description))
+            }
+        }
+        for d in digests { try client.subscribe(topics.blob(d.description)) }
+        let fetch = RegistryRequest(kind: .fetch, requestId: UUID().uuidString, propletId: propletID, image: image, digests: digests.map(\.description))
+        try client.publish(topics.registryRequests, try WireCoding.encode(fetch))
+
+        var rounds = 0
+        var waiting = Set(pending.keys)
+        while !waiting.isEmpty {
+            condition.lock()
+            _ = condition.wait(until: Date().addingTimeInterval(0.2))
+            let done = waiting.filter { pending[$0]?.complete == true }
+            let failed = waiting.compactMap { hex in blobErrors.removeValue(forKey: "sha256:" + hex).map { (hex, $0) } }.first
+            let stalled = waiting.filter { hex in
+                guard let a = pending[hex], !a.complete else { return false }
+                return ContinuousClock.now - a.lastProgress > stallTimeout
+            }
+            condition.unlock()
+            if let (hex, error) = failed {
+                throw PropellerError(.notFound, "proxy: blob sha256:\(hex.prefix(12)) of \(image): \(error)")
+            }
+            for hex in done {
+                guard let a = pending[hex] else { continue }
+                do {
+                    try images.content.ingest(file: a.path, as: a.digest, size: a.size)
+                    waiting.remove(hex)
+                } catch {
+                    // Every chunk matched its checksum but the blob does not: start it over.
+                    logger.warning("assembled blob failed verification; asking again", metadata: ["digest": "\(a.digest)", "error": "\(error)"])
+                    condition.lock()
+                    a.reset()
+                    condition.unlock()
+                    rounds += 1
+                    try client.publish(topics.registryRequests, try WireCoding.encode(
+                        RegistryRequest(kind: .fetch, requestId: UUID().uuidString, propletId: propletID, image: image, digests: [a.digest.description])))
+                }
+            }
+            if !stalled.isEmpty {
+                rounds += 1
+                if rounds > maxRounds {
+                    let report = stalled.compactMap { pending[$0] }.map { "sha256:\($0.digest.hex.prefix(12)) \($0.received.count)/\($0.total.map(String.init) ?? "?") chunks" }
+                    throw PropellerError(.resourceExhausted, "proxy: gave up on \(image) after \(maxRounds) requests for missing chunks (\(report.joined(separator: ", ")))")
+                }
+                for hex in stalled {
+                    guard let a = pending[hex] else { continue }
+                    condition.lock()
+                    let missing = a.missing
+                    a.lastProgress = .now
+                    condition.unlock()
+                    let request = missing.isEmpty
+                        ? RegistryRequest(kind: .fetch, requestId: UUID().uuidString, propletId: propletID, image: image, digests: [a.digest.description])
+                        : RegistryRequest(kind: .resend, requestId: UUID().uuidString, propletId: propletID, image: image, digest: a.digest.description, missing: missing)
+                    logger.notice("asking the proxy again", metadata: ["digest": "\(a.digest)", "missing": "\(missing.isEmpty ? "all" : String(missing.count))"])
+                    try? client.publish(topics.registryRequests, try WireCoding.encode(request))
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,251 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Dispatch
+import Foundation
+import Logging
+import PropellerCore
+import PropellerImage
+import PropellerMQTT
+
+/// Test-only faults, off unless `PROPELLER_PROXY_FAULTS` names them (e.g. `drop=2,corrupt=4`):
+/// the first time chunk N of any blob is published it is dropped, or sent with one byte flipped.
+struct FaultPlan: Sendable {
+    var dropIndex: UInt32?
+    var corruptIndex: UInt32?
+
+    init(_ text: String?) {
+        for part in (text ?? "").split(separator: ",") {
+            let kv = part.split(separator: "=")
+            guard kv.count == 2, let n = UInt32(kv[1]) else { continue }
+            if kv[0] == "drop" { dropIndex = n }
+            if kv[0] == "corrupt" { corruptIndex = n }
+        }
+    }
+}
+
+/// Answers proplets' registry requests: resolves references with the registry client (every
+/// auth flow it has), fetches each blob from the registry once into the cache (concurrent
+/// requests share the fetch), and publishes blobs in checksummed chunks, paced by the broker's
+/// acknowledgements, resending the chunks a proplet reports missing.
+public actor ProxyService {
+    public struct Options: Sendable {
+        public var chunkSize: Int = 512 << 10
+        /// Chunks published and not yet acknowledged by the broker, at most.
+        public var window: Int = 32
+        public var faults: String?
+        public init() {}
+    }
+
+    let client: MQTTClient
+    let topics: Topics
+    let registry: @Sendable () throws -> RegistryClient
+    let cache: BlobCache
+    let metrics: ProxyMetrics
+    let options: Options
+    let logger: Logger
+    var fetches: [Digest: Task<Void, any Error>] = [:]
+    var streams: [Digest: Task<Void, Never>] = [:]
+    var faults: FaultPlan
+
+    init(client: MQTTClient, topics: Topics, registry: @escaping @Sendable () throws -> RegistryClient, cache: BlobCache, metrics: ProxyMetrics,
+         options: Options, logger: Logger) {
+        self.client = client
+        self.topics = topics
+        self.registry = registry
+        self.cache = cache
+        self.metrics = metrics
+        self.options = options
+        self.logger = logger
+        faults = FaultPlan(options.faults)
+    }
+
+    /// Reads requests until the message stream ends.
+    func run() async throws {
+        try client.subscribe(topics.registryRequests)
+        for await message in client.messages where message.topic == topics.registryRequests {
+            do {
+                let request = try WireCoding.decode(RegistryRequest.self, from: message.payload)
+                guard Topics.isValidComponent(request.propletId) else { throw PropellerError(.invalidArgument, "invalid proplet id") }
+                handle(request)
+            } catch {
+                logger.warning("dropped a malformed request", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    func handle(_ r: RegistryRequest) {
+        switch r.kind {
+        case .resolve:
+            Task { await resolve(r) }
+        case .fetch:
+            guard let image = r.image, let ref = try? ImageReference(parsing: image) else {
+                return respond(r, RegistryResponse(requestId: r.requestId, error: "fetch without a valid image reference"))
+            }
+            for text in r.digests ?? [] {
+                guard let digest = try? Digest(validating: text) else {
+                    respond(r, RegistryResponse(requestId: r.requestId, error: "invalid digest \(text)", digest: text))
+                    continue
+                }
+                stream(digest, ref: ref, request: r)
+            }
+        case .resend:
+            guard let text = r.digest, let digest = try? Digest(validating: text), let image = r.image, let ref = try? ImageReference(parsing: image) else {
+                return respond(r, RegistryResponse(requestId: r.requestId, error: "resend needs a valid digest and image"))
+            }
+            let missing = r.missing ?? []
+            Task { await resend(digest, indexes: missing, ref: ref, request: r) }
+        }
+    }
+
+    func respond(_ r: RegistryRequest, _ response: RegistryResponse) {
+        do {
+            try client.publish(topics.registryResponses(r.propletId), try WireCoding.encode(response))
+        } catch {
+            logger.warning("cannot answer", metadata: ["proplet": "\(r.propletId)", "error": "\(error)"])
+        }
+    }
+
+    /// Runs blocking registry I/O off the actor's executor.
+    nonisolated func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { c in
+            DispatchQueue.global().async {
+                do { c.resume(returning: try body()) } catch { c.resume(throwing: error) }
+            }
+        }
+    }
+
+    func resolve(_ r: RegistryRequest) async {
+        guard let image = r.image else { return respond(r, RegistryResponse(requestId: r.requestId, error: "resolve without an image")) }
+        do {
+            let ref = try ImageReference(parsing: image)
+            let registry = self.registry
+            let (data, digest) = try await blocking { () throws -> (Data, Digest) in
+                let client = try registry()
+                var fetched = try client.manifest(ref)
+                if MediaType.indexes.contains(fetched.mediaType) {
+                    let index = try JSONDecoder().decode(ImageIndex.self, from: fetched.data)
+                    let chosen = try index.manifestForThisPlatform("\(ref)")
+                    fetched = try client.manifest(ref, reference: chosen.digest.description)
+                    guard fetched.digest == chosen.digest else { throw PropellerError(.invalidArgument, "\(ref): manifest digest mismatch") }
+                }
+                return (fetched.data, fetched.digest)
+            }
+            let manifest = try JSONDecoder().decode(ImageManifest.self, from: data)
+            let blobs = [manifest.config] + manifest.layers
+            metrics.update { $0.manifestsResolved += 1 }
+            respond(r, RegistryResponse(requestId: r.requestId, image: image, manifestDigest: digest.description,
+                                        manifest: String(decoding: data, as: UTF8.self),
+                                        blobs: blobs.map { RegistryResponse.Blob(digest: $0.digest.description, size: $0.size) }))
+            logger.info("resolved", metadata: ["image": "\(image)", "manifest": "\(digest)", "proplet": "\(r.propletId)"])
+        } catch {
+            metrics.update { $0.registryErrors += 1 }
+            logger.warning("resolve failed", metadata: ["image": "\(image)", "error": "\(error)"])
+            respond(r, RegistryResponse(requestId: r.requestId, image: image, error: "\(error)"))
+        }
+    }
+
+    /// The blob in the cache, fetched from the registry by exactly one task per digest.
+    func ensureCached(_ digest: Digest, ref: ImageReference) async throws {
+        if cache.contains(digest) {
+            metrics.update { $0.cacheHits += 1 }
+            cache.touch(digest)
+            return
+        }
+        if let running = fetches[digest] { return try await running.value }
+        let registry = self.registry
+        let cache = self.cache
+        let task = Task<Void, any Error> {
+            try await self.blocking {
+                try registry().fetchBlob(ref, digest, size: nil, into: cache.store)
+            }
+        }
+        fetches[digest] = task
+        defer { fetches[digest] = nil }
+        do {
+            try await task.value
+            metrics.update { $0.registryFetches += 1 }
+            let evicted = cache.evict()
+            if evicted > 0 { metrics.update { $0.evictions += UInt64(evicted) } }
+            logger.info("fetched from the registry", metadata: ["digest": "\(digest)", "image": "\(ref)"])
+        } catch {
+            metrics.update { $0.registryErrors += 1 }
+            throw error
+        }
+    }
+
+    /// Publishes every chunk of `digest`; a stream already running for it serves this request
+    /// too (late subscribers ask for what they missed).
+    func stream(_ digest: Digest, ref: ImageReference, request: RegistryRequest) {
+        guard streams[digest] == nil else { return }
+        streams[digest] = Task {
+            do {
+                try await ensureCached(digest, ref: ref)
+                try await publish(digest, indexes: nil)
+                metrics.update { $0.blobsServed += 1 }
+            } catch {
+                logger.warning("blob stream failed", metadata: ["digest": "\(digest)", "error": "\(error)"])
+                respond(request, RegistryResponse(requestId: request.requestId, image: "\(ref)", error: "\(error)", digest: digest.description))
+            }
+            streams[digest] = nil
+        }
+    }
+
+    func resend(_ digest: Digest, indexes: [UInt32], ref: ImageReference, request: RegistryRequest) async {
+        do {
+            try await ensureCached(digest, ref: ref)
+            try await publish(digest, indexes: indexes.isEmpty ? nil : indexes)
+            metrics.update { $0.resends += UInt64(indexes.count) }
+        } catch {
+            respond(request, RegistryResponse(requestId: request.requestId, image: "\(ref)", error: "\(error)", digest: digest.description))
+        }
+    }
+
+    /// Publishes the chunks of a cached blob (all, or the given indexes), paced by the broker.
+    func publish(_ digest: Digest, indexes: [UInt32]?) async throws {
+        cache.pin(digest)
+        defer { cache.unpin(digest) }
+        let path = cache.store.path(for: digest)
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw PropellerError(.notFound, "proxy cache: open \(path): errno \(errno)") }
+        defer { close(fd) }
+        var st = stat()
+        fstat(fd, &st)
+        let size = UInt64(st.st_size)
+        let chunk = UInt64(options.chunkSize)
+        let total = UInt32(max(1, (size + chunk - 1) / chunk))
+        let topic = topics.blob(digest.description)
+        var buffer = [UInt8](repeating: 0, count: options.chunkSize)
+        for index in indexes ?? Array(0..<total) where index < total {
+            let offset = UInt64(index) * chunk
+            let length = Int(min(chunk, size - offset))
+            var done = 0
+            while done < length {
+                let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, length - done, off_t(offset) + off_t(done)) }
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { throw PropellerError(.systemCall, "proxy cache: read \(path): errno \(errno)") }
+                done += n
+            }
+            let payload = buffer[0..<length]
+            var message = BlobChunk.header(digestHex: digest.hex, index: index, total: total, blobSize: size, offset: offset, sha256: Checksum.sha256(payload))
+            message += payload
+            if faults.dropIndex == index {
+                faults.dropIndex = nil
+                logger.notice("test fault: dropping a chunk", metadata: ["digest": "\(digest)", "index": "\(index)"])
+                continue
+            }
+            if faults.corruptIndex == index {
+                faults.corruptIndex = nil
+                message[BlobChunk.headerSize] ^= 0xff
+                logger.notice("test fault: corrupting a chunk", metadata: ["digest": "\(digest)", "index": "\(index)"])
+            }
+            try client.publish(topic, message, qos: 1)
+            metrics.update {
+                $0.chunksPublished += 1
+                $0.bytesServed += UInt64(length)
+            }
+            try await client.waitForAcknowledgements(below: options.window)
+        }
+        cache.touch(digest)
+    }
+}
