@@ -120,6 +120,7 @@ let package = Package(
             "PropellerManager", "PropellerCore", "PropellerTestSupport",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
         ]),
+        .testTarget(name: "PropellerProxyTests", dependencies: ["PropellerProxy", "PropellerImage", "PropellerCore", "PropellerTestSupport"]),
         .testTarget(name: "PropellerPropletTests", dependencies: ["PropellerProplet", "PropellerCore", "PropellerTestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["PropellerCore", "PropellerTestSupport"]),
         .testTarget(name: "SystemLibrariesTests", dependencies: ["CArchive", "CMosquitto", "CSeccomp", "CCap"]),

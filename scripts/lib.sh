@@ -54,9 +54,10 @@ build_fixture_image() {
     )
 }
 
-# Starts mosquitto, docker-registry (holding the fixture image as hello:latest), the manager
-# and one proplet on loopback, all under $1; sets BROKER_PORT REGISTRY MANAGER_URL TOKEN and
-# PIDS (stopped by stop_services).
+# Starts mosquitto, docker-registry (holding the fixture image as hello:latest), the manager,
+# the image proxy and one proplet on loopback, all under $1; sets BROKER_PORT REGISTRY
+# MANAGER_URL PROXY_PORT TOKEN and PIDS (stopped by stop_services). PROPLET_ARGS adds flags to
+# the proplet.
 start_services() {
     local dir=$1 bin=$2
     PIDS=()
@@ -78,8 +79,13 @@ start_services() {
     "$bin/propeller" manager --mqtt "tcp://127.0.0.1:$BROKER_PORT" --http "127.0.0.1:$http_port" --data-dir "$dir/manager" \
         --token-file "$dir/token" --log-level "${LOG_LEVEL:-notice}" 2>"$dir/manager.log" & PIDS+=($!)
     wait_port "$http_port"
+    PROXY_PORT=$(free_port)
+    "$bin/propeller" proxy --mqtt "tcp://127.0.0.1:$BROKER_PORT" --http "127.0.0.1:$PROXY_PORT" --data-dir "$dir/proxy" \
+        --log-level "${LOG_LEVEL:-notice}" 2>"$dir/proxy.log" & PIDS+=($!)
+    PROXY_PID=$!
+    wait_port "$PROXY_PORT"
     "$bin/propeller" proplet --mqtt "tcp://127.0.0.1:$BROKER_PORT" --data-dir "$dir/proplet" --name demo-proplet \
-        --log-level "${LOG_LEVEL:-notice}" 2>"$dir/proplet.log" & PIDS+=($!)
+        --log-level "${LOG_LEVEL:-notice}" ${PROPLET_ARGS:-} 2>"$dir/proplet.log" & PIDS+=($!)
     export PROPELLER_MANAGER_URL=$MANAGER_URL PROPELLER_API_TOKEN=$TOKEN
     for _ in $(seq 100); do
         "$bin/propeller" proplet list 2>/dev/null | grep -q alive && return 0

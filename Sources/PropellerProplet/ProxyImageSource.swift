@@ -119,7 +119,17 @@ final class ProxyImageSource: @unchecked Sendable {
         }
         try images.store(data, as: manifestDigest)
         let missing = try blobs.map { try Digest(validating: $0.digest) }.filter { !images.content.contains($0) }
-        if !missing.isEmpty { try receive(missing, image: reference) }
+        if !missing.isEmpty {
+            let started = ContinuousClock.now
+            try receive(missing, image: reference)
+            let elapsed = ContinuousClock.now - started
+            let bytes = missing.compactMap { images.content.size(of: $0) }.reduce(0, +)
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            logger.info("image received through the proxy", metadata: [
+                "image": "\(reference)", "blobs": "\(missing.count)", "bytes": "\(bytes)",
+                "ms": "\(Int(seconds * 1000))", "mib_per_s": "\(String(format: "%.1f", Double(bytes) / 1048576 / max(seconds, 1e-9)))",
+            ])
+        }
         let image = try images.image(manifest: manifestDigest)
         try images.tag(image, as: ref.description)
         return image
