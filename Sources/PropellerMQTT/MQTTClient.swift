@@ -107,7 +107,7 @@ public final class MQTTClient: @unchecked Sendable {
             /// PUBACKs that arrived before `publish` recorded their id.
             var earlyAcknowledgements = Set<Int32>()
         }
-        let state = Mutex(State())
+        let state = Locked(State())
         let continuation: AsyncStream<MQTTMessage>.Continuation
         init(continuation: AsyncStream<MQTTMessage>.Continuation) { self.continuation = continuation }
     }

@@ -1,4 +1,4 @@
-import Synchronization
+import PropellerCore
 
 /// What `/metrics` shows for the proxy.
 public final class ProxyMetrics: Sendable {
@@ -13,7 +13,7 @@ public final class ProxyMetrics: Sendable {
         var manifestsResolved: UInt64 = 0
         var evictions: UInt64 = 0
     }
-    private let counters = Mutex(Counters())
+    private let counters = Locked(Counters())
 
     public init() {}
 
