@@ -58,6 +58,25 @@ public struct ContentStore: Sendable {
         return try writer.commit()
     }
 
+    /// Moves a file of the ingest directory into the store as `digest`, once its content hashes
+    /// to it: `hashed` is the digest the caller computed over exactly the bytes it wrote (nil:
+    /// the file is read and hashed here). No copy: the file is synced and renamed.
+    @discardableResult
+    public func adopt(file source: String, as digest: Digest, hashed: Digest? = nil) throws -> String {
+        let actual = try hashed ?? Digest(sha256: Checksum.sha256(file: source))
+        guard actual == digest else {
+            throw PropellerError(.invalidArgument, "blob \(digest): digest mismatch, the content hashes to \(actual)")
+        }
+        let fd = open(source, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw PropellerError(.notFound, "content store: open \(source): \(errnoName(errno))") }
+        defer { close(fd) }
+        let path = self.path(for: digest)
+        guard fsync(fd) == 0, rename(source, path) == 0 else {
+            throw PropellerError(.systemCall, "content store: store \(digest): \(errnoName(errno))")
+        }
+        return path
+    }
+
     /// Removes a blob; removing one that is not there is fine.
     public func remove(_ digest: Digest) throws {
         if unlink(path(for: digest)) != 0 && errno != ENOENT {

@@ -70,3 +70,11 @@ public enum Checksum {
         return h.finalize()
     }
 }
+
+/// SHA-256 fed piece by piece, for callers outside this module (a blob assembled from chunks).
+public final class BlobHasher: @unchecked Sendable {
+    private let hasher = StreamHasher()
+    public init() {}
+    public func update(_ bytes: ArraySlice<UInt8>) { bytes.withUnsafeBytes { hasher.update($0) } }
+    public func finalize() -> Digest { Digest(sha256: hasher.finalize()) }
+}

@@ -37,6 +37,10 @@ final class ProxyImageSource: @unchecked Sendable {
         var size: UInt64 = 0
         var received = Set<UInt32>()
         var corrupted = 0
+        /// Hashes chunks while they arrive in order; dropped (the file is hashed at the end)
+        /// once one arrives out of order.
+        var hasher: BlobHasher? = BlobHasher()
+        var nextInOrder: UInt32 = 0
         var lastProgress = ContinuousClock.now
 
         init(digest: Digest, path: String) throws {
@@ -51,6 +55,8 @@ final class ProxyImageSource: @unchecked Sendable {
 
         func reset() {
             received.removeAll()
+            hasher = BlobHasher()
+            nextInOrder = 0
             total = nil
             _ = ftruncate(fd, 0)
         }
@@ -93,6 +99,12 @@ final class ProxyImageSource: @unchecked Sendable {
         a.total = chunk.total
         a.size = chunk.blobSize
         a.received.insert(chunk.index)
+        if chunk.index == a.nextInOrder {
+            a.hasher?.update(chunk.payload)
+            a.nextInOrder += 1
+        } else {
+            a.hasher = nil
+        }
         a.lastProgress = .now
         condition.broadcast()
     }
@@ -192,7 +204,10 @@ final class ProxyImageSource: @unchecked Sendable {
             for hex in done {
                 guard let a = pending[hex] else { continue }
                 do {
-                    try images.content.ingest(file: a.path, as: a.digest, size: a.size)
+                    condition.lock()
+                    let hashed = a.hasher?.finalize()
+                    condition.unlock()
+                    try images.content.adopt(file: a.path, as: a.digest, hashed: hashed)
                     waiting.remove(hex)
                 } catch {
                     // Every chunk matched its checksum but the blob does not: start it over.

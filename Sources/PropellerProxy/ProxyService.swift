@@ -215,20 +215,22 @@ public actor ProxyService {
         let chunk = UInt64(options.chunkSize)
         let total = UInt32(max(1, (size + chunk - 1) / chunk))
         let topic = topics.blob(digest.description)
-        var buffer = [UInt8](repeating: 0, count: options.chunkSize)
+        let headerSize = BlobChunk.headerSize
         for index in indexes ?? Array(0..<total) where index < total {
             let offset = UInt64(index) * chunk
             let length = Int(min(chunk, size - offset))
+            // The chunk is read straight into the message, after room for the header.
+            var message = [UInt8](repeating: 0, count: headerSize + length)
             var done = 0
             while done < length {
-                let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, length - done, off_t(offset) + off_t(done)) }
+                let n = message.withUnsafeMutableBytes { pread(fd, $0.baseAddress.map { $0 + headerSize + done }, length - done, off_t(offset) + off_t(done)) }
                 if n < 0 && errno == EINTR { continue }
                 guard n > 0 else { throw PropellerError(.systemCall, "proxy cache: read \(path): errno \(errno)") }
                 done += n
             }
-            let payload = buffer[0..<length]
-            var message = BlobChunk.header(digestHex: digest.hex, index: index, total: total, blobSize: size, offset: offset, sha256: Checksum.sha256(payload))
-            message += payload
+            let header = BlobChunk.header(digestHex: digest.hex, index: index, total: total, blobSize: size, offset: offset,
+                                          sha256: Checksum.sha256(message[headerSize...]))
+            message.replaceSubrange(0..<headerSize, with: header)
             if faults.dropIndex == index {
                 faults.dropIndex = nil
                 logger.notice("test fault: dropping a chunk", metadata: ["digest": "\(digest)", "index": "\(index)"])
