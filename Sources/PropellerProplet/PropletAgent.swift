@@ -27,6 +27,8 @@ public actor PropletAgent {
     var seen: Set<TaskAttempt> = []
     var seenOrder: [TaskAttempt] = []
     var accepting = true
+    /// Set once the goodbye is out: no heartbeat may follow it (it would revive the proplet).
+    var saidGoodbye = false
     var seq: UInt64 = 0
 
     public init(options: PropletOptions, logger: Logger) throws {
@@ -115,6 +117,7 @@ public actor PropletAgent {
     }
 
     func heartbeat() {
+        guard !saidGoodbye else { return }
         seq += 1
         let running = executions.values.map(\.start.ref).sorted { $0.taskId < $1.taskId }
         let allocated = executions.values.reduce(Resources.zero) { $0 + $1.start.resources }
@@ -241,6 +244,7 @@ public actor PropletAgent {
         while !outbox.pending().isEmpty && ContinuousClock.now < ackDeadline {
             try? await Task.sleep(for: .milliseconds(50))
         }
+        saidGoodbye = true
         publish(topics.propletAlive, PropletHeartbeat(propletId: options.id, status: .offline, seq: seq + 1))
         try? await Task.sleep(for: .milliseconds(200))
         client.disconnect()

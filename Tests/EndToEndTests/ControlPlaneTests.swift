@@ -124,6 +124,9 @@ struct ControlPlaneTests {
         c.stopProplet("p")  // SIGTERM: drain 1 s, stop the task, report, say goodbye
         let stopped = try c.waitFor(long, state: "stopped", timeout: 20)
         #expect(stopped["result"] != nil)
+        // Its goodbye marks it dead (and no later heartbeat revives it).
+        try c.waitUntil("proplet p dead", timeout: 5) { try c.proplet("p")?["alive"] as? Bool == false }
+        sleep(2)
         #expect(try c.proplet("p")?["alive"] as? Bool == false)
     }
 }
