@@ -58,10 +58,16 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Plumbing the daemons share (service loops under ServiceLifecycle).
+        .target(
+            name: "PropellerDaemon",
+            dependencies: [.product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
+            swiftSettings: strict
+        ),
         .target(
             name: "PropellerManager",
             dependencies: [
-                "PropellerCore", "PropellerMQTT",
+                "PropellerCore", "PropellerMQTT", "PropellerDaemon",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -72,7 +78,7 @@ let package = Package(
         .target(
             name: "PropellerProxy",
             dependencies: [
-                "PropellerCore", "PropellerMQTT", "PropellerImage",
+                "PropellerCore", "PropellerMQTT", "PropellerImage", "PropellerDaemon",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),

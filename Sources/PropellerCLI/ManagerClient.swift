@@ -114,6 +114,12 @@ func table(_ header: [String], _ rows: [[String]]) -> String {
     return ([line(header)] + rows.map(line)).joined(separator: "\n")
 }
 
+/// "Key       value" lines for people, keys padded to the longest.
+func printFields(_ fields: [(String, String)]) {
+    let width = (fields.map(\.0.count).max() ?? 0) + 2
+    for (key, value) in fields { print(key.padding(toLength: width, withPad: " ", startingAt: 0) + value) }
+}
+
 /// "3s ago", "2m ago" for a wall-clock time.
 func age(_ time: Double?) -> String {
     guard let time else { return "-" }

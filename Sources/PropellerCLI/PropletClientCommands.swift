@@ -37,7 +37,7 @@ struct PropletGetCommand: ParsableCommand {
                      ("Labels", p.labels.keys.sorted().map { "\($0)=\(p.labels[$0] ?? "")" }.joined(separator: ",")),
                      ("Tasks", "\(p.taskCount ?? 0) of \(p.capacity.tasks)"), ("CPU", "\(Double(a.cpuMillis) / 1000) of \(Double(p.capacity.cpuMillis) / 1000)"),
                      ("Memory", "\(ByteSize(bytes: a.memoryBytes)) of \(ByteSize(bytes: p.capacity.memoryBytes))"), ("Last seen", age(p.lastSeen))]
-        for (k, v) in lines { print(k.padding(toLength: 10, withPad: " ", startingAt: 0) + v) }
+        printFields(lines)
     }
 }
 

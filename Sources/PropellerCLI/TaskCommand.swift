@@ -176,7 +176,7 @@ struct TaskGetCommand: ParsableCommand {
             lines.append(("Exit code", r.exitCode.map(String.init) ?? "-"))
             if let e = r.error { lines.append(("Error", e)) }
         }
-        for (k, v) in lines { print(k.padding(toLength: 11, withPad: " ", startingAt: 0) + v) }
+        printFields(lines)
         print("History:")
         let start = history.first?.at ?? 0
         for h in history {
@@ -241,7 +241,7 @@ struct TaskResultsCommand: ParsableCommand {
         if let s = r.startedAt, let f = r.finishedAt { lines.append(("Runtime", String(format: "%.3fs", f - s))) }
         if let cpu = r.usage.cpuUsec { lines.append(("CPU", String(format: "%.3fs", Double(cpu) / 1e6))) }
         if let mem = r.usage.memoryPeakBytes { lines.append(("Memory peak", ByteSize(bytes: mem).description)) }
-        for (k, v) in lines { print(k.padding(toLength: 12, withPad: " ", startingAt: 0) + v) }
+        printFields(lines)
     }
 }
 

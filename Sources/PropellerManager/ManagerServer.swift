@@ -1,6 +1,7 @@
 import Hummingbird
 import Logging
 import PropellerCore
+import PropellerDaemon
 import PropellerMQTT
 import ServiceLifecycle
 
@@ -59,18 +60,5 @@ public struct ManagerServer: Sendable {
                                                       gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         defer { client.disconnect() }
         try await group.run()
-    }
-}
-
-/// A loop run as a service: cancelled on graceful shutdown.
-struct LoopService: Service {
-    let body: @Sendable () async throws -> Void
-
-    init(_ body: @escaping @Sendable () async throws -> Void) { self.body = body }
-
-    func run() async throws {
-        try await cancelWhenGracefulShutdown {
-            do { try await body() } catch is CancellationError {}
-        }
     }
 }

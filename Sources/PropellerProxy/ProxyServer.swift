@@ -1,6 +1,7 @@
 import Hummingbird
 import Logging
 import PropellerCore
+import PropellerDaemon
 import PropellerImage
 import PropellerMQTT
 import ServiceLifecycle
@@ -49,20 +50,10 @@ public struct ProxyServer: Sendable {
         }
         let app = Application(router: router, configuration: .init(address: .hostname(options.host, port: options.port), serverName: "propeller-proxy"),
                               logger: logger)
-        let loop = ProxyLoop { try await service.run() }
+        let loop = LoopService { try await service.run() }
         let group = ServiceGroup(configuration: .init(services: [.init(service: app), .init(service: loop)],
                                                       gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         defer { client.disconnect() }
         try await group.run()
-    }
-}
-
-struct ProxyLoop: Service {
-    let body: @Sendable () async throws -> Void
-    init(_ body: @escaping @Sendable () async throws -> Void) { self.body = body }
-    func run() async throws {
-        try await cancelWhenGracefulShutdown {
-            do { try await body() } catch is CancellationError {}
-        }
     }
 }
