@@ -69,10 +69,17 @@ let package = Package(
             dependencies: [
                 "PropellerCore", "PropellerMQTT", "PropellerDaemon",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "PropellerProvision",
+            dependencies: ["PropellerCore", "CCrypto"],
             swiftSettings: strict
         ),
         .target(
@@ -96,7 +103,7 @@ let package = Package(
         .target(
             name: "PropellerCLI",
             dependencies: [
-                "PropellerCore", "PropellerRuntime", "PropellerImage", "PropellerManager", "PropellerProplet", "PropellerProxy",
+                "PropellerCore", "PropellerRuntime", "PropellerImage", "PropellerManager", "PropellerProplet", "PropellerProxy", "PropellerProvision",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -128,6 +135,7 @@ let package = Package(
         ]),
         .testTarget(name: "PropellerProxyTests", dependencies: ["PropellerProxy", "PropellerImage", "PropellerCore", "PropellerTestSupport"]),
         .testTarget(name: "PropellerPropletTests", dependencies: ["PropellerProplet", "PropellerCore", "PropellerTestSupport"]),
+        .testTarget(name: "PropellerProvisionTests", dependencies: ["PropellerProvision", "PropellerCore", "PropellerTestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["PropellerCore", "PropellerTestSupport"]),
         .testTarget(name: "SystemLibrariesTests", dependencies: ["CArchive", "CMosquitto", "CSeccomp", "CCap"]),
     ]

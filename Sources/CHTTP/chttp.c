@@ -47,6 +47,7 @@ void ph_perform(const struct ph_request *r, struct ph_response *out) {
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "https,http");
     if (r->range) curl_easy_setopt(c, CURLOPT_RANGE, r->range);
+    if (r->ca_file) curl_easy_setopt(c, CURLOPT_CAINFO, r->ca_file);
     if (r->body) {
         curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, r->body);

@@ -15,6 +15,24 @@ struct DaemonOptions: ParsableArguments {
     @Option(name: .customLong("mqtt-ca"), help: ArgumentHelp("CA certificate that signs the broker's TLS certificate (mqtts://; default: the system's CAs).", valueName: "file"))
     var mqttCA: String?
 
+    @Option(name: .customLong("mqtt-cert"), help: ArgumentHelp("Client certificate for the broker (mqtts://, with --mqtt-key).", valueName: "file"))
+    var mqttCert: String?
+
+    @Option(name: .customLong("mqtt-key"), help: ArgumentHelp("Private key of --mqtt-cert.", valueName: "file"))
+    var mqttKey: String?
+
+    @Option(name: .customLong("mqtt-username"), help: ArgumentHelp("Broker user name (the identity `propeller provision` made).", valueName: "name"))
+    var mqttUsername: String?
+
+    @Option(name: .customLong("mqtt-password-file"), help: ArgumentHelp("File holding the broker password (mode 600); or `mqtt-password` in the --config file.", valueName: "file"))
+    var mqttPasswordFile: String?
+
+    @Option(name: .customLong("mqtt-password"), help: .hidden)
+    var mqttPassword: String?
+
+    @Option(help: ArgumentHelp("Read options from FILE: `key = value` lines named like the long flags (mode 600 when it holds secrets); flags on the command line win.", valueName: "file"))
+    var config: String?
+
     @Option(help: ArgumentHelp("Domain id of the MQTT topics m/DOMAIN/c/CHANNEL (env PROPELLER_DOMAIN_ID).", valueName: "id"))
     var domain: String = Environment.current["PROPELLER_DOMAIN_ID"] ?? "propeller"
 
@@ -37,10 +55,18 @@ struct DaemonOptions: ParsableArguments {
     func mqttConfiguration(envName: String, clientID: String) throws -> MQTTConfiguration {
         let url = mqtt ?? Environment.current[envName] ?? "tcp://127.0.0.1:1883"
         var config = try MQTTConfiguration(url: url, clientID: clientID)
-        if let mqttCA {
-            config.tls = config.tls ?? .init()
-            config.tls?.caFile = absolutePath(mqttCA)
+        if mqttCA != nil || mqttCert != nil || mqttKey != nil {
+            guard config.tls != nil else { throw ValidationError("--mqtt-ca, --mqtt-cert and --mqtt-key need an mqtts:// broker URL") }
+            guard (mqttCert == nil) == (mqttKey == nil) else { throw ValidationError("--mqtt-cert and --mqtt-key go together") }
+            config.tls?.caFile = mqttCA.map(absolutePath)
+            config.tls?.certFile = mqttCert.map(absolutePath)
+            config.tls?.keyFile = mqttKey.map(absolutePath)
         }
+        var password = mqttPassword
+        if let mqttPasswordFile { password = try readSecretFile(absolutePath(mqttPasswordFile), what: "MQTT password file") }
+        if password != nil && mqttUsername == nil { throw ValidationError("an MQTT password needs --mqtt-username") }
+        config.username = mqttUsername
+        config.password = password
         return config
     }
 

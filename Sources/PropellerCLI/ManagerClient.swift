@@ -11,16 +11,46 @@ struct ClientOptions: ParsableArguments {
     @Option(name: .customLong("token-file"), help: ArgumentHelp("File holding the API token (else env PROPELLER_API_TOKEN).", valueName: "file"))
     var tokenFile: String?
 
+    @Option(name: .customLong("api-token"), help: .hidden)
+    var apiToken: String?
+
+    @Option(name: .customLong("manager-ca"), help: ArgumentHelp("CA certificate that signs the manager's HTTPS certificate (env PROPELLER_MANAGER_CA; default: the system's CAs).", valueName: "file"))
+    var managerCA: String?
+
+    @Flag(name: .customLong("insecure-http"), help: "Send the API token over plain http to a manager that is not on this machine.")
+    var insecureHTTP = false
+
+    @Option(help: ArgumentHelp("Read options from FILE (`key = value` lines: manager, manager-ca, api-token; mode 600), like the one `propeller provision` writes; flags on the command line win.", valueName: "file"))
+    var config: String?
+
     @Flag(help: "Print JSON for scripts instead of tables.")
     var json = false
 
     func client() throws -> ManagerClient {
-        var token = Environment.current["PROPELLER_API_TOKEN"]
+        var token = apiToken ?? Environment.current["PROPELLER_API_TOKEN"]
         if let tokenFile { token = try readSecretFile(absolutePath(tokenFile), what: "token file") }
+        if token?.isEmpty ?? true { token = nil }
         var base = manager
         while base.hasSuffix("/") { base.removeLast() }
         guard base.hasPrefix("http://") || base.hasPrefix("https://") else { throw ValidationError("invalid --manager \"\(manager)\": expected http:// or https://") }
-        return ManagerClient(base: base, token: token?.isEmpty == false ? token : nil)
+        if token != nil, base.hasPrefix("http://"), !insecureHTTP, !Self.isLoopback(url: base) {
+            throw ValidationError("refusing to send the API token over plain http to \(base): use https:// (the manager's --tls-cert), or --insecure-http if the network is trusted")
+        }
+        return ManagerClient(base: base, token: token, caFile: (managerCA ?? Environment.current["PROPELLER_MANAGER_CA"]).map(absolutePath))
+    }
+
+    /// Whether `url`'s host is this machine: localhost, 127.0.0.0/8 or ::1.
+    static func isLoopback(url: String) -> Bool {
+        var rest = Substring(url)
+        if let scheme = rest.range(of: "://") { rest = rest[scheme.upperBound...] }
+        rest = rest.prefix { $0 != "/" }
+        let host: Substring
+        if rest.hasPrefix("[") {
+            host = rest.dropFirst().prefix { $0 != "]" }
+        } else {
+            host = rest.prefix { $0 != ":" }
+        }
+        return host == "localhost" || host == "::1" || (host.hasPrefix("127.") && host.split(separator: ".").count == 4 && host.split(separator: ".").allSatisfy { UInt8($0) != nil })
     }
 }
 
@@ -35,6 +65,7 @@ struct ClientError: Error, CustomStringConvertible {
 struct ManagerClient: Sendable {
     let base: String
     let token: String?
+    var caFile: String?
 
     private var headers: [String] {
         var h = ["Accept: application/json", "Content-Type: application/json"]
@@ -47,6 +78,7 @@ struct ManagerClient: Sendable {
     func send(_ method: String, _ path: String, body: [UInt8]? = nil) throws -> [UInt8] {
         var data: [UInt8] = []
         var transport = HTTPTransport()
+        transport.caFile = caFile
         transport.connectTimeoutSeconds = 10
         let response: HTTPTransport.Response
         do {
@@ -73,6 +105,7 @@ struct ManagerClient: Sendable {
     /// Reads an NDJSON stream, handing each line to `onLine` until the server ends it.
     func stream(_ path: String, onLine: ([UInt8]) throws -> Void) throws {
         var transport = HTTPTransport()
+        transport.caFile = caFile
         transport.connectTimeoutSeconds = 10
         transport.stallTimeoutSeconds = 0
         var pending: [UInt8] = []

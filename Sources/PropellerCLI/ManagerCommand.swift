@@ -14,7 +14,10 @@ struct ManagerCommand: AsyncParsableCommand {
         discussion: """
         Tasks, their history, results and logs, and proplets are kept in DATA_DIR/manager.db \
         (SQLite, WAL); a restarted manager resumes where it stopped. Every API route but /health \
-        needs the bearer token from --token-file or PROPELLER_API_TOKEN.
+        needs a bearer token: one whose SHA-256 is given with --api-token-sha256 (what \
+        `propeller provision` writes into the manager's config), one made with `propeller token \
+        create`, or the one in --token-file / PROPELLER_API_TOKEN. With --tls-cert and --tls-key the \
+        API is served over HTTPS.
         """
     )
 
@@ -29,6 +32,15 @@ struct ManagerCommand: AsyncParsableCommand {
     @Option(name: .customLong("token-file"), help: ArgumentHelp("File holding the API bearer token (mode 600); else env PROPELLER_API_TOKEN.", valueName: "file"))
     var tokenFile: String?
 
+    @Option(name: .customLong("api-token-sha256"), help: ArgumentHelp("An accepted API token, as [NAME:]sha256:HEX of the token (repeatable; `propeller token hash` prints it).", valueName: "hash"))
+    var apiTokenSHA256: [String] = []
+
+    @Option(name: .customLong("tls-cert"), help: ArgumentHelp("Serve the API over HTTPS with this PEM certificate chain (with --tls-key).", valueName: "file"))
+    var tlsCert: String?
+
+    @Option(name: .customLong("tls-key"), help: ArgumentHelp("Private key of --tls-cert (PEM, mode 600).", valueName: "file"))
+    var tlsKey: String?
+
     @Flag(name: .customLong("insecure-no-auth"), help: "Serve the API without authentication (a trusted loopback setup only).")
     var insecureNoAuth = false
 
@@ -42,6 +54,7 @@ struct ManagerCommand: AsyncParsableCommand {
     var defaultMemory: String = "256M"
 
     func validate() throws {
+        if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
         if SchedulingPolicy(rawValue: scheduler) == nil { throw ValidationError("invalid --scheduler \"\(scheduler)\": expected binpack, spread or round-robin") }
     }
 
@@ -51,8 +64,22 @@ struct ManagerCommand: AsyncParsableCommand {
         var token = Environment.current["PROPELLER_API_TOKEN"]
         if let tokenFile { token = try readSecretFile(absolutePath(tokenFile), what: "token file") }
         if token?.isEmpty ?? true { token = nil }
-        if token == nil && !insecureNoAuth {
-            throw ValidationError("no API token: give --token-file FILE or PROPELLER_API_TOKEN (or --insecure-no-auth for a trusted loopback setup)")
+        var configured: [(name: String, sha256: String)] = []
+        for value in apiTokenSHA256 {
+            let name = value.range(of: ":sha256:").map { String(value[..<$0.lowerBound]) } ?? "configured"
+            let hash = value.range(of: ":sha256:").map { "sha256:" + value[$0.upperBound...] } ?? value
+            do { _ = try APITokens.parseHash(hash, what: "--api-token-sha256") } catch { throw ValidationError("invalid --api-token-sha256 \"\(value)\": expected [NAME:]sha256:HEX") }
+            configured.append((name, hash))
+        }
+        if let token { configured.append(("token-file", "sha256:" + APITokens.hash(token))) }
+        if configured.isEmpty && !insecureNoAuth {
+            throw ValidationError("no API token: give --api-token-sha256, --token-file FILE or PROPELLER_API_TOKEN (or --insecure-no-auth for a trusted loopback setup)")
+        }
+        if let tlsKey {
+            var st = stat()
+            if stat(absolutePath(tlsKey), &st) == 0 && st.st_mode & 0o077 != 0 {
+                throw ValidationError("TLS key \(tlsKey) can be read by other users (mode \(String(st.st_mode & 0o777, radix: 8))): chmod 600 it")
+            }
         }
         var host = "127.0.0.1"
         var port = Int(Environment.current["MANAGER_HTTP_PORT"] ?? "") ?? 7070
@@ -76,11 +103,18 @@ struct ManagerCommand: AsyncParsableCommand {
         try makeDirectory(dir)
         var options = ManagerServer.Options(databasePath: dir + "/manager.db",
                                             mqtt: try daemon.mqttConfiguration(envName: "MANAGER_MQTT_ADDRESS", clientID: "propeller-manager-\(daemon.domain)-\(daemon.channel)"),
-                                            topics: daemon.topics, token: token)
+                                            topics: daemon.topics)
+        options.apiTokens = configured
+        options.authenticate = !insecureNoAuth
+        options.tlsCertificate = tlsCert.map(absolutePath)
+        options.tlsKey = tlsKey.map(absolutePath)
         options.host = host
         options.port = port
         options.configuration = configuration
-        if token == nil { logger.warning("the API has no authentication (--insecure-no-auth)") }
+        if insecureNoAuth { logger.warning("the API has no authentication (--insecure-no-auth)") }
+        if tlsCert == nil && !ClientOptions.isLoopback(url: "http://" + (host.contains(":") ? "[\(host)]" : host)) {
+            logger.warning("the API is served over plain http on a non-loopback address: tokens cross the network in clear (give --tls-cert and --tls-key)")
+        }
         try await ManagerServer(options: options, logger: logger).run()
         logger.notice("manager stopped")
     }

@@ -13,16 +13,18 @@ public struct PropellerCommand: AsyncParsableCommand {
         `propeller manager` and `propeller proplet` are the daemons; `propeller task` and         `propeller proplet list` talk to the manager's REST API; `propeller run` starts one         container on this machine through the same runtime the proplet uses.
         """,
         version: "0.1.0",
-        subcommands: [RunCommand.self, ImageCommand.self, ManagerCommand.self, PropletCommand.self, ProxyCommand.self, TaskCommand.self]
+        subcommands: [RunCommand.self, ImageCommand.self, ManagerCommand.self, PropletCommand.self, ProxyCommand.self, TaskCommand.self, TokenCommand.self, ProvisionCommand.self]
     )
 
     public init() {}
 
     /// Parses `arguments`, runs the command and exits with its status. Usage errors exit 125,
     /// like `docker run`, so a task's own exit codes stay distinguishable from Propeller's.
-    public static func entry(_ arguments: [String] = Array(CommandLine.arguments.dropFirst())) -> Never {
+    public static func entry(_ commandLine: [String] = Array(CommandLine.arguments.dropFirst())) -> Never {
         let command: any ParsableCommand
+        var arguments = commandLine
         do {
+            arguments = try ConfigFile.expand(commandLine)
             command = try parseAsRoot(arguments)
         } catch {
             fail(error, arguments: arguments)

@@ -22,6 +22,9 @@ public struct HTTPTransport: Sendable {
     /// A transfer that moves no byte for this long is aborted (a hung registry); 0: never.
     public var stallTimeoutSeconds = 60
 
+    /// A CA bundle that verifies HTTPS servers instead of the system's (a private CA).
+    public var caFile: String?
+
     public init() {}
 
     /// Performs `method url`, sending `body` when given. `onBody` receives the response body in
@@ -52,7 +55,8 @@ public struct HTTPTransport: Sendable {
                 withUnsafeMutablePointer(to: &response) { out in
                     let unmanaged = Unmanaged.passUnretained(context).toOpaque()
                     let rangeC = range.map { strdup($0) } ?? nil
-                    defer { free(rangeC) }
+                    let caC = caFile.map { strdup($0) } ?? nil
+                    defer { free(rangeC); free(caC) }
                     method.withCString { m in
                         url.withCString { u in
                             var request = ph_request()
@@ -61,6 +65,7 @@ public struct HTTPTransport: Sendable {
                             request.headers = UnsafePointer(hbuf.baseAddress)
                             request.nheaders = hbuf.count
                             request.range = UnsafePointer(rangeC)
+                            request.ca_file = UnsafePointer(caC)
                             request.connect_timeout_s = connectTimeoutSeconds
                             request.low_speed_time_s = stallTimeoutSeconds
                             request.follow_redirects = followRedirects ? 1 : 0

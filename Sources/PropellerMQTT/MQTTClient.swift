@@ -101,6 +101,8 @@ public final class MQTTClient: @unchecked Sendable {
             var cancelledWaiters = Set<Int>()
             var nextWaiter = 0
             var lastError: Int32 = 0
+            /// The last error libmosquitto logged (a TLS handshake failure, say), for messages.
+            var lastLoggedError: String?
             var connections = 0
             /// QoS 1 publishes the broker has not acknowledged yet, by message id.
             var unacknowledged = Set<Int32>()
@@ -149,7 +151,12 @@ public final class MQTTClient: @unchecked Sendable {
             let ctx = Unmanaged<Context>.fromOpaque(obj).takeUnretainedValue()
             // Resubscribe before anyone waiting for the connection goes on.
             for (filter, qos) in ctx.subscriptionsIfAccepted(rc: rc) { _ = mosquitto_subscribe(mosq, nil, filter, qos) }
-            ctx.wakeWaiters()
+            ctx.wakeWaiters(refusal: rc == 0 ? nil : rc)
+        }
+        mosquitto_log_callback_set(handle) { _, obj, level, text in
+            guard let obj, let text, level & Int32(MOSQ_LOG_ERR) != 0 else { return }
+            let line = String(cString: text)
+            Unmanaged<Context>.fromOpaque(obj).takeUnretainedValue().state.withLock { $0.lastLoggedError = line }
         }
         mosquitto_publish_callback_set(handle) { _, obj, mid in
             guard let obj else { return }
@@ -188,7 +195,9 @@ public final class MQTTClient: @unchecked Sendable {
             group.addTask { [context] in try await context.waitForConnection() }
             group.addTask {
                 try await Task.sleep(for: timeout)
-                throw PropellerError(.resourceExhausted, "mqtt: no connection to \(self.configuration.host):\(self.configuration.port) within \(DurationParsing.format(timeout))")
+                let last = self.context.state.withLock { $0.lastLoggedError }
+                throw PropellerError(.resourceExhausted, "mqtt: no connection to \(self.configuration.host):\(self.configuration.port) within \(DurationParsing.format(timeout))"
+                                     + (last.map { " (last error: \($0))" } ?? ""))
             }
             defer { group.cancelAll() }
             try await group.next()
@@ -287,13 +296,20 @@ extension MQTTClient.Context {
         }
     }
 
-    func wakeWaiters() {
+    /// Resumes whoever waits for the connection: on success, or with the broker's refusal (bad
+    /// credentials, not authorized), which retrying would not change.
+    func wakeWaiters(refusal: Int32? = nil) {
         let waiters = state.withLock { s -> [CheckedContinuation<Void, any Error>] in
-            guard s.connected else { return [] }
+            guard s.connected || refusal != nil else { return [] }
             defer { s.connectWaiters = [:] }
             return Array(s.connectWaiters.values)
         }
-        for w in waiters { w.resume() }
+        guard let refusal else {
+            for w in waiters { w.resume() }
+            return
+        }
+        let reason = mosquitto_connack_string(refusal).map { String(cString: $0) } ?? "code \(refusal)"
+        for w in waiters { w.resume(throwing: PropellerError(.permissionDenied, "mqtt: the broker refused the connection: \(reason)")) }
     }
 
     /// Returns once connected; a cancelled wait ends with CancellationError.

@@ -1,3 +1,4 @@
+import Logging
 import Foundation
 import Hummingbird
 import PropellerCore
@@ -39,27 +40,27 @@ func jsonError(status: HTTPResponse.Status, _ message: String) -> Response {
     return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
 }
 
-/// Bearer-token authentication on everything but /health. Tokens are compared in constant time.
+/// Bearer-token authentication on everything but /health: the token's SHA-256 must be one of
+/// the manager's unrevoked tokens. Refusals are logged (never the token).
 struct BearerAuthMiddleware<Context: RequestContext>: RouterMiddleware {
-    let token: [UInt8]
+    let tokens: APITokens
+    let logger: Logger
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         if request.uri.path == "/health" { return try await next(request, context) }
         guard let header = request.headers[.authorization] else {
+            refuse(request, "no token")
             throw APIError.unauthorized("missing bearer token: send 'Authorization: Bearer TOKEN' (PROPELLER_API_TOKEN for the CLI)")
         }
         let prefix = "Bearer "
-        guard header.hasPrefix(prefix), Self.constantTimeEqual(Array(header.dropFirst(prefix.count).utf8), token) else {
+        guard header.hasPrefix(prefix), tokens.authenticate(String(header.dropFirst(prefix.count))) != nil else {
+            refuse(request, "unknown or revoked token")
             throw APIError.unauthorized("invalid bearer token")
         }
         return try await next(request, context)
     }
 
-    static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-        var diff = UInt8(truncatingIfNeeded: a.count ^ b.count)
-        for i in 0..<max(a.count, b.count) {
-            diff |= (i < a.count ? a[i] : 0) ^ (i < b.count ? b[i] : 0)
-        }
-        return diff == 0
+    private func refuse(_ request: Request, _ why: String) {
+        logger.warning("API request refused", metadata: ["method": "\(request.method.rawValue)", "path": "\(request.uri.path)", "reason": "\(why)"])
     }
 }

@@ -27,34 +27,48 @@ public struct MQTTControlBus: ControlBus {
         }
     }
 
-    /// Subscribes to what proplets send and feeds it to `service` until the stream ends.
+    /// Subscribes to what proplets send and feeds it to `service` until the stream ends. A message
+    /// must name the proplet whose topic it came on (the broker's ACL lets each proplet identity
+    /// write only its own topics), so one proplet cannot speak for another.
     public func run(service: TaskService) async throws {
-        for filter in [topics.propletCreate, topics.propletAlive, topics.results, topics.events, topics.allLogs] {
-            try client.subscribe(filter)
-        }
+        for kind in Topics.Report.allCases { try client.subscribe(topics.allReports(kind)) }
         for await message in client.messages {
             do {
-                switch message.topic {
-                case topics.propletCreate:
+                guard let (sender, kind, taskID) = topics.parseReport(message.topic) else { continue }
+                switch kind {
+                case .create:
                     let a = try WireCoding.decode(PropletAnnouncement.self, from: message.payload)
-                    guard Topics.isValidComponent(a.propletId) else { throw PropellerError(.invalidArgument, "invalid proplet id") }
+                    try Self.check(a.propletId, sentBy: sender)
                     await service.handleAnnouncement(a)
-                case topics.propletAlive:
-                    await service.handleHeartbeat(try WireCoding.decode(PropletHeartbeat.self, from: message.payload))
-                case topics.results:
-                    await service.handleResult(try WireCoding.decode(TaskResult.self, from: message.payload))
-                case topics.events:
-                    await service.handleEvent(try WireCoding.decode(TaskEvent.self, from: message.payload))
-                default:
-                    if let taskID = topics.taskID(inLogsTopic: message.topic) {
-                        let block = try WireCoding.decode(LogBlock.self, from: message.payload)
-                        guard block.taskId == taskID else { throw PropellerError(.invalidArgument, "log block for \(block.taskId) on the topic of \(taskID)") }
-                        await service.handleLog(block)
-                    }
+                case .alive:
+                    let h = try WireCoding.decode(PropletHeartbeat.self, from: message.payload)
+                    try Self.check(h.propletId, sentBy: sender)
+                    await service.handleHeartbeat(h)
+                case .results:
+                    let r = try WireCoding.decode(TaskResult.self, from: message.payload)
+                    try Self.check(r.propletId, sentBy: sender)
+                    await service.handleResult(r)
+                case .events:
+                    let e = try WireCoding.decode(TaskEvent.self, from: message.payload)
+                    try Self.check(e.propletId, sentBy: sender)
+                    await service.handleEvent(e)
+                case .logs:
+                    let block = try WireCoding.decode(LogBlock.self, from: message.payload)
+                    guard block.taskId == taskID else { throw PropellerError(.invalidArgument, "log block for \(block.taskId) on the topic of \(taskID ?? "")") }
+                    await service.handleLog(block, from: sender)
                 }
+            } catch let error as PropellerError where error.code == .permissionDenied {
+                logger.error("rejected a message", metadata: ["topic": "\(message.topic)", "error": "\(error.message)"])
             } catch {
                 logger.warning("dropped a malformed message", metadata: ["topic": "\(message.topic)", "error": "\(error)"])
             }
+        }
+    }
+
+    /// A message's `proplet_id` must be the sender's: the id in the topic the broker let it write.
+    static func check(_ claimed: String, sentBy sender: String) throws {
+        guard claimed == sender else {
+            throw PropellerError(.permissionDenied, "proplet \(sender) sent a message as proplet \(claimed)")
         }
     }
 }

@@ -6,21 +6,21 @@ import PropellerCore
 public struct ManagerAPI: Sendable {
     public let service: TaskService
     public let metrics: ManagerMetrics
-    /// nil: no authentication (`--insecure-no-auth`).
-    public let token: String?
+    /// The bearer tokens that may use the API; nil: no authentication (`--insecure-no-auth`).
+    public let tokens: APITokens?
     /// Bodies above this are refused (413).
     public var maxBodyBytes = 1 << 20
 
-    public init(service: TaskService, metrics: ManagerMetrics = ManagerMetrics(), token: String?) {
+    public init(service: TaskService, metrics: ManagerMetrics = ManagerMetrics(), tokens: APITokens?) {
         self.service = service
         self.metrics = metrics
-        self.token = token
+        self.tokens = tokens
     }
 
     public func router() -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
         router.add(middleware: ErrorAndMetricsMiddleware(metrics: metrics))
-        if let token { router.add(middleware: BearerAuthMiddleware(token: Array(token.utf8))) }
+        if let tokens { router.add(middleware: BearerAuthMiddleware(tokens: tokens, logger: service.logger)) }
 
         router.get("/health") { _, _ in json(["status": "ok"]) }
         router.get("/openapi.json") { _, _ in
@@ -121,6 +121,7 @@ public struct ManagerAPI: Sendable {
             try await service.deleteProplet(try context.parameters.require("id"))
             return Response(status: .noContent)
         }
+        addTokenRoutes(router)
         return router
     }
 
@@ -144,7 +145,7 @@ public struct ManagerAPI: Sendable {
         })
     }
 
-    private func collect(_ request: Request) async throws -> [UInt8] {
+    func collect(_ request: Request) async throws -> [UInt8] {
         var request = request
         do {
             let buffer = try await request.collectBody(upTo: maxBodyBytes)
@@ -194,7 +195,7 @@ private func page(_ request: Request) throws -> (Int, Int) {
     return (offset, limit == 0 ? 100 : limit)
 }
 
-private func encode<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) throws -> Response {
+func encode<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) throws -> Response {
     let data = try WireCoding.encoder().encode(value)
     return Response(status: status, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
 }

@@ -1,4 +1,6 @@
 import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
 import Logging
 import PropellerCore
 import PropellerDaemon
@@ -13,14 +15,20 @@ public struct ManagerServer: Sendable {
         public var databasePath: String
         public var mqtt: MQTTConfiguration
         public var topics: Topics
-        public var token: String?
+        /// Bearer tokens from the configuration, as SHA-256 hashes with a name; tokens made
+        /// through the API live in the database.
+        public var apiTokens: [(name: String, sha256: String)] = []
+        /// false: no authentication at all (`--insecure-no-auth`).
+        public var authenticate = true
+        /// HTTPS: a PEM certificate chain and its private key.
+        public var tlsCertificate: String?
+        public var tlsKey: String?
         public var configuration = ManagerConfiguration()
 
-        public init(databasePath: String, mqtt: MQTTConfiguration, topics: Topics, token: String?) {
+        public init(databasePath: String, mqtt: MQTTConfiguration, topics: Topics) {
             self.databasePath = databasePath
             self.mqtt = mqtt
             self.topics = topics
-            self.token = token
         }
     }
 
@@ -42,10 +50,25 @@ public struct ManagerServer: Sendable {
         try await client.connect(timeout: .seconds(30))
         logger.info("connected to the broker", metadata: ["broker": "\(options.mqtt.host):\(options.mqtt.port)"])
 
-        let api = ManagerAPI(service: service, token: options.token)
-        let app = Application(router: api.router(), configuration: .init(address: .hostname(options.host, port: options.port), serverName: "propeller-manager"),
-                              onServerRunning: { [logger, options] _ in
-                                  logger.notice("manager listening", metadata: ["address": "http://\(options.host):\(options.port)"])
+        let tokens = options.authenticate ? try APITokens(store: store, configured: options.apiTokens) : nil
+        let api = ManagerAPI(service: service, tokens: tokens)
+        var server = HTTPServerBuilder.http1()
+        var scheme = "http"
+        if let cert = options.tlsCertificate, let key = options.tlsKey {
+            let tls: TLSConfiguration
+            do {
+                tls = TLSConfiguration.makeServerConfiguration(certificateChain: try NIOSSLCertificate.fromPEMFile(cert).map { .certificate($0) },
+                                                               privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
+            } catch {
+                throw PropellerError(.invalidArgument, "TLS certificate \(cert) or key \(key): \(error)")
+            }
+            server = try .tls(.http1(), tlsConfiguration: tls)
+            scheme = "https"
+        }
+        let app = Application(router: api.router(), server: server,
+                              configuration: .init(address: .hostname(options.host, port: options.port), serverName: "propeller-manager"),
+                              onServerRunning: { [logger, options, scheme] _ in
+                                  logger.notice("manager listening", metadata: ["address": "\(scheme)://\(options.host):\(options.port)"])
                               }, logger: logger)
         let interval = options.configuration.livenessInterval
         let busService = LoopService { try await bus.run(service: service) }

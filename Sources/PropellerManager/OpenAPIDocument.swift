@@ -81,7 +81,22 @@ enum OpenAPIDocument {
                           "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}}},
           "delete": {"summary": "Forget a dead proplet",
             "responses": {"204": {"description": "Deleted"}, "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"},
-                          "409": {"$ref": "#/components/responses/Error"}}}}
+                          "409": {"$ref": "#/components/responses/Error"}}}},
+        "/tokens": {
+          "get": {"summary": "API tokens (never their secrets)",
+            "responses": {"200": {"description": "Tokens", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TokenList"}}}},
+                          "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}}},
+          "post": {"summary": "Make an API token; its secret is in this answer only",
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": false, "required": ["name"],
+              "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 100}}}}}},
+            "responses": {"201": {"description": "Created", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CreatedToken"}}}},
+                          "400": {"$ref": "#/components/responses/Error"}, "401": {"$ref": "#/components/responses/Error"},
+                          "404": {"$ref": "#/components/responses/Error"}, "413": {"$ref": "#/components/responses/Error"}, "422": {"$ref": "#/components/responses/Error"}}}},
+        "/tokens/{id}": {
+          "parameters": [{"$ref": "#/components/parameters/id"}],
+          "delete": {"summary": "Revoke an API token (it stops working at once)",
+            "responses": {"200": {"description": "The revoked token", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Token"}}}},
+                          "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}}}}
       },
       "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
@@ -155,6 +170,11 @@ enum OpenAPIDocument {
             "capacity": {"$ref": "#/components/schemas/Capacity"}, "allocated": {"$ref": "#/components/schemas/Resources"},
             "task_count": {"type": "integer"}, "os": {"type": "string"}, "arch": {"type": "string"}, "cgroup_mode": {"type": "string"},
             "alive": {"type": "boolean"}, "last_seen": {"type": "number"}, "registered_at": {"type": "number"}, "reason": {"type": "string"}}},
+          "Token": {"type": "object", "required": ["id", "name", "created_at"], "properties": {
+            "id": {"type": "string"}, "name": {"type": "string"}, "created_at": {"type": "number"}, "revoked_at": {"type": "number"}}},
+          "CreatedToken": {"allOf": [{"$ref": "#/components/schemas/Token"},
+            {"type": "object", "required": ["token"], "properties": {"token": {"type": "string", "description": "The secret: shown once, stored only as its SHA-256"}}}]},
+          "TokenList": {"type": "object", "required": ["tokens"], "properties": {"tokens": {"type": "array", "items": {"$ref": "#/components/schemas/Token"}}}},
           "PropletPage": {"type": "object", "required": ["offset", "limit", "total", "proplets"], "properties": {
             "offset": {"type": "integer"}, "limit": {"type": "integer"}, "total": {"type": "integer"},
             "proplets": {"type": "array", "items": {"$ref": "#/components/schemas/Proplet"}}}}

@@ -5,7 +5,7 @@ import PropellerCore
 /// ``ManagerStore`` on one SQLite file (WAL mode, so API reads never wait for the scheduler's
 /// writes). Mutable status lives in columns; the immutable spec and the result are JSON.
 public final class SQLiteStore: ManagerStore {
-    private let pool: DatabasePool
+    let pool: DatabasePool
     public let path: String
 
     /// Opens (creating when missing) the database at `path` and brings its schema up to date.
@@ -66,6 +66,17 @@ public final class SQLiteStore: ManagerStore {
             );
             """)
         }
+        m.registerMigration("v2-api-tokens") { db in
+            try db.execute(sql: """
+            CREATE TABLE api_tokens (
+                id TEXT PRIMARY KEY,
+                name TEXT NOT NULL,
+                sha256 TEXT NOT NULL UNIQUE,
+                created_at REAL NOT NULL,
+                revoked_at REAL
+            );
+            """)
+        }
         return m
     }
 
@@ -76,7 +87,7 @@ public final class SQLiteStore: ManagerStore {
         String(decoding: try encoder.encode(value), as: UTF8.self)
     }
 
-    private func wrap<T>(_ what: String, _ body: () throws -> T) throws -> T {
+    func wrap<T>(_ what: String, _ body: () throws -> T) throws -> T {
         do {
             return try body()
         } catch let error as PropellerError {

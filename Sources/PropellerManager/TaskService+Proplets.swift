@@ -155,8 +155,14 @@ extension TaskService {
         return "exited with code \(r.exitCode ?? -1)"
     }
 
-    public func handleLog(_ block: LogBlock) {
+    /// A log block from `sender`, kept only while the task runs there (a proplet cannot write
+    /// into another proplet's tasks).
+    public func handleLog(_ block: LogBlock, from sender: String) {
         guard let t = active[block.taskId], t.attempt == block.attempt else { return }
+        guard t.assignedProplet == sender else {
+            logger.error("rejected a log block", metadata: ["task": "\(block.taskId)", "sender": "\(sender)", "runs_on": "\(t.assignedProplet ?? "-")"])
+            return
+        }
         do {
             try store.appendLog(taskID: block.taskId, stream: block.stream, data: block.data, keep: configuration.logKeepBytes)
         } catch {

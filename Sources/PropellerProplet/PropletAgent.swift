@@ -37,7 +37,7 @@ public actor PropletAgent {
         topics = options.topics
         var mqtt = options.mqtt
         mqtt.persistentSession = true
-        mqtt.will = (options.topics.propletAlive, (try? WireCoding.encode(PropletHeartbeat(propletId: options.id, status: .offline))) ?? [], 1, false)
+        mqtt.will = (options.topics.report(.alive, from: options.id), (try? WireCoding.encode(PropletHeartbeat(propletId: options.id, status: .offline))) ?? [], 1, false)
         client = try MQTTClient(mqtt)
         let cacheDir = options.dataDirectory + "/seccomp"
         runtime = try ContainerRuntime(networkNamespacePool: 2, seccompCache: SeccompCache(directory: cacheDir), logger: logger)
@@ -79,7 +79,7 @@ public actor PropletAgent {
         if proxy != nil { try client.subscribe(topics.registryResponses(options.id)) }
         try await client.connect(timeout: .seconds(30))
         logger.notice("proplet connected", metadata: ["proplet": "\(options.id)", "broker": "\(options.mqtt.host):\(options.mqtt.port)"])
-        publish(topics.propletCreate, announcement)
+        publish(topics.report(.create, from: options.id), announcement)
         heartbeat()
         let messages = client.messages
         let interval = options.heartbeatInterval
@@ -113,7 +113,7 @@ public actor PropletAgent {
     func tick() {
         heartbeat()
         // Results not yet acknowledged go out again (the manager treats duplicates as such).
-        for result in outbox.pending() { publish(topics.results, result) }
+        for result in outbox.pending() { publish(topics.report(.results, from: options.id), result) }
     }
 
     func heartbeat() {
@@ -121,7 +121,7 @@ public actor PropletAgent {
         seq += 1
         let running = executions.values.map(\.start.ref).sorted { $0.taskId < $1.taskId }
         let allocated = executions.values.reduce(Resources.zero) { $0 + $1.start.resources }
-        publish(topics.propletAlive, PropletHeartbeat(propletId: options.id, status: accepting ? .online : .draining, seq: seq, announcement: announcement,
+        publish(topics.report(.alive, from: options.id), PropletHeartbeat(propletId: options.id, status: accepting ? .online : .draining, seq: seq, announcement: announcement,
                                                       allocated: allocated, running: running, finished: outbox.pending().map(\.ref)))
     }
 
@@ -164,11 +164,11 @@ public actor PropletAgent {
             let hooks = TaskRunner.Hooks(
                 phase: { phase in
                     let e = TaskEvent(taskId: s.taskId, attempt: s.attempt, propletId: propletID, phase: phase, at: WallClock.now())
-                    try? client.publish(topics.events, WireCoding.encode(e))
+                    try? client.publish(topics.report(.events, from: propletID), WireCoding.encode(e))
                 },
                 log: { stream, offset, bytes in
                     let block = LogBlock(taskId: s.taskId, attempt: s.attempt, stream: stream, offset: offset, data: String(decoding: bytes, as: UTF8.self))
-                    try? client.publish(topics.logs(s.taskId), WireCoding.encode(block), qos: 0)
+                    try? client.publish(topics.logs(from: propletID, task: s.taskId), WireCoding.encode(block), qos: 0)
                 })
             runner.run(execution, hooks: hooks) { result in
                 Self.report(result, outbox: outbox, client: client, topics: topics, logger: logger)
@@ -187,7 +187,7 @@ public actor PropletAgent {
     }
 
     func event(_ s: StartTask, _ phase: TaskEvent.Phase) {
-        publish(topics.events, TaskEvent(taskId: s.taskId, attempt: s.attempt, propletId: options.id, phase: phase, at: WallClock.now()))
+        publish(topics.report(.events, from: options.id), TaskEvent(taskId: s.taskId, attempt: s.attempt, propletId: options.id, phase: phase, at: WallClock.now()))
     }
 
     /// After the result went out (from the task's own thread): forget the execution.
@@ -207,7 +207,7 @@ public actor PropletAgent {
             logger.error("cannot keep the result on disk; sending it anyway", metadata: ["task": "\(result.taskId)", "error": "\(error)"])
         }
         do {
-            try client.publish(topics.results, try WireCoding.encode(result))
+            try client.publish(topics.report(.results, from: result.propletId), try WireCoding.encode(result))
         } catch {
             logger.debug("publish failed (the outbox sends it again)", metadata: ["task": "\(result.taskId)", "error": "\(error)"])
         }
@@ -245,7 +245,7 @@ public actor PropletAgent {
             try? await Task.sleep(for: .milliseconds(50))
         }
         saidGoodbye = true
-        publish(topics.propletAlive, PropletHeartbeat(propletId: options.id, status: .offline, seq: seq + 1))
+        publish(topics.report(.alive, from: options.id), PropletHeartbeat(propletId: options.id, status: .offline, seq: seq + 1))
         try? await Task.sleep(for: .milliseconds(200))
         client.disconnect()
         runtime.shutdown()

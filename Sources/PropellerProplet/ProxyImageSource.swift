@@ -150,7 +150,7 @@ final class ProxyImageSource: @unchecked Sendable {
     /// Publishes `request` and waits for its answer, asking again twice.
     private func request(_ request: RegistryRequest) throws -> RegistryResponse {
         for attempt in 1...3 {
-            try? client.publish(topics.registryRequests, try WireCoding.encode(request))
+            try? client.publish(topics.registryRequests(from: propletID), try WireCoding.encode(request))
             let deadline = Date().addingTimeInterval(Double(responseTimeout.components.seconds))
             condition.lock()
             while responses[request.requestId] == nil && condition.wait(until: deadline) {}
@@ -184,7 +184,7 @@ final class ProxyImageSource: @unchecked Sendable {
         }
         for d in digests { try client.subscribe(topics.blob(d.description)) }
         let fetch = RegistryRequest(kind: .fetch, requestId: UUID().uuidString, propletId: propletID, image: image, digests: digests.map(\.description))
-        try client.publish(topics.registryRequests, try WireCoding.encode(fetch))
+        try client.publish(topics.registryRequests(from: propletID), try WireCoding.encode(fetch))
 
         var rounds = 0
         var waiting = Set(pending.keys)
@@ -216,7 +216,7 @@ final class ProxyImageSource: @unchecked Sendable {
                     a.reset()
                     condition.unlock()
                     rounds += 1
-                    try client.publish(topics.registryRequests, try WireCoding.encode(
+                    try client.publish(topics.registryRequests(from: propletID), try WireCoding.encode(
                         RegistryRequest(kind: .fetch, requestId: UUID().uuidString, propletId: propletID, image: image, digests: [a.digest.description])))
                 }
             }
@@ -236,7 +236,7 @@ final class ProxyImageSource: @unchecked Sendable {
                         ? RegistryRequest(kind: .fetch, requestId: UUID().uuidString, propletId: propletID, image: image, digests: [a.digest.description])
                         : RegistryRequest(kind: .resend, requestId: UUID().uuidString, propletId: propletID, image: image, digest: a.digest.description, missing: missing)
                     logger.notice("asking the proxy again", metadata: ["digest": "\(a.digest)", "missing": "\(missing.isEmpty ? "all" : String(missing.count))"])
-                    try? client.publish(topics.registryRequests, try WireCoding.encode(request))
+                    try? client.publish(topics.registryRequests(from: propletID), try WireCoding.encode(request))
                 }
             }
         }

@@ -62,11 +62,17 @@ public actor ProxyService {
 
     /// Reads requests until the message stream ends.
     func run() async throws {
-        try client.subscribe(topics.registryRequests)
-        for await message in client.messages where message.topic == topics.registryRequests {
+        try client.subscribe(topics.allRegistryRequests)
+        for await message in client.messages {
+            guard let sender = topics.propletID(inRequestTopic: message.topic) else { continue }
             do {
                 let request = try WireCoding.decode(RegistryRequest.self, from: message.payload)
-                guard Topics.isValidComponent(request.propletId) else { throw PropellerError(.invalidArgument, "invalid proplet id") }
+                // The broker's ACL lets a proplet write only its own request topic; answers go to
+                // the topic's proplet, so one proplet cannot send work to another's inbox.
+                guard request.propletId == sender else {
+                    logger.error("rejected a request", metadata: ["sender": "\(sender)", "claimed": "\(request.propletId)"])
+                    continue
+                }
                 handle(request)
             } catch {
                 logger.warning("dropped a malformed request", metadata: ["error": "\(error)"])

@@ -42,16 +42,23 @@ struct WireMessagesTests {
         }
     }
 
-    @Test func topicsFollowUpstreamShape() {
+    @Test func topicsNameTheSendingProplet() {
         let t = Topics(domain: "d1", channel: "c1")
-        #expect(t.propletCreate == "m/d1/c/c1/control/proplet/create")
+        #expect(t.report(.create, from: "p1") == "m/d1/c/c1/control/manager/p1/create")
+        #expect(t.allReports(.alive) == "m/d1/c/c1/control/manager/+/alive")
+        #expect(t.allReports(.logs) == "m/d1/c/c1/control/manager/+/logs/+")
         #expect(t.start("p1") == "m/d1/c/c1/control/proplet/p1/start")
-        #expect(t.logs("abc") == "m/d1/c/c1/tasks/abc/logs")
-        #expect(t.taskID(inLogsTopic: "m/d1/c/c1/tasks/abc/logs") == "abc")
-        #expect(t.taskID(inLogsTopic: "m/d1/c/c1/tasks/a/b/logs") == nil)
-        #expect(t.taskID(inLogsTopic: "m/d2/c/c1/tasks/abc/logs") == nil)
+        #expect(t.logs(from: "p1", task: "abc") == "m/d1/c/c1/control/manager/p1/logs/abc")
+        #expect(t.parseReport("m/d1/c/c1/control/manager/p1/logs/abc")! == ("p1", .logs, "abc"))
+        #expect(t.parseReport("m/d1/c/c1/control/manager/p1/results")! == ("p1", .results, nil))
+        for bad in ["m/d1/c/c1/control/manager/p1/logs", "m/d1/c/c1/control/manager/p1/results/x", "m/d2/c/c1/control/manager/p1/alive",
+                    "m/d1/c/c1/control/manager/p1/unknown", "m/d1/c/c1/control/proplet/p1/start", "m/d1/c/c1/control/manager//alive"] {
+            #expect(t.parseReport(bad) == nil, "\(bad)")
+        }
+        #expect(t.propletID(inRequestTopic: t.registryRequests(from: "p9")) == "p9")
+        #expect(t.propletID(inRequestTopic: "m/d1/c/c1/registry/requests/a/b") == nil)
         #expect(Topics.isValidComponent("p-1"))
-        for bad in ["", "a/b", "a+", "#", String(repeating: "x", count: 200)] { #expect(!Topics.isValidComponent(bad)) }
+        for bad in ["", "a/b", "a+", "#", "a b", "a\nb", String(repeating: "x", count: 200)] { #expect(!Topics.isValidComponent(bad)) }
     }
 
     @Test func resourceArithmeticSaturates() {

@@ -12,16 +12,19 @@ struct APITests: Sendable {
     let dir: TempDirectory
     let bus = RecordingBus()
     let service: TaskService
+    let store: SQLiteStore
 
     init() throws {
         dir = try TempDirectory("propeller-api")
-        service = TaskService(store: try SQLiteStore(path: dir.path + "/manager.db"), bus: bus)
+        store = try SQLiteStore(path: dir.path + "/manager.db")
+        service = TaskService(store: store, bus: bus)
     }
 
     var auth: HTTPFields { [.authorization: "Bearer \(Self.token)", .contentType: "application/json"] }
 
     func withApp(_ body: @escaping @Sendable (any TestClientProtocol) async throws -> Void) async throws {
-        let app = Application(router: ManagerAPI(service: service, token: Self.token).router())
+        let tokens = try APITokens(store: store, configured: [("test", "sha256:" + APITokens.hash(Self.token))])
+        let app = Application(router: ManagerAPI(service: service, tokens: tokens).router())
         try await app.test(.router) { client in try await body(client) }
     }
 
@@ -36,6 +39,50 @@ struct APITests: Sendable {
             let message = (try? JSONSerialization.jsonObject(with: Data(buffer: response.body)) as? [String: Any])?["error"] as? String
             #expect(message?.contains(text) == true, "error was \(message ?? "none")", sourceLocation: sourceLocation)
         }
+    }
+
+    @Test func tokensAreMadeListedAndRevokedAndOnlyTheirHashIsStored() async throws {
+        try await withApp { client in
+            var secret = ""
+            var id = ""
+            try await client.execute(uri: "/tokens", method: .post, headers: auth, body: ByteBuffer(string: #"{"name":"ci"}"#)) { response in
+                #expect(response.status == .created)
+                let body = try json(response)
+                secret = try #require(body["token"] as? String)
+                id = try #require(body["id"] as? String)
+            }
+            #expect(secret.hasPrefix("ptk_") && secret.count == 68)
+            let bearer: HTTPFields = [.authorization: "Bearer \(secret)"]
+            try await client.execute(uri: "/tasks", method: .get, headers: bearer) { #expect($0.status == .ok) }
+            try await client.execute(uri: "/tokens", method: .get, headers: auth) { response in
+                let tokens = try #require(try json(response)["tokens"] as? [[String: Any]])
+                #expect(tokens.compactMap { $0["name"] as? String }.sorted() == ["ci", "test"])
+                #expect(!String(buffer: response.body).contains(secret))
+            }
+            // The database holds the hash, never the secret.
+            let stored = try store.tokens()
+            #expect(stored.contains { $0.sha256 == APITokens.hash(secret) })
+            #expect(try !Data(contentsOf: URL(fileURLWithPath: store.path)).contains(Data(secret.utf8)))
+
+            try await client.execute(uri: "/tokens/\(id)", method: .delete, headers: auth) { response in
+                #expect(response.status == .ok)
+                try #expect(json(response)["revoked_at"] as? Double != nil)
+            }
+            try await expectError(client, .get, "/tasks", headers: bearer, status: .unauthorized, containing: "invalid bearer token")
+            try await expectError(client, .delete, "/tokens/nope", status: .notFound, containing: "no token nope")
+            try await expectError(client, .post, "/tokens", body: #"{"name":""}"#, status: .unprocessableContent, containing: "name: required")
+            try await expectError(client, .post, "/tokens", body: #"{"name":"x","admin":true}"#, status: .badRequest, containing: "unknown field")
+            try await expectError(client, .post, "/tokens", body: #"{"name":3}"#, status: .badRequest, containing: "name")
+        }
+        // A revoked configured token stays revoked when the manager comes back with the same config.
+        let configured = try APITokens(store: store, configured: [("test", "sha256:" + APITokens.hash(Self.token))])
+        #expect(configured.authenticate(Self.token) != nil)
+        let cfg = try #require(try configured.list().first { $0.name == "test" })
+        _ = try configured.revoke(id: cfg.id)
+        #expect(configured.authenticate(Self.token) == nil)
+        let restarted = try APITokens(store: store, configured: [("test", "sha256:" + APITokens.hash(Self.token))])
+        #expect(restarted.authenticate(Self.token) == nil)
+        #expect(try restarted.list().first { $0.id == cfg.id }?.revokedAt != nil)
     }
 
     @Test func healthIsOpenAndEverythingElseNeedsTheToken() async throws {
@@ -75,7 +122,7 @@ struct APITests: Sendable {
             try await expectError(client, .delete, "/tasks/\(id)", status: .conflict, containing: "stop it first")
             try await expectError(client, .get, "/tasks/\(id)/results", status: .notFound, containing: "no result yet")
 
-            await service.handleLog(LogBlock(taskId: id, attempt: 1, stream: .stdout, offset: 0, data: "partial "))
+            await service.handleLog(LogBlock(taskId: id, attempt: 1, stream: .stdout, offset: 0, data: "partial "), from: "p")
             try await client.execute(uri: "/tasks/\(id)/logs", method: .get, headers: auth) { response in
                 try #expect(json(response)["stdout"] as? String == "partial ")
             }
@@ -201,7 +248,7 @@ struct APITests: Sendable {
                     }
                 }
             }
-            let routed = Set(ManagerAPI(service: service, token: nil).router().routes.map { "\($0.method.rawValue) \($0.path.description)" })
+            let routed = Set(ManagerAPI(service: service, tokens: nil).router().routes.map { "\($0.method.rawValue) \($0.path.description)" })
             #expect(routed == documented)
         }
     }

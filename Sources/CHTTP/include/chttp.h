@@ -25,6 +25,7 @@ struct ph_request {
     int follow_redirects;
     const char *body;              ///< request body, or NULL
     size_t body_len;
+    const char *ca_file;           ///< CA bundle that verifies the server, or NULL for the system's
     ph_body_fn on_body;
     ph_header_fn on_header;
     void *context;
