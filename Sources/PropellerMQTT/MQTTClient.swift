@@ -2,6 +2,8 @@
 import Glibc
 #endif
 import CMosquitto
+import Dispatch
+import Foundation
 import PropellerCore
 import Synchronization
 
@@ -85,7 +87,7 @@ public struct MQTTConfiguration: Sendable {
 /// An MQTT 3.1.1 client over libmosquitto's threaded loop: connects, reconnects with backoff,
 /// resubscribes after every reconnect, and hands messages out as an `AsyncStream`.
 // @unchecked: the only non-Sendable member is the libmosquitto handle, which is safe to use from
-// any thread once its own network thread runs (mosquitto_loop_start: its calls lock internally).
+// any thread once its own network thread runs (threaded mode: its calls lock internally).
 public final class MQTTClient: @unchecked Sendable {
     private let handle: OpaquePointer
     private let context: Context
@@ -111,6 +113,11 @@ public final class MQTTClient: @unchecked Sendable {
         }
         let state = Locked(State())
         let continuation: AsyncStream<MQTTMessage>.Continuation
+        /// Set before a deliberate disconnect: the network thread ends instead of reconnecting.
+        let stopping = Locked(false)
+        /// Signalled when the network thread has ended.
+        let loopEnded = DispatchSemaphore(value: 0)
+        let loopStarted = Locked(false)
         init(continuation: AsyncStream<MQTTMessage>.Continuation) { self.continuation = continuation }
     }
 
@@ -179,18 +186,16 @@ public final class MQTTClient: @unchecked Sendable {
     }
 
     deinit {
-        mosquitto_disconnect(handle)
-        mosquitto_loop_stop(handle, true)
+        stopLoop()
         mosquitto_destroy(handle)
         context.continuation.finish()
     }
 
     /// Connects (or fails within `timeout`); afterwards the client reconnects by itself.
     public func connect(timeout: Duration = .seconds(10)) async throws {
-        var rc = mosquitto_connect_async(handle, configuration.host, configuration.port, configuration.keepaliveSeconds)
+        let rc = mosquitto_connect_async(handle, configuration.host, configuration.port, configuration.keepaliveSeconds)
         if rc != MOSQ_ERR_SUCCESS.rawValue && rc != MOSQ_ERR_ERRNO.rawValue { throw Self.error("connect to \(configuration.host):\(configuration.port)", rc) }
-        rc = mosquitto_loop_start(handle)
-        if rc != MOSQ_ERR_SUCCESS.rawValue && rc != MOSQ_ERR_INVAL.rawValue { throw Self.error("start network loop", rc) }
+        startLoop()
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { [context] in try await context.waitForConnection() }
             group.addTask {
@@ -264,8 +269,53 @@ public final class MQTTClient: @unchecked Sendable {
 
     /// Says goodbye (no Last Will) and stops the network loop.
     public func disconnect() {
+        stopLoop()
+    }
+
+    /// The network thread: libmosquitto's loop, which reconnects by itself after a lost
+    /// connection but returns for good on what it deems fatal, a TLS error included (an
+    /// OpenSSL 3 "unexpected eof" when a TLS broker dies). Then this thread reconnects, with the
+    /// same backoff, so a restarted TLS broker is rejoined like a plain one.
+    private func startLoop() {
+        let first = context.loopStarted.withLock { started -> Bool in
+            defer { started = true }
+            return !started
+        }
+        guard first else { return }
+        _ = mosquitto_threaded_set(handle, true)
+        // The handle is safe to use from this thread in threaded mode (see the class comment).
+        nonisolated(unsafe) let handle = self.handle
+        let context = self.context
+        let delays = configuration.reconnectDelay
+        let thread = Thread {
+            var delay = delays.min
+            while !context.stopping.withLock({ $0 }) {
+                let rc = mosquitto_loop_forever(handle, 1000, 1)
+                if context.stopping.withLock({ $0 }) { break }
+                let message = mosquitto_strerror(rc).map { String(cString: $0) } ?? "error \(rc)"
+                context.state.withLock { s in
+                    s.connected = false
+                    s.lastLoggedError = s.lastLoggedError ?? message
+                }
+                for _ in 0..<(delay * 10) where !context.stopping.withLock({ $0 }) { usleep(100_000) }
+                delay = min(delay * 2, delays.max)
+                if mosquitto_reconnect(handle) == MOSQ_ERR_SUCCESS.rawValue { delay = delays.min }
+            }
+            context.loopEnded.signal()
+        }
+        thread.name = "mqtt-" + configuration.clientID.prefix(10)
+        thread.start()
+    }
+
+    /// Says goodbye and waits for the network thread to end.
+    private func stopLoop() {
+        let wasStopping = context.stopping.withLock { s -> Bool in
+            defer { s = true }
+            return s
+        }
+        guard !wasStopping else { return }
         mosquitto_disconnect(handle)
-        mosquitto_loop_stop(handle, false)
+        if context.loopStarted.withLock({ $0 }) { _ = context.loopEnded.wait(timeout: .now() + 5) }
     }
 
     /// Test hook, not for production: cuts the TCP connection without an MQTT DISCONNECT, as a

@@ -10,7 +10,7 @@ public final class DaemonProcess: @unchecked Sendable {
 
     public init(_ executable: String, _ arguments: [String], environment extra: [String: String] = [:], logPath: String) throws {
         self.logPath = logPath
-        FileManager.default.createFile(atPath: logPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         guard let log = FileHandle(forWritingAtPath: logPath) else { throw PropellerError(.internalError, "cannot open \(logPath)") }
         let p = Process()
         p.executableURL = URL(fileURLWithPath: executable)

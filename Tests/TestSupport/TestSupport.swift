@@ -67,3 +67,56 @@ public func mkdirs(_ path: String) { try? FileManager.default.createDirectory(at
 public func writeFile(_ path: String, _ text: String) {
     try? Data(text.utf8).write(to: URL(fileURLWithPath: path))
 }
+
+/// A private certificate authority made with openssl, issuing certificates for 127.0.0.1.
+public struct TestCA: Sendable {
+    public let directory: String
+    public var certificate: String { directory + "/ca.pem" }
+
+    public init(_ directory: String, name: String = "Propeller Test CA") throws {
+        self.directory = directory
+        mkdirs(directory)
+        try runTool("/usr/bin/openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                                         "-keyout", directory + "/ca.key", "-out", directory + "/ca.pem", "-days", "2", "-subj", "/CN=\(name)"])
+    }
+
+    /// A certificate for `name` valid for 127.0.0.1 and localhost; returns (cert, key) paths
+    /// (the key mode 600).
+    public func issue(_ name: String) throws -> (certificate: String, key: String) {
+        let base = directory + "/" + name
+        try runTool("/usr/bin/openssl", ["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", base + ".key",
+                                         "-out", base + ".csr", "-subj", "/CN=\(name)"])
+        writeFile(base + ".ext", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n")
+        try runTool("/usr/bin/openssl", ["x509", "-req", "-in", base + ".csr", "-CA", certificate, "-CAkey", directory + "/ca.key", "-CAcreateserial",
+                                         "-out", base + ".pem", "-days", "2", "-extfile", base + ".ext"])
+        chmod(base + ".key", 0o600)
+        return (base + ".pem", base + ".key")
+    }
+}
+
+/// Runs a tool to the end; its status, stdout and stderr (at most `timeout` seconds).
+@discardableResult
+public func runTool(_ tool: String, _ args: [String], timeout: Double = 30) throws -> (status: Int32, stdout: String, stderr: String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: tool)
+    p.arguments = args
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    p.standardInput = FileHandle.nullDevice
+    try p.run()
+    let group = DispatchGroup()
+    nonisolated(unsafe) var outData = Data(), errData = Data()
+    group.enter()
+    DispatchQueue.global().async { outData = out.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+    group.enter()
+    DispatchQueue.global().async { errData = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+    if group.wait(timeout: .now() + timeout) == .timedOut {
+        kill(p.processIdentifier, SIGKILL)
+        group.wait()
+    }
+    p.waitUntilExit()
+    let result = (p.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+    if tool.hasSuffix("openssl") && result.0 != 0 { throw PropellerError(.internalError, "openssl \(args.first ?? "") failed: \(result.2)") }
+    return result
+}
