@@ -48,9 +48,14 @@ extension ManagerAPI {
             service.logger.notice("API token created", metadata: ["id": "\(token.id)", "name": "\(name)"])
             return try encode(CreatedToken(token: token, secret: secret), status: .created)
         }
-        router.delete("/tokens/{id}") { _, context in
+        router.delete("/tokens/{id}") { request, context in
             guard let tokens else { throw APIError.notFound("tokens: the API runs without authentication (--insecure-no-auth)") }
             let id = try context.parameters.require("id")
+            // Revoking the token in use would lock its holder out mid-session (and, for the last
+            // one, everyone): it takes another token.
+            if let header = request.headers[.authorization], header.hasPrefix("Bearer "), tokens.authenticate(String(header.dropFirst(7))) == id {
+                throw APIError.conflict("token \(id) is the one making this request: revoke it with another token")
+            }
             guard let token = try tokens.revoke(id: id) else { throw APIError.notFound("no token \(id)") }
             service.logger.notice("API token revoked", metadata: ["id": "\(token.id)", "name": "\(token.name)"])
             return try encode(token)

@@ -5,7 +5,7 @@ enum OpenAPIDocument {
     {
       "openapi": "3.0.3",
       "info": {"title": "Propeller manager API", "version": "0.1.0",
-               "description": "Tasks and proplets of a Propeller cluster. Every route but /health needs 'Authorization: Bearer TOKEN'."},
+               "description": "Tasks and proplets of a Propeller cluster. Every route but /health and /openapi.json needs 'Authorization: Bearer TOKEN'."},
       "servers": [{"url": "http://127.0.0.1:7070"}],
       "security": [{"bearer": []}],
       "paths": {
@@ -13,8 +13,8 @@ enum OpenAPIDocument {
           "responses": {"200": {"description": "Up", "content": {"application/json": {"schema": {"type": "object", "properties": {"status": {"type": "string"}}}}}}}}},
         "/metrics": {"get": {"summary": "Prometheus metrics",
           "responses": {"200": {"description": "Text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}, "401": {"$ref": "#/components/responses/Error"}}}},
-        "/openapi.json": {"get": {"summary": "This document",
-          "responses": {"200": {"description": "OpenAPI document", "content": {"application/json": {"schema": {"type": "object"}}}}, "401": {"$ref": "#/components/responses/Error"}}}},
+        "/openapi.json": {"get": {"summary": "This document", "security": [],
+          "responses": {"200": {"description": "OpenAPI document", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
         "/tasks": {
           "post": {"summary": "Create a task (and start it with \"start\": true)",
             "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TaskCreate"}}}},
@@ -94,9 +94,9 @@ enum OpenAPIDocument {
                           "404": {"$ref": "#/components/responses/Error"}, "413": {"$ref": "#/components/responses/Error"}, "422": {"$ref": "#/components/responses/Error"}}}},
         "/tokens/{id}": {
           "parameters": [{"$ref": "#/components/parameters/id"}],
-          "delete": {"summary": "Revoke an API token (it stops working at once)",
+          "delete": {"summary": "Revoke an API token (it stops working at once); not the one making the request",
             "responses": {"200": {"description": "The revoked token", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Token"}}}},
-                          "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}}}}
+                          "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}, "409": {"$ref": "#/components/responses/Error"}}}}
       },
       "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

@@ -70,6 +70,9 @@ struct APITests: Sendable {
             }
             try await expectError(client, .get, "/tasks", headers: bearer, status: .unauthorized, containing: "invalid bearer token")
             try await expectError(client, .delete, "/tokens/nope", status: .notFound, containing: "no token nope")
+            try await expectError(client, .delete, "/tokens/\(id)", headers: bearer, status: .unauthorized, containing: "invalid bearer token")
+            let own = "cfg-" + APITokens.hash(Self.token).prefix(12)
+            try await expectError(client, .delete, "/tokens/\(own)", status: .conflict, containing: "is the one making this request")
             try await expectError(client, .post, "/tokens", body: #"{"name":""}"#, status: .unprocessableContent, containing: "name: required")
             try await expectError(client, .post, "/tokens", body: #"{"name":"x","admin":true}"#, status: .badRequest, containing: "unknown field")
             try await expectError(client, .post, "/tokens", body: #"{"name":3}"#, status: .badRequest, containing: "name")
@@ -88,6 +91,7 @@ struct APITests: Sendable {
     @Test func healthIsOpenAndEverythingElseNeedsTheToken() async throws {
         try await withApp { client in
             try await client.execute(uri: "/health", method: .get) { #expect($0.status == .ok) }
+            try await client.execute(uri: "/openapi.json", method: .get) { #expect($0.status == .ok) }
             try await expectError(client, .get, "/tasks", headers: [:], status: .unauthorized, containing: "missing bearer token")
             try await expectError(client, .get, "/tasks", headers: [.authorization: "Bearer wrong"], status: .unauthorized, containing: "invalid bearer token")
             try await expectError(client, .get, "/metrics", headers: [.authorization: "Basic abc"], status: .unauthorized, containing: "invalid")
