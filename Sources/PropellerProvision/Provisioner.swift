@@ -73,6 +73,12 @@ public struct Provisioner {
     /// holds one, before writing anything.
     public func create(_ base: Deployment, proplets count: Int) throws -> Summary {
         var deployment = base
+        // systemd refuses paths like /tmp//x (LoadCredential= "not valid"): normalise them all.
+        deployment.configDirectory = Self.normalize(deployment.configDirectory)
+        deployment.binary = Self.normalize(deployment.binary)
+        for keyPath in [\Deployment.mqttCA, \.managerCA, \.managerTLSCert, \.managerTLSKey] {
+            deployment[keyPath: keyPath] = deployment[keyPath: keyPath].map(Self.normalize)
+        }
         for component in [deployment.domain, deployment.channel] where !Topics.isValidComponent(component) {
             throw PropellerError(.invalidArgument, "invalid domain or channel \"\(component)\": letters, digits and -_. only")
         }
@@ -136,6 +142,12 @@ public struct Provisioner {
             throw PropellerError(.notFound, "\(file): no deployment here (run `propeller provision --out \(directory)` first)")
         }
         return try StateFile.parse(text, path: file)
+    }
+
+    /// `/a//b/./c/` → `/a/b/c`.
+    public static func normalize(_ path: String) -> String {
+        let parts = path.split(separator: "/").filter { $0 != "." }
+        return (path.hasPrefix("/") ? "/" : "") + parts.joined(separator: "/")
     }
 
     /// `proplet-` and 12 hex digits: unique, safe in topics, user names and file names.
