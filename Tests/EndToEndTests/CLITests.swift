@@ -26,39 +26,13 @@ struct CLIResult {
 
 /// Runs `propeller ARGS`, feeding `stdin`, and waits for it (at most 60 s).
 func propeller(_ args: [String], stdin: Data? = nil, environment extra: [String: String] = [:], whileRunning: ((Process) -> Void)? = nil) throws -> CLIResult {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: propellerBinary)
-    p.arguments = args
     // Keep compiled seccomp programs out of the machine's /run/propeller during tests.
     var environment = ProcessInfo.processInfo.environment
     environment["PROPELLER_SECCOMP_CACHE"] = seccompCacheForTests
     for (k, v) in extra { environment[k] = v }
-    p.environment = environment
-    let out = Pipe(), err = Pipe(), input = Pipe()
-    p.standardOutput = out
-    p.standardError = err
-    p.standardInput = stdin == nil ? FileHandle.nullDevice : input
-    try p.run()
-    // Read both pipes and feed stdin concurrently so neither side can block on a full pipe.
-    let group = DispatchGroup()
-    nonisolated(unsafe) var outData = Data(), errData = Data()
-    group.enter()
-    DispatchQueue.global().async { outData = out.fileHandleForReading.readDataToEndOfFile(); group.leave() }
-    group.enter()
-    DispatchQueue.global().async { errData = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
-    if let stdin {
-        DispatchQueue.global().async {
-            input.fileHandleForWriting.write(stdin)
-            try? input.fileHandleForWriting.close()
-        }
-    }
-    whileRunning?(p)
-    if group.wait(timeout: .now() + 60) == .timedOut {
-        p.terminate()
-        throw PropellerError(.internalError, "propeller \(args.joined(separator: " ")) did not finish in 60 s")
-    }
-    p.waitUntilExit()
-    return CLIResult(status: p.terminationStatus, stdout: outData, stderr: errData)
+    let r = try runProcess(propellerBinary, args, stdin: stdin, environment: environment, whileRunning: whileRunning)
+    if r.timedOut { throw PropellerError(.internalError, "propeller \(args.joined(separator: " ")) did not finish in 60 s") }
+    return CLIResult(status: r.status, stdout: r.stdout, stderr: r.stderr)
 }
 
 @Suite("propeller run, as a user runs it", .enabled(if: isRoot, "requires root: propeller run creates namespaces and cgroups"))

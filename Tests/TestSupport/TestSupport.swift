@@ -94,16 +94,19 @@ public struct TestCA: Sendable {
     }
 }
 
-/// Runs a tool to the end; its status, stdout and stderr (at most `timeout` seconds).
-@discardableResult
-public func runTool(_ tool: String, _ args: [String], timeout: Double = 30) throws -> (status: Int32, stdout: String, stderr: String) {
+/// Runs `executable` to the end, feeding `stdin` and reading both pipes concurrently (so neither
+/// side can block on a full pipe); `whileRunning` is called once it started. Killed after
+/// `timeout` seconds (then `timedOut`).
+public func runProcess(_ executable: String, _ args: [String], stdin: Data? = nil, environment: [String: String]? = nil, timeout: Double = 60,
+                       whileRunning: ((Process) -> Void)? = nil) throws -> (status: Int32, stdout: Data, stderr: Data, timedOut: Bool) {
     let p = Process()
-    p.executableURL = URL(fileURLWithPath: tool)
+    p.executableURL = URL(fileURLWithPath: executable)
     p.arguments = args
-    let out = Pipe(), err = Pipe()
+    if let environment { p.environment = environment }
+    let out = Pipe(), err = Pipe(), input = Pipe()
     p.standardOutput = out
     p.standardError = err
-    p.standardInput = FileHandle.nullDevice
+    p.standardInput = stdin == nil ? FileHandle.nullDevice : input
     try p.run()
     let group = DispatchGroup()
     nonisolated(unsafe) var outData = Data(), errData = Data()
@@ -111,12 +114,28 @@ public func runTool(_ tool: String, _ args: [String], timeout: Double = 30) thro
     DispatchQueue.global().async { outData = out.fileHandleForReading.readDataToEndOfFile(); group.leave() }
     group.enter()
     DispatchQueue.global().async { errData = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+    if let stdin {
+        DispatchQueue.global().async {
+            input.fileHandleForWriting.write(stdin)
+            try? input.fileHandleForWriting.close()
+        }
+    }
+    whileRunning?(p)
+    var timedOut = false
     if group.wait(timeout: .now() + timeout) == .timedOut {
+        timedOut = true
         kill(p.processIdentifier, SIGKILL)
         group.wait()
     }
     p.waitUntilExit()
-    let result = (p.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+    return (p.terminationStatus, outData, errData, timedOut)
+}
+
+/// Runs a tool to the end; its status, stdout and stderr as text. A failing openssl throws.
+@discardableResult
+public func runTool(_ tool: String, _ args: [String], timeout: Double = 30) throws -> (status: Int32, stdout: String, stderr: String) {
+    let r = try runProcess(tool, args, timeout: timeout)
+    let result = (r.status, String(decoding: r.stdout, as: UTF8.self), String(decoding: r.stderr, as: UTF8.self))
     if tool.hasSuffix("openssl") && result.0 != 0 { throw PropellerError(.internalError, "openssl \(args.first ?? "") failed: \(result.2)") }
     return result
 }
