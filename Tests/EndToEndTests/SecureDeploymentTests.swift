@@ -140,6 +140,10 @@ final class SecureDeploymentTests {
         let offline = try WireCoding.encode(PropletHeartbeat(propletId: p1, status: .offline, seq: 1_000_000))
         let forged = try runTool("/usr/bin/mosquitto_pub", mqttArguments(user: p2) + ["-q", "1", "-t", topics.report(.alive, from: p1), "-m", String(decoding: offline, as: UTF8.self)])
         #expect(forged.status == 0, "\(forged.stderr)")
+        // …and p1's results, and a start for p1 as if it were the manager.
+        for topic in [topics.report(.results, from: p1), topics.start(p1)] {
+            _ = try runTool("/usr/bin/mosquitto_pub", mqttArguments(user: p2) + ["-q", "1", "-t", topic, "-m", "{}"])
+        }
         // On its own topic, claiming to be p1: the manager rejects it and logs it.
         let claimed = try runTool("/usr/bin/mosquitto_pub", mqttArguments(user: p2) + ["-q", "1", "-t", topics.report(.alive, from: p2), "-m", String(decoding: offline, as: UTF8.self)])
         #expect(claimed.status == 0, "\(claimed.stderr)")
@@ -153,7 +157,9 @@ final class SecureDeploymentTests {
         eavesdropper.crash()
         #expect(!eavesdropper.log.contains(topics.base), "p2 received: \(eavesdropper.log)")
         let brokerLog = readFile(broker.logPath) ?? ""
-        #expect(brokerLog.contains("Denied PUBLISH") && brokerLog.contains(topics.report(.alive, from: p1)), "\(brokerLog.suffix(2000))")
+        for topic in [topics.report(.alive, from: p1), topics.report(.results, from: p1), topics.start(p1)] {
+            #expect(brokerLog.split(separator: "\n").contains { $0.contains("Denied PUBLISH") && $0.contains("'\(topic)'") }, "\(topic): \(brokerLog.suffix(2000))")
+        }
         #expect(brokerLog.contains("not authorised"))
         let managerLog = daemons["manager"]?.log ?? ""
         #expect(managerLog.contains("rejected a message") && managerLog.contains("proplet \(p2) sent a message as proplet \(p1)"), "\(managerLog.suffix(3000))")
