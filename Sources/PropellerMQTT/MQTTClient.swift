@@ -194,7 +194,11 @@ public final class MQTTClient: @unchecked Sendable {
     /// Connects (or fails within `timeout`); afterwards the client reconnects by itself.
     public func connect(timeout: Duration = .seconds(10)) async throws {
         let rc = mosquitto_connect_async(handle, configuration.host, configuration.port, configuration.keepaliveSeconds)
-        if rc != MOSQ_ERR_SUCCESS.rawValue && rc != MOSQ_ERR_ERRNO.rawValue { throw Self.error("connect to \(configuration.host):\(configuration.port)", rc) }
+        if rc != MOSQ_ERR_SUCCESS.rawValue && rc != MOSQ_ERR_ERRNO.rawValue {
+            // A TLS failure says only "A TLS error occurred"; OpenSSL's reason went to the log.
+            let detail = context.state.withLock { $0.lastLoggedError }.map { " (\($0))" } ?? ""
+            throw PropellerError(.systemCall, Self.error("connect to \(configuration.host):\(configuration.port)", rc).message + detail)
+        }
         startLoop()
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { [context] in try await context.waitForConnection() }

@@ -47,6 +47,57 @@ struct MQTTClientTests {
         #expect(message?.qos == 1)
     }
 
+    /// TLS with client certificates: a client with a certificate from the broker's CA gets in
+    /// (and gets back in after the broker dies, which ends libmosquitto's own loop with a TLS
+    /// error); one without a certificate, or one that does not trust the broker's CA, does not,
+    /// and says why.
+    @Test func tlsWithClientCertificatesAndARestartedBroker() async throws {
+        let dir = try TempDirectory("propeller-mqtt-tls")
+        defer { dir.remove() }
+        let ca = try TestCA(dir.path + "/ca")
+        let server = try ca.issue("broker")
+        let clientCert = try ca.issue("client")
+        let rogue = try TestCA(dir.path + "/rogue", name: "Rogue CA")
+        let broker = try MosquittoServer(settings: ["allow_anonymous true"],
+                                         listener: ["cafile \(ca.certificate)", "certfile \(server.certificate)", "keyfile \(server.key)", "require_certificate true"])
+        func tlsClient(_ id: String, caFile: String, cert: (certificate: String, key: String)?) throws -> MQTTClient {
+            var config = try MQTTConfiguration(url: "mqtts://127.0.0.1:\(broker.port)", clientID: id)
+            config.tls = .init(caFile: caFile, certFile: cert?.certificate, keyFile: cert?.key)
+            config.reconnectDelay = (1, 1)
+            return try MQTTClient(config)
+        }
+        let good = try tlsClient("good", caFile: ca.certificate, cert: clientCert)
+        try await good.connect(timeout: .seconds(5))
+        try good.subscribe("t/#")
+
+        let noCert = try tlsClient("nocert", caFile: ca.certificate, cert: nil)
+        await #expect(throws: PropellerError.self) { try await noCert.connect(timeout: .seconds(2)) }
+        let distrusting = try tlsClient("distrust", caFile: rogue.certificate, cert: clientCert)
+        do {
+            try await distrusting.connect(timeout: .seconds(2))
+            Issue.record("connected without trusting the broker")
+        } catch let error as PropellerError {
+            #expect(error.message.lowercased().contains("certificate"), "\(error.message)")
+        }
+
+        broker.crash()
+        try broker.start()
+        let pub = try tlsClient("pub", caFile: ca.certificate, cert: clientCert)
+        try await pub.connect(timeout: .seconds(5))
+        // Publish until the subscriber is back (one wait: a cancelled wait would end the stream).
+        let publisher = Task {
+            while !Task.isCancelled {
+                try? pub.publish("t/x", Array("after restart".utf8))
+                try? await Task.sleep(for: .milliseconds(200))
+            }
+        }
+        let received = await next(good, within: 15)
+        publisher.cancel()
+        #expect(received.map { String(decoding: $0.payload, as: UTF8.self) } == "after restart", "the TLS client came back after the broker did")
+        good.disconnect()
+        pub.disconnect()
+    }
+
     @Test func lastWillIsPublishedWhenTheConnectionDiesAndTheClientComesBack() async throws {
         let broker = try MosquittoServer()
         let watcher = try client(broker, "watch-\(UUID().uuidString.prefix(8))")

@@ -48,6 +48,14 @@ public final class MosquittoServer: @unchecked Sendable {
         process = nil
     }
 
+    /// SIGKILL, as a crash would end it (no goodbye to its clients); `start()` brings it back.
+    public func crash() {
+        guard let p = process else { return }
+        kill(p.processIdentifier, SIGKILL)
+        for _ in 0..<200 where !hasExited(p.processIdentifier) { usleep(10_000) }
+        process = nil
+    }
+
     public func restart() throws {
         stop()
         try start()
