@@ -37,3 +37,7 @@ const char *pf_errno_name(int err) { return strerrorname_np(err); }
 long pf_lgetxattr(const char *path, const char *name, void *value, unsigned long size) {
     return (long)lgetxattr(path, name, value, size);
 }
+
+int pf_start_writeback(int fd, long long offset, long long length) {
+    return (int)syscall(SYS_sync_file_range, fd, (off_t)offset, (off_t)length, (unsigned)SYNC_FILE_RANGE_WRITE);
+}

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CFileSystem
 import PropellerCore
 
 /// Blobs by digest under `<root>/blobs/sha256/<hex>`, as in an OCI image layout.
@@ -75,6 +76,12 @@ public struct ContentStore: Sendable {
             throw PropellerError(.systemCall, "content store: store \(digest): \(errnoName(errno))")
         }
         return path
+    }
+
+    /// Starts writing a just-written range of an ingest file to disk without waiting, so that
+    /// the fsync of `adopt` finds little left to do (the disk works while the network does).
+    public static func startWriteback(fd: Int32, offset: UInt64, length: Int) {
+        _ = pf_start_writeback(fd, Int64(offset), Int64(length))
     }
 
     /// Removes a blob; removing one that is not there is fine.

@@ -110,6 +110,8 @@ public final class MQTTClient: @unchecked Sendable {
             var unacknowledged = Set<Int32>()
             /// PUBACKs that arrived before `publish` recorded their id.
             var earlyAcknowledgements = Set<Int32>()
+            /// Publishers waiting for the broker to acknowledge something.
+            var acknowledgementWaiters: [Int: CheckedContinuation<Void, Never>] = [:]
         }
         let state = Locked(State())
         let continuation: AsyncStream<MQTTMessage>.Continuation
@@ -167,9 +169,12 @@ public final class MQTTClient: @unchecked Sendable {
         }
         mosquitto_publish_callback_set(handle) { _, obj, mid in
             guard let obj else { return }
-            Unmanaged<Context>.fromOpaque(obj).takeUnretainedValue().state.withLock { s in
+            let waiters = Unmanaged<Context>.fromOpaque(obj).takeUnretainedValue().state.withLock { s in
                 if s.unacknowledged.remove(mid) == nil { s.earlyAcknowledgements.insert(mid) }
+                defer { s.acknowledgementWaiters.removeAll() }
+                return Array(s.acknowledgementWaiters.values)
             }
+            for w in waiters { w.resume() }
         }
         mosquitto_disconnect_callback_set(handle) { _, obj, _ in
             guard let obj else { return }
@@ -258,7 +263,10 @@ public final class MQTTClient: @unchecked Sendable {
                 }
                 throw PropellerError(.resourceExhausted, "mqtt: the broker acknowledged nothing for \(DurationParsing.format(timeout))")
             }
-            try await Task.sleep(for: .milliseconds(1))
+            // Woken by the next PUBACK (a sleep-and-poll loop kept the link idle between
+            // wake-ups: the pacing, not the bytes, bounded the proxy's throughput), or after
+            // 50 ms so that the deadline is noticed.
+            await context.nextAcknowledgement(whileAtLeast: limit, atMost: .milliseconds(50))
         }
     }
 
@@ -337,6 +345,27 @@ public final class MQTTClient: @unchecked Sendable {
 }
 
 extension MQTTClient.Context {
+    /// Returns at the next PUBACK, at once when fewer than `limit` publishes are unacknowledged,
+    /// or after `maxWait`.
+    func nextAcknowledgement(whileAtLeast limit: Int, atMost maxWait: Duration) async {
+        let id = state.withLock { s -> Int in
+            s.nextWaiter += 1
+            return s.nextWaiter
+        }
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let registered = state.withLock { s -> Bool in
+                guard s.unacknowledged.count >= limit else { return false }
+                s.acknowledgementWaiters[id] = c
+                return true
+            }
+            guard registered else { return c.resume() }
+            Task {
+                try? await Task.sleep(for: maxWait)
+                self.state.withLock { $0.acknowledgementWaiters.removeValue(forKey: id) }?.resume()
+            }
+        }
+    }
+
     /// On CONNACK: the subscriptions to renew when the broker accepted us (rc 0), else none.
     func subscriptionsIfAccepted(rc: Int32) -> [String: Int32] {
         state.withLock { s in

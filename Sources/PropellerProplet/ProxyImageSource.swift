@@ -42,6 +42,9 @@ final class ProxyImageSource: @unchecked Sendable {
         var hasher: BlobHasher? = BlobHasher()
         var nextInOrder: UInt32 = 0
         var lastProgress = ContinuousClock.now
+        /// When the first and the last chunk arrived (for the debug log).
+        var firstChunk: ContinuousClock.Instant?
+        var lastChunk: ContinuousClock.Instant?
 
         init(digest: Digest, path: String) throws {
             self.digest = digest
@@ -96,6 +99,7 @@ final class ProxyImageSource: @unchecked Sendable {
         if let total = a.total, total != chunk.total { return }
         let written = chunk.payload.withUnsafeBytes { pwrite(a.fd, $0.baseAddress, $0.count, off_t(chunk.offset)) }
         guard written == chunk.payload.count else { return }
+        ContentStore.startWriteback(fd: a.fd, offset: chunk.offset, length: chunk.payload.count)
         a.total = chunk.total
         a.size = chunk.blobSize
         a.received.insert(chunk.index)
@@ -106,6 +110,8 @@ final class ProxyImageSource: @unchecked Sendable {
             a.hasher = nil
         }
         a.lastProgress = .now
+        if a.firstChunk == nil { a.firstChunk = a.lastProgress }
+        if a.complete { a.lastChunk = a.lastProgress }
         condition.broadcast()
     }
 
@@ -184,13 +190,17 @@ final class ProxyImageSource: @unchecked Sendable {
         }
         for d in digests { try client.subscribe(topics.blob(d.description)) }
         let fetch = RegistryRequest(kind: .fetch, requestId: UUID().uuidString, propletId: propletID, image: image, digests: digests.map(\.description))
+        let requested = ContinuousClock.now
         try client.publish(topics.registryRequests(from: propletID), try WireCoding.encode(fetch))
 
         var rounds = 0
         var waiting = Set(pending.keys)
         while !waiting.isEmpty {
             condition.lock()
-            _ = condition.wait(until: Date().addingTimeInterval(0.2))
+            // Sleep only when nothing is ready: a blob that completed while the previous one was
+            // being stored has already been signalled (waiting here cost 200 ms per such blob).
+            let ready = waiting.contains { pending[$0]?.complete == true || blobErrors["sha256:" + $0] != nil }
+            if !ready { _ = condition.wait(until: Date().addingTimeInterval(0.2)) }
             let done = waiting.filter { pending[$0]?.complete == true }
             let failed = waiting.compactMap { hex in blobErrors.removeValue(forKey: "sha256:" + hex).map { (hex, $0) } }.first
             let stalled = waiting.filter { hex in
@@ -206,9 +216,17 @@ final class ProxyImageSource: @unchecked Sendable {
                 do {
                     condition.lock()
                     let hashed = a.hasher?.finalize()
+                    let (first, last) = (a.firstChunk, a.lastChunk)
                     condition.unlock()
+                    let adopting = ContinuousClock.now
                     try images.content.adopt(file: a.path, as: a.digest, hashed: hashed)
                     waiting.remove(hex)
+                    func ms(_ d: Duration) -> String { String(d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000) }
+                    logger.debug("blob received", metadata: [
+                        "digest": "\(a.digest)", "bytes": "\(a.size)", "first_chunk_ms": "\(first.map { ms($0 - requested) } ?? "-")",
+                        "last_chunk_ms": "\(last.map { ms($0 - requested) } ?? "-")", "stored_ms": "\(ms(ContinuousClock.now - requested))",
+                        "adopt_ms": "\(ms(ContinuousClock.now - adopting))", "in_order": "\(hashed != nil)",
+                    ])
                 } catch {
                     // Every chunk matched its checksum but the blob does not: start it over.
                     logger.warning("assembled blob failed verification; asking again", metadata: ["digest": "\(a.digest)", "error": "\(error)"])

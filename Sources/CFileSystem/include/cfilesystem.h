@@ -22,6 +22,10 @@ int pf_lsetxattrat(int dirfd, const char *name, const char *attr, const void *va
 /// Reads an extended attribute of `path` without following a symlink. Returns its size or -1/errno.
 long pf_lgetxattr(const char *path, const char *name, void *value, unsigned long size);
 
+/// Starts writing back [offset, offset+length) of fd without waiting (sync_file_range
+/// SYNC_FILE_RANGE_WRITE), so that a later fsync has little left to do. 0, or -1 and errno.
+int pf_start_writeback(int fd, long long offset, long long length);
+
 /// The symbolic name of an errno value ("ENOENT"), or NULL.
 const char *pf_errno_name(int err);
 
