@@ -73,7 +73,12 @@ struct PropletAgentCommand: AsyncParsableCommand {
         guard geteuid() == 0 else { throw ValidationError("the proplet runs containers and must run as root") }
         let dataDir = absolutePath(images.dataDir)
         try makeDirectory(dataDir)
-        let propletID = try id ?? PropletOptions.persistentID(dataDirectory: dataDir)
+        let propletID = try id ?? daemon.mqttUsername ?? PropletOptions.persistentID(dataDirectory: dataDir)
+        if let user = daemon.mqttUsername, user != propletID {
+            // The broker's ACL names a proplet's topics by its user name: under another id every
+            // publish would be dropped and the proplet would never register.
+            throw ValidationError("--id \(propletID) differs from --mqtt-username \(user): a provisioned proplet's id is its broker user name")
+        }
         var capacity = PropletOptions.detectedCapacity()
         if let cpus { capacity.cpuMillis = UInt64((cpus * 1000).rounded()) }
         if let memory {

@@ -197,6 +197,8 @@ final class SecureDeploymentTests {
         chmod(loose, 0o644)
         let looseRun = try propeller(["proplet", "--config", loose])
         #expect(looseRun.status == 125 && looseRun.stderrText.contains("can be read by other users"), "\(looseRun.stderrText)")
+        let renamed = try propeller(["proplet", "--config", out + "/proplets/\(p2).conf", "--id", "someone-else", "--data-dir", dir.path + "/renamed"])
+        #expect(renamed.status == 125 && renamed.stderrText.contains("differs from --mqtt-username"), "\(renamed.stderrText)")
 
         // A proplet added later joins once the broker has reloaded its files.
         let added = try propeller(["provision", "add-proplet", "--out", out])
