@@ -88,13 +88,15 @@ public actor ProxyService {
             guard let image = r.image, let ref = try? ImageReference(parsing: image) else {
                 return respond(r, RegistryResponse(requestId: r.requestId, error: "fetch without a valid image reference"))
             }
+            var digests: [Digest] = []
             for text in r.digests ?? [] {
                 guard let digest = try? Digest(validating: text) else {
                     respond(r, RegistryResponse(requestId: r.requestId, error: "invalid digest \(text)", digest: text))
                     continue
                 }
-                stream(digest, ref: ref, request: r)
+                digests.append(digest)
             }
+            stream(digests, ref: ref, request: r)
         case .resend:
             guard let text = r.digest, let digest = try? Digest(validating: text), let image = r.image, let ref = try? ImageReference(parsing: image) else {
                 return respond(r, RegistryResponse(requestId: r.requestId, error: "resend needs a valid digest and image"))
@@ -180,21 +182,28 @@ public actor ProxyService {
         }
     }
 
-    /// Publishes every chunk of `digest`; a stream already running for it serves this request
-    /// too (late subscribers ask for what they missed).
-    func stream(_ digest: Digest, ref: ImageReference, request: RegistryRequest) {
-        guard streams[digest] == nil else { return }
-        streams[digest] = Task {
-            do {
-                try await ensureCached(digest, ref: ref)
-                try await publish(digest, indexes: nil)
-                metrics.update { $0.blobsServed += 1 }
-            } catch {
-                logger.warning("blob stream failed", metadata: ["digest": "\(digest)", "error": "\(error)"])
-                respond(request, RegistryResponse(requestId: request.requestId, image: "\(ref)", error: "\(error)", digest: digest.description))
+    /// Publishes every chunk of `digests`; a stream already running for one serves this request
+    /// too (late subscribers ask for what they missed). The blobs are fetched from the registry
+    /// at once but published one after another, so the proplet stores (fsyncs) each blob while
+    /// the next one is on the wire instead of all of them at the end.
+    func stream(_ digests: [Digest], ref: ImageReference, request: RegistryRequest) {
+        let fresh = digests.filter { streams[$0] == nil }
+        guard !fresh.isEmpty else { return }
+        let fetched = fresh.map { digest in (digest, Task { try await self.ensureCached(digest, ref: ref) }) }
+        let task = Task {
+            for (digest, fetch) in fetched {
+                do {
+                    try await fetch.value
+                    try await publish(digest, indexes: nil)
+                    metrics.update { $0.blobsServed += 1 }
+                } catch {
+                    logger.warning("blob stream failed", metadata: ["digest": "\(digest)", "error": "\(error)"])
+                    respond(request, RegistryResponse(requestId: request.requestId, image: "\(ref)", error: "\(error)", digest: digest.description))
+                }
+                streams[digest] = nil
             }
-            streams[digest] = nil
         }
+        for digest in fresh { streams[digest] = task }
     }
 
     func resend(_ digest: Digest, indexes: [UInt32], ref: ImageReference, request: RegistryRequest) async {
