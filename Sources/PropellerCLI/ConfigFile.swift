@@ -46,24 +46,10 @@ struct ConfigFile {
 
     /// Reads `path`, refusing a file with secrets that others can read.
     static func load(_ path: String) throws -> ConfigFile {
-        var st = stat()
-        guard stat(path, &st) == 0 else { throw ValidationError("config \(path): cannot read it (\(String(cString: strerror(errno))))") }
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw ValidationError("config \(path): cannot open it (\(String(cString: strerror(errno))))") }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 16384)
-        while true {
-            let n = read(fd, &buffer, buffer.count)
-            if n < 0 && errno == EINTR { continue }
-            guard n >= 0 else { throw ValidationError("config \(path): read failed (\(String(cString: strerror(errno))))") }
-            if n == 0 { break }
-            bytes += buffer[0..<n]
-            guard bytes.count <= 1 << 20 else { throw ValidationError("config \(path): larger than 1 MiB") }
-        }
-        let file = try ConfigFile(path: path, text: String(decoding: bytes, as: UTF8.self))
-        if file.entries.contains(where: { secretKeys.contains($0.key) }) && st.st_mode & 0o077 != 0 {
-            throw ValidationError("config \(path) holds secrets and can be read by other users (mode \(String(st.st_mode & 0o777, radix: 8))): chmod 600 it")
+        let (text, mode) = try readSmallFile(path, what: "config")
+        let file = try ConfigFile(path: path, text: text)
+        if file.entries.contains(where: { secretKeys.contains($0.key) }) && mode & 0o077 != 0 {
+            throw ValidationError("config \(path) holds secrets and can be read by other users (mode \(String(mode & 0o777, radix: 8))): chmod 600 it")
         }
         return file
     }

@@ -93,18 +93,31 @@ func onTermination(_ handler: @escaping @Sendable (Int32) -> Void) -> [any Dispa
 
 /// Reads a secret from a file that only its owner may read.
 func readSecretFile(_ path: String, what: String) throws -> String {
-    var st = stat()
-    guard stat(path, &st) == 0 else { throw ValidationError("\(what) \(path): cannot read it (\(String(cString: strerror(errno))))") }
-    if st.st_mode & 0o077 != 0 {
-        throw ValidationError("\(what) \(path) can be read by other users (mode \(String(st.st_mode & 0o777, radix: 8))): chmod 600 it")
+    let (text, mode) = try readSmallFile(path, what: what)
+    if mode & 0o077 != 0 {
+        throw ValidationError("\(what) \(path) can be read by other users (mode \(String(mode & 0o777, radix: 8))): chmod 600 it")
     }
+    let secret = text.trimmingWhitespace()
+    guard !secret.isEmpty else { throw ValidationError("\(what) \(path) is empty") }
+    return secret
+}
+
+/// A file of at most 1 MiB as text, with its mode; errors name `what` and the file.
+func readSmallFile(_ path: String, what: String) throws -> (text: String, mode: mode_t) {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { throw ValidationError("\(what) \(path): cannot open it (\(String(cString: strerror(errno))))") }
     defer { close(fd) }
-    var bytes = [UInt8](repeating: 0, count: 4096)
-    let n = read(fd, &bytes, bytes.count)
-    guard n > 0 else { throw ValidationError("\(what) \(path) is empty") }
-    let text = String(decoding: bytes[0..<n], as: UTF8.self).trimmingWhitespace()
-    guard !text.isEmpty else { throw ValidationError("\(what) \(path) is empty") }
-    return text
+    var st = stat()
+    guard fstat(fd, &st) == 0 else { throw ValidationError("\(what) \(path): cannot stat it (\(String(cString: strerror(errno))))") }
+    var bytes: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 16384)
+    while true {
+        let n = read(fd, &buffer, buffer.count)
+        if n < 0 && errno == EINTR { continue }
+        guard n >= 0 else { throw ValidationError("\(what) \(path): read failed (\(String(cString: strerror(errno))))") }
+        if n == 0 { break }
+        bytes += buffer[0..<n]
+        guard bytes.count <= 1 << 20 else { throw ValidationError("\(what) \(path): larger than 1 MiB") }
+    }
+    return (String(decoding: bytes, as: UTF8.self), st.st_mode)
 }

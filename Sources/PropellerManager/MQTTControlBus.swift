@@ -36,22 +36,10 @@ public struct MQTTControlBus: ControlBus {
             do {
                 guard let (sender, kind, taskID) = topics.parseReport(message.topic) else { continue }
                 switch kind {
-                case .create:
-                    let a = try WireCoding.decode(PropletAnnouncement.self, from: message.payload)
-                    try Self.check(a.propletId, sentBy: sender)
-                    await service.handleAnnouncement(a)
-                case .alive:
-                    let h = try WireCoding.decode(PropletHeartbeat.self, from: message.payload)
-                    try Self.check(h.propletId, sentBy: sender)
-                    await service.handleHeartbeat(h)
-                case .results:
-                    let r = try WireCoding.decode(TaskResult.self, from: message.payload)
-                    try Self.check(r.propletId, sentBy: sender)
-                    await service.handleResult(r)
-                case .events:
-                    let e = try WireCoding.decode(TaskEvent.self, from: message.payload)
-                    try Self.check(e.propletId, sentBy: sender)
-                    await service.handleEvent(e)
+                case .create: await service.handleAnnouncement(try Self.decode(PropletAnnouncement.self, message.payload, sentBy: sender))
+                case .alive: await service.handleHeartbeat(try Self.decode(PropletHeartbeat.self, message.payload, sentBy: sender))
+                case .results: await service.handleResult(try Self.decode(TaskResult.self, message.payload, sentBy: sender))
+                case .events: await service.handleEvent(try Self.decode(TaskEvent.self, message.payload, sentBy: sender))
                 case .logs:
                     let block = try WireCoding.decode(LogBlock.self, from: message.payload)
                     guard block.taskId == taskID else { throw PropellerError(.invalidArgument, "log block for \(block.taskId) on the topic of \(taskID ?? "")") }
@@ -65,10 +53,13 @@ public struct MQTTControlBus: ControlBus {
         }
     }
 
-    /// A message's `proplet_id` must be the sender's: the id in the topic the broker let it write.
-    static func check(_ claimed: String, sentBy sender: String) throws {
-        guard claimed == sender else {
-            throw PropellerError(.permissionDenied, "proplet \(sender) sent a message as proplet \(claimed)")
+    /// Decodes a report whose `proplet_id` must be the sender's: the id in the topic the broker
+    /// let it write.
+    static func decode<M: Decodable & PropletMessage>(_ type: M.Type, _ payload: [UInt8], sentBy sender: String) throws -> M {
+        let message = try WireCoding.decode(type, from: payload)
+        guard message.propletId == sender else {
+            throw PropellerError(.permissionDenied, "proplet \(sender) sent a message as proplet \(message.propletId)")
         }
+        return message
     }
 }

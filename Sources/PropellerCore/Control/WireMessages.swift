@@ -279,3 +279,13 @@ public struct LogBlock: Codable, Sendable, Hashable {
         self.data = data
     }
 }
+
+/// A message a proplet sends about itself: its `proplet_id` must be the sender's.
+public protocol PropletMessage {
+    var propletId: String { get }
+}
+
+extension PropletAnnouncement: PropletMessage {}
+extension PropletHeartbeat: PropletMessage {}
+extension TaskResult: PropletMessage {}
+extension TaskEvent: PropletMessage {}
