@@ -76,10 +76,19 @@ struct ManagerClient: Sendable {
     /// Sends a request and returns the body of a 2xx answer; anything else throws the API's
     /// `{"error": …}` message.
     func send(_ method: String, _ path: String, body: [UInt8]? = nil) throws -> [UInt8] {
+        try exchange(method, path, body: body).body
+    }
+
+    /// Like ``send(_:_:body:)``, with the request's content type and the answer's status and headers.
+    func exchange(_ method: String, _ path: String, body: [UInt8]? = nil, contentType: String = "application/json",
+                  stallSeconds: Int = 60) throws -> (status: Int, headers: [String: String], body: [UInt8]) {
         var data: [UInt8] = []
+        var headers = self.headers.filter { !$0.hasPrefix("Content-Type:") }
+        headers.append("Content-Type: \(contentType)")
         var transport = HTTPTransport()
         transport.caFile = caFile
         transport.connectTimeoutSeconds = 10
+        transport.stallTimeoutSeconds = stallSeconds
         let response: HTTPTransport.Response
         do {
             response = try transport.send(method, base + path, headers: headers, body: body, followRedirects: false) { _, bytes in data.append(contentsOf: bytes) }
@@ -87,7 +96,7 @@ struct ManagerClient: Sendable {
             throw ClientError(message: "cannot reach the manager at \(base): \(error)", status: 0)
         }
         guard (200..<300).contains(response.status) else { throw Self.error(status: response.status, body: data) }
-        return data
+        return (response.status, response.headers, data)
     }
 
     func get<T: Decodable>(_ path: String, as: T.Type) throws -> T {

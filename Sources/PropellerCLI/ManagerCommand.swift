@@ -53,6 +53,15 @@ struct ManagerCommand: AsyncParsableCommand {
     @Option(name: .customLong("default-memory"), help: ArgumentHelp("Memory reserved and enforced for a task that does not ask (default 256M).", valueName: "size"))
     var defaultMemory: String = "256M"
 
+    @Option(name: .customLong("actor-message-limit"), help: ArgumentHelp("Largest actor message body accepted (default 1M).", valueName: "size"))
+    var actorMessageLimit: String = "1M"
+
+    @Option(name: .customLong("actor-result-limit"), help: ArgumentHelp("Results kept per actor execution (default 256K).", valueName: "size"))
+    var actorResultLimit: String = "256K"
+
+    @Option(name: .customLong("worker-idle-ttl"), help: ArgumentHelp("An actor worker idle this long is retired, down to the actor's min_workers (default 5m).", valueName: "duration"))
+    var workerIdleTTL: String = "5m"
+
     func validate() throws {
         if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
         if SchedulingPolicy(rawValue: scheduler) == nil { throw ValidationError("invalid --scheduler \"\(scheduler)\": expected binpack, spread or round-robin") }
@@ -111,6 +120,15 @@ struct ManagerCommand: AsyncParsableCommand {
         options.host = host
         options.port = port
         options.configuration = configuration
+        guard let messageLimit = try? ByteSize(parsing: actorMessageLimit), messageLimit.bytes > 0, messageLimit.bytes <= 64 << 20 else {
+            throw ValidationError("invalid --actor-message-limit \"\(actorMessageLimit)\": expected a size up to 64M")
+        }
+        guard let resultLimit = try? ByteSize(parsing: actorResultLimit), resultLimit.bytes <= 16 << 20 else {
+            throw ValidationError("invalid --actor-result-limit \"\(actorResultLimit)\": expected a size up to 16M")
+        }
+        options.actors.messageLimit = Int(messageLimit.bytes)
+        options.actors.resultLimit = Int(resultLimit.bytes)
+        do { options.actors.workerIdleTTL = try DurationParsing.parse(workerIdleTTL) } catch { throw ValidationError("invalid --worker-idle-ttl \"\(workerIdleTTL)\": \(error)") }
         if insecureNoAuth { logger.warning("the API has no authentication (--insecure-no-auth)") }
         if tlsCert == nil && !ClientOptions.isLoopback(url: "http://" + (host.contains(":") ? "[\(host)]" : host)) {
             logger.warning("the API is served over plain http on a non-loopback address: tokens cross the network in clear (give --tls-cert and --tls-key)")

@@ -103,7 +103,8 @@ public struct LayerUnpacker: Sendable {
     }
 }
 
-func errnoName(_ err: Int32) -> String {
+/// The symbolic name of an errno value (`ENOENT`), for error messages.
+public func errnoName(_ err: Int32) -> String {
     if let name = pf_errno_name(err) { return String(cString: name) }
     return "errno \(err)"
 }

@@ -93,9 +93,7 @@ enum TaskRequest {
             spec.command = command
         }
         if let env = body.env {
-            for key in env.keys where key.isEmpty || key.contains("=") || key.contains("\0") {
-                throw APIError.unprocessable("env: invalid variable name \"\(key)\"")
-            }
+            try checkEnvironment(env, field: "env")
             spec.env = env
         }
         if let workdir = body.workdir {
@@ -103,19 +101,7 @@ enum TaskRequest {
             spec.workdir = workdir
         }
         if let user = body.user { spec.user = user.isEmpty ? nil : user }
-        if let r = body.resources {
-            func check(_ value: Int64?, _ field: String) throws -> UInt64? {
-                guard let value else { return nil }
-                guard value >= 0 else { throw APIError.unprocessable("resources.\(field): must not be negative (got \(value))") }
-                return UInt64(value)
-            }
-            if let cpu = try check(r.cpuMillis, "cpu_millis") { spec.resources.cpuMillis = cpu }
-            if let mem = try check(r.memoryBytes, "memory_bytes") {
-                guard mem == 0 || mem >= 6 << 20 else { throw APIError.unprocessable("resources.memory_bytes: the minimum is 6 MiB (6291456)") }
-                spec.resources.memoryBytes = mem
-            }
-            if let pids = try check(r.pids, "pids") { spec.resources.pids = pids }
-        }
+        if let r = body.resources { try apply(r, to: &spec.resources) }
         if let t = body.timeoutSeconds {
             guard t.isFinite, t > 0 else { throw APIError.unprocessable("timeout_seconds: must be a positive number") }
             spec.timeoutSeconds = t
@@ -139,5 +125,26 @@ enum TaskRequest {
             guard network == "none" || network == "host" else { throw APIError.unprocessable("network: expected none or host") }
             spec.network = network
         }
+    }
+
+    static func checkEnvironment(_ env: [String: String], field: String) throws {
+        for key in env.keys where key.isEmpty || key.contains("=") || key.contains("\0") {
+            throw APIError.unprocessable("\(field): invalid variable name \"\(key)\"")
+        }
+    }
+
+    /// Applies the sizes present in `r`, refusing negative ones and memory below 6 MiB.
+    static func apply(_ r: ResourcesBody, to resources: inout Resources) throws {
+        func check(_ value: Int64?, _ field: String) throws -> UInt64? {
+            guard let value else { return nil }
+            guard value >= 0 else { throw APIError.unprocessable("resources.\(field): must not be negative (got \(value))") }
+            return UInt64(value)
+        }
+        if let cpu = try check(r.cpuMillis, "cpu_millis") { resources.cpuMillis = cpu }
+        if let mem = try check(r.memoryBytes, "memory_bytes") {
+            guard mem == 0 || mem >= 6 << 20 else { throw APIError.unprocessable("resources.memory_bytes: the minimum is 6 MiB (6291456)") }
+            resources.memoryBytes = mem
+        }
+        if let pids = try check(r.pids, "pids") { resources.pids = pids }
     }
 }

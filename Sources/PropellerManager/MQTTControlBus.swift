@@ -3,7 +3,7 @@ import PropellerCore
 import PropellerMQTT
 
 /// ``ControlBus`` over MQTT, and the loop that hands proplet messages to the task service.
-public struct MQTTControlBus: ControlBus {
+public struct MQTTControlBus: ControlBus, ActorBus {
     let client: MQTTClient
     let topics: Topics
     let logger: Logger
@@ -17,6 +17,8 @@ public struct MQTTControlBus: ControlBus {
     public func send(_ start: StartTask, to propletID: String) { publish(topics.start(propletID), start) }
     public func send(_ stop: StopTask, to propletID: String) { publish(topics.stop(propletID), stop) }
     public func acknowledge(_ result: TaskAttempt, to propletID: String) { publish(topics.ack(propletID), result) }
+    public func send(_ command: WorkerCommand, to propletID: String) { publish(topics.worker(propletID), command) }
+    public func send(_ command: ExecutionCommand, to propletID: String) { publish(topics.execution(propletID), command) }
 
     private func publish<T: Encodable>(_ topic: String, _ message: T) {
         do {
@@ -30,14 +32,19 @@ public struct MQTTControlBus: ControlBus {
     /// Subscribes to what proplets send and feeds it to `service` until the stream ends. A message
     /// must name the proplet whose topic it came on (the broker's ACL lets each proplet identity
     /// write only its own topics), so one proplet cannot speak for another.
-    public func run(service: TaskService) async throws {
+    public func run(service: TaskService, actors: ActorService? = nil) async throws {
         for kind in Topics.Report.allCases { try client.subscribe(topics.allReports(kind)) }
         for await message in client.messages {
             do {
                 guard let (sender, kind, taskID) = topics.parseReport(message.topic) else { continue }
                 switch kind {
                 case .create: await service.handleAnnouncement(try Self.decode(PropletAnnouncement.self, message.payload, sentBy: sender))
-                case .alive: await service.handleHeartbeat(try Self.decode(PropletHeartbeat.self, message.payload, sentBy: sender))
+                case .alive:
+                    let heartbeat = try Self.decode(PropletHeartbeat.self, message.payload, sentBy: sender)
+                    await service.handleHeartbeat(heartbeat)
+                    await actors?.handleHeartbeat(heartbeat)
+                case .workers: await actors?.handleWorkerReport(try Self.decode(WorkerReport.self, message.payload, sentBy: sender))
+                case .executions: await actors?.handleExecutionReport(try Self.decode(ExecutionReport.self, message.payload, sentBy: sender))
                 case .results: await service.handleResult(try Self.decode(TaskResult.self, message.payload, sentBy: sender))
                 case .events: await service.handleEvent(try Self.decode(TaskEvent.self, message.payload, sentBy: sender))
                 case .logs:

@@ -5,14 +5,17 @@ import PropellerCore
 /// The manager's REST API (DESIGN.md §4): routes, auth, errors as `{"error": "…"}`, metrics.
 public struct ManagerAPI: Sendable {
     public let service: TaskService
+    /// The actor layer; nil leaves the /actors routes out.
+    public let actors: ActorService?
     public let metrics: ManagerMetrics
     /// The bearer tokens that may use the API; nil: no authentication (`--insecure-no-auth`).
     public let tokens: APITokens?
     /// Bodies above this are refused (413).
     public var maxBodyBytes = 1 << 20
 
-    public init(service: TaskService, metrics: ManagerMetrics = ManagerMetrics(), tokens: APITokens?) {
+    public init(service: TaskService, actors: ActorService? = nil, metrics: ManagerMetrics = ManagerMetrics(), tokens: APITokens?) {
         self.service = service
+        self.actors = actors
         self.metrics = metrics
         self.tokens = tokens
     }
@@ -122,6 +125,7 @@ public struct ManagerAPI: Sendable {
             return Response(status: .noContent)
         }
         addTokenRoutes(router)
+        if let actors { addActorRoutes(router, actors) }
         return router
     }
 
@@ -145,13 +149,14 @@ public struct ManagerAPI: Sendable {
         })
     }
 
-    func collect(_ request: Request) async throws -> [UInt8] {
+    func collect(_ request: Request, limit: Int? = nil) async throws -> [UInt8] {
         var request = request
+        let limit = limit ?? maxBodyBytes
         do {
-            let buffer = try await request.collectBody(upTo: maxBodyBytes)
+            let buffer = try await request.collectBody(upTo: limit)
             return Array(buffer.readableBytesView)
         } catch {
-            throw APIError(status: 413, "request body larger than \(maxBodyBytes) bytes")
+            throw APIError(status: 413, "request body larger than \(limit) bytes")
         }
     }
 }
@@ -184,7 +189,7 @@ struct TaskDetail: Encodable {
     }
 }
 
-private func page(_ request: Request) throws -> (Int, Int) {
+func page(_ request: Request) throws -> (Int, Int) {
     func number(_ name: String, default value: Int, max: Int) throws -> Int {
         guard let text = request.uri.queryParameters[name[...]] else { return value }
         guard let n = Int(text), n >= 0, n <= max else { throw APIError.badRequest("\(name): expected a whole number from 0 to \(max)") }

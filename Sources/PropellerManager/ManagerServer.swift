@@ -24,6 +24,7 @@ public struct ManagerServer: Sendable {
         public var tlsCertificate: String?
         public var tlsKey: String?
         public var configuration = ManagerConfiguration()
+        public var actors = ActorConfiguration()
 
         public init(databasePath: String, mqtt: MQTTConfiguration, topics: Topics) {
             self.databasePath = databasePath
@@ -47,11 +48,16 @@ public struct ManagerServer: Sendable {
         let bus = MQTTControlBus(client: client, topics: options.topics, logger: logger)
         let service = TaskService(store: store, bus: bus, configuration: options.configuration, logger: logger)
         try await service.recover()
+        var actorConfiguration = options.actors
+        actorConfiguration.livenessInterval = options.configuration.livenessInterval
+        actorConfiguration.defaultMemoryBytes = options.configuration.defaultMemoryBytes
+        let actors = ActorService(store: store, tasks: service, bus: bus, configuration: actorConfiguration, logger: logger)
+        try await actors.recover()
         try await client.connect(timeout: .seconds(30))
         logger.info("connected to the broker", metadata: ["broker": "\(options.mqtt.host):\(options.mqtt.port)"])
 
         let tokens = options.authenticate ? try APITokens(store: store, configured: options.apiTokens) : nil
-        let api = ManagerAPI(service: service, tokens: tokens)
+        let api = ManagerAPI(service: service, actors: actors, tokens: tokens)
         var server = HTTPServerBuilder.http1()
         var scheme = "http"
         if let cert = options.tlsCertificate, let key = options.tlsKey {
@@ -71,15 +77,22 @@ public struct ManagerServer: Sendable {
                                   logger.notice("manager listening", metadata: ["address": "\(scheme)://\(options.host):\(options.port)"])
                               }, logger: logger)
         let interval = options.configuration.livenessInterval
-        let busService = LoopService { try await bus.run(service: service) }
+        let busService = LoopService { try await bus.run(service: service, actors: actors) }
         let liveness = LoopService {
             while !Task.isCancelled {
                 try await Task.sleep(for: interval / 2)
                 await service.checkLiveness()
             }
         }
+        // The autoscaler and the workers' health checks.
+        let autoscaler = LoopService {
+            while !Task.isCancelled {
+                try await Task.sleep(for: .milliseconds(500))
+                await actors.tick()
+            }
+        }
         // SIGTERM/SIGINT: the HTTP server finishes requests in flight, then the loops stop.
-        let group = ServiceGroup(configuration: .init(services: [.init(service: app), .init(service: busService), .init(service: liveness)],
+        let group = ServiceGroup(configuration: .init(services: [.init(service: app), .init(service: busService), .init(service: liveness), .init(service: autoscaler)],
                                                       gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         defer { client.disconnect() }
         try await group.run()

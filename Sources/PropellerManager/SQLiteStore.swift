@@ -77,6 +77,7 @@ public final class SQLiteStore: ManagerStore {
             );
             """)
         }
+        registerActorMigration(&m)
         return m
     }
 

@@ -23,6 +23,8 @@ public actor PropletAgent {
     let topics: Topics
 
     var executions: [String: Execution] = [:]
+    /// Actor workers by id.
+    var workers: [String: WorkerSlot] = [:]
     /// Attempts seen recently (bounded), so a redelivered start is not run twice.
     var seen: Set<TaskAttempt> = []
     var seenOrder: [TaskAttempt] = []
@@ -122,7 +124,8 @@ public actor PropletAgent {
         let running = executions.values.map(\.start.ref).sorted { $0.taskId < $1.taskId }
         let allocated = executions.values.reduce(Resources.zero) { $0 + $1.start.resources }
         publish(topics.report(.alive, from: options.id), PropletHeartbeat(propletId: options.id, status: accepting ? .online : .draining, seq: seq, announcement: announcement,
-                                                      allocated: allocated, running: running, finished: outbox.pending().map(\.ref)))
+                                                      allocated: allocated, running: running, finished: outbox.pending().map(\.ref),
+                                                      workers: workerBeats))
     }
 
     func handle(_ message: MQTTMessage) {
@@ -131,6 +134,8 @@ public actor PropletAgent {
             case topics.start(options.id): startTask(try WireCoding.decode(StartTask.self, from: message.payload))
             case topics.stop(options.id): stopTask(try WireCoding.decode(StopTask.self, from: message.payload))
             case topics.ack(options.id): outbox.remove(try WireCoding.decode(ResultAck.self, from: message.payload))
+            case topics.worker(options.id): handleWorker(try WireCoding.decode(WorkerCommand.self, from: message.payload))
+            case topics.execution(options.id): handleExecution(try WireCoding.decode(ExecutionCommand.self, from: message.payload))
             default: break
             }
         } catch {

@@ -60,6 +60,16 @@ struct TaskRunner: Sendable {
     struct Hooks: Sendable {
         var phase: @Sendable (TaskEvent.Phase) -> Void
         var log: @Sendable (LogBlock.Stream, UInt64, [UInt8]) -> Void
+        /// Called with the run's writable root (the overlay's upper directory) before the
+        /// container starts: what it writes there, the container sees.
+        var prepare: (@Sendable (String) throws -> Void)? = nil
+        /// Called with the same directory after the container ended, before it is removed.
+        var collect: (@Sendable (String) -> Void)? = nil
+    }
+
+    /// Pulls (when missing) and unpacks `reference`, so that a run of it is one container start.
+    func warm(_ reference: String) throws {
+        _ = try images.rootfs(for: try obtain(reference))
     }
 
     /// Runs the attempt, hands its result to `finished`, then removes the run directory (after
@@ -109,6 +119,9 @@ struct TaskRunner: Sendable {
             let r = s.resources
             spec.limits = CgroupLimits(memoryBytes: r.memoryBytes > 0 ? r.memoryBytes : nil, cpuMillis: r.cpuMillis > 0 ? r.cpuMillis : nil,
                                        pids: r.pids > 0 ? r.pids : nil)
+            let writable = spec.overlay?.upper ?? run.merged
+            try hooks.prepare?(writable)
+            defer { hooks.collect?(writable) }
             return try launch(spec, execution: execution, hooks: hooks, result: result, container: &container)
         } catch let error as LaunchError {
             result.error = "\(error)"

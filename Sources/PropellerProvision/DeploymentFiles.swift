@@ -11,7 +11,7 @@ public enum ACL {
                      "# The manager reads every proplet's reports and writes each proplet's start/stop/ack.",
                      "user \(Deployment.managerUser)"]
         lines += Topics.Report.allCases.map { "topic read \(t.allReports($0))" }
-        lines += ["start", "stop", "ack"].map { "topic write \(t.base)/control/proplet/+/\($0)" }
+        lines += Topics.managerCommands.map { "topic write \(t.base)/control/proplet/+/\($0)" }
         lines += ["",
                   "# The proxy reads registry requests and answers each proplet; it publishes blob chunks.",
                   "user \(Deployment.proxyUser)",

@@ -127,9 +127,11 @@ public struct PropletHeartbeat: Codable, Sendable, Hashable {
     public var running: [TaskAttempt]?
     /// Tasks that ended whose result the manager has not acknowledged yet.
     public var finished: [TaskAttempt]?
+    /// The actor workers it keeps warm.
+    public var workers: [WorkerBeat]?
 
     public init(propletId: String, status: Status, seq: UInt64 = 0, announcement: PropletAnnouncement? = nil, allocated: Resources? = nil,
-                running: [TaskAttempt]? = nil, finished: [TaskAttempt]? = nil) {
+                running: [TaskAttempt]? = nil, finished: [TaskAttempt]? = nil, workers: [WorkerBeat]? = nil) {
         self.propletId = propletId
         self.status = status
         self.seq = seq
@@ -137,6 +139,7 @@ public struct PropletHeartbeat: Codable, Sendable, Hashable {
         self.allocated = allocated
         self.running = running
         self.finished = finished
+        self.workers = workers
     }
 }
 

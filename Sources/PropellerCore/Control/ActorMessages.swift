@@ -1,0 +1,121 @@
+import Foundation
+
+/// `control/proplet/{id}/worker`: make a warm worker for an actor (image present, rootfs
+/// unpacked) or retire one.
+public struct WorkerCommand: Codable, Sendable, Hashable {
+    public enum Action: String, Codable, Sendable { case prepare, retire }
+    public var action: Action
+    public var workerId: String
+    public var actorId: String
+    public var revision: Int
+    public var image: String
+    public var command: [String]?
+    public var env: [String: String]
+    public var resources: Resources
+    public var timeoutSeconds: Double?
+
+    public init(action: Action, workerId: String, actorId: String, revision: Int = 0, image: String = "", command: [String]? = nil,
+                env: [String: String] = [:], resources: Resources = .zero, timeoutSeconds: Double? = nil) {
+        self.action = action
+        self.workerId = workerId
+        self.actorId = actorId
+        self.revision = revision
+        self.image = image
+        self.command = command
+        self.env = env
+        self.resources = resources
+        self.timeoutSeconds = timeoutSeconds
+    }
+}
+
+/// `control/manager/{id}/workers`: a worker's state on the proplet changed.
+public struct WorkerReport: Codable, Sendable, Hashable {
+    public enum Status: String, Codable, Sendable { case pulling, ready, error, stopped }
+    public var propletId: String
+    public var workerId: String
+    public var status: Status
+    public var error: String?
+
+    public init(propletId: String, workerId: String, status: Status, error: String? = nil) {
+        self.propletId = propletId
+        self.workerId = workerId
+        self.status = status
+        self.error = error
+    }
+}
+
+/// What a heartbeat says of one worker: that it exists, and what it runs.
+public struct WorkerBeat: Codable, Sendable, Hashable {
+    public var workerId: String
+    /// The execution attempt it runs now, as `EXECUTION/ATTEMPT`.
+    public var running: String?
+
+    public init(workerId: String, running: String? = nil) {
+        self.workerId = workerId
+        self.running = running
+    }
+}
+
+/// `control/proplet/{id}/exec`: run one message on a warm worker, or kill a running execution.
+public struct ExecutionCommand: Codable, Sendable, Hashable {
+    public enum Action: String, Codable, Sendable { case run, kill }
+    public var action: Action
+    public var executionId: String
+    public var attempt: Int
+    public var workerId: String
+    /// The message's bytes (base64 in JSON).
+    public var message: Data
+    public var contentType: String
+    /// The message's query variables; the worker's defaults are under them.
+    public var env: [String: String]
+    /// A stateful actor's state (JSON text), handed to the execution as a file.
+    public var state: String?
+    /// Results kept at most (bytes).
+    public var resultLimit: Int
+
+    public init(action: Action, executionId: String, attempt: Int, workerId: String, message: Data = Data(), contentType: String = "",
+                env: [String: String] = [:], state: String? = nil, resultLimit: Int = 0) {
+        self.action = action
+        self.executionId = executionId
+        self.attempt = attempt
+        self.workerId = workerId
+        self.message = message
+        self.contentType = contentType
+        self.env = env
+        self.state = state
+        self.resultLimit = resultLimit
+    }
+}
+
+/// `control/manager/{id}/executions`: how one execution ended.
+public struct ExecutionReport: Codable, Sendable, Hashable {
+    public var propletId: String
+    public var workerId: String
+    public var executionId: String
+    public var attempt: Int
+    /// The container's outcome; `task_id` is the execution id.
+    public var outcome: TaskResult
+    /// What the execution wrote to its results file (capped).
+    public var results: Data
+    public var resultsTruncated: Bool
+    /// A stateful actor's state after the execution, when it wrote valid JSON.
+    public var state: String?
+    /// Why the state was not taken (it was not valid JSON, or too big).
+    public var stateError: String?
+
+    public init(propletId: String, workerId: String, executionId: String, attempt: Int, outcome: TaskResult, results: Data = Data(),
+                resultsTruncated: Bool = false, state: String? = nil, stateError: String? = nil) {
+        self.propletId = propletId
+        self.workerId = workerId
+        self.executionId = executionId
+        self.attempt = attempt
+        self.outcome = outcome
+        self.results = results
+        self.resultsTruncated = resultsTruncated
+        self.state = state
+        self.stateError = stateError
+    }
+}
+
+extension WorkerReport: PropletMessage {}
+extension ExecutionReport: PropletMessage {}

@@ -1,0 +1,238 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Logging
+import PropellerCore
+import PropellerImage
+
+/// An actor's warm worker on this proplet: its image pulled and unpacked, so that an execution
+/// is one container start.
+final class WorkerSlot: @unchecked Sendable {
+    let command: WorkerCommand
+    var ready = false
+    var retiring = false
+    /// The execution it runs now.
+    var running: Execution?
+
+    init(_ command: WorkerCommand) { self.command = command }
+}
+
+/// Where an execution finds its message and leaves its results, inside the container.
+enum ExecutionFiles {
+    static let directory = "propeller"
+    static let message = "message"
+    static let results = "results"
+    static let state = "state.json"
+    /// The largest message handed over in `MSG` too (an environment string must stay well
+    /// under the kernel's 128 KiB per string).
+    static let messageInEnvironment = 32 << 10
+    static let stateLimit = 1 << 20
+
+    /// Writes the files into the run's writable root: the message read-only, the results file
+    /// empty and writable by any user, the state when the actor has one.
+    static func write(into root: String, message: Data, state: String?) throws {
+        let dir = root + "/" + directory
+        guard mkdir(dir, 0o755) == 0 || errno == EEXIST else { throw PropellerError(.systemCall, "create \(dir): \(errnoName(errno))") }
+        try create(dir + "/" + Self.message, bytes: message, mode: 0o444)
+        try create(dir + "/" + results, bytes: Data(), mode: 0o666)
+        if let state { try create(dir + "/" + Self.state, bytes: Data(state.utf8), mode: 0o666) }
+    }
+
+    private static func create(_ path: String, bytes: Data, mode: mode_t) throws {
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode)
+        guard fd >= 0 else { throw PropellerError(.systemCall, "create \(path): \(errnoName(errno))") }
+        defer { close(fd) }
+        // The umask must not take the write bit the container's user needs.
+        fchmod(fd, mode)
+        try bytes.withUnsafeBytes { raw in
+            var done = 0
+            while done < raw.count {
+                let n = Glibc.write(fd, raw.baseAddress.map { $0 + done }, raw.count - done)
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { throw PropellerError(.systemCall, "write \(path): \(errnoName(errno))") }
+                done += n
+            }
+        }
+    }
+
+    /// Reads up to `limit` bytes of a file the container may have tampered with: the directory
+    /// and the file are opened without following symlinks and must be a directory and a regular
+    /// file, so a container cannot make the proplet read a host file. Returns the bytes and
+    /// whether there were more.
+    static func read(_ name: String, in root: String, limit: Int) -> (Data, truncated: Bool)? {
+        let dirFD = open(root + "/" + directory, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard dirFD >= 0 else { return nil }
+        defer { close(dirFD) }
+        let fd = openat(dirFD, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return nil }
+        let size = min(Int(st.st_size), limit) + 1
+        var out = [UInt8](repeating: 0, count: size)
+        var got = 0
+        while got < size {
+            let n = out.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress.map { $0 + got }, size - got) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { break }
+            got += n
+        }
+        return (Data(out.prefix(min(got, limit))), got > limit)
+    }
+}
+
+/// Actor workers: prepared and retired on the manager's word, executions run on them.
+extension PropletAgent {
+    func handleWorker(_ c: WorkerCommand) {
+        switch c.action {
+        case .prepare: prepareWorker(c)
+        case .retire: retireWorker(c.workerId)
+        }
+    }
+
+    func prepareWorker(_ c: WorkerCommand) {
+        if let existing = workers[c.workerId] {
+            // A repeated prepare (QoS 1 redelivery, a manager that restarted): say where it stands.
+            if existing.ready { report(WorkerReport(propletId: options.id, workerId: c.workerId, status: .ready)) }
+            return
+        }
+        guard accepting else {
+            report(WorkerReport(propletId: options.id, workerId: c.workerId, status: .error, error: "proplet \(options.id) is shutting down"))
+            return
+        }
+        let slot = WorkerSlot(c)
+        workers[c.workerId] = slot
+        logger.info("preparing worker", metadata: ["worker": "\(c.workerId)", "actor": "\(c.actorId)", "image": "\(c.image)"])
+        report(WorkerReport(propletId: options.id, workerId: c.workerId, status: .pulling))
+        let runner = self.runner
+        Thread.detachNewThread { [self] in
+            var failure: String?
+            do { try runner.warm(c.image) } catch { failure = "\(error)" }
+            Task { await self.workerPrepared(c.workerId, error: failure) }
+        }
+    }
+
+    func workerPrepared(_ id: String, error: String?) {
+        guard let slot = workers[id] else { return }
+        if let error {
+            workers[id] = nil
+            logger.warning("worker failed", metadata: ["worker": "\(id)", "error": "\(error)"])
+            report(WorkerReport(propletId: options.id, workerId: id, status: .error, error: error))
+        } else if slot.retiring {
+            workers[id] = nil
+            report(WorkerReport(propletId: options.id, workerId: id, status: .stopped))
+        } else {
+            slot.ready = true
+            logger.info("worker ready", metadata: ["worker": "\(id)", "actor": "\(slot.command.actorId)"])
+            report(WorkerReport(propletId: options.id, workerId: id, status: .ready))
+        }
+    }
+
+    /// Retires a worker: at once when idle, after its execution otherwise.
+    func retireWorker(_ id: String) {
+        guard let slot = workers[id] else {
+            report(WorkerReport(propletId: options.id, workerId: id, status: .stopped))
+            return
+        }
+        slot.retiring = true
+        if slot.running == nil && slot.ready {
+            workers[id] = nil
+            logger.info("worker retired", metadata: ["worker": "\(id)"])
+            report(WorkerReport(propletId: options.id, workerId: id, status: .stopped))
+        }
+    }
+
+    func handleExecution(_ c: ExecutionCommand) {
+        switch c.action {
+        case .kill:
+            guard let slot = workers[c.workerId], let e = slot.running, e.start.taskId == c.executionId else { return }
+            logger.info("killing execution", metadata: ["execution": "\(c.executionId)", "worker": "\(c.workerId)"])
+            e.requestStop(signal: SIGKILL, grace: 0)
+        case .run:
+            runExecution(c)
+        }
+    }
+
+    func runExecution(_ c: ExecutionCommand) {
+        let ref = TaskAttempt(taskId: c.executionId, attempt: c.attempt)
+        if seen.contains(ref) { return }
+        remember(ref)
+        guard let slot = workers[c.workerId], slot.ready, !slot.retiring else {
+            let outcome = TaskResult(taskId: c.executionId, attempt: c.attempt, propletId: options.id, state: .failed,
+                                     error: "worker \(c.workerId) is not ready on proplet \(options.id)", finishedAt: WallClock.now())
+            publish(topics.report(.executions, from: options.id),
+                    ExecutionReport(propletId: options.id, workerId: c.workerId, executionId: c.executionId, attempt: c.attempt, outcome: outcome))
+            return
+        }
+        let w = slot.command
+        var env = w.env.merging(c.env) { _, message in message }
+        env["PROPELLER_ACTOR_ID"] = w.actorId
+        env["PROPELLER_EXECUTION_ID"] = c.executionId
+        env["PROPELLER_WORKER_ID"] = w.workerId
+        env["PROPELLER_CONTENT_TYPE"] = c.contentType
+        let dir = "/" + ExecutionFiles.directory + "/"
+        env["PROPELLER_MESSAGE_FILE"] = dir + ExecutionFiles.message
+        env["PROPELLER_RESULTS"] = dir + ExecutionFiles.results
+        if c.state != nil { env["PROPELLER_STATE"] = dir + ExecutionFiles.state }
+        if !c.contentType.hasPrefix("application/octet-stream") && c.message.count <= ExecutionFiles.messageInEnvironment {
+            env["MSG"] = String(decoding: c.message, as: UTF8.self)
+        }
+        let start = StartTask(taskId: c.executionId, attempt: c.attempt, name: w.actorId, image: w.image, command: w.command, env: env,
+                              workdir: nil, user: nil, resources: w.resources, timeoutSeconds: w.timeoutSeconds, network: "none")
+        let execution = Execution(start: start)
+        slot.running = execution
+        let runner = self.runner
+        let client = self.client
+        let topics = self.topics
+        let propletID = options.id
+        let collected = Locked<(results: Data, truncated: Bool, state: String?, stateError: String?)>((Data(), false, nil, nil))
+        let hooks = TaskRunner.Hooks(
+            phase: { _ in }, log: { _, _, _ in },
+            prepare: { root in try ExecutionFiles.write(into: root, message: c.message, state: c.state) },
+            collect: { root in
+                let results = ExecutionFiles.read(ExecutionFiles.results, in: root, limit: c.resultLimit)
+                var state: String?
+                var stateError: String?
+                if c.state != nil {
+                    if let (bytes, truncated) = ExecutionFiles.read(ExecutionFiles.state, in: root, limit: ExecutionFiles.stateLimit), !truncated {
+                        if (try? JSONSerialization.jsonObject(with: bytes, options: [.fragmentsAllowed])) != nil {
+                            state = String(decoding: bytes, as: UTF8.self)
+                        } else {
+                            stateError = "the state file does not hold valid JSON: the state is unchanged"
+                        }
+                    } else {
+                        stateError = "the state file is missing, not a regular file or over \(ExecutionFiles.stateLimit) bytes: the state is unchanged"
+                    }
+                }
+                collected.withLock { $0 = (results?.0 ?? Data(), results?.truncated ?? false, state, stateError) }
+            })
+        Thread.detachNewThread { [self] in
+            runner.run(execution, hooks: hooks) { outcome in
+                let extra = collected.withLock { $0 }
+                let report = ExecutionReport(propletId: propletID, workerId: w.workerId, executionId: c.executionId, attempt: c.attempt, outcome: outcome,
+                                             results: extra.results, resultsTruncated: extra.truncated, state: extra.state, stateError: extra.stateError)
+                do {
+                    try client.publish(topics.report(.executions, from: propletID), try WireCoding.encode(report))
+                } catch {
+                    // The next heartbeats show the worker idle: the manager runs the message again.
+                    self.logger.warning("publish of an execution report failed", metadata: ["execution": "\(c.executionId)", "error": "\(error)"])
+                }
+                Task { await self.executionEnded(slot, execution) }
+            }
+        }
+    }
+
+    func executionEnded(_ slot: WorkerSlot, _ execution: Execution) {
+        if slot.running === execution { slot.running = nil }
+        if slot.retiring { retireWorker(slot.command.workerId) }
+    }
+
+    var workerBeats: [WorkerBeat] {
+        workers.values.filter(\.ready).map { slot in
+            WorkerBeat(workerId: slot.command.workerId, running: slot.running.map { "\($0.start.taskId)/\($0.start.attempt)" })
+        }.sorted { $0.workerId < $1.workerId }
+    }
+
+    func report(_ r: WorkerReport) { publish(topics.report(.workers, from: options.id), r) }
+}
