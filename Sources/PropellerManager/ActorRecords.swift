@@ -178,6 +178,8 @@ public struct WorkerRecord: Codable, Sendable, Hashable {
     public var revision: Int
     public var status: WorkerStatus
     public var propletId: String?
+    /// What it reserves on its proplet.
+    public var resources: Resources?
     /// The execution it runs.
     public var executionId: String?
     /// Why it waits.

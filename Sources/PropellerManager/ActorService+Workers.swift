@@ -39,6 +39,7 @@ extension ActorService {
                 return
             }
             w.propletId = proplet
+            w.resources = a.spec.resources
             w.reason = nil
             workers[w.id] = w
             save(w)
@@ -80,9 +81,8 @@ extension ActorService {
         misses[workerID] = nil
         readyAt[workerID] = nil
         try? store.deleteWorker(id: workerID)
-        if let p = w.propletId {
-            let resources = actors[w.actorId]?.spec.resources ?? .zero
-            await tasks.releaseWorker(workerID, on: p, resources: resources == .zero ? Resources(memoryBytes: configuration.defaultMemoryBytes) : resources)
+        if let p = w.propletId, let resources = w.resources {
+            await tasks.releaseWorker(workerID, on: p, resources: resources)
         }
     }
 

@@ -74,7 +74,9 @@ public actor ActorService {
         let now = ContinuousClock.now
         for var w in try store.workers() {
             guard let a = actors[w.actorId], let p = w.propletId else { continue }
-            if case .placed = await tasks.reserveWorker(w.id, resources: a.spec.resources, pinned: p) {
+            let resources = w.resources ?? a.spec.resources
+            if case .placed = await tasks.reserveWorker(w.id, resources: resources, pinned: p) {
+                w.resources = resources
                 w.status = w.status == .busy ? .ready : w.status
                 w.executionId = nil
                 workers[w.id] = w
