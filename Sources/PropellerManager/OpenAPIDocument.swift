@@ -5,7 +5,7 @@ enum OpenAPIDocument {
     {
       "openapi": "3.0.3",
       "info": {"title": "Propeller manager API", "version": "0.1.0",
-               "description": "Tasks and proplets of a Propeller cluster. Every route but /health and /openapi.json needs 'Authorization: Bearer TOKEN'."},
+               "description": "Tasks, proplets and actors of a Propeller cluster. Every route but /health and /openapi.json needs 'Authorization: Bearer TOKEN'."},
       "servers": [{"url": "http://127.0.0.1:7070"}],
       "security": [{"bearer": []}],
       "paths": {
@@ -82,6 +82,7 @@ enum OpenAPIDocument {
           "delete": {"summary": "Forget a dead proplet",
             "responses": {"204": {"description": "Deleted"}, "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"},
                           "409": {"$ref": "#/components/responses/Error"}}}},
+    \#(actorPaths)
         "/tokens": {
           "get": {"summary": "API tokens (never their secrets)",
             "responses": {"200": {"description": "Tokens", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TokenList"}}}},
@@ -102,6 +103,7 @@ enum OpenAPIDocument {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         "parameters": {
           "id": {"name": "id", "in": "path", "required": true, "schema": {"type": "string"}},
+          "eid": {"name": "eid", "in": "path", "required": true, "schema": {"type": "string"}},
           "offset": {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
           "limit": {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 1000}}
         },
@@ -110,6 +112,7 @@ enum OpenAPIDocument {
         },
         "schemas": {
           "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+    \#(actorSchemas)
           "TaskState": {"type": "string", "enum": ["created", "pending", "scheduled", "running", "completed", "failed", "stopped"]},
           "Resources": {"type": "object", "additionalProperties": false, "properties": {
             "cpu_millis": {"type": "integer", "minimum": 0, "description": "Thousandths of a CPU"},

@@ -12,19 +12,21 @@ struct APITests: Sendable {
     let dir: TempDirectory
     let bus = RecordingBus()
     let service: TaskService
+    let actors: ActorService
     let store: SQLiteStore
 
     init() throws {
         dir = try TempDirectory("propeller-api")
         store = try SQLiteStore(path: dir.path + "/manager.db")
         service = TaskService(store: store, bus: bus)
+        actors = ActorService(store: store, tasks: service, bus: bus)
     }
 
     var auth: HTTPFields { [.authorization: "Bearer \(Self.token)", .contentType: "application/json"] }
 
     func withApp(_ body: @escaping @Sendable (any TestClientProtocol) async throws -> Void) async throws {
         let tokens = try APITokens(store: store, configured: [("test", "sha256:" + APITokens.hash(Self.token))])
-        let app = Application(router: ManagerAPI(service: service, tokens: tokens).router())
+        let app = Application(router: ManagerAPI(service: service, actors: actors, tokens: tokens).router())
         try await app.test(.router) { client in try await body(client) }
     }
 
@@ -243,7 +245,8 @@ struct APITests: Sendable {
             for (path, ops) in paths {
                 for method in ops.keys where method != "parameters" {
                     documented.insert("\(method.uppercased()) \(path)")
-                    let uri = path.replacingOccurrences(of: "{id}", with: "unknown-id")
+                    let uri = path.replacingOccurrences(of: "{id}", with: "unknown-id").replacingOccurrences(of: "{eid}", with: "e")
+                        .replacingOccurrences(of: "{wid}", with: "w")
                     try await client.execute(uri: uri, method: HTTPRequest.Method(method.uppercased())!, headers: auth,
                                              body: method == "get" || method == "delete" ? nil : ByteBuffer(string: "{}")) { response in
                         let text = String(buffer: response.body)
@@ -252,7 +255,7 @@ struct APITests: Sendable {
                     }
                 }
             }
-            let routed = Set(ManagerAPI(service: service, tokens: nil).router().routes.map { "\($0.method.rawValue) \($0.path.description)" })
+            let routed = Set(ManagerAPI(service: service, actors: actors, tokens: nil).router().routes.map { "\($0.method.rawValue) \($0.path.description)" })
             #expect(routed == documented)
         }
     }

@@ -7,14 +7,18 @@ import Testing
 
 /// Records what the task service would publish. A stand-in for the MQTT transport only; the
 /// end-to-end tests run the real broker.
-final class RecordingBus: ControlBus {
+final class RecordingBus: ControlBus, ActorBus {
     let starts = Mutex<[(StartTask, String)]>([])
+    let workerCommands = Mutex<[(WorkerCommand, String)]>([])
+    let executionCommands = Mutex<[(ExecutionCommand, String)]>([])
     let stops = Mutex<[(StopTask, String)]>([])
     let acks = Mutex<[TaskAttempt]>([])
 
     func send(_ start: StartTask, to propletID: String) { starts.withLock { $0.append((start, propletID)) } }
     func send(_ stop: StopTask, to propletID: String) { stops.withLock { $0.append((stop, propletID)) } }
     func acknowledge(_ result: TaskAttempt, to propletID: String) { acks.withLock { $0.append(result) } }
+    func send(_ command: WorkerCommand, to propletID: String) { workerCommands.withLock { $0.append((command, propletID)) } }
+    func send(_ command: ExecutionCommand, to propletID: String) { executionCommands.withLock { $0.append((command, propletID)) } }
 
     var startedOn: [String: String] { starts.withLock { Dictionary($0.map { ($0.0.taskId, $0.1) }, uniquingKeysWith: { _, b in b }) } }
 }

@@ -1,0 +1,124 @@
+import Foundation
+import PropellerCore
+@testable import PropellerManager
+import PropellerTestSupport
+import Testing
+
+/// The actor service's decisions on a real SQLite store, with proplets played by the test
+/// (their reports are fed in; `RecordingBus` keeps what the service sends them).
+@Suite("Actor service")
+struct ActorServiceTests: Sendable {
+    static let mib: UInt64 = 1 << 20
+    let dir: TempDirectory
+    let bus = RecordingBus()
+
+    init() throws { dir = try TempDirectory("propeller-actors") }
+
+    func services(ttl: Duration = .seconds(300)) async throws -> (TaskService, ActorService) {
+        let store = try SQLiteStore(path: dir.path + "/manager.db")
+        let tasks = TaskService(store: store, bus: bus)
+        var config = ActorConfiguration()
+        config.workerIdleTTL = ttl
+        return (tasks, ActorService(store: store, tasks: tasks, bus: bus, configuration: config))
+    }
+
+    func prepared() -> [(WorkerCommand, String)] { bus.workerCommands.withLock { $0.filter { $0.0.action == .prepare } } }
+    func retired() -> [String] { bus.workerCommands.withLock { $0.filter { $0.0.action == .retire }.map(\.0.workerId) } }
+    func runs() -> [(ExecutionCommand, String)] { bus.executionCommands.withLock { $0.filter { $0.0.action == .run } } }
+
+    func ready(_ actors: ActorService, _ command: WorkerCommand, on proplet: String) async {
+        await actors.handleWorkerReport(WorkerReport(propletId: proplet, workerId: command.workerId, status: .ready))
+    }
+
+    func finish(_ actors: ActorService, _ run: (ExecutionCommand, String), results: String = "ok") async {
+        let outcome = TaskResult(taskId: run.0.executionId, attempt: run.0.attempt, propletId: run.1, state: .completed, exitCode: 0,
+                                 startedAt: 1, finishedAt: 2, stdoutTail: "out")
+        await actors.handleExecutionReport(ExecutionReport(propletId: run.1, workerId: run.0.workerId, executionId: run.0.executionId,
+                                                           attempt: run.0.attempt, outcome: outcome, results: Data(results.utf8)))
+    }
+
+    @Test func workersReserveRoomInTheTaskLedgerAndWaitWhenThereIsNone() async throws {
+        let (tasks, actors) = try await services()
+        await tasks.handleAnnouncement(announcement("p1", memory: 1024 * Self.mib))
+        let a = try await actors.create(ActorSpec(name: "a", image: "r/a", resources: Resources(memoryBytes: 600 * Self.mib), minWorkers: 2, maxWorkers: 2))
+        #expect(prepared().count == 1, "only one 600 MiB worker fits on a 1 GiB proplet")
+        let waiting = try await actors.workerList(a.id).filter { $0.propletId == nil }
+        #expect(waiting.count == 1 && waiting[0].reason != nil)
+        // A task cannot take the room a worker holds.
+        let t = try await tasks.create(TaskSpec(name: "t", image: "r/t", resources: Resources(memoryBytes: 600 * Self.mib)), start: true)
+        #expect(try await tasks.task(t.id).state == .pending)
+        // A second proplet: the task that waited takes it; a third: the waiting worker is placed
+        // on the autoscaler's next pass.
+        await tasks.handleAnnouncement(announcement("p2", memory: 1024 * Self.mib))
+        #expect(try await tasks.task(t.id).assignedProplet == "p2")
+        await actors.tick()
+        #expect(prepared().count == 1)
+        await tasks.handleAnnouncement(announcement("p3", memory: 1024 * Self.mib))
+        await actors.tick()
+        #expect(prepared().map(\.1).sorted() == ["p1", "p3"])
+    }
+
+    @Test func idleWorkersPastTheTTLAreRetiredDownToMinWorkers() async throws {
+        let (tasks, actors) = try await services(ttl: .zero)
+        await tasks.handleAnnouncement(announcement("p1", memory: 4096 * Self.mib))
+        let a = try await actors.create(ActorSpec(name: "a", image: "r/a", minWorkers: 1, maxWorkers: 3))
+        for _ in 0..<3 { _ = try await actors.send(a.id, body: Data("m".utf8), contentType: "text/plain", env: [:]) }
+        #expect(prepared().count == 3, "the autoscaler adds workers while messages wait")
+        for (w, p) in prepared() { await ready(actors, w, on: p) }
+        #expect(runs().count == 3)
+        for r in runs() { await finish(actors, r) }
+        try await Task.sleep(for: .milliseconds(1100))
+        await actors.tick()
+        #expect(retired().count == 2, "idle workers retire, one stays (min_workers 1)")
+        for id in retired() { await actors.handleWorkerReport(WorkerReport(propletId: "p1", workerId: id, status: .stopped)) }
+        #expect(try await actors.workerList(a.id).count == 1)
+        #expect(try await tasks.proplet("p1").allocated?.memoryBytes == 256 * Self.mib, "the retired workers gave their room back")
+    }
+
+    @Test func aMessageRunsAgainOnceWhenItsWorkerIsLostThenFails() async throws {
+        let (tasks, actors) = try await services()
+        await tasks.handleAnnouncement(announcement("p1", memory: 4096 * Self.mib))
+        await tasks.handleAnnouncement(announcement("p2", memory: 4096 * Self.mib))
+        let a = try await actors.create(ActorSpec(name: "a", image: "r/a"))
+        await ready(actors, prepared()[0].0, on: prepared()[0].1)
+        let e = try await actors.send(a.id, body: Data("m".utf8), contentType: "text/plain", env: ["K": "v"])
+        #expect(runs().count == 1 && runs()[0].0.env == ["K": "v"])
+        // Its proplet goes offline: a new worker, the same message, attempt 2.
+        await actors.handleHeartbeat(PropletHeartbeat(propletId: runs()[0].1, status: .offline))
+        #expect(try await actors.execution(a.id, e.id).status == .submitted)
+        let second = try #require(prepared().last)
+        await ready(actors, second.0, on: second.1)
+        #expect(runs().count == 2 && runs()[1].0.attempt == 2 && runs()[1].0.executionId == e.id)
+        // Lost again: the execution fails with the reason.
+        await actors.handleHeartbeat(PropletHeartbeat(propletId: runs()[1].1, status: .offline))
+        let failed = try await actors.execution(a.id, e.id)
+        #expect(failed.status == .error && failed.error?.contains("after a re-run") == true, "\(failed.error ?? "")")
+        #expect(try await actors.inboxLength(a.id) == 0)
+    }
+
+    @Test func aRestartedServiceResumesTheInboxInOrder() async throws {
+        var ids: [String] = []
+        do {
+            let (tasks, actors) = try await services()
+            _ = tasks
+            let a = try await actors.create(ActorSpec(name: "a", image: "r/a"))
+            for i in 0..<4 { ids.append(try await actors.send(a.id, body: Data("m\(i)".utf8), contentType: "text/plain", env: [:]).id) }
+        }
+        let (tasks, actors) = try await services()
+        try await tasks.recover()
+        try await actors.recover()
+        let actor = try #require(await actors.list().first)
+        #expect(try await actors.inboxLength(actor.id) == 4)
+        await tasks.handleAnnouncement(announcement("p1", memory: 4096 * Self.mib))
+        await actors.tick()
+        let (w, p) = try #require(prepared().last)
+        await ready(actors, w, on: p)
+        var order: [String] = []
+        while let r = runs().last, !order.contains(r.0.executionId) {
+            order.append(r.0.executionId)
+            #expect(String(decoding: r.0.message, as: UTF8.self) == "m\(order.count - 1)")
+            await finish(actors, r)
+        }
+        #expect(order == ids, "FIFO after a restart")
+    }
+}
