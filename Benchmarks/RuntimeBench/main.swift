@@ -5,6 +5,7 @@
 //   propeller-bench inprocess --rootfs DIR --iterations N [--out FILE]
 //       starts /bin/true N times through the runtime library (as the proplet does): new
 //       namespaces including network, default seccomp, cgroup with memory/cpu/pids limits
+//   propeller-bench actors throughput|sync ... (see ActorLoad.swift)
 //   propeller-bench summarize NAME=FILE...
 //       prints median / p10 / p90 / p99 per series and the ratio of each median to the first
 #if canImport(Glibc)
@@ -124,6 +125,9 @@ case "unpack":
     } catch {
         fail("\(error)")
     }
+
+case "actors":
+    ActorLoad.run(args)
 
 case "summarize":
     var series: [(String, [Double])] = []
