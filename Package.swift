@@ -95,7 +95,7 @@ let package = Package(
         .target(
             name: "PropellerProplet",
             dependencies: [
-                "PropellerCore", "PropellerMQTT", "PropellerRuntime", "PropellerImage",
+                "PropellerCore", "PropellerMQTT", "PropellerRuntime", "PropellerImage", "CFileSystem",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict

@@ -38,7 +38,7 @@ enum ActorLoad {
             }
             group.wait()
             let posted = now()
-            while completed(base, headers) < before + n { usleep(2_000) }
+            while completed(base, headers) < before + n { usleep(10_000) }
             let done = now()
             print(String(format: "%d executions in %.0f ms (posting took %.0f ms): %.1f executions/s", n, done - t0, posted - t0, Double(n) / ((done - t0) / 1000)))
         case "sync":

@@ -1,3 +1,4 @@
+#include <sys/vfs.h>
 #include "cfilesystem.h"
 
 #include <errno.h>
@@ -36,6 +37,12 @@ const char *pf_errno_name(int err) { return strerrorname_np(err); }
 
 long pf_lgetxattr(const char *path, const char *name, void *value, unsigned long size) {
     return (long)lgetxattr(path, name, value, size);
+}
+
+long pf_filesystem_type(const char *path) {
+    struct statfs fs;
+    if (statfs(path, &fs) != 0) return -1;
+    return (long)fs.f_type;
 }
 
 int pf_start_writeback(int fd, long long offset, long long length) {

@@ -57,6 +57,9 @@ struct PropletAgentCommand: AsyncParsableCommand {
     @Option(name: .customLong("drain-timeout"), help: ArgumentHelp("On SIGTERM, how long running tasks may go on before they are stopped (default 30s).", valueName: "duration"))
     var drainTimeout: String = "30s"
 
+    @Option(name: .customLong("scratch-size"), help: ArgumentHelp("Size of the tmpfs (DATA/scratch) that actor executions run from; 0: from the data directory's disk (default 1G).", valueName: "size"))
+    var scratchSize: String = "1G"
+
     @Option(name: .customLong("liveliness-interval"), help: ArgumentHelp("Heartbeat interval (env PROPLET_LIVELINESS_INTERVAL, default 5s).", valueName: "duration"))
     var livelinessInterval: String?
 
@@ -101,6 +104,8 @@ struct PropletAgentCommand: AsyncParsableCommand {
             do { options.heartbeatInterval = try DurationParsing.parse(interval) } catch { throw ValidationError("invalid liveliness interval \"\(interval)\": \(error)") }
         }
         do { options.drainTimeout = try DurationParsing.parse(drainTimeout) } catch { throw ValidationError("invalid --drain-timeout \"\(drainTimeout)\"") }
+        guard let scratch = try? ByteSize(parsing: scratchSize) else { throw ValidationError("invalid --scratch-size \"\(scratchSize)\"") }
+        options.scratchBytes = scratch.bytes
         let agent = try PropletAgent(options: options, logger: logger)
         let task = Task { try await agent.run() }
         let sources = onTermination { sig in

@@ -78,7 +78,7 @@ extension ManagerAPI {
         }
         router.post("/actors/{id}/workers") { request, context in
             let id = try context.parameters.require("id")
-            let object = try ActorRequest.object(try await collect(request))
+            let object = try TaskRequest.object(try await collect(request))
             try TaskRequest.rejectUnknown(object, allowed: ["num"], path: "")
             guard let num = object["num"] as? Int, !(object["num"] is Bool), num >= 1 else { throw APIError.unprocessable("num: required, a whole number ≥ 1") }
             return try encode(WorkerList(workers: try await actors.ensureWorkers(id, count: num)))
@@ -210,46 +210,20 @@ enum ActorRequest {
         var timeoutSeconds: Double?
     }
 
-    static func object(_ bytes: [UInt8]) throws -> [String: Any] {
-        guard !bytes.isEmpty else { throw APIError.badRequest("request body is empty: expected a JSON object") }
-        let object: Any
-        do {
-            object = try JSONSerialization.jsonObject(with: Data(bytes), options: [.fragmentsAllowed])
-        } catch {
-            throw APIError.badRequest("malformed JSON: \(TaskRequest.parserMessage(error))")
-        }
-        guard let dict = object as? [String: Any] else { throw APIError.badRequest("expected a JSON object") }
-        return dict
-    }
-
     static func parse(_ bytes: [UInt8]) throws -> Body {
-        let dict = try object(bytes)
-        try TaskRequest.rejectUnknown(dict, allowed: fields, path: "")
-        if let r = dict["resources"] as? [String: Any] { try TaskRequest.rejectUnknown(r, allowed: TaskRequest.resourceFields, path: "resources.") }
-        do {
-            return try WireCoding.decoder().decode(Body.self, from: Data(bytes))
-        } catch let error as DecodingError {
-            throw APIError.badRequest("invalid field \(WireCoding.describe(error))")
-        }
+        try TaskRequest.decode(Body.self, bytes, fields: fields, nested: ["resources": TaskRequest.resourceFields])
     }
 
     static func spec(from body: Body) throws -> ActorSpec {
-        guard let name = body.name, !name.trimmingCharacters(in: .whitespaces).isEmpty else { throw APIError.unprocessable("name: required, a non-empty string") }
-        guard let image = body.image, !image.isEmpty else { throw APIError.unprocessable("image: required, an image reference like registry/repo:tag") }
+        let (name, image) = try TaskRequest.required(name: body.name, image: body.image)
         var spec = ActorSpec(name: name, image: image)
         try apply(body, to: &spec)
         return spec
     }
 
     static func apply(_ body: Body, to spec: inout ActorSpec) throws {
-        if let name = body.name {
-            guard !name.trimmingCharacters(in: .whitespaces).isEmpty, name.count <= 256 else { throw APIError.unprocessable("name: must be 1 to 256 characters") }
-            spec.name = name
-        }
-        if let image = body.image {
-            do { _ = try ImageReference(parsing: image) } catch let e as PropellerError { throw APIError.unprocessable("image: \(e.message)") }
-            spec.image = image
-        }
+        if let name = body.name { spec.name = try TaskRequest.checked(name: name) }
+        if let image = body.image { spec.image = try TaskRequest.checked(image: image) }
         if let d = body.description {
             guard d.count <= 4096 else { throw APIError.unprocessable("description: at most 4096 characters") }
             spec.description = d

@@ -40,6 +40,26 @@ enum TaskRequest {
 
     /// Parses and checks the top-level shape: a JSON object with known fields only.
     static func parse(_ bytes: [UInt8]) throws -> Body {
+        try decode(Body.self, bytes, fields: fields, nested: ["resources": resourceFields, "restart_policy": restartFields])
+    }
+
+    /// A JSON object as `B`: 400 for bad JSON, a field of the wrong type or an unknown field
+    /// (at the top or in the `nested` objects).
+    static func decode<B: Decodable>(_ type: B.Type, _ bytes: [UInt8], fields: Set<String>, nested: [String: Set<String>]) throws -> B {
+        let dict = try object(bytes)
+        try rejectUnknown(dict, allowed: fields, path: "")
+        for (key, allowed) in nested {
+            if let inner = dict[key] as? [String: Any] { try rejectUnknown(inner, allowed: allowed, path: key + ".") }
+        }
+        do {
+            return try WireCoding.decoder().decode(B.self, from: Data(bytes))
+        } catch let error as DecodingError {
+            throw APIError.badRequest("invalid field \(WireCoding.describe(error))")
+        }
+    }
+
+    /// The body as a JSON object.
+    static func object(_ bytes: [UInt8]) throws -> [String: Any] {
         guard !bytes.isEmpty else { throw APIError.badRequest("request body is empty: expected a JSON object") }
         let object: Any
         do {
@@ -48,14 +68,7 @@ enum TaskRequest {
             throw APIError.badRequest("malformed JSON: \(Self.parserMessage(error))")
         }
         guard let dict = object as? [String: Any] else { throw APIError.badRequest("expected a JSON object") }
-        try rejectUnknown(dict, allowed: fields, path: "")
-        if let r = dict["resources"] as? [String: Any] { try rejectUnknown(r, allowed: resourceFields, path: "resources.") }
-        if let r = dict["restart_policy"] as? [String: Any] { try rejectUnknown(r, allowed: restartFields, path: "restart_policy.") }
-        do {
-            return try WireCoding.decoder().decode(Body.self, from: Data(bytes))
-        } catch let error as DecodingError {
-            throw APIError.badRequest("invalid field \(WireCoding.describe(error))")
-        }
+        return dict
     }
 
     static func parserMessage(_ error: any Error) -> String {
@@ -71,8 +84,7 @@ enum TaskRequest {
 
     /// A new spec from a create request.
     static func spec(from body: Body) throws -> TaskSpec {
-        guard let name = body.name, !name.trimmingCharacters(in: .whitespaces).isEmpty else { throw APIError.unprocessable("name: required, a non-empty string") }
-        guard let image = body.image, !image.isEmpty else { throw APIError.unprocessable("image: required, an image reference like registry/repo:tag") }
+        let (name, image) = try required(name: body.name, image: body.image)
         var spec = TaskSpec(name: name, image: image)
         try apply(body, to: &spec)
         return spec
@@ -80,14 +92,8 @@ enum TaskRequest {
 
     /// Applies the fields present in `body` to `spec` (create and PUT).
     static func apply(_ body: Body, to spec: inout TaskSpec) throws {
-        if let name = body.name {
-            guard !name.trimmingCharacters(in: .whitespaces).isEmpty, name.count <= 256 else { throw APIError.unprocessable("name: must be 1 to 256 characters") }
-            spec.name = name
-        }
-        if let image = body.image {
-            do { _ = try ImageReference(parsing: image) } catch let e as PropellerError { throw APIError.unprocessable("image: \(e.message)") }
-            spec.image = image
-        }
+        if let name = body.name { spec.name = try checked(name: name) }
+        if let image = body.image { spec.image = try checked(image: image) }
         if let command = body.command {
             if command.isEmpty { throw APIError.unprocessable("command: must not be empty (leave it out to run the image's own command)") }
             spec.command = command
@@ -146,5 +152,22 @@ enum TaskRequest {
             resources.memoryBytes = mem
         }
         if let pids = try check(r.pids, "pids") { resources.pids = pids }
+    }
+
+    /// The name and image a create request must have.
+    static func required(name: String?, image: String?) throws -> (String, String) {
+        guard let name, !name.trimmingCharacters(in: .whitespaces).isEmpty else { throw APIError.unprocessable("name: required, a non-empty string") }
+        guard let image, !image.isEmpty else { throw APIError.unprocessable("image: required, an image reference like registry/repo:tag") }
+        return (name, image)
+    }
+
+    static func checked(name: String) throws -> String {
+        guard !name.trimmingCharacters(in: .whitespaces).isEmpty, name.count <= 256 else { throw APIError.unprocessable("name: must be 1 to 256 characters") }
+        return name
+    }
+
+    static func checked(image: String) throws -> String {
+        do { _ = try ImageReference(parsing: image) } catch let e as PropellerError { throw APIError.unprocessable("image: \(e.message)") }
+        return image
     }
 }

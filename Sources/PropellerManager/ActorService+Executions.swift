@@ -46,8 +46,9 @@ extension ActorService {
             w.status = .busy
             w.executionId = eid
             workers[w.id] = w
+            // Not written to the store: `running` lives in memory (the API reads it from there),
+            // and a restarted manager runs every message still in the inbox again anyway.
             dispatchedAt[eid] = .now
-            do { try store.saveExecution(e) } catch { logger.error("store write failed", metadata: ["error": "\(error)"]) }
             bus.send(ExecutionCommand(action: .run, executionId: eid, attempt: e.attempt, workerId: w.id, message: message.body, contentType: message.contentType,
                                       env: e.env, state: a.spec.stateless ? nil : (states[actorID] ?? "{}"), resultLimit: configuration.resultLimit), to: proplet)
         }

@@ -11,6 +11,8 @@ import PropellerImage
 final class WorkerSlot: @unchecked Sendable {
     let command: WorkerCommand
     var ready = false
+    /// The image, once pulled and unpacked.
+    var image: Image?
     var retiring = false
     /// The execution it runs now.
     var running: Execution?
@@ -108,12 +110,14 @@ extension PropletAgent {
         let runner = self.runner
         Thread.detachNewThread { [self] in
             var failure: String?
-            do { try runner.warm(c.image) } catch { failure = "\(error)" }
-            Task { await self.workerPrepared(c.workerId, error: failure) }
+            var image: Image?
+            do { image = try runner.warm(c.image) } catch { failure = "\(error)" }
+            let warmed = image
+            Task { await self.workerPrepared(c.workerId, image: warmed, error: failure) }
         }
     }
 
-    func workerPrepared(_ id: String, error: String?) {
+    func workerPrepared(_ id: String, image: Image?, error: String?) {
         guard let slot = workers[id] else { return }
         if let error {
             workers[id] = nil
@@ -124,6 +128,7 @@ extension PropletAgent {
             report(WorkerReport(propletId: options.id, workerId: id, status: .stopped))
         } else {
             slot.ready = true
+            slot.image = image
             logger.info("worker ready", metadata: ["worker": "\(id)", "actor": "\(slot.command.actorId)"])
             report(WorkerReport(propletId: options.id, workerId: id, status: .ready))
         }
@@ -180,7 +185,7 @@ extension PropletAgent {
         }
         let start = StartTask(taskId: c.executionId, attempt: c.attempt, name: w.actorId, image: w.image, command: w.command, env: env,
                               workdir: nil, user: nil, resources: w.resources, timeoutSeconds: w.timeoutSeconds, network: "none")
-        let execution = Execution(start: start)
+        let execution = Execution(start: start, image: slot.image, onScratch: true)
         slot.running = execution
         let runner = self.runner
         let client = self.client

@@ -19,6 +19,7 @@ public actor PropletAgent {
     let runtime: ContainerRuntime
     let outbox: ResultOutbox
     let proxy: ProxyImageSource?
+    let scratch: ScratchSpace?
     let logger: Logger
     let topics: Topics
 
@@ -44,9 +45,10 @@ public actor PropletAgent {
         let cacheDir = options.dataDirectory + "/seccomp"
         runtime = try ContainerRuntime(networkNamespacePool: 2, seccompCache: SeccompCache(directory: cacheDir), logger: logger)
         let images = try ImageStore(dataDirectory: options.dataDirectory)
+        scratch = ScratchSpace.prepare(at: options.dataDirectory + "/scratch", sizeBytes: options.scratchBytes, logger: logger)
         proxy = options.imageSource == .proxy
             ? ProxyImageSource(client: client, topics: options.topics, propletID: options.id, images: images, logger: logger) : nil
-        runner = TaskRunner(propletID: options.id, images: images, dataDirectory: options.dataDirectory, runtime: runtime,
+        runner = TaskRunner(propletID: options.id, images: images, dataDirectory: options.dataDirectory, scratch: scratch, runtime: runtime,
                             registryClient: options.registryClient, proxy: proxy, tailBytes: options.tailBytes, logger: logger)
         outbox = try ResultOutbox(directory: options.dataDirectory + "/proplet/outbox")
     }
@@ -65,12 +67,15 @@ public actor PropletAgent {
     func cleanUpPredecessor() {
         let dir = options.dataDirectory + "/proplet/containers"
         try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] {
-            guard let id = try? ContainerID(validating: name) else { continue }
-            let removed = runtime.cgroups.removeLeftover(name: id.hex)
-            try? FileManager.default.removeItem(atPath: options.dataDirectory + "/runs/" + id.hex)
-            unlink(dir + "/" + name)
-            logger.notice("cleaned up a container left by a previous run", metadata: ["container": "\(id.short)", "cgroup_removed": "\(removed)"])
+        for journal in [dir, scratch?.journal].compactMap({ $0 }) {
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: journal)) ?? [] {
+                guard let id = try? ContainerID(validating: name) else { continue }
+                let removed = runtime.cgroups.removeLeftover(name: id.hex)
+                try? FileManager.default.removeItem(atPath: options.dataDirectory + "/runs/" + id.hex)
+                if let scratch { try? FileManager.default.removeItem(atPath: scratch.runs + "/runs/" + id.hex) }
+                unlink(journal + "/" + name)
+                logger.notice("cleaned up a container left by a previous run", metadata: ["container": "\(id.short)", "cgroup_removed": "\(removed)"])
+            }
         }
     }
 
@@ -235,12 +240,13 @@ public actor PropletAgent {
         heartbeat()
         logger.notice("draining", metadata: ["running": "\(executions.count)", "timeout": "\(DurationParsing.format(options.drainTimeout))"])
         let deadline = ContinuousClock.now + options.drainTimeout
-        while !executions.isEmpty && ContinuousClock.now < deadline {
+        while (!executions.isEmpty || workers.values.contains { $0.running != nil }) && ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(100))
         }
         for e in executions.values { e.requestStop(signal: SIGTERM, grace: 5) }
+        for w in workers.values { w.running?.requestStop(signal: SIGTERM, grace: 5) }
         let hardDeadline = ContinuousClock.now + .seconds(10)
-        while !executions.isEmpty && ContinuousClock.now < hardDeadline {
+        while (!executions.isEmpty || workers.values.contains { $0.running != nil }) && ContinuousClock.now < hardDeadline {
             try? await Task.sleep(for: .milliseconds(100))
         }
         // Give the manager a moment to acknowledge the last results; the rest stay in the
@@ -254,6 +260,7 @@ public actor PropletAgent {
         try? await Task.sleep(for: .milliseconds(200))
         client.disconnect()
         runtime.shutdown()
+        scratch?.unmount()
         logger.notice("proplet stopped")
     }
 

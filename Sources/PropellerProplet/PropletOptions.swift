@@ -19,6 +19,8 @@ public struct PropletOptions: Sendable {
     public var heartbeatInterval: Duration = .seconds(5)
     /// On SIGTERM: how long running tasks may go on before they are stopped.
     public var drainTimeout: Duration = .seconds(30)
+    /// Size of the tmpfs that actor executions run from (0: the data directory's disk).
+    public var scratchBytes: UInt64 = 1 << 30
     /// Output kept per stream for the result's tails.
     public var tailBytes = 64 << 10
     /// Makes the registry client (credentials, insecure registries) for `--image-source direct`.

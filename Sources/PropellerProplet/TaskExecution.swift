@@ -12,13 +12,19 @@ import PropellerRuntime
 final class Execution: @unchecked Sendable {
     let start: StartTask
     let containerID: ContainerID
+    /// The image, when already known (an actor worker's): no lookup on the start path.
+    let image: Image?
+    /// Run directory and journal on the scratch tmpfs (actor executions).
+    let onScratch: Bool
     private let lock = NSLock()
     private var container: RunningContainer?
     private var stopRequest: (signal: Int32, grace: Double)?
 
-    init(start: StartTask, containerID: ContainerID = ContainerID()) {
+    init(start: StartTask, containerID: ContainerID = ContainerID(), image: Image? = nil, onScratch: Bool = false) {
         self.start = start
         self.containerID = containerID
+        self.image = image
+        self.onScratch = onScratch
     }
 
     /// Hands over the started container; returns a stop that arrived before it existed.
@@ -49,6 +55,8 @@ struct TaskRunner: Sendable {
     let propletID: String
     let images: ImageStore
     let dataDirectory: String
+    /// The tmpfs for actor executions, when the proplet has one.
+    let scratch: ScratchSpace?
     let runtime: ContainerRuntime
     let registryClient: @Sendable () throws -> RegistryClient
     /// Set for `--image-source proxy`.
@@ -68,8 +76,10 @@ struct TaskRunner: Sendable {
     }
 
     /// Pulls (when missing) and unpacks `reference`, so that a run of it is one container start.
-    func warm(_ reference: String) throws {
-        _ = try images.rootfs(for: try obtain(reference))
+    func warm(_ reference: String) throws -> Image {
+        let image = try obtain(reference)
+        _ = try images.rootfs(for: image)
+        return image
     }
 
     /// Runs the attempt, hands its result to `finished`, then removes the run directory (after
@@ -77,21 +87,22 @@ struct TaskRunner: Sendable {
     func run(_ execution: Execution, hooks: Hooks, finished: (TaskResult) -> Void) {
         var runDirectory: RunDirectory?
         var container: RunningContainer?
-        let journal = dataDirectory + "/proplet/containers/" + execution.containerID.hex
-        let result = execute(execution, hooks: hooks, journal: journal, runDirectory: &runDirectory, container: &container)
+        let scratch = execution.onScratch ? self.scratch : nil
+        let journal = (scratch?.journal ?? dataDirectory + "/proplet/containers") + "/" + execution.containerID.hex
+        let result = execute(execution, hooks: hooks, journal: journal, runs: scratch?.runs ?? dataDirectory, runDirectory: &runDirectory, container: &container)
         finished(result)
         container?.removeCgroup()
         runDirectory?.remove()
         unlink(journal)
     }
 
-    private func execute(_ execution: Execution, hooks: Hooks, journal: String, runDirectory: inout RunDirectory?,
+    private func execute(_ execution: Execution, hooks: Hooks, journal: String, runs: String, runDirectory: inout RunDirectory?,
                          container: inout RunningContainer?) -> TaskResult {
         let s = execution.start
         var result = TaskResult(taskId: s.taskId, attempt: s.attempt, propletId: propletID, state: .failed)
         do {
             hooks.phase(.pulling)
-            let image = try obtain(s.image)
+            let image = try execution.image ?? obtain(s.image)
             if execution.stopRequested { return stoppedBeforeStart(result) }
             hooks.phase(.unpacking)
             let clock = ContinuousClock.now
@@ -99,7 +110,7 @@ struct TaskRunner: Sendable {
             let unpacked = ContinuousClock.now
             // Recorded before anything is created, so a successor can clean up after a crash.
             try Data().write(to: URL(fileURLWithPath: journal))
-            let run = try RunDirectory.create(dataDirectory: dataDirectory, id: execution.containerID)
+            let run = try RunDirectory.create(dataDirectory: runs, id: execution.containerID)
             runDirectory = run
             logger.debug("run prepared", metadata: ["task": "\(s.taskId)", "rootfs_ms": "\(milliseconds(unpacked - clock))",
                                                     "run_directory_ms": "\(milliseconds(ContinuousClock.now - unpacked))"])

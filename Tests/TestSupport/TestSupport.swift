@@ -22,7 +22,19 @@ public struct TempDirectory: Sendable {
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
     }
 
-    public func remove() { try? FileManager.default.removeItem(atPath: path) }
+    /// Removes the directory, after unmounting what a killed daemon left mounted in it (a
+    /// proplet's scratch tmpfs outlives a SIGKILL, as it is meant to).
+    public func remove() {
+        let resolved = URL(fileURLWithPath: path).standardizedFileURL.resolvingSymlinksInPath().path
+        if let table = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) {
+            let points = table.split(separator: "\n").compactMap { line -> String? in
+                let fields = line.split(separator: " ")
+                return fields.count > 4 ? String(fields[4]) : nil
+            }.filter { $0.hasPrefix(resolved + "/") }
+            for point in points.sorted(by: >) { _ = umount2(point, Int32(MNT_DETACH)) }
+        }
+        try? FileManager.default.removeItem(atPath: path)
+    }
 }
 
 /// The busybox + probe root filesystem from rootfs-fixtures/build-rootfs.sh, built once per
