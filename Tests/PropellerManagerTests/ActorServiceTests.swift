@@ -14,11 +14,12 @@ struct ActorServiceTests: Sendable {
 
     init() throws { dir = try TempDirectory("propeller-actors") }
 
-    func services(ttl: Duration = .seconds(300)) async throws -> (TaskService, ActorService) {
+    func services(ttl: Duration = .seconds(300), interval: Duration = .seconds(5)) async throws -> (TaskService, ActorService) {
         let store = try SQLiteStore(path: dir.path + "/manager.db")
         let tasks = TaskService(store: store, bus: bus)
         var config = ActorConfiguration()
         config.workerIdleTTL = ttl
+        config.livenessInterval = interval
         return (tasks, ActorService(store: store, tasks: tasks, bus: bus, configuration: config))
     }
 
@@ -120,5 +121,69 @@ struct ActorServiceTests: Sendable {
             await finish(actors, r)
         }
         #expect(order == ids, "FIFO after a restart")
+    }
+
+    @Test func aNewImageReplacesTheWorkersAndKeepsTheQueue() async throws {
+        let (tasks, actors) = try await services()
+        await tasks.handleAnnouncement(announcement("p1", memory: 4096 * Self.mib))
+        let a = try await actors.create(ActorSpec(name: "a", image: "r/a:1"))
+        let old = prepared()[0]
+        await ready(actors, old.0, on: old.1)
+        let busy = try await actors.send(a.id, body: Data("first".utf8), contentType: "text/plain", env: [:])
+        let queued = try await actors.send(a.id, body: Data("second".utf8), contentType: "text/plain", env: [:])
+        let updated = try await actors.update(a.id) { $0.image = "r/a:2" }
+        #expect(updated.revision == 2 && updated.status == .submitted)
+        #expect(retired() == [old.0.workerId], "the old worker is told to retire (a busy one finishes its execution first)")
+        let new = try #require(prepared().last)
+        #expect(new.0.image == "r/a:2" && new.0.revision == 2)
+        await finish(actors, runs()[0])
+        #expect(try await actors.execution(a.id, busy.id).status == .complete)
+        #expect(try await actors.workerList(a.id).first { $0.id == old.0.workerId }?.status == .shuttingDown)
+        #expect(runs().count == 1, "the queued message waits for a worker of the new revision")
+        await ready(actors, new.0, on: new.1)
+        #expect(runs().count == 2 && runs()[1].0.workerId == new.0.workerId && runs()[1].0.executionId == queued.id)
+        #expect(try await actors.actor(a.id).status == .ready)
+    }
+
+    @Test func killPurgeAndWorkerRequests() async throws {
+        let (tasks, actors) = try await services()
+        await tasks.handleAnnouncement(announcement("p1", memory: 4096 * Self.mib))
+        let a = try await actors.create(ActorSpec(name: "a", image: "r/a", maxWorkers: 2))
+        await ready(actors, prepared()[0].0, on: prepared()[0].1)
+        let running = try await actors.send(a.id, body: Data("1".utf8), contentType: "text/plain", env: [:])
+        let waiting = try await actors.send(a.id, body: Data("2".utf8), contentType: "text/plain", env: [:])
+        _ = try await actors.send(a.id, body: Data("3".utf8), contentType: "text/plain", env: [:])
+        // A queued execution is dropped at once; a running one is killed through its proplet.
+        #expect(try await actors.kill(a.id, waiting.id).error == "cancelled before it ran")
+        _ = try await actors.kill(a.id, running.id)
+        #expect(bus.executionCommands.withLock { $0.contains { $0.0.action == .kill && $0.0.executionId == running.id } })
+        await finish(actors, runs()[0])
+        let killed = try await actors.execution(a.id, running.id)
+        #expect(killed.status == .error && killed.error == "killed on request")
+        // Purge drops what waits.
+        let purgedBefore = try await actors.inboxLength(a.id)
+        #expect(try await actors.purge(a.id) == purgedBefore)
+        #expect(try await actors.inboxLength(a.id) == 0)
+        // Workers on request, within max_workers.
+        await #expect(throws: APIError.self) { _ = try await actors.ensureWorkers(a.id, count: 3) }
+        #expect(try await actors.ensureWorkers(a.id, count: 2).count == 2)
+        await #expect(throws: APIError.self) { try await actors.retireWorker(a.id, workerID: "w-none") }
+    }
+
+    @Test func aWorkerItsPropletStopsListingIsReplaced() async throws {
+        let (tasks, actors) = try await services(interval: .milliseconds(10))
+        await tasks.handleAnnouncement(announcement("p1", memory: 4096 * Self.mib))
+        let a = try await actors.create(ActorSpec(name: "a", image: "r/a"))
+        let first = prepared()[0]
+        await ready(actors, first.0, on: "p1")
+        let listed = PropletHeartbeat(propletId: "p1", status: .online, seq: 1, workers: [WorkerBeat(workerId: first.0.workerId)])
+        let forgotten = PropletHeartbeat(propletId: "p1", status: .online, seq: 2, workers: [])
+        try await Task.sleep(for: .milliseconds(30))
+        await actors.handleHeartbeat(listed)
+        await actors.handleHeartbeat(forgotten)
+        #expect(prepared().count == 1, "one missed listing is not enough")
+        await actors.handleHeartbeat(forgotten)
+        #expect(prepared().count == 2, "a replacement is prepared")
+        #expect(try await actors.workerList(a.id).map(\.id) == [prepared()[1].0.workerId])
     }
 }
