@@ -120,6 +120,15 @@ final class SecureDeploymentTests {
         let hello = try propeller(["task", "create", "hello", "--image", image, "--wait", "--config", cliConfig])
         #expect(hello.status == 0, "\(hello.stderrText)\n\(daemons["manager"]?.log.suffix(3000) ?? "")")
         #expect(hello.stdoutText == "hi from layer two in /home/app as app with hello\n")
+        // Actors too: worker and execution commands and reports pass the ACL.
+        let actor = try propeller(["actor", "create", "echo", "--image", image, "--memory", "64M", "--config", cliConfig, "--",
+                                   "sh", "-c", #"printf 'echo %s' "$MSG" > "$PROPELLER_RESULTS""#]).stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
+        var reply = try propeller(["actor", "send", actor, "ping", "--sync", "--config", cliConfig])
+        for _ in 0..<50 where reply.status != 0 || reply.stdoutText.isEmpty {
+            usleep(200_000)  // the first worker may still be pulling: the call above then waited and timed out
+            reply = try propeller(["actor", "send", actor, "ping", "--sync", "--config", cliConfig])
+        }
+        #expect(reply.stdoutText == "echo ping", "\(reply.stderrText)")
 
         // No credentials: the broker refuses the connection, and says so in its log.
         let anonymous = try runTool("/usr/bin/mosquitto_pub", mqttArguments(user: nil) + ["-t", topics.report(.alive, from: p1), "-m", "{}"])
