@@ -42,6 +42,7 @@ extension ActorService {
             w.resources = a.spec.resources
             w.reason = nil
             workers[w.id] = w
+            placedAt[w.id] = .now
             save(w)
             logger.info("worker placed", metadata: ["worker": "\(w.id)", "actor": "\(a.id)", "proplet": "\(proplet)"])
             bus.send(WorkerCommand(action: .prepare, workerId: w.id, actorId: a.id, revision: a.revision, image: a.spec.image, command: a.spec.command,
@@ -79,7 +80,7 @@ extension ActorService {
     func remove(_ workerID: String) async {
         guard let w = workers.removeValue(forKey: workerID) else { return }
         misses[workerID] = nil
-        readyAt[workerID] = nil
+        placedAt[workerID] = nil
         try? store.deleteWorker(id: workerID)
         if let p = w.propletId, let resources = w.resources {
             await tasks.releaseWorker(workerID, on: p, resources: resources)
@@ -128,7 +129,6 @@ extension ActorService {
             w.status = .ready
             w.lastUsedAt = WallClock.now()
             workers[w.id] = w
-            readyAt[w.id] = .now
             save(w)
             if var a = actors[w.actorId], a.revision == w.revision, a.status != .ready {
                 a.status = .ready
@@ -159,7 +159,8 @@ extension ActorService {
         }
     }
 
-    /// Reconciles the workers a proplet lists with those placed on it.
+    /// Reconciles the workers a proplet lists with those placed on it: one it stopped listing
+    /// (it restarted, or lost it) is lost, and replaced; a retiring one it no longer has is gone.
     public func handleHeartbeat(_ hb: PropletHeartbeat) async {
         if hb.status == .offline {
             for w in workers.values where w.propletId == hb.propletId { await lose(w.id, reason: "proplet \(hb.propletId) went offline") }
@@ -168,12 +169,17 @@ extension ActorService {
         guard let beats = hb.workers else { return }
         let listed = Dictionary(beats.map { ($0.workerId, $0) }, uniquingKeysWith: { a, _ in a })
         let grace = configuration.livenessInterval * 2
-        for w in workers.values where w.propletId == hb.propletId && (w.status == .ready || w.status == .busy) {
-            let old = readyAt[w.id].map { ContinuousClock.now - $0 > grace } ?? true
+        for w in workers.values where w.propletId == hb.propletId {
+            let settled = placedAt[w.id].map { ContinuousClock.now - $0 > grace } ?? true
             guard let beat = listed[w.id] else {
                 let n = (misses[w.id] ?? 0) + 1
                 misses[w.id] = n
-                if n >= 2 && old { await lose(w.id, reason: "proplet \(hb.propletId) no longer has it") }
+                guard n >= 2 && settled else { continue }
+                if w.status == .shuttingDown {
+                    await remove(w.id)  // its "stopped" report was lost
+                } else {
+                    await lose(w.id, reason: "proplet \(hb.propletId) no longer has it")
+                }
                 continue
             }
             if w.status == .busy, let eid = w.executionId, let e = active[eid], beat.running != "\(eid)/\(e.attempt)",

@@ -50,7 +50,9 @@ public actor ActorService {
     /// Per worker: heartbeats in a row that did not list it (or showed it idle while busy).
     var misses: [String: Int] = [:]
     var dispatchedAt: [String: ContinuousClock.Instant] = [:]
-    var readyAt: [String: ContinuousClock.Instant] = [:]
+    /// Per worker: when it was placed (or adopted after a restart); heartbeats that do not list it
+    /// count only after a grace period from then.
+    var placedAt: [String: ContinuousClock.Instant] = [:]
     /// Synchronous senders waiting for an execution to end.
     var waiters: [String: [UUID: CheckedContinuation<ExecutionRecord?, Never>]] = [:]
 
@@ -80,7 +82,7 @@ public actor ActorService {
                 w.status = w.status == .busy ? .ready : w.status
                 w.executionId = nil
                 workers[w.id] = w
-                readyAt[w.id] = now
+                placedAt[w.id] = now
             } else {
                 try? store.deleteWorker(id: w.id)
             }

@@ -233,8 +233,9 @@ extension PropletAgent {
         if slot.retiring { retireWorker(slot.command.workerId) }
     }
 
+    /// Every worker this proplet has (preparing ones too), for the heartbeat.
     var workerBeats: [WorkerBeat] {
-        workers.values.filter(\.ready).map { slot in
+        workers.values.map { slot in
             WorkerBeat(workerId: slot.command.workerId, running: slot.running.map { "\($0.start.taskId)/\($0.start.attempt)" })
         }.sorted { $0.workerId < $1.workerId }
     }

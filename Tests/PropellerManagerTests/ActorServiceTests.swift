@@ -185,5 +185,10 @@ struct ActorServiceTests: Sendable {
         await actors.handleHeartbeat(forgotten)
         #expect(prepared().count == 2, "a replacement is prepared")
         #expect(try await actors.workerList(a.id).map(\.id) == [prepared()[1].0.workerId])
+        // One still pulling when its proplet restarted (the prepare is gone with it): replaced too.
+        try await Task.sleep(for: .milliseconds(30))
+        await actors.handleHeartbeat(forgotten)
+        await actors.handleHeartbeat(forgotten)
+        #expect(prepared().count == 3)
     }
 }
