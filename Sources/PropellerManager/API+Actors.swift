@@ -238,11 +238,11 @@ enum ActorRequest {
         if let r = body.resources { try TaskRequest.apply(r, to: &spec.resources) }
         if let stateless = body.stateless { spec.stateless = stateless }
         if let n = body.maxWorkers {
-            guard n >= 1, n <= 1000 else { throw APIError.unprocessable("max_workers: must be 1 to 1000") }
+            guard n >= 1, n <= 100 else { throw APIError.unprocessable("max_workers: must be 1 to 100") }
             spec.maxWorkers = n
         }
         if let n = body.minWorkers {
-            guard n >= 0, n <= 1000 else { throw APIError.unprocessable("min_workers: must be 0 to 1000") }
+            guard n >= 0, n <= 100 else { throw APIError.unprocessable("min_workers: must be 0 to 100") }
             spec.minWorkers = n
         }
         guard spec.minWorkers <= spec.maxWorkers else { throw APIError.unprocessable("min_workers (\(spec.minWorkers)) must not exceed max_workers (\(spec.maxWorkers))") }

@@ -18,14 +18,20 @@ extension ActorService {
         let busy = live.filter { $0.status == .busy }.count
         let limit = a.spec.stateless ? a.spec.maxWorkers : 1
         let wanted = min(limit, max(a.spec.minWorkers, requested, busy + (queues[actorID]?.count ?? 0)))
-        guard live.count < wanted else { return }
-        for _ in live.count..<wanted { await startWorker(for: a) }
+        // One worker waiting for room is enough: more would wait for the same room (the next
+        // pass adds the rest as room appears).
+        guard live.count < wanted, !live.contains(where: { $0.propletId == nil }) else { return }
+        for _ in live.count..<wanted {
+            guard await startWorker(for: a) else { return }
+        }
     }
 
-    func startWorker(for a: ActorRecord) async {
+    /// Adds a worker; false when it waits for room.
+    func startWorker(for a: ActorRecord) async -> Bool {
         let w = WorkerRecord(id: "w-" + Self.newID().prefix(13), actorId: a.id, revision: a.revision, createdAt: WallClock.now())
         workers[w.id] = w
         await place(w.id)
+        return workers[w.id]?.propletId != nil
     }
 
     /// Reserves room for a worker that has none and asks its proplet to prepare it.
@@ -218,10 +224,8 @@ extension ActorService {
                 retire(w.id)
                 live.removeAll { $0.id == w.id }
             }
-            if !(queues[id]?.isEmpty ?? true) {
-                await scale(id)
-                dispatch(id)
-            }
+            await scale(id)
+            dispatch(id)
         }
     }
 
