@@ -62,6 +62,9 @@ struct ManagerCommand: AsyncParsableCommand {
     @Option(name: .customLong("worker-idle-ttl"), help: ArgumentHelp("An actor worker idle this long is retired, down to the actor's min_workers (default 5m).", valueName: "duration"))
     var workerIdleTTL: String = "5m"
 
+    @Option(name: .customLong("actor-sync-timeout"), help: ArgumentHelp("Longest a synchronous actor message (?sync=true) may wait (default 300s).", valueName: "duration"))
+    var actorSyncTimeout: String = "300s"
+
     func validate() throws {
         if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
         if SchedulingPolicy(rawValue: scheduler) == nil { throw ValidationError("invalid --scheduler \"\(scheduler)\": expected binpack, spread or round-robin") }
@@ -128,6 +131,12 @@ struct ManagerCommand: AsyncParsableCommand {
         }
         options.actors.messageLimit = Int(messageLimit.bytes)
         options.actors.resultLimit = Int(resultLimit.bytes)
+        do {
+            options.actors.maxSyncTimeout = try DurationParsing.parse(actorSyncTimeout)
+            guard options.actors.maxSyncTimeout >= .seconds(1) else { throw PropellerError(.invalidArgument, "at least 1s") }
+        } catch {
+            throw ValidationError("invalid --actor-sync-timeout \"\(actorSyncTimeout)\": \(error)")
+        }
         do { options.actors.workerIdleTTL = try DurationParsing.parse(workerIdleTTL) } catch { throw ValidationError("invalid --worker-idle-ttl \"\(workerIdleTTL)\": \(error)") }
         if insecureNoAuth { logger.warning("the API has no authentication (--insecure-no-auth)") }
         if tlsCert == nil && !ClientOptions.isLoopback(url: "http://" + (host.contains(":") ? "[\(host)]" : host)) {

@@ -148,6 +148,7 @@ struct MessageQuery {
     var env: [String: String] = [:]
 
     init(_ parameters: Hummingbird.Parameters, maxTimeout: Duration) throws {
+        timeout = min(timeout, maxTimeout)
         for (key, value) in parameters {
             let name = String(key)
             switch name {

@@ -73,7 +73,7 @@ extension OpenAPIDocument {
                           "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}}},
           "post": {"summary": "Make sure at least num workers exist (up to max_workers)",
             "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": false, "required": ["num"],
-              "properties": {"num": {"type": "integer", "minimum": 1}}}}}},
+              "properties": {"num": {"type": "integer", "minimum": 1, "maximum": 100}}}}}},
             "responses": {"200": {"description": "Workers", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/WorkerList"}}}},
                           "400": {"$ref": "#/components/responses/Error"}, "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"},
                           "409": {"$ref": "#/components/responses/Error"}, "413": {"$ref": "#/components/responses/Error"}, "422": {"$ref": "#/components/responses/Error"}}}},
