@@ -36,6 +36,11 @@ final class ProxyImageSource: @unchecked Sendable {
         var total: UInt32?
         var size: UInt64 = 0
         var received = Set<UInt32>()
+        /// Each received chunk's checksum from its header: chunks that arrive in order are not
+        /// hashed one by one (the blob's running hash covers them); if the blob then fails its
+        /// digest, these find the bad chunks to ask for again.
+        var expected: [UInt32: [UInt8]] = [:]
+        var chunkSize: UInt64 = 0
         var corrupted = 0
         /// Hashes chunks while they arrive in order; dropped (the file is hashed at the end)
         /// once one arrives out of order.
@@ -58,6 +63,7 @@ final class ProxyImageSource: @unchecked Sendable {
 
         func reset() {
             received.removeAll()
+            expected.removeAll()
             hasher = BlobHasher()
             nextInOrder = 0
             total = nil
@@ -91,7 +97,10 @@ final class ProxyImageSource: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         guard let a = assemblies[chunk.digestHex], !a.received.contains(chunk.index) else { return }
-        guard Checksum.sha256(chunk.payload) == chunk.sha256 else {
+        // In order, the blob's running hash checks the chunk (once, not twice: this runs on the
+        // MQTT network thread, and every millisecond here is one the socket is not read).
+        let inOrder = chunk.index == a.nextInOrder && a.hasher != nil
+        if !inOrder && Checksum.sha256(chunk.payload) != chunk.sha256 {
             a.corrupted += 1
             logger.notice("corrupted chunk dropped", metadata: ["digest": "\(a.digest)", "index": "\(chunk.index)"])
             return
@@ -103,6 +112,8 @@ final class ProxyImageSource: @unchecked Sendable {
         a.total = chunk.total
         a.size = chunk.blobSize
         a.received.insert(chunk.index)
+        a.expected[chunk.index] = chunk.sha256
+        if chunk.index == 0 || a.chunkSize == 0 { a.chunkSize = UInt64(chunk.payload.count) }
         if chunk.index == a.nextInOrder {
             a.hasher?.update(chunk.payload)
             a.nextInOrder += 1
@@ -113,6 +124,19 @@ final class ProxyImageSource: @unchecked Sendable {
         if a.firstChunk == nil { a.firstChunk = a.lastProgress }
         if a.complete { a.lastChunk = a.lastProgress }
         condition.broadcast()
+    }
+
+    /// Received chunks whose bytes in the assembly file do not match their header's checksum.
+    static func corruptedChunks(_ a: Assembly) -> [UInt32] {
+        guard a.chunkSize > 0 else { return [] }
+        var buffer = [UInt8](repeating: 0, count: Int(a.chunkSize))
+        return a.received.sorted().filter { index in
+            let offset = UInt64(index) * a.chunkSize
+            let length = Int(min(a.chunkSize, a.size > offset ? a.size - offset : 0))
+            let n = buffer.withUnsafeMutableBytes { pread(a.fd, $0.baseAddress, length, off_t(offset)) }
+            guard n == length else { return true }
+            return Checksum.sha256(buffer[0..<length]) != a.expected[index]
+        }
     }
 
     // MARK: Pull
@@ -228,14 +252,30 @@ final class ProxyImageSource: @unchecked Sendable {
                         "adopt_ms": "\(ms(ContinuousClock.now - adopting))", "in_order": "\(hashed != nil)",
                     ])
                 } catch {
-                    // Every chunk matched its checksum but the blob does not: start it over.
-                    logger.warning("assembled blob failed verification; asking again", metadata: ["digest": "\(a.digest)", "error": "\(error)"])
-                    condition.lock()
-                    a.reset()
-                    condition.unlock()
                     rounds += 1
-                    try client.publish(topics.registryRequests(from: propletID), try WireCoding.encode(
-                        RegistryRequest(kind: .fetch, requestId: UUID().uuidString, propletId: propletID, image: image, digests: [a.digest.description])))
+                    condition.lock()
+                    let bad = Self.corruptedChunks(a)
+                    if !bad.isEmpty && bad.count < a.received.count {
+                        // Chunks that arrived in order were checked only by the blob's hash: find
+                        // the ones that do not match their checksum and ask for those again.
+                        for index in bad {
+                            a.received.remove(index)
+                            a.corrupted += 1
+                            logger.notice("corrupted chunk dropped", metadata: ["digest": "\(a.digest)", "index": "\(index)"])
+                        }
+                        a.hasher = nil
+                        a.lastProgress = .now
+                        condition.unlock()
+                        try client.publish(topics.registryRequests(from: propletID), try WireCoding.encode(
+                            RegistryRequest(kind: .resend, requestId: UUID().uuidString, propletId: propletID, image: image, digest: a.digest.description, missing: bad)))
+                    } else {
+                        // Every chunk matched its checksum but the blob does not: start it over.
+                        logger.warning("assembled blob failed verification; asking again", metadata: ["digest": "\(a.digest)", "error": "\(error)"])
+                        a.reset()
+                        condition.unlock()
+                        try client.publish(topics.registryRequests(from: propletID), try WireCoding.encode(
+                            RegistryRequest(kind: .fetch, requestId: UUID().uuidString, propletId: propletID, image: image, digests: [a.digest.description])))
+                    }
                 }
             }
             if !stalled.isEmpty {

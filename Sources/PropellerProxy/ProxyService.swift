@@ -29,6 +29,8 @@ struct FaultPlan: Sendable {
 /// requests share the fetch), and publishes blobs in checksummed chunks, paced by the broker's
 /// acknowledgements, resending the chunks a proplet reports missing.
 public actor ProxyService {
+    /// Chunk checksums of blobs already served, by digest.
+    var chunkChecksums: [Digest: [[UInt8]]] = [:]
     public struct Options: Sendable {
         public var chunkSize: Int = 512 << 10
         /// Chunks published and not yet acknowledged by the broker, at most.
@@ -217,6 +219,8 @@ public actor ProxyService {
     }
 
     /// Publishes the chunks of a cached blob (all, or the given indexes), paced by the broker.
+    /// Each chunk's checksum is computed once per blob and kept (blobs are immutable), so serving
+    /// the next proplet costs no hashing.
     func publish(_ digest: Digest, indexes: [UInt32]?) async throws {
         cache.pin(digest)
         defer { cache.unpin(digest) }
@@ -231,6 +235,9 @@ public actor ProxyService {
         let total = UInt32(max(1, (size + chunk - 1) / chunk))
         let topic = topics.blob(digest.description)
         let headerSize = BlobChunk.headerSize
+        var sums = chunkChecksums[digest] ?? []
+        if sums.count != Int(total) { sums = Array(repeating: [], count: Int(total)) }
+        defer { rememberChecksums(sums, of: digest) }
         for index in indexes ?? Array(0..<total) where index < total {
             let offset = UInt64(index) * chunk
             let length = Int(min(chunk, size - offset))
@@ -243,8 +250,9 @@ public actor ProxyService {
                 guard n > 0 else { throw PropellerError(.systemCall, "proxy cache: read \(path): errno \(errno)") }
                 done += n
             }
+            if sums[Int(index)].isEmpty { sums[Int(index)] = Checksum.sha256(message[headerSize...]) }
             let header = BlobChunk.header(digestHex: digest.hex, index: index, total: total, blobSize: size, offset: offset,
-                                          sha256: Checksum.sha256(message[headerSize...]))
+                                          sha256: sums[Int(index)])
             message.replaceSubrange(0..<headerSize, with: header)
             if faults.dropIndex == index {
                 faults.dropIndex = nil
@@ -264,5 +272,12 @@ public actor ProxyService {
             try await client.waitForAcknowledgements(below: options.window)
         }
         cache.touch(digest)
+    }
+
+    /// Keeps a blob's chunk checksums (at most 4,096 blobs' worth, a few MB).
+    private func rememberChecksums(_ sums: [[UInt8]], of digest: Digest) {
+        guard !sums.contains(where: \.isEmpty) else { return }
+        if chunkChecksums.count >= 4096 { chunkChecksums.removeAll(keepingCapacity: true) }
+        chunkChecksums[digest] = sums
     }
 }

@@ -49,6 +49,20 @@ struct ProxyTests {
         #expect(c.proplets["p"]!.log.contains("corrupted chunk dropped"))
     }
 
+    /// A chunk corrupted in order is caught by the blob's digest (in-order chunks are not hashed
+    /// one by one), found by its checksum and asked for again, not the whole blob.
+    @Test func aChunkCorruptedInOrderIsFoundAndAskedForAgain() throws {
+        let c = try Cluster(tag: "app:v2", credentials: Self.credentials, proxy: false)
+        try c.startProxy(faults: "corrupt=1")
+        try c.startProplet("p", memory: "2G")
+        let r = try c.cli(["task", "create", "faulty", "--image", c.image, "--wait"])
+        #expect(r.status == 0, "\(r.stderrText)")
+        #expect(r.stdoutText.contains("hi from layer two"))
+        #expect(c.proplets["p"]!.log.contains("corrupted chunk dropped"))
+        #expect(c.proxyMetric("resends_total") == 1, "one chunk asked for again")
+        #expect(!c.proplets["p"]!.log.contains("asking the proxy again"), "found at once by the digest check, not after a stall")
+    }
+
     @Test func aProxyKilledMidTransferAndRestartedStillDeliversTheImage() throws {
         let c = try Cluster(tag: "app:v2", credentials: Self.credentials, proxy: false)
         // The first stream loses a chunk, so the transfer is still open when the proxy dies.
