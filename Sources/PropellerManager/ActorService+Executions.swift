@@ -142,7 +142,10 @@ extension ActorService {
 
     func wake(_ e: ExecutionRecord) {
         guard let list = waiters.removeValue(forKey: e.id) else { return }
-        for c in list.values { c.resume(returning: e) }
+        for (token, c) in list {
+            waiterTimers.removeValue(forKey: token)?.cancel()
+            c.resume(returning: e)
+        }
     }
 
     /// Waits until the execution is final, at most `timeout`; nil when it is not by then.
@@ -151,14 +154,15 @@ extension ActorService {
         let token = UUID()
         return await withCheckedContinuation { (c: CheckedContinuation<ExecutionRecord?, Never>) in
             waiters[executionID, default: [:]][token] = c
-            Task {
-                try? await Task.sleep(for: timeout)
+            waiterTimers[token] = Task {
+                do { try await Task.sleep(for: timeout) } catch { return }
                 self.timeOut(executionID, token)
             }
         }
     }
 
     func timeOut(_ executionID: String, _ token: UUID) {
+        waiterTimers[token] = nil
         guard let c = waiters[executionID]?.removeValue(forKey: token) else { return }
         if waiters[executionID]?.isEmpty == true { waiters[executionID] = nil }
         c.resume(returning: nil)

@@ -55,6 +55,8 @@ public actor ActorService {
     var placedAt: [String: ContinuousClock.Instant] = [:]
     /// Synchronous senders waiting for an execution to end.
     var waiters: [String: [UUID: CheckedContinuation<ExecutionRecord?, Never>]] = [:]
+    /// Their timers, cancelled when the execution ends first.
+    var waiterTimers: [UUID: Task<Void, Never>] = [:]
 
     public init(store: any ActorStore, tasks: TaskService, bus: any ActorBus, configuration: ActorConfiguration = ActorConfiguration(),
                 logger: Logger = Logger(label: "propeller.actors")) {

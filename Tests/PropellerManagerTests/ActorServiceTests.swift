@@ -191,4 +191,19 @@ struct ActorServiceTests: Sendable {
         await actors.handleHeartbeat(forgotten)
         #expect(prepared().count == 3)
     }
+
+    @Test func aSynchronousWaitEndsWithTheExecutionOrItsTimeout() async throws {
+        let (tasks, actors) = try await services()
+        await tasks.handleAnnouncement(announcement("p1", memory: 4096 * Self.mib))
+        let a = try await actors.create(ActorSpec(name: "a", image: "r/a"))
+        let e = try await actors.send(a.id, body: Data("m".utf8), contentType: "text/plain", env: [:])
+        #expect(await actors.wait(for: e.id, timeout: .milliseconds(50)) == nil, "no worker yet: the wait times out")
+        await ready(actors, prepared()[0].0, on: prepared()[0].1)
+        async let waited = actors.wait(for: e.id, timeout: .seconds(30))
+        try await Task.sleep(for: .milliseconds(20))
+        await finish(actors, runs()[0])
+        let done = await waited
+        #expect(done?.status == .complete)
+        #expect(await actors.waiterTimers.isEmpty, "the timer of a wait that ended is cancelled")
+    }
 }
