@@ -37,9 +37,10 @@ struct ActorTests {
         try c.startProplet("pa", memory: "1G")
         try c.startProplet("pb", memory: "1G")
         // 400 MiB per worker: a proplet holds two, so the third worker goes to the other one.
-        // Each takes a moment, so the inbox fills and the autoscaler adds workers.
+        // Each takes a second, longer than a `propeller actor send` even on a loaded machine, so the
+        // inbox fills and the autoscaler adds workers.
         let actor = try createActor(c, "echo", ["--max-workers", "3", "--memory", "400M", "--env", "GREETING=hola"],
-                                    command: ["/bin/sh", "-c", "sleep 0.3; " + Self.echo[2]])
+                                    command: ["/bin/sh", "-c", "sleep 1; " + Self.echo[2]])
         try waitReady(c, actor)
         var ids: [String: Int] = [:]
         for i in 0..<50 {
