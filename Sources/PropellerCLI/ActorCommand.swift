@@ -236,7 +236,7 @@ struct ActorLogsCommand: ParsableCommand {
         let api = try client.client()
         let bytes = try api.send("GET", "/actors/\(actor)/executions/\(execution)/logs")
         if client.json { return printJSON(bytes) }
-        let logs = try api.decode(ExecutionLogs.self, bytes)
+        let logs = try api.decode(TaskLogs.self, bytes)
         FileHandle.standardOutput.write(Data(logs.stdout.utf8))
         FileHandle.standardError.write(Data(logs.stderr.utf8))
     }

@@ -199,17 +199,6 @@ public struct WorkerRecord: Codable, Sendable, Hashable {
     }
 }
 
-/// An execution's kept output.
-public struct ExecutionLogs: Codable, Sendable, Hashable {
-    public var stdout: String
-    public var stderr: String
-
-    public init(stdout: String = "", stderr: String = "") {
-        self.stdout = stdout
-        self.stderr = stderr
-    }
-}
-
 /// Sums over an actor's executions.
 public struct ExecutionTotals: Codable, Sendable, Hashable {
     public var count: Int

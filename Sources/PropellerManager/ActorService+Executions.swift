@@ -60,7 +60,7 @@ extension ActorService {
             return
         }
         dispatchedAt[e.id] = nil
-        if r.outcome.startedAt == nil && !(e.killRequested ?? false), r.outcome.error?.contains("is not ready on proplet") == true {
+        if r.workerMissing && e.killRequested != true {
             // The proplet does not have the worker (it restarted): lose it, run the message again.
             await lose(r.workerId, reason: r.outcome.error ?? "not on its proplet")
             return
@@ -92,7 +92,7 @@ extension ActorService {
                 logger.error("store write failed", metadata: ["error": "\(error)"])
             }
         }
-        finish(e, logs: ExecutionLogs(stdout: o.stdoutTail, stderr: o.stderrTail), results: r.results)
+        finish(e, logs: TaskLogs(stdout: o.stdoutTail, stderr: o.stderrTail), results: r.results)
         if var w = workers[r.workerId], w.executionId == e.id {
             w.executionId = nil
             w.lastUsedAt = WallClock.now()
@@ -105,7 +105,7 @@ extension ActorService {
     }
 
     /// Stores a final execution, takes it out of the inbox and wakes its waiters.
-    func finish(_ e: ExecutionRecord, logs: ExecutionLogs = ExecutionLogs(), results: Data = Data()) {
+    func finish(_ e: ExecutionRecord, logs: TaskLogs = TaskLogs(), results: Data = Data()) {
         active[e.id] = nil
         dispatchedAt[e.id] = nil
         do {
@@ -205,9 +205,9 @@ extension ActorService {
         return (total, list.map { active[$0.id] ?? $0 }, try store.executionTotals(actorID: actorID))
     }
 
-    public func executionLogs(_ actorID: String, _ executionID: String) throws -> ExecutionLogs {
+    public func executionLogs(_ actorID: String, _ executionID: String) throws -> TaskLogs {
         _ = try execution(actorID, executionID)
-        return try store.executionLogs(id: executionID) ?? ExecutionLogs()
+        return try store.executionLogs(id: executionID) ?? TaskLogs()
     }
 
     public func executionResults(_ actorID: String, _ executionID: String) throws -> Data {

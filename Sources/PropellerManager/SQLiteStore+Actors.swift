@@ -14,7 +14,7 @@ public protocol ActorStore: Sendable {
     func enqueue(_ execution: ExecutionRecord, message: InboxMessage) throws
     func saveExecution(_ execution: ExecutionRecord) throws
     /// Stores a final execution with its output, and takes its message out of the inbox.
-    func finishExecution(_ execution: ExecutionRecord, logs: ExecutionLogs, results: Data) throws
+    func finishExecution(_ execution: ExecutionRecord, logs: TaskLogs, results: Data) throws
     /// Every message still in an inbox, oldest first.
     func inbox() throws -> [(execution: ExecutionRecord, message: InboxMessage)]
     func message(executionID: String) throws -> InboxMessage?
@@ -22,7 +22,7 @@ public protocol ActorStore: Sendable {
     /// One actor's executions, newest first, and how many there are.
     func executions(actorID: String, offset: Int, limit: Int) throws -> (total: Int, executions: [ExecutionRecord])
     func executionTotals(actorID: String) throws -> ExecutionTotals
-    func executionLogs(id: String) throws -> ExecutionLogs?
+    func executionLogs(id: String) throws -> TaskLogs?
     func executionResults(id: String) throws -> Data?
 
     func saveWorker(_ worker: WorkerRecord) throws
@@ -137,7 +137,7 @@ extension SQLiteStore: ActorStore {
         }
     }
 
-    public func finishExecution(_ execution: ExecutionRecord, logs: ExecutionLogs, results: Data) throws {
+    public func finishExecution(_ execution: ExecutionRecord, logs: TaskLogs, results: Data) throws {
         try wrap("finish execution \(execution.id)") {
             try pool.write { db in
                 guard try Bool.fetchOne(db, sql: "SELECT 1 FROM actors WHERE id = ?", arguments: [execution.actorId]) == true else { return }
@@ -208,13 +208,13 @@ extension SQLiteStore: ActorStore {
         }
     }
 
-    public func executionLogs(id: String) throws -> ExecutionLogs? {
+    public func executionLogs(id: String) throws -> TaskLogs? {
         try wrap("read the logs of execution \(id)") {
             try pool.read { db in
                 try Row.fetchOne(db, sql: "SELECT stdout, stderr FROM actor_executions WHERE id = ?", arguments: [id]).map { row in
                     let out: Data? = row["stdout"]
                     let err: Data? = row["stderr"]
-                    return ExecutionLogs(stdout: String(decoding: out ?? Data(), as: UTF8.self), stderr: String(decoding: err ?? Data(), as: UTF8.self))
+                    return TaskLogs(stdout: String(decoding: out ?? Data(), as: UTF8.self), stderr: String(decoding: err ?? Data(), as: UTF8.self))
                 }
             }
         }

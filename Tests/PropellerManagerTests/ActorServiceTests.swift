@@ -206,4 +206,19 @@ struct ActorServiceTests: Sendable {
         #expect(done?.status == .complete)
         #expect(await actors.waiterTimers.isEmpty, "the timer of a wait that ended is cancelled")
     }
+
+    @Test func aPropletWithoutTheWorkerGetsTheMessageRunElsewhere() async throws {
+        let (tasks, actors) = try await services()
+        await tasks.handleAnnouncement(announcement("p1", memory: 4096 * Self.mib))
+        let a = try await actors.create(ActorSpec(name: "a", image: "r/a"))
+        await ready(actors, prepared()[0].0, on: "p1")
+        let e = try await actors.send(a.id, body: Data("m".utf8), contentType: "text/plain", env: [:])
+        let run = runs()[0]
+        let outcome = TaskResult(taskId: e.id, attempt: 1, propletId: "p1", state: .failed, error: "worker is not ready")
+        await actors.handleExecutionReport(ExecutionReport(propletId: "p1", workerId: run.0.workerId, executionId: e.id, attempt: 1,
+                                                           outcome: outcome, workerMissing: true))
+        #expect(try await actors.execution(a.id, e.id).attempt == 2)
+        #expect(prepared().count == 2, "the missing worker is replaced")
+        #expect(try await actors.workerList(a.id).allSatisfy { $0.id != run.0.workerId })
+    }
 }

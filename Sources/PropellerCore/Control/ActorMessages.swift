@@ -102,9 +102,11 @@ public struct ExecutionReport: Codable, Sendable, Hashable {
     public var state: String?
     /// Why the state was not taken (it was not valid JSON, or too big).
     public var stateError: String?
+    /// The proplet does not have the worker (it restarted): the message never ran.
+    public var workerMissing: Bool
 
     public init(propletId: String, workerId: String, executionId: String, attempt: Int, outcome: TaskResult, results: Data = Data(),
-                resultsTruncated: Bool = false, state: String? = nil, stateError: String? = nil) {
+                resultsTruncated: Bool = false, state: String? = nil, stateError: String? = nil, workerMissing: Bool = false) {
         self.propletId = propletId
         self.workerId = workerId
         self.executionId = executionId
@@ -114,6 +116,7 @@ public struct ExecutionReport: Codable, Sendable, Hashable {
         self.resultsTruncated = resultsTruncated
         self.state = state
         self.stateError = stateError
+        self.workerMissing = workerMissing
     }
 }
 
