@@ -33,6 +33,18 @@ struct ImageOptions: ParsableArguments {
 
     func store() throws -> ImageStore { try ImageStore(dataDirectory: absolutePath(dataDir)) }
 
+    /// The rootfs and run defaults of `reference`: a stored, unpacked image read the quick way
+    /// when the pull policy allows (see ``ImageStore/storedRunnable(named:)``), else obtained
+    /// (pulled or imported) and unpacked.
+    func runnable(_ reference: String, store: ImageStore) throws -> StoredRunnable {
+        if pull != .always, !reference.hasPrefix("oci:"), let ref = try? ImageReference(parsing: reference),
+           let stored = store.storedRunnable(named: ref.description) {
+            return stored
+        }
+        let image = try obtain(reference, store: store)
+        return StoredRunnable(manifestDigest: image.manifestDigest, rootfs: try store.rootfs(for: image), defaults: image.config.runDefaults)
+    }
+
     /// Imports (`oci:DIR[:TAG]`) or pulls (a registry reference) an image and records its name.
     func obtain(_ reference: String, store: ImageStore) throws -> Image {
         let image: Image

@@ -111,6 +111,15 @@ struct RunCommand: ParsableCommand {
         }
         let logger = Logger(label: "propeller.run")
 
+        // Compiled seccomp programs are cached in /run/propeller/seccomp (PROPELLER_SECCOMP_CACHE
+        // names another directory, or "off").
+        let cacheDir = getenv("PROPELLER_SECCOMP_CACHE").map { String(cString: $0) } ?? SeccompCache.defaultDirectory
+        let cache = cacheDir == "off" || cacheDir.isEmpty ? nil : SeccompCache(directory: cacheDir)
+        // With an image, the runtime (cgroup layout, seccomp cache) is set up on another thread
+        // while the image is looked up: the one waits on the kernel, the other decodes JSON.
+        let runtimeSetup = image == nil ? nil : Concurrently { try ContainerRuntime(seccompCache: cache, logger: logger) }
+        defer { runtimeSetup?.finish() }
+
         var spec: ContainerSpec
         let timeoutDuration: Duration?
         var runDirectory: RunDirectory?
@@ -131,12 +140,9 @@ struct RunCommand: ParsableCommand {
         let runtime: ContainerRuntime
         let container: RunningContainer
         do {
-            // Compiled seccomp programs are cached in /run/propeller/seccomp (PROPELLER_SECCOMP_CACHE
-            // names another directory, or "off").
-            let cacheDir = getenv("PROPELLER_SECCOMP_CACHE").map { String(cString: $0) } ?? SeccompCache.defaultDirectory
-            let cache = cacheDir == "off" || cacheDir.isEmpty ? nil : SeccompCache(directory: cacheDir)
-            runtime = try ContainerRuntime(seccompCache: cache, logger: logger)
+            runtime = try runtimeSetup?.value() ?? ContainerRuntime(seccompCache: cache, logger: logger)
             container = try runtime.start(spec)
+            runDirectory?.dropVolatileMarker()
         } catch let error as LaunchError {
             printError("propeller: \(error)")
             throw ExitCode(error.exitStatus)
@@ -147,9 +153,15 @@ struct RunCommand: ParsableCommand {
         // Forward the usual terminal signals to the container (like docker run's sig-proxy).
         let forwarded: [Int32] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2]
         let signalFD = SignalPipe.install(forwarded)
-        let runReport = container.wait(timeout: timeoutDuration, interruptFD: signalFD) { sig in
+        let runReport = container.wait(timeout: timeoutDuration, interruptFD: signalFD, removeCgroup: false) { sig in
             container.signal(sig)
         }
+        // The run directory and the cgroups go at the same time: both wait on the kernel (the
+        // filesystem's journal, the release of a v1 cgroup), not on this process.
+        let removal = runDirectory.map { run in Concurrently { run.remove() } }
+        runDirectory = nil
+        defer { removal?.finish() }
+        container.removeCgroup()
         runtime.shutdown()
         if let report {
             do {
@@ -236,10 +248,10 @@ struct RunCommand: ParsableCommand {
     /// Entrypoint + Cmd (arguments replace Cmd), Env (flags win), WorkingDir and User (flags win).
     private func prepareImage(_ reference: String, spec: inout ContainerSpec, logger: Logger) throws -> RunDirectory {
         let store = try images.store()
-        let image = try images.obtain(reference, store: store)
-        let lower = try store.rootfs(for: image)
+        let image = try images.runnable(reference, store: store)
+        let lower = image.rootfs
         let run = try RunDirectory.create(dataDirectory: images.dataDir, id: spec.id)
-        if RunDirectory.overlayAvailable {
+        if run.overlay {
             spec.rootfs = run.merged
             spec.overlay = ContainerSpec.Overlay(lower: [lower], upper: run.upper, work: run.work)
         } else {
@@ -250,10 +262,10 @@ struct RunCommand: ParsableCommand {
             }
             spec.rootfs = run.merged
         }
-        spec.command = try image.config.command(arguments: spec.command)
-        spec.environment = image.config.environment + spec.environment
-        if workdir == nil, let dir = image.config.workingDirectory { spec.workingDirectory = dir }
-        if user == nil { spec.user = image.config.user }
+        spec.command = try image.defaults.command(arguments: spec.command)
+        spec.environment = image.defaults.environment + spec.environment
+        if workdir == nil, let dir = image.defaults.workingDirectory { spec.workingDirectory = dir }
+        if user == nil { spec.user = image.defaults.user }
         return run
     }
 

@@ -44,11 +44,15 @@ public struct ImageStore: Sendable {
     /// The image whose manifest (or index, resolved to this platform) is stored under `digest`.
     public func image(manifest digest: Digest) throws -> Image {
         let data = try readBlob(digest, what: "manifest")
-        if let index = try? JSONDecoder().decode(ImageIndex.self, from: data), index.manifests.first != nil,
-           (index.mediaType.map(MediaType.indexes.contains) ?? true) {
+        // Stored names point at manifests; an index is the rare case, tried second.
+        let manifest: ImageManifest
+        do {
+            manifest = try JSONDecoder.decode(ImageManifest.self, from: data, what: "manifest \(digest)")
+        } catch {
+            guard let index = try? JSONDecoder().decode(ImageIndex.self, from: data), index.manifests.first != nil,
+                  index.mediaType.map(MediaType.indexes.contains) ?? true else { throw error }
             return try image(manifest: index.manifestForThisPlatform("image index \(digest)").digest)
         }
-        let manifest = try JSONDecoder.decode(ImageManifest.self, from: data, what: "manifest \(digest)")
         let config = try JSONDecoder.decode(ImageConfiguration.self, from: readBlob(manifest.config.digest, what: "config"),
                                             what: "image config \(manifest.config.digest)")
         guard config.rootfs.diff_ids.count == manifest.layers.count else {

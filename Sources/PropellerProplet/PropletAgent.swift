@@ -71,8 +71,9 @@ public actor PropletAgent {
             for name in (try? FileManager.default.contentsOfDirectory(atPath: journal)) ?? [] {
                 guard let id = try? ContainerID(validating: name) else { continue }
                 let removed = runtime.cgroups.removeLeftover(name: id.hex)
-                try? FileManager.default.removeItem(atPath: options.dataDirectory + "/runs/" + id.hex)
-                if let scratch { try? FileManager.default.removeItem(atPath: scratch.runs + "/runs/" + id.hex) }
+                for data in [options.dataDirectory, scratch?.runs].compactMap({ $0 }) {
+                    RunDirectory(dataDirectory: data, id: id, overlay: true).remove()
+                }
                 unlink(journal + "/" + name)
                 logger.notice("cleaned up a container left by a previous run", metadata: ["container": "\(id.short)", "cgroup_removed": "\(removed)"])
             }

@@ -115,7 +115,7 @@ struct TaskRunner: Sendable {
             logger.debug("run prepared", metadata: ["task": "\(s.taskId)", "rootfs_ms": "\(milliseconds(unpacked - clock))",
                                                     "run_directory_ms": "\(milliseconds(ContinuousClock.now - unpacked))"])
             var spec = ContainerSpec(id: execution.containerID, rootfs: run.merged, command: [])
-            if RunDirectory.overlayAvailable {
+            if run.overlay {
                 spec.overlay = ContainerSpec.Overlay(lower: [lower], upper: run.upper, work: run.work)
             } else {
                 logger.warning("overlayfs is not available: copying the image's rootfs for this run", metadata: ["task": "\(s.taskId)"])

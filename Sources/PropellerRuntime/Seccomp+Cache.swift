@@ -69,17 +69,7 @@ public struct SeccompCache: Sendable {
         defer { close(fd) }
         var fileStat = stat()
         guard fstat(fd, &fileStat) == 0, secure(fileStat, directory: false), fileStat.st_size < 1 << 20 else { return nil }
-        var data = [UInt8](repeating: 0, count: Int(fileStat.st_size))
-        var done = 0
-        while done < data.count {
-            let n = data.withUnsafeMutableBytes { buf -> Int in
-                guard let base = buf.baseAddress else { return -1 }
-                return read(fd, base + done, buf.count - done)
-            }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { return nil }
-            done += n
-        }
+        guard let data = readExactly(fd: fd, count: Int(fileStat.st_size)) else { return nil }
         // magic, key length (8 decimal digits + newline), key, program
         let header = Self.magic.count + 9
         guard data.count > header, Array(data[0..<Self.magic.count]) == Self.magic,

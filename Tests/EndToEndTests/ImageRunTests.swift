@@ -102,8 +102,10 @@ struct ImageRunTests {
         #expect(first.stdoutText == "changed\n")
         let second = try run(["--", "cat", "/etc/motd"])
         #expect(second.stdoutText == "layer two\n")
-        // Nothing of either run is left, and the image was unpacked once.
-        #expect((try? FileManager.default.contentsOfDirectory(atPath: data.path + "/runs")) ?? [] == [])
+        // Nothing of either run is left (the shared mount point stays, empty), and the image was
+        // unpacked once.
+        #expect((try? FileManager.default.contentsOfDirectory(atPath: data.path + "/runs")) ?? [] == [".rootfs"])
+        #expect((try? FileManager.default.contentsOfDirectory(atPath: data.path + "/runs/.rootfs")) == [])
         let images = try FileManager.default.contentsOfDirectory(atPath: data.path + "/images").filter { !$0.hasSuffix(".lock") }
         #expect(images.count == 1)
     }
