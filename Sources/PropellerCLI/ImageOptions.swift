@@ -45,7 +45,8 @@ struct ImageOptions: ParsableArguments {
         return StoredRunnable(manifestDigest: image.manifestDigest, rootfs: try store.rootfs(for: image), defaults: image.config.runDefaults)
     }
 
-    /// Imports (`oci:DIR[:TAG]`) or pulls (a registry reference) an image and records its name.
+    /// Imports (`oci:DIR[:TAG]`) or pulls (a registry reference; unpacked as it downloads) an
+    /// image and records its name.
     func obtain(_ reference: String, store: ImageStore) throws -> Image {
         let image: Image
         let name: String
@@ -68,7 +69,7 @@ struct ImageOptions: ParsableArguments {
             case (.missing, let image?), (.never, let image?):
                 return image
             default:
-                image = try store.pull(ref, client: try registryClient())
+                image = try store.pullAndUnpack(ref, client: try registryClient())
             }
         }
         try store.tag(image, as: name)

@@ -101,6 +101,41 @@ public struct ImageStore: Sendable {
     /// Pulls `reference` from its registry into the content store (blobs already present are
     /// not fetched again) and returns the image. An index is resolved to this platform.
     public func pull(_ reference: ImageReference, client: RegistryClient) throws -> Image {
+        let image = try pullManifest(reference, client: client)
+        for layer in image.manifest.layers {
+            try client.fetchBlob(reference, layer.digest, size: layer.size, into: content)
+        }
+        return image
+    }
+
+    /// Pulls `reference` and unpacks it, each layer as soon as it is stored while the next ones
+    /// download, so a cold pull takes about as long as the slower of the network and the disk
+    /// rather than both. Returns the image; its rootfs is at ``rootfs(for:unpacker:)``.
+    public func pullAndUnpack(_ reference: ImageReference, client: RegistryClient, unpacker: LayerUnpacker = LayerUnpacker()) throws -> Image {
+        let image = try pullManifest(reference, client: client)
+        let fetcher = LayerFetcher(count: image.manifest.layers.count)
+        let content = content
+        fetcher.start {
+            for (i, layer) in image.manifest.layers.enumerated() {
+                do {
+                    guard !fetcher.cancelled else { return fetcher.finish(i, .failure(CancellationError())) }
+                    try client.fetchBlob(reference, layer.digest, size: layer.size, into: content)
+                    fetcher.finish(i, .success(()))
+                } catch {
+                    return fetcher.finish(i, .failure(error))
+                }
+            }
+        }
+        defer { fetcher.cancelAndWait() }
+        _ = try rootfs(for: image, unpacker: unpacker, awaitLayer: fetcher.wait)
+        // Already unpacked (by another process): the layers are still stored, as by pull().
+        for i in image.manifest.layers.indices { try fetcher.wait(i) }
+        return image
+    }
+
+    /// The manifest (an index resolved to this platform) and config of `reference`, stored;
+    /// the layers' media types checked.
+    private func pullManifest(_ reference: ImageReference, client: RegistryClient) throws -> Image {
         var fetched = try client.manifest(reference)
         try store(fetched.data, as: fetched.digest)
         if MediaType.indexes.contains(fetched.mediaType) {
@@ -114,11 +149,8 @@ public struct ImageStore: Sendable {
         }
         let manifest = try JSONDecoder.decode(ImageManifest.self, from: fetched.data, what: "manifest of \(reference)")
         try client.fetchBlob(reference, manifest.config.digest, size: manifest.config.size, into: content)
-        for layer in manifest.layers {
-            guard MediaType.layers.contains(layer.mediaType) else {
-                throw PropellerError(.unsupported, "\(reference): layer \(layer.digest) has unsupported media type \(layer.mediaType)")
-            }
-            try client.fetchBlob(reference, layer.digest, size: layer.size, into: content)
+        for layer in manifest.layers where !MediaType.layers.contains(layer.mediaType) {
+            throw PropellerError(.unsupported, "\(reference): layer \(layer.digest) has unsupported media type \(layer.mediaType)")
         }
         return try image(manifest: fetched.digest)
     }
@@ -133,7 +165,10 @@ public struct ImageStore: Sendable {
 
     /// The image's root filesystem, unpacked on first use. Concurrent callers (threads or
     /// processes) wait for one unpack; a failed unpack leaves nothing behind.
-    public func rootfs(for image: Image, unpacker: LayerUnpacker = LayerUnpacker()) throws -> String {
+    ///
+    /// `awaitLayer(i)` is called before layer `i` is unpacked (``pullAndUnpack(_:client:unpacker:)``
+    /// waits there for its download).
+    public func rootfs(for image: Image, unpacker: LayerUnpacker = LayerUnpacker(), awaitLayer: (Int) throws -> Void = { _ in }) throws -> String {
         let dir = imagesDirectory + "/" + image.manifestDigest.hex
         let rootfs = dir + "/rootfs"
         if access(dir + "/unpacked", F_OK) == 0 { return rootfs }
@@ -152,7 +187,8 @@ public struct ImageStore: Sendable {
             throw PropellerError(.systemCall, "create \(temp): \(errnoName(errno))")
         }
         do {
-            for (layer, diffID) in zip(image.manifest.layers, image.config.rootfs.diff_ids) {
+            for (i, (layer, diffID)) in zip(image.manifest.layers, image.config.rootfs.diff_ids).enumerated() {
+                try awaitLayer(i)
                 guard content.contains(layer.digest) else {
                     throw PropellerError(.notFound, "layer \(layer.digest) is not in the content store")
                 }

@@ -90,14 +90,23 @@ struct RegistryPullTests {
         #expect(r.stdoutText == "layer two\n")
     }
 
-    @Test func aCorruptedBlobInTheRegistryIsRefusedAndNotCached() throws {
+    /// The largest blob (the first layer: found before anything is unpacked) or the last layer
+    /// (found while the first one is being unpacked, the download running beside it).
+    @Test(arguments: [false, true])
+    func aCorruptedBlobInTheRegistryIsRefusedAndNotCached(lastLayer: Bool) throws {
         defer { data.remove() }
         let registry = try context.registry(holding: "app:v1")
         defer { registry.stop() }
-        // Flip a byte in the largest blob the registry stores (a layer).
         let blobs = try FileManager.default.subpathsOfDirectory(atPath: registry.storage).filter { $0.hasSuffix("/data") }
         let sized = blobs.map { ($0, (try? FileManager.default.attributesOfItem(atPath: registry.storage + "/" + $0)[.size] as? Int) ?? 0) }
-        let victim = try #require(sized.max { $0.1 < $1.1 })
+        var victim = try #require(sized.max { $0.1 < $1.1 })
+        if lastLayer {
+            let index = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: layout + "/index.json"))) as? [String: Any]
+            let top = try #require(((index?["manifests"] as? [[String: Any]])?.first?["digest"] as? String)?.dropFirst(7))
+            let manifest = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: layout + "/blobs/sha256/" + top))) as? [String: Any]
+            let last = try #require(((manifest?["layers"] as? [[String: Any]])?.last?["digest"] as? String)?.dropFirst(7))
+            victim = try #require(sized.first { $0.0.hasSuffix("/" + last + "/data") })
+        }
         var bytes = try Data(contentsOf: URL(fileURLWithPath: registry.storage + "/" + victim.0))
         bytes[bytes.count / 2] ^= 0xff
         try bytes.write(to: URL(fileURLWithPath: registry.storage + "/" + victim.0))
@@ -105,7 +114,8 @@ struct RegistryPullTests {
         #expect(r.status == 125)
         #expect(r.stderrText.contains("digest mismatch"), "\(r.stderrText)")
         #expect((try? FileManager.default.contentsOfDirectory(atPath: data.path + "/content/ingest")) == [])
-        #expect((try? FileManager.default.contentsOfDirectory(atPath: data.path + "/images"))?.filter { !$0.hasSuffix(".lock") } == [])
+        #expect((try? FileManager.default.contentsOfDirectory(atPath: data.path + "/images"))?.filter { !$0.hasSuffix(".lock") } == [],
+                "no rootfs, not even half of one")
     }
 }
 
