@@ -299,7 +299,9 @@ static int child_main(void *arg) {
     // here, in the container's own mount namespace, so it vanishes with the container.
     if (s->overlay_options != NULL && mount("overlay", s->rootfs, "overlay", MS_NOSUID, s->overlay_options) < 0)
         fail(s, PL_STAGE_BIND_ROOTFS, "overlay");
-    if (mount(s->rootfs, s->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0) fail(s, PL_STAGE_BIND_ROOTFS, s->rootfs);
+    // pivot_root wants a mount point: a directory is bound onto itself (an overlay already is one).
+    if (s->overlay_options == NULL && mount(s->rootfs, s->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0)
+        fail(s, PL_STAGE_BIND_ROOTFS, s->rootfs);
     int device_fds[PL_NDEVICES];
     clone_device_mounts(s, device_fds);
     if (chdir(s->rootfs) < 0) fail(s, PL_STAGE_CHDIR_ROOTFS, s->rootfs);
