@@ -295,12 +295,18 @@ static int child_main(void *arg) {
 
     // Root filesystem: private mount tree, rootfs bound onto itself, pivot_root, old root detached.
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) fail(s, PL_STAGE_MOUNT_PRIVATE, "/");
-    // An image's rootfs: its cached, shared lower directory under a private upper one. Mounted
-    // here, in the container's own mount namespace, so it vanishes with the container.
-    if (s->overlay_options != NULL && mount("overlay", s->rootfs, "overlay", MS_NOSUID, s->overlay_options) < 0)
+    // An image's rootfs: its cached, shared lower directory under a private upper one, attached
+    // in the container's own mount namespace, so it vanishes with the container. The parent has
+    // usually mounted it already (detached, while it prepared the rest); else it is mounted here.
+    if (s->overlay_fd >= 0) {
+        if (syscall(SYS_move_mount, s->overlay_fd, "", AT_FDCWD, s->rootfs, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+            fail(s, PL_STAGE_BIND_ROOTFS, "overlay");
+        close(s->overlay_fd);
+    } else if (s->overlay_options != NULL && mount("overlay", s->rootfs, "overlay", MS_NOSUID, s->overlay_options) < 0) {
         fail(s, PL_STAGE_BIND_ROOTFS, "overlay");
+    }
     // pivot_root wants a mount point: a directory is bound onto itself (an overlay already is one).
-    if (s->overlay_options == NULL && mount(s->rootfs, s->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0)
+    if (s->overlay_fd < 0 && s->overlay_options == NULL && mount(s->rootfs, s->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0)
         fail(s, PL_STAGE_BIND_ROOTFS, s->rootfs);
     int device_fds[PL_NDEVICES];
     clone_device_mounts(s, device_fds);
@@ -393,6 +399,74 @@ pid_t pl_launch(struct pl_spec *s, int *pidfd) {
         return -1;
     }
     return pid;
+}
+
+/// Copies "step: kernel message" (the message read from the fs context, when there is one) into `what`.
+static void overlay_failure(int fsfd, const char *step, char *what, size_t what_size) {
+    int err = errno;
+    size_t at = bounded_copy(what, what_size, 0, step);
+    char msg[256];
+    ssize_t n = fsfd >= 0 ? read(fsfd, msg, sizeof msg - 1) : -1;
+    if (n > 2) {
+        msg[n] = '\0';
+        if (msg[n - 1] == '\n') msg[n - 1] = '\0';
+        at = bounded_copy(what, what_size, at, ": ");
+        bounded_copy(what, what_size, at, msg + 2); // "e overlayfs: ..." -> "overlayfs: ..."
+    }
+    if (fsfd >= 0) close(fsfd);
+    errno = err;
+}
+
+int pl_overlay_mount(const char *lower, const char *upper, const char *work, char *what, size_t what_size) {
+    what[0] = '\0';
+    if (mkdir(upper, 0755) < 0 && errno != EEXIST) {
+        overlay_failure(-1, "create upper directory", what, what_size);
+        return -1;
+    }
+    if (mkdir(work, 0755) < 0 && errno != EEXIST) {
+        overlay_failure(-1, "create work directory", what, what_size);
+        return -1;
+    }
+    int fsfd = fsopen("overlay", FSOPEN_CLOEXEC);
+    if (fsfd < 0) {
+        overlay_failure(-1, "fsopen overlay", what, what_size);
+        return -1;
+    }
+    static const char *const keys[] = {"lowerdir", "upperdir", "workdir"};
+    const char *values[] = {lower, upper, work};
+    for (size_t i = 0; i < 3; i++) {
+        if (fsconfig(fsfd, FSCONFIG_SET_STRING, keys[i], values[i], 0) < 0) {
+            overlay_failure(fsfd, keys[i], what, what_size);
+            return -1;
+        }
+    }
+    // volatile: the upper layer is not synced at unmount; it is discarded with the run anyway.
+    if (fsconfig(fsfd, FSCONFIG_SET_FLAG, "volatile", NULL, 0) < 0) {
+        overlay_failure(fsfd, "volatile", what, what_size);
+        return -1;
+    }
+    if (fsconfig(fsfd, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0) {
+        overlay_failure(fsfd, "create", what, what_size);
+        return -1;
+    }
+    int mfd = fsmount(fsfd, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID);
+    if (mfd < 0) {
+        overlay_failure(fsfd, "fsmount", what, what_size);
+        return -1;
+    }
+    close(fsfd);
+    // overlayfs leaves work/work/incompat/volatile/dirty behind a volatile mount so that the
+    // layers are never mounted again after a crash; it reads it only when mounting. These
+    // layers never are, so it goes now rather than after the run (best effort: RunDirectory
+    // removes whatever is left).
+    char path[4096];
+    static const char *const marker[] = {"/work/incompat/volatile/dirty", "/work/incompat/volatile", "/work/incompat"};
+    for (size_t i = 0; i < 3; i++) {
+        size_t at = bounded_copy(path, sizeof path, 0, work);
+        bounded_copy(path, sizeof path, at, marker[i]);
+        (void)(i == 0 ? unlink(path) : rmdir(path));
+    }
+    return mfd;
 }
 
 const char *pl_stage_name(int stage) {

@@ -142,7 +142,6 @@ struct RunCommand: ParsableCommand {
         do {
             runtime = try runtimeSetup?.value() ?? ContainerRuntime(seccompCache: cache, logger: logger)
             container = try runtime.start(spec)
-            runDirectory?.dropVolatileMarker()
         } catch let error as LaunchError {
             printError("propeller: \(error)")
             throw ExitCode(error.exitStatus)
@@ -250,7 +249,8 @@ struct RunCommand: ParsableCommand {
         let store = try images.store()
         let image = try images.runnable(reference, store: store)
         let lower = image.rootfs
-        let run = try RunDirectory.create(dataDirectory: images.dataDir, id: spec.id)
+        // The overlay's own directories are made by the runtime while it prepares the rest.
+        let run = try RunDirectory.create(dataDirectory: images.dataDir, id: spec.id, layers: false)
         if run.overlay {
             spec.rootfs = run.merged
             spec.overlay = ContainerSpec.Overlay(lower: [lower], upper: run.upper, work: run.work)

@@ -30,13 +30,18 @@ public struct RunDirectory: Sendable {
     }
 
     /// Creates the run's directories: `<id>` and `<id>.work` for an overlay, else `<id>`.
-    public static func create(dataDirectory: String, id: ContainerID, overlay: Bool = overlayAvailable) throws -> RunDirectory {
+    ///
+    /// - Parameter layers: false leaves an overlay's `<id>` and `<id>.work` to
+    ///   `ContainerRuntime.start`, which makes them while it prepares the rest of the container
+    ///   (only the shared directories are made here). Pass true to write into the upper layer
+    ///   before the container starts.
+    public static func create(dataDirectory: String, id: ContainerID, overlay: Bool = overlayAvailable, layers: Bool = true) throws -> RunDirectory {
         let dir = RunDirectory(dataDirectory: dataDirectory, id: id, overlay: overlay)
         let runs = dataDirectory + "/runs"
         for (shared, mode) in [(runs, mode_t(0o700))] + (overlay ? [(dir.merged, mode_t(0o755))] : []) where mkdir(shared, mode) != 0 && errno != EEXIST {
             throw PropellerError(.systemCall, "create \(shared): \(errnoName(errno))")
         }
-        for d in overlay ? [dir.upper, dir.work] : [dir.path] where mkdir(d, 0o755) != 0 {
+        for d in overlay ? (layers ? [dir.upper, dir.work] : []) : [dir.path] where mkdir(d, 0o755) != 0 {
             let err = errno
             dir.remove()
             throw PropellerError(.systemCall, "create \(d): \(errnoName(err))")

@@ -3,9 +3,13 @@ import Glibc
 #endif
 import PropellerCore
 
-/// The cgroup v1 / hybrid driver: one directory per needed controller hierarchy, plus one in the
-/// cgroup2 hierarchy when the host mounts it (hybrid), which gives `cgroup.kill` even though no
-/// controllers live there.
+/// The cgroup v1 / hybrid driver: one directory per controller hierarchy it uses.
+///
+/// A hybrid host's controller-less cgroup2 hierarchy is not joined: joining it would move the
+/// child under the kernel's global threadgroup lock (v2 semantics, see
+/// ``TaskCgroup/joinFiles``), 5-20 ms per container, for nothing but `cgroup.kill`. Tasks are
+/// killed through the freezer instead, as runc does on v1. (Earlier builds joined it;
+/// ``removeLeftover(name:)`` still finds what they left there.)
 struct CgroupV1Driver: CgroupDriver {
     let layout: CgroupLayout
     let fs: any CgroupFilesystem
@@ -32,9 +36,6 @@ struct CgroupV1Driver: CgroupDriver {
             guard let h = layout.v1[controller], !seen.contains(h.ownDirectory) else { continue }
             seen.insert(h.ownDirectory)
             hierarchies.append((h.controllers, h.ownDirectory))
-        }
-        if let unified = layout.unified, !seen.contains(unified.ownDirectory) {
-            hierarchies.append(([], unified.ownDirectory))
         }
 
         var created: [V1TaskCgroup.Member] = []
@@ -91,7 +92,7 @@ struct V1TaskCgroup: TaskCgroup {
     let fs: any CgroupFilesystem
     let members: [Member]
 
-    var procsFiles: [String] { members.map { $0.directory + "/cgroup.procs" } }
+    var joinFiles: [String] { members.map { $0.directory + "/tasks" } }
     var directories: [String] { members.map(\.directory) }
 
     func directory(for controller: String) -> String? {

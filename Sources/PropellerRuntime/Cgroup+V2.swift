@@ -105,7 +105,7 @@ struct V2TaskCgroup: TaskCgroup {
     let fs: any CgroupFilesystem
     let directory: String
 
-    var procsFiles: [String] { [directory + "/cgroup.procs"] }
+    var joinFiles: [String] { [directory + "/cgroup.procs"] }
     var directories: [String] { [directory] }
 
     func apply(_ limits: CgroupLimits) throws {

@@ -20,7 +20,7 @@ public struct CgroupLayout: Hashable, Sendable {
 
     public var mode: Mode
     /// The cgroup2 hierarchy: the only one in unified mode; in hybrid mode it holds no
-    /// controllers but still gives `cgroup.kill`.
+    /// controllers and tasks do not join it (see ``CgroupV1Driver``).
     public var unified: Hierarchy?
     /// v1 hierarchies keyed by controller name.
     public var v1: [String: Hierarchy]

@@ -29,6 +29,20 @@ struct RunDirectoryTests {
         #expect(FileManager.default.fileExists(atPath: sentinel))
     }
 
+    @Test func theRuntimeCanMakeTheLayers() throws {
+        let data = try TempDirectory("propeller-runs")
+        defer { data.remove() }
+        let id = ContainerID()
+        // layers: false makes only what runs share; the runtime makes <id> and <id>.work.
+        let run = try RunDirectory.create(dataDirectory: data.path, id: id, overlay: true, layers: false)
+        #expect(contents(data.path + "/runs") == [".rootfs"])
+        #expect(run.upper == data.path + "/runs/" + id.hex)
+        try FileManager.default.createDirectory(atPath: run.upper, withIntermediateDirectories: false)
+        try FileManager.default.createDirectory(atPath: run.work + "/work", withIntermediateDirectories: true)
+        run.remove()
+        #expect(contents(data.path + "/runs") == [".rootfs"])
+    }
+
     @Test func withoutOverlayTheRunIsACopyTarget() throws {
         let data = try TempDirectory("propeller-runs")
         defer { data.remove() }

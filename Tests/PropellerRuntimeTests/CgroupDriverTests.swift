@@ -9,12 +9,12 @@ import Testing
 @Suite("Cgroup drivers against simulated cgroupfs")
 struct CgroupDriverTests {
     static let v1Files: [String: [String: String]] = [
-        "/memory": ["cgroup.procs": "", "memory.limit_in_bytes": "9223372036854771712", "memory.memsw.limit_in_bytes": "9223372036854771712",
+        "/memory": ["cgroup.procs": "", "tasks": "", "memory.limit_in_bytes": "9223372036854771712", "memory.memsw.limit_in_bytes": "9223372036854771712",
                     "memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n", "memory.max_usage_in_bytes": "4096000\n"],
-        "/cpu": ["cgroup.procs": "", "cpu.cfs_period_us": "100000", "cpu.cfs_quota_us": "-1", "cpu.stat": "nr_periods 10\nnr_throttled 4\nthrottled_time 5000000\n"],
-        "/cpuacct": ["cgroup.procs": "", "cpuacct.usage": "123456000\n"],
-        "/pids": ["cgroup.procs": "", "pids.max": "max"],
-        "/freezer": ["cgroup.procs": "", "freezer.state": "THAWED"],
+        "/cpu": ["cgroup.procs": "", "tasks": "", "cpu.cfs_period_us": "100000", "cpu.cfs_quota_us": "-1", "cpu.stat": "nr_periods 10\nnr_throttled 4\nthrottled_time 5000000\n"],
+        "/cpuacct": ["cgroup.procs": "", "tasks": "", "cpuacct.usage": "123456000\n"],
+        "/pids": ["cgroup.procs": "", "tasks": "", "pids.max": "max"],
+        "/freezer": ["cgroup.procs": "", "tasks": "", "freezer.state": "THAWED"],
         "/unified": ["cgroup.procs": "", "cgroup.kill": ""],
     ]
 
@@ -52,8 +52,12 @@ struct CgroupDriverTests {
         #expect(readFile(tmp.path + "/cpu/own/propeller/task1/cpu.cfs_quota_us") == "25000")
         #expect(readFile(tmp.path + "/cpu/own/propeller/task1/cpu.cfs_period_us") == "100000")
         #expect(readFile(tmp.path + "/pids/own/propeller/task1/pids.max") == "16")
-        #expect(cg.procsFiles.count == 6)  // memory cpu cpuacct pids freezer + unified
-        #expect(cg.procsFiles.contains(tmp.path + "/unified/own/propeller/task1/cgroup.procs"))
+        // The child joins each v1 hierarchy through `tasks` (no global lock for a thread that
+        // moves itself) and not the controller-less cgroup2 hierarchy of a hybrid host.
+        #expect(cg.joinFiles.count == 5)  // memory cpu cpuacct pids freezer
+        #expect(cg.joinFiles.allSatisfy { $0.hasSuffix("/propeller/task1/tasks") })
+        #expect(!cg.joinFiles.contains { $0.contains("/unified/") })
+        #expect(!FileManager.default.fileExists(atPath: tmp.path + "/unified/own/propeller/task1"))
 
         let stats = cg.stats()
         #expect(stats.oomKills == 2)
@@ -63,7 +67,7 @@ struct CgroupDriverTests {
         #expect(stats.throttledMicros == 5000)
 
         try cg.killAll()
-        #expect(readFile(tmp.path + "/unified/own/propeller/task1/cgroup.kill") == "1")
+        #expect(readFile(tmp.path + "/freezer/own/propeller/task1/freezer.state") == "THAWED")
         try cg.remove()
         #expect(FileManager.default.fileExists(atPath: tmp.path + "/memory/own/propeller"), "the base stays while the runtime lives")
         driver.removeEmptyBases()
@@ -94,7 +98,7 @@ struct CgroupDriverTests {
         var (layout, fs) = try v1Tree(tmp)
         layout.unified = nil
         let cg = try CgroupDrivers.driver(for: layout, filesystem: fs).create(name: "t", limits: CgroupLimits())
-        #expect(cg.procsFiles.count == 5)
+        #expect(cg.joinFiles.count == 5)
         try cg.killAll()
         #expect(readFile(tmp.path + "/freezer/own/propeller/t/freezer.state") == "THAWED")
         try cg.remove()
@@ -144,7 +148,7 @@ struct CgroupDriverTests {
         #expect(readFile(dir + "/memory.swap.max") == "0")
         #expect(readFile(dir + "/cpu.max") == "25000 100000")
         #expect(readFile(dir + "/pids.max") == "16")
-        #expect(cg.procsFiles == [dir + "/cgroup.procs"])
+        #expect(cg.joinFiles == [dir + "/cgroup.procs"])
 
         let stats = cg.stats()
         #expect(stats.oomKills == 1)

@@ -25,7 +25,7 @@ struct CgroupLayoutTests {
     0::/
     """
 
-    @Test func hybridHostUsesV1WithUnifiedForKill() throws {
+    @Test func hybridHostUsesV1AndSeesTheUnifiedHierarchy() throws {
         let layout = try CgroupLayout.parse(mountinfo: Self.hybridMountinfo, procCgroup: Self.hybridCgroup)
         #expect(layout.mode == .legacy)
         #expect(layout.v1["memory"]?.ownDirectory == "/sys/fs/cgroup/memory/process_api/abc")

@@ -78,7 +78,8 @@ struct pl_rlimit {
 struct pl_spec {
     // Inputs, all prepared by the parent and owned by it.
     const char *rootfs;              ///< absolute host path of the root filesystem
-    const char *overlay_options;     ///< if set, mount overlayfs with these options on rootfs first
+    int overlay_fd;                  ///< a detached overlay (pl_overlay_mount) to attach on rootfs first; -1: none
+    const char *overlay_options;     ///< else, if set, mount overlayfs with these options on rootfs first
     char *const *argv;               ///< NULL-terminated; argv[0] is the command
     char *const *envp;               ///< NULL-terminated
     const char *search_path;         ///< PATH used to find argv[0] when it has no '/'
@@ -116,6 +117,13 @@ struct pl_spec {
 /// set. A positive pid with `spec->err_stage != PL_STAGE_NONE` means the child failed during
 /// setup and has exited; the caller must still reap it.
 pid_t pl_launch(struct pl_spec *spec, int *pidfd);
+
+/// Makes `upper` and `work` (when missing) and an overlayfs of `lower` (':'-separated, top
+/// first) under them, mounted nowhere yet (fsopen/fsmount): nosuid, `volatile`. Returns the
+/// mount's descriptor (close-on-exec) for `pl_spec.overlay_fd`, or -1 with errno set and `what`
+/// holding the failed step and the kernel's own message when it gave one. ENOSYS: this kernel
+/// has no mount API (before 5.2); mount with `overlay_options` instead.
+int pl_overlay_mount(const char *lower, const char *upper, const char *work, char *what, size_t what_size);
 
 /// Human-readable name of a `pl_stage`.
 const char *pl_stage_name(int stage);

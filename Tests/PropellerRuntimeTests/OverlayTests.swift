@@ -1,0 +1,68 @@
+import Foundation
+import PropellerCore
+@testable import PropellerRuntime
+import PropellerTestSupport
+import Testing
+
+/// Overlay root filesystems on the real kernel, mounted both ways: detached with the mount API
+/// while the rest is prepared (the default), and by the child with mount(2) (old kernels).
+@Suite("Overlay rootfs (root)", .serialized, .enabled(if: isRoot, "requires root: namespaces, overlayfs and cgroups"))
+struct OverlayTests {
+    func contents(_ path: String) -> [String] { ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).sorted() }
+
+    func hostMounts(containing text: String) -> Int {
+        readFile("/proc/self/mountinfo")?.split(separator: "\n").filter { $0.contains(text) }.count ?? -1
+    }
+
+    @Test(arguments: [true, false])
+    func writesGoToTheUpperLayerOnly(mountAPI: Bool) throws {
+        let runtime = try ContainerRuntime(overlayMountAPI: mountAPI)
+        let tmp = try TempDirectory("propeller-overlay")
+        defer { tmp.remove() }
+        let lower = try Fixture.path()
+        let lowerBefore = contents(lower)
+        try FileManager.default.createDirectory(atPath: tmp.path + "/root", withIntermediateDirectories: true)
+        let out = open(tmp.path + "/out", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        defer { close(out) }
+        // The runtime makes the upper and work directories itself.
+        var spec = ContainerSpec(rootfs: tmp.path + "/root", command: ["sh", "-c", "echo made > /made && rm /etc/group && head -1 /etc/passwd"])
+        spec.overlay = ContainerSpec.Overlay(lower: [lower], upper: tmp.path + "/upper", work: tmp.path + "/work")
+        spec.stdio = [-1, out, out]
+        let report = try runtime.start(spec).wait()
+        #expect(report.exitCode == 0, "output: \(readFile(tmp.path + "/out") ?? "")")
+        #expect(readFile(tmp.path + "/out") == "root:x:0:0:root:/root:/bin/sh\n")
+        #expect(readFile(tmp.path + "/upper/made") == "made\n")
+        // The deletion is a whiteout in the upper layer; the image's copy is untouched.
+        #expect(FileManager.default.fileExists(atPath: lower + "/etc/group"))
+        #expect(contents(lower) == lowerBefore)
+        // Nothing stays mounted in this (the host's) namespace, on the mount point or elsewhere.
+        #expect(hostMounts(containing: tmp.path) == 0)
+        #expect(contents(tmp.path + "/root") == [])
+        if mountAPI {
+            // overlayfs's volatile marker was removed right after the mount.
+            #expect(!FileManager.default.fileExists(atPath: tmp.path + "/work/work/incompat"))
+        }
+    }
+
+    @Test func aMissingLowerLayerIsAClearErrorAndLeavesNoCgroup() throws {
+        let runtime = try ContainerRuntime()
+        let tmp = try TempDirectory("propeller-overlay")
+        defer { tmp.remove() }
+        try FileManager.default.createDirectory(atPath: tmp.path + "/root", withIntermediateDirectories: true)
+        var spec = ContainerSpec(rootfs: tmp.path + "/root", command: ["true"])
+        spec.overlay = ContainerSpec.Overlay(lower: [tmp.path + "/no-such-layer"], upper: tmp.path + "/upper", work: tmp.path + "/work")
+        // The user is resolved in the lower layer: give a numeric one so that the mount is
+        // what fails.
+        spec.user = "0:0"
+        let error = #expect(throws: PropellerError.self) { try runtime.start(spec) }
+        let message = error?.message ?? ""
+        #expect(message.contains("mount overlay of \(tmp.path)/no-such-layer"), "\(message)")
+        #expect(message.contains("lowerdir"), "\(message)")
+        #expect(message.hasSuffix("ENOENT"), "\(message)")
+        let layout = runtime.cgroups.layout
+        for own in Set(layout.v1.values.map(\.ownDirectory) + [layout.unified?.ownDirectory].compactMap { $0 }) {
+            #expect(!FileManager.default.fileExists(atPath: "\(own)/propeller/\(spec.id.hex)"))
+        }
+        #expect(hostMounts(containing: tmp.path) == 0)
+    }
+}
