@@ -36,11 +36,11 @@ let package = Package(
         // openat2 and xattr helpers for code that must stay inside a directory tree.
         .target(name: "CFileSystem", cSettings: [.define("_GNU_SOURCE"), .unsafeFlags(["-Wall", "-Wextra", "-Werror"])]),
 
-        // libcurl's easy interface without varargs, for the registry client.
+        // libcurl's easy interface without varargs, for the registry client. libcurl is loaded
+        // on first use (dlopen), not linked: see chttp.c.
         .target(
             name: "CHTTP",
-            cSettings: [.unsafeFlags(["-Wall", "-Wextra", "-Werror"])],
-            linkerSettings: [.linkedLibrary("curl")]
+            cSettings: [.unsafeFlags(["-Wall", "-Wextra", "-Werror"])]
         ),
 
         .target(name: "PropellerCore", swiftSettings: strict),
