@@ -25,7 +25,7 @@ public struct PropellerCommand: AsyncParsableCommand {
         var arguments = commandLine
         do {
             arguments = try ConfigFile.expand(commandLine)
-            command = try parseAsRoot(arguments)
+            command = try quickRun(arguments) ?? parseAsRoot(arguments)
         } catch {
             fail(error, arguments: arguments)
         }
@@ -51,6 +51,17 @@ public struct PropellerCommand: AsyncParsableCommand {
         } catch {
             fail(error, arguments: arguments)
         }
+    }
+
+    /// `propeller run` parsed as a command of its own. Parsing from the root first builds the
+    /// whole command tree, and ArgumentParser's reflection over every subcommand's options cost
+    /// a few milliseconds per start here (each new type is a runtime conformance lookup, a
+    /// scan of this binary's 9,000+ conformance records) — as much as starting the container.
+    /// nil when anything is unusual (help, a usage error): the full parse then reports it, with
+    /// the usual `propeller run` wording.
+    private static func quickRun(_ arguments: [String]) -> RunCommand? {
+        guard arguments.first == "run", !arguments.contains(where: { $0 == "--help" || $0 == "-h" || $0 == "--version" }) else { return nil }
+        return try? RunCommand.parse(Array(arguments.dropFirst()))
     }
 
     private static func fail(_ error: any Error, arguments: [String]) -> Never {
