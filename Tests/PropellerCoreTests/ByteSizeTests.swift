@@ -126,7 +126,9 @@ struct ImageReferenceTests {
         #expect(try ImageReference(parsing: "busybox").apiHost == "registry-1.docker.io")
     }
 
-    @Test(arguments: ["", "UPPER/case", "a//b", "app:", "app:-bad", "app@sha256:xyz", "a/../b", "-a/b", "a:b:c/d", "app:tag with space", "/abs"])
+    @Test(arguments: ["", "UPPER/case", "a//b", "app:", "app:-bad", "app@sha256:xyz", "a/../b", "-a/b", "a:b:c/d", "app:tag with space", "/abs",
+                      // Non-ASCII digits, letters and hex digits are not ASCII ones.
+                      "127.0.0.1:\u{663}000/app", "app:v\u{663}", "caf\u{E9}/app", "r\u{E9}g.io/app", "[::\u{FF41}]:5000/app", "app:\u{FF11}"])
     func rejects(text: String) {
         #expect(throws: PropellerError.self) { try ImageReference(parsing: text) }
     }
