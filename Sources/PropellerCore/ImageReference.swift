@@ -15,22 +15,23 @@ public struct ImageReference: Hashable, Sendable, CustomStringConvertible {
         func invalid(_ why: String) -> PropellerError {
             PropellerError(.invalidArgument, "invalid image reference \"\(text.prefix(200))\": \(why)")
         }
-        guard !text.isEmpty, text.count <= 512 else { throw invalid("empty or too long") }
+        // Searched as UTF-8 bytes (the separators are ASCII): see the character checks below.
+        guard !text.isEmpty, text.utf8.count <= 512 else { throw invalid("empty or too long") }
         var rest = Substring(text)
-        if let at = rest.firstIndex(of: "@") {
-            digest = try Digest(validating: String(rest[rest.index(after: at)...]))
+        if let at = rest.utf8.firstIndex(of: UInt8(ascii: "@")) {
+            digest = try Digest(validating: String(rest[rest.utf8.index(after: at)...]))
             rest = rest[..<at]
         }
         // A tag is after the last ':' that comes after the last '/'.
-        if let colon = rest.lastIndex(of: ":"), !rest[colon...].contains("/") {
-            let t = String(rest[rest.index(after: colon)...])
+        if let colon = rest.utf8.lastIndex(of: UInt8(ascii: ":")), !rest.utf8[colon...].contains(UInt8(ascii: "/")) {
+            let t = String(rest[rest.utf8.index(after: colon)...])
             guard Self.isValidTag(t) else { throw invalid("bad tag \"\(t)\"") }
             tag = t
             rest = rest[..<colon]
         }
-        var parts = rest.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        var parts = rest.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false).map { String(decoding: $0, as: UTF8.self) }
         guard !parts.isEmpty, !parts.contains(where: \.isEmpty) else { throw invalid("empty path component") }
-        if parts.count > 1, parts[0].contains(".") || parts[0].contains(":") || parts[0] == "localhost" {
+        if parts.count > 1, parts[0].utf8.contains(UInt8(ascii: ".")) || parts[0].utf8.contains(UInt8(ascii: ":")) || parts[0] == "localhost" {
             registry = parts.removeFirst()
             guard Self.isValidHost(registry) else { throw invalid("bad registry host \"\(registry)\"") }
         } else {
