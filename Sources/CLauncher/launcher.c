@@ -358,6 +358,10 @@ static int child_main(void *arg) {
     if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0) fail(s, PL_STAGE_SETUID, "PR_SET_KEEPCAPS");
     if (syscall(SYS_setresuid, s->uid, s->uid, s->uid) < 0) fail(s, PL_STAGE_SETUID, "");
     set_capabilities(s);
+    // The kernel clears the parent-death signal when the effective uid or gid changes: without
+    // setting it again, a task running as a non-root user outlived a killed proplet or CLI.
+    if ((s->flags & PL_KILL_WITH_PARENT) && prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+        fail(s, PL_STAGE_PARENT_DEATH, "PR_SET_PDEATHSIG");
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) fail(s, PL_STAGE_NO_NEW_PRIVS, "");
 
     // Nothing but 0, 1 and 2 survives exec.

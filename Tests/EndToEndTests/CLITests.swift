@@ -136,6 +136,41 @@ struct CLITests {
         #expect(!r.stderrText.contains("OOM"))
     }
 
+    /// A killed `propeller run` takes its container along (the parent-death signal), also when the
+    /// task runs as another user: the kernel clears that signal when the uid changes, and a
+    /// non-root task of a killed proplet used to keep running.
+    @Test(arguments: ["0", "1000:1000"])
+    func theContainerDiesWithAKilledCLI(user: String) throws {
+        nonisolated(unsafe) var container: pid_t = 0
+        nonisolated(unsafe) var gone = false
+        // The check runs while the CLI's pipes are still open: if the container outlived the
+        // CLI it would hold them until its sleep ends.
+        _ = try propeller(["run", "--rootfs", rootfs, "--user", user, "probe", "sleep", "20"]) { process in
+            for _ in 0..<100 {
+                if let child = childPID(of: process.processIdentifier) {
+                    container = child
+                    break
+                }
+                usleep(20_000)
+            }
+            guard container > 0 else { return }
+            usleep(300_000)  // past its setup, into the command
+            kill(process.processIdentifier, SIGKILL)
+            for _ in 0..<150 {
+                // Gone, or a zombie waiting for init to reap it.
+                let state = readFile("/proc/\(container)/stat")?.split(separator: " ").dropFirst(2).first
+                if state == nil || state == "Z" {
+                    gone = true
+                    return
+                }
+                usleep(20_000)
+            }
+            kill(container, SIGKILL)
+        }
+        #expect(container > 0)
+        #expect(gone, "the container (pid \(container)) outlived its killed parent")
+    }
+
     @Test func terminalSignalsAreForwarded() throws {
         let script = "trap 'exit 7' TERM; echo ready; while :; do sleep 0.05; done"
         let r = try propeller(["run", "--rootfs", rootfs, "sh", "-c", script]) { process in
