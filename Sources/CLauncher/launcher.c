@@ -423,14 +423,6 @@ static void overlay_failure(int fsfd, const char *step, char *what, size_t what_
 
 int pl_overlay_mount(const char *lower, const char *upper, const char *work, char *what, size_t what_size) {
     what[0] = '\0';
-    if (mkdir(upper, 0755) < 0 && errno != EEXIST) {
-        overlay_failure(-1, "create upper directory", what, what_size);
-        return -1;
-    }
-    if (mkdir(work, 0755) < 0 && errno != EEXIST) {
-        overlay_failure(-1, "create work directory", what, what_size);
-        return -1;
-    }
     int fsfd = fsopen("overlay", FSOPEN_CLOEXEC);
     if (fsfd < 0) {
         overlay_failure(-1, "fsopen overlay", what, what_size);

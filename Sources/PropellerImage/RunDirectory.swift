@@ -51,8 +51,9 @@ public struct RunDirectory: Sendable {
 
     /// Removes overlayfs's `volatile` marker (`work/work/incompat/volatile/dirty`, made at mount
     /// time so that a crashed volatile upper layer is not mounted again). A run's layers are
-    /// never mounted again, so the marker has no use; removing it while the container runs
-    /// leaves less to remove after it. Harmless when there is none.
+    /// never mounted again, so the marker has no use. `ContainerRuntime` removes it right after
+    /// mounting with the mount API; this covers overlays the child mounted with mount(2) and runs
+    /// left by a crash. Harmless when there is none.
     public func dropVolatileMarker() {
         guard overlay else { return }
         unlink(work + "/work/incompat/volatile/dirty")

@@ -107,7 +107,7 @@ public final class ContainerRuntime: Sendable {
                 guard fd >= 0 else { throw FileIO.systemError("open", file) }
                 cgroupFDs.append(fd)
             }
-            // nil: no mount API here; the directories are made, the child mounts the overlay.
+            // nil: no mount API here (the directories are made); the child mounts the overlay.
             overlayFD = try overlayMount?.value() ?? nil
         } catch {
             try? cgroup.remove()

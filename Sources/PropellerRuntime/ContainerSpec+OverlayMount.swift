@@ -13,7 +13,7 @@ extension ContainerSpec.Overlay {
     /// A detached mount lives as long as its descriptor: if the container never starts, closing
     /// it unmounts everything.
     func mountDetached() throws -> Int32? {
-        _ = try mountOptions() // the same paths are refused either way
+        try makeDirectories()
         var what = [CChar](repeating: 0, count: 512)
         let fd = pl_overlay_mount(lower.joined(separator: ":"), upper, work, &what, what.count)
         if fd >= 0 { return fd }
@@ -25,7 +25,7 @@ extension ContainerSpec.Overlay {
                              "mount overlay of \(lower.joined(separator: ":")) (upper \(upper)): \(step): \(FileIO.errnoName(err))")
     }
 
-    /// Makes the upper and work directories when missing (for the child's mount(2)).
+    /// Makes the upper and work directories when missing.
     func makeDirectories() throws {
         for dir in [upper, work] where mkdir(dir, 0o755) != 0 && errno != EEXIST {
             throw FileIO.systemError("create overlay directory", dir)

@@ -118,8 +118,8 @@ struct pl_spec {
 /// setup and has exited; the caller must still reap it.
 pid_t pl_launch(struct pl_spec *spec, int *pidfd);
 
-/// Makes `upper` and `work` (when missing) and an overlayfs of `lower` (':'-separated, top
-/// first) under them, mounted nowhere yet (fsopen/fsmount): nosuid, `volatile`. Returns the
+/// Mounts an overlayfs of `lower` (':'-separated, top first) under `upper` and `work` (which
+/// must exist), attached nowhere yet (fsopen/fsmount): nosuid, `volatile`. Returns the
 /// mount's descriptor (close-on-exec) for `pl_spec.overlay_fd`, or -1 with errno set and `what`
 /// holding the failed step and the kernel's own message when it gave one. ENOSYS: this kernel
 /// has no mount API (before 5.2); mount with `overlay_options` instead.
