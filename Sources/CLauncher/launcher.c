@@ -17,6 +17,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <stddef.h>
 #include <string.h>
@@ -421,7 +422,7 @@ static void overlay_failure(int fsfd, const char *step, char *what, size_t what_
     errno = err;
 }
 
-int pl_overlay_mount(const char *lower, const char *upper, const char *work, char *what, size_t what_size) {
+int pl_overlay_mount(const char *lower, const char *upper, const char *work, int drop_volatile_marker, char *what, size_t what_size) {
     what[0] = '\0';
     int fsfd = fsopen("overlay", FSOPEN_CLOEXEC);
     if (fsfd < 0) {
@@ -451,6 +452,7 @@ int pl_overlay_mount(const char *lower, const char *upper, const char *work, cha
         return -1;
     }
     close(fsfd);
+    if (!drop_volatile_marker) return mfd;
     // overlayfs leaves work/work/incompat/volatile/dirty behind a volatile mount so that the
     // layers are never mounted again after a crash; it reads it only when mounting. These
     // layers never are, so it goes now rather than after the run (best effort: RunDirectory
@@ -461,6 +463,53 @@ int pl_overlay_mount(const char *lower, const char *upper, const char *work, cha
         size_t at = bounded_copy(path, sizeof path, 0, work);
         bounded_copy(path, sizeof path, at, marker[i]);
         (void)(i == 0 ? unlink(path) : rmdir(path));
+    }
+    return mfd;
+}
+
+int pl_scratch_mount(unsigned long long size_bytes, const char *like, char *what, size_t what_size) {
+    what[0] = '\0';
+    struct stat root;
+    if (stat(like, &root) < 0) {
+        overlay_failure(-1, "stat lower layer", what, what_size);
+        return -1;
+    }
+    int fsfd = fsopen("tmpfs", FSOPEN_CLOEXEC);
+    if (fsfd < 0) {
+        overlay_failure(-1, "fsopen tmpfs", what, what_size);
+        return -1;
+    }
+    char size[32];
+    snprintf(size, sizeof size, "%llu", size_bytes);
+    // mode 0700: the tmpfs's own root is never seen by the container, only the overlay.
+    if ((size_bytes > 0 && fsconfig(fsfd, FSCONFIG_SET_STRING, "size", size, 0) < 0) ||
+        fsconfig(fsfd, FSCONFIG_SET_STRING, "mode", "0700", 0) < 0) {
+        overlay_failure(fsfd, "tmpfs options", what, what_size);
+        return -1;
+    }
+    if (fsconfig(fsfd, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0) {
+        overlay_failure(fsfd, "create tmpfs", what, what_size);
+        return -1;
+    }
+    int mfd = fsmount(fsfd, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
+    if (mfd < 0) {
+        overlay_failure(fsfd, "fsmount tmpfs", what, what_size);
+        return -1;
+    }
+    close(fsfd);
+    // The upper layer's root is the container's "/": it takes the image's mode and owner
+    // (fchmodat too, as mkdirat applies the umask).
+    mode_t mode = root.st_mode & 07777;
+    if (mkdirat(mfd, "upper", mode) < 0 || fchmodat(mfd, "upper", mode, 0) < 0 ||
+        fchownat(mfd, "upper", root.st_uid, root.st_gid, AT_SYMLINK_NOFOLLOW) < 0) {
+        overlay_failure(-1, "create upper layer", what, what_size);
+        close(mfd);
+        return -1;
+    }
+    if (mkdirat(mfd, "work", 0700) < 0) {
+        overlay_failure(-1, "create work directory", what, what_size);
+        close(mfd);
+        return -1;
     }
     return mfd;
 }

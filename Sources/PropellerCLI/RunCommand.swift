@@ -35,6 +35,12 @@ struct RunCommand: ParsableCommand {
 
     @OptionGroup var images: ImageOptions
 
+    @Option(help: ArgumentHelp("With --image, where the container's writes to its root filesystem go: memory (a private tmpfs, charged to the container's memory and bounded by --memory and --scratch-size, gone with the run) or disk (under --data-dir/runs, removed after the run).", valueName: "memory|disk"))
+    var scratch: String = "memory"
+
+    @Option(name: .customLong("scratch-size"), help: ArgumentHelp("With --scratch memory, the most the container may write to its root filesystem (default: half the RAM, as any tmpfs).", valueName: "size"))
+    var scratchSize: String?
+
     @Option(help: ArgumentHelp("Memory limit (no swap beyond it).", valueName: "size"))
     var memory: String?
 
@@ -100,6 +106,8 @@ struct RunCommand: ParsableCommand {
             throw ValidationError("invalid --network \"\(network)\": expected none or host")
         }
         if Logger.Level(rawValue: logLevel) == nil { throw ValidationError("invalid --log-level \"\(logLevel)\"") }
+        if scratch != "memory" && scratch != "disk" { throw ValidationError("invalid --scratch \"\(scratch)\": expected memory or disk") }
+        if scratchSize != nil && scratch != "memory" { throw ValidationError("--scratch-size needs --scratch memory") }
     }
 
     func run() throws {
@@ -142,6 +150,8 @@ struct RunCommand: ParsableCommand {
         do {
             runtime = try runtimeSetup?.value() ?? ContainerRuntime(seccompCache: cache, logger: logger)
             container = try runtime.start(spec)
+            // A scratch tmpfs goes with the container's mount namespace: nothing on disk.
+            if container.scratchInMemory { runDirectory = nil }
         } catch let error as LaunchError {
             printError("propeller: \(error)")
             throw ExitCode(error.exitStatus)
@@ -242,6 +252,16 @@ struct RunCommand: ParsableCommand {
         return spec
     }
 
+    /// --scratch and --scratch-size as the overlay's upper layer.
+    private func scratchLayer() throws -> ContainerSpec.Overlay.Scratch {
+        guard scratch == "memory" else { return .directories }
+        guard let scratchSize else { return .memory(sizeBytes: nil) }
+        guard let size = try? ByteSize(parsing: scratchSize), size.bytes > 0 else {
+            throw PropellerError(.invalidArgument, "invalid --scratch-size \"\(scratchSize)\": expected a size like 64M, 1.5G, 512k or a number of bytes")
+        }
+        return .memory(sizeBytes: size.bytes)
+    }
+
     /// Imports `oci:DIR[:TAG]` into the data directory, unpacks it once, and points `spec` at an
     /// overlay of it (or a copy when the kernel has no overlayfs). Applies the image config:
     /// Entrypoint + Cmd (arguments replace Cmd), Env (flags win), WorkingDir and User (flags win).
@@ -253,7 +273,7 @@ struct RunCommand: ParsableCommand {
         let run = try RunDirectory.create(dataDirectory: images.dataDir, id: spec.id, layers: false)
         if run.overlay {
             spec.rootfs = run.merged
-            spec.overlay = ContainerSpec.Overlay(lower: [lower], upper: run.upper, work: run.work)
+            spec.overlay = ContainerSpec.Overlay(lower: [lower], upper: run.upper, work: run.work, scratch: try scratchLayer())
         } else {
             logger.warning("overlayfs is not available: copying the image's rootfs for this run")
             guard system("cp -a '\(lower)/.' '\(run.merged)/'") == 0 else {

@@ -87,7 +87,7 @@ public final class ContainerRuntime: Sendable {
         let overlayMount = overlayMountAPI ? spec.overlay.map { overlay in Concurrently { try overlay.mountDetached() } } : nil
         if !overlayMountAPI { try spec.overlay?.makeDirectories() }
         defer {
-            if let fd = try? overlayMount?.value(), fd >= 0 { close(fd) }
+            if let detached = try? overlayMount?.value() { close(detached.fd) }
         }
         // With an overlay the rootfs directory is empty until the child mounts it: read users
         // from the top lower layer, which holds the image's files.
@@ -100,7 +100,7 @@ public final class ContainerRuntime: Sendable {
         let cgroup = try cgroups.create(name: spec.id.hex, limits: spec.limits)
         var cgroupFDs: [Int32] = []
         defer { for fd in cgroupFDs { close(fd) } }
-        var overlayFD: Int32?
+        var overlay: ContainerSpec.Overlay.Detached?
         do {
             for file in cgroup.joinFiles {
                 let fd = open(file, O_WRONLY | O_CLOEXEC)
@@ -108,7 +108,7 @@ public final class ContainerRuntime: Sendable {
                 cgroupFDs.append(fd)
             }
             // nil: no mount API here (the directories are made); the child mounts the overlay.
-            overlayFD = try overlayMount?.value() ?? nil
+            overlay = try overlayMount?.value() ?? nil
         } catch {
             try? cgroup.remove()
             throw error
@@ -121,8 +121,8 @@ public final class ContainerRuntime: Sendable {
         }
         let s = plan.spec
         s.pointee.rootfs = plan.string(spec.rootfs)
-        s.pointee.overlay_fd = overlayFD ?? -1
-        s.pointee.overlay_options = overlayFD == nil ? overlayOptions.map(plan.string) : nil
+        s.pointee.overlay_fd = overlay?.fd ?? -1
+        s.pointee.overlay_options = overlay == nil ? overlayOptions.map(plan.string) : nil
         s.pointee.argv = plan.stringArray(spec.command)
         s.pointee.envp = plan.stringArray(environment)
         s.pointee.search_path = plan.string(searchPath)
@@ -174,7 +174,8 @@ public final class ContainerRuntime: Sendable {
             throw failure
         }
         logger.debug("container started", metadata: ["container": "\(spec.id.short)", "pid": "\(pid)"])
-        return RunningContainer(id: spec.id, pid: pid, pidfd: pidfd, cgroup: cgroup, started: started, startedWall: wallStart, logger: logger)
+        return RunningContainer(id: spec.id, pid: pid, pidfd: pidfd, cgroup: cgroup, scratchInMemory: overlay?.inMemory ?? false,
+                                started: started, startedWall: wallStart, logger: logger)
     }
 
     /// PATH, HOSTNAME and HOME defaults, then the task's own entries (later ones win).

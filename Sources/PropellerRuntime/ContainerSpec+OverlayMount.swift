@@ -5,24 +5,46 @@ import CLauncher
 import PropellerCore
 
 extension ContainerSpec.Overlay {
-    /// Makes the upper and work directories (when missing) and mounts the overlay detached,
-    /// attached nowhere until the container's child moves it onto its rootfs. Returns the
-    /// mount's descriptor, or nil when the kernel has no mount API or it is refused (the child
-    /// then mounts the overlay itself from ``mountOptions()``).
-    ///
-    /// A detached mount lives as long as its descriptor: if the container never starts, closing
-    /// it unmounts everything.
-    func mountDetached() throws -> Int32? {
+    /// An overlay mounted attached nowhere, for the container's child to move onto its rootfs.
+    struct Detached {
+        /// The mount's descriptor; closing it unmounts everything if the child never took it.
+        let fd: Int32
+        /// Whether the upper layer is a scratch tmpfs (``Scratch/memory``) rather than the
+        /// `upper`/`work` directories.
+        let inMemory: Bool
+    }
+
+    /// Mounts the overlay detached: on a scratch tmpfs with ``Scratch/memory`` where the kernel
+    /// allows, else on the `upper` and `work` directories (made when missing). Returns nil when
+    /// the kernel has no mount API or it is refused (the child then mounts the overlay itself
+    /// from ``mountOptions()``, the directories made).
+    func mountDetached() throws -> Detached? {
+        if case .memory(let size) = scratch, let fd = mountOnScratch(sizeBytes: size) {
+            return Detached(fd: fd, inMemory: true)
+        }
         try makeDirectories()
         var what = [CChar](repeating: 0, count: 512)
-        let fd = pl_overlay_mount(lower.joined(separator: ":"), upper, work, &what, what.count)
-        if fd >= 0 { return fd }
+        let fd = pl_overlay_mount(lower.joined(separator: ":"), upper, work, 1, &what, what.count)
+        if fd >= 0 { return Detached(fd: fd, inMemory: false) }
         let err = errno
         let step = String(decoding: what.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         // No mount API in this kernel, or refused by a seccomp filter around this process.
         if err == ENOSYS || (err == EPERM && step.hasPrefix("fsopen")) { return nil }
         throw PropellerError(err == ENOENT ? .notFound : .systemCall,
                              "mount overlay of \(lower.joined(separator: ":")) (upper \(upper)): \(step): \(FileIO.errnoName(err))")
+    }
+
+    /// The overlay on a fresh scratch tmpfs, named through `/proc/self/fd` (a detached mount
+    /// has no other path); nil when any step fails, for the caller to use the directories,
+    /// which reports the error if it is not the scratch's own.
+    private func mountOnScratch(sizeBytes: UInt64?) -> Int32? {
+        var what = [CChar](repeating: 0, count: 512)
+        let scratchFD = pl_scratch_mount(sizeBytes ?? 0, lower.first ?? "/", &what, what.count)
+        guard scratchFD >= 0 else { return nil }
+        defer { close(scratchFD) }
+        let root = "/proc/self/fd/\(scratchFD)"
+        let fd = pl_overlay_mount(lower.joined(separator: ":"), root + "/upper", root + "/work", 0, &what, what.count)
+        return fd >= 0 ? fd : nil
     }
 
     /// Makes the upper and work directories when missing.

@@ -64,17 +64,34 @@ public struct ContainerSpec: Sendable {
     }
 
     /// A root filesystem assembled with overlayfs: read-only `lower` directories (top first)
-    /// under a private writable `upper`, mounted on ``ContainerSpec/rootfs`` inside the
+    /// under a private writable upper layer, mounted on ``ContainerSpec/rootfs`` inside the
     /// container's mount namespace.
     public struct Overlay: Hashable, Sendable {
+        /// Where the container's writes go.
+        public enum Scratch: Hashable, Sendable {
+            /// The directories `upper` and `work` (made when missing; the caller removes them).
+            case directories
+            /// A private tmpfs of at most `sizeBytes` (nil: half the RAM, the tmpfs default),
+            /// attached nowhere and gone with the container's mount namespace, so nothing is
+            /// left to remove even after a crash. Its pages are charged to the memory cgroup of
+            /// the writer, the container: its memory limit bounds its writes too. Where the
+            /// kernel cannot (no mount API, or an overlay on a detached mount refused), the run
+            /// falls back to ``directories``; ``RunningContainer/scratchInMemory`` tells which.
+            case memory(sizeBytes: UInt64?)
+        }
+
         public var lower: [String]
+        /// The upper layer and overlayfs's work directory on the host (with ``Scratch/memory``,
+        /// used only by the fallback).
         public var upper: String
         public var work: String
+        public var scratch: Scratch
 
-        public init(lower: [String], upper: String, work: String) {
+        public init(lower: [String], upper: String, work: String, scratch: Scratch = .directories) {
             self.lower = lower
             self.upper = upper
             self.work = work
+            self.scratch = scratch
         }
 
         /// The mount options, refusing paths overlayfs would misparse.

@@ -33,6 +33,9 @@ public final class RunningContainer: Sendable {
     /// The process id (in the caller's pid namespace) of the container's PID 1.
     public let pid: pid_t
     public let cgroup: any TaskCgroup
+    /// Whether the overlay's upper layer is a scratch tmpfs (``ContainerSpec/Overlay/Scratch/memory``,
+    /// nothing on disk to remove) rather than the `upper`/`work` directories.
+    public let scratchInMemory: Bool
     private let started: ContinuousClock.Instant
     private let startedWall: Double
     private let logger: Logger
@@ -44,10 +47,12 @@ public final class RunningContainer: Sendable {
     }
     private let state: Mutex<State>
 
-    init(id: ContainerID, pid: pid_t, pidfd: Int32, cgroup: any TaskCgroup, started: ContinuousClock.Instant, startedWall: Double, logger: Logger) {
+    init(id: ContainerID, pid: pid_t, pidfd: Int32, cgroup: any TaskCgroup, scratchInMemory: Bool,
+         started: ContinuousClock.Instant, startedWall: Double, logger: Logger) {
         self.id = id
         self.pid = pid
         self.cgroup = cgroup
+        self.scratchInMemory = scratchInMemory
         self.started = started
         self.startedWall = startedWall
         self.logger = logger

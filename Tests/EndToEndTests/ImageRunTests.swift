@@ -96,11 +96,12 @@ struct ImageRunTests {
         #expect(r.stderrText.contains("No such file"), "the whiteout in layer 2 removed /bin/wc")
     }
 
-    @Test func runsCannotChangeEachOtherOrTheCache() throws {
+    @Test(arguments: ["memory", "disk"])
+    func runsCannotChangeEachOtherOrTheCache(scratch: String) throws {
         defer { data.remove() }
-        let first = try run(["--user", "0", "--", "sh", "-c", "echo changed > /etc/motd; rm /bin/sh.x 2>/dev/null; cat /etc/motd"])
+        let first = try run(["--scratch", scratch, "--user", "0", "--", "sh", "-c", "echo changed > /etc/motd; rm /bin/sh.x 2>/dev/null; cat /etc/motd"])
         #expect(first.stdoutText == "changed\n")
-        let second = try run(["--", "cat", "/etc/motd"])
+        let second = try run(["--scratch", scratch, "--", "cat", "/etc/motd"])
         #expect(second.stdoutText == "layer two\n")
         // Nothing of either run is left (the shared mount point stays, empty), and the image was
         // unpacked once.
@@ -108,6 +109,23 @@ struct ImageRunTests {
         #expect((try? FileManager.default.contentsOfDirectory(atPath: data.path + "/runs/.rootfs")) == [])
         let images = try FileManager.default.contentsOfDirectory(atPath: data.path + "/images").filter { !$0.hasSuffix(".lock") }
         #expect(images.count == 1)
+    }
+
+    @Test func theScratchSizeIsEnforcedAndDiskScratchHasNone() throws {
+        defer { data.remove() }
+        let write = ["--user", "0", "--", "dd", "if=/dev/zero", "of=/big", "bs=64k", "count=64"]
+        let small = try run(["--scratch-size", "1M"] + write)
+        #expect(small.status == 1)
+        #expect(small.stderrText.contains("No space left on device"), "\(small.stderrText)")
+        let disk = try run(["--scratch", "disk"] + write)
+        #expect(disk.status == 0, "\(disk.stderrText)")
+        #expect((try? FileManager.default.contentsOfDirectory(atPath: data.path + "/runs")) ?? [] == [".rootfs"])
+        let wrong = try run(["--scratch", "disk", "--scratch-size", "1M", "--", "true"])
+        #expect(wrong.status == 125)
+        #expect(wrong.stderrText.contains("--scratch-size needs --scratch memory"), "\(wrong.stderrText)")
+        let bad = try run(["--scratch-size", "lots", "--", "true"])
+        #expect(bad.status == 125)
+        #expect(bad.stderrText.contains("invalid --scratch-size \"lots\""), "\(bad.stderrText)")
     }
 
     @Test func concurrentRunsUnpackOnce() throws {

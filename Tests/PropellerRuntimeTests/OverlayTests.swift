@@ -44,13 +44,85 @@ struct OverlayTests {
         }
     }
 
-    @Test func aMissingLowerLayerIsAClearErrorAndLeavesNoCgroup() throws {
+    /// With the mount API the writes go to a private tmpfs attached nowhere: nothing on disk,
+    /// nothing to remove. Without it the run falls back to the directories.
+    @Test(arguments: [true, false])
+    func memoryScratchWritesNothingToDisk(mountAPI: Bool) throws {
+        let runtime = try ContainerRuntime(overlayMountAPI: mountAPI)
+        let tmp = try TempDirectory("propeller-overlay")
+        defer { tmp.remove() }
+        let lower = try Fixture.path()
+        let lowerBefore = contents(lower)
+        var root = stat()
+        #expect(stat(lower, &root) == 0)
+        try FileManager.default.createDirectory(atPath: tmp.path + "/root", withIntermediateDirectories: true)
+        let out = open(tmp.path + "/out", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        defer { close(out) }
+        var spec = ContainerSpec(rootfs: tmp.path + "/root", command: ["sh", "-c", "echo made > /made && rm /etc/group && cat /made && stat -c %a:%u:%g /"])
+        spec.overlay = ContainerSpec.Overlay(lower: [lower], upper: tmp.path + "/upper", work: tmp.path + "/work", scratch: .memory(sizeBytes: nil))
+        spec.stdio = [-1, out, out]
+        let container = try runtime.start(spec)
+        let report = container.wait()
+        #expect(report.exitCode == 0, "output: \(readFile(tmp.path + "/out") ?? "")")
+        // "/" has the image's mode and owner, on either path.
+        let mode = String(root.st_mode & 0o7777, radix: 8)
+        #expect(readFile(tmp.path + "/out") == "made\n\(mode):\(root.st_uid):\(root.st_gid)\n")
+        #expect(container.scratchInMemory == mountAPI)
+        #expect(FileManager.default.fileExists(atPath: tmp.path + "/upper") == !mountAPI)
+        #expect(FileManager.default.fileExists(atPath: tmp.path + "/work") == !mountAPI)
+        #expect(FileManager.default.fileExists(atPath: lower + "/etc/group"))
+        #expect(contents(lower) == lowerBefore)
+        #expect(hostMounts(containing: tmp.path) == 0)
+        #expect(contents(tmp.path + "/root") == [])
+    }
+
+    @Test func theScratchSizeBoundsWhatAContainerWrites() throws {
+        let runtime = try ContainerRuntime()
+        let tmp = try TempDirectory("propeller-overlay")
+        defer { tmp.remove() }
+        try FileManager.default.createDirectory(atPath: tmp.path + "/root", withIntermediateDirectories: true)
+        let out = open(tmp.path + "/out", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        defer { close(out) }
+        // 1 MiB of scratch: 512 KiB fit, 4 MiB do not.
+        var spec = ContainerSpec(rootfs: tmp.path + "/root", command: ["sh", "-c", "dd if=/dev/zero of=/small bs=64k count=8 2>/dev/null && echo small ok; dd if=/dev/zero of=/big bs=64k count=64"])
+        spec.overlay = ContainerSpec.Overlay(lower: [try Fixture.path()], upper: tmp.path + "/upper", work: tmp.path + "/work", scratch: .memory(sizeBytes: 1 << 20))
+        spec.stdio = [-1, out, out]
+        let container = try runtime.start(spec)
+        let report = container.wait()
+        let output = readFile(tmp.path + "/out") ?? ""
+        #expect(container.scratchInMemory)
+        #expect(report.exitCode == 1, "output: \(output)")
+        #expect(output.hasPrefix("small ok\n"), "\(output)")
+        #expect(output.contains("No space left on device"), "\(output)")
+    }
+
+    @Test func theMemoryLimitBoundsScratchWritesToo() throws {
+        let runtime = try ContainerRuntime()
+        let tmp = try TempDirectory("propeller-overlay")
+        defer { tmp.remove() }
+        try FileManager.default.createDirectory(atPath: tmp.path + "/root", withIntermediateDirectories: true)
+        // The tmpfs's pages are charged to the writer's memory cgroup: 64 MiB of files in a
+        // 16 MiB container is an OOM kill, not host memory taken outside the limit.
+        var spec = ContainerSpec(rootfs: tmp.path + "/root", command: ["dd", "if=/dev/zero", "of=/big", "bs=1M", "count=64"])
+        spec.overlay = ContainerSpec.Overlay(lower: [try Fixture.path()], upper: tmp.path + "/upper", work: tmp.path + "/work", scratch: .memory(sizeBytes: nil))
+        spec.limits.memoryBytes = 16 << 20
+        spec.stdio = [-1, open("/dev/null", O_WRONLY | O_CLOEXEC), open("/dev/null", O_WRONLY | O_CLOEXEC)]
+        defer { close(spec.stdio[1]); close(spec.stdio[2]) }
+        let report = try runtime.start(spec).wait()
+        #expect(report.oomKilled)
+        #expect(report.exitCode == 137)
+        #expect((report.usage.memoryPeakBytes ?? UInt64.max) <= 17 << 20)
+    }
+
+    @Test(arguments: [false, true])
+    func aMissingLowerLayerIsAClearErrorAndLeavesNoCgroup(inMemory: Bool) throws {
         let runtime = try ContainerRuntime()
         let tmp = try TempDirectory("propeller-overlay")
         defer { tmp.remove() }
         try FileManager.default.createDirectory(atPath: tmp.path + "/root", withIntermediateDirectories: true)
         var spec = ContainerSpec(rootfs: tmp.path + "/root", command: ["true"])
-        spec.overlay = ContainerSpec.Overlay(lower: [tmp.path + "/no-such-layer"], upper: tmp.path + "/upper", work: tmp.path + "/work")
+        spec.overlay = ContainerSpec.Overlay(lower: [tmp.path + "/no-such-layer"], upper: tmp.path + "/upper", work: tmp.path + "/work",
+                                             scratch: inMemory ? .memory(sizeBytes: nil) : .directories)
         // The user is resolved in the lower layer: give a numeric one so that the mount is
         // what fails.
         spec.user = "0:0"

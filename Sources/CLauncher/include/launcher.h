@@ -122,8 +122,18 @@ pid_t pl_launch(struct pl_spec *spec, int *pidfd);
 /// must exist), attached nowhere yet (fsopen/fsmount): nosuid, `volatile`. Returns the
 /// mount's descriptor (close-on-exec) for `pl_spec.overlay_fd`, or -1 with errno set and `what`
 /// holding the failed step and the kernel's own message when it gave one. ENOSYS: this kernel
-/// has no mount API (before 5.2); mount with `overlay_options` instead.
-int pl_overlay_mount(const char *lower, const char *upper, const char *work, char *what, size_t what_size);
+/// has no mount API (before 5.2); mount with `overlay_options` instead. `drop_volatile_marker`:
+/// remove the marker a volatile mount leaves in `work` (pointless when `work` is on a scratch
+/// tmpfs that goes with the run).
+int pl_overlay_mount(const char *lower, const char *upper, const char *work, int drop_volatile_marker, char *what, size_t what_size);
+
+/// Makes a private tmpfs for an overlay's writable layer, attached nowhere (fsopen/fsmount,
+/// nosuid, nodev): `upper` (with the mode and owner of the directory `like`, the image's root)
+/// and `work` at its root. At most `size_bytes` (0: the tmpfs default, half the RAM); its pages
+/// are charged to the memory cgroup of whoever writes them. Returns the mount's descriptor
+/// (close-on-exec; the tmpfs lives while it or an overlay on it does), or -1 with errno set
+/// and `what` holding the failed step.
+int pl_scratch_mount(unsigned long long size_bytes, const char *like, char *what, size_t what_size);
 
 /// Human-readable name of a `pl_stage`.
 const char *pl_stage_name(int stage);
