@@ -84,7 +84,7 @@ public final class ContainerRuntime: Sendable {
         // the seccomp filter and the cgroups; the child only attaches it. Mounting costs ~0.5 ms
         // here, most of it overlayfs probing its work directory on disk.
         let overlayOptions = try spec.overlay?.mountOptions()
-        let overlayMount = overlayMountAPI ? spec.overlay.map { overlay in Concurrently { try overlay.mountDetached() } } : nil
+        let overlayMount = overlayMountAPI ? spec.overlay.map { overlay in Concurrently { [logger] in try overlay.mountDetached(logger: logger) } } : nil
         if !overlayMountAPI { try spec.overlay?.makeDirectories() }
         defer {
             if let detached = try? overlayMount?.value() { close(detached.fd) }

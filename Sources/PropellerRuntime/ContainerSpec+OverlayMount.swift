@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CLauncher
+import Logging
 import PropellerCore
 
 extension ContainerSpec.Overlay {
@@ -18,9 +19,13 @@ extension ContainerSpec.Overlay {
     /// allows, else on the `upper` and `work` directories (made when missing). Returns nil when
     /// the kernel has no mount API or it is refused (the child then mounts the overlay itself
     /// from ``mountOptions()``, the directories made).
-    func mountDetached() throws -> Detached? {
-        if case .memory(let size) = scratch, let fd = mountOnScratch(sizeBytes: size) {
-            return Detached(fd: fd, inMemory: true)
+    func mountDetached(logger: Logger) throws -> Detached? {
+        if case .memory(let size) = scratch {
+            switch mountOnScratch(sizeBytes: size) {
+            case .success(let fd): return Detached(fd: fd, inMemory: true)
+            case .failure(let why):
+                logger.debug("no scratch tmpfs for the overlay: writing to directories", metadata: ["upper": "\(upper)", "error": "\(why)"])
+            }
         }
         try makeDirectories()
         var what = [CChar](repeating: 0, count: 512)
@@ -35,16 +40,22 @@ extension ContainerSpec.Overlay {
     }
 
     /// The overlay on a fresh scratch tmpfs, named through `/proc/self/fd` (a detached mount
-    /// has no other path); nil when any step fails, for the caller to use the directories,
-    /// which reports the error if it is not the scratch's own.
-    private func mountOnScratch(sizeBytes: UInt64?) -> Int32? {
+    /// has no other path; older kernels refuse one as an overlay layer). On failure, the
+    /// step and errno, for the caller to log before it uses the directories (which reports the
+    /// error if it is not the scratch's own).
+    private func mountOnScratch(sizeBytes: UInt64?) -> Result<Int32, PropellerError> {
         var what = [CChar](repeating: 0, count: 512)
+        func failure() -> Result<Int32, PropellerError> {
+            let err = errno
+            let step = String(decoding: what.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            return .failure(PropellerError(.systemCall, "\(step): \(FileIO.errnoName(err))"))
+        }
         let scratchFD = pl_scratch_mount(sizeBytes ?? 0, lower.first ?? "/", &what, what.count)
-        guard scratchFD >= 0 else { return nil }
+        guard scratchFD >= 0 else { return failure() }
         defer { close(scratchFD) }
         let root = "/proc/self/fd/\(scratchFD)"
         let fd = pl_overlay_mount(lower.joined(separator: ":"), root + "/upper", root + "/work", 0, &what, what.count)
-        return fd >= 0 ? fd : nil
+        return fd >= 0 ? .success(fd) : failure()
     }
 
     /// Makes the upper and work directories when missing.

@@ -156,7 +156,9 @@ struct ActorTests {
         #expect(done["proplet_id"] as? String != victim)
         #expect(try c.cli(["actor", "results", actor, id]).stdoutText.hasPrefix("done on"))
         // The crashed proplet comes back and cleans up what its predecessor left.
-        try c.startProplet(victim, memory: "1G")
+        let cleaned = try c.restartCrashedProplet(victim, memory: "1G")
+        #expect(cleaned.count == 1, "\(cleaned)")
+        #expect(cleaned.allSatisfy { $0.contains("cgroup_removed=true") }, "\(cleaned)")
     }
 
     @Test func aManagerRestartLosesNoQueuedMessage() throws {

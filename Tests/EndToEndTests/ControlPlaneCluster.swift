@@ -94,6 +94,13 @@ final class Cluster: @unchecked Sendable {
     }
 
     func crashProplet(_ id: String) { proplets[id]?.crash() }
+
+    /// Starts a crashed proplet again (same id and data directory); returns its log lines that
+    /// report a container of its predecessor cleaned up.
+    func restartCrashedProplet(_ id: String, memory: String) throws -> [Substring] {
+        try startProplet(id, memory: memory)
+        return (proplets[id]?.log ?? "").split(separator: "\n").filter { $0.contains("cleaned up a container left by a previous run") }
+    }
     func stopProplet(_ id: String) { proplets[id]?.stop() }
 
     func cli(_ args: [String]) throws -> CLIResult {

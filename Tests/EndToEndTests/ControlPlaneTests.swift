@@ -79,6 +79,11 @@ struct ControlPlaneTests {
         #expect(placed["assigned_proplet"] as? String == "rescuer")
         _ = try c.cli(["task", "stop", retried, "--grace", "0"])
         try c.waitFor(retried, state: "stopped")
+        // Back with the same data directory, the proplet removes the cgroups of the two
+        // containers that died with it.
+        let cleaned = try c.restartCrashedProplet("doomed", memory: "4G")
+        #expect(cleaned.count == 2, "\(cleaned)")
+        #expect(cleaned.allSatisfy { $0.contains("cgroup_removed=true") }, "\(cleaned)")
     }
 
     @Test func restartingTheManagerMidRunLosesNothing() throws {

@@ -1,8 +1,10 @@
 #!/bin/sh
 # The cgroup v2 checks, run inside the qemu guest by scripts/vm-test (pure cgroup2 at
-# /sys/fs/cgroup, root, the host's root filesystem read-only). Needs PROPELLER, ROOTFS and WORK.
+# /sys/fs/cgroup, root, the host's root filesystem read-only). Needs PROPELLER, ROOTFS, IMAGE
+# (an oci: layout reference) and WORK.
 P=${PROPELLER:?}
 R=${ROOTFS:?}
+I=${IMAGE:?}
 W=${WORK:?}  # writable scratch directory
 CG=/sys/fs/cgroup
 export PROPELLER_SECCOMP_CACHE=off
@@ -78,6 +80,24 @@ check "shared cgroup: refused with 125 (got $s)" [ $s -eq 125 ]
 check "shared cgroup: the message names Delegate=yes" grep -q "Delegate=yes" $W/shared.err
 kill $sibling
 wait $sibling 2>/dev/null
+
+# run --image on this (older) kernel: the image store on the guest's tmpfs /run, every scratch.
+# Where the kernel refuses an overlay on a detached tmpfs the run falls back to directories.
+D=/run/propeller-data
+out=$($P run --data-dir $D --image $I --log-level debug 2>$W/image.err)
+check "image: the image's command runs (got: $out)" sh -c "echo '$out' | grep -q '^hello from .*, a container on a Propeller proplet$'"
+grep "no scratch tmpfs" $W/image.err | sed 's/^/# /'
+for scratch in memory disk; do
+    out=$($P run --data-dir $D --image $I --scratch $scratch -- sh -c 'echo written > /etc/motd && cat /etc/motd')
+    check "image, --scratch $scratch: the container writes to its rootfs ($out)" [ "$out" = written ]
+    check "image, --scratch $scratch: nothing left in $D/runs" [ "$(ls -A $D/runs)" = .rootfs ]
+    $P run --data-dir $D --image $I --scratch $scratch --memory 16M -- dd if=/dev/zero of=/big bs=1M count=64 2>/dev/null
+    s=$?
+    # Scratch in memory (or directories on this tmpfs) is charged to the container: OOM kill.
+    check "image, --scratch $scratch: 64M written in a 16M container is an OOM kill (got $s)" [ $s -eq 137 ]
+done
+check "image: the cached rootfs is unchanged" sh -c "! grep -rq written $D/images/*/rootfs/etc/motd 2>/dev/null"
+rm -rf $D
 
 # Clean up what the test made.
 rmdir $A/supervisor $A $CG/test.slice/shared.scope $CG/test.slice 2>/dev/null
