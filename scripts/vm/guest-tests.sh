@@ -86,11 +86,12 @@ wait $sibling 2>/dev/null
 D=/run/propeller-data
 out=$($P run --data-dir $D --image $I --log-level debug 2>$W/image.err)
 check "image: the image's command runs (got: $out)" sh -c "echo '$out' | grep -q '^hello from .*, a container on a Propeller proplet$'"
-grep "no scratch tmpfs" $W/image.err | sed 's/^/# /'
+sed "s/^/# /" $W/image.err | grep -i "scratch\|overlay"
 for scratch in memory disk; do
     out=$($P run --data-dir $D --image $I --scratch $scratch -- sh -c 'echo written > /etc/motd && cat /etc/motd')
     check "image, --scratch $scratch: the container writes to its rootfs ($out)" [ "$out" = written ]
-    check "image, --scratch $scratch: nothing left in $D/runs" [ "$(ls -A $D/runs)" = .rootfs ]
+    left=$(ls -A $D/runs | tr "\n" " ")
+    check "image, --scratch $scratch: nothing left in $D/runs ($left)" [ "$left" = ".rootfs " ]
     $P run --data-dir $D --image $I --scratch $scratch --memory 16M -- dd if=/dev/zero of=/big bs=1M count=64 2>/dev/null
     s=$?
     # Scratch in memory (or directories on this tmpfs) is charged to the container: OOM kill.
