@@ -126,7 +126,8 @@ let package = Package(
 
         .target(name: "PropellerTestSupport", dependencies: ["PropellerCore"], path: "Tests/TestSupport"),
         .testTarget(name: "PropellerCoreTests", dependencies: ["PropellerCore"]),
-        .testTarget(name: "PropellerRuntimeTests", dependencies: ["PropellerRuntime", "PropellerCore", "PropellerTestSupport"]),
+        .testTarget(name: "PropellerRuntimeTests", dependencies: ["PropellerRuntime", "PropellerCore", "PropellerTestSupport",
+                                                                 .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "PropellerMQTTTests", dependencies: ["PropellerMQTT", "PropellerCore", "PropellerTestSupport"]),
         .testTarget(name: "PropellerImageTests", dependencies: ["PropellerImage", "PropellerCore", "CArchive", "CFileSystem", "PropellerTestSupport"]),
         .testTarget(name: "PropellerManagerTests", dependencies: [

@@ -467,6 +467,22 @@ int pl_overlay_mount(const char *lower, const char *upper, const char *work, int
     return mfd;
 }
 
+/// Makes `upper` and `work` in the directory `dirfd`: the upper layer's root is the container's
+/// "/", so it takes the image root's mode and owner (fchmodat too, as mkdirat applies the umask).
+static int make_scratch_layers(int dirfd, const struct stat *root, char *what, size_t what_size) {
+    mode_t mode = root->st_mode & 07777;
+    if (mkdirat(dirfd, "upper", mode) < 0 || fchmodat(dirfd, "upper", mode, 0) < 0 ||
+        fchownat(dirfd, "upper", root->st_uid, root->st_gid, AT_SYMLINK_NOFOLLOW) < 0) {
+        overlay_failure(-1, "create upper layer", what, what_size);
+        return -1;
+    }
+    if (mkdirat(dirfd, "work", 0700) < 0) {
+        overlay_failure(-1, "create work directory", what, what_size);
+        return -1;
+    }
+    return 0;
+}
+
 int pl_scratch_mount(unsigned long long size_bytes, const char *like, char *what, size_t what_size) {
     what[0] = '\0';
     struct stat root;
@@ -497,21 +513,72 @@ int pl_scratch_mount(unsigned long long size_bytes, const char *like, char *what
         return -1;
     }
     close(fsfd);
-    // The upper layer's root is the container's "/": it takes the image's mode and owner
-    // (fchmodat too, as mkdirat applies the umask).
-    mode_t mode = root.st_mode & 07777;
-    if (mkdirat(mfd, "upper", mode) < 0 || fchmodat(mfd, "upper", mode, 0) < 0 ||
-        fchownat(mfd, "upper", root.st_uid, root.st_gid, AT_SYMLINK_NOFOLLOW) < 0) {
-        overlay_failure(-1, "create upper layer", what, what_size);
+    if (make_scratch_layers(mfd, &root, what, what_size) < 0) {
+        int err = errno;
         close(mfd);
-        return -1;
-    }
-    if (mkdirat(mfd, "work", 0700) < 0) {
-        overlay_failure(-1, "create work directory", what, what_size);
-        close(mfd);
+        errno = err;
         return -1;
     }
     return mfd;
+}
+
+struct private_scratch {
+    const char *lower, *like, *mountpoint;
+    unsigned long long size_bytes;
+    char *what;
+    size_t what_size;
+    int fd, err;
+};
+
+/// The thread of pl_scratch_overlay_private: it lives in a mount namespace of its own, so
+/// the tmpfs it mounts is a mount of its current namespace (which older kernels require of an
+/// overlay layer) without being seen anywhere else. The namespace goes when the thread exits;
+/// the overlay keeps its own private clone of the tmpfs.
+static void *private_scratch_main(void *p) {
+    struct private_scratch *ps = p;
+    ps->fd = -1;
+    struct stat root;
+    if (stat(ps->like, &root) < 0) {
+        overlay_failure(-1, "stat lower layer", ps->what, ps->what_size);
+    } else if (unshare(CLONE_NEWNS | CLONE_FS) < 0) {
+        overlay_failure(-1, "unshare mount namespace", ps->what, ps->what_size);
+    } else if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
+        overlay_failure(-1, "make mounts private", ps->what, ps->what_size);
+    } else {
+        char opts[64];
+        if (ps->size_bytes > 0) snprintf(opts, sizeof opts, "mode=0700,size=%llu", ps->size_bytes);
+        else snprintf(opts, sizeof opts, "mode=0700");
+        int dirfd = -1;
+        if (mount("tmpfs", ps->mountpoint, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0) {
+            overlay_failure(-1, "mount tmpfs", ps->what, ps->what_size);
+        } else if ((dirfd = open(ps->mountpoint, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0) {
+            overlay_failure(-1, "open tmpfs", ps->what, ps->what_size);
+        } else if (make_scratch_layers(dirfd, &root, ps->what, ps->what_size) == 0) {
+            char upper[4096], work[4096];
+            bounded_copy(upper, sizeof upper, bounded_copy(upper, sizeof upper, 0, ps->mountpoint), "/upper");
+            bounded_copy(work, sizeof work, bounded_copy(work, sizeof work, 0, ps->mountpoint), "/work");
+            ps->fd = pl_overlay_mount(ps->lower, upper, work, 0, ps->what, ps->what_size);
+        }
+        if (dirfd >= 0) close(dirfd);
+    }
+    ps->err = ps->fd < 0 ? errno : 0;
+    return NULL;
+}
+
+int pl_scratch_overlay_private(const char *lower, unsigned long long size_bytes, const char *like, const char *mountpoint,
+                               char *what, size_t what_size) {
+    what[0] = '\0';
+    struct private_scratch ps = {lower, like, mountpoint, size_bytes, what, what_size, -1, 0};
+    pthread_t thread;
+    int rc = pthread_create(&thread, NULL, private_scratch_main, &ps);
+    if (rc != 0) {
+        errno = rc;
+        overlay_failure(-1, "start thread", what, what_size);
+        return -1;
+    }
+    pthread_join(thread, NULL);
+    errno = ps.err;
+    return ps.fd;
 }
 
 const char *pl_stage_name(int stage) {

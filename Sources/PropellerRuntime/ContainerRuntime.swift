@@ -20,6 +20,8 @@ public final class ContainerRuntime: Sendable {
     /// is prepared) rather than by the child with mount(2). Kernels before 5.2, and seccomp
     /// filters that refuse fsopen, get mount(2) either way.
     public let overlayMountAPI: Bool
+    /// How a scratch tmpfs is given to overlayfs, tried in order (tests pick one).
+    let scratchMethods: [ContainerSpec.Overlay.ScratchMethod]
     private let logger: Logger
     private let compiledPrograms = Mutex<[SeccompKey: SeccompProgram]>([:])
 
@@ -34,10 +36,17 @@ public final class ContainerRuntime: Sendable {
     ///     for a long-lived process that starts many containers; a one-shot CLI gains nothing.
     ///   - seccompCache: a cache of compiled seccomp programs on disk; worth it for a one-shot CLI.
     ///   - overlayMountAPI: see ``overlayMountAPI``.
-    public init(cgroups: (any CgroupDriver)? = nil, networkNamespacePool: Int = 0, seccompCache: SeccompCache? = nil,
-                overlayMountAPI: Bool = true, logger: Logger = Logger(label: "propeller.runtime")) throws {
+    public convenience init(cgroups: (any CgroupDriver)? = nil, networkNamespacePool: Int = 0, seccompCache: SeccompCache? = nil,
+                            overlayMountAPI: Bool = true, logger: Logger = Logger(label: "propeller.runtime")) throws {
+        try self.init(cgroups: cgroups, networkNamespacePool: networkNamespacePool, seccompCache: seccompCache,
+                      overlayMountAPI: overlayMountAPI, scratchMethods: ContainerSpec.Overlay.ScratchMethod.allCases, logger: logger)
+    }
+
+    init(cgroups: (any CgroupDriver)?, networkNamespacePool: Int, seccompCache: SeccompCache?, overlayMountAPI: Bool,
+         scratchMethods: [ContainerSpec.Overlay.ScratchMethod], logger: Logger) throws {
         self.seccompCache = seccompCache
         self.overlayMountAPI = overlayMountAPI
+        self.scratchMethods = scratchMethods
         self.cgroups = try cgroups ?? CgroupDrivers.forHost()
         self.networkPool = networkNamespacePool > 0 ? NetworkNamespacePool(size: networkNamespacePool) : nil
         self.logger = logger
@@ -84,7 +93,9 @@ public final class ContainerRuntime: Sendable {
         // the seccomp filter and the cgroups; the child only attaches it. Mounting costs ~0.5 ms
         // here, most of it overlayfs probing its work directory on disk.
         let overlayOptions = try spec.overlay?.mountOptions()
-        let overlayMount = overlayMountAPI ? spec.overlay.map { overlay in Concurrently { [logger] in try overlay.mountDetached(logger: logger) } } : nil
+        let overlayMount = overlayMountAPI ? spec.overlay.map { overlay in Concurrently { [logger, scratchMethods, rootfs = spec.rootfs] in
+            try overlay.mountDetached(on: rootfs, scratchMethods: scratchMethods, logger: logger)
+        } } : nil
         if !overlayMountAPI { try spec.overlay?.makeDirectories() }
         defer {
             if let detached = try? overlayMount?.value() { close(detached.fd) }

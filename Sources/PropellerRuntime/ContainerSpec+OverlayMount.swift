@@ -15,17 +15,31 @@ extension ContainerSpec.Overlay {
         let inMemory: Bool
     }
 
+    /// How a scratch tmpfs reaches overlayfs.
+    enum ScratchMethod: CaseIterable, Sendable {
+        /// Mounted detached and named through `/proc/self/fd` (kernels that accept a detached
+        /// mount as a layer: 6.18 does).
+        case detached
+        /// Mounted on the rootfs mount point in a private mount namespace of a short-lived
+        /// thread (older kernels, 6.1 included; costs a copy of the mount table).
+        case privateNamespace
+    }
+
     /// Mounts the overlay detached: on a scratch tmpfs with ``Scratch/memory`` where the kernel
-    /// allows, else on the `upper` and `work` directories (made when missing). Returns nil when
-    /// the kernel has no mount API or it is refused (the child then mounts the overlay itself
-    /// from ``mountOptions()``, the directories made).
-    func mountDetached(logger: Logger) throws -> Detached? {
+    /// allows (trying `scratchMethods` in order; `mountPoint` is the rootfs directory, used by
+    /// ``ScratchMethod/privateNamespace``), else on the `upper` and `work` directories (made
+    /// when missing). Returns nil when the kernel has no mount API or it is refused (the child
+    /// then mounts the overlay itself from ``mountOptions()``, the directories made).
+    func mountDetached(on mountPoint: String, scratchMethods: [ScratchMethod] = ScratchMethod.allCases, logger: Logger) throws -> Detached? {
         if case .memory(let size) = scratch {
-            switch mountOnScratch(sizeBytes: size) {
-            case .success(let fd): return Detached(fd: fd, inMemory: true)
-            case .failure(let why):
-                logger.debug("no scratch tmpfs for the overlay: writing to directories", metadata: ["upper": "\(upper)", "error": "\(why)"])
+            for method in scratchMethods {
+                switch mountOnScratch(sizeBytes: size, method: method, mountPoint: mountPoint) {
+                case .success(let fd): return Detached(fd: fd, inMemory: true)
+                case .failure(let why):
+                    logger.debug("scratch tmpfs refused", metadata: ["method": "\(method)", "upper": "\(upper)", "error": "\(why)"])
+                }
             }
+            logger.debug("no scratch tmpfs for the overlay: writing to directories", metadata: ["upper": "\(upper)"])
         }
         try makeDirectories()
         var what = [CChar](repeating: 0, count: 512)
@@ -39,16 +53,19 @@ extension ContainerSpec.Overlay {
                              "mount overlay of \(lower.joined(separator: ":")) (upper \(upper)): \(step): \(FileIO.errnoName(err))")
     }
 
-    /// The overlay on a fresh scratch tmpfs, named through `/proc/self/fd` (a detached mount
-    /// has no other path; older kernels refuse one as an overlay layer). On failure, the
-    /// step and errno, for the caller to log before it uses the directories (which reports the
+    /// The overlay on a fresh scratch tmpfs, by `method`. On failure, the step and errno, for
+    /// the caller to log before it tries the next method or the directories (which report the
     /// error if it is not the scratch's own).
-    private func mountOnScratch(sizeBytes: UInt64?) -> Result<Int32, PropellerError> {
+    private func mountOnScratch(sizeBytes: UInt64?, method: ScratchMethod, mountPoint: String) -> Result<Int32, PropellerError> {
         var what = [CChar](repeating: 0, count: 512)
         func failure() -> Result<Int32, PropellerError> {
             let err = errno
             let step = String(decoding: what.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
             return .failure(PropellerError(.systemCall, "\(step): \(FileIO.errnoName(err))"))
+        }
+        if method == .privateNamespace {
+            let fd = pl_scratch_overlay_private(lower.joined(separator: ":"), sizeBytes ?? 0, lower.first ?? "/", mountPoint, &what, what.count)
+            return fd >= 0 ? .success(fd) : failure()
         }
         let scratchFD = pl_scratch_mount(sizeBytes ?? 0, lower.first ?? "/", &what, what.count)
         guard scratchFD >= 0 else { return failure() }

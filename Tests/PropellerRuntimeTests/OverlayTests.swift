@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import PropellerCore
 @testable import PropellerRuntime
 import PropellerTestSupport
@@ -46,9 +47,18 @@ struct OverlayTests {
 
     /// With the mount API the writes go to a private tmpfs attached nowhere: nothing on disk,
     /// nothing to remove. Without it the run falls back to the directories.
-    @Test(arguments: [true, false])
-    func memoryScratchWritesNothingToDisk(mountAPI: Bool) throws {
-        let runtime = try ContainerRuntime(overlayMountAPI: mountAPI)
+    /// A runtime that gives a scratch tmpfs to overlayfs only by `method` ("mount(2)": no mount
+    /// API, so no scratch: the directories).
+    func runtime(scratchBy method: String) throws -> ContainerRuntime {
+        let methods: [ContainerSpec.Overlay.ScratchMethod] = method == "detached" ? [.detached] : [.privateNamespace]
+        return try ContainerRuntime(cgroups: nil, networkNamespacePool: 0, seccompCache: nil, overlayMountAPI: method != "mount(2)",
+                                    scratchMethods: methods, logger: Logger(label: "test"))
+    }
+
+    @Test(arguments: ["detached", "privateNamespace", "mount(2)"])
+    func memoryScratchWritesNothingToDisk(method: String) throws {
+        let mountAPI = method != "mount(2)"
+        let runtime = try runtime(scratchBy: method)
         let tmp = try TempDirectory("propeller-overlay")
         defer { tmp.remove() }
         let lower = try Fixture.path()
@@ -76,8 +86,9 @@ struct OverlayTests {
         #expect(contents(tmp.path + "/root") == [])
     }
 
-    @Test func theScratchSizeBoundsWhatAContainerWrites() throws {
-        let runtime = try ContainerRuntime()
+    @Test(arguments: ["detached", "privateNamespace"])
+    func theScratchSizeBoundsWhatAContainerWrites(method: String) throws {
+        let runtime = try runtime(scratchBy: method)
         let tmp = try TempDirectory("propeller-overlay")
         defer { tmp.remove() }
         try FileManager.default.createDirectory(atPath: tmp.path + "/root", withIntermediateDirectories: true)

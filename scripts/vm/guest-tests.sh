@@ -81,12 +81,18 @@ check "shared cgroup: the message names Delegate=yes" grep -q "Delegate=yes" $W/
 kill $sibling
 wait $sibling 2>/dev/null
 
-# run --image on this (older) kernel: the image store on the guest's tmpfs /run, every scratch.
-# Where the kernel refuses an overlay on a detached tmpfs the run falls back to directories.
+# run --image on this (older) kernel: the image store on the guest's tmpfs /run, both scratches.
+# This kernel refuses an overlay on a detached tmpfs: the scratch is mounted in a thread's
+# private mount namespace instead (the debug log says so).
 D=/run/propeller-data
 out=$($P run --data-dir $D --image $I --log-level debug 2>$W/image.err)
 check "image: the image's command runs (got: $out)" sh -c "echo '$out' | grep -q '^hello from .*, a container on a Propeller proplet$'"
 sed "s/^/# /" $W/image.err | grep -i "scratch\|overlay"
+check "image: the scratch tmpfs was made (no fallback to directories)" sh -c "! grep -q 'writing to directories' $W/image.err"
+$P run --data-dir $D --image $I --scratch-size 1M -- dd if=/dev/zero of=/big bs=64k count=64 2>$W/size.err
+s=$?
+check "image: --scratch-size 1M stops a 4M write (got $s)" sh -c "[ $s -eq 1 ] && grep -q 'No space left' $W/size.err"
+check "image: no scratch mount seen outside the container" sh -c "! grep -q $D /proc/mounts"
 for scratch in memory disk; do
     out=$($P run --data-dir $D --image $I --scratch $scratch -- sh -c 'echo written > /etc/motd && cat /etc/motd')
     check "image, --scratch $scratch: the container writes to its rootfs ($out)" [ "$out" = written ]

@@ -135,6 +135,14 @@ int pl_overlay_mount(const char *lower, const char *upper, const char *work, int
 /// and `what` holding the failed step.
 int pl_scratch_mount(unsigned long long size_bytes, const char *like, char *what, size_t what_size);
 
+/// The same scratch tmpfs for kernels that refuse a detached mount as an overlay layer (6.1
+/// does): a thread of its own unshares its mount namespace (made private), mounts the tmpfs on
+/// `mountpoint` there, makes `upper` and `work` and mounts the overlay detached; the namespace
+/// goes with the thread, seen by no one. Returns the overlay's descriptor, or -1 with errno set
+/// and `what` holding the failed step.
+int pl_scratch_overlay_private(const char *lower, unsigned long long size_bytes, const char *like, const char *mountpoint,
+                               char *what, size_t what_size);
+
 /// Human-readable name of a `pl_stage`.
 const char *pl_stage_name(int stage);
 
