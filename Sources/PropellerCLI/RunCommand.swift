@@ -35,8 +35,8 @@ struct RunCommand: ParsableCommand {
 
     @OptionGroup var images: ImageOptions
 
-    @Option(help: ArgumentHelp("With --image, where the container's writes to its root filesystem go: memory (a private tmpfs, charged to the container's memory and bounded by --memory and --scratch-size, gone with the run) or disk (under --data-dir/runs, removed after the run).", valueName: "memory|disk"))
-    var scratch: String = "memory"
+    @Option(help: ArgumentHelp("With --image, where the container's writes to its root filesystem go: memory (a private tmpfs, charged to the container's memory and bounded by --memory and --scratch-size, gone with the run) or disk (under --data-dir/runs, removed after the run). Default: memory.", valueName: "memory|disk"))
+    var scratch: String?
 
     @Option(name: .customLong("scratch-size"), help: ArgumentHelp("With --scratch memory, the most the container may write to its root filesystem (default: half the RAM, as any tmpfs).", valueName: "size"))
     var scratchSize: String?
@@ -106,8 +106,9 @@ struct RunCommand: ParsableCommand {
             throw ValidationError("invalid --network \"\(network)\": expected none or host")
         }
         if Logger.Level(rawValue: logLevel) == nil { throw ValidationError("invalid --log-level \"\(logLevel)\"") }
-        if scratch != "memory" && scratch != "disk" { throw ValidationError("invalid --scratch \"\(scratch)\": expected memory or disk") }
-        if scratchSize != nil && scratch != "memory" { throw ValidationError("--scratch-size needs --scratch memory") }
+        if let scratch, scratch != "memory" && scratch != "disk" { throw ValidationError("invalid --scratch \"\(scratch)\": expected memory or disk") }
+        if image == nil && (scratch != nil || scratchSize != nil) { throw ValidationError("--scratch and --scratch-size apply to --image runs only") }
+        if scratchSize != nil && scratch == "disk" { throw ValidationError("--scratch-size needs --scratch memory") }
     }
 
     func run() throws {
@@ -254,7 +255,7 @@ struct RunCommand: ParsableCommand {
 
     /// --scratch and --scratch-size as the overlay's upper layer.
     private func scratchLayer() throws -> ContainerSpec.Overlay.Scratch {
-        guard scratch == "memory" else { return .directories }
+        guard scratch ?? "memory" == "memory" else { return .directories }
         guard let scratchSize else { return .memory(sizeBytes: nil) }
         guard let size = try? ByteSize(parsing: scratchSize), size.bytes > 0 else {
             throw PropellerError(.invalidArgument, "invalid --scratch-size \"\(scratchSize)\": expected a size like 64M, 1.5G, 512k or a number of bytes")

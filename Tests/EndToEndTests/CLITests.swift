@@ -67,6 +67,7 @@ struct CLITests {
         (["--seccomp", "/nonexistent.json"], "seccomp profile"),
         (["--ulimit", "bogus=1"], "invalid ulimit"),
         (["--bogus"], "unknown option '--bogus'"),
+        (["--scratch", "disk"], "--scratch and --scratch-size apply to --image runs only"),
     ])
     func badInputIsARuntimeErrorWithAClearMessage(flags: [String], message: String) throws {
         let r = try propeller(["run", "--rootfs", rootfs] + flags + ["true"])
