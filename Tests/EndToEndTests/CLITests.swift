@@ -144,6 +144,9 @@ struct CLITests {
     func theContainerDiesWithAKilledCLI(user: String) throws {
         nonisolated(unsafe) var container: pid_t = 0
         nonisolated(unsafe) var gone = false
+        nonisolated(unsafe) var cgroups: [String] = []
+        // A killed CLI cannot remove the container's (now empty) cgroups: this test does.
+        defer { for dir in cgroups { rmdir(dir) } }
         // The check runs while the CLI's pipes are still open: if the container outlived the
         // CLI it would hold them until its sleep ends.
         _ = try propeller(["run", "--rootfs", rootfs, "--user", user, "probe", "sleep", "20"]) { process in
@@ -156,6 +159,7 @@ struct CLITests {
             }
             guard container > 0 else { return }
             usleep(300_000)  // past its setup, into the command
+            cgroups = taskCgroupDirectories(of: container)
             kill(process.processIdentifier, SIGKILL)
             for _ in 0..<150 {
                 // Gone, or a zombie waiting for init to reap it.
@@ -170,6 +174,19 @@ struct CLITests {
         }
         #expect(container > 0)
         #expect(gone, "the container (pid \(container)) outlived its killed parent")
+    }
+
+    /// The task cgroup directories (`…/propeller/<id>`) of a container's process, in every
+    /// hierarchy it belongs to.
+    func taskCgroupDirectories(of pid: pid_t) -> [String] {
+        let lines = readFile("/proc/\(pid)/cgroup")?.split(separator: "\n") ?? []
+        return lines.flatMap { line -> [String] in
+            let fields = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
+            guard fields.count == 3, fields[2].range(of: #"/propeller/[0-9a-f]{64}$"#, options: .regularExpression) != nil else { return [] }
+            let controller = fields[1].split(separator: ",").first.map { String($0.replacingOccurrences(of: "name=", with: "")) }
+            let roots = controller.map { ["/sys/fs/cgroup/" + $0] } ?? ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+            return roots.map { $0 + fields[2] }.filter { FileManager.default.fileExists(atPath: $0) }
+        }
     }
 
     @Test func terminalSignalsAreForwarded() throws {
