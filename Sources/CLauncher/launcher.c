@@ -468,11 +468,17 @@ int pl_overlay_mount(const char *lower, const char *upper, const char *work, int
 }
 
 /// Makes `upper` and `work` in the directory `dirfd`: the upper layer's root is the container's
-/// "/", so it takes the image root's mode and owner (fchmodat too, as mkdirat applies the umask).
-static int make_scratch_layers(int dirfd, const struct stat *root, char *what, size_t what_size) {
-    mode_t mode = root->st_mode & 07777;
+/// "/", so it takes the mode and owner of `like`, the image's root (fchmodat too, as mkdirat
+/// applies the umask).
+static int make_scratch_layers(int dirfd, const char *like, char *what, size_t what_size) {
+    struct stat root;
+    if (stat(like, &root) < 0) {
+        overlay_failure(-1, "stat lower layer", what, what_size);
+        return -1;
+    }
+    mode_t mode = root.st_mode & 07777;
     if (mkdirat(dirfd, "upper", mode) < 0 || fchmodat(dirfd, "upper", mode, 0) < 0 ||
-        fchownat(dirfd, "upper", root->st_uid, root->st_gid, AT_SYMLINK_NOFOLLOW) < 0) {
+        fchownat(dirfd, "upper", root.st_uid, root.st_gid, AT_SYMLINK_NOFOLLOW) < 0) {
         overlay_failure(-1, "create upper layer", what, what_size);
         return -1;
     }
@@ -485,11 +491,6 @@ static int make_scratch_layers(int dirfd, const struct stat *root, char *what, s
 
 int pl_scratch_mount(unsigned long long size_bytes, const char *like, char *what, size_t what_size) {
     what[0] = '\0';
-    struct stat root;
-    if (stat(like, &root) < 0) {
-        overlay_failure(-1, "stat lower layer", what, what_size);
-        return -1;
-    }
     int fsfd = fsopen("tmpfs", FSOPEN_CLOEXEC);
     if (fsfd < 0) {
         overlay_failure(-1, "fsopen tmpfs", what, what_size);
@@ -513,7 +514,7 @@ int pl_scratch_mount(unsigned long long size_bytes, const char *like, char *what
         return -1;
     }
     close(fsfd);
-    if (make_scratch_layers(mfd, &root, what, what_size) < 0) {
+    if (make_scratch_layers(mfd, like, what, what_size) < 0) {
         int err = errno;
         close(mfd);
         errno = err;
@@ -537,10 +538,7 @@ struct private_scratch {
 static void *private_scratch_main(void *p) {
     struct private_scratch *ps = p;
     ps->fd = -1;
-    struct stat root;
-    if (stat(ps->like, &root) < 0) {
-        overlay_failure(-1, "stat lower layer", ps->what, ps->what_size);
-    } else if (unshare(CLONE_NEWNS | CLONE_FS) < 0) {
+    if (unshare(CLONE_NEWNS | CLONE_FS) < 0) {
         overlay_failure(-1, "unshare mount namespace", ps->what, ps->what_size);
     } else if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
         overlay_failure(-1, "make mounts private", ps->what, ps->what_size);
@@ -553,7 +551,7 @@ static void *private_scratch_main(void *p) {
             overlay_failure(-1, "mount tmpfs", ps->what, ps->what_size);
         } else if ((dirfd = open(ps->mountpoint, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0) {
             overlay_failure(-1, "open tmpfs", ps->what, ps->what_size);
-        } else if (make_scratch_layers(dirfd, &root, ps->what, ps->what_size) == 0) {
+        } else if (make_scratch_layers(dirfd, ps->like, ps->what, ps->what_size) == 0) {
             char upper[4096], work[4096];
             bounded_copy(upper, sizeof upper, bounded_copy(upper, sizeof upper, 0, ps->mountpoint), "/upper");
             bounded_copy(work, sizeof work, bounded_copy(work, sizeof work, 0, ps->mountpoint), "/work");

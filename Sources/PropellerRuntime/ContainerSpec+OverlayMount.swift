@@ -30,7 +30,7 @@ extension ContainerSpec.Overlay {
     /// ``ScratchMethod/privateNamespace``), else on the `upper` and `work` directories (made
     /// when missing). Returns nil when the kernel has no mount API or it is refused (the child
     /// then mounts the overlay itself from ``mountOptions()``, the directories made).
-    func mountDetached(on mountPoint: String, scratchMethods: [ScratchMethod] = ScratchMethod.allCases, logger: Logger) throws -> Detached? {
+    func mountDetached(on mountPoint: String, scratchMethods: [ScratchMethod], logger: Logger) throws -> Detached? {
         if case .memory(let size) = scratch {
             for method in scratchMethods {
                 switch mountOnScratch(sizeBytes: size, method: method, mountPoint: mountPoint) {
@@ -46,7 +46,7 @@ extension ContainerSpec.Overlay {
         let fd = pl_overlay_mount(lower.joined(separator: ":"), upper, work, 1, &what, what.count)
         if fd >= 0 { return Detached(fd: fd, inMemory: false) }
         let err = errno
-        let step = String(decoding: what.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let step = Self.failedStep(what)
         // No mount API in this kernel, or refused by a seccomp filter around this process.
         if err == ENOSYS || (err == EPERM && step.hasPrefix("fsopen")) { return nil }
         throw PropellerError(err == ENOENT ? .notFound : .systemCall,
@@ -60,8 +60,7 @@ extension ContainerSpec.Overlay {
         var what = [CChar](repeating: 0, count: 512)
         func failure() -> Result<Int32, PropellerError> {
             let err = errno
-            let step = String(decoding: what.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-            return .failure(PropellerError(.systemCall, "\(step): \(FileIO.errnoName(err))"))
+            return .failure(PropellerError(.systemCall, "\(Self.failedStep(what)): \(FileIO.errnoName(err))"))
         }
         if method == .privateNamespace {
             let fd = pl_scratch_overlay_private(lower.joined(separator: ":"), sizeBytes ?? 0, lower.first ?? "/", mountPoint, &what, what.count)
@@ -73,6 +72,11 @@ extension ContainerSpec.Overlay {
         let root = "/proc/self/fd/\(scratchFD)"
         let fd = pl_overlay_mount(lower.joined(separator: ":"), root + "/upper", root + "/work", 0, &what, what.count)
         return fd >= 0 ? .success(fd) : failure()
+    }
+
+    /// The failed step (and the kernel's message) the C helpers leave in their `what` buffer.
+    private static func failedStep(_ what: [CChar]) -> String {
+        String(decoding: what.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     /// Makes the upper and work directories when missing.

@@ -74,9 +74,10 @@ public struct ContainerSpec: Sendable {
             /// A private tmpfs of at most `sizeBytes` (nil: half the RAM, the tmpfs default),
             /// attached nowhere and gone with the container's mount namespace, so nothing is
             /// left to remove even after a crash. Its pages are charged to the memory cgroup of
-            /// the writer, the container: its memory limit bounds its writes too. Where the
-            /// kernel cannot (no mount API, or an overlay on a detached mount refused), the run
-            /// falls back to ``directories``; ``RunningContainer/scratchInMemory`` tells which.
+            /// the writer, the container: its memory limit bounds its writes too. A kernel that
+            /// refuses an overlay on a detached mount gets the tmpfs mounted in a private mount
+            /// namespace instead; one without the mount API (or with it refused) falls back to
+            /// ``directories``; ``RunningContainer/scratchInMemory`` tells which.
             case memory(sizeBytes: UInt64?)
         }
 
