@@ -10,6 +10,10 @@
 //   probe sleep SECONDS   sleep
 //   probe cat             copy stdin to stdout, byte for byte
 //   probe bytes           write every byte value 0..255 to stdout, then to stderr
+//   probe escape MARKER   try the ways out of a container (terminal injection, sockets, syscalls,
+//                         device nodes, /proc and /sys writes, chroot breakout); JSON of each
+//                         attempt: "ok" means it got through, else the errno name. MARKER is a
+//                         host path that must stay invisible, even after the chroot breakout.
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
@@ -32,6 +36,8 @@
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/wait.h>
+#include <termios.h>
+#include <linux/perf_event.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -313,6 +319,112 @@ static int bytes(void) {
     return 0;
 }
 
+
+// One attempt per line of the JSON object; `rc` < 0 with errno set means refused.
+static int first_attempt = 1;
+static void attempt(const char *name, long rc) {
+    printf("%s\n\"%s\":\"%s\"", first_attempt ? "" : ",", name, result(rc));
+    first_attempt = 0;
+}
+
+static long write_file(const char *path, const char *text) {
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    long n = write(fd, text, strlen(text));
+    int err = errno;
+    close(fd);
+    errno = err;
+    return n < 0 ? -1 : 0;
+}
+
+static long tiocsti(int fd, unsigned long high) {
+    char c = '#';
+    return syscall(SYS_ioctl, fd, (unsigned long)TIOCSTI | high, &c);
+}
+
+static int escape(const char *marker) {
+    // These attempts succeed as root on a host (mount over /tmp, core_pattern): run them only as
+    // the first process of a PID namespace, i.e. inside a container.
+    if (getpid() != 1) {
+        fprintf(stderr, "probe escape: refusing to run outside a container (not PID 1)\n");
+        return 2;
+    }
+    printf("{");
+    // Terminal injection: on the inherited descriptors and on /dev/tty.
+    for (int fd = 0; fd < 3; fd++) {
+        char name[32];
+        snprintf(name, sizeof name, "tiocsti_fd%d", fd);
+        attempt(name, tiocsti(fd, 0));
+        snprintf(name, sizeof name, "tiocsti_fd%d_high_bits", fd);
+        attempt(name, tiocsti(fd, 1UL << 32));
+    }
+    int tty = open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC);
+    attempt("open_dev_tty", tty);
+    if (tty >= 0) { attempt("tiocsti_dev_tty", tiocsti(tty, 0)); close(tty); }
+    attempt("getsid_is_own", getsid(0) == getpid() ? 0 : (errno = EPERM, -1));
+    // Sockets.
+    long fd;
+    attempt("socket_vsock", fd = syscall(SYS_socket, 40, SOCK_STREAM, 0)); if (fd >= 0) close((int)fd);
+    attempt("socket_vsock_high_bits", fd = syscall(SYS_socket, 40UL | (1UL << 32), SOCK_STREAM, 0)); if (fd >= 0) close((int)fd);
+    attempt("socket_packet", fd = socket(AF_PACKET, SOCK_RAW, 0)); if (fd >= 0) close((int)fd);
+    attempt("socket_raw", fd = socket(AF_INET, SOCK_RAW, 1)); if (fd >= 0) close((int)fd);
+    // Kernel interfaces a container has no business with.
+    attempt("mount", mount("none", "/tmp", "tmpfs", 0, NULL));
+    attempt("unshare_user", unshare(CLONE_NEWUSER));
+    attempt("unshare_mount", unshare(CLONE_NEWNS));
+    int nsfd = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
+    attempt("setns", setns(nsfd, 0));
+    if (nsfd >= 0) close(nsfd);
+    attempt("keyctl", syscall(SYS_keyctl, 1 /* KEYCTL_JOIN_SESSION_KEYRING */, 0));
+    attempt("bpf", syscall(SYS_bpf, 0, NULL, 0));
+    struct perf_event_attr pe;
+    memset(&pe, 0, sizeof pe);
+    pe.type = PERF_TYPE_SOFTWARE;
+    pe.size = sizeof pe;
+    pe.config = PERF_COUNT_SW_CPU_CLOCK;
+    attempt("perf_event_open", fd = syscall(SYS_perf_event_open, &pe, 0, -1, -1, 0)); if (fd >= 0) close((int)fd);
+    attempt("userfaultfd", fd = syscall(SYS_userfaultfd, 0)); if (fd >= 0) close((int)fd);
+    char ring[120];
+    memset(ring, 0, sizeof ring);
+    attempt("io_uring_setup", fd = syscall(SYS_io_uring_setup, 4, ring)); if (fd >= 0) close((int)fd);
+    attempt("open_by_handle_at", syscall(SYS_open_by_handle_at, AT_FDCWD, ring, O_RDONLY));
+    pid_t child = fork();
+    if (child == 0) { pause(); _exit(0); }
+    attempt("ptrace_attach", child > 0 ? ptrace(PTRACE_ATTACH, child, 0, 0) : -1);
+    if (child > 0) { kill(child, SIGKILL); waitpid(child, NULL, 0); }
+    attempt("clone_newuser", fd = syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, NULL, NULL, NULL, 0));
+    if (fd == 0) _exit(0);
+    if (fd > 0) waitpid((pid_t)fd, NULL, 0);
+    attempt("kexec_load", syscall(SYS_kexec_load, 0, 0, NULL, 0));
+    attempt("init_module", syscall(SYS_init_module, NULL, 0, ""));
+    // Devices, /proc and /sys.
+    unlink("/tmp/escape-disk");
+    attempt("mknod_block", mknod("/tmp/escape-disk", S_IFBLK | 0600, makedev(8, 0)));
+    attempt("open_block", fd = open("/tmp/escape-disk", O_RDONLY | O_CLOEXEC)); if (fd >= 0) close((int)fd);
+    unlink("/tmp/escape-disk");
+    attempt("read_proc_kcore", read_bytes("/proc/kcore") > 0 ? 0 : (errno = errno ? errno : EACCES, -1));
+    attempt("write_sysrq_trigger", write_file("/proc/sysrq-trigger", "h"));
+    attempt("write_proc_sys", write_file("/proc/sys/kernel/core_pattern", "|/tmp/x"));
+    attempt("write_sys", write_file("/sys/kernel/uevent_helper", "/tmp/x"));
+    attempt("write_cgroup_procs", write_file("/sys/fs/cgroup/cgroup.procs", "1"));
+    attempt("mount_cgroup", mount("cgroup", "/tmp", "cgroup2", 0, NULL));
+    // Descriptors above 2 would be the runtime's.
+    int inherited = 0;
+    for (int i = 3; i < 1024; i++) if (fcntl(i, F_GETFD) >= 0) inherited++;
+    attempt("inherited_descriptors", inherited ? 0 : (errno = EBADF, -1));
+    // The host marker must not be visible, before or after a classic chroot breakout.
+    attempt("host_marker_visible", access(marker, F_OK));
+    mkdir("/tmp/escape-jail", 0700);
+    long rc = chroot("/tmp/escape-jail");
+    if (rc == 0) {
+        for (int i = 0; i < 64; i++) if (chdir("..") < 0) break;
+        rc = chroot(".");
+    }
+    attempt("chroot_breakout_reaches_host", rc == 0 ? access(marker, F_OK) : -1);
+    printf("\n}\n");
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) return report();
     const char *cmd = argv[1];
@@ -325,6 +437,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "sleep")) return sleep((unsigned)atoi(arg)) ? 1 : 0;
     if (!strcmp(cmd, "cat")) return cat();
     if (!strcmp(cmd, "bytes")) return bytes();
+    if (!strcmp(cmd, "escape")) return escape(argc > 2 ? argv[2] : "/nonexistent-marker");
     fprintf(stderr, "probe: unknown command %s\n", cmd);
     return 2;
 }

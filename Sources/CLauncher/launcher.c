@@ -285,6 +285,11 @@ static int child_main(void *arg) {
     if ((s->flags & PL_KILL_WITH_PARENT) && prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
         fail(s, PL_STAGE_PARENT_DEATH, "PR_SET_PDEATHSIG");
     umask(0);
+    // A session of its own, without a controlling terminal: in the caller's session the
+    // container could type into the caller's shell with TIOCSTI on an inherited terminal, or
+    // through /dev/tty (runc and crun do the same). Inside, /dev/tty then opens with ENXIO, and
+    // TIOCSTI on an inherited terminal descriptor needs CAP_SYS_ADMIN, which tasks lack.
+    if (setsid() < 0) fail(s, PL_STAGE_SESSION, "setsid");
 
     if (s->netns_fd >= 0 && setns(s->netns_fd, CLONE_NEWNET) < 0) fail(s, PL_STAGE_LOOPBACK, "join prepared network namespace");
 
@@ -617,6 +622,7 @@ const char *pl_stage_name(int stage) {
     case PL_STAGE_SECCOMP: return "load seccomp filter";
     case PL_STAGE_EXEC: return "exec";
     case PL_STAGE_PARENT_DEATH: return "set parent-death signal";
+    case PL_STAGE_SESSION: return "start a new session";
     default: return "unknown stage";
     }
 }

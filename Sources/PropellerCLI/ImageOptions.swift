@@ -25,6 +25,9 @@ struct ImageOptions: ParsableArguments {
     @Option(name: .customLong("registry-password-file"), help: ArgumentHelp("Read the registry password from this file (no flag takes the password itself: process arguments are visible to every user).", valueName: "file"))
     var registryPasswordFile: String?
 
+    @Option(name: .customLong("registry"), help: ArgumentHelp("The registry the explicit credentials (--registry-username, PROXY_REGISTRY_TOKEN) are for; no other registry is sent them (env PROXY_REGISTRY_URL; `propeller run` and `image pull` default to the image's own registry).", valueName: "host[:port]"))
+    var registry: String?
+
     @Option(help: ArgumentHelp("missing: pull only images not stored yet (default); always: resolve the tag at the registry every time; never: use only stored images.", valueName: "missing|always|never"))
     var pull: PullPolicy = .missing
 
@@ -69,7 +72,7 @@ struct ImageOptions: ParsableArguments {
             case (.missing, let image?), (.never, let image?):
                 return image
             default:
-                image = try store.pullAndUnpack(ref, client: try registryClient())
+                image = try store.pullAndUnpack(ref, client: try registryClient(for: ref))
             }
         }
         try store.tag(image, as: name)
@@ -77,7 +80,14 @@ struct ImageOptions: ParsableArguments {
     }
 
     /// Credentials from flags, then upstream's environment names, then ~/.docker/config.json.
-    func registryClient() throws -> RegistryClient {
+    ///
+    /// Explicit credentials (flags, PROXY_REGISTRY_USERNAME/PASSWORD, PROXY_REGISTRY_TOKEN) are
+    /// bound to one registry, as config.json's are per host: `--registry`/PROXY_REGISTRY_URL,
+    /// else `reference`'s registry when the caller named the image itself (`run`, `image pull`).
+    /// A daemon that pulls what API clients name (proxy, proplet) passes no reference, and must
+    /// be told the registry: otherwise any client could send its credentials to a host of its
+    /// choosing.
+    func registryClient(for reference: ImageReference? = nil) throws -> RegistryClient {
         let env = Environment.current
         var password = env["PROXY_REGISTRY_PASSWORD"]
         if registryPasswordStdin {
@@ -100,8 +110,26 @@ struct ImageOptions: ParsableArguments {
         if username != nil && explicit == nil {
             throw PropellerError(.invalidArgument, "a registry user name needs a password (--registry-password-stdin or PROXY_REGISTRY_PASSWORD)")
         }
-        return RegistryClient(credentials: { host in explicit ?? RegistryCredentials.fromDockerConfig(registry: host, environment: env) },
-                              token: env["PROXY_REGISTRY_TOKEN"], insecureRegistries: Set(insecureRegistry))
+        let token = env["PROXY_REGISTRY_TOKEN"]
+        let named = try Self.registryHost(registry ?? env["PROXY_REGISTRY_URL"]) ?? reference?.registry
+        if (explicit != nil || token != nil) && named == nil {
+            throw PropellerError(.invalidArgument, "registry credentials need the registry they are for: --registry HOST[:PORT] (or PROXY_REGISTRY_URL); no other registry is sent them")
+        }
+        let bound = explicit != nil || token != nil ? named : nil
+        return RegistryClient(credentials: { host in host == bound ? explicit ?? RegistryCredentials.fromDockerConfig(registry: host, environment: env)
+                                                                   : RegistryCredentials.fromDockerConfig(registry: host, environment: env) },
+                              token: token, tokenRegistry: bound, insecureRegistries: Set(insecureRegistry))
+    }
+
+    /// `host[:port]` from `https://host:port/path`, `host:port` or nil.
+    static func registryHost(_ value: String?) throws -> String? {
+        guard var text = value?.trimmingWhitespace(), !text.isEmpty else { return nil }
+        for scheme in ["https://", "http://"] where text.hasPrefix(scheme) { text.removeFirst(scheme.count) }
+        if let slash = text.firstIndex(of: "/") { text = String(text[..<slash]) }
+        guard !text.isEmpty, (try? ImageReference(parsing: text + "/probe")).map({ $0.registry == text }) == true else {
+            throw PropellerError(.invalidArgument, "invalid registry \"\(value ?? "")\": expected host[:port]")
+        }
+        return text
     }
 }
 

@@ -53,6 +53,9 @@ struct ManagerCommand: AsyncParsableCommand {
     @Option(name: .customLong("default-memory"), help: ArgumentHelp("Memory reserved and enforced for a task that does not ask (default 256M).", valueName: "size"))
     var defaultMemory: String = "256M"
 
+    @Option(name: .customLong("default-pids"), help: ArgumentHelp("Processes reserved and enforced (pids.max) for a task that does not ask (default 1024).", valueName: "n"))
+    var defaultPids: UInt64 = 1024
+
     @Option(name: .customLong("actor-message-limit"), help: ArgumentHelp("Largest actor message body accepted (default 1M).", valueName: "size"))
     var actorMessageLimit: String = "1M"
 
@@ -111,6 +114,10 @@ struct ManagerCommand: AsyncParsableCommand {
             throw ValidationError("invalid --default-memory \"\(defaultMemory)\": expected a size of at least 6M")
         }
         configuration.defaultMemoryBytes = memory.bytes
+        guard defaultPids > 0, InputLimits.pids.contains(defaultPids) else {
+            throw ValidationError("invalid --default-pids \(defaultPids): expected 1 to \(InputLimits.pids.upperBound)")
+        }
+        configuration.defaultPids = defaultPids
         let dir = absolutePath(dataDir)
         try makeDirectory(dir)
         var options = ManagerServer.Options(databasePath: dir + "/manager.db",

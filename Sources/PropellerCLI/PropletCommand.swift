@@ -83,7 +83,12 @@ struct PropletAgentCommand: AsyncParsableCommand {
             throw ValidationError("--id \(propletID) differs from --mqtt-username \(user): a provisioned proplet's id is its broker user name")
         }
         var capacity = PropletOptions.detectedCapacity()
-        if let cpus { capacity.cpuMillis = UInt64((cpus * 1000).rounded()) }
+        if let cpus {
+            guard cpus.isFinite, cpus > 0, cpus * 1000 <= Double(InputLimits.cpuMillis.upperBound) else {
+                throw ValidationError("invalid --cpus \(cpus): expected a positive number of CPUs up to \(InputLimits.cpuMillis.upperBound / 1000)")
+            }
+            capacity.cpuMillis = UInt64((cpus * 1000).rounded())
+        }
         if let memory {
             guard let size = try? ByteSize(parsing: memory) else { throw ValidationError("invalid --memory \"\(memory)\"") }
             capacity.memoryBytes = size.bytes

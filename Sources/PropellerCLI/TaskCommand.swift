@@ -85,7 +85,9 @@ struct TaskCreateCommand: ParsableCommand {
         var object: [String: Any] = ["name": name, "image": image, "start": start || wait]
         var resources: [String: Any] = [:]
         if let cpus {
-            guard cpus > 0, cpus.isFinite else { throw ValidationError("invalid --cpus: expected a positive number") }
+            guard cpus > 0, cpus.isFinite, cpus * 1000 <= Double(InputLimits.cpuMillis.upperBound) else {
+                throw ValidationError("invalid --cpus: expected a positive number up to \(InputLimits.cpuMillis.upperBound / 1000)")
+            }
             resources["cpu_millis"] = Int((cpus * 1000).rounded())
         }
         if let memory {

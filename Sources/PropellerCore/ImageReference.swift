@@ -52,9 +52,20 @@ public struct ImageReference: Hashable, Sendable, CustomStringConvertible {
     public var manifestReference: String { digest?.description ?? tag ?? "latest" }
 
     /// Loopback registries are spoken to over plain HTTP, as Docker does.
-    public var isLoopback: Bool {
-        let host = registry.hasPrefix("[") ? String(registry.prefix { $0 != "]" }.dropFirst()) : String(registry.prefix { $0 != ":" })
-        return host == "localhost" || host.hasPrefix("127.") || host == "::1"
+    public var isLoopback: Bool { Self.isLoopbackHost(registry) }
+
+    /// Whether `hostAndPort` (`127.0.0.1:5000`, `[::1]:5000`, `localhost`) names this machine:
+    /// `localhost`, `::1` or an IPv4 literal in 127.0.0.0/8 written as four decimal numbers. A
+    /// name that merely starts with "127." (`127.evil.example`) is a DNS name like any other.
+    public static func isLoopbackHost(_ hostAndPort: String) -> Bool {
+        let host = hostAndPort.hasPrefix("[") ? String(hostAndPort.prefix { $0 != "]" }.dropFirst()) : String(hostAndPort.prefix { $0 != ":" })
+        if host == "localhost" || host == "::1" { return true }
+        let octets = host.split(separator: ".", omittingEmptySubsequences: false)
+        guard octets.count == 4 else { return false }
+        for octet in octets {
+            guard !octet.isEmpty, octet.utf8.count <= 3, octet.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }), let v = Int(octet), v <= 255 else { return false }
+        }
+        return octets[0] == "127"
     }
 
     public var description: String {

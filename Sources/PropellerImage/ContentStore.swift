@@ -131,11 +131,18 @@ public final class BlobWriter {
         }
     }
 
+    /// The most bytes a blob of unknown size may have (an endless blob from a hostile registry
+    /// must not fill the disk).
+    public static let unsizedLimit: UInt64 = 16 << 30
+
     public func write(_ bytes: UnsafeRawBufferPointer) throws {
         guard fd >= 0 else { throw PropellerError(.internalError, "blob \(expected): write after commit") }
         written += UInt64(bytes.count)
         if let expectedSize, written > expectedSize {
             throw PropellerError(.invalidArgument, "blob \(expected): more than the expected \(expectedSize) bytes")
+        }
+        if expectedSize == nil, written > Self.unsizedLimit {
+            throw PropellerError(.invalidArgument, "blob \(expected): more than \(Self.unsizedLimit >> 30) GiB without a size given")
         }
         hasher.update(bytes)
         var done = 0

@@ -148,6 +148,7 @@ public struct ImageStore: Sendable {
             try store(fetched.data, as: fetched.digest)
         }
         let manifest = try JSONDecoder.decode(ImageManifest.self, from: fetched.data, what: "manifest of \(reference)")
+        try ImageLimits.check(manifest, reference: "\(reference)", storeDirectory: content.root)
         try client.fetchBlob(reference, manifest.config.digest, size: manifest.config.size, into: content)
         for layer in manifest.layers where !MediaType.layers.contains(layer.mediaType) {
             throw PropellerError(.unsupported, "\(reference): layer \(layer.digest) has unsupported media type \(layer.mediaType)")

@@ -55,8 +55,9 @@ public struct RegistryCredentials: Sendable, Hashable {
 public final class RegistryClient: Sendable {
     /// Credentials per registry host (as written in references).
     let credentials: @Sendable (String) -> RegistryCredentials?
-    /// A bearer token given directly (PROXY_REGISTRY_TOKEN), used for every registry.
+    /// A bearer token given directly (PROXY_REGISTRY_TOKEN), sent to `tokenRegistry` only.
     let staticToken: String?
+    let tokenRegistry: String?
     /// Hosts spoken to over plain HTTP besides loopback ones.
     let insecureRegistries: Set<String>
     let transport = HTTPTransport()
@@ -64,10 +65,15 @@ public final class RegistryClient: Sendable {
     /// Registries that answered with a Basic challenge: send Basic up front next time.
     private let basicHosts = Mutex<Set<String>>([])
 
+    /// - Parameters:
+    ///   - credentials: the credentials for a registry host, or nil; asked with the host as a
+    ///     reference names it, so binding them to hosts is the caller's (see `ImageOptions`).
+    ///   - token: a bearer token for `tokenRegistry` only (no other registry is sent it).
     public init(credentials: @escaping @Sendable (String) -> RegistryCredentials? = { _ in nil }, token: String? = nil,
-                insecureRegistries: Set<String> = []) {
+                tokenRegistry: String? = nil, insecureRegistries: Set<String> = []) {
         self.credentials = credentials
-        self.staticToken = token
+        self.staticToken = tokenRegistry == nil ? nil : token
+        self.tokenRegistry = tokenRegistry
         self.insecureRegistries = insecureRegistries
     }
 
@@ -174,7 +180,7 @@ public final class RegistryClient: Sendable {
     private func staticCredentials(_ ref: ImageReference) -> RegistryCredentials? { credentials(ref.registry) }
 
     private func authorization(_ ref: ImageReference, scope: String) -> String? {
-        if let staticToken { return "Authorization: Bearer " + staticToken }
+        if let staticToken, ref.registry == tokenRegistry { return "Authorization: Bearer " + staticToken }
         if basicHosts.withLock({ $0.contains(ref.registry) }), let creds = staticCredentials(ref) { return creds.basicHeader }
         let key = ref.registry + " " + scope
         if let cached = tokens.withLock({ $0[key] }), cached.expires > ContinuousClock.now { return "Authorization: Bearer " + cached.token }
@@ -193,7 +199,10 @@ public final class RegistryClient: Sendable {
         query.append("scope=" + Self.percentEncode(scope))
         let url = realm + (realm.contains("?") ? "&" : "?") + query.joined(separator: "&")
         var body = Data()
-        let headers = staticCredentials(ref).map { [$0.basicHeader] } ?? []
+        // Basic credentials go to the realm only when it is the registry's own host, over HTTPS
+        // (or plain HTTP on loopback, as the registry itself): a registry must not be able to
+        // name a realm elsewhere and collect them.
+        let headers = Self.mayReceiveCredentials(realm: realm, registry: ref) ? (staticCredentials(ref).map { [$0.basicHeader] } ?? []) : []
         let response = try transport.send("GET", url, headers: headers) { status, bytes in
             body.append(contentsOf: bytes)
             if body.count > 1 << 20 { throw PropellerError(.invalidArgument, "token response too large") }
@@ -208,6 +217,24 @@ public final class RegistryClient: Sendable {
         let lifetime = max(30, parsed.expires_in ?? 60) - 10
         tokens.withLock { $0[ref.registry + " " + defaultScope] = (token, ContinuousClock.now + .seconds(lifetime)) }
         return token
+    }
+
+    /// Whether the token realm `realm` may be sent `registry`'s Basic credentials: the same host
+    /// (any port), over HTTPS, or over HTTP when the registry is itself on loopback; Docker Hub's
+    /// own auth server for docker.io.
+    static func mayReceiveCredentials(realm: String, registry ref: ImageReference) -> Bool {
+        let https = realm.hasPrefix("https://")
+        guard https || realm.hasPrefix("http://") else { return false }
+        let rest = realm.dropFirst(https ? 8 : 7)
+        let authority = String(rest.prefix { $0 != "/" && $0 != "?" && $0 != "#" })
+        guard !authority.contains("@") else { return false }
+        func hostOnly(_ hostAndPort: String) -> String {
+            hostAndPort.hasPrefix("[") ? String(hostAndPort.prefix { $0 != "]" }) + "]" : String(hostAndPort.prefix { $0 != ":" })
+        }
+        let realmHost = hostOnly(authority).lowercased()
+        if ref.registry == "docker.io" { return https && realmHost == "auth.docker.io" }
+        guard realmHost == hostOnly(ref.apiHost).lowercased() else { return false }
+        return https || ref.isLoopback
     }
 
     /// `Bearer realm="https://auth",service="reg",scope="repository:a:pull"` → dictionary.

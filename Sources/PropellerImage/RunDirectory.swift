@@ -70,8 +70,43 @@ public struct RunDirectory: Sendable {
         }
     }
 
-    /// Whether this kernel offers overlayfs (else a run copies the image's rootfs).
+    /// Whether this kernel offers overlayfs (else a run copies the image's rootfs). On a fresh
+    /// host the module may simply not be loaded yet: the first time it is missing, `modprobe
+    /// overlay` is tried (once per process) before a run settles for a copy.
     public static var overlayAvailable: Bool {
+        if overlayListed() { return true }
+        _ = overlayModuleLoad
+        return overlayListed()
+    }
+
+    /// The exit status of one `modprobe -q overlay` (run at most once per process).
+    private static let overlayModuleLoad: Int32 = spawnAndWait(["modprobe", "-q", "overlay"])
+
+    /// Copies the image's rootfs `lower` into this run's directory (the fallback without
+    /// overlayfs): `cp -a` without a shell, so no path is ever parsed as a command.
+    public func copyRootfs(from lower: String) throws {
+        let status = Self.spawnAndWait(["cp", "-a", "--", lower + "/.", merged + "/"])
+        guard status == 0 else { throw PropellerError(.systemCall, "copy \(lower) into the run directory \(merged): cp exited with \(status)") }
+    }
+
+    /// Runs `argv` (looked up in PATH, then /usr/sbin and /sbin) and returns its exit status, or
+    /// -1 when it could not start.
+    static func spawnAndWait(_ argv: [String]) -> Int32 {
+        var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+        defer { for p in cArgs { free(p) } }
+        var pid: pid_t = 0
+        var rc: Int32 = ENOENT
+        for dir in ["", "/usr/sbin/", "/sbin/", "/usr/bin/", "/bin/"] where rc != 0 {
+            let path = dir + argv[0]
+            rc = dir.isEmpty ? posix_spawnp(&pid, path, nil, nil, &cArgs, environ) : posix_spawn(&pid, path, nil, nil, &cArgs, environ)
+        }
+        guard rc == 0 else { return -1 }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+    }
+
+    private static func overlayListed() -> Bool {
         guard let f = fopen("/proc/filesystems", "r") else { return false }
         defer { fclose(f) }
         var line = [CChar](repeating: 0, count: 256)

@@ -34,6 +34,13 @@ public struct MQTTConfiguration: Sendable {
     /// system's CA bundle), and an optional client certificate and key. The broker's
     /// certificate and host name are always verified.
     public var tls: TLS?
+    /// Topics whose messages go to ``MQTTClient/bulkMessages`` instead of
+    /// ``MQTTClient/messages`` (the manager's task logs), or nil for none.
+    public var isBulkTopic: (@Sendable (String) -> Bool)?
+    /// The most bytes of received messages waiting to be read in `messages`, and in
+    /// `bulkMessages`; beyond them, new messages are dropped (see ``MQTTInbox``).
+    public var inboxLimitBytes = 256 << 20
+    public var bulkInboxLimitBytes = 32 << 20
 
     public struct TLS: Sendable {
         public var caFile: String?
@@ -92,8 +99,10 @@ public final class MQTTClient: @unchecked Sendable {
     private let handle: OpaquePointer
     private let context: Context
     public let configuration: MQTTConfiguration
-    /// Every message on the client's subscriptions, in arrival order.
-    public let messages: AsyncStream<MQTTMessage>
+    /// Every message on the client's subscriptions but the bulk ones, in arrival order.
+    public var messages: MQTTInbox { context.inbox }
+    /// Messages on the configuration's bulk topics, in arrival order.
+    public var bulkMessages: MQTTInbox { context.bulkInbox }
 
     final class Context: Sendable {
         struct State {
@@ -114,13 +123,23 @@ public final class MQTTClient: @unchecked Sendable {
             var acknowledgementWaiters: [Int: CheckedContinuation<Void, Never>] = [:]
         }
         let state = Locked(State())
-        let continuation: AsyncStream<MQTTMessage>.Continuation
+        let inbox: MQTTInbox
+        let bulkInbox: MQTTInbox
+        let isBulkTopic: (@Sendable (String) -> Bool)?
         /// Set before a deliberate disconnect: the network thread ends instead of reconnecting.
         let stopping = Locked(false)
         /// Signalled when the network thread has ended.
         let loopEnded = DispatchSemaphore(value: 0)
         let loopStarted = Locked(false)
-        init(continuation: AsyncStream<MQTTMessage>.Continuation) { self.continuation = continuation }
+        init(_ configuration: MQTTConfiguration) {
+            inbox = MQTTInbox(limitBytes: configuration.inboxLimitBytes)
+            bulkInbox = MQTTInbox(limitBytes: configuration.bulkInboxLimitBytes)
+            isBulkTopic = configuration.isBulkTopic
+        }
+
+        func deliver(_ message: MQTTMessage) {
+            if let isBulkTopic, isBulkTopic(message.topic) { bulkInbox.deliver(message) } else { inbox.deliver(message) }
+        }
     }
 
     private static let libraryInitialized: Bool = {
@@ -131,10 +150,7 @@ public final class MQTTClient: @unchecked Sendable {
     public init(_ configuration: MQTTConfiguration) throws {
         _ = Self.libraryInitialized
         self.configuration = configuration
-        var continuation: AsyncStream<MQTTMessage>.Continuation?
-        messages = AsyncStream(bufferingPolicy: .unbounded) { continuation = $0 }
-        guard let continuation else { throw PropellerError(.internalError, "mqtt: no stream continuation") }
-        context = Context(continuation: continuation)
+        context = Context(configuration)
         guard let handle = mosquitto_new(configuration.clientID, !configuration.persistentSession, Unmanaged.passUnretained(context).toOpaque()) else {
             throw PropellerError(.systemCall, "mqtt: mosquitto_new failed for client \(configuration.clientID)")
         }
@@ -185,15 +201,15 @@ public final class MQTTClient: @unchecked Sendable {
             let m = message.pointee
             let topic = m.topic.map { String(cString: $0) } ?? ""
             let payload = m.payload.map { Array(UnsafeRawBufferPointer(start: $0, count: Int(m.payloadlen))) } ?? []
-            Unmanaged<Context>.fromOpaque(obj).takeUnretainedValue().continuation
-                .yield(MQTTMessage(topic: topic, payload: payload, qos: m.qos, retain: m.retain))
+            Unmanaged<Context>.fromOpaque(obj).takeUnretainedValue().deliver(MQTTMessage(topic: topic, payload: payload, qos: m.qos, retain: m.retain))
         }
     }
 
     deinit {
         stopLoop()
         mosquitto_destroy(handle)
-        context.continuation.finish()
+        context.inbox.finish()
+        context.bulkInbox.finish()
     }
 
     /// Connects (or fails within `timeout`); afterwards the client reconnects by itself.

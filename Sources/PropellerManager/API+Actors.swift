@@ -159,7 +159,7 @@ struct MessageQuery {
                 guard let t = Double(String(value)), t.isFinite, t > 0, t <= Double(maxTimeout.components.seconds) else {
                     throw APIError.badRequest("timeout: expected seconds, more than 0 and at most \(maxTimeout.components.seconds)")
                 }
-                timeout = .milliseconds(Int64(t * 1000))
+                timeout = .saturating(seconds: t)
             default:
                 guard Self.isVariableName(name) else { throw APIError.badRequest("query parameter \"\(name)\": not a valid environment variable name") }
                 guard name != "MSG" && !name.hasPrefix("PROPELLER_") else {
@@ -252,9 +252,6 @@ enum ActorRequest {
         }
         if let labels = body.labels { spec.labels = labels }
         if let constraints = body.constraints { spec.constraints = constraints }
-        if let t = body.timeoutSeconds {
-            guard t.isFinite, t > 0 else { throw APIError.unprocessable("timeout_seconds: must be a positive number") }
-            spec.timeoutSeconds = t
-        }
+        if let t = body.timeoutSeconds { spec.timeoutSeconds = try TaskRequest.checkedTimeout(t) }
     }
 }

@@ -17,8 +17,15 @@ struct ErrorAndMetricsMiddleware<Context: RequestContext>: RouterMiddleware {
             response = jsonError(status: error.status, message)
         } catch {
             let e = APIError.from(error)
-            response = jsonError(status: HTTPResponse.Status(code: e.status), e.message)
-            if e.status >= 500 { context.logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(e.message)"]) }
+            if e.status >= 500 {
+                // The detail (a database path, GRDB's SQL, an errno) stays in the log; the caller
+                // gets an id to quote to the operator.
+                let id = String(UInt32.random(in: .min ... .max), radix: 16)
+                context.logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(e.message)", "error_id": "\(id)"])
+                response = jsonError(status: HTTPResponse.Status(code: e.status), "internal error \(id): the manager's log has the details")
+            } else {
+                response = jsonError(status: HTTPResponse.Status(code: e.status), e.message)
+            }
         }
         let elapsed = ContinuousClock.now - start
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18

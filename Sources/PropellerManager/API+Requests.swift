@@ -108,10 +108,7 @@ enum TaskRequest {
         }
         if let user = body.user { spec.user = user.isEmpty ? nil : user }
         if let r = body.resources { try apply(r, to: &spec.resources) }
-        if let t = body.timeoutSeconds {
-            guard t.isFinite, t > 0 else { throw APIError.unprocessable("timeout_seconds: must be a positive number") }
-            spec.timeoutSeconds = t
-        }
+        if let t = body.timeoutSeconds { spec.timeoutSeconds = try checkedTimeout(t) }
         if let labels = body.labels { spec.labels = labels }
         if let constraints = body.constraints { spec.constraints = constraints }
         if let pin = body.propletId {
@@ -139,19 +136,27 @@ enum TaskRequest {
         }
     }
 
-    /// Applies the sizes present in `r`, refusing negative ones and memory below 6 MiB.
+    /// A timeout within ``InputLimits/timeoutSeconds`` (422 naming the range otherwise).
+    static func checkedTimeout(_ t: Double) throws -> Double {
+        do { return try InputLimits.check(t, in: InputLimits.timeoutSeconds, field: "timeout_seconds") } catch let e as PropellerError { throw APIError.unprocessable(e.message) }
+    }
+
+    /// Applies the sizes present in `r`, refusing negative ones, ones above ``InputLimits`` and
+    /// memory below 6 MiB.
     static func apply(_ r: ResourcesBody, to resources: inout Resources) throws {
-        func check(_ value: Int64?, _ field: String) throws -> UInt64? {
+        func check(_ value: Int64?, _ field: String, _ range: ClosedRange<UInt64>) throws -> UInt64? {
             guard let value else { return nil }
-            guard value >= 0 else { throw APIError.unprocessable("resources.\(field): must not be negative (got \(value))") }
+            guard value >= 0, range.contains(UInt64(value)) else {
+                throw APIError.unprocessable("resources.\(field): must be \(range.lowerBound) to \(range.upperBound) (got \(value))")
+            }
             return UInt64(value)
         }
-        if let cpu = try check(r.cpuMillis, "cpu_millis") { resources.cpuMillis = cpu }
-        if let mem = try check(r.memoryBytes, "memory_bytes") {
+        if let cpu = try check(r.cpuMillis, "cpu_millis", InputLimits.cpuMillis) { resources.cpuMillis = cpu }
+        if let mem = try check(r.memoryBytes, "memory_bytes", InputLimits.memoryBytes) {
             guard mem == 0 || mem >= 6 << 20 else { throw APIError.unprocessable("resources.memory_bytes: the minimum is 6 MiB (6291456)") }
             resources.memoryBytes = mem
         }
-        if let pids = try check(r.pids, "pids") { resources.pids = pids }
+        if let pids = try check(r.pids, "pids", InputLimits.pids) { resources.pids = pids }
     }
 
     /// The name and image a create request must have.

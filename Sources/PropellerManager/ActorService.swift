@@ -20,6 +20,8 @@ public struct ActorConfiguration: Sendable {
     public var livenessInterval: Duration = .seconds(5)
     /// Memory reserved per worker when the actor does not say.
     public var defaultMemoryBytes: UInt64 = 256 << 20
+    /// Processes reserved and enforced per worker when the actor does not say.
+    public var defaultPids: UInt64 = 1024
     /// Longest wait of a synchronous message.
     public var maxSyncTimeout: Duration = .seconds(300)
 
@@ -114,6 +116,7 @@ public actor ActorService {
         let now = WallClock.now()
         var spec = spec
         if spec.resources.memoryBytes == 0 { spec.resources.memoryBytes = configuration.defaultMemoryBytes }
+        if spec.resources.pids == 0 { spec.resources.pids = configuration.defaultPids }
         let actor = ActorRecord(id: Self.newID(), spec: spec, createdAt: now, updatedAt: now)
         try store.saveActor(actor)
         actors[actor.id] = actor
@@ -141,6 +144,7 @@ public actor ActorService {
         var spec = a.spec
         try change(&spec)
         if spec.resources.memoryBytes == 0 { spec.resources.memoryBytes = configuration.defaultMemoryBytes }
+        if spec.resources.pids == 0 { spec.resources.pids = configuration.defaultPids }
         if spec.stateless != a.spec.stateless {
             throw APIError.conflict("stateless: cannot change on a registered actor; register a new one")
         }

@@ -15,6 +15,10 @@ public struct ManagerConfiguration: Sendable {
     public var missedHeartbeats = 3
     /// Memory reserved (and enforced) for a task that does not say.
     public var defaultMemoryBytes: UInt64 = 256 << 20
+    /// Processes reserved (and enforced as `pids.max`) for a task that does not say: without a
+    /// limit, one fork bomb took the proplet's whole pid space. 32 tasks of 1024 fit the 32768
+    /// pids a proplet offers by default.
+    public var defaultPids: UInt64 = 1024
     /// Output kept per task and stream.
     public var logKeepBytes = 64 << 10
     public var policy: SchedulingPolicy = .binpack

@@ -32,31 +32,46 @@ public struct MQTTControlBus: ControlBus, ActorBus {
     /// Subscribes to what proplets send and feeds it to `service` until the stream ends. A message
     /// must name the proplet whose topic it came on (the broker's ACL lets each proplet identity
     /// write only its own topics), so one proplet cannot speak for another.
+    ///
+    /// Log blocks, when the client sorts them into its bulk inbox (``isBulk(_:topics:)``), are
+    /// read by a loop of their own: a task printing without pause must not delay heartbeats and
+    /// results until proplets are declared dead.
     public func run(service: TaskService, actors: ActorService? = nil) async throws {
         for kind in Topics.Report.allCases { try client.subscribe(topics.allReports(kind)) }
-        for await message in client.messages {
-            do {
-                guard let (sender, kind, taskID) = topics.parseReport(message.topic) else { continue }
-                switch kind {
-                case .create: await service.handleAnnouncement(try Self.decode(PropletAnnouncement.self, message.payload, sentBy: sender))
-                case .alive:
-                    let heartbeat = try Self.decode(PropletHeartbeat.self, message.payload, sentBy: sender)
-                    await service.handleHeartbeat(heartbeat)
-                    await actors?.handleHeartbeat(heartbeat)
-                case .workers: await actors?.handleWorkerReport(try Self.decode(WorkerReport.self, message.payload, sentBy: sender))
-                case .executions: await actors?.handleExecutionReport(try Self.decode(ExecutionReport.self, message.payload, sentBy: sender))
-                case .results: await service.handleResult(try Self.decode(TaskResult.self, message.payload, sentBy: sender))
-                case .events: await service.handleEvent(try Self.decode(TaskEvent.self, message.payload, sentBy: sender))
-                case .logs:
-                    let block = try WireCoding.decode(LogBlock.self, from: message.payload)
-                    guard block.taskId == taskID else { throw PropellerError(.invalidArgument, "log block for \(block.taskId) on the topic of \(taskID ?? "")") }
-                    await service.handleLog(block, from: sender)
+        await withTaskGroup(of: Void.self) { group in
+            for inbox in [client.messages, client.bulkMessages] {
+                group.addTask {
+                    for await message in inbox { await handle(message, service: service, actors: actors) }
                 }
-            } catch let error as PropellerError where error.code == .permissionDenied {
-                logger.error("rejected a message", metadata: ["topic": "\(message.topic)", "error": "\(error.message)"])
-            } catch {
-                logger.warning("dropped a malformed message", metadata: ["topic": "\(message.topic)", "error": "\(error)"])
             }
+        }
+    }
+
+    /// Whether `topic` carries task logs: the manager's bulk topics.
+    public static func isBulk(_ topic: String, topics: Topics) -> Bool { topics.parseReport(topic)?.1 == .logs }
+
+    private func handle(_ message: MQTTMessage, service: TaskService, actors: ActorService?) async {
+        do {
+            guard let (sender, kind, taskID) = topics.parseReport(message.topic) else { return }
+            switch kind {
+            case .create: await service.handleAnnouncement(try Self.decode(PropletAnnouncement.self, message.payload, sentBy: sender))
+            case .alive:
+                let heartbeat = try Self.decode(PropletHeartbeat.self, message.payload, sentBy: sender)
+                await service.handleHeartbeat(heartbeat)
+                await actors?.handleHeartbeat(heartbeat)
+            case .workers: await actors?.handleWorkerReport(try Self.decode(WorkerReport.self, message.payload, sentBy: sender))
+            case .executions: await actors?.handleExecutionReport(try Self.decode(ExecutionReport.self, message.payload, sentBy: sender))
+            case .results: await service.handleResult(try Self.decode(TaskResult.self, message.payload, sentBy: sender))
+            case .events: await service.handleEvent(try Self.decode(TaskEvent.self, message.payload, sentBy: sender))
+            case .logs:
+                let block = try WireCoding.decode(LogBlock.self, from: message.payload)
+                guard block.taskId == taskID else { throw PropellerError(.invalidArgument, "log block for \(block.taskId) on the topic of \(taskID ?? "")") }
+                await service.handleLog(block, from: sender)
+            }
+        } catch let error as PropellerError where error.code == .permissionDenied {
+            logger.error("rejected a message", metadata: ["topic": "\(message.topic)", "error": "\(error.message)"])
+        } catch {
+            logger.warning("dropped a malformed message", metadata: ["topic": "\(message.topic)", "error": "\(error)"])
         }
     }
 

@@ -81,7 +81,9 @@ public struct ManagerAPI: Sendable {
                 signal = v
             }
             if let g = request.uri.queryParameters["grace"] {
-                guard let v = Double(g), v >= 0, v.isFinite else { throw APIError.badRequest("grace: expected seconds ≥ 0") }
+                guard let v = Double(g), v.isFinite, InputLimits.graceSeconds.contains(v) else {
+                    throw APIError.unprocessable("grace: must be 0 to \(Int(InputLimits.graceSeconds.upperBound)) seconds (got \(g))")
+                }
                 grace = v
             }
             return try encode(try await service.stop(try context.parameters.require("id"), signal: signal, grace: grace), status: .accepted)

@@ -44,13 +44,17 @@ public struct ManagerServer: Sendable {
     /// Runs until cancelled or until the HTTP server fails.
     public func run() async throws {
         let store = try SQLiteStore(path: options.databasePath)
-        let client = try MQTTClient(options.mqtt)
+        var mqtt = options.mqtt
+        let topics = options.topics
+        mqtt.isBulkTopic = { MQTTControlBus.isBulk($0, topics: topics) }
+        let client = try MQTTClient(mqtt)
         let bus = MQTTControlBus(client: client, topics: options.topics, logger: logger)
         let service = TaskService(store: store, bus: bus, configuration: options.configuration, logger: logger)
         try await service.recover()
         var actorConfiguration = options.actors
         actorConfiguration.livenessInterval = options.configuration.livenessInterval
         actorConfiguration.defaultMemoryBytes = options.configuration.defaultMemoryBytes
+        actorConfiguration.defaultPids = options.configuration.defaultPids
         let actors = ActorService(store: store, tasks: service, bus: bus, configuration: actorConfiguration, logger: logger)
         try await actors.recover()
         try await client.connect(timeout: .seconds(30))

@@ -106,7 +106,7 @@ extension OpenAPIDocument {
             "stateless": {"type": "boolean", "description": "false: one worker at most and a JSON state per actor"},
             "labels": {"$ref": "#/components/schemas/StringMap"},
             "constraints": {"$ref": "#/components/schemas/StringMap"},
-            "timeout_seconds": {"type": "number", "exclusiveMinimum": true, "minimum": 0}}},
+            "timeout_seconds": {"type": "number", "minimum": 0.001, "maximum": 31622400}}},
           "ActorCreate": {"allOf": [{"$ref": "#/components/schemas/ActorUpdate"}, {"type": "object", "required": ["name", "image"]}]},
           "Actor": {"type": "object", "required": ["id", "name", "image", "status", "revision"], "properties": {
             "id": {"type": "string"}, "name": {"type": "string"}, "image": {"type": "string"}, "description": {"type": "string"},

@@ -47,7 +47,7 @@ enum OpenAPIDocument {
         "/tasks/{id}/stop": {
           "parameters": [{"$ref": "#/components/parameters/id"},
                          {"name": "signal", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 64}},
-                         {"name": "grace", "in": "query", "schema": {"type": "number", "minimum": 0}}],
+                         {"name": "grace", "in": "query", "schema": {"type": "number", "minimum": 0, "maximum": 3600}}],
           "post": {"summary": "Stop a task: at once when queued, through its proplet when placed (SIGTERM, then SIGKILL after the grace period)",
             "responses": {"202": {"description": "Stopping", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Task"}}}},
                           "400": {"$ref": "#/components/responses/Error"}, "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"},
@@ -115,9 +115,9 @@ enum OpenAPIDocument {
     \#(actorSchemas)
           "TaskState": {"type": "string", "enum": ["created", "pending", "scheduled", "running", "completed", "failed", "stopped"]},
           "Resources": {"type": "object", "additionalProperties": false, "properties": {
-            "cpu_millis": {"type": "integer", "minimum": 0, "description": "Thousandths of a CPU"},
-            "memory_bytes": {"type": "integer", "minimum": 0, "description": "0 or at least 6291456; default the manager's --default-memory"},
-            "pids": {"type": "integer", "minimum": 0}}},
+            "cpu_millis": {"type": "integer", "minimum": 0, "maximum": 1073741824, "description": "Thousandths of a CPU"},
+            "memory_bytes": {"type": "integer", "minimum": 0, "maximum": 1125899906842624, "description": "0 or at least 6291456; default the manager's --default-memory"},
+            "pids": {"type": "integer", "minimum": 0, "maximum": 4194304}}},
           "RestartPolicy": {"type": "object", "additionalProperties": false, "properties": {
             "mode": {"type": "string", "enum": ["never", "on-failure"]},
             "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100}}},
@@ -130,7 +130,7 @@ enum OpenAPIDocument {
             "workdir": {"type": "string", "pattern": "^/"},
             "user": {"type": "string"},
             "resources": {"$ref": "#/components/schemas/Resources"},
-            "timeout_seconds": {"type": "number", "exclusiveMinimum": true, "minimum": 0},
+            "timeout_seconds": {"type": "number", "minimum": 0.001, "maximum": 31622400},
             "labels": {"$ref": "#/components/schemas/StringMap"},
             "constraints": {"$ref": "#/components/schemas/StringMap"},
             "proplet_id": {"type": "string"},

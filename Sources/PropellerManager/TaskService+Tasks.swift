@@ -7,6 +7,7 @@ extension TaskService {
     public func create(_ spec: TaskSpec, start: Bool) throws -> TaskRecord {
         var spec = spec
         if spec.resources.memoryBytes == 0 { spec.resources.memoryBytes = configuration.defaultMemoryBytes }
+        if spec.resources.pids == 0 { spec.resources.pids = configuration.defaultPids }
         let now = WallClock.now()
         var t = TaskRecord(id: UUID().uuidString.lowercased(), spec: spec, createdAt: now)
         var transitions = [TaskTransition(taskId: t.id, state: .created, attempt: 0, at: now, reason: nil)]
@@ -103,6 +104,7 @@ extension TaskService {
         guard var t = try store.task(id: id) else { throw APIError.notFound("no task \(id)") }
         try change(&t.spec)
         if t.spec.resources.memoryBytes == 0 { t.spec.resources.memoryBytes = configuration.defaultMemoryBytes }
+        if t.spec.resources.pids == 0 { t.spec.resources.pids = configuration.defaultPids }
         t.updatedAt = WallClock.now()
         try store.updateSpec(t)
         return t
@@ -118,24 +120,41 @@ extension TaskService {
     /// A stream of the task's states from now on; finishes when it ends.
     public func watch(_ id: String) throws -> AsyncStream<TaskRecord> {
         let t = try task(id)
-        let (stream, continuation) = AsyncStream<TaskRecord>.makeStream()
+        // Bounded, and forgotten when the reader goes away: a client that stops reading, or
+        // disconnects, costs the manager nothing after that. Only the newest states matter.
+        let (stream, continuation) = AsyncStream<TaskRecord>.makeStream(bufferingPolicy: .bufferingNewest(Self.listenerBuffer))
         continuation.yield(t)
         if t.state.isTerminal || t.state == .created {
             continuation.finish()
         } else {
-            watchers[id, default: [:]][UUID()] = continuation
+            let key = UUID()
+            watchers[id, default: [:]][key] = continuation
+            continuation.onTermination = { [weak self] _ in Task { await self?.forgetListener(of: id, key) } }
         }
         return stream
+    }
+
+    /// Blocks (or states) a listener may have waiting before older ones are dropped: a slow
+    /// `logs --follow` reader sees a gap (the blocks carry offsets) rather than growing the manager.
+    static let listenerBuffer = 1024
+
+    func forgetListener(of id: String, _ key: UUID) {
+        watchers[id]?[key] = nil
+        if watchers[id]?.isEmpty == true { watchers[id] = nil }
+        followers[id]?[key] = nil
+        if followers[id]?.isEmpty == true { followers[id] = nil }
     }
 
     /// New log blocks of an active task as they arrive; finishes when the task ends.
     public func follow(_ id: String) throws -> AsyncStream<LogBlock> {
         let t = try task(id)
-        let (stream, continuation) = AsyncStream<LogBlock>.makeStream()
+        let (stream, continuation) = AsyncStream<LogBlock>.makeStream(bufferingPolicy: .bufferingNewest(Self.listenerBuffer))
         if !active.keys.contains(t.id) {
             continuation.finish()
         } else {
-            followers[id, default: [:]][UUID()] = continuation
+            let key = UUID()
+            followers[id, default: [:]][key] = continuation
+            continuation.onTermination = { [weak self] _ in Task { await self?.forgetListener(of: id, key) } }
         }
         return stream
     }

@@ -4,6 +4,7 @@ import Glibc
 import Foundation
 import PropellerCore
 import PropellerImage
+import CFileSystem
 
 /// Where an execution finds its message and leaves its results, inside the container.
 enum ExecutionFiles {
@@ -18,16 +19,38 @@ enum ExecutionFiles {
 
     /// Writes the files into the run's writable root: the message read-only, the results file
     /// empty and writable by any user, the state when the actor has one.
+    ///
+    /// `root` holds what the image shipped when a run copies the rootfs (no overlayfs), so a
+    /// `/propeller` symlink there is the image's: the directory is resolved inside `root`
+    /// (openat2 RESOLVE_IN_ROOT), as the container itself would see it, and each file is
+    /// created with O_EXCL|O_NOFOLLOW. An image's `/propeller -> /etc/cron.d` once made the
+    /// proplet write these files into the host's /etc/cron.d as root.
     static func write(into root: String, message: Data, state: String?) throws {
-        let dir = root + "/" + directory
-        guard mkdir(dir, 0o755) == 0 || errno == EEXIST else { throw PropellerError(.systemCall, "create \(dir): \(errnoName(errno))") }
-        try create(dir + "/" + Self.message, bytes: message, mode: 0o444)
-        try create(dir + "/" + results, bytes: Data(), mode: 0o666)
-        if let state { try create(dir + "/" + Self.state, bytes: Data(state.utf8), mode: 0o666) }
+        let dir = try openDirectory(in: root, create: true)
+        defer { close(dir) }
+        try create(dir, Self.message, in: root, bytes: message, mode: 0o444)
+        try create(dir, results, in: root, bytes: Data(), mode: 0o666)
+        if let state { try create(dir, Self.state, in: root, bytes: Data(state.utf8), mode: 0o666) }
     }
 
-    private static func create(_ path: String, bytes: Data, mode: mode_t) throws {
-        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode)
+    /// `/propeller` resolved inside `root`, made when missing and `create` is set.
+    private static func openDirectory(in root: String, create: Bool) throws -> Int32 {
+        let rootFD = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard rootFD >= 0 else { throw PropellerError(.systemCall, "open run root \(root): \(errnoName(errno))") }
+        defer { close(rootFD) }
+        var fd = pf_open_in_root(rootFD, directory, O_RDONLY | O_DIRECTORY, 0, 0)
+        if fd < 0 && errno == ENOENT && create {
+            // A missing name, or a dangling symlink, which mkdirat refuses (EEXIST) rather than follow.
+            guard mkdirat(rootFD, directory, 0o755) == 0 else { throw PropellerError(.systemCall, "create /\(directory) in \(root): \(errnoName(errno))") }
+            fd = pf_open_in_root(rootFD, directory, O_RDONLY | O_DIRECTORY, 0, 0)
+        }
+        guard fd >= 0 else { throw PropellerError(.systemCall, "open /\(directory) in \(root): \(errnoName(errno))") }
+        return fd
+    }
+
+    private static func create(_ dir: Int32, _ name: String, in root: String, bytes: Data, mode: mode_t) throws {
+        let path = root + "/" + directory + "/" + name
+        let fd = openat(dir, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode)
         guard fd >= 0 else { throw PropellerError(.systemCall, "create \(path): \(errnoName(errno))") }
         defer { close(fd) }
         // The umask must not take the write bit the container's user needs.
@@ -44,12 +67,11 @@ enum ExecutionFiles {
     }
 
     /// Reads up to `limit` bytes of a file the container may have tampered with: the directory
-    /// and the file are opened without following symlinks and must be a directory and a regular
-    /// file, so a container cannot make the proplet read a host file. Returns the bytes and
+    /// is resolved inside `root` and the file opened without following a symlink, and must be a
+    /// regular file, so a container cannot make the proplet read a host file. Returns the bytes and
     /// whether there were more.
     static func read(_ name: String, in root: String, limit: Int) -> (Data, truncated: Bool)? {
-        let dirFD = open(root + "/" + directory, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-        guard dirFD >= 0 else { return nil }
+        guard let dirFD = try? openDirectory(in: root, create: false) else { return nil }
         defer { close(dirFD) }
         let fd = openat(dirFD, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
         guard fd >= 0 else { return nil }

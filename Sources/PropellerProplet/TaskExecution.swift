@@ -40,7 +40,7 @@ final class Execution: @unchecked Sendable {
         stopRequest = stopRequest ?? (signal, grace)
         let c = container
         lock.unlock()
-        c?.stop(signal: signal, grace: .milliseconds(Int(grace * 1000)))
+        c?.stop(signal: signal, grace: .saturating(seconds: min(grace, InputLimits.graceSeconds.upperBound)))
     }
 
     var stopRequested: Bool {
@@ -119,7 +119,7 @@ struct TaskRunner: Sendable {
                 spec.overlay = ContainerSpec.Overlay(lower: [lower], upper: run.upper, work: run.work)
             } else {
                 logger.warning("overlayfs is not available: copying the image's rootfs for this run", metadata: ["task": "\(s.taskId)"])
-                guard system("cp -a '\(lower)/.' '\(run.merged)/'") == 0 else { throw PropellerError(.systemCall, "copy \(lower) for the run failed") }
+                try run.copyRootfs(from: lower)
             }
             spec.command = try image.config.command(arguments: s.command ?? [])
             spec.environment = image.config.environment + s.env.keys.sorted().map { "\($0)=\(s.env[$0] ?? "")" }
@@ -179,9 +179,10 @@ struct TaskRunner: Sendable {
         capture.start()
         hooks.phase(.running)
         if let stop = execution.attach(container) {
-            container.stop(signal: stop.signal, grace: .milliseconds(Int(stop.grace * 1000)))
+            container.stop(signal: stop.signal, grace: .saturating(seconds: min(stop.grace, InputLimits.graceSeconds.upperBound)))
         }
-        let timeout = execution.start.timeoutSeconds.map { Duration.milliseconds(Int64($0 * 1000)) }
+        // Saturating: the manager checks the range, but a proplet must not trap on any message.
+        let timeout = execution.start.timeoutSeconds.map { Duration.saturating(seconds: $0) }
         let report = container.wait(timeout: timeout, removeCgroup: false)
         let tails = capture.finish()
         result.exitCode = report.exitCode

@@ -163,6 +163,16 @@ public struct Provisioner {
         acl_file \(d.configDirectory)/\(File.aclFile)
         # Chunks are paced by the proxy; a finite queue would drop messages silently.
         max_queued_messages 0
+        # A client's id is its user name: no identity can connect under another's client id and
+        # push it off (which would fire its Last Will and get a live proplet declared dead).
+        use_username_as_clientid true
+        # Nothing larger than this is accepted from any client (a blob chunk is 512 KiB by default,
+        # an actor message at most the manager's --actor-message-limit): raise it with them.
+        message_size_limit 8388608
+        # A session whose client has not come back in an hour is dropped with what it queued (the
+        # blob subscriptions of a proplet killed in the middle of a pull would otherwise collect
+        # every later distribution of those blobs, forever).
+        persistent_client_expiration 1h
         set_tcp_nodelay true
         # listener 8883
         # cafile /etc/mosquitto/certs/ca.pem

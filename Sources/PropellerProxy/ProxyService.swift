@@ -48,6 +48,12 @@ public actor ProxyService {
     let logger: Logger
     var fetches: [Digest: Task<Void, any Error>] = [:]
     var streams: [Digest: Task<Void, Never>] = [:]
+    /// Blob sizes from the manifests this proxy resolved (forgotten past 100,000 entries).
+    var knownSizes: [Digest: Int64] = [:] {
+        didSet { if knownSizes.count > 100_000 { knownSizes.removeAll() } }
+    }
+    /// The most chunk indexes one resend request may name.
+    static let maxResendIndexes = 1 << 20
     var faults: FaultPlan
 
     init(client: MQTTClient, topics: Topics, registry: @escaping @Sendable () throws -> RegistryClient, cache: BlobCache, metrics: ProxyMetrics,
@@ -103,8 +109,10 @@ public actor ProxyService {
             guard let text = r.digest, let digest = try? Digest(validating: text), let image = r.image, let ref = try? ImageReference(parsing: image) else {
                 return respond(r, RegistryResponse(requestId: r.requestId, error: "resend needs a valid digest and image"))
             }
-            let missing = r.missing ?? []
-            Task { await resend(digest, indexes: missing, ref: ref, request: r) }
+            // Each index once, in order, at most a blob's worth: a proplet (or a forged request)
+            // cannot make the proxy publish the same chunk to every subscriber over and over.
+            let missing = Array(Set(r.missing ?? [])).sorted().prefix(Self.maxResendIndexes)
+            Task { await resend(digest, indexes: Array(missing), ref: ref, request: r) }
         }
     }
 
@@ -142,7 +150,10 @@ public actor ProxyService {
                 return (fetched.data, fetched.digest)
             }
             let manifest = try JSONDecoder().decode(ImageManifest.self, from: data)
+            try ImageLimits.check(manifest, reference: image, storeDirectory: cache.store.root)
             let blobs = [manifest.config] + manifest.layers
+            // A later fetch is bounded by the size the manifest gave (an endless blob stops there).
+            for b in blobs { knownSizes[b.digest] = b.size }
             metrics.update { $0.manifestsResolved += 1 }
             respond(r, RegistryResponse(requestId: r.requestId, image: image, manifestDigest: digest.description,
                                         manifest: String(decoding: data, as: UTF8.self),
@@ -165,9 +176,10 @@ public actor ProxyService {
         if let running = fetches[digest] { return try await running.value }
         let registry = self.registry
         let cache = self.cache
+        let size = knownSizes[digest]
         let task = Task<Void, any Error> {
             try await self.blocking {
-                try registry().fetchBlob(ref, digest, size: nil, into: cache.store)
+                try registry().fetchBlob(ref, digest, size: size, into: cache.store)
             }
         }
         fetches[digest] = task

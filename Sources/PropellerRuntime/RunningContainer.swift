@@ -94,9 +94,9 @@ public final class RunningContainer: Sendable {
     /// Sends `signal`, then kills the whole cgroup if the container is still running after `grace`.
     public func stop(signal: Int32 = SIGTERM, grace: Duration = .seconds(10)) {
         self.signal(signal)
-        let (seconds, attos) = grace.components
-        let nanos = Int(seconds) * 1_000_000_000 + Int(attos / 1_000_000_000)
-        DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(nanos)) { [self] in killAll() }
+        // At most a year: Dispatch converts to nanoseconds, which must not overflow.
+        let ms = Int(clamping: min(grace.clampedMilliseconds, 366 * 86_400_000))
+        DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(ms)) { [self] in killAll() }
     }
 
     /// Blocks until the container exits. With `timeout`, kills the whole cgroup when it passes
@@ -112,15 +112,12 @@ public final class RunningContainer: Sendable {
             s.waited = true
             return s.pidfd
         }
-        let deadline = timeout.map { started + $0 }
+        let deadline = timeout.map { started + min($0, .seconds(Int64(1) << 33)) }
         var timedOut = false
         while true {
             var ms: Int32 = -1
             if let deadline, !timedOut {
-                let left = deadline - ContinuousClock.now
-                let (sec, attos) = left.components
-                let total = sec * 1000 + attos / 1_000_000_000_000_000
-                ms = Int32(clamping: max(0, total + (attos % 1_000_000_000_000_000 > 0 ? 1 : 0)))
+                ms = Int32(clamping: (deadline - ContinuousClock.now).clampedMilliseconds)
             }
             let r = pl_wait_readable(pidfd, interruptFD, ms)
             if r == 1 { break }

@@ -10,6 +10,7 @@ extension SeccompProfile {
     /// `bpf`, `ptrace` (Docker allows it on new kernels; we do not), `perf_event_open`,
     /// `userfaultfd`, `io_uring_*`, module loading, and `clone` with any namespace flag. `clone3`
     /// answers ENOSYS so libcs fall back to `clone`, whose flags a filter can inspect.
+    /// `socket` for AF_VSOCK and the families above it, and `socketcall`, fail.
     /// Capability-gated groups open up only when the task holds that capability (`--cap-add`).
     public static let defaultProfile: SeccompProfile = {
         // CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET | NEWTIME
@@ -23,6 +24,13 @@ extension SeccompProfile {
             Rule(names: ["personality"], action: .allow, args: [Argument(index: 0, value: 0x20000, op: .equal)]),
             Rule(names: ["personality"], action: .allow, args: [Argument(index: 0, value: 0x20008, op: .equal)]),
             Rule(names: ["personality"], action: .allow, args: [Argument(index: 0, value: 0xffff_ffff, op: .equal)]),
+            // socket for the address families below AF_VSOCK (40): a vsock inside a virtual
+            // machine reaches the hypervisor's services (Docker's profile refuses it too). A
+            // "less than" on all 64 bits, not Docker's "not equal": the kernel reads the family
+            // as a 32-bit int, so 40 with a high bit set passed Docker's test and was a vsock.
+            // The families above it (KCM, QIPCRTR, SMC, XDP, MCTP) are refused as well.
+            // socketcall is not allowed at all: its arguments sit behind a pointer.
+            Rule(names: ["socket"], action: .allow, args: [Argument(index: 0, value: 40, op: .lessThan)]),
             // clone without namespace flags (flags are argument 0 on x86_64 and arm64).
             Rule(names: ["clone"], action: .allow,
                  args: [Argument(index: 0, value: namespaceFlags, valueTwo: 0, op: .maskedEqual)],
@@ -85,7 +93,7 @@ extension SeccompProfile {
     setitimer setpgid setpriority setregid setregid32 setresgid setresgid32 setresuid setresuid32 setreuid \
     setreuid32 setrlimit set_robust_list setsid setsockopt set_thread_area set_tid_address setuid setuid32 \
     setxattr shmat shmctl shmdt shmget shutdown sigaltstack signalfd signalfd4 sigprocmask sigreturn \
-    socket socketcall socketpair splice stat stat64 statfs statfs64 statx symlink symlinkat sync \
+    socketpair splice stat stat64 statfs statfs64 statx symlink symlinkat sync \
     sync_file_range syncfs sysinfo tee tgkill time timer_create timer_delete timer_getoverrun timer_gettime \
     timer_gettime64 timer_settime timer_settime64 timerfd_create timerfd_gettime timerfd_gettime64 \
     timerfd_settime timerfd_settime64 times tkill truncate truncate64 ugetrlimit umask uname unlink \

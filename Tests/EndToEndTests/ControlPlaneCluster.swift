@@ -44,6 +44,7 @@ final class Cluster: @unchecked Sendable {
     func startProxy(password: String? = nil, faults: String? = nil) throws {
         var env: [String: String] = [:]
         if let credentials {
+            env["PROXY_REGISTRY_URL"] = registry.address
             env["PROXY_REGISTRY_USERNAME"] = credentials.0
             env["PROXY_REGISTRY_PASSWORD"] = password ?? credentials.1
         }

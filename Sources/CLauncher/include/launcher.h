@@ -54,6 +54,7 @@ enum pl_stage {
     PL_STAGE_SECCOMP,
     PL_STAGE_EXEC,
     PL_STAGE_PARENT_DEATH,
+    PL_STAGE_SESSION,  ///< setsid: a session of its own, no controlling terminal
 };
 
 /// Flags for `pl_spec.flags`.

@@ -56,7 +56,8 @@ public struct BlobChunk: Sendable, Hashable {
         offset = read(84, UInt64.self)
         sha256 = Array(bytes[92..<124])
         payload = bytes[124...]
-        guard total > 0, index < total, offset + UInt64(payload.count) <= blobSize else { return nil }
+        // No addition of header fields: a forged offset near UInt64.max overflowed and trapped.
+        guard total > 0, index < total, offset <= blobSize, UInt64(payload.count) <= blobSize - offset else { return nil }
     }
 }
 
