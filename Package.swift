@@ -125,7 +125,7 @@ let package = Package(
         ),
 
         .target(name: "PropellerTestSupport", dependencies: ["PropellerCore"], path: "Tests/TestSupport"),
-        .testTarget(name: "PropellerCoreTests", dependencies: ["PropellerCore"]),
+        .testTarget(name: "PropellerCoreTests", dependencies: ["PropellerCore", "PropellerTestSupport"]),
         .testTarget(name: "PropellerRuntimeTests", dependencies: ["PropellerRuntime", "PropellerCore", "PropellerTestSupport",
                                                                  .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "PropellerMQTTTests", dependencies: ["PropellerMQTT", "PropellerCore", "PropellerTestSupport"]),

@@ -54,7 +54,7 @@ extension Duration {
     /// Whole milliseconds, rounded up and clamped to `0...Int64.max`.
     public var clampedMilliseconds: Int64 {
         let (seconds, attos) = components
-        if seconds < 0 { return 0 }
+        if seconds < 0 || (seconds == 0 && attos <= 0) { return 0 }
         let (ms, overflow) = seconds.multipliedReportingOverflow(by: 1000)
         if overflow { return .max }
         let extra = attos / 1_000_000_000_000_000 + (attos % 1_000_000_000_000_000 > 0 ? 1 : 0)

@@ -146,7 +146,8 @@ enum TaskRequest {
     static func apply(_ r: ResourcesBody, to resources: inout Resources) throws {
         func check(_ value: Int64?, _ field: String, _ range: ClosedRange<UInt64>) throws -> UInt64? {
             guard let value else { return nil }
-            guard value >= 0, range.contains(UInt64(value)) else {
+            guard value >= 0 else { throw APIError.unprocessable("resources.\(field): must not be negative (got \(value))") }
+            guard range.contains(UInt64(value)) else {
                 throw APIError.unprocessable("resources.\(field): must be \(range.lowerBound) to \(range.upperBound) (got \(value))")
             }
             return UInt64(value)

@@ -163,9 +163,6 @@ public struct Provisioner {
         acl_file \(d.configDirectory)/\(File.aclFile)
         # Chunks are paced by the proxy; a finite queue would drop messages silently.
         max_queued_messages 0
-        # A client's id is its user name: no identity can connect under another's client id and
-        # push it off (which would fire its Last Will and get a live proplet declared dead).
-        use_username_as_clientid true
         # Nothing larger than this is accepted from any client (a blob chunk is 512 KiB by default,
         # an actor message at most the manager's --actor-message-limit): raise it with them.
         message_size_limit 8388608
@@ -174,7 +171,11 @@ public struct Provisioner {
         # every later distribution of those blobs, forever).
         persistent_client_expiration 1h
         set_tcp_nodelay true
+        # Each listener (mosquitto 2.0 reads the next line per listener: keep it after every
+        # `listener` line). A client's id is its user name, so no identity can connect under
+        # another's client id and push it off (firing its Last Will: a live proplet declared dead).
         # listener 8883
+        use_username_as_clientid true
         # cafile /etc/mosquitto/certs/ca.pem
         # certfile /etc/mosquitto/certs/broker.pem
         # keyfile /etc/mosquitto/certs/broker.key

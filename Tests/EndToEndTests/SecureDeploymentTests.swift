@@ -17,6 +17,8 @@ final class SecureDeploymentTests {
     let registry: RegistryServer
     let httpPort: Int
     let topics: Topics
+    /// The broker-wide lines of the provisioned `mosquitto/propeller.conf` the broker runs with.
+    let provisioned: [String]
     var proplets: [String] = []
     var daemons: [String: DaemonProcess] = [:]
 
@@ -33,9 +35,14 @@ final class SecureDeploymentTests {
         guard provision.status == 0 else { throw PropellerError(.internalError, "provision failed: \(provision.stderrText)") }
         topics = Topics(domain: "secure", channel: "e2e")
         proplets = (readFile(out + "/deployment.conf") ?? "").split(separator: "\n").filter { $0.hasPrefix("proplet = ") }.map { String($0.dropFirst(10)) }
+        // The provisioned file's broker-wide settings, as an operator includes them (its paths are
+        // the production ones, so those lines come from the test's own copy).
+        provisioned = (readFile(out + "/mosquitto/propeller.conf") ?? "").split(separator: "\n").map(String.init)
+            .filter { ["use_username_as_clientid", "message_size_limit", "persistent_client_expiration"].contains(String($0.prefix { $0 != " " })) }
         broker = try MosquittoServer(port: mqttPort,
-                                     settings: ["allow_anonymous false", "password_file \(out)/mosquitto/password_file", "acl_file \(out)/mosquitto/acl_file"],
-                                     listener: ["cafile \(ca.certificate)", "certfile \(brokerCert.certificate)", "keyfile \(brokerCert.key)"])
+                                     settings: ["allow_anonymous false", "password_file \(out)/mosquitto/password_file", "acl_file \(out)/mosquitto/acl_file"]
+                                        + provisioned.filter { !$0.hasPrefix("use_username_as_clientid") },
+                                     listener: provisioned.filter { $0.hasPrefix("use_username_as_clientid") } + ["cafile \(ca.certificate)", "certfile \(brokerCert.certificate)", "keyfile \(brokerCert.key)"])
         registry = try ImageTestContext().registry(holding: "app:v1")
     }
 
@@ -161,6 +168,22 @@ final class SecureDeploymentTests {
         let hid = try #require((list?["tasks"] as? [[String: Any]])?.first { $0["name"] as? String == "pinned" }?["id"] as? String)
         let result = try WireCoding.encode(TaskResult(taskId: hid, attempt: 1, propletId: p1, state: .failed, exitCode: 99, error: "forged"))
         _ = try runTool("/usr/bin/mosquitto_pub", mqttArguments(user: p2) + ["-q", "1", "-t", topics.report(.results, from: p2), "-m", String(decoding: result, as: UTF8.self)])
+
+        // p2's identity connects under p1's client id: before `use_username_as_clientid`, the
+        // broker pushed p1 off, fired its Last Will and the manager declared it dead.
+        #expect(provisioned.count == 3, "\(provisioned)")
+        let takeover = try DaemonProcess("/usr/bin/mosquitto_sub", mqttArguments(user: p2) + ["-i", "propeller-proplet-\(p1)", "-t", topics.start(p2)],
+                                         logPath: dir.path + "/takeover.log")
+        // An oversized message from a proplet identity: the broker drops it.
+        let huge = String(repeating: "x", count: 9 << 20)
+        writeFile(dir.path + "/huge", huge)
+        _ = try runTool("/usr/bin/mosquitto_pub", mqttArguments(user: p2) + ["-q", "1", "-t", topics.report(.alive, from: p2), "-f", dir.path + "/huge"])
+        usleep(4_000_000)  // more than three heartbeat intervals
+        var gotThrough: [String] = []
+        if !propletAlive(p1) { gotThrough.append("p1 was pushed off by a client using its client id") }
+        if (daemons["manager"]?.log ?? "").contains(String(repeating: "x", count: 1000)) { gotThrough.append("the manager received the 9 MiB message") }
+        takeover.crash()
+        attackReport("broker client-id takeover and oversized message", gotThrough)
 
         usleep(1_000_000)
         eavesdropper.crash()

@@ -47,6 +47,39 @@ struct MQTTClientTests {
         #expect(message?.qos == 1)
     }
 
+    /// A reader that does not keep up costs at most the inbox limit: one flooding topic is
+    /// dropped beyond it, and bulk topics have an inbox of their own, so the control messages
+    /// behind a flood of them still arrive.
+    @Test func aFloodIsBoundedAndBulkTopicsCannotCrowdOutTheRest() async throws {
+        let broker = try MosquittoServer()
+        var config = MQTTConfiguration(port: Int32(broker.port), clientID: "sub-\(UUID().uuidString.prefix(8))")
+        config.inboxLimitBytes = 1 << 20
+        config.bulkInboxLimitBytes = 1 << 20
+        config.isBulkTopic = { $0.hasSuffix("/logs") }
+        let sub = try MQTTClient(config)
+        let pub = try client(broker, "pub-\(UUID().uuidString.prefix(8))")
+        try await sub.connect()
+        try sub.subscribe("flood/#")
+        try await pub.connect()
+        try await Task.sleep(for: .milliseconds(200))
+        let block = [UInt8](repeating: 7, count: 64 << 10)
+        for _ in 0..<64 { try pub.publish("flood/t/logs", block) }  // 4 MiB of logs, nobody reading
+        try pub.publish("flood/alive", Array("beat".utf8))
+        try await pub.waitForAcknowledgements(below: 1)
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(sub.bulkMessages.queuedBytes <= 1 << 20)
+        #expect(sub.bulkMessages.droppedMessages > 0)
+        // The control message is first in its own inbox, not behind 4 MiB of logs.
+        let first = await next(sub)
+        #expect(first?.topic == "flood/alive")
+        #expect(sub.messages.droppedMessages == 0)
+        for _ in 0..<40 { try pub.publish("flood/x", block) }  // 2.5 MiB on a plain topic
+        try await pub.waitForAcknowledgements(below: 1)
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(sub.messages.queuedBytes <= 1 << 20)
+        #expect(sub.messages.droppedMessages > 0)
+    }
+
     /// TLS with client certificates: a client with a certificate from the broker's CA gets in
     /// (and gets back in after the broker dies, which ends libmosquitto's own loop with a TLS
     /// error); one without a certificate, or one that does not trust the broker's CA, does not,
