@@ -58,7 +58,7 @@ public struct ImageReference: Hashable, Sendable, CustomStringConvertible {
     /// `localhost`, `::1` or an IPv4 literal in 127.0.0.0/8 written as four decimal numbers. A
     /// name that merely starts with "127." (`127.evil.example`) is a DNS name like any other.
     public static func isLoopbackHost(_ hostAndPort: String) -> Bool {
-        let host = hostAndPort.hasPrefix("[") ? String(hostAndPort.prefix { $0 != "]" }.dropFirst()) : String(hostAndPort.prefix { $0 != ":" })
+        let host = hostName(hostAndPort)
         if host == "localhost" || host == "::1" { return true }
         let octets = host.split(separator: ".", omittingEmptySubsequences: false)
         guard octets.count == 4 else { return false }
@@ -66,6 +66,11 @@ public struct ImageReference: Hashable, Sendable, CustomStringConvertible {
             guard !octet.isEmpty, octet.utf8.count <= 3, octet.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }), let v = Int(octet), v <= 255 else { return false }
         }
         return octets[0] == "127"
+    }
+
+    /// The host of `host[:port]` or `[ipv6][:port]`, without the port and brackets.
+    public static func hostName(_ hostAndPort: String) -> String {
+        hostAndPort.hasPrefix("[") ? String(hostAndPort.prefix { $0 != "]" }.dropFirst()) : String(hostAndPort.prefix { $0 != ":" })
     }
 
     public var description: String {

@@ -228,12 +228,9 @@ public final class RegistryClient: Sendable {
         let rest = realm.dropFirst(https ? 8 : 7)
         let authority = String(rest.prefix { $0 != "/" && $0 != "?" && $0 != "#" })
         guard !authority.contains("@") else { return false }
-        func hostOnly(_ hostAndPort: String) -> String {
-            hostAndPort.hasPrefix("[") ? String(hostAndPort.prefix { $0 != "]" }) + "]" : String(hostAndPort.prefix { $0 != ":" })
-        }
-        let realmHost = hostOnly(authority).lowercased()
+        let realmHost = ImageReference.hostName(authority).lowercased()
         if ref.registry == "docker.io" { return https && realmHost == "auth.docker.io" }
-        guard realmHost == hostOnly(ref.apiHost).lowercased() else { return false }
+        guard realmHost == ImageReference.hostName(ref.apiHost).lowercased() else { return false }
         return https || ref.isLoopback
     }
 

@@ -89,7 +89,7 @@ public struct RunDirectory: Sendable {
         guard status == 0 else { throw PropellerError(.systemCall, "copy \(lower) into the run directory \(merged): cp exited with \(status)") }
     }
 
-    /// Runs `argv` (looked up in PATH, then /usr/sbin and /sbin) and returns its exit status, or
+    /// Runs `argv` (looked up in PATH, then the usual bin and sbin directories) and returns its exit status, or
     /// -1 when it could not start.
     static func spawnAndWait(_ argv: [String]) -> Int32 {
         var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]

@@ -18,6 +18,11 @@ struct FuzzCoreTests {
         }
     }
 
+    /// Every message type that arrives over the broker.
+    static let wireTypes: [any Decodable.Type] = [StartTask.self, StopTask.self, TaskResult.self, TaskEvent.self, LogBlock.self, PropletHeartbeat.self,
+                                                  PropletAnnouncement.self, RegistryRequest.self, RegistryResponse.self, WorkerCommand.self,
+                                                  WorkerReport.self, ExecutionCommand.self, ExecutionReport.self]
+
     @Test func wireMessages() throws {
         let start = StartTask(taskId: "t1", attempt: 2, name: "n", image: "127.0.0.1:5000/app:v1", command: ["echo", "hi"], env: ["A": "b"],
                               workdir: "/w", user: "app", resources: Resources(cpuMillis: 500, memoryBytes: 64 << 20, pids: 10), timeoutSeconds: 5, network: "none")
@@ -31,19 +36,7 @@ struct FuzzCoreTests {
             Array(#"{"task_id":"t1","attempt":1,"proplet_id":"p","stream":"stdout","offset":0,"data":"aGk="}"#.utf8),
         ]
         Fuzzer.run("wire-messages", seeds: seeds) { bytes in
-            _ = try? WireCoding.decode(StartTask.self, from: bytes)
-            _ = try? WireCoding.decode(StopTask.self, from: bytes)
-            _ = try? WireCoding.decode(TaskResult.self, from: bytes)
-            _ = try? WireCoding.decode(TaskEvent.self, from: bytes)
-            _ = try? WireCoding.decode(LogBlock.self, from: bytes)
-            _ = try? WireCoding.decode(PropletHeartbeat.self, from: bytes)
-            _ = try? WireCoding.decode(PropletAnnouncement.self, from: bytes)
-            _ = try? WireCoding.decode(RegistryRequest.self, from: bytes)
-            _ = try? WireCoding.decode(RegistryResponse.self, from: bytes)
-            _ = try? WireCoding.decode(WorkerCommand.self, from: bytes)
-            _ = try? WireCoding.decode(WorkerReport.self, from: bytes)
-            _ = try? WireCoding.decode(ExecutionCommand.self, from: bytes)
-            _ = try? WireCoding.decode(ExecutionReport.self, from: bytes)
+            for type in Self.wireTypes { _ = try? WireCoding.decode(type, from: bytes) }
             _ = JSONValue(parsing: bytes)
         }
     }
