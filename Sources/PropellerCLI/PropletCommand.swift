@@ -54,6 +54,9 @@ struct PropletAgentCommand: AsyncParsableCommand {
     @Option(name: .customLong("image-source"), help: ArgumentHelp("Where images come from: proxy (`propeller proxy` over MQTT, chunked and verified; default) or direct (the registry itself, with this proplet's credentials).", valueName: "proxy|direct"))
     var imageSource: String = Environment.current["PROPLET_IMAGE_SOURCE"] ?? "proxy"
 
+    @Option(name: .customLong("rootfs-mode"), help: ArgumentHelp("How a task gets its root: overlay (an overlayfs on the unpacked image; default where the kernel has it) or copy (a copy of the image per run, for a data directory overlayfs cannot use, such as one on overlayfs itself).", valueName: "overlay|copy"))
+    var rootfsMode: String = Environment.current["PROPLET_ROOTFS_MODE"] ?? "overlay"
+
     @Option(name: .customLong("drain-timeout"), help: ArgumentHelp("On SIGTERM, how long running tasks may go on before they are stopped (default 30s).", valueName: "duration"))
     var drainTimeout: String = "30s"
 
@@ -65,6 +68,7 @@ struct PropletAgentCommand: AsyncParsableCommand {
 
     func validate() throws {
         if PropletOptions.ImageSource(rawValue: imageSource) == nil { throw ValidationError("invalid --image-source \"\(imageSource)\": expected proxy or direct") }
+        if PropletOptions.RootfsMode(rawValue: rootfsMode) == nil { throw ValidationError("invalid --rootfs-mode \"\(rootfsMode)\": expected overlay or copy") }
         if let id, !Topics.isValidComponent(id) { throw ValidationError("invalid --id \"\(id)\": no '/', '+' or '#'") }
         for l in label where !l.contains("=") { throw ValidationError("invalid --label \"\(l)\": expected KEY=VALUE") }
         if let cpus, !(cpus > 0 && cpus.isFinite) { throw ValidationError("invalid --cpus: expected a positive number") }
@@ -101,6 +105,7 @@ struct PropletAgentCommand: AsyncParsableCommand {
                                      mqtt: try daemon.mqttConfiguration(envName: "PROPLET_MQTT_ADDRESS", clientID: "propeller-proplet-\(propletID)"),
                                      topics: daemon.topics, registryClient: { registryClient })
         options.imageSource = PropletOptions.ImageSource(rawValue: imageSource) ?? .proxy
+        options.rootfsMode = PropletOptions.RootfsMode(rawValue: rootfsMode) ?? .overlay
         options.labels = Dictionary(label.map { l in
             let eq = l.firstIndex(of: "=") ?? l.endIndex
             return (String(l[..<eq]), String(l[l.index(after: eq)...]))

@@ -13,6 +13,8 @@ struct UnpackState {
     let options: LayerUnpacker.Options
     var entries = 0
     var bytesWritten: UInt64 = 0
+    /// When the filesystem's free space is looked at next (see ``checkFreeSpace()``).
+    var nextSpaceCheck: (bytes: UInt64, entries: Int) = (0, 0)
     var skipped: [String] = []
     /// Paths this layer created; opaque whiteouts keep them.
     var created = Set<String>()
@@ -46,10 +48,29 @@ struct UnpackState {
         return out
     }
 
+    /// Refuses to go on once the filesystem under the rootfs is down to
+    /// `options.keepFreeBytes`, or 1/1000 of its inodes; looked at every 8 MiB written and
+    /// every 1,024 entries, so a layer overshoots by at most that much.
+    mutating func checkFreeSpace(path: String) throws {
+        guard bytesWritten >= nextSpaceCheck.bytes || entries >= nextSpaceCheck.entries else { return }
+        nextSpaceCheck = (bytesWritten + (8 << 20), entries + 1024)
+        var fs = statvfs()
+        guard fstatvfs(rootfd, &fs) == 0 else { return }
+        let free = UInt64(fs.f_bavail) &* UInt64(fs.f_frsize)
+        if free < options.keepFreeBytes {
+            throw fail(path, "the filesystem has \(ByteSize(bytes: free)) left (at least \(ByteSize(bytes: options.keepFreeBytes)) is kept free), after \(ByteSize(bytes: bytesWritten)) of this layer: refused",
+                       code: .resourceExhausted)
+        }
+        if fs.f_files > 0, UInt64(fs.f_favail) < UInt64(fs.f_files) / 1000 {
+            throw fail(path, "the filesystem has \(fs.f_favail) of \(fs.f_files) inodes left, after \(entries) entries of this layer: refused", code: .resourceExhausted)
+        }
+    }
+
     mutating func apply(entry: OpaquePointer, archive: OpaquePointer) throws {
         entries += 1
         let rawName = archive_entry_pathname(entry).map { String(cString: $0) } ?? ""
         let parts = try components(rawName)
+        try checkFreeSpace(path: rawName)
         guard let name = parts.last else { return }  // the root itself
         let parent = Array(parts.dropLast())
         let path = parts.joined(separator: "/")
@@ -147,6 +168,7 @@ struct UnpackState {
             if bytesWritten > options.maxUnpackedBytes {
                 throw fail(path, "layer unpacks to more than \(ByteSize(bytes: options.maxUnpackedBytes)), refused", code: .resourceExhausted)
             }
+            try checkFreeSpace(path: path)
             var done = 0
             while done < size {
                 let n = pwrite(fd, block + done, size - done, off_t(offset) + off_t(done))

@@ -35,6 +35,10 @@ public struct LayerUnpacker: Sendable {
         public var preserveOwnership = geteuid() == 0
         /// Refuse a layer that would write more than this many bytes of file data.
         public var maxUnpackedBytes: UInt64 = 64 << 30
+        /// Stop before the rootfs's filesystem has less than this many bytes, or 1/1000 of its
+        /// inodes, left: a few MB of compressed zeros or empty files must not fill the disk
+        /// that the proplet's results, journals and other tasks share.
+        public var keepFreeBytes: UInt64 = ImageLimits.reserveBytes
 
         public init() {}
     }

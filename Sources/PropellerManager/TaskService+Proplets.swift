@@ -168,6 +168,6 @@ extension TaskService {
         } catch {
             logger.error("store write failed", metadata: ["error": "\(error)"])
         }
-        for c in followers[block.taskId]?.values ?? [:].values { c.yield(block) }
+        for follower in followers[block.taskId]?.values ?? [:].values { follower.offer(block) }
     }
 }

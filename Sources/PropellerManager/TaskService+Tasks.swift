@@ -134,8 +134,7 @@ extension TaskService {
         return stream
     }
 
-    /// Blocks (or states) a listener may have waiting before older ones are dropped: a slow
-    /// `logs --follow` reader sees a gap (the blocks carry offsets) rather than growing the manager.
+    /// States a watcher may have waiting before older ones are dropped (only the newest matter).
     static let listenerBuffer = 1024
 
     func forgetListener(of id: String, _ key: UUID) {
@@ -145,16 +144,17 @@ extension TaskService {
         if followers[id]?.isEmpty == true { followers[id] = nil }
     }
 
-    /// New log blocks of an active task as they arrive; finishes when the task ends.
-    public func follow(_ id: String) throws -> AsyncStream<LogBlock> {
+    /// New log blocks of an active task as they arrive; finishes when the task ends. Each reader
+    /// may have ``LogFollower/queueBytes`` waiting (see ``LogFollower``).
+    public func follow(_ id: String) throws -> LogFollowStream {
         let t = try task(id)
-        let (stream, continuation) = AsyncStream<LogBlock>.makeStream(bufferingPolicy: .bufferingNewest(Self.listenerBuffer))
+        let (follower, stream) = LogFollower.make()
         if !active.keys.contains(t.id) {
-            continuation.finish()
+            follower.finish()
         } else {
             let key = UUID()
-            followers[id, default: [:]][key] = continuation
-            continuation.onTermination = { [weak self] _ in Task { await self?.forgetListener(of: id, key) } }
+            followers[id, default: [:]][key] = follower
+            follower.continuation.onTermination = { [weak self] _ in Task { await self?.forgetListener(of: id, key) } }
         }
         return stream
     }

@@ -29,7 +29,7 @@ public actor TaskService {
     var unreported: [String: Int] = [:]
     var dispatchedAt: [String: ContinuousClock.Instant] = [:]
     /// `task logs --follow` listeners.
-    var followers: [String: [UUID: AsyncStream<LogBlock>.Continuation]] = [:]
+    var followers: [String: [UUID: LogFollower]] = [:]
     /// Called after every change to a task (the API's `--wait` listeners).
     var watchers: [String: [UUID: AsyncStream<TaskRecord>.Continuation]] = [:]
 

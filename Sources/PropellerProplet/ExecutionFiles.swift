@@ -41,8 +41,19 @@ enum ExecutionFiles {
         var fd = pf_open_in_root(rootFD, directory, O_RDONLY | O_DIRECTORY, 0, 0)
         if fd < 0 && errno == ENOENT && create {
             // A missing name, or a dangling symlink, which mkdirat refuses (EEXIST) rather than follow.
-            guard mkdirat(rootFD, directory, 0o755) == 0 else { throw PropellerError(.systemCall, "create /\(directory) in \(root): \(errnoName(errno))") }
+            guard mkdirat(rootFD, directory, 0o755) == 0 else {
+                let err = errno
+                var target = [CChar](repeating: 0, count: 4096)
+                let n = readlinkat(rootFD, directory, &target, target.count - 1)
+                if err == EEXIST && n > 0 {
+                    throw PropellerError(.invalidArgument, "the image's /\(directory) is a symlink to \(String(decoding: target.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self)), which the image does not have: /\(directory) is where an execution's message and results go")
+                }
+                throw PropellerError(.systemCall, "create /\(directory) in \(root): \(errnoName(err))")
+            }
             fd = pf_open_in_root(rootFD, directory, O_RDONLY | O_DIRECTORY, 0, 0)
+        }
+        if fd < 0 && errno == ENOTDIR {
+            throw PropellerError(.invalidArgument, "the image's /\(directory) is not a directory: /\(directory) is where an execution's message and results go")
         }
         guard fd >= 0 else { throw PropellerError(.systemCall, "open /\(directory) in \(root): \(errnoName(errno))") }
         return fd

@@ -49,7 +49,7 @@ public actor PropletAgent {
         proxy = options.imageSource == .proxy
             ? ProxyImageSource(client: client, topics: options.topics, propletID: options.id, images: images, logger: logger) : nil
         runner = TaskRunner(propletID: options.id, images: images, dataDirectory: options.dataDirectory, scratch: scratch, runtime: runtime,
-                            registryClient: options.registryClient, proxy: proxy, tailBytes: options.tailBytes, logger: logger)
+                            registryClient: options.registryClient, proxy: proxy, tailBytes: options.tailBytes, rootfsMode: options.rootfsMode, logger: logger)
         outbox = try ResultOutbox(directory: options.dataDirectory + "/proplet/outbox")
     }
 

@@ -27,6 +27,14 @@ public struct PropletOptions: Sendable {
     public var registryClient: @Sendable () throws -> RegistryClient
     /// Where images come from: the proxy over MQTT (default) or the registry itself.
     public var imageSource: ImageSource = .proxy
+    /// How a run gets its root: an overlay on the unpacked image (default, where the kernel has
+    /// overlayfs) or a copy of it (for a data directory overlayfs cannot use as its upper layer,
+    /// such as one that is itself on overlayfs inside a container).
+    public var rootfsMode: RootfsMode = .overlay
+
+    public enum RootfsMode: String, Sendable, CaseIterable {
+        case overlay, copy
+    }
 
     public enum ImageSource: String, Sendable, CaseIterable {
         case proxy, direct

@@ -62,6 +62,8 @@ struct TaskRunner: Sendable {
     /// Set for `--image-source proxy`.
     let proxy: ProxyImageSource?
     let tailBytes: Int
+    /// `.copy`: every run copies the image's rootfs instead of mounting an overlay.
+    let rootfsMode: PropletOptions.RootfsMode
     let logger: Logger
 
     /// Callbacks to the agent.
@@ -110,7 +112,7 @@ struct TaskRunner: Sendable {
             let unpacked = ContinuousClock.now
             // Recorded before anything is created, so a successor can clean up after a crash.
             try Data().write(to: URL(fileURLWithPath: journal))
-            let run = try RunDirectory.create(dataDirectory: runs, id: execution.containerID)
+            let run = try RunDirectory.create(dataDirectory: runs, id: execution.containerID, overlay: rootfsMode == .overlay && RunDirectory.overlayAvailable)
             runDirectory = run
             logger.debug("run prepared", metadata: ["task": "\(s.taskId)", "rootfs_ms": "\(milliseconds(unpacked - clock))",
                                                     "run_directory_ms": "\(milliseconds(ContinuousClock.now - unpacked))"])
@@ -118,7 +120,11 @@ struct TaskRunner: Sendable {
             if run.overlay {
                 spec.overlay = ContainerSpec.Overlay(lower: [lower], upper: run.upper, work: run.work)
             } else {
-                logger.warning("overlayfs is not available: copying the image's rootfs for this run", metadata: ["task": "\(s.taskId)"])
+                if rootfsMode == .overlay {
+                    logger.warning("overlayfs is not available: copying the image's rootfs for this run", metadata: ["task": "\(s.taskId)"])
+                } else {
+                    logger.debug("copying the image's rootfs for this run (--rootfs-mode copy)", metadata: ["task": "\(s.taskId)"])
+                }
                 try run.copyRootfs(from: lower)
             }
             spec.command = try image.config.command(arguments: s.command ?? [])

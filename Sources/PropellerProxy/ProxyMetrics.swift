@@ -10,6 +10,7 @@ public final class ProxyMetrics: Sendable {
         var registryFetches: UInt64 = 0
         var registryErrors: UInt64 = 0
         var resends: UInt64 = 0
+        var resendRequests: UInt64 = 0
         var manifestsResolved: UInt64 = 0
         var evictions: UInt64 = 0
     }
@@ -32,6 +33,7 @@ public final class ProxyMetrics: Sendable {
             ("propeller_proxy_registry_fetches_total", "Blobs fetched from a registry.", c.registryFetches),
             ("propeller_proxy_registry_errors_total", "Registry requests that failed.", c.registryErrors),
             ("propeller_proxy_resends_total", "Chunks published again on request.", c.resends),
+            ("propeller_proxy_resend_requests_total", "Requests for missing chunks received (merged per blob).", c.resendRequests),
             ("propeller_proxy_manifests_resolved_total", "Image references resolved.", c.manifestsResolved),
             ("propeller_proxy_cache_evictions_total", "Blobs evicted from the cache.", c.evictions),
         ]

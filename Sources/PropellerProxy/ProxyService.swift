@@ -52,8 +52,19 @@ public actor ProxyService {
     var knownSizes: [Digest: Int64] = [:] {
         didSet { if knownSizes.count > 100_000 { knownSizes.removeAll() } }
     }
-    /// The most chunk indexes one resend request may name.
+    /// The most chunk indexes one resend may name.
     static let maxResendIndexes = 1 << 20
+    /// Resends of one blob are published at most this often (see ``queueResend``).
+    static let resendSpacing: Duration = .milliseconds(250)
+    struct PendingResend {
+        var ref: ImageReference
+        /// nil: every chunk.
+        var indexes: Set<UInt32>? = []
+        /// Whom to tell when the resend fails (one request per proplet).
+        var requesters: [RegistryRequest] = []
+    }
+    var pendingResends: [Digest: PendingResend] = [:]
+    var lastResend: [Digest: ContinuousClock.Instant] = [:]
     var faults: FaultPlan
 
     init(client: MQTTClient, topics: Topics, registry: @escaping @Sendable () throws -> RegistryClient, cache: BlobCache, metrics: ProxyMetrics,
@@ -109,10 +120,48 @@ public actor ProxyService {
             guard let text = r.digest, let digest = try? Digest(validating: text), let image = r.image, let ref = try? ImageReference(parsing: image) else {
                 return respond(r, RegistryResponse(requestId: r.requestId, error: "resend needs a valid digest and image"))
             }
-            // Each index once, in order, at most a blob's worth: a proplet (or a forged request)
-            // cannot make the proxy publish the same chunk to every subscriber over and over.
-            let missing = Array(Set(r.missing ?? [])).sorted().prefix(Self.maxResendIndexes)
-            Task { await resend(digest, indexes: Array(missing), ref: ref, request: r) }
+            queueResend(digest, indexes: r.missing ?? [], ref: ref, request: r)
+        }
+    }
+
+    /// Merges a resend request into the blob's next resend. Every subscriber of the blob's topic
+    /// receives what is published, so requests from all proplets are answered together, each
+    /// index once, at most every ``resendSpacing`` per blob: a proplet (or a forged request
+    /// flood) cannot make the proxy publish the same chunks to every subscriber over and over.
+    func queueResend(_ digest: Digest, indexes: [UInt32], ref: ImageReference, request: RegistryRequest) {
+        let scheduled = pendingResends[digest] != nil
+        var pending = pendingResends[digest] ?? PendingResend(ref: ref)
+        if indexes.isEmpty {
+            pending.indexes = nil  // everything
+        } else if pending.indexes != nil {
+            pending.indexes?.formUnion(indexes.prefix(Self.maxResendIndexes))
+            if (pending.indexes?.count ?? 0) > Self.maxResendIndexes { pending.indexes = nil }
+        }
+        if !pending.requesters.contains(where: { $0.propletId == request.propletId }) && pending.requesters.count < 64 {
+            pending.requesters.append(request)
+        }
+        pendingResends[digest] = pending
+        metrics.update { $0.resendRequests += 1 }
+        guard !scheduled else { return }
+        let wait = lastResend[digest].map { Self.resendSpacing - (ContinuousClock.now - $0) } ?? .zero
+        Task {
+            if wait > .zero { try? await Task.sleep(for: wait) }
+            await flushResend(digest)
+        }
+    }
+
+    func flushResend(_ digest: Digest) async {
+        guard let pending = pendingResends.removeValue(forKey: digest) else { return }
+        lastResend[digest] = .now
+        if lastResend.count > 10_000 { lastResend = lastResend.filter { ContinuousClock.now - $0.value < Self.resendSpacing } }
+        do {
+            try await ensureCached(digest, ref: pending.ref)
+            let published = try await publish(digest, indexes: pending.indexes.map { Array($0).sorted() })
+            metrics.update { $0.resends += UInt64(published) }
+        } catch {
+            for request in pending.requesters {
+                respond(request, RegistryResponse(requestId: request.requestId, image: "\(pending.ref)", error: "\(error)", digest: digest.description))
+            }
         }
     }
 
@@ -220,20 +269,11 @@ public actor ProxyService {
         for digest in fresh { streams[digest] = task }
     }
 
-    func resend(_ digest: Digest, indexes: [UInt32], ref: ImageReference, request: RegistryRequest) async {
-        do {
-            try await ensureCached(digest, ref: ref)
-            try await publish(digest, indexes: indexes.isEmpty ? nil : indexes)
-            metrics.update { $0.resends += UInt64(indexes.count) }
-        } catch {
-            respond(request, RegistryResponse(requestId: request.requestId, image: "\(ref)", error: "\(error)", digest: digest.description))
-        }
-    }
-
     /// Publishes the chunks of a cached blob (all, or the given indexes), paced by the broker.
     /// Each chunk's checksum is computed once per blob and kept (blobs are immutable), so serving
-    /// the next proplet costs no hashing.
-    func publish(_ digest: Digest, indexes: [UInt32]?) async throws {
+    /// the next proplet costs no hashing. Returns how many chunks it published.
+    @discardableResult
+    func publish(_ digest: Digest, indexes: [UInt32]?) async throws -> Int {
         cache.pin(digest)
         defer { cache.unpin(digest) }
         let path = cache.store.path(for: digest)
@@ -250,6 +290,7 @@ public actor ProxyService {
         var sums = chunkChecksums[digest] ?? []
         if sums.count != Int(total) { sums = Array(repeating: [], count: Int(total)) }
         defer { rememberChecksums(sums, of: digest) }
+        var published = 0
         for index in indexes ?? Array(0..<total) where index < total {
             let offset = UInt64(index) * chunk
             let length = Int(min(chunk, size - offset))
@@ -281,9 +322,11 @@ public actor ProxyService {
                 $0.chunksPublished += 1
                 $0.bytesServed += UInt64(length)
             }
+            published += 1
             try await client.waitForAcknowledgements(below: options.window)
         }
         cache.touch(digest)
+        return published
     }
 
     /// Keeps a blob's chunk checksums (at most 4,096 blobs' worth, a few MB).

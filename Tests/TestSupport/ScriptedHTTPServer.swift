@@ -17,12 +17,16 @@ public final class ScriptedHTTPServer: @unchecked Sendable {
         public var body: Data
         /// Close the connection after this many body bytes (the Content-Length still says all).
         public var cutAfter: Int?
+        /// Send `body` over and over, without a Content-Length, until the client goes away (a
+        /// hostile registry's endless answer).
+        public var endless: Bool
 
-        public init(status: Int, headers: [String: String] = [:], body: Data = Data(), cutAfter: Int? = nil) {
+        public init(status: Int, headers: [String: String] = [:], body: Data = Data(), cutAfter: Int? = nil, endless: Bool = false) {
             self.status = status
             self.headers = headers
             self.body = body
             self.cutAfter = cutAfter
+            self.endless = endless
         }
     }
 
@@ -77,12 +81,33 @@ public final class ScriptedHTTPServer: @unchecked Sendable {
         log.append(request)
         lock.unlock()
         let reply = handler(request)
-        var head = "HTTP/1.1 \(reply.status) X\r\nContent-Length: \(reply.body.count)\r\nConnection: close\r\n"
+        var head = "HTTP/1.1 \(reply.status) X\r\n" + (reply.endless ? "" : "Content-Length: \(reply.body.count)\r\n") + "Connection: close\r\n"
         for (k, v) in reply.headers { head += "\(k): \(v)\r\n" }
         head += "\r\n"
         var out = Data(head.utf8)
         out.append(reply.body.prefix(reply.cutAfter ?? reply.body.count))
-        _ = out.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        guard send(fd, out) else { return }
+        if reply.endless && !reply.body.isEmpty {
+            var sent = 0
+            while sent < 64 << 30, send(fd, reply.body) { sent += reply.body.count }
+            endlessBytes.withLock { $0 += sent }
+        }
+    }
+
+    /// Bytes of endless answers sent before each client went away.
+    public let endlessBytes = Locked(0)
+
+    private func send(_ fd: Int32, _ data: Data) -> Bool {
+        data.withUnsafeBytes { bytes in
+            var done = 0
+            while done < bytes.count {
+                let n = Glibc.send(fd, bytes.baseAddress.map { $0 + done }, bytes.count - done, Int32(MSG_NOSIGNAL))
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { return false }
+                done += n
+            }
+            return true
+        }
     }
 
     deinit { stop() }
