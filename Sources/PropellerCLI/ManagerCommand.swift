@@ -47,8 +47,11 @@ struct ManagerCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Placement policy: binpack (fill the fullest proplet that fits), spread (the emptiest) or round-robin.", valueName: "policy"))
     var scheduler: String = "binpack"
 
-    @Option(name: .customLong("liveliness-interval"), help: ArgumentHelp("Proplets' heartbeat interval; 3 missed mean dead (env PROPLET_LIVELINESS_INTERVAL, default 5s).", valueName: "duration"))
+    @Option(name: .customLong("liveliness-interval"), help: ArgumentHelp("Proplets' heartbeat interval; 3 missed mean disconnected (env PROPLET_LIVELINESS_INTERVAL, default 5s).", valueName: "duration"))
     var livelinessInterval: String?
+
+    @Option(name: .customLong("disconnect-grace"), help: ArgumentHelp("How long a disconnected proplet's tasks stay unknown (still running, results accepted) before they are failed or rescheduled (env MANAGER_DISCONNECT_GRACE, default 3 heartbeat intervals).", valueName: "duration"))
+    var disconnectGrace: String?
 
     @Option(name: .customLong("default-memory"), help: ArgumentHelp("Memory reserved and enforced for a task that does not ask (default 256M).", valueName: "size"))
     var defaultMemory: String = "256M"
@@ -109,6 +112,9 @@ struct ManagerCommand: AsyncParsableCommand {
         configuration.policy = SchedulingPolicy(rawValue: scheduler) ?? .binpack
         if let interval = livelinessInterval ?? Environment.current["PROPLET_LIVELINESS_INTERVAL"] {
             do { configuration.livenessInterval = try DurationParsing.parse(interval) } catch { throw ValidationError("invalid liveliness interval \"\(interval)\": \(error)") }
+        }
+        if let grace = disconnectGrace ?? Environment.current["MANAGER_DISCONNECT_GRACE"] {
+            do { configuration.disconnectGrace = try DurationParsing.parse(grace) } catch { throw ValidationError("invalid --disconnect-grace \"\(grace)\": \(error)") }
         }
         guard let memory = try? ByteSize(parsing: defaultMemory), memory.bytes >= 6 << 20 else {
             throw ValidationError("invalid --default-memory \"\(defaultMemory)\": expected a size of at least 6M")

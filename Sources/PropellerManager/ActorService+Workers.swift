@@ -168,10 +168,9 @@ extension ActorService {
     /// Reconciles the workers a proplet lists with those placed on it: one it stopped listing
     /// (it restarted, or lost it) is lost, and replaced; a retiring one it no longer has is gone.
     public func handleHeartbeat(_ hb: PropletHeartbeat) async {
-        if hb.status == .offline {
-            for w in workers.values where w.propletId == hb.propletId { await lose(w.id, reason: "proplet \(hb.propletId) went offline") }
-            return
-        }
+        // Offline (a Last Will or a goodbye): the task service decides when the proplet is lost
+        // (after the disconnect grace); its workers are lost then, by `tick`.
+        if hb.status == .offline { return }
         guard let beats = hb.workers else { return }
         let listed = Dictionary(beats.map { ($0.workerId, $0) }, uniquingKeysWith: { a, _ in a })
         let grace = configuration.livenessInterval * 2
@@ -213,7 +212,7 @@ extension ActorService {
     public func tick() async {
         for w in workers.values {
             guard let p = w.propletId else { continue }
-            if !(await tasks.isAlive(p)) { await lose(w.id, reason: "proplet \(p) is dead") }
+            if !(await tasks.holdsWork(p)) { await lose(w.id, reason: "proplet \(p) is lost") }
         }
         for w in workers.values where w.propletId == nil { await place(w.id) }
         let now = WallClock.now()

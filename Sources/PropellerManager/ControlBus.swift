@@ -13,6 +13,9 @@ public struct ManagerConfiguration: Sendable {
     /// How often proplets heartbeat; `missedHeartbeats` of them missed means dead.
     public var livenessInterval: Duration = .seconds(5)
     public var missedHeartbeats = 3
+    /// How long a disconnected proplet's tasks stay `unknown` before they are failed or
+    /// rescheduled (nil: `missedHeartbeats` intervals).
+    public var disconnectGrace: Duration?
     /// Memory reserved (and enforced) for a task that does not say.
     public var defaultMemoryBytes: UInt64 = 256 << 20
     /// Processes reserved (and enforced as `pids.max`) for a task that does not say: without a
@@ -26,4 +29,5 @@ public struct ManagerConfiguration: Sendable {
     public init() {}
 
     var deadAfter: Duration { livenessInterval * missedHeartbeats }
+    var effectiveDisconnectGrace: Duration { disconnectGrace ?? deadAfter }
 }

@@ -85,7 +85,7 @@ public struct ManagerServer: Sendable {
         let liveness = LoopService {
             while !Task.isCancelled {
                 try await Task.sleep(for: interval / 2)
-                await service.checkLiveness()
+                await service.checkLiveness(brokerLink: (client.isConnected, client.connectionCount))
             }
         }
         // The autoscaler and the workers' health checks.

@@ -113,7 +113,7 @@ enum OpenAPIDocument {
         "schemas": {
           "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
     \#(actorSchemas)
-          "TaskState": {"type": "string", "enum": ["created", "pending", "scheduled", "running", "completed", "failed", "stopped"]},
+          "TaskState": {"type": "string", "enum": ["created", "pending", "scheduled", "running", "completed", "failed", "stopped", "unknown"]},
           "Resources": {"type": "object", "additionalProperties": false, "properties": {
             "cpu_millis": {"type": "integer", "minimum": 0, "maximum": 1073741824, "description": "Thousandths of a CPU"},
             "memory_bytes": {"type": "integer", "minimum": 0, "maximum": 1125899906842624, "description": "0 or at least 6291456; default the manager's --default-memory"},
@@ -172,7 +172,7 @@ enum OpenAPIDocument {
             "id": {"type": "string"}, "name": {"type": "string"}, "version": {"type": "string"}, "labels": {"$ref": "#/components/schemas/StringMap"},
             "capacity": {"$ref": "#/components/schemas/Capacity"}, "allocated": {"$ref": "#/components/schemas/Resources"},
             "task_count": {"type": "integer"}, "os": {"type": "string"}, "arch": {"type": "string"}, "cgroup_mode": {"type": "string"},
-            "alive": {"type": "boolean"}, "last_seen": {"type": "number"}, "registered_at": {"type": "number"}, "reason": {"type": "string"}}},
+            "alive": {"type": "boolean"}, "state": {"type": "string", "enum": ["alive", "disconnected", "lost"]}, "last_seen": {"type": "number"}, "registered_at": {"type": "number"}, "reason": {"type": "string"}}},
           "Token": {"type": "object", "required": ["id", "name", "created_at"], "properties": {
             "id": {"type": "string"}, "name": {"type": "string"}, "created_at": {"type": "number"}, "revoked_at": {"type": "number"}}},
           "CreatedToken": {"allOf": [{"$ref": "#/components/schemas/Token"},

@@ -210,7 +210,7 @@ public final class SQLiteStore: ManagerStore {
     public func activeTasks() throws -> [TaskRecord] {
         try wrap("read active tasks") {
             try pool.read { db in
-                try Row.fetchAll(db, sql: "SELECT \(Self.columns) FROM tasks WHERE state IN ('pending', 'scheduled', 'running') ORDER BY seq").map(Self.record)
+                try Row.fetchAll(db, sql: "SELECT \(Self.columns) FROM tasks WHERE state IN ('pending', 'scheduled', 'running', 'unknown') ORDER BY seq").map(Self.record)
             }
         }
     }

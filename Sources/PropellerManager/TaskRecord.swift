@@ -152,11 +152,15 @@ public struct PropletRecord: Codable, Sendable, Hashable {
     public var os: String
     public var arch: String
     public var cgroupMode: String
+    /// Heartbeats arrive (`state` is `alive`).
     public var alive: Bool
+    /// `alive`, `disconnected` (its work is `unknown` for the grace period) or `lost` (see
+    /// ``PropletConnection``); absent in records written before it existed.
+    public var state: String?
     /// Wall-clock time of the last heartbeat or announcement.
     public var lastSeen: Double
     public var registeredAt: Double
-    /// Why it is dead ("missed 3 heartbeats", "offline (Last Will)").
+    /// Why it is disconnected or lost ("missed 3 heartbeats", "its connection dropped (Last Will)").
     public var reason: String?
     /// Filled in by the API from the reservation ledger.
     public var allocated: Resources?
@@ -172,6 +176,7 @@ public struct PropletRecord: Codable, Sendable, Hashable {
         arch = a.arch
         cgroupMode = a.cgroupMode
         alive = true
+        state = "alive"
         lastSeen = now
         registeredAt = now
     }

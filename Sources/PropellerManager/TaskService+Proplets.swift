@@ -13,28 +13,58 @@ extension TaskService {
         var record = PropletRecord(announcement: a, now: now)
         let known = proplets[a.propletId]
         if let known { record.registeredAt = known.registeredAt }
-        let changed = known.map { !$0.alive || $0.capacity != a.capacity || $0.labels != a.labels || $0.name != a.name || $0.version != a.version } ?? true
+        let changed = known.map { $0.state != "alive" || $0.capacity != a.capacity || $0.labels != a.labels || $0.name != a.name || $0.version != a.version } ?? true
+        let change = connect(a.propletId)
         addNode(record)
-        lastSeen[a.propletId] = .now
         if changed {
             do { try store.saveProplet(record) } catch { logger.error("store write failed", metadata: ["error": "\(error)"]) }
-            logger.info(known == nil ? "proplet registered" : (known?.alive == false ? "proplet returned" : "proplet updated"),
+            logger.info(known == nil ? "proplet registered" : "proplet updated",
                         metadata: ["proplet": "\(a.propletId)", "cpu_millis": "\(a.capacity.cpuMillis)", "memory": "\(ByteSize(bytes: a.capacity.memoryBytes))", "tasks": "\(a.capacity.tasks)"])
         } else {
             proplets[a.propletId]?.lastSeen = now
         }
+        afterConnect(a.propletId, change)
     }
 
-    /// A heartbeat: refreshes liveness and reconciles what the proplet runs with the ledger.
+    /// Heard from `id` now: its connection's transition (the caller updates the record).
+    private func connect(_ id: String) -> PropletConnection.Change {
+        var connection = connections[id] ?? .lost(reason: "new")
+        let change = connection.apply(.heard(at: .now), timing: connectionTiming)
+        connections[id] = connection
+        return connection == .lost(reason: "new") ? .none : change
+    }
+
+    private func afterConnect(_ id: String, _ change: PropletConnection.Change) {
+        switch change {
+        case .reconnected:
+            logger.notice("proplet reconnected", metadata: ["proplet": "\(id)"])
+            recoverUnknown(on: id)
+        case .returned:
+            logger.notice("proplet returned", metadata: ["proplet": "\(id)"])
+        default: break
+        }
+    }
+
+    var connectionTiming: PropletConnection.Timing {
+        PropletConnection.Timing(silentAfter: configuration.deadAfter, grace: configuration.effectiveDisconnectGrace, missedHeartbeats: configuration.missedHeartbeats)
+    }
+
+    /// A heartbeat: refreshes liveness and reconciles what the proplet runs with the ledger. An
+    /// `offline` one is the proplet's Last Will (its connection dropped: disconnected) or, with a
+    /// sequence number, its goodbye after a graceful shutdown that reported everything (lost).
     public func handleHeartbeat(_ hb: PropletHeartbeat) {
         if hb.status == .offline {
-            markDead(hb.propletId, reason: "went offline (Last Will or shutdown)")
+            apply(hb.seq == 0 ? .dropped(at: .now) : .leftGracefully, to: hb.propletId)
             return
         }
         if let a = hb.announcement {
             register(a)
         } else if proplets[hb.propletId] != nil {
-            lastSeen[hb.propletId] = .now
+            let change = connect(hb.propletId)
+            if change != .none {
+                updateRecord(hb.propletId)
+                afterConnect(hb.propletId, change)
+            }
         } else {
             return  // unknown and unannounced: wait for its announcement
         }
@@ -44,26 +74,33 @@ extension TaskService {
 
     func reconcile(_ hb: PropletHeartbeat) {
         let id = hb.propletId
-        let reported = Set((hb.running ?? []) + (hb.finished ?? []))
+        let running = Set(hb.running ?? [])
+        let reported = running.union(hb.finished ?? [])
         let now = WallClock.now()
         let resendAfter = configuration.livenessInterval * 2
         for taskID in placedOn[id] ?? [] {
             guard let t = active[taskID] else { continue }
             if reported.contains(t.currentAttempt) {
                 unreported[taskID] = 0
+                // A stop is sent again until the proplet no longer runs the attempt.
+                if t.stopRequested && running.contains(t.currentAttempt) && (dispatchedAt[taskID].map { ContinuousClock.now - $0 > resendAfter } ?? true) {
+                    logger.notice("resending stop", metadata: ["task": "\(taskID)", "proplet": "\(id)"])
+                    dispatchedAt[taskID] = .now
+                    bus.send(StopTask(taskId: taskID, attempt: t.attempt, signal: 9, graceSeconds: 0), to: id)
+                }
                 continue
             }
             let misses = (unreported[taskID] ?? 0) + 1
             unreported[taskID] = misses
             let sentLongAgo = dispatchedAt[taskID].map { ContinuousClock.now - $0 > resendAfter } ?? true
-            if t.state == .scheduled && sentLongAgo && misses < 3 {
+            if t.state == .scheduled && !t.stopRequested && sentLongAgo && misses < 3 {
                 // The start may have been lost (a broker restart without persistence): send it
-                // again; the proplet ignores an attempt it already has.
+                // again; the proplet ignores an attempt it already has. Never after a stop.
                 logger.notice("resending start", metadata: ["task": "\(taskID)", "proplet": "\(id)"])
                 dispatchedAt[taskID] = .now
                 bus.send(startMessage(t), to: id)
             } else if misses >= 3 && sentLongAgo {
-                requeueOrFail(t, reason: "proplet \(id) no longer runs the task", at: now)
+                requeueOrFail(t, reason: t.stopRequested ? "stopped before it started" : "proplet \(id) no longer runs the task", at: now)
             }
         }
         // Containers the manager does not expect there (a finished or re-placed attempt): stop.
@@ -76,31 +113,119 @@ extension TaskService {
         }
     }
 
-    /// Marks a proplet dead and fails (or re-queues) the tasks it held.
-    public func markDead(_ id: String, reason: String) {
-        guard var p = proplets[id], p.alive else { return }
-        p.alive = false
-        p.reason = reason
-        proplets[id] = p
-        if let i = nodeIndex[id] { nodes[i].alive = false }
-        do { try store.saveProplet(p) } catch { logger.error("store write failed", metadata: ["error": "\(error)"]) }
-        logger.warning("proplet dead", metadata: ["proplet": "\(id)", "reason": "\(reason)"])
-        let now = WallClock.now()
-        for taskID in placedOn[id] ?? [] {
-            guard let t = active[taskID] else { continue }
-            requeueOrFail(t, reason: "proplet lost: \(id) \(reason)", at: now)
+    /// Applies a connection event to proplet `id` and carries out what it means for its work.
+    func apply(_ event: PropletConnection.Event, to id: String) {
+        guard proplets[id] != nil, var connection = connections[id] else { return }
+        let change = connection.apply(event, timing: connectionTiming)
+        connections[id] = connection
+        switch change {
+        case .none: return
+        case .disconnected(let reason):
+            updateRecord(id)
+            logger.warning("proplet disconnected", metadata: ["proplet": "\(id)", "reason": "\(reason)", "grace": "\(configuration.effectiveDisconnectGrace.formattedSeconds)"])
+            markUnknown(on: id, reason: "proplet \(id) disconnected: \(reason)")
+        case .lost(let reason):
+            updateRecord(id)
+            logger.warning("proplet lost", metadata: ["proplet": "\(id)", "reason": "\(reason)"])
+            let now = WallClock.now()
+            for taskID in placedOn[id] ?? [] {
+                guard let t = active[taskID] else { continue }
+                requeueOrFail(t, reason: "proplet lost: \(id) \(reason)", at: now)
+            }
+            schedulePending()
+        case .reconnected, .returned:
+            updateRecord(id)
+            afterConnect(id, change)
         }
-        schedulePending()
     }
 
-    /// Declares dead every alive proplet silent for `missedHeartbeats` intervals.
-    public func checkLiveness(now: ContinuousClock.Instant = .now) {
-        let limit = configuration.deadAfter
-        for (id, p) in proplets where p.alive {
-            if let seen = lastSeen[id], now - seen > limit {
-                markDead(id, reason: "missed \(configuration.missedHeartbeats) heartbeats")
+    /// Writes the proplet's connection state into its record (and the scheduler's node).
+    private func updateRecord(_ id: String) {
+        guard var p = proplets[id], let connection = connections[id] else { return }
+        p.alive = connection.isAlive
+        p.state = connection.name
+        switch connection {
+        case .alive: p.reason = nil; p.lastSeen = WallClock.now()
+        case .disconnected(_, let reason), .lost(let reason): p.reason = reason
+        }
+        proplets[id] = p
+        if let i = nodeIndex[id] { nodes[i].alive = p.alive }
+        do { try store.saveProplet(p) } catch { logger.error("store write failed", metadata: ["error": "\(error)"]) }
+    }
+
+    /// The proplet's placed tasks become `unknown`: they may still run; nothing new goes there.
+    private func markUnknown(on id: String, reason: String) {
+        let now = WallClock.now()
+        var changed: [TaskRecord] = []
+        var transitions: [TaskTransition] = []
+        for taskID in placedOn[id] ?? [] {
+            guard var t = active[taskID], t.state == .scheduled || t.state == .running else { continue }
+            t.state = .unknown
+            t.reason = reason
+            t.updatedAt = now
+            active[taskID] = t
+            changed.append(t)
+            transitions.append(TaskTransition(taskId: taskID, state: .unknown, attempt: t.attempt, at: now, reason: reason))
+        }
+        persist(changed, transitions)
+    }
+
+    /// Back within the grace: `unknown` tasks return to where they were; the heartbeats'
+    /// reconciliation then confirms them (or finds them gone).
+    private func recoverUnknown(on id: String) {
+        let now = WallClock.now()
+        var changed: [TaskRecord] = []
+        var transitions: [TaskTransition] = []
+        for taskID in placedOn[id] ?? [] {
+            guard var t = active[taskID], t.state == .unknown else { continue }
+            t.state = t.startedAt == nil ? .scheduled : .running
+            t.reason = nil
+            t.updatedAt = now
+            unreported[taskID] = 0
+            dispatchedAt[taskID] = .now
+            active[taskID] = t
+            changed.append(t)
+            transitions.append(TaskTransition(taskId: taskID, state: t.state, attempt: t.attempt, at: now, reason: "proplet \(id) reconnected"))
+        }
+        persist(changed, transitions)
+    }
+
+    /// Declares lost a proplet (an operator's decision, or tests): its work is failed or re-queued.
+    public func markDead(_ id: String, reason: String) {
+        guard proplets[id] != nil else { return }
+        if connections[id]?.isLost == false {
+            connections[id] = .disconnected(since: .now - configuration.effectiveDisconnectGrace - .seconds(1), reason: reason)
+            apply(.tick(at: .now), to: id)
+        }
+    }
+
+    /// Moves silent proplets to `disconnected`, and disconnected ones past the grace to `lost`.
+    /// Nothing moves while the manager's own link to the broker is down (it cannot hear anyone),
+    /// and every clock starts again when the link is back: the manager's outage is not theirs.
+    public func checkLiveness(now: ContinuousClock.Instant = .now, brokerLink: (connected: Bool, connections: Int)? = nil) {
+        if let link = brokerLink {
+            guard link.connected else {
+                if !brokerLinkDown { logger.warning("the manager's broker connection is down: proplet liveness paused") }
+                brokerLinkDown = true
+                return
+            }
+            if brokerLinkDown || link.connections != brokerConnections {
+                if brokerConnections != 0 {
+                    logger.notice("the manager's broker connection is back: proplet liveness starts again")
+                    for (id, connection) in connections {
+                        switch connection {
+                        case .alive: connections[id] = .alive(lastSeen: now)
+                        case .disconnected(_, let reason): connections[id] = .disconnected(since: now, reason: reason)
+                        case .lost: break
+                        }
+                    }
+                }
+                brokerLinkDown = false
+                brokerConnections = link.connections
+                return
             }
         }
+        for id in connections.keys.sorted() { apply(.tick(at: now), to: id) }
     }
 
     public func handleEvent(_ e: TaskEvent) {
@@ -108,7 +233,7 @@ extension TaskService {
         t.phase = e.phase.rawValue
         t.updatedAt = WallClock.now()
         var transitions: [TaskTransition] = []
-        if e.phase == .running && t.state == .scheduled {
+        if e.phase == .running && (t.state == .scheduled || (t.state == .unknown && t.startedAt == nil)) {
             t.state = .running
             t.startedAt = e.at
             transitions.append(TaskTransition(taskId: t.id, state: .running, attempt: t.attempt, at: e.at, reason: nil))
@@ -121,30 +246,45 @@ extension TaskService {
         persist([t], transitions)
     }
 
-    /// A final result: stores it, releases the reservation, acknowledges. Duplicates and results
-    /// of old attempts are acknowledged and otherwise ignored.
+    /// A final result: stores it, releases the reservation, and acknowledges it only once the
+    /// store has it (else the proplet keeps it in its outbox and sends it again). Duplicates and
+    /// results of old attempts are acknowledged and otherwise ignored.
     public func handleResult(_ r: TaskResult) {
-        defer { bus.acknowledge(r.ref, to: r.propletId) }
-        guard var t = active[r.taskId], t.attempt == r.attempt else { return }
+        guard let t = active[r.taskId], t.attempt == r.attempt else {
+            bus.acknowledge(r.ref, to: r.propletId)
+            return
+        }
         guard t.assignedProplet == r.propletId else {
             logger.warning("result from a proplet the task is not placed on: ignored", metadata: ["task": "\(r.taskId)", "from": "\(r.propletId)", "placed_on": "\(t.assignedProplet ?? "-")"])
+            bus.acknowledge(r.ref, to: r.propletId)
             return
         }
         let now = WallClock.now()
-        t.result = r
-        t.startedAt = t.startedAt ?? r.startedAt
-        logger.info("task ended", metadata: ["task": "\(t.id)", "state": "\(r.state.rawValue)", "exit_code": "\(r.exitCode.map(String.init) ?? "-")", "proplet": "\(r.propletId)"])
+        var ended = t
+        ended.result = r
+        ended.startedAt = t.startedAt ?? r.startedAt
+        let committed: Bool
         if r.state == .failed {
-            requeueOrFail(t, reason: r.error ?? Self.describeFailure(r), at: now)
+            committed = requeueOrFail(ended, reason: r.error ?? Self.describeFailure(r), at: now, onlyIfStored: true)
         } else {
-            release(t)
-            t.state = r.state
-            t.reason = r.state == .stopped ? (t.stopRequested ? "stopped on request" : "stopped by proplet \(r.propletId) (shutting down)") : nil
-            t.updatedAt = now
-            t.finishedAt = r.finishedAt ?? now
-            active[t.id] = nil
-            persist([t], [TaskTransition(taskId: t.id, state: t.state, attempt: t.attempt, at: t.finishedAt ?? now, reason: t.reason)])
+            ended.state = r.state
+            ended.reason = r.state == .stopped ? (t.stopRequested ? "stopped on request" : "stopped by proplet \(r.propletId) (shutting down)") : nil
+            ended.updatedAt = now
+            ended.finishedAt = r.finishedAt ?? now
+            committed = persist([ended], [TaskTransition(taskId: t.id, state: ended.state, attempt: t.attempt, at: ended.finishedAt ?? now, reason: ended.reason)],
+                                notify: false)
+            if committed {
+                release(t)
+                active[t.id] = nil
+                notifyWatchers(ended)
+            }
         }
+        guard committed else {
+            logger.error("result not stored: not acknowledged, the proplet sends it again", metadata: ["task": "\(t.id)", "attempt": "\(t.attempt)"])
+            return
+        }
+        logger.info("task ended", metadata: ["task": "\(t.id)", "state": "\(r.state.rawValue)", "exit_code": "\(r.exitCode.map(String.init) ?? "-")", "proplet": "\(r.propletId)"])
+        bus.acknowledge(r.ref, to: r.propletId)
         schedulePending()
     }
 

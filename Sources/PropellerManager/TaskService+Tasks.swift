@@ -78,7 +78,7 @@ extension TaskService {
             active[id] = nil
             pendingQueue.removeAll { $0 == id }
             persist([t], [TaskTransition(taskId: id, state: .stopped, attempt: t.attempt, at: now, reason: t.reason)])
-        case .scheduled, .running:
+        case .scheduled, .running, .unknown:
             active[id] = t
             persist([t], [])
             if let p = t.assignedProplet {
@@ -181,12 +181,14 @@ extension TaskService {
 
     /// Forgets a proplet that is dead (an alive one would announce itself again at once).
     public func deleteProplet(_ id: String) throws {
-        guard let p = proplets[id] else { throw APIError.notFound("no proplet \(id)") }
-        if p.alive { throw APIError.conflict("proplet \(id) is alive: stop it first (a running proplet registers again)") }
+        guard proplets[id] != nil else { throw APIError.notFound("no proplet \(id)") }
+        if connections[id]?.isLost == false {
+            throw APIError.conflict("proplet \(id) is \(connections[id]?.name ?? "alive"): stop it first, or wait until it is lost (a running proplet registers again)")
+        }
         try store.deleteProplet(id: id)
         proplets[id] = nil
         placedOn[id] = nil
-        lastSeen[id] = nil
+        connections[id] = nil
         nodes.removeAll { $0.id == id }
         nodeIndex = Dictionary(uniqueKeysWithValues: nodes.enumerated().map { ($1.id, $0) })
         logger.info("proplet deleted", metadata: ["proplet": "\(id)"])

@@ -40,4 +40,7 @@ extension TaskService {
 
     /// Whether the manager counts this proplet alive.
     public func isAlive(_ propletID: String) -> Bool { proplets[propletID]?.alive ?? false }
+
+    /// Whether work placed on this proplet still counts (alive, or disconnected within the grace).
+    public func holdsWork(_ propletID: String) -> Bool { connections[propletID].map { !$0.isLost } ?? false }
 }

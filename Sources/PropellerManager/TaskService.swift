@@ -22,9 +22,12 @@ public actor TaskService {
     var nodes: [PropletNode] = []
     var nodeIndex: [String: Int] = [:]
     var proplets: [String: PropletRecord] = [:]
-    /// Per proplet: the tasks placed on it, and monotonic time of its last heartbeat.
+    /// Per proplet: the tasks placed on it, and its connection (``PropletConnection``).
     var placedOn: [String: Set<String>] = [:]
-    var lastSeen: [String: ContinuousClock.Instant] = [:]
+    var connections: [String: PropletConnection] = [:]
+    /// The manager's own broker link as the liveness loop last saw it.
+    var brokerLinkDown = false
+    var brokerConnections = 0
     /// Per task: heartbeats in a row that did not mention it, and when its start was sent.
     var unreported: [String: Int] = [:]
     var dispatchedAt: [String: ContinuousClock.Instant] = [:]
@@ -44,19 +47,20 @@ public actor TaskService {
         scheduler = Scheduler(policy: configuration.policy)
     }
 
-    /// Loads proplets and active tasks from the store, rebuilding the ledger. Proplets count as
-    /// alive from now: each gets a full liveness period to heartbeat before it is declared dead.
+    /// Loads proplets and active tasks from the store, rebuilding the ledger. Proplets the store
+    /// has as alive or disconnected count as alive from now: each gets a full liveness period to
+    /// heartbeat (and then the grace) before its work is given up.
     public func recover(schedule: Bool = true) throws {
         let now = ContinuousClock.now
         for p in try store.proplets() {
             addNode(p)
-            lastSeen[p.id] = now
+            connections[p.id] = p.state == "lost" || (p.state == nil && !p.alive) ? .lost(reason: p.reason ?? "lost") : .alive(lastSeen: now)
         }
         for t in try store.activeTasks() {
             active[t.id] = t
             switch t.state {
             case .pending: pendingQueue.append(t.id)
-            case .scheduled, .running:
+            case .scheduled, .running, .unknown:
                 if let p = t.assignedProplet, nodeIndex[p] != nil {
                     reserve(t, on: p)
                     dispatchedAt[t.id] = now
@@ -184,16 +188,22 @@ public actor TaskService {
                   workdir: t.spec.workdir, user: t.spec.user, resources: t.spec.resources, timeoutSeconds: t.spec.timeoutSeconds, network: t.spec.network)
     }
 
-    /// Writes through to the store and wakes watchers. A store failure is logged: the in-memory
-    /// state stays authoritative and the next change of the same task writes it again.
-    func persist(_ tasks: [TaskRecord], _ transitions: [TaskTransition]) {
-        guard !tasks.isEmpty || !transitions.isEmpty else { return }
+    /// Writes through to the store and wakes watchers; returns whether the store has it. A store
+    /// failure is logged: the in-memory state stays authoritative and the next change of the same
+    /// task writes it again. (A result is the exception: it is applied and acknowledged only once
+    /// stored, see ``handleResult(_:)``.)
+    @discardableResult
+    func persist(_ tasks: [TaskRecord], _ transitions: [TaskTransition], notify: Bool = true) -> Bool {
+        guard !tasks.isEmpty || !transitions.isEmpty else { return true }
+        var stored = true
         do {
             try store.saveTasks(tasks, transitions: transitions)
         } catch {
+            stored = false
             logger.error("store write failed", metadata: ["error": "\(error)"])
         }
-        for t in tasks { notifyWatchers(t) }
+        if notify { for t in tasks { notifyWatchers(t) } }
+        return stored
     }
 
     func notifyWatchers(_ t: TaskRecord) {
@@ -207,9 +217,11 @@ public actor TaskService {
     }
 
     /// Sends a failed attempt back to the queue when its restart policy allows, else fails it.
-    func requeueOrFail(_ task: TaskRecord, reason: String, at now: Double) {
+    /// With `onlyIfStored`, nothing changes unless the store took the change (a result, which
+    /// the proplet sends again); returns whether it did.
+    @discardableResult
+    func requeueOrFail(_ task: TaskRecord, reason: String, at now: Double, onlyIfStored: Bool = false) -> Bool {
         var t = task
-        release(t)
         var transitions: [TaskTransition] = []
         let policy = t.spec.restartPolicy
         if policy.mode == .onFailure && t.attempt < policy.maxAttempts && !t.stopRequested {
@@ -219,19 +231,26 @@ public actor TaskService {
             t.phase = nil
             t.reason = "\(reason); restarting (attempt \(t.attempt) of \(policy.maxAttempts))"
             t.updatedAt = now
-            pendingQueue.append(t.id)
-            active[t.id] = t
             transitions.append(TaskTransition(taskId: t.id, state: .pending, attempt: t.attempt, at: now, reason: t.reason))
-            logger.notice("task re-queued", metadata: ["task": "\(t.id)", "attempt": "\(t.attempt)", "reason": "\(reason)"])
         } else {
             t.state = t.stopRequested ? .stopped : .failed
             t.reason = reason
             t.updatedAt = now
             t.finishedAt = now
-            active[t.id] = nil
             transitions.append(TaskTransition(taskId: t.id, state: t.state, attempt: t.attempt, at: now, reason: reason))
-            logger.notice("task failed", metadata: ["task": "\(t.id)", "attempt": "\(t.attempt)", "reason": "\(reason)"])
         }
-        persist([t], transitions)
+        let stored = persist([t], transitions, notify: false)
+        if onlyIfStored && !stored { return false }
+        release(task)
+        if t.state == .pending {
+            pendingQueue.append(t.id)
+            active[t.id] = t
+            logger.notice("task re-queued", metadata: ["task": "\(t.id)", "attempt": "\(t.attempt)", "reason": "\(reason)"])
+        } else {
+            active[t.id] = nil
+            logger.notice(t.state == .stopped ? "task stopped" : "task failed", metadata: ["task": "\(t.id)", "attempt": "\(t.attempt)", "reason": "\(reason)"])
+        }
+        notifyWatchers(t)
+        return stored
     }
 }

@@ -115,6 +115,26 @@ struct ControlPlaneTests {
         #expect((done["result"] as? [String: Any])?["stdout_tail"] as? String == "still here\n")
     }
 
+    /// The operator's routine broker restart (SIGTERM, back 2 s later) while a task runs: on its
+    /// way down mosquitto hands the proplet's Last Will to the manager, which once declared the
+    /// proplet dead at once and failed the task ("proplet lost"), then threw away its real
+    /// result. A dropped connection is a disconnect, not a death: the task completes.
+    @Test func aBrokerRestartWhileATaskRunsEndsWithItsRealResult() throws {
+        let c = try Cluster()
+        try c.startProplet("p", memory: "2G")
+        let id = try c.create("through-a-restart", command: ["sh", "-c", "sleep 4; echo ok"])
+        try c.waitFor(id, state: "running")
+        c.broker.stop()
+        sleep(2)
+        try c.broker.start()
+        let done = try c.waitFor(id, state: "completed", timeout: 30)
+        #expect((done["result"] as? [String: Any])?["stdout_tail"] as? String == "ok\n")
+        let history = (done["history"] as? [[String: Any]])?.compactMap { $0["state"] as? String } ?? []
+        #expect(!history.contains("failed") && history.filter { $0 == "pending" }.count == 1 && done["attempt"] as? Int == 1, "\(history)")
+        print("history through a broker restart: \(history)")
+        #expect(try c.proplet("p")?["alive"] as? Bool == true)
+    }
+
     @Test func logsFollowAndAGracefulPropletShutdownReportsItsTasks() throws {
         let c = try Cluster()
         try c.startProplet("p", memory: "2G", extra: ["--drain-timeout", "1s"])

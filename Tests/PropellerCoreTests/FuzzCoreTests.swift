@@ -19,7 +19,7 @@ struct FuzzCoreTests {
     }
 
     /// Every message type that arrives over the broker.
-    static let wireTypes: [any Decodable.Type] = [StartTask.self, StopTask.self, TaskResult.self, TaskEvent.self, LogBlock.self, PropletHeartbeat.self,
+    static let wireTypes: [any (Decodable & Sendable).Type] = [StartTask.self, StopTask.self, TaskResult.self, TaskEvent.self, LogBlock.self, PropletHeartbeat.self,
                                                   PropletAnnouncement.self, RegistryRequest.self, RegistryResponse.self, WorkerCommand.self,
                                                   WorkerReport.self, ExecutionCommand.self, ExecutionReport.self]
 

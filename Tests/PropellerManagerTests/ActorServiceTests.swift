@@ -84,14 +84,16 @@ struct ActorServiceTests: Sendable {
         await ready(actors, prepared()[0].0, on: prepared()[0].1)
         let e = try await actors.send(a.id, body: Data("m".utf8), contentType: "text/plain", env: ["K": "v"])
         #expect(runs().count == 1 && runs()[0].0.env == ["K": "v"])
-        // Its proplet goes offline: a new worker, the same message, attempt 2.
-        await actors.handleHeartbeat(PropletHeartbeat(propletId: runs()[0].1, status: .offline))
+        // Its proplet is lost: a new worker, the same message, attempt 2.
+        await tasks.markDead(runs()[0].1, reason: "gone")
+        await actors.tick()
         #expect(try await actors.execution(a.id, e.id).status == .submitted)
         let second = try #require(prepared().last)
         await ready(actors, second.0, on: second.1)
         #expect(runs().count == 2 && runs()[1].0.attempt == 2 && runs()[1].0.executionId == e.id)
         // Lost again: the execution fails with the reason.
-        await actors.handleHeartbeat(PropletHeartbeat(propletId: runs()[1].1, status: .offline))
+        await tasks.markDead(runs()[1].1, reason: "gone")
+        await actors.tick()
         let failed = try await actors.execution(a.id, e.id)
         #expect(failed.status == .error && failed.error?.contains("after a re-run") == true, "\(failed.error ?? "")")
         #expect(try await actors.inboxLength(a.id) == 0)

@@ -96,34 +96,81 @@ struct TaskServiceTests: Sendable {
         #expect(try await s.proplet("p").allocated == .zero)
     }
 
-    @Test func aSilentPropletIsDeclaredDeadAndItsTasksFailOrAreRequeued() async throws {
+    @Test func aSilentPropletIsDisconnectedThenLostAndItsTasksFailOrAreRequeued() async throws {
         let s = try service(interval: .milliseconds(100))
         await s.handleAnnouncement(announcement("doomed", memory: 4 * Self.gib))
         let plain = try await s.create(spec("plain", memory: Self.gib), start: true)
         var retrying = spec("retrying", memory: Self.gib)
         retrying.restartPolicy = RestartPolicy(mode: .onFailure, maxAttempts: 2)
         let r = try await s.create(retrying, start: true)
-        await s.checkLiveness(now: .now + .milliseconds(250))
+        let start = ContinuousClock.now
+        await s.checkLiveness(now: start + .milliseconds(250))
         #expect(try await s.proplet("doomed").alive)
-        await s.checkLiveness(now: .now + .milliseconds(350))
-        #expect(try await s.proplet("doomed").alive == false)
+        // Silent past three intervals: disconnected, its tasks unknown (they may still run).
+        await s.checkLiveness(now: start + .milliseconds(350))
+        #expect(try await s.proplet("doomed").state == "disconnected")
+        #expect(try await s.task(plain.id).state == .unknown)
+        #expect(try await s.task(r.id).state == .unknown)
+        await s.handleAnnouncement(announcement("fresh", memory: 4 * Self.gib))
+        #expect(bus.startedOn[r.id] == "doomed", "nothing is re-placed within the grace")
+        // Past the grace (three intervals more): lost.
+        await s.checkLiveness(now: start + .milliseconds(700))
+        let lost = try await s.proplet("doomed")
+        #expect(lost.alive == false && lost.state == "lost")
         let failed = try await s.task(plain.id)
         #expect(failed.state == .failed)
         #expect(failed.reason?.contains("proplet lost") == true)
-        let requeued = try await s.task(r.id)
-        #expect(requeued.state == .pending)
-        #expect(requeued.attempt == 2)
-        // A new proplet appears: the re-queued attempt goes there.
+        // The re-queued attempt goes to the proplet that is there (heard again: the ticks above
+        // ran ahead of its heartbeats too).
         await s.handleAnnouncement(announcement("fresh", memory: 4 * Self.gib))
+        let requeued = try await s.task(r.id)
+        #expect(requeued.attempt == 2)
         #expect(bus.startedOn[r.id] == "fresh")
         #expect(try await s.task(r.id).state == .scheduled)
     }
 
-    @Test func theLastWillMarksDeadAtOnce() async throws {
-        let s = try service()
+    /// A Last Will (a dropped connection) disconnects; a proplet back within the grace gets its
+    /// tasks back as they were, and their results count. A goodbye (a graceful shutdown, with a
+    /// sequence number) is lost at once.
+    @Test func theLastWillDisconnectsAndAReturnWithinTheGraceKeepsTheTasks() async throws {
+        let s = try service(interval: .milliseconds(100))
         await s.handleAnnouncement(announcement("p", memory: 4 * Self.gib))
+        let t = try await s.create(spec("t", memory: Self.gib), start: true)
+        await s.handleEvent(TaskEvent(taskId: t.id, attempt: 1, propletId: "p", phase: .running, at: WallClock.now()))
         await s.handleHeartbeat(PropletHeartbeat(propletId: "p", status: .offline))
-        #expect(try await s.proplet("p").alive == false)
+        let disconnected = try await s.proplet("p")
+        #expect(disconnected.alive == false && disconnected.state == "disconnected")
+        #expect(try await s.task(t.id).state == .unknown)
+        await s.handleHeartbeat(PropletHeartbeat(propletId: "p", status: .online, seq: 5, running: [TaskAttempt(taskId: t.id, attempt: 1)]))
+        #expect(try await s.proplet("p").alive)
+        #expect(try await s.task(t.id).state == .running)
+        await complete(s, t.id, on: "p", state: .completed, exit: 0)
+        #expect(try await s.task(t.id).state == .completed)
+        await s.handleHeartbeat(PropletHeartbeat(propletId: "p", status: .offline, seq: 6))
+        #expect(try await s.proplet("p").state == "lost")
+    }
+
+    /// A result whose store write fails (the manager's disk is full) is not acknowledged and
+    /// changes nothing: the proplet keeps it in its outbox and sends it again, and once there is
+    /// room it is stored and acknowledged. Before, it was acknowledged anyway and lost.
+    @Test(.enabled(if: isRoot, "requires root: mounts a small tmpfs to fill"))
+    func aResultIsAcknowledgedOnlyOnceStored() async throws {
+        let dir = try TempDirectory("propeller-full-store")
+        defer { dir.remove() }
+        try #require(runProcess("/bin/mount", ["-t", "tmpfs", "-o", "size=2m", "propeller-full-store", dir.path], timeout: 10).status == 0)
+        defer { _ = try? runProcess("/bin/umount", [dir.path], timeout: 30) }
+        let s = TaskService(store: try SQLiteStore(path: dir.path + "/manager.db"), bus: bus)
+        await s.handleAnnouncement(announcement("p", memory: 4 * Self.gib))
+        let t = try await s.create(spec("t", memory: Self.gib), start: true)
+        await s.handleEvent(TaskEvent(taskId: t.id, attempt: 1, propletId: "p", phase: .running, at: WallClock.now()))
+        _ = try runProcess("/bin/dd", ["if=/dev/zero", "of=\(dir.path)/filler", "bs=4k"], timeout: 30)
+        await complete(s, t.id, on: "p")
+        #expect(bus.acks.withLock { $0 }.isEmpty, "acknowledged a result the store does not have")
+        #expect(try await s.task(t.id).state == .running)
+        unlink(dir.path + "/filler")
+        await complete(s, t.id, on: "p")
+        #expect(bus.acks.withLock { $0 } == [TaskAttempt(taskId: t.id, attempt: 1)])
+        #expect(try await s.task(t.id).state == .completed)
     }
 
     @Test func stopAndDeleteFollowTheLifecycle() async throws {
