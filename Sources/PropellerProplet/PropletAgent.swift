@@ -18,6 +18,8 @@ public actor PropletAgent {
     let runner: TaskRunner
     let runtime: ContainerRuntime
     let outbox: ResultOutbox
+    /// The attempts this proplet accepted and how they ended (``AttemptJournal``).
+    let journal: AttemptJournal
     let proxy: ProxyImageSource?
     let scratch: ScratchSpace?
     let logger: Logger
@@ -51,6 +53,7 @@ public actor PropletAgent {
         runner = TaskRunner(propletID: options.id, images: images, dataDirectory: options.dataDirectory, scratch: scratch, runtime: runtime,
                             registryClient: options.registryClient, proxy: proxy, tailBytes: options.tailBytes, rootfsMode: options.rootfsMode, logger: logger)
         outbox = try ResultOutbox(directory: options.dataDirectory + "/proplet/outbox")
+        journal = try AttemptJournal(path: options.dataDirectory + "/proplet/attempts.jsonl")
     }
 
     var announcement: PropletAnnouncement {
@@ -80,9 +83,23 @@ public actor PropletAgent {
         }
     }
 
+    /// Attempts a previous run of this proplet accepted and never finished died with it: each is
+    /// reported failed (once, through the outbox), so the manager applies its restart policy at
+    /// once instead of finding it gone from the heartbeats.
+    func reportAttemptsThatDiedWithThePredecessor() {
+        for ref in journal.unfinished() where !outbox.contains(ref) {
+            let result = TaskResult(taskId: ref.taskId, attempt: ref.attempt, propletId: options.id, state: .failed,
+                                    error: "proplet \(options.id) stopped while the task ran (its container died with it)", finishedAt: WallClock.now())
+            journal.end(result)
+            finish(result)
+            logger.notice("reported an attempt that died with the previous run", metadata: ["task": "\(ref.taskId)", "attempt": "\(ref.attempt)"])
+        }
+    }
+
     /// Runs until `shutdown` completes (SIGTERM) or the task is cancelled.
     public func run() async throws {
         cleanUpPredecessor()
+        reportAttemptsThatDiedWithThePredecessor()
         try client.subscribe(topics.propletInbox(options.id))
         if proxy != nil { try client.subscribe(topics.registryResponses(options.id)) }
         try await client.connect(timeout: .seconds(30))
@@ -151,10 +168,17 @@ public actor PropletAgent {
 
     func startTask(_ s: StartTask) {
         let ref = s.ref
-        if seen.contains(ref) || executions[s.taskId]?.start.attempt == s.attempt || outbox.contains(ref) { return }
+        if seen.contains(ref) || executions[s.taskId]?.start.attempt == s.attempt || outbox.contains(ref) || journal.contains(ref) { return }
         remember(ref)
         guard accepting else {
             finish(TaskResult(taskId: s.taskId, attempt: s.attempt, propletId: options.id, state: .failed, error: "proplet \(options.id) is shutting down", finishedAt: WallClock.now()))
+            return
+        }
+        do {
+            try journal.accept(ref)
+        } catch {
+            finish(TaskResult(taskId: s.taskId, attempt: s.attempt, propletId: options.id, state: .failed, error: "proplet \(options.id) cannot record the attempt: \(error)",
+                              finishedAt: WallClock.now()))
             return
         }
         if let older = executions[s.taskId] {
@@ -170,6 +194,7 @@ public actor PropletAgent {
         let topics = self.topics
         let propletID = options.id
         let outbox = self.outbox
+        let journal = self.journal
         let logger = self.logger
         Thread.detachNewThread { [self] in
             let hooks = TaskRunner.Hooks(
@@ -182,6 +207,7 @@ public actor PropletAgent {
                     try? client.publish(topics.logs(from: propletID, task: s.taskId), WireCoding.encode(block), qos: 0)
                 })
             runner.run(execution, hooks: hooks) { result in
+                journal.end(result)
                 Self.report(result, outbox: outbox, client: client, topics: topics, logger: logger)
                 Task { await self.finished(execution, result) }
             }
