@@ -251,7 +251,7 @@ extension TaskService {
     /// results of old attempts are acknowledged and otherwise ignored.
     public func handleResult(_ r: TaskResult) {
         guard let t = active[r.taskId], t.attempt == r.attempt else {
-            bus.acknowledge(r.ref, to: r.propletId)
+            if acceptLateResult(r) { bus.acknowledge(r.ref, to: r.propletId) }
             return
         }
         guard t.assignedProplet == r.propletId else {
@@ -286,6 +286,28 @@ extension TaskService {
         logger.info("task ended", metadata: ["task": "\(t.id)", "state": "\(r.state.rawValue)", "exit_code": "\(r.exitCode.map(String.init) ?? "-")", "proplet": "\(r.propletId)"])
         bus.acknowledge(r.ref, to: r.propletId)
         schedulePending()
+    }
+
+    /// The real result of an attempt the manager failed because its proplet was lost, when
+    /// nothing replaced it (no restart policy took it on): the task ends in the state it really
+    /// reached. Returns false only when the store could not take it (not acknowledged then).
+    func acceptLateResult(_ r: TaskResult) -> Bool {
+        guard let stored = try? store.task(id: r.taskId), stored.attempt == r.attempt, stored.assignedProplet == r.propletId,
+              stored.state == .failed, stored.result == nil, stored.reason?.hasPrefix("proplet lost") == true else { return true }
+        var t = stored
+        let now = WallClock.now()
+        t.result = r
+        t.state = r.state
+        t.startedAt = t.startedAt ?? r.startedAt
+        t.finishedAt = r.finishedAt ?? now
+        t.updatedAt = now
+        t.reason = r.state == .failed ? (r.error ?? Self.describeFailure(r)) : nil
+        let note = "reported by proplet \(r.propletId) after it was declared lost"
+        guard persist([t], [TaskTransition(taskId: t.id, state: t.state, attempt: t.attempt, at: t.finishedAt ?? now, reason: t.reason.map { "\($0); \(note)" } ?? note)]) else {
+            return false
+        }
+        logger.notice("late result accepted", metadata: ["task": "\(t.id)", "attempt": "\(t.attempt)", "state": "\(r.state.rawValue)", "proplet": "\(r.propletId)"])
+        return true
     }
 
     static func describeFailure(_ r: TaskResult) -> String {

@@ -25,6 +25,8 @@ final class AttemptJournal: @unchecked Sendable {
         var taskId: String
         var attempt: Int
         var at: Double
+        /// The container's id (its cgroups and run directory are named by it).
+        var container: String?
         var state: TaskState?
         var exitCode: Int32?
         var error: String?
@@ -80,11 +82,11 @@ final class AttemptJournal: @unchecked Sendable {
     }
 
     /// Records an accepted attempt, synced to disk before it returns.
-    func accept(_ ref: TaskAttempt) throws {
+    func accept(_ ref: TaskAttempt, container: ContainerID? = nil) throws {
         try lock.withLock {
             guard accepted.insert(ref).inserted else { return }
             order.append(ref)
-            try append(Entry(event: .accepted, taskId: ref.taskId, attempt: ref.attempt, at: WallClock.now()), sync: true)
+            try append(Entry(event: .accepted, taskId: ref.taskId, attempt: ref.attempt, at: WallClock.now(), container: container?.hex), sync: true)
         }
     }
 

@@ -174,8 +174,9 @@ public actor PropletAgent {
             finish(TaskResult(taskId: s.taskId, attempt: s.attempt, propletId: options.id, state: .failed, error: "proplet \(options.id) is shutting down", finishedAt: WallClock.now()))
             return
         }
+        let execution = Execution(start: s)
         do {
-            try journal.accept(ref)
+            try journal.accept(ref, container: execution.containerID)
         } catch {
             finish(TaskResult(taskId: s.taskId, attempt: s.attempt, propletId: options.id, state: .failed, error: "proplet \(options.id) cannot record the attempt: \(error)",
                               finishedAt: WallClock.now()))
@@ -185,7 +186,6 @@ public actor PropletAgent {
             // A newer attempt replaces one the manager gave up on.
             older.requestStop(signal: SIGKILL, grace: 0)
         }
-        let execution = Execution(start: s)
         executions[s.taskId] = execution
         logger.info("task accepted", metadata: ["task": "\(s.taskId)", "attempt": "\(s.attempt)", "image": "\(s.image)"])
         event(s, .accepted)

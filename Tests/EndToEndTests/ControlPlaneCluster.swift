@@ -24,7 +24,12 @@ final class Cluster: @unchecked Sendable {
 
     /// With `proxy`, a `propeller proxy` holding `credentials` for the registry serves images;
     /// without, proplets must be started with `--image-source direct`.
-    init(interval: String = "1s", tag: String = "app:v1", credentials: (String, String)? = nil, proxy: Bool = true) throws {
+    /// The manager's data directory, a tmpfs of this size when asked (to fill it: a full disk).
+    let managerStoreSize: String?
+    var managerData: String { dir.path + "/manager" }
+
+    init(interval: String = "1s", tag: String = "app:v1", credentials: (String, String)? = nil, proxy: Bool = true, managerStoreSize: String? = nil) throws {
+        self.managerStoreSize = managerStoreSize
         self.interval = interval
         self.tag = tag
         self.credentials = credentials
@@ -35,6 +40,11 @@ final class Cluster: @unchecked Sendable {
         proxyPort = try freeLoopbackPort()
         writeFile(dir.path + "/token", token)
         chmod(dir.path + "/token", 0o600)
+        if let managerStoreSize {
+            mkdir(managerData, 0o700)
+            let mounted = try runProcess("/bin/mount", ["-t", "tmpfs", "-o", "size=\(managerStoreSize)", "propeller-test-store", managerData], timeout: 10)
+            guard mounted.status == 0 else { throw PropellerError(.internalError, "mount a tmpfs on \(managerData): \(String(decoding: mounted.stderr, as: UTF8.self))") }
+        }
         try startManager()
         if proxy { try startProxy(password: credentials?.1) }
     }
@@ -67,7 +77,7 @@ final class Cluster: @unchecked Sendable {
 
     func startManager() throws {
         manager = try DaemonProcess(propellerBinary, ["manager", "--mqtt", "tcp://127.0.0.1:\(broker.port)", "--http", "127.0.0.1:\(httpPort)",
-                                                      "--data-dir", dir.path + "/manager", "--token-file", dir.path + "/token",
+                                                      "--data-dir", managerData, "--token-file", dir.path + "/token",
                                                       "--liveliness-interval", interval, "--log-level", "debug"],
                                     logPath: dir.path + "/manager-\(UUID().uuidString.prefix(4)).log")
         for _ in 0..<500 {
@@ -78,6 +88,7 @@ final class Cluster: @unchecked Sendable {
     }
 
     func stopManager() { manager?.stop() }
+    func crashManager() { manager?.crash() }
 
     /// Starts a proplet with this id and waits until the manager lists it alive.
     func startProplet(_ id: String, memory: String, maxTasks: Int = 32, extra: [String] = []) throws {
@@ -143,12 +154,21 @@ final class Cluster: @unchecked Sendable {
                                                 + proplets.map { "\($0.key):\n\($0.value.log.suffix(3000))" }.joined(separator: "\n"))
     }
 
+    /// Stops every process gracefully (the proplets first, so their tasks end and report).
+    func stopAll() {
+        for p in proplets.values { p.stop() }
+        proxy?.stop()
+        manager?.stop()
+        broker.stop()
+    }
+
     deinit {
         for p in proplets.values { p.stop() }
         proxy?.stop()
         manager?.stop()
         broker.stop()
         registry.stop()
+        if managerStoreSize != nil { _ = try? runProcess("/bin/umount", [managerData], timeout: 30) }
         dir.remove()
     }
 }

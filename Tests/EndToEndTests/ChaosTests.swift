@@ -1,0 +1,276 @@
+import Foundation
+import PropellerCore
+import PropellerTestSupport
+import Testing
+
+/// The chaos suite: a whole deployment of real processes (mosquitto, registry, manager, proxy,
+/// three proplets) runs a workload of tasks with known outputs and exit codes, some with a
+/// restart policy, and actor messages, while faults hit it at moments drawn from a seed: SIGKILL
+/// and restart of the manager, a proplet, the proxy and the broker, a SIGTERM restart of the
+/// broker, SIGSTOP of a proplet for less and for more than the disconnect grace, the manager's
+/// store on a full filesystem. Then everything heals and the results are checked against each
+/// proplet's own journal of what it ran (``AttemptJournal``).
+///
+/// `scripts/chaos SEED [SECONDS]` runs it alone (`PROPELLER_CHAOS_SEED`,
+/// `PROPELLER_CHAOS_SECONDS`); `scripts/test` runs a short one with a fresh seed. A failing seed
+/// replays the same schedule (the timing of the machine still varies).
+@Suite("Chaos: faults lose nothing", .serialized, .enabled(if: isRoot, "requires root: proplets run containers"))
+struct ChaosTests {
+    enum Kind: String, CaseIterable { case ok, fail, retry }
+
+    enum Fault: String, CaseIterable {
+        case killManager = "SIGKILL the manager"
+        case killProplet = "SIGKILL a proplet"
+        case killProxy = "SIGKILL the proxy"
+        case killBroker = "SIGKILL the broker"
+        case restartBroker = "SIGTERM the broker, restart"
+        case pauseShort = "SIGSTOP a proplet < grace"
+        case pauseLong = "SIGSTOP a proplet > grace"
+        case fullStore = "the manager's store full"
+    }
+
+    @Test func aWorkloadUnderFaultsLosesNothing() throws {
+        let env = ProcessInfo.processInfo.environment
+        let seed = env["PROPELLER_CHAOS_SEED"].flatMap(UInt64.init) ?? UInt64(Date().timeIntervalSince1970)
+        let seconds = env["PROPELLER_CHAOS_SECONDS"].flatMap(Double.init) ?? 45
+        print("chaos: seed \(seed), \(Int(seconds)) s of faults (replay: scripts/chaos \(seed) \(Int(seconds)))")
+        var rng = SplitMix(seed: seed)
+        func chance(_ p: Double) -> Bool { Double(rng.next() % 1_000_000) / 1_000_000 < p }
+        func between(_ a: Double, _ b: Double) -> Double { a + (b - a) * Double(rng.next() % 1_000_000) / 1_000_000 }
+
+        let c = try Cluster(interval: "1s", managerStoreSize: "64m")
+        let proplets = ["c1", "c2", "c3"]
+        for p in proplets { try c.startProplet(p, memory: "2G", maxTasks: 6) }
+        let actorCreated = try c.cli(["actor", "create", "chaos-echo", "--image", c.image, "--memory", "64M", "--",
+                                      "sh", "-c", #"printf 'echo %s' "$MSG" > "$PROPELLER_RESULTS""#])
+        let actor = actorCreated.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
+        try #require(actorCreated.status == 0, "\(actorCreated.stderrText)")
+
+        // The workload and the faults, interleaved; each fault heals after its own time.
+        var injected: [Fault: Int] = [:]
+        var heals: [(at: Date, what: String, action: () throws -> Void)] = []
+        var busy: Set<String> = []  // components with a fault in progress
+        var submitted = 0
+        var refused = 0
+        var messages = 0
+        let end = Date().addingTimeInterval(seconds)
+        var nextFault = Date().addingTimeInterval(between(2, 5))
+        var n = 0
+        while Date() < end || !heals.isEmpty {
+            let now = Date()
+            for heal in heals where heal.at <= now {
+                try heal.action()
+                busy.remove(heal.what)
+            }
+            heals.removeAll { $0.at <= now }
+            if now < end {
+                // Work: a task now and then, an actor message sometimes.
+                if chance(0.6) {
+                    n += 1
+                    let kind = Kind.allCases[Int(rng.next() % 3)]
+                    let sleep = String(format: "%.1f", between(0.2, 3))
+                    let name = "chaos-\(n)-\(kind.rawValue)"
+                    let script = "sleep \(sleep); echo out-\(n)" + (kind == .ok ? "" : "; exit 3")
+                    let flags = kind == .retry ? ["--restart", "on-failure", "--max-attempts", "2"] : []
+                    let r = try c.cli(["task", "create", name, "--image", c.image, "--start", "--memory", "32M"] + flags + ["--", "sh", "-c", script])
+                    if r.status == 0 { submitted += 1 } else { refused += 1 }
+                }
+                if chance(0.15) {
+                    messages += 1
+                    _ = try c.cli(["actor", "send", actor, "m\(messages)"])
+                }
+                // A fault, when it is time and its component is not already down.
+                if now >= nextFault {
+                    nextFault = now.addingTimeInterval(between(2, 6))
+                    let fault = Fault.allCases[Int(rng.next() % UInt64(Fault.allCases.count))]
+                    let proplet = proplets[Int(rng.next() % UInt64(proplets.count))]
+                    let component: String
+                    switch fault {
+                    case .killManager, .fullStore: component = "manager"
+                    case .killProxy: component = "proxy"
+                    case .killBroker, .restartBroker: component = "broker"
+                    case .killProplet, .pauseShort, .pauseLong: component = proplet
+                    }
+                    if !busy.contains(component) {
+                        busy.insert(component)
+                        injected[fault, default: 0] += 1
+                        print("chaos: \(String(format: "%6.1f", seconds - end.timeIntervalSince(now))) s: \(fault.rawValue)\(component == proplet ? " (\(proplet))" : "")")
+                        let down = between(0.5, 3)
+                        switch fault {
+                        case .killManager:
+                            c.crashManager()
+                            heals.append((now.addingTimeInterval(down), component, { try c.startManager() }))
+                        case .killProplet:
+                            c.crashProplet(proplet)
+                            heals.append((now.addingTimeInterval(down), component, { _ = try c.restartCrashedProplet(proplet, memory: "2G") }))
+                        case .killProxy:
+                            c.crashProxy()
+                            heals.append((now.addingTimeInterval(down), component, { try c.startProxy() }))
+                        case .killBroker:
+                            c.broker.crash()
+                            heals.append((now.addingTimeInterval(down), component, { try c.broker.start() }))
+                        case .restartBroker:
+                            c.broker.stop()
+                            heals.append((now.addingTimeInterval(2), component, { try c.broker.start() }))
+                        case .pauseShort, .pauseLong:
+                            guard let pid = c.proplets[proplet]?.pid else { break }
+                            kill(pid, SIGSTOP)
+                            // The grace is 3 s after 3 s of silence: short stays under both, long goes past.
+                            let pause = fault == .pauseShort ? between(1, 2.5) : between(8, 10)
+                            heals.append((now.addingTimeInterval(pause), component, { kill(pid, SIGCONT) }))
+                        case .fullStore:
+                            let filler = c.managerData + "/filler"
+                            _ = try runProcess("/bin/dd", ["if=/dev/zero", "of=\(filler)", "bs=64k"], timeout: 30)
+                            heals.append((now.addingTimeInterval(between(2, 5)), component, { unlink(filler) }))
+                        }
+                    }
+                }
+            }
+            usleep(UInt32(between(0.1, 0.4) * 1_000_000))
+        }
+        print("chaos: healed; \(submitted) tasks submitted (\(refused) refused while the manager was away), \(messages) messages")
+
+        // Everything settles: every task ends, every message has an execution that ended.
+        func allTasks() throws -> [[String: Any]] {
+            let r = try c.cli(["task", "list", "--json", "--limit", "1000"])
+            return (try? JSONSerialization.jsonObject(with: r.stdout) as? [String: Any])?["tasks"] as? [[String: Any]] ?? []
+        }
+        let finalStates: Set<String> = ["completed", "failed", "stopped"]
+        var unsettled: [String] = []
+        do {
+            try c.waitUntil("every task to end", timeout: 180) {
+                let tasks = try allTasks()
+                unsettled = tasks.filter { !finalStates.contains($0["state"] as? String ?? "") }.map { "\($0["name"] ?? "?") \($0["state"] ?? "?")" }
+                return !tasks.isEmpty && unsettled.isEmpty
+            }
+        } catch {
+            Issue.record("tasks that never ended: \(unsettled)")
+        }
+        var executions: [[String: Any]] = []
+        do {
+            try c.waitUntil("every message to end", timeout: 120) {
+                let r = try c.cli(["actor", "executions", actor, "--json", "--limit", "1000"])
+                executions = (try? JSONSerialization.jsonObject(with: r.stdout) as? [String: Any])?["executions"] as? [[String: Any]] ?? []
+                return executions.allSatisfy { ["complete", "error"].contains($0["status"] as? String ?? "") }
+            }
+        } catch {
+            Issue.record("executions that never ended: \(executions.filter { !["complete", "error"].contains($0["status"] as? String ?? "") }.count)")
+        }
+
+        // The checks, against what the proplets themselves recorded.
+        var journals: [TaskAttempt: [(proplet: String, entry: JournalEntry)]] = [:]
+        for p in proplets {
+            for entry in readJournal(c.dir.path + "/proplet-\(p)/proplet/attempts.jsonl") {
+                journals[TaskAttempt(taskId: entry.taskId, attempt: entry.attempt), default: []].append((p, entry))
+            }
+        }
+        var violations: [String] = []
+        var checked = 0
+        var outcome: [String: Int] = [:]
+        for summary in try allTasks() {
+            guard let id = summary["id"] as? String, let name = summary["name"] as? String, name.hasPrefix("chaos-") else { continue }
+            let parts = name.split(separator: "-")
+            guard parts.count == 3, let kind = Kind(rawValue: String(parts[2])) else { continue }
+            let t = try c.task(id)
+            checked += 1
+            let state = t["state"] as? String ?? "?"
+            let attempt = t["attempt"] as? Int ?? 0
+            let result = t["result"] as? [String: Any]
+            let exitCode = result?["exit_code"] as? Int
+            let reason = t["reason"] as? String ?? ""
+            let history = (t["history"] as? [[String: Any]]) ?? []
+            outcome["\(kind.rawValue) \(state)", default: 0] += 1
+            // No attempt ran twice, and no more attempts than the policy allows.
+            let maxAttempts = kind == .retry ? 2 : 1
+            if attempt > maxAttempts { violations.append("\(name): \(attempt) attempts (policy allows \(maxAttempts))") }
+            for a in 1...max(1, attempt) {
+                let accepted = (journals[TaskAttempt(taskId: id, attempt: a)] ?? []).filter { $0.entry.event == "accepted" }
+                if accepted.count > 1 { violations.append("\(name): attempt \(a) accepted \(accepted.count) times (\(accepted.map(\.proplet)))") }
+                let ends = history.filter { ($0["attempt"] as? Int) == a && ($0["state"] as? String) == "completed" }
+                if ends.count > 1 { violations.append("\(name): attempt \(a) completed \(ends.count) times in its history") }
+            }
+            // The final attempt's real outcome, where its proplet recorded one.
+            let ended = (journals[TaskAttempt(taskId: id, attempt: attempt)] ?? []).first { $0.entry.event == "ended" }?.entry
+            if let ended {
+                if ended.state != state { violations.append("\(name): the manager says \(state) (\(reason)), its proplet says \(ended.state ?? "?")") }
+                if let code = ended.exitCode, code != exitCode.map(Int32.init) ?? -1 { violations.append("\(name): exit code \(exitCode.map(String.init) ?? "-"), its proplet says \(code)") }
+            }
+            switch state {
+            case "completed":
+                if kind != .ok { violations.append("\(name): completed, but it exits 3") }
+                if result?["stdout_tail"] as? String != "out-\(parts[1])\n" { violations.append("\(name): output \(String(describing: result?["stdout_tail"]))") }
+            case "failed":
+                // Failed by a fault: its container really died (its proplet recorded the end, and
+                // the state matched above), or it never ran and the reason says why.
+                if exitCode == 3 {
+                    if kind == .ok { violations.append("\(name): failed with exit 3, but it exits 0") }
+                    if result?["stdout_tail"] as? String != "out-\(parts[1])\n" { violations.append("\(name): output \(String(describing: result?["stdout_tail"]))") }
+                } else if ended == nil && reason.isEmpty {
+                    violations.append("\(name): failed without its exit code, a recorded end or a reason")
+                } else if ended?.exitCode == 3 {
+                    violations.append("\(name): failed as \(reason), its proplet says it exited 3")
+                }
+            case "stopped":
+                violations.append("\(name): stopped, though nobody stopped it: \(reason)")
+            default:
+                violations.append("\(name): still \(state) (\(reason))")
+            }
+        }
+        for e in executions where (e["status"] as? String) == "error" && ((e["error"] as? String) ?? "").isEmpty {
+            violations.append("execution \(e["id"] ?? "?") failed without a reason")
+        }
+        let completeMessages = Set(executions.filter { ($0["status"] as? String) == "complete" }.compactMap { $0["message_id"] as? String ?? $0["id"] as? String })
+        if executions.count < messages { violations.append("\(messages) messages sent, \(executions.count) executions") }
+
+        // Nothing left behind once the deployment stops: no cgroup or mount of ours.
+        c.stopAll()
+        let mounts = (readFile("/proc/self/mountinfo") ?? "").split(separator: "\n").filter { $0.contains(c.dir.path) && !$0.contains(c.managerData + " ") }
+        if !mounts.isEmpty { violations.append("mounts left: \(mounts.prefix(3))") }
+        let ours = Set(journals.values.flatMap { $0.compactMap(\.entry.container) })
+        let leftovers = leftoverCgroups().filter { ours.contains(($0 as NSString).lastPathComponent) }
+        if !leftovers.isEmpty { violations.append("cgroups left: \(leftovers.prefix(3))") }
+
+        print("chaos: faults injected:")
+        for fault in Fault.allCases { print("chaos:   \(fault.rawValue.padding(toLength: 30, withPad: " ", startingAt: 0)) \(injected[fault] ?? 0)") }
+        print("chaos: outcomes (kind, final state): " + outcome.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+        print("chaos: invariants: \(checked) tasks checked against \(journals.count) journaled attempts (\(ours.count) containers), \(executions.count) executions (\(completeMessages.count) complete): "
+              + (violations.isEmpty ? "all held" : "\(violations.count) violated"))
+        for v in violations { print("chaos: VIOLATED: \(v)") }
+        #expect(violations.isEmpty, "seed \(seed): \(violations)")
+        #expect(checked > 0, "no task was checked")
+    }
+
+    struct JournalEntry: Decodable {
+        var event: String
+        var taskId: String
+        var attempt: Int
+        var container: String?
+        var state: String?
+        var exitCode: Int32?
+    }
+
+    func readJournal(_ path: String) -> [JournalEntry] {
+        guard let data = FileManager.default.contents(atPath: path) else { return [] }
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        return data.split(separator: UInt8(ascii: "\n")).compactMap { try? decoder.decode(JournalEntry.self, from: Data($0)) }
+    }
+
+    /// Container cgroups (named by a 64-hex container id) under this process's cgroup.
+    func leftoverCgroups() -> [String] {
+        var found: [String] = []
+        for line in (readFile("/proc/self/cgroup") ?? "").split(separator: "\n") {
+            let fields = line.split(separator: ":", maxSplits: 2).map(String.init)
+            guard fields.count == 3 else { continue }
+            let root = fields[1].isEmpty ? "/sys/fs/cgroup" + (FileManager.default.fileExists(atPath: "/sys/fs/cgroup/unified") ? "/unified" : "")
+                                         : "/sys/fs/cgroup/" + (fields[1].split(separator: ",").first.map(String.init) ?? "")
+            let base = root + fields[2]
+            guard let walker = FileManager.default.enumerator(atPath: base) else { continue }
+            for case let path as String in walker {
+                let name = (path as NSString).lastPathComponent
+                if name.count == 64, name.allSatisfy(\.isHexDigit) { found.append(base + "/" + path) }
+            }
+        }
+        return found
+    }
+}
