@@ -104,18 +104,64 @@ extension ActorService {
         dispatch(e.actorId)
     }
 
-    /// Stores a final execution, takes it out of the inbox and wakes its waiters.
+    /// Stores a final execution, takes it out of the inbox and wakes its waiters. What the store
+    /// refuses (a full disk) is kept and written again by ``flushUnsaved()``.
     func finish(_ e: ExecutionRecord, logs: TaskLogs = TaskLogs(), results: Data = Data()) {
         active[e.id] = nil
         dispatchedAt[e.id] = nil
-        do {
-            try store.finishExecution(e, logs: logs, results: results)
-        } catch {
-            logger.error("store write failed", metadata: ["error": "\(error)"])
-        }
+        write(.finish(e, logs, results))
         logger.info("execution ended", metadata: ["execution": "\(e.id)", "actor": "\(e.actorId)", "status": "\(e.status.rawValue)",
                                                   "exit_code": "\(e.exitCode.map(String.init) ?? "-")"])
         wake(e)
+    }
+
+    /// An execution write, kept when the store refuses it.
+    enum ExecutionWrite: Sendable {
+        case save(ExecutionRecord)
+        case finish(ExecutionRecord, TaskLogs, Data)
+
+        var record: ExecutionRecord {
+            switch self {
+            case .save(let e), .finish(let e, _, _): e
+            }
+        }
+    }
+
+    /// Writes after what the store refused before, in order; keeps it all when it still refuses.
+    func write(_ w: ExecutionWrite) {
+        flushUnsaved()
+        guard unsaved.isEmpty, perform(w) else {
+            let e = w.record
+            // A later save does not replace an unsaved finish's logs and results.
+            if case .save = w, case .finish = unsaved[e.id] { return }
+            if unsaved[e.id] == nil { unsavedOrder.append(e.id) }
+            unsaved[e.id] = w
+            return
+        }
+    }
+
+    private func perform(_ w: ExecutionWrite) -> Bool {
+        do {
+            switch w {
+            case .save(let e): try store.saveExecution(e)
+            case .finish(let e, let logs, let results): try store.finishExecution(e, logs: logs, results: results)
+            }
+            return true
+        } catch {
+            logger.error("store write failed: kept in memory, written again later", metadata: ["execution": "\(w.record.id)", "error": "\(error)"])
+            return false
+        }
+    }
+
+    /// Writes the execution changes the store refused before (called on every tick).
+    func flushUnsaved() {
+        while let id = unsavedOrder.first {
+            if let w = unsaved[id] {
+                guard perform(w) else { return }
+            }
+            unsaved[id] = nil
+            unsavedOrder.removeFirst()
+        }
     }
 
     /// At least once: a message whose worker was lost runs once more (at the front of its
@@ -130,7 +176,7 @@ extension ActorService {
             e.propletId = nil
             active[e.id] = e
             queues[e.actorId, default: MessageQueue()].prepend(e.id)
-            do { try store.saveExecution(e) } catch { logger.error("store write failed", metadata: ["error": "\(error)"]) }
+            write(.save(e))
             logger.notice("execution runs again", metadata: ["execution": "\(e.id)", "attempt": "\(e.attempt)", "reason": "\(reason)"])
         } else {
             e.status = .error
@@ -150,7 +196,7 @@ extension ActorService {
 
     /// Waits until the execution is final, at most `timeout`; nil when it is not by then.
     public func wait(for executionID: String, timeout: Duration) async -> ExecutionRecord? {
-        if active[executionID] == nil { return try? store.execution(id: executionID) }
+        if active[executionID] == nil { return unsaved[executionID]?.record ?? (try? store.execution(id: executionID)) }
         let token = UUID()
         return await withCheckedContinuation { (c: CheckedContinuation<ExecutionRecord?, Never>) in
             waiters[executionID, default: [:]][token] = c
@@ -193,7 +239,7 @@ extension ActorService {
     public func execution(_ actorID: String, _ executionID: String) throws -> ExecutionRecord {
         _ = try actor(actorID)
         if let e = active[executionID], e.actorId == actorID { return e }
-        guard let e = try store.execution(id: executionID), e.actorId == actorID else {
+        guard let e = try unsaved[executionID]?.record ?? store.execution(id: executionID), e.actorId == actorID else {
             throw APIError.notFound("actor \(actorID) has no execution \(executionID)")
         }
         return e
@@ -202,7 +248,7 @@ extension ActorService {
     public func executions(_ actorID: String, offset: Int, limit: Int) throws -> (total: Int, executions: [ExecutionRecord], totals: ExecutionTotals) {
         _ = try actor(actorID)
         let (total, list) = try store.executions(actorID: actorID, offset: offset, limit: limit)
-        return (total, list.map { active[$0.id] ?? $0 }, try store.executionTotals(actorID: actorID))
+        return (total, list.map { active[$0.id] ?? unsaved[$0.id]?.record ?? $0 }, try store.executionTotals(actorID: actorID))
     }
 
     public func executionLogs(_ actorID: String, _ executionID: String) throws -> TaskLogs {

@@ -210,6 +210,7 @@ extension ActorService {
     /// The periodic pass: workers on dead proplets are lost, waiting ones placed, idle ones past
     /// their TTL retired, queues scaled for.
     public func tick() async {
+        flushUnsaved()
         for w in workers.values {
             guard let p = w.propletId else { continue }
             if !(await tasks.holdsWork(p)) { await lose(w.id, reason: "proplet \(p) is lost") }

@@ -55,6 +55,10 @@ public actor ActorService {
     /// Per worker: when it was placed (or adopted after a restart); heartbeats that do not list it
     /// count only after a grace period from then.
     var placedAt: [String: ContinuousClock.Instant] = [:]
+    /// Execution writes the store refused (its disk full, say), by execution, in order: written
+    /// before the next and on every tick, and read before the store.
+    var unsaved: [String: ExecutionWrite] = [:]
+    var unsavedOrder: [String] = []
     /// Synchronous senders waiting for an execution to end.
     var waiters: [String: [UUID: CheckedContinuation<ExecutionRecord?, Never>]] = [:]
     /// Their timers, cancelled when the execution ends first.

@@ -2,7 +2,7 @@ import Foundation
 import Hummingbird
 import PropellerCore
 
-/// The manager's REST API (DESIGN.md §4): routes, auth, errors as `{"error": "…"}`, metrics.
+/// The manager's REST API (ARCHITECTURE.md): routes, auth, errors as `{"error": "…"}`, metrics.
 public struct ManagerAPI: Sendable {
     public let service: TaskService
     /// The actor layer; nil leaves the /actors routes out.

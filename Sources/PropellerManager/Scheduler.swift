@@ -44,7 +44,7 @@ public struct PlacementRequest: Sendable, Hashable {
     }
 }
 
-/// The placement policies of DESIGN.md §5.
+/// The placement policies (ARCHITECTURE.md, "Scheduling").
 public enum SchedulingPolicy: String, Sendable, CaseIterable, Codable {
     /// Fill the fullest node that fits (Nomad's BestFit): keeps whole nodes free for big tasks.
     case binpack

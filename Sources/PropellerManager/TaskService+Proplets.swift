@@ -104,8 +104,10 @@ extension TaskService {
             }
         }
         // Containers the manager does not expect there (a finished or re-placed attempt): stop.
+        // An attempt given up with its lost proplet and not replaced goes on instead.
         for ref in hb.running ?? [] {
             let t = active[ref.taskId]
+            if t == nil, revive(ref, on: id) { continue }
             if t == nil || t?.attempt != ref.attempt || t?.assignedProplet != id {
                 logger.notice("stopping an orphaned container", metadata: ["task": "\(ref.taskId)", "attempt": "\(ref.attempt)", "proplet": "\(id)"])
                 bus.send(StopTask(taskId: ref.taskId, attempt: ref.attempt, signal: 9, graceSeconds: 0), to: id)
@@ -225,6 +227,7 @@ extension TaskService {
                 return
             }
         }
+        flushUnsaved()
         for id in connections.keys.sorted() { apply(.tick(at: now), to: id) }
     }
 
@@ -268,11 +271,11 @@ extension TaskService {
             committed = requeueOrFail(ended, reason: r.error ?? Self.describeFailure(r), at: now, onlyIfStored: true)
         } else {
             ended.state = r.state
-            ended.reason = r.state == .stopped ? (t.stopRequested ? "stopped on request" : "stopped by proplet \(r.propletId) (shutting down)") : nil
+            ended.reason = Self.reason(for: r, stopRequested: t.stopRequested)
             ended.updatedAt = now
             ended.finishedAt = r.finishedAt ?? now
             committed = persist([ended], [TaskTransition(taskId: t.id, state: ended.state, attempt: t.attempt, at: ended.finishedAt ?? now, reason: ended.reason)],
-                                notify: false)
+                                notify: false, keepIfUnsaved: false)
             if committed {
                 release(t)
                 active[t.id] = nil
@@ -288,26 +291,61 @@ extension TaskService {
         schedulePending()
     }
 
+    /// A task the manager failed when its proplet was lost, whose attempt that proplet, back, still
+    /// runs, and that nothing replaced (no restart policy took it on): it is `running` again, with
+    /// its reservation, and its real result will count.
+    func revive(_ ref: TaskAttempt, on id: String) -> Bool {
+        guard var t = givenUpWithItsProplet(ref, on: id) else { return false }
+        let now = WallClock.now()
+        t.state = .running
+        t.reason = nil
+        t.finishedAt = nil
+        t.updatedAt = now
+        guard persist([t], [TaskTransition(taskId: t.id, state: .running, attempt: t.attempt, at: now, reason: "proplet \(id) returned and still runs it")],
+                      keepIfUnsaved: false) else { return false }
+        active[t.id] = t
+        reserve(t, on: id)
+        unreported[t.id] = 0
+        logger.notice("task revived", metadata: ["task": "\(t.id)", "attempt": "\(t.attempt)", "proplet": "\(id)"])
+        return true
+    }
+
+    /// The stored task when `ref` is its attempt that was failed because proplet `id` was lost,
+    /// without a result.
+    func givenUpWithItsProplet(_ ref: TaskAttempt, on id: String) -> TaskRecord? {
+        guard let stored = try? stored(ref.taskId), stored.attempt == ref.attempt, stored.assignedProplet == id,
+              stored.state == .failed, stored.result == nil, stored.reason?.hasPrefix("proplet lost") == true else { return nil }
+        return stored
+    }
+
     /// The real result of an attempt the manager failed because its proplet was lost, when
     /// nothing replaced it (no restart policy took it on): the task ends in the state it really
     /// reached. Returns false only when the store could not take it (not acknowledged then).
     func acceptLateResult(_ r: TaskResult) -> Bool {
-        guard let stored = try? store.task(id: r.taskId), stored.attempt == r.attempt, stored.assignedProplet == r.propletId,
-              stored.state == .failed, stored.result == nil, stored.reason?.hasPrefix("proplet lost") == true else { return true }
-        var t = stored
+        guard var t = givenUpWithItsProplet(r.ref, on: r.propletId) else { return true }
         let now = WallClock.now()
         t.result = r
         t.state = r.state
         t.startedAt = t.startedAt ?? r.startedAt
         t.finishedAt = r.finishedAt ?? now
         t.updatedAt = now
-        t.reason = r.state == .failed ? (r.error ?? Self.describeFailure(r)) : nil
+        t.reason = Self.reason(for: r, stopRequested: t.stopRequested)
         let note = "reported by proplet \(r.propletId) after it was declared lost"
-        guard persist([t], [TaskTransition(taskId: t.id, state: t.state, attempt: t.attempt, at: t.finishedAt ?? now, reason: t.reason.map { "\($0); \(note)" } ?? note)]) else {
+        guard persist([t], [TaskTransition(taskId: t.id, state: t.state, attempt: t.attempt, at: t.finishedAt ?? now, reason: t.reason.map { "\($0); \(note)" } ?? note)],
+                      keepIfUnsaved: false) else {
             return false
         }
         logger.notice("late result accepted", metadata: ["task": "\(t.id)", "attempt": "\(t.attempt)", "state": "\(r.state.rawValue)", "proplet": "\(r.propletId)"])
         return true
+    }
+
+    /// Why a task ended as `r` says (nil for a completion).
+    static func reason(for r: TaskResult, stopRequested: Bool) -> String? {
+        switch r.state {
+        case .failed: r.error ?? describeFailure(r)
+        case .stopped: stopRequested ? "stopped on request" : (r.error ?? "stopped by proplet \(r.propletId) (shutting down)")
+        default: nil
+        }
     }
 
     static func describeFailure(_ r: TaskResult) -> String {

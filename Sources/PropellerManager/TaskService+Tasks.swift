@@ -24,13 +24,13 @@ extension TaskService {
         pendingQueue.append(t.id)
         schedulePending()
         if let current = active[t.id] { return current }
-        return try store.task(id: t.id) ?? t
+        return try stored( t.id) ?? t
     }
 
     /// Queues a created or finished task for (another) run.
     public func start(_ id: String) throws -> TaskRecord {
         if let t = active[id] { throw APIError.conflict("task \(id) is already \(t.state.rawValue)") }
-        guard var t = try store.task(id: id) else { throw APIError.notFound("no task \(id)") }
+        guard var t = try stored( id) else { throw APIError.notFound("no task \(id)") }
         let now = WallClock.now()
         t.attempt += 1
         t.state = .pending
@@ -47,14 +47,14 @@ extension TaskService {
         persist([t], [TaskTransition(taskId: id, state: .pending, attempt: t.attempt, at: now, reason: nil)])
         schedulePending()
         if let current = active[id] { return current }
-        return try store.task(id: id) ?? t
+        return try stored( id) ?? t
     }
 
     /// Stops a task: a queued one at once, a placed one by asking its proplet (the state changes
     /// when the proplet reports the container gone).
     public func stop(_ id: String, signal: Int32 = 15, grace: Double = 10) throws -> TaskRecord {
         guard var t = active[id] else {
-            guard let stored = try store.task(id: id) else { throw APIError.notFound("no task \(id)") }
+            guard let stored = try stored( id) else { throw APIError.notFound("no task \(id)") }
             if stored.state == .created {
                 var s = stored
                 let now = WallClock.now()
@@ -93,7 +93,7 @@ extension TaskService {
     /// Removes a task that is not active, with its history and logs.
     public func delete(_ id: String) throws {
         if let t = active[id] { throw APIError.conflict("task \(id) is \(t.state.rawValue): stop it first") }
-        guard try store.task(id: id) != nil else { throw APIError.notFound("no task \(id)") }
+        guard try stored( id) != nil else { throw APIError.notFound("no task \(id)") }
         try store.deleteTask(id: id)
         logger.info("task deleted", metadata: ["task": "\(id)"])
     }
@@ -101,7 +101,7 @@ extension TaskService {
     /// Replaces a task's spec while it is not active.
     public func update(_ id: String, _ change: (inout TaskSpec) throws -> Void) throws -> TaskRecord {
         if let t = active[id] { throw APIError.conflict("task \(id) is \(t.state.rawValue): it can be changed only when created or finished") }
-        guard var t = try store.task(id: id) else { throw APIError.notFound("no task \(id)") }
+        guard var t = try stored( id) else { throw APIError.notFound("no task \(id)") }
         try change(&t.spec)
         if t.spec.resources.memoryBytes == 0 { t.spec.resources.memoryBytes = configuration.defaultMemoryBytes }
         if t.spec.resources.pids == 0 { t.spec.resources.pids = configuration.defaultPids }
@@ -113,7 +113,7 @@ extension TaskService {
     /// The task as it is now: from memory when active, else from the store.
     public func task(_ id: String) throws -> TaskRecord {
         if let t = active[id] { return t }
-        guard let t = try store.task(id: id) else { throw APIError.notFound("no task \(id)") }
+        guard let t = try stored( id) else { throw APIError.notFound("no task \(id)") }
         return t
     }
 
@@ -199,10 +199,12 @@ extension TaskService {
     public func listTasks(offset: Int, limit: Int, state: TaskState?) throws -> (Int, [TaskRecord]) {
         let (total, stored) = try store.tasks(offset: offset, limit: limit, state: state)
         // Active tasks: the in-memory copy is the freshest.
-        return (total, stored.map { active[$0.id] ?? $0 })
+        return (total, stored.map { active[$0.id] ?? unsaved[$0.id] ?? $0 })
     }
 
-    public func history(_ id: String) throws -> [TaskTransition] { try store.history(taskID: id) }
+    public func history(_ id: String) throws -> [TaskTransition] {
+        try store.history(taskID: id) + unsavedTransitions.filter { $0.taskId == id }
+    }
 
     public func logs(_ id: String) throws -> TaskLogs {
         _ = try task(id)

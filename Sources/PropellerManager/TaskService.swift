@@ -25,6 +25,11 @@ public actor TaskService {
     /// Per proplet: the tasks placed on it, and its connection (``PropletConnection``).
     var placedOn: [String: Set<String>] = [:]
     var connections: [String: PropletConnection] = [:]
+    /// Task changes the store did not take (its disk full, say), newest per task, and their
+    /// transitions in order: written before the next change and on every liveness tick, and read
+    /// before the store, so a decision made in memory is never lost to a stale row.
+    var unsaved: [String: TaskRecord] = [:]
+    var unsavedTransitions: [TaskTransition] = []
     /// The manager's own broker link as the liveness loop last saw it.
     var brokerLinkDown = false
     var brokerConnections = 0
@@ -192,18 +197,48 @@ public actor TaskService {
     /// failure is logged: the in-memory state stays authoritative and the next change of the same
     /// task writes it again. (A result is the exception: it is applied and acknowledged only once
     /// stored, see ``handleResult(_:)``.)
+    ///
+    /// With `keepIfUnsaved` (the default), what the store refused is kept in ``unsaved`` and
+    /// written later; without, the caller has not applied the change and drops it.
     @discardableResult
-    func persist(_ tasks: [TaskRecord], _ transitions: [TaskTransition], notify: Bool = true) -> Bool {
+    func persist(_ tasks: [TaskRecord], _ transitions: [TaskTransition], notify: Bool = true, keepIfUnsaved: Bool = true) -> Bool {
         guard !tasks.isEmpty || !transitions.isEmpty else { return true }
-        var stored = true
-        do {
-            try store.saveTasks(tasks, transitions: transitions)
-        } catch {
-            stored = false
-            logger.error("store write failed", metadata: ["error": "\(error)"])
+        var stored = flushUnsaved()
+        if stored {
+            do {
+                try store.saveTasks(tasks, transitions: transitions)
+            } catch {
+                stored = false
+                logger.error("store write failed: kept in memory, written again later", metadata: ["error": "\(error)"])
+            }
+        }
+        if !stored && keepIfUnsaved {
+            for t in tasks { unsaved[t.id] = t }
+            unsavedTransitions += transitions
         }
         if notify { for t in tasks { notifyWatchers(t) } }
         return stored
+    }
+
+    /// Writes what the store refused before; true when nothing is left unsaved.
+    @discardableResult
+    func flushUnsaved() -> Bool {
+        guard !unsaved.isEmpty || !unsavedTransitions.isEmpty else { return true }
+        do {
+            try store.saveTasks(unsaved.values.sorted { $0.updatedAt < $1.updatedAt }, transitions: unsavedTransitions)
+        } catch {
+            return false
+        }
+        logger.notice("store writes caught up", metadata: ["tasks": "\(unsaved.count)", "transitions": "\(unsavedTransitions.count)"])
+        unsaved = [:]
+        unsavedTransitions = []
+        return true
+    }
+
+    /// A task as stored, or as it will be once the store takes the unsaved changes.
+    func stored(_ id: String) throws -> TaskRecord? {
+        if let t = unsaved[id] { return t }
+        return try store.task(id: id)
     }
 
     func notifyWatchers(_ t: TaskRecord) {
@@ -239,7 +274,7 @@ public actor TaskService {
             t.finishedAt = now
             transitions.append(TaskTransition(taskId: t.id, state: t.state, attempt: t.attempt, at: now, reason: reason))
         }
-        let stored = persist([t], transitions, notify: false)
+        let stored = persist([t], transitions, notify: false, keepIfUnsaved: !onlyIfStored)
         if onlyIfStored && !stored { return false }
         release(task)
         if t.state == .pending {

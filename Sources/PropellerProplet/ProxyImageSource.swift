@@ -7,7 +7,7 @@ import PropellerCore
 import PropellerImage
 import PropellerMQTT
 
-/// Images through `propeller proxy` (DESIGN.md §7): resolve the reference, then receive only the
+/// Images through `propeller proxy` (ARCHITECTURE.md, "Images"): resolve the reference, then receive only the
 /// blobs this proplet lacks as checksummed chunks on their own topics, ask again for what went
 /// missing, and store a blob only once its digest matches. Blocking: called from a task's thread.
 final class ProxyImageSource: @unchecked Sendable {

@@ -76,8 +76,8 @@ struct ChaosTests {
                     if r.status == 0 { submitted += 1 } else { refused += 1 }
                 }
                 if chance(0.15) {
-                    messages += 1
-                    _ = try c.cli(["actor", "send", actor, "m\(messages)"])
+                    let sent = try c.cli(["actor", "send", actor, "m\(messages + 1)"])
+                    if sent.status == 0 { messages += 1 }
                 }
                 // A fault, when it is time and its component is not already down.
                 if now >= nextFault {
@@ -213,7 +213,12 @@ struct ChaosTests {
             case "stopped":
                 violations.append("\(name): stopped, though nobody stopped it: \(reason)")
             default:
-                violations.append("\(name): still \(state) (\(reason))")
+                let journaled = (journals[TaskAttempt(taskId: id, attempt: attempt)] ?? []).map { "\($0.proplet) \($0.entry.event)" }
+                violations.append("\(name): still \(state) on \(t["assigned_proplet"] ?? "-") in phase \(t["phase"] ?? "-") (\(reason)); journal: \(journaled); history: "
+                                  + history.map { "\($0["state"] ?? "?")/\($0["attempt"] ?? "?") \($0["reason"] ?? "")" }.joined(separator: ", "))
+                if let p = t["assigned_proplet"] as? String, let log = c.proplets[p]?.log {
+                    print("chaos: the log of \(p) about \(name):\n" + log.split(separator: "\n").filter { $0.contains(id) }.suffix(30).joined(separator: "\n"))
+                }
             }
         }
         for e in executions where (e["status"] as? String) == "error" && ((e["error"] as? String) ?? "").isEmpty {

@@ -173,6 +173,29 @@ struct TaskServiceTests: Sendable {
         #expect(try await s.task(t.id).state == .completed)
     }
 
+    /// A decision made while the store's disk is full (a lost proplet's task failed) is kept and
+    /// shown, and written once there is room: before, the store kept the stale `running` row and
+    /// the task was stuck there for good.
+    @Test(.enabled(if: isRoot, "requires root: mounts a small tmpfs to fill"))
+    func decisionsTheStoreRefusedAreWrittenOnceThereIsRoom() async throws {
+        let dir = try TempDirectory("propeller-full-store")
+        defer { dir.remove() }
+        try #require(runProcess("/bin/mount", ["-t", "tmpfs", "-o", "size=2m", "propeller-full-store", dir.path], timeout: 10).status == 0)
+        defer { _ = try? runProcess("/bin/umount", [dir.path], timeout: 30) }
+        let s = TaskService(store: try SQLiteStore(path: dir.path + "/manager.db"), bus: bus)
+        await s.handleAnnouncement(announcement("p", memory: 4 * Self.gib))
+        let t = try await s.create(spec("t", memory: Self.gib), start: true)
+        _ = try runProcess("/bin/dd", ["if=/dev/zero", "of=\(dir.path)/filler", "bs=4k"], timeout: 30)
+        await s.markDead("p", reason: "gone")
+        #expect(try await s.task(t.id).state == .failed, "the decision is shown while unsaved")
+        #expect(try await s.history(t.id).last?.state == .failed)
+        #expect(try SQLiteStore(path: dir.path + "/manager.db").task(id: t.id)?.state == .scheduled, "the full disk took nothing")
+        unlink(dir.path + "/filler")
+        await s.checkLiveness()
+        #expect(try SQLiteStore(path: dir.path + "/manager.db").task(id: t.id)?.state == .failed)
+        #expect(try SQLiteStore(path: dir.path + "/manager.db").history(taskID: t.id).last?.state == .failed)
+    }
+
     @Test func stopAndDeleteFollowTheLifecycle() async throws {
         let s = try service()
         let created = try await s.create(spec("later", memory: Self.gib), start: false)

@@ -1,4 +1,4 @@
-/// Where a task is in its life (DESIGN.md §4).
+/// Where a task is in its life (ARCHITECTURE.md, "State machines").
 ///
 /// `created` → (start) → `pending` → (placed) → `scheduled` → (the proplet reports it running) →
 /// `running` → `completed` | `failed` | `stopped`. `pending` and `scheduled` go to `failed` when the

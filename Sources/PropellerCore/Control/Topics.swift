@@ -1,4 +1,4 @@
-/// The MQTT topics of DESIGN.md §3, under upstream's base `m/{domain}/c/{channel}`.
+/// The MQTT topics (ARCHITECTURE.md, "Wire protocol"), under upstream's base `m/{domain}/c/{channel}`.
 ///
 /// Every topic a proplet publishes on carries its own id, so a broker ACL can let each proplet
 /// identity write only its own topics (`propeller provision` writes that ACL) and the receiver can
