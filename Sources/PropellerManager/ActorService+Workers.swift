@@ -41,7 +41,7 @@ extension ActorService {
         case .placed(let proplet):
             // The actor or worker may have changed while the ledger was asked.
             guard workers[workerID] != nil, actors[a.id] != nil else {
-                await tasks.releaseWorker(workerID, on: proplet, resources: a.spec.resources)
+                await tasks.releaseWorker(workerID, on: proplet)
                 return
             }
             w.propletId = proplet
@@ -88,9 +88,7 @@ extension ActorService {
         misses[workerID] = nil
         placedAt[workerID] = nil
         try? store.deleteWorker(id: workerID)
-        if let p = w.propletId, let resources = w.resources {
-            await tasks.releaseWorker(workerID, on: p, resources: resources)
-        }
+        if let p = w.propletId { await tasks.releaseWorker(workerID, on: p) }
     }
 
     /// A worker is gone with its proplet (or the proplet forgot it): its execution runs again

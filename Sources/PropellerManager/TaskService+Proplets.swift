@@ -28,10 +28,13 @@ extension TaskService {
 
     /// Heard from `id` now: its connection's transition (the caller updates the record).
     private func connect(_ id: String) -> PropletConnection.Change {
-        var connection = connections[id] ?? .lost(reason: "new")
+        guard var connection = connections[id] else {
+            connections[id] = .alive(lastSeen: .now)  // a new proplet
+            return .none
+        }
         let change = connection.apply(.heard(at: .now), timing: connectionTiming)
         connections[id] = connection
-        return connection == .lost(reason: "new") ? .none : change
+        return change
     }
 
     private func afterConnect(_ id: String, _ change: PropletConnection.Change) {
@@ -78,7 +81,7 @@ extension TaskService {
         let reported = running.union(hb.finished ?? [])
         let now = WallClock.now()
         let resendAfter = configuration.livenessInterval * 2
-        for taskID in placedOn[id] ?? [] {
+        for taskID in ledger.tasks(on: id) {
             guard let t = active[taskID] else { continue }
             if reported.contains(t.currentAttempt) {
                 unreported[taskID] = 0
@@ -130,7 +133,7 @@ extension TaskService {
             updateRecord(id)
             logger.warning("proplet lost", metadata: ["proplet": "\(id)", "reason": "\(reason)"])
             let now = WallClock.now()
-            for taskID in placedOn[id] ?? [] {
+            for taskID in ledger.tasks(on: id) {
                 guard let t = active[taskID] else { continue }
                 requeueOrFail(t, reason: "proplet lost: \(id) \(reason)", at: now)
             }
@@ -151,7 +154,7 @@ extension TaskService {
         case .disconnected(_, let reason), .lost(let reason): p.reason = reason
         }
         proplets[id] = p
-        if let i = nodeIndex[id] { nodes[i].alive = p.alive }
+        ledger.setAlive(id, p.alive)
         do { try store.saveProplet(p) } catch { logger.error("store write failed", metadata: ["error": "\(error)"]) }
     }
 
@@ -160,7 +163,7 @@ extension TaskService {
         let now = WallClock.now()
         var changed: [TaskRecord] = []
         var transitions: [TaskTransition] = []
-        for taskID in placedOn[id] ?? [] {
+        for taskID in ledger.tasks(on: id) {
             guard var t = active[taskID], t.state == .scheduled || t.state == .running else { continue }
             t.state = .unknown
             t.reason = reason
@@ -178,7 +181,7 @@ extension TaskService {
         let now = WallClock.now()
         var changed: [TaskRecord] = []
         var transitions: [TaskTransition] = []
-        for taskID in placedOn[id] ?? [] {
+        for taskID in ledger.tasks(on: id) {
             guard var t = active[taskID], t.state == .unknown else { continue }
             t.state = t.startedAt == nil ? .scheduled : .running
             t.reason = nil

@@ -164,7 +164,7 @@ extension TaskService {
 
     /// Proplets with their reservations filled in.
     public func propletList() -> [PropletRecord] {
-        nodes.compactMap { node in
+        ledger.nodes.compactMap { node in
             guard var p = proplets[node.id] else { return nil }
             p.allocated = node.allocated
             p.taskCount = Int(node.taskCount)
@@ -173,9 +173,9 @@ extension TaskService {
     }
 
     public func proplet(_ id: String) throws -> PropletRecord {
-        guard let i = nodeIndex[id], var p = proplets[id] else { throw APIError.notFound("no proplet \(id)") }
-        p.allocated = nodes[i].allocated
-        p.taskCount = Int(nodes[i].taskCount)
+        guard let node = ledger.node(id), var p = proplets[id] else { throw APIError.notFound("no proplet \(id)") }
+        p.allocated = node.allocated
+        p.taskCount = Int(node.taskCount)
         return p
     }
 
@@ -187,10 +187,8 @@ extension TaskService {
         }
         try store.deleteProplet(id: id)
         proplets[id] = nil
-        placedOn[id] = nil
         connections[id] = nil
-        nodes.removeAll { $0.id == id }
-        nodeIndex = Dictionary(uniqueKeysWithValues: nodes.enumerated().map { ($1.id, $0) })
+        ledger.remove(id)
         logger.info("proplet deleted", metadata: ["proplet": "\(id)"])
     }
 }

@@ -2,7 +2,7 @@ import PropellerCore
 
 /// Actor workers hold reservations in the same ledger as tasks, so a warm worker's memory and
 /// CPU are as real to the scheduler as a running task's. They are keyed by worker id in
-/// `placedOn`; the task reconciliation skips them (they are not in `active`).
+/// the ``AllocationTable`` as `.worker(id)`.
 extension TaskService {
     /// Where a worker's reservation was made, or why it could not be.
     public enum WorkerPlacement: Sendable, Equatable {
@@ -17,13 +17,11 @@ extension TaskService {
     /// `pinned`, when a restarted manager re-adopts a worker that already exists there).
     public func reserveWorker(_ id: String, resources: Resources, constraints: [String: String] = [:], pinned: String? = nil) -> WorkerPlacement {
         let request = PlacementRequest(resources: resources, constraints: constraints, pinnedProplet: pinned)
-        switch scheduler.place(request, on: nodes) {
+        if let held = ledger.allocation(of: .worker(id)) { return .placed(propletID: held.proplet) }
+        switch scheduler.place(request, on: ledger.nodes) {
         case .place(let i):
-            let node = nodes[i].id
-            if placedOn[node, default: []].insert(id).inserted {
-                nodes[i].allocated = nodes[i].allocated + resources
-                nodes[i].taskCount += 1
-            }
+            let node = ledger.nodes[i].id
+            ledger.reserve(.worker(id), resources, on: node)
             return .placed(propletID: node)
         case .wait(let reason): return .wait(reason: reason)
         case .never(let reason): return .never(reason: reason)
@@ -31,10 +29,8 @@ extension TaskService {
     }
 
     /// Gives a worker's reservation back and places what waited for the room.
-    public func releaseWorker(_ id: String, on propletID: String, resources: Resources) {
-        guard let i = nodeIndex[propletID], placedOn[propletID]?.remove(id) != nil else { return }
-        nodes[i].allocated = nodes[i].allocated - resources
-        nodes[i].taskCount -= 1
+    public func releaseWorker(_ id: String, on propletID: String) {
+        guard ledger.allocation(of: .worker(id))?.proplet == propletID, ledger.release(.worker(id)) != nil else { return }
         schedulePending()
     }
 

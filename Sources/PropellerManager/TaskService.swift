@@ -18,12 +18,11 @@ public actor TaskService {
     var active: [String: TaskRecord] = [:]
     /// Pending task ids, oldest first.
     var pendingQueue: [String] = []
-    /// Proplets in registration order (the scheduler's node list) and their index.
-    var nodes: [PropletNode] = []
-    var nodeIndex: [String: Int] = [:]
+    /// The reservations of task attempts and actor workers, and the scheduler's view of the
+    /// proplets (``AllocationTable``).
+    var ledger = AllocationTable()
     var proplets: [String: PropletRecord] = [:]
-    /// Per proplet: the tasks placed on it, and its connection (``PropletConnection``).
-    var placedOn: [String: Set<String>] = [:]
+    /// Per proplet: its connection (``PropletConnection``).
     var connections: [String: PropletConnection] = [:]
     /// Task changes the store did not take (its disk full, say), newest per task, and their
     /// transitions in order: written before the next change and on every liveness tick, and read
@@ -66,7 +65,7 @@ public actor TaskService {
             switch t.state {
             case .pending: pendingQueue.append(t.id)
             case .scheduled, .running, .unknown:
-                if let p = t.assignedProplet, nodeIndex[p] != nil {
+                if let p = t.assignedProplet, ledger.contains(p) {
                     reserve(t, on: p)
                     dispatchedAt[t.id] = now
                 } else {
@@ -75,7 +74,7 @@ public actor TaskService {
             default: break
             }
         }
-        logger.info("recovered state", metadata: ["proplets": "\(nodes.count)", "active_tasks": "\(active.count)", "pending": "\(pendingQueue.count)"])
+        logger.info("recovered state", metadata: ["proplets": "\(ledger.nodes.count)", "active_tasks": "\(active.count)", "pending": "\(pendingQueue.count)"])
         if schedule { schedulePending() }
     }
 
@@ -83,28 +82,15 @@ public actor TaskService {
 
     func addNode(_ p: PropletRecord) {
         proplets[p.id] = p
-        if let i = nodeIndex[p.id] {
-            nodes[i].labels = p.labels
-            nodes[i].capacity = p.capacity
-            nodes[i].alive = p.alive
-        } else {
-            nodeIndex[p.id] = nodes.count
-            nodes.append(PropletNode(id: p.id, labels: p.labels, capacity: p.capacity, alive: p.alive))
-            placedOn[p.id] = placedOn[p.id] ?? []
-        }
+        ledger.upsert(p.id, labels: p.labels, capacity: p.capacity, alive: p.alive)
     }
 
     func reserve(_ t: TaskRecord, on propletID: String) {
-        guard let i = nodeIndex[propletID] else { return }
-        guard placedOn[propletID, default: []].insert(t.id).inserted else { return }
-        nodes[i].allocated = nodes[i].allocated + t.spec.resources
-        nodes[i].taskCount += 1
+        ledger.reserve(.task(t.id), t.spec.resources, on: propletID)
     }
 
     func release(_ t: TaskRecord) {
-        guard let p = t.assignedProplet, let i = nodeIndex[p], placedOn[p]?.remove(t.id) != nil else { return }
-        nodes[i].allocated = nodes[i].allocated - t.spec.resources
-        nodes[i].taskCount -= 1
+        guard ledger.release(.task(t.id)) != nil else { return }
         unreported[t.id] = nil
         dispatchedAt[t.id] = nil
     }
@@ -123,7 +109,7 @@ public actor TaskService {
         still.reserveCapacity(pendingQueue.count)
         // Most free of any alive node, per dimension: a task above it cannot fit now, which
         // skips the scan when the fleet is full.
-        var bound = maxFree()
+        var bound = ledger.maxFree()
         for id in pendingQueue {
             guard var t = active[id], t.state == .pending else { continue }
             let r = t.spec.resources
@@ -132,9 +118,9 @@ public actor TaskService {
                 continue
             }
             let request = PlacementRequest(resources: r, constraints: t.spec.constraints, pinnedProplet: t.spec.propletId)
-            switch scheduler.place(request, on: nodes) {
+            switch scheduler.place(request, on: ledger.nodes) {
             case .place(let i):
-                let node = nodes[i]
+                let node = ledger.nodes[i]
                 t.state = .scheduled
                 t.assignedProplet = node.id
                 t.reason = nil
@@ -148,7 +134,7 @@ public actor TaskService {
                 transitions.append(TaskTransition(taskId: id, state: .scheduled, attempt: t.attempt, at: now, reason: "placed on \(node.id)"))
                 starts.append((startMessage(t), node.id))
                 placements += 1
-                if nodes[i].freeSlots == 0 || !nodes[i].free.holds(r) { bound = maxFree() }
+                if ledger.nodes[i].freeSlots == 0 || !ledger.nodes[i].free.holds(r) { bound = ledger.maxFree() }
             case .wait(let reason):
                 if t.reason != reason {
                     t.reason = reason
@@ -175,17 +161,6 @@ public actor TaskService {
             bus.send(start, to: proplet)
         }
         return starts.count
-    }
-
-    func maxFree() -> (resources: Resources, slots: UInt64) {
-        var best = Resources.zero
-        var slots: UInt64 = 0
-        for n in nodes where n.alive && n.freeSlots > 0 {
-            let f = n.free
-            best = Resources(cpuMillis: max(best.cpuMillis, f.cpuMillis), memoryBytes: max(best.memoryBytes, f.memoryBytes), pids: max(best.pids, f.pids))
-            slots = max(slots, n.freeSlots)
-        }
-        return (best, slots)
     }
 
     func startMessage(_ t: TaskRecord) -> StartTask {

@@ -102,7 +102,8 @@ struct ChaosTests {
                             heals.append((now.addingTimeInterval(down), component, { try c.startManager() }))
                         case .killProplet:
                             c.crashProplet(proplet)
-                            heals.append((now.addingTimeInterval(down), component, { _ = try c.restartCrashedProplet(proplet, memory: "2G") }))
+                            // Not waiting for the manager to list it: the manager may be down too.
+                            heals.append((now.addingTimeInterval(down), component, { try c.startProplet(proplet, memory: "2G", maxTasks: 6, waitUntilAlive: false) }))
                         case .killProxy:
                             c.crashProxy()
                             heals.append((now.addingTimeInterval(down), component, { try c.startProxy() }))

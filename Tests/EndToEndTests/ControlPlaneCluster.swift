@@ -91,11 +91,12 @@ final class Cluster: @unchecked Sendable {
     func crashManager() { manager?.crash() }
 
     /// Starts a proplet with this id and waits until the manager lists it alive.
-    func startProplet(_ id: String, memory: String, maxTasks: Int = 32, extra: [String] = []) throws {
+    func startProplet(_ id: String, memory: String, maxTasks: Int = 32, extra: [String] = [], waitUntilAlive: Bool = true) throws {
         proplets[id] = try DaemonProcess(propellerBinary, ["proplet", "--id", id, "--name", id, "--mqtt", "tcp://127.0.0.1:\(broker.port)",
                                                            "--data-dir", dir.path + "/proplet-" + id, "--memory", memory, "--max-tasks", String(maxTasks),
                                                            "--liveliness-interval", interval, "--log-level", "debug"] + extra,
                                          logPath: dir.path + "/proplet-\(id)-\(UUID().uuidString.prefix(4)).log")
+        guard waitUntilAlive else { return }
         try waitUntil("proplet \(id) alive", timeout: 15) { try self.proplet(id)?["alive"] as? Bool == true }
     }
 
