@@ -234,6 +234,27 @@ struct TaskServiceTests: Sendable {
         #expect(try await s.task(t.id).state == .scheduled)
     }
 
+    /// A stop whose message was lost is sent again while the proplet still reports the attempt
+    /// running; a stopped task whose start was lost is never started again, and ends stopped.
+    @Test func stopsAreResentUntilTheContainerIsGoneAndStartsNeverFollowAStop() async throws {
+        let s = try service(interval: .milliseconds(10))
+        await s.handleAnnouncement(announcement("p", memory: 4 * Self.gib))
+        let a = announcement("p", memory: 4 * Self.gib)
+        let running = try await s.create(spec("running", memory: Self.gib), start: true)
+        let neverStarted = try await s.create(spec("lost start", memory: Self.gib), start: true)
+        _ = try await s.stop(running.id)
+        _ = try await s.stop(neverStarted.id)
+        #expect(bus.stops.withLock { $0.count } == 2)
+        for i in 1...6 {
+            try await Task.sleep(for: .milliseconds(25))
+            await s.handleHeartbeat(PropletHeartbeat(propletId: "p", status: .online, seq: UInt64(i), announcement: a, running: [TaskAttempt(taskId: running.id, attempt: 1)]))
+        }
+        #expect(bus.stops.withLock { $0.filter { $0.0.taskId == running.id }.count } > 2, "the stop was sent again")
+        #expect(bus.starts.withLock { $0.filter { $0.0.taskId == neverStarted.id }.count } == 1, "no start after the stop")
+        #expect(try await s.task(neverStarted.id).state == .stopped)
+        #expect(try await s.task(running.id).state == .scheduled)
+    }
+
     @Test func aRestartedManagerLosesNothing() async throws {
         let t1: TaskRecord
         let t2: TaskRecord
