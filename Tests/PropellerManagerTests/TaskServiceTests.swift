@@ -155,6 +155,21 @@ struct TaskServiceTests: Sendable {
     /// room it is stored and acknowledged. Before, it was acknowledged anyway and lost.
     @Test(.enabled(if: isRoot, "requires root: mounts a small tmpfs to fill"))
     func aResultIsAcknowledgedOnlyOnceStored() async throws {
+        try await withSmallStore { dir, s, t in
+            await s.handleEvent(TaskEvent(taskId: t.id, attempt: 1, propletId: "p", phase: .running, at: WallClock.now()))
+            _ = try runProcess("/bin/dd", ["if=/dev/zero", "of=\(dir.path)/filler", "bs=4k"], timeout: 30)
+            await complete(s, t.id, on: "p")
+            #expect(bus.acks.withLock { $0 }.isEmpty, "acknowledged a result the store does not have")
+            #expect(try await s.task(t.id).state == .running)
+            unlink(dir.path + "/filler")
+            await complete(s, t.id, on: "p")
+            #expect(bus.acks.withLock { $0 } == [TaskAttempt(taskId: t.id, attempt: 1)])
+            #expect(try await s.task(t.id).state == .completed)
+        }
+    }
+
+    /// A task service whose store is on a 2 MiB tmpfs (to fill), proplet `p`, and a task placed there.
+    func withSmallStore(_ body: (TempDirectory, TaskService, TaskRecord) async throws -> Void) async throws {
         let dir = try TempDirectory("propeller-full-store")
         defer { dir.remove() }
         try #require(runProcess("/bin/mount", ["-t", "tmpfs", "-o", "size=2m", "propeller-full-store", dir.path], timeout: 10).status == 0)
@@ -162,15 +177,7 @@ struct TaskServiceTests: Sendable {
         let s = TaskService(store: try SQLiteStore(path: dir.path + "/manager.db"), bus: bus)
         await s.handleAnnouncement(announcement("p", memory: 4 * Self.gib))
         let t = try await s.create(spec("t", memory: Self.gib), start: true)
-        await s.handleEvent(TaskEvent(taskId: t.id, attempt: 1, propletId: "p", phase: .running, at: WallClock.now()))
-        _ = try runProcess("/bin/dd", ["if=/dev/zero", "of=\(dir.path)/filler", "bs=4k"], timeout: 30)
-        await complete(s, t.id, on: "p")
-        #expect(bus.acks.withLock { $0 }.isEmpty, "acknowledged a result the store does not have")
-        #expect(try await s.task(t.id).state == .running)
-        unlink(dir.path + "/filler")
-        await complete(s, t.id, on: "p")
-        #expect(bus.acks.withLock { $0 } == [TaskAttempt(taskId: t.id, attempt: 1)])
-        #expect(try await s.task(t.id).state == .completed)
+        try await body(dir, s, t)
     }
 
     /// A decision made while the store's disk is full (a lost proplet's task failed) is kept and
@@ -178,22 +185,17 @@ struct TaskServiceTests: Sendable {
     /// the task was stuck there for good.
     @Test(.enabled(if: isRoot, "requires root: mounts a small tmpfs to fill"))
     func decisionsTheStoreRefusedAreWrittenOnceThereIsRoom() async throws {
-        let dir = try TempDirectory("propeller-full-store")
-        defer { dir.remove() }
-        try #require(runProcess("/bin/mount", ["-t", "tmpfs", "-o", "size=2m", "propeller-full-store", dir.path], timeout: 10).status == 0)
-        defer { _ = try? runProcess("/bin/umount", [dir.path], timeout: 30) }
-        let s = TaskService(store: try SQLiteStore(path: dir.path + "/manager.db"), bus: bus)
-        await s.handleAnnouncement(announcement("p", memory: 4 * Self.gib))
-        let t = try await s.create(spec("t", memory: Self.gib), start: true)
-        _ = try runProcess("/bin/dd", ["if=/dev/zero", "of=\(dir.path)/filler", "bs=4k"], timeout: 30)
-        await s.markDead("p", reason: "gone")
-        #expect(try await s.task(t.id).state == .failed, "the decision is shown while unsaved")
-        #expect(try await s.history(t.id).last?.state == .failed)
-        #expect(try SQLiteStore(path: dir.path + "/manager.db").task(id: t.id)?.state == .scheduled, "the full disk took nothing")
-        unlink(dir.path + "/filler")
-        await s.checkLiveness()
-        #expect(try SQLiteStore(path: dir.path + "/manager.db").task(id: t.id)?.state == .failed)
-        #expect(try SQLiteStore(path: dir.path + "/manager.db").history(taskID: t.id).last?.state == .failed)
+        try await withSmallStore { dir, s, t in
+            _ = try runProcess("/bin/dd", ["if=/dev/zero", "of=\(dir.path)/filler", "bs=4k"], timeout: 30)
+            await s.markDead("p", reason: "gone")
+            #expect(try await s.task(t.id).state == .failed, "the decision is shown while unsaved")
+            #expect(try await s.history(t.id).last?.state == .failed)
+            #expect(try SQLiteStore(path: dir.path + "/manager.db").task(id: t.id)?.state == .scheduled, "the full disk took nothing")
+            unlink(dir.path + "/filler")
+            await s.checkLiveness()
+            #expect(try SQLiteStore(path: dir.path + "/manager.db").task(id: t.id)?.state == .failed)
+            #expect(try SQLiteStore(path: dir.path + "/manager.db").history(taskID: t.id).last?.state == .failed)
+        }
     }
 
     @Test func stopAndDeleteFollowTheLifecycle() async throws {
