@@ -7,12 +7,13 @@ import Testing
 /// The actor service's decisions on a real SQLite store, with proplets played by the test
 /// (their reports are fed in; `RecordingBus` keeps what the service sends them).
 @Suite("Actor service")
-struct ActorServiceTests: Sendable {
+final class ActorServiceTests: Sendable {
     static let mib: UInt64 = 1 << 20
     let dir: TempDirectory
     let bus = RecordingBus()
 
     init() throws { dir = try TempDirectory("propeller-actors") }
+    deinit { dir.remove() }  // each test has its own instance and directory
 
     func services(ttl: Duration = .seconds(300), interval: Duration = .seconds(5)) async throws -> (TaskService, ActorService) {
         let store = try SQLiteStore(path: dir.path + "/manager.db")

@@ -29,12 +29,13 @@ func announcement(_ id: String, memory: UInt64, tasks: UInt64 = 8) -> PropletAnn
 }
 
 @Suite("Task service")
-struct TaskServiceTests: Sendable {
+final class TaskServiceTests: Sendable {
     static let gib: UInt64 = 1 << 30
     let dir: TempDirectory
     let bus = RecordingBus()
 
     init() throws { dir = try TempDirectory("propeller-service") }
+    deinit { dir.remove() }  // each test has its own instance and directory
 
     func service(interval: Duration = .seconds(5)) throws -> TaskService {
         var config = ManagerConfiguration()
