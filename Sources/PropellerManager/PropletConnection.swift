@@ -23,6 +23,8 @@ public enum PropletConnection: Sendable, Equatable {
         case leftGracefully
         /// The liveness timer.
         case tick(at: ContinuousClock.Instant)
+        /// An operator (or a test) gives it up now, with the reason.
+        case givenUp(reason: String)
     }
 
     /// What a transition means for the proplet's work.
@@ -88,8 +90,11 @@ public enum PropletConnection: Sendable, Equatable {
             let reason = "its connection dropped (Last Will)"
             self = .disconnected(since: at, reason: reason)
             return .disconnected(reason: reason)
-        case (.disconnected, .dropped), (.lost, .dropped), (.lost, .leftGracefully), (.lost, .tick):
+        case (.disconnected, .dropped), (.lost, .dropped), (.lost, .leftGracefully), (.lost, .tick), (.lost, .givenUp):
             return .none
+        case (.alive, .givenUp(let reason)), (.disconnected, .givenUp(let reason)):
+            self = .lost(reason: reason)
+            return .lost(reason: reason)
         case (.alive, .leftGracefully), (.disconnected, .leftGracefully):
             self = .lost(reason: "shut down")
             return .lost(reason: "shut down")

@@ -197,11 +197,7 @@ extension TaskService {
 
     /// Declares lost a proplet (an operator's decision, or tests): its work is failed or re-queued.
     public func markDead(_ id: String, reason: String) {
-        guard proplets[id] != nil else { return }
-        if connections[id]?.isLost == false {
-            connections[id] = .disconnected(since: .now - configuration.effectiveDisconnectGrace - .seconds(1), reason: reason)
-            apply(.tick(at: .now), to: id)
-        }
+        apply(.givenUp(reason: reason), to: id)
     }
 
     /// Moves silent proplets to `disconnected`, and disconnected ones past the grace to `lost`.

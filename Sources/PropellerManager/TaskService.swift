@@ -243,7 +243,9 @@ public actor TaskService {
             t.updatedAt = now
             transitions.append(TaskTransition(taskId: t.id, state: .pending, attempt: t.attempt, at: now, reason: t.reason))
         } else {
-            t.state = t.stopRequested ? .stopped : .failed
+            // A stop asked for turns a failure with no result of its own into `stopped`; a real
+            // result (the container ended before the stop reached it) stays what it was.
+            t.state = t.stopRequested && t.result?.attempt != t.attempt ? .stopped : .failed
             t.reason = reason
             t.updatedAt = now
             t.finishedAt = now

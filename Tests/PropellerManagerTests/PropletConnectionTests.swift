@@ -38,6 +38,10 @@ import Testing
             Row(before: .lost(reason: "r"), event: .tick(at: t0 + .seconds(3600)), after: .lost(reason: "r"), change: .none),
             Row(before: .lost(reason: "r"), event: .dropped(at: t0), after: .lost(reason: "r"), change: .none),
             Row(before: .lost(reason: "r"), event: .leftGracefully, after: .lost(reason: "r"), change: .none),
+            // Given up by an operator.
+            Row(before: .alive(lastSeen: t0), event: .givenUp(reason: "g"), after: .lost(reason: "g"), change: .lost(reason: "g")),
+            Row(before: .disconnected(since: t0, reason: "r"), event: .givenUp(reason: "g"), after: .lost(reason: "g"), change: .lost(reason: "g")),
+            Row(before: .lost(reason: "r"), event: .givenUp(reason: "g"), after: .lost(reason: "r"), change: .none),
         ]
     }()
 
@@ -74,7 +78,7 @@ import Testing
                 switch event {
                 case .heard: (heardAt, disconnectedAt, gone) = (now, nil, false)
                 case .dropped: if !gone && disconnectedAt == nil { disconnectedAt = now }
-                case .leftGracefully: gone = true
+                case .leftGracefully, .givenUp: gone = true
                 case .tick:
                     if !gone && disconnectedAt == nil && now - heardAt > Self.timing.silentAfter { disconnectedAt = heardAt + Self.timing.silentAfter }
                     if !gone, let d = disconnectedAt, now - d > Self.timing.grace { gone = true }
