@@ -18,6 +18,7 @@ struct DiscardingBus: ControlBus {
     func send(_ start: StartTask, to propletID: String) {}
     func send(_ stop: StopTask, to propletID: String) {}
     func acknowledge(_ result: TaskAttempt, to propletID: String) {}
+    func confirm(_ epoch: PropletEpoch) {}
 }
 
 func option(_ name: String, _ fallback: String) -> String {

@@ -6,6 +6,8 @@ public protocol ControlBus: Sendable {
     func send(_ start: StartTask, to propletID: String)
     func send(_ stop: StopTask, to propletID: String)
     func acknowledge(_ result: TaskAttempt, to propletID: String)
+    /// Tells a proplet its current placement epoch (``PropletEpoch``).
+    func confirm(_ epoch: PropletEpoch)
 }
 
 /// Tunables of the manager's task service.

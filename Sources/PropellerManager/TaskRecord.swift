@@ -162,6 +162,9 @@ public struct PropletRecord: Codable, Sendable, Hashable {
     public var registeredAt: Double
     /// Why it is disconnected or lost ("missed 3 heartbeats", "its connection dropped (Last Will)").
     public var reason: String?
+    /// Its placement epoch: raised each time the manager gives it up (lost), carried by every
+    /// start placed on it (``StartTask/epoch``); absent (0) until the first loss.
+    public var epoch: UInt64?
     /// Filled in by the API from the reservation ledger.
     public var allocated: Resources?
     public var taskCount: Int?

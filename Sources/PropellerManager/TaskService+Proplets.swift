@@ -12,7 +12,10 @@ extension TaskService {
         let now = WallClock.now()
         var record = PropletRecord(announcement: a, now: now)
         let known = proplets[a.propletId]
-        if let known { record.registeredAt = known.registeredAt }
+        if let known {
+            record.registeredAt = known.registeredAt
+            record.epoch = known.epoch
+        }
         let changed = known.map { $0.state != "alive" || $0.capacity != a.capacity || $0.labels != a.labels || $0.name != a.name || $0.version != a.version } ?? true
         let change = connect(a.propletId)
         addNode(record)
@@ -73,6 +76,10 @@ extension TaskService {
         }
         reconcile(hb)
         schedulePending()
+        // After the heartbeat is applied: a proplet given up on has its raised epoch by now.
+        if hb.awaitingEpoch == true, let p = proplets[hb.propletId] {
+            bus.confirm(PropletEpoch(propletId: p.id, epoch: p.epoch ?? 0))
+        }
     }
 
     func reconcile(_ hb: PropletHeartbeat) {
@@ -101,7 +108,7 @@ extension TaskService {
                 // again; the proplet ignores an attempt it already has. Never after a stop.
                 logger.notice("resending start", metadata: ["task": "\(taskID)", "proplet": "\(id)"])
                 dispatchedAt[taskID] = .now
-                bus.send(startMessage(t), to: id)
+                bus.send(startMessage(t, on: id), to: id)
             } else if misses >= 3 && sentLongAgo {
                 requeueOrFail(t, reason: t.stopRequested ? "stopped before it started" : "proplet \(id) no longer runs the task", at: now)
             }
@@ -130,8 +137,12 @@ extension TaskService {
             logger.warning("proplet disconnected", metadata: ["proplet": "\(id)", "reason": "\(reason)", "grace": "\(configuration.effectiveDisconnectGrace.formattedSeconds)"])
             markUnknown(on: id, reason: "proplet \(id) disconnected: \(reason)")
         case .lost(let reason):
+            // A new epoch: starts still queued for it from before are withdrawn (it drops them
+            // when it is back and learns the epoch), since its work is failed or moved now.
+            let epoch = (proplets[id]?.epoch ?? 0) + 1
+            proplets[id]?.epoch = epoch
             updateRecord(id)
-            logger.warning("proplet lost", metadata: ["proplet": "\(id)", "reason": "\(reason)"])
+            logger.warning("proplet lost", metadata: ["proplet": "\(id)", "reason": "\(reason)", "epoch": "\(proplets[id]?.epoch ?? 0)"])
             let now = WallClock.now()
             for taskID in ledger.tasks(on: id) {
                 guard let t = active[taskID] else { continue }

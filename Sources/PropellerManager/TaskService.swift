@@ -132,7 +132,7 @@ public actor TaskService {
                 active[id] = t
                 changed.append(t)
                 transitions.append(TaskTransition(taskId: id, state: .scheduled, attempt: t.attempt, at: now, reason: "placed on \(node.id)"))
-                starts.append((startMessage(t), node.id))
+                starts.append((startMessage(t, on: node.id), node.id))
                 placements += 1
                 if ledger.nodes[i].freeSlots == 0 || !ledger.nodes[i].free.holds(r) { bound = ledger.maxFree() }
             case .wait(let reason):
@@ -163,9 +163,11 @@ public actor TaskService {
         return starts.count
     }
 
-    func startMessage(_ t: TaskRecord) -> StartTask {
+    /// The start of `t`'s current attempt on `proplet`, with that proplet's placement epoch.
+    func startMessage(_ t: TaskRecord, on proplet: String) -> StartTask {
         StartTask(taskId: t.id, attempt: t.attempt, name: t.spec.name, image: t.spec.image, command: t.spec.command, env: t.spec.env,
-                  workdir: t.spec.workdir, user: t.spec.user, resources: t.spec.resources, timeoutSeconds: t.spec.timeoutSeconds, network: t.spec.network)
+                  workdir: t.spec.workdir, user: t.spec.user, resources: t.spec.resources, timeoutSeconds: t.spec.timeoutSeconds, network: t.spec.network,
+                  epoch: proplets[proplet]?.epoch ?? 0)
     }
 
     /// Writes through to the store and wakes watchers; returns whether the store has it. A store

@@ -32,6 +32,16 @@ public actor PropletAgent {
     var seen: Set<TaskAttempt> = []
     var seenOrder: [TaskAttempt] = []
     var accepting = true
+    /// The placement epoch the manager last confirmed (``PropletEpoch``); nil until it has since
+    /// this proplet started, reconnected or found itself paused. Starts wait in ``held`` while
+    /// it is nil: one queued for it before the manager gave it up must not run.
+    var epoch: UInt64?
+    var held: [StartTask] = []
+    /// The broker connection the epoch was confirmed on (``MQTTClient/connectionCount``), and
+    /// when the last heartbeat went out (a gap of more than two intervals: this process was
+    /// paused, the manager may have given it up meanwhile).
+    var confirmedOnConnection = 0
+    var lastBeat = ContinuousClock.now
     /// Set once the goodbye is out: no heartbeat may follow it (it would revive the proplet).
     var saidGoodbye = false
     var seq: UInt64 = 0
@@ -136,6 +146,7 @@ public actor PropletAgent {
     }
 
     func tick() {
+        checkEpoch()
         heartbeat()
         // Results not yet acknowledged go out again (the manager treats duplicates as such).
         for result in outbox.pending() { publish(topics.report(.results, from: options.id), result) }
@@ -144,11 +155,41 @@ public actor PropletAgent {
     func heartbeat() {
         guard !saidGoodbye else { return }
         seq += 1
+        lastBeat = .now
         let running = executions.values.map(\.start.ref).sorted { $0.taskId < $1.taskId }
         let allocated = executions.values.reduce(Resources.zero) { $0 + $1.start.resources }
         publish(topics.report(.alive, from: options.id), PropletHeartbeat(propletId: options.id, status: accepting ? .online : .draining, seq: seq, announcement: announcement,
                                                       allocated: allocated, running: running, finished: outbox.pending().map(\.ref),
-                                                      workers: workerBeats))
+                                                      workers: workerBeats, awaitingEpoch: epoch == nil ? true : nil))
+    }
+
+    /// Forgets the confirmed epoch when the broker connection is a new one or this process was
+    /// paused (its heartbeat loop silent for more than two intervals), and asks again at once.
+    func checkEpoch() {
+        guard epoch != nil else { return }
+        let why: String
+        if client.connectionCount != confirmedOnConnection {
+            why = "reconnected to the broker"
+        } else if ContinuousClock.now - lastBeat > options.heartbeatInterval * 2 {
+            why = "silent for \(DurationParsing.format(ContinuousClock.now - lastBeat)) (paused?)"
+        } else {
+            return
+        }
+        logger.notice("holding starts until the manager confirms the placement epoch", metadata: ["why": "\(why)", "epoch": "\(epoch ?? 0)"])
+        epoch = nil
+        heartbeat()
+    }
+
+    /// The manager's placement epoch: starts of an older one were withdrawn (dropped), the
+    /// others run.
+    func confirm(_ e: PropletEpoch) {
+        guard e.propletId == options.id else { return }
+        if epoch == nil { logger.notice("placement epoch confirmed", metadata: ["epoch": "\(e.epoch)", "held_starts": "\(held.count)"]) }
+        epoch = e.epoch
+        confirmedOnConnection = client.connectionCount
+        let waiting = held
+        held = []
+        for s in waiting { startTask(s) }
     }
 
     func handle(_ message: MQTTMessage) {
@@ -157,6 +198,7 @@ public actor PropletAgent {
             case topics.start(options.id): startTask(try WireCoding.decode(StartTask.self, from: message.payload))
             case topics.stop(options.id): stopTask(try WireCoding.decode(StopTask.self, from: message.payload))
             case topics.ack(options.id): outbox.remove(try WireCoding.decode(ResultAck.self, from: message.payload))
+            case topics.epoch(options.id): confirm(try WireCoding.decode(PropletEpoch.self, from: message.payload))
             case topics.worker(options.id): handleWorker(try WireCoding.decode(WorkerCommand.self, from: message.payload))
             case topics.execution(options.id): handleExecution(try WireCoding.decode(ExecutionCommand.self, from: message.payload))
             default: break
@@ -169,6 +211,19 @@ public actor PropletAgent {
     func startTask(_ s: StartTask) {
         let ref = s.ref
         if seen.contains(ref) || executions[s.taskId]?.start.attempt == s.attempt || outbox.contains(ref) || journal.contains(ref) { return }
+        if let placed = s.epoch {
+            checkEpoch()
+            guard let epoch else {
+                if !held.contains(s) { held.append(s) }
+                return
+            }
+            if placed < epoch {
+                remember(ref)
+                logger.notice("dropped a start the manager withdrew", metadata: ["task": "\(s.taskId)", "attempt": "\(s.attempt)", "its_epoch": "\(placed)", "epoch": "\(epoch)"])
+                return
+            }
+            self.epoch = placed
+        }
         remember(ref)
         guard accepting else {
             finish(TaskResult(taskId: s.taskId, attempt: s.attempt, propletId: options.id, state: .failed, error: "proplet \(options.id) is shutting down", finishedAt: WallClock.now()))
@@ -264,6 +319,8 @@ public actor PropletAgent {
     /// rest, report every result, say goodbye.
     public func shutdown() async {
         accepting = false
+        // Held starts never ran: the manager re-queues their tasks when it hears the goodbye.
+        held = []
         heartbeat()
         logger.notice("draining", metadata: ["running": "\(executions.count)", "timeout": "\(DurationParsing.format(options.drainTimeout))"])
         let deadline = ContinuousClock.now + options.drainTimeout

@@ -52,7 +52,7 @@ public struct ContainerSpec: Sendable {
                 guard let v = UInt64(s) else { throw PropellerError(.invalidArgument, "invalid ulimit \"\(text)\": \"\(s)\" is not a number") }
                 return v
             }
-            let values = kv[1].split(separator: ":", maxSplits: 1).map(String.init)
+            let values = kv[1].split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
             let soft = try value(values[0])
             let hard = values.count == 2 ? try value(values[1]) : soft
             guard soft <= hard else { throw PropellerError(.invalidArgument, "invalid ulimit \"\(text)\": soft limit above hard limit") }

@@ -123,6 +123,32 @@ struct ControlPlaneTests {
         #expect(try c.proplet("p")?["alive"] as? Bool == true)
     }
 
+    /// A start queued for a proplet that then stops answering (SIGSTOP: its TCP connection
+    /// stays) is delivered when it resumes, after the manager gave it up and failed the task. It
+    /// once ran then (and the manager, seeing it run, took the task back). The start carries the
+    /// epoch it was placed in; the proplet, back from a pause, holds starts until the manager
+    /// confirms the current epoch, and drops the withdrawn one.
+    @Test func aStartQueuedForAPausedPropletThatWasGivenUpNeverRuns() throws {
+        let c = try Cluster()
+        try c.startProplet("p", memory: "2G")
+        guard let pid = c.proplets["p"]?.pid else { Issue.record("no proplet process"); return }
+        kill(pid, SIGSTOP)
+        defer { kill(pid, SIGCONT) }
+        let id = try c.create("withdrawn", command: ["sh", "-c", "echo it ran"])
+        #expect(try c.task(id)["assigned_proplet"] as? String == "p")
+        // 3 s of silence, then the 3 s grace: lost, and the task failed.
+        let failed = try c.waitFor(id, state: "failed", timeout: 20)
+        #expect((failed["reason"] as? String)?.contains("proplet lost") == true)
+        kill(pid, SIGCONT)
+        try c.waitUntil("p alive again", timeout: 15) { try c.proplet("p")?["alive"] as? Bool == true }
+        sleep(3)
+        let after = try c.task(id)
+        #expect(after["state"] as? String == "failed", "the withdrawn start ran: \(after["state"] ?? "-"), \(after["reason"] ?? "-")")
+        let journal = (try? String(contentsOfFile: c.dir.path + "/proplet-p/proplet/attempts.jsonl", encoding: .utf8)) ?? ""
+        #expect(!journal.contains(id), "the proplet accepted the withdrawn start")
+        #expect(c.proplets["p"]?.log.contains("dropped a start the manager withdrew") == true)
+    }
+
     @Test func logsFollowAndAGracefulPropletShutdownReportsItsTasks() throws {
         let c = try Cluster()
         try c.startProplet("p", memory: "2G", extra: ["--drain-timeout", "1s"])

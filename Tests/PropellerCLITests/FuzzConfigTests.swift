@@ -1,4 +1,5 @@
 import Foundation
+import PropellerCore
 @testable import PropellerCLI
 @testable import PropellerProvision
 import PropellerRuntime
@@ -22,6 +23,14 @@ import Testing
             _ = try? StateFile.parse(text, path: "deployment.conf")
             _ = try? ConfigFile.expand(text.split(separator: "\n").map(String.init).filter { !$0.hasPrefix("--config") })
         }
+    }
+
+    /// Found by the fuzzer (seed 1796597118039): `--ulimit nofile=` trapped on an index out of range.
+    @Test func anUlimitWithAnEmptyValueIsRefused() throws {
+        for text in ["nofile=", "nofile=:", "nofile=:5", "nofile=5:"] {
+            #expect(throws: PropellerError.self, "\(text)") { try ContainerSpec.ResourceLimit(parsing: text) }
+        }
+        #expect(try ContainerSpec.ResourceLimit(parsing: "nofile=5:6").hard == 6)
     }
 
     @Test func aFileWithALineWithoutAnEqualsSignIsRefusedWithItsLineNumber() throws {

@@ -17,13 +17,13 @@ struct RunDirectoryTests {
         // What a container and overlayfs leave: files in the upper layer (a symlink to a host
         // path among them, removed, not followed), the volatile marker and a stray work file.
         let sentinel = data.path + "/sentinel"
-        FileManager.default.createFile(atPath: sentinel, contents: Data("keep".utf8))
+        _ = FileManager.default.createFile(atPath: sentinel, contents: Data("keep".utf8))
         try FileManager.default.createDirectory(atPath: run.upper + "/etc/deep", withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: run.upper + "/etc/deep/file", contents: Data("x".utf8))
+        _ = FileManager.default.createFile(atPath: run.upper + "/etc/deep/file", contents: Data("x".utf8))
         try FileManager.default.createSymbolicLink(atPath: run.upper + "/escape", withDestinationPath: data.path)
         try FileManager.default.createDirectory(atPath: run.work + "/work/incompat/volatile", withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: run.work + "/work/incompat/volatile/dirty", contents: nil)
-        FileManager.default.createFile(atPath: run.work + "/work/#1234", contents: nil)
+        _ = FileManager.default.createFile(atPath: run.work + "/work/incompat/volatile/dirty", contents: nil)
+        _ = FileManager.default.createFile(atPath: run.work + "/work/#1234", contents: nil)
         run.remove()
         #expect(contents(data.path + "/runs") == [".rootfs"])
         #expect(FileManager.default.fileExists(atPath: sentinel))
@@ -48,7 +48,7 @@ struct RunDirectoryTests {
         defer { data.remove() }
         let run = try RunDirectory.create(dataDirectory: data.path, id: ContainerID(), overlay: false)
         #expect(run.merged == run.path)
-        FileManager.default.createFile(atPath: run.merged + "/copied", contents: nil)
+        _ = FileManager.default.createFile(atPath: run.merged + "/copied", contents: nil)
         run.remove()
         #expect(contents(data.path + "/runs") == [])
     }
@@ -58,7 +58,7 @@ struct RunDirectoryTests {
         defer { data.remove() }
         let run = try RunDirectory.create(dataDirectory: data.path, id: ContainerID(), overlay: true)
         try FileManager.default.createDirectory(atPath: run.work + "/work/incompat/volatile", withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: run.work + "/work/incompat/volatile/dirty", contents: nil)
+        _ = FileManager.default.createFile(atPath: run.work + "/work/incompat/volatile/dirty", contents: nil)
         run.dropVolatileMarker()
         #expect(contents(run.work + "/work") == [])
         run.dropVolatileMarker()

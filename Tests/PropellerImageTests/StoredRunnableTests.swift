@@ -69,7 +69,7 @@ struct StoredRunnableTests {
         try store.store(Data(manifestJSON.utf8), as: manifestDigest)
         let unpacked = store.dataDirectory + "/images/" + manifestDigest.hex
         try FileManager.default.createDirectory(atPath: unpacked + "/rootfs", withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: unpacked + "/unpacked", contents: nil)
+        _ = FileManager.default.createFile(atPath: unpacked + "/unpacked", contents: nil)
         try store.tag(Image(manifestDigest: manifestDigest, manifest: image.manifest, config: image.config), as: "127.0.0.1:5000/bad:v1")
         #expect(store.storedRunnable(named: "127.0.0.1:5000/bad:v1") == nil)
         #expect(throws: PropellerError.self) { try store.image(manifest: manifestDigest) }

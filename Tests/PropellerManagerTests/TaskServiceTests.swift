@@ -13,10 +13,12 @@ final class RecordingBus: ControlBus, ActorBus {
     let executionCommands = Mutex<[(ExecutionCommand, String)]>([])
     let stops = Mutex<[(StopTask, String)]>([])
     let acks = Mutex<[TaskAttempt]>([])
+    let epochs = Mutex<[PropletEpoch]>([])
 
     func send(_ start: StartTask, to propletID: String) { starts.withLock { $0.append((start, propletID)) } }
     func send(_ stop: StopTask, to propletID: String) { stops.withLock { $0.append((stop, propletID)) } }
     func acknowledge(_ result: TaskAttempt, to propletID: String) { acks.withLock { $0.append(result) } }
+    func confirm(_ epoch: PropletEpoch) { epochs.withLock { $0.append(epoch) } }
     func send(_ command: WorkerCommand, to propletID: String) { workerCommands.withLock { $0.append((command, propletID)) } }
     func send(_ command: ExecutionCommand, to propletID: String) { executionCommands.withLock { $0.append((command, propletID)) } }
 
@@ -128,6 +130,31 @@ final class TaskServiceTests: Sendable {
         #expect(requeued.attempt == 2)
         #expect(bus.startedOn[r.id] == "fresh")
         #expect(try await s.task(r.id).state == .scheduled)
+    }
+
+    /// Each time the manager gives a proplet up, its placement epoch goes up (and stays up across
+    /// a manager restart); every start carries the epoch it was placed in, and a heartbeat that
+    /// asks for the epoch is answered after the heartbeat is applied.
+    @Test func givingAPropletUpRaisesItsEpochWhichStartsCarryAndHeartbeatsAreToldAfterwards() async throws {
+        let s = try service(interval: .milliseconds(100))
+        await s.handleAnnouncement(announcement("p", memory: 4 * Self.gib))
+        let first = try await s.create(spec("first", memory: Self.gib), start: true)
+        #expect(bus.starts.withLock { $0.last?.0.epoch } == 0)
+        await s.markDead("p", reason: "an operator's decision")
+        #expect(try await s.task(first.id).state == .failed)
+        #expect(try await s.proplet("p").epoch == 1)
+        // Back (its heartbeat asks for the epoch): told 1, and new starts carry 1.
+        await s.handleHeartbeat(PropletHeartbeat(propletId: "p", status: .online, seq: 9, announcement: announcement("p", memory: 4 * Self.gib), awaitingEpoch: true))
+        #expect(bus.epochs.withLock { $0 } == [PropletEpoch(propletId: "p", epoch: 1)])
+        let second = try await s.create(spec("second", memory: Self.gib), start: true)
+        #expect(bus.starts.withLock { $0.last.map { ($0.0.taskId, $0.0.epoch) } } ?? ("", nil) == (second.id, 1))
+        // A heartbeat that does not ask is not answered.
+        await s.handleHeartbeat(PropletHeartbeat(propletId: "p", status: .online, seq: 10, running: [second.currentAttempt]))
+        #expect(bus.epochs.withLock { $0.count } == 1)
+        // The epoch is in the store: a restarted manager places with it.
+        let restarted = try service(interval: .milliseconds(100))
+        try await restarted.recover()
+        #expect(try await restarted.proplet("p").epoch == 1)
     }
 
     /// A Last Will (a dropped connection) disconnects; a proplet back within the grace gets its

@@ -129,9 +129,13 @@ public struct PropletHeartbeat: Codable, Sendable, Hashable {
     public var finished: [TaskAttempt]?
     /// The actor workers it keeps warm.
     public var workers: [WorkerBeat]?
+    /// Set while the proplet holds starts until the manager confirms its placement epoch (after
+    /// it started, reconnected, or found itself paused): the manager answers with
+    /// ``PropletEpoch``.
+    public var awaitingEpoch: Bool?
 
     public init(propletId: String, status: Status, seq: UInt64 = 0, announcement: PropletAnnouncement? = nil, allocated: Resources? = nil,
-                running: [TaskAttempt]? = nil, finished: [TaskAttempt]? = nil, workers: [WorkerBeat]? = nil) {
+                running: [TaskAttempt]? = nil, finished: [TaskAttempt]? = nil, workers: [WorkerBeat]? = nil, awaitingEpoch: Bool? = nil) {
         self.propletId = propletId
         self.status = status
         self.seq = seq
@@ -140,6 +144,7 @@ public struct PropletHeartbeat: Codable, Sendable, Hashable {
         self.running = running
         self.finished = finished
         self.workers = workers
+        self.awaitingEpoch = awaitingEpoch
     }
 }
 
@@ -158,9 +163,14 @@ public struct StartTask: Codable, Sendable, Hashable {
     public var timeoutSeconds: Double?
     /// `none` (loopback only) or `host`.
     public var network: String
+    /// The proplet's placement epoch when the manager placed this attempt. The manager raises a
+    /// proplet's epoch each time it gives the proplet up (and fails or moves its work), so a
+    /// start still queued for it from before is older than the epoch the manager confirms when
+    /// the proplet is back, and is dropped (``PropletEpoch``). Absent from older managers.
+    public var epoch: UInt64?
 
     public init(taskId: String, attempt: Int, name: String, image: String, command: [String]?, env: [String: String], workdir: String?, user: String?,
-                resources: Resources, timeoutSeconds: Double?, network: String) {
+                resources: Resources, timeoutSeconds: Double?, network: String, epoch: UInt64? = nil) {
         self.taskId = taskId
         self.attempt = attempt
         self.name = name
@@ -172,6 +182,7 @@ public struct StartTask: Codable, Sendable, Hashable {
         self.resources = resources
         self.timeoutSeconds = timeoutSeconds
         self.network = network
+        self.epoch = epoch
     }
 
     public var ref: TaskAttempt { TaskAttempt(taskId: taskId, attempt: attempt) }
@@ -189,6 +200,19 @@ public struct StopTask: Codable, Sendable, Hashable {
         self.attempt = attempt
         self.signal = signal
         self.graceSeconds = graceSeconds
+    }
+}
+
+/// `control/proplet/{id}/epoch`: the manager's answer to a heartbeat with `awaiting_epoch`: the
+/// proplet's current placement epoch. Starts of an older epoch were withdrawn (the manager gave
+/// the proplet up and failed or moved their tasks); the proplet drops them.
+public struct PropletEpoch: Codable, Sendable, Hashable {
+    public var propletId: String
+    public var epoch: UInt64
+
+    public init(propletId: String, epoch: UInt64) {
+        self.propletId = propletId
+        self.epoch = epoch
     }
 }
 
