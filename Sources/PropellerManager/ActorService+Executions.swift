@@ -82,7 +82,7 @@ extension ActorService {
             e.error = r.stateError
         } else {
             e.status = .error
-            e.error = o.error ?? TaskService.describeFailure(o)
+            e.error = o.error ?? ClusterState.describeFailure(o)
         }
         if let state = r.state, actors[e.actorId]?.spec.stateless == false, e.status == .complete {
             do {

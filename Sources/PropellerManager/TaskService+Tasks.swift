@@ -5,103 +5,37 @@ import PropellerCore
 extension TaskService {
     /// Creates a task (state `created`), and queues it at once when `start` is set.
     public func create(_ spec: TaskSpec, start: Bool) throws -> TaskRecord {
-        var spec = spec
-        if spec.resources.memoryBytes == 0 { spec.resources.memoryBytes = configuration.defaultMemoryBytes }
-        if spec.resources.pids == 0 { spec.resources.pids = configuration.defaultPids }
-        let now = WallClock.now()
-        var t = TaskRecord(id: UUID().uuidString.lowercased(), spec: spec, createdAt: now)
-        var transitions = [TaskTransition(taskId: t.id, state: .created, attempt: 0, at: now, reason: nil)]
-        if start {
-            // Created and queued in one transaction; placement is the second.
-            t.state = .pending
-            t.attempt = 1
-            transitions.append(TaskTransition(taskId: t.id, state: .pending, attempt: 1, at: now, reason: nil))
-        }
-        try store.insertTasks([t], transitions: transitions)
-        logger.info("task created", metadata: ["task": "\(t.id)", "name": "\(spec.name)", "image": "\(spec.image)"])
-        guard start else { return t }
-        active[t.id] = t
-        pendingQueue.append(t.id)
-        schedulePending()
-        if let current = active[t.id] { return current }
-        return try stored( t.id) ?? t
+        try taskReply(apply(.create(spec, id: UUID().uuidString.lowercased(), start: start), durable: true))
     }
 
     /// Queues a created or finished task for (another) run.
     public func start(_ id: String) throws -> TaskRecord {
-        if let t = active[id] { throw APIError.conflict("task \(id) is already \(t.state.rawValue)") }
-        guard var t = try stored( id) else { throw APIError.notFound("no task \(id)") }
-        let now = WallClock.now()
-        t.attempt += 1
-        t.state = .pending
-        t.reason = nil
-        t.phase = nil
-        t.assignedProplet = nil
-        t.stopRequested = false
-        t.startedAt = nil
-        t.finishedAt = nil
-        t.result = nil
-        t.updatedAt = now
-        active[id] = t
-        pendingQueue.append(id)
-        persist([t], [TaskTransition(taskId: id, state: .pending, attempt: t.attempt, at: now, reason: nil)])
-        schedulePending()
-        if let current = active[id] { return current }
-        return try stored( id) ?? t
+        try taskReply(apply(.start(id, stored: state.active[id] == nil ? try stored(id) : nil)))
     }
 
     /// Stops a task: a queued one at once, a placed one by asking its proplet (the state changes
     /// when the proplet reports the container gone).
     public func stop(_ id: String, signal: Int32 = 15, grace: Double = 10) throws -> TaskRecord {
-        guard var t = active[id] else {
-            guard let stored = try stored( id) else { throw APIError.notFound("no task \(id)") }
-            if stored.state == .created {
-                var s = stored
-                let now = WallClock.now()
-                s.state = .stopped
-                s.updatedAt = now
-                s.finishedAt = now
-                s.reason = "stopped before it was started"
-                persist([s], [TaskTransition(taskId: id, state: .stopped, attempt: s.attempt, at: now, reason: s.reason)])
-                return s
-            }
-            throw APIError.conflict("task \(id) has already \(stored.state.rawValue)")
-        }
-        let now = WallClock.now()
-        t.stopRequested = true
-        t.updatedAt = now
-        switch t.state {
-        case .pending:
-            t.state = .stopped
-            t.reason = "stopped while pending"
-            t.finishedAt = now
-            active[id] = nil
-            pendingQueue.removeAll { $0 == id }
-            persist([t], [TaskTransition(taskId: id, state: .stopped, attempt: t.attempt, at: now, reason: t.reason)])
-        case .scheduled, .running, .unknown:
-            active[id] = t
-            persist([t], [])
-            if let p = t.assignedProplet {
-                logger.info("stopping task", metadata: ["task": "\(id)", "proplet": "\(p)"])
-                bus.send(StopTask(taskId: id, attempt: t.attempt, signal: signal, graceSeconds: grace), to: p)
-            }
-        default: break
-        }
+        try taskReply(apply(.stop(id, signal: signal, grace: grace, stored: state.active[id] == nil ? try stored(id) : nil)))
+    }
+
+    private func taskReply(_ reply: ClusterReply?) throws -> TaskRecord {
+        guard case .task(let t) = reply else { throw PropellerError(.internalError, "the command had no task to answer with") }
         return t
     }
 
     /// Removes a task that is not active, with its history and logs.
     public func delete(_ id: String) throws {
-        if let t = active[id] { throw APIError.conflict("task \(id) is \(t.state.rawValue): stop it first") }
-        guard try stored( id) != nil else { throw APIError.notFound("no task \(id)") }
+        if let t = state.active[id] { throw APIError.conflict("task \(id) is \(t.state.rawValue): stop it first") }
+        guard try stored(id) != nil else { throw APIError.notFound("no task \(id)") }
         try store.deleteTask(id: id)
         logger.info("task deleted", metadata: ["task": "\(id)"])
     }
 
     /// Replaces a task's spec while it is not active.
     public func update(_ id: String, _ change: (inout TaskSpec) throws -> Void) throws -> TaskRecord {
-        if let t = active[id] { throw APIError.conflict("task \(id) is \(t.state.rawValue): it can be changed only when created or finished") }
-        guard var t = try stored( id) else { throw APIError.notFound("no task \(id)") }
+        if let t = state.active[id] { throw APIError.conflict("task \(id) is \(t.state.rawValue): it can be changed only when created or finished") }
+        guard var t = try stored(id) else { throw APIError.notFound("no task \(id)") }
         try change(&t.spec)
         if t.spec.resources.memoryBytes == 0 { t.spec.resources.memoryBytes = configuration.defaultMemoryBytes }
         if t.spec.resources.pids == 0 { t.spec.resources.pids = configuration.defaultPids }
@@ -112,8 +46,8 @@ extension TaskService {
 
     /// The task as it is now: from memory when active, else from the store.
     public func task(_ id: String) throws -> TaskRecord {
-        if let t = active[id] { return t }
-        guard let t = try stored( id) else { throw APIError.notFound("no task \(id)") }
+        if let t = state.active[id] { return t }
+        guard let t = try stored(id) else { throw APIError.notFound("no task \(id)") }
         return t
     }
 
@@ -149,7 +83,7 @@ extension TaskService {
     public func follow(_ id: String) throws -> LogFollowStream {
         let t = try task(id)
         let (follower, stream) = LogFollower.make()
-        if !active.keys.contains(t.id) {
+        if state.active[t.id] == nil {
             follower.finish()
         } else {
             let key = UUID()
@@ -160,36 +94,19 @@ extension TaskService {
     }
 
     /// Pending tasks (the queue length of /metrics).
-    public var queueLength: Int { pendingQueue.count }
+    public var queueLength: Int { state.pendingQueue.count }
 
     /// Proplets with their reservations filled in.
-    public func propletList() -> [PropletRecord] {
-        ledger.nodes.compactMap { node in
-            guard var p = proplets[node.id] else { return nil }
-            p.allocated = node.allocated
-            p.taskCount = Int(node.taskCount)
-            return p
-        }
-    }
+    public func propletList() -> [PropletRecord] { state.propletList() }
 
     public func proplet(_ id: String) throws -> PropletRecord {
-        guard let node = ledger.node(id), var p = proplets[id] else { throw APIError.notFound("no proplet \(id)") }
-        p.allocated = node.allocated
-        p.taskCount = Int(node.taskCount)
+        guard let p = state.propletList().first(where: { $0.id == id }) else { throw APIError.notFound("no proplet \(id)") }
         return p
     }
 
-    /// Forgets a proplet that is dead (an alive one would announce itself again at once).
+    /// Forgets a proplet that is lost (an alive one would announce itself again at once).
     public func deleteProplet(_ id: String) throws {
-        guard proplets[id] != nil else { throw APIError.notFound("no proplet \(id)") }
-        if connections[id]?.isLost == false {
-            throw APIError.conflict("proplet \(id) is \(connections[id]?.name ?? "alive"): stop it first, or wait until it is lost (a running proplet registers again)")
-        }
-        try store.deleteProplet(id: id)
-        proplets[id] = nil
-        connections[id] = nil
-        ledger.remove(id)
-        logger.info("proplet deleted", metadata: ["proplet": "\(id)"])
+        try apply(.forgetProplet(id), durable: true)
     }
 }
 
@@ -197,7 +114,7 @@ extension TaskService {
     public func listTasks(offset: Int, limit: Int, state: TaskState?) throws -> (Int, [TaskRecord]) {
         let (total, stored) = try store.tasks(offset: offset, limit: limit, state: state)
         // Active tasks: the in-memory copy is the freshest.
-        return (total, stored.map { active[$0.id] ?? unsaved[$0.id] ?? $0 })
+        return (total, stored.map { self.state.active[$0.id] ?? unsaved[$0.id] ?? $0 })
     }
 
     public func history(_ id: String) throws -> [TaskTransition] {

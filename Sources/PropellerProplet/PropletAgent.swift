@@ -156,7 +156,9 @@ public actor PropletAgent {
         guard !saidGoodbye else { return }
         seq += 1
         lastBeat = .now
-        let running = executions.values.map(\.start.ref).sorted { $0.taskId < $1.taskId }
+        // Held starts count as running: the manager must not take them for lost while the epoch
+        // is confirmed (a stop for one drops it; a withdrawn one disappears from the list).
+        let running = (executions.values.map(\.start.ref) + held.map(\.ref)).sorted { $0.taskId < $1.taskId }
         let allocated = executions.values.reduce(Resources.zero) { $0 + $1.start.resources }
         publish(topics.report(.alive, from: options.id), PropletHeartbeat(propletId: options.id, status: accepting ? .online : .draining, seq: seq, announcement: announcement,
                                                       allocated: allocated, running: running, finished: outbox.pending().map(\.ref),
@@ -214,7 +216,7 @@ public actor PropletAgent {
         if let placed = s.epoch {
             checkEpoch()
             guard let epoch else {
-                if !held.contains(s) { held.append(s) }
+                if !held.contains(where: { $0.ref == ref }) { held.append(s) }
                 return
             }
             if placed < epoch {
@@ -310,6 +312,14 @@ public actor PropletAgent {
     }
 
     func stopTask(_ s: StopTask) {
+        if let i = held.firstIndex(where: { $0.ref == TaskAttempt(taskId: s.taskId, attempt: s.attempt) }) {
+            // Stopped while it waited for the epoch: it never runs, and says so.
+            let start = held.remove(at: i)
+            remember(start.ref)
+            logger.info("stopped a held start", metadata: ["task": "\(s.taskId)", "attempt": "\(s.attempt)"])
+            finish(TaskResult(taskId: s.taskId, attempt: s.attempt, propletId: options.id, state: .stopped, error: "stopped before it started", finishedAt: WallClock.now()))
+            return
+        }
         guard let execution = executions[s.taskId], execution.start.attempt == s.attempt else { return }
         logger.info("stopping task", metadata: ["task": "\(s.taskId)", "signal": "\(s.signal)"])
         execution.requestStop(signal: s.signal, grace: s.graceSeconds)

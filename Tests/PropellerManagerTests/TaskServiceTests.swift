@@ -272,14 +272,18 @@ final class TaskServiceTests: Sendable {
         let a = announcement("p", memory: 4 * Self.gib)
         let running = try await s.create(spec("running", memory: Self.gib), start: true)
         let neverStarted = try await s.create(spec("lost start", memory: Self.gib), start: true)
-        _ = try await s.stop(running.id)
-        _ = try await s.stop(neverStarted.id)
-        #expect(bus.stops.withLock { $0.count } == 2)
+        let graceful = try await s.create(spec("graceful", memory: Self.gib), start: true)
+        _ = try await s.stop(running.id, signal: 9, grace: 0)
+        _ = try await s.stop(neverStarted.id, grace: 0)
+        _ = try await s.stop(graceful.id, grace: 3600)
+        #expect(bus.stops.withLock { $0.count } == 3)
         for i in 1...6 {
             try await Task.sleep(for: .milliseconds(25))
-            await s.handleHeartbeat(PropletHeartbeat(propletId: "p", status: .online, seq: UInt64(i), announcement: a, running: [TaskAttempt(taskId: running.id, attempt: 1)]))
+            await s.handleHeartbeat(PropletHeartbeat(propletId: "p", status: .online, seq: UInt64(i), announcement: a,
+                                                     running: [TaskAttempt(taskId: running.id, attempt: 1), TaskAttempt(taskId: graceful.id, attempt: 1)]))
         }
         #expect(bus.stops.withLock { $0.filter { $0.0.taskId == running.id }.count } > 2, "the stop was sent again")
+        #expect(bus.stops.withLock { $0.filter { $0.0.taskId == graceful.id }.count } == 1, "a stop is not sent again (as SIGKILL) within its grace")
         #expect(bus.starts.withLock { $0.filter { $0.0.taskId == neverStarted.id }.count } == 1, "no start after the stop")
         #expect(try await s.task(neverStarted.id).state == .stopped)
         #expect(try await s.task(running.id).state == .scheduled)

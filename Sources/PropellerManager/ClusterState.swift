@@ -1,0 +1,381 @@
+import PropellerCore
+
+/// A moment as the manager's clocks saw it: wall time for what is stored and shown, the
+/// monotonic clock for what is measured (liveness, resend intervals). Events carry it, so a
+/// transition depends on nothing but its inputs.
+public struct Moment: Sendable, Equatable {
+    public var wall: Double
+    public var mono: ContinuousClock.Instant
+
+    public init(wall: Double, mono: ContinuousClock.Instant) {
+        self.wall = wall
+        self.mono = mono
+    }
+
+    public static var now: Moment { Moment(wall: WallClock.now(), mono: .now) }
+}
+
+/// What can happen to the cluster: API commands, proplet reports, timer ticks and recovery
+/// from the store. Where a rule needs a task's stored record (one that is no longer active),
+/// the event carries it: ``ClusterState/apply(_:at:)`` reads nothing but its inputs.
+public enum ClusterEvent: Sendable {
+    /// A restarted manager's proplets and active tasks, as stored.
+    case recovered(proplets: [PropletRecord], tasks: [TaskRecord])
+    case announced(PropletAnnouncement)
+    /// A heartbeat (or Last Will, or goodbye). `stored`: the stored records of tasks it reports
+    /// running that are not active (an attempt given up with its proplet may be taken back).
+    case heartbeat(PropletHeartbeat, stored: [String: TaskRecord])
+    case phase(TaskEvent)
+    /// A final result; `stored` is the task's stored record when it is not active.
+    case result(TaskResult, stored: TaskRecord?)
+    /// The liveness timer, with the manager's own broker link as it is now (nil: not known).
+    case tick(brokerLink: BrokerLink?)
+    /// An operator gives a proplet up now.
+    case givenUp(proplet: String, reason: String)
+    /// `propeller task create`: the spec, the id the caller made up, and whether to queue it.
+    case create(TaskSpec, id: String, start: Bool)
+    /// `propeller task start`; `stored` when the task is not active.
+    case start(String, stored: TaskRecord?)
+    /// `propeller task stop`; `stored` when the task is not active.
+    case stop(String, signal: Int32, grace: Double, stored: TaskRecord?)
+    /// An actor worker asks for room (on `pinned` when a restarted manager re-adopts it).
+    case reserveWorker(String, Resources, constraints: [String: String], pinned: String?)
+    case releaseWorker(String, on: String)
+    /// `propeller proplet delete`.
+    case forgetProplet(String)
+}
+
+/// The manager's own connection to the broker.
+public struct BrokerLink: Sendable, Equatable {
+    public var connected: Bool
+    /// How many times it has connected (a change: it reconnected).
+    public var connections: Int
+
+    public init(connected: Bool, connections: Int) {
+        self.connected = connected
+        self.connections = connections
+    }
+}
+
+/// What a transition asks the world to do. ``TaskService`` commits the store writes of an event
+/// first (in one transaction), then sends messages, acknowledges results and wakes watchers, in
+/// the order given.
+public enum ClusterEffect: Sendable, Equatable {
+    /// New tasks with their first transitions.
+    case insert([TaskRecord], [TaskTransition])
+    /// Changed tasks and their transitions.
+    case save([TaskRecord], [TaskTransition])
+    case saveProplet(PropletRecord)
+    case deleteProplet(String)
+    case start(StartTask, to: String)
+    case stop(StopTask, to: String)
+    /// "Your result is stored": sent only once the event's writes are committed.
+    case acknowledge(TaskAttempt, to: String)
+    case confirm(PropletEpoch)
+    /// A task changed: its `--wait` watchers and log followers hear of it.
+    case notify(TaskRecord)
+    /// The answer to a command.
+    case reply(ClusterReply)
+    case log(ClusterLog)
+}
+
+public enum ClusterReply: Sendable, Equatable {
+    case task(TaskRecord)
+    case worker(WorkerPlacement)
+}
+
+/// A log line a transition asks for (the driver writes it with swift-log).
+public struct ClusterLog: Sendable, Equatable {
+    public enum Level: Sendable, Equatable { case debug, info, notice, warning, error }
+    public var level: Level
+    public var message: String
+    public var metadata: [String: String]
+}
+
+/// Where a worker's reservation was made, or why it could not be.
+public enum WorkerPlacement: Sendable, Equatable {
+    case placed(propletID: String)
+    /// Nothing fits now; a later call may succeed.
+    case wait(reason: String)
+    /// No proplet could ever hold it.
+    case never(reason: String)
+}
+
+/// The cluster as the manager knows it, as one value: the proplets with their connections
+/// (``PropletConnection``), the active tasks and the pending queue, and one allocation table
+/// (``AllocationTable``) in which each allocation is a task attempt or an actor worker.
+///
+/// It changes only through ``apply(_:at:)``, a pure function from an event to the effects the
+/// world must see. Tables of events (`ClusterStateTests`) and a randomized comparison with a
+/// small reference model drive it directly; ``TaskService`` is the one actor that applies
+/// events in order and carries out their effects. ARCHITECTURE.md, "State machines", has the
+/// transitions.
+public struct ClusterState: Sendable {
+    public let configuration: ManagerConfiguration
+    var scheduler: Scheduler
+    /// Pending, scheduled, running and unknown tasks.
+    public internal(set) var active: [String: TaskRecord] = [:]
+    /// Pending task ids, oldest first.
+    public internal(set) var pendingQueue: [String] = []
+    public internal(set) var ledger = AllocationTable()
+    public internal(set) var proplets: [String: PropletRecord] = [:]
+    public internal(set) var connections: [String: PropletConnection] = [:]
+    /// The manager's own broker link as the last tick saw it.
+    var brokerLinkDown = false
+    var brokerConnections = 0
+    /// Per task: heartbeats in a row that did not mention it, and when its start (or stop) was
+    /// last sent.
+    var unreported: [String: Int] = [:]
+    var dispatchedAt: [String: ContinuousClock.Instant] = [:]
+    public internal(set) var placements: UInt64 = 0
+
+    /// The event being applied: its time and the effects so far.
+    var now = Moment(wall: 0, mono: .now)
+    var effects: [ClusterEffect] = []
+
+    public init(configuration: ManagerConfiguration) {
+        self.configuration = configuration
+        scheduler = Scheduler(policy: configuration.policy)
+    }
+
+    /// Applies `event`, which happened at `now`; returns what must follow, in order. Throws
+    /// (changing nothing) when a command is refused: an unknown task, a conflicting state.
+    public mutating func apply(_ event: ClusterEvent, at now: Moment) throws -> [ClusterEffect] {
+        self.now = now
+        effects = []
+        defer { effects = [] }
+        switch event {
+        case .recovered(let proplets, let tasks): recover(proplets, tasks)
+        case .announced(let a):
+            register(a)
+            schedulePending()
+        case .heartbeat(let hb, let stored): heartbeat(hb, stored: stored)
+        case .phase(let e): phase(e)
+        case .result(let r, let stored): result(r, stored: stored)
+        case .tick(let link): tick(link)
+        case .givenUp(let id, let reason): connectionEvent(.givenUp(reason: reason), to: id)
+        case .create(let spec, let id, let start): create(spec, id: id, start: start)
+        case .start(let id, let stored): try start(id, stored: stored)
+        case .stop(let id, let signal, let grace, let stored): try stop(id, signal: signal, grace: grace, stored: stored)
+        case .reserveWorker(let id, let resources, let constraints, let pinned):
+            emit(.reply(.worker(reserveWorker(id, resources, constraints: constraints, pinned: pinned))))
+        case .releaseWorker(let id, let proplet):
+            if ledger.allocation(of: .worker(id))?.proplet == proplet, ledger.release(.worker(id)) != nil { schedulePending() }
+        case .forgetProplet(let id): try forgetProplet(id)
+        }
+        return effects
+    }
+
+    mutating func emit(_ effect: ClusterEffect) { effects.append(effect) }
+
+    mutating func log(_ level: ClusterLog.Level, _ message: String, _ metadata: [String: String] = [:]) {
+        emit(.log(ClusterLog(level: level, message: message, metadata: metadata)))
+    }
+
+    /// Stores changed tasks and their transitions, and tells their watchers.
+    mutating func save(_ tasks: [TaskRecord], _ transitions: [TaskTransition], notify: Bool = true) {
+        guard !tasks.isEmpty || !transitions.isEmpty else { return }
+        emit(.save(tasks, transitions))
+        if notify { for t in tasks { emit(.notify(t)) } }
+    }
+
+    /// The newest version of task `id` this event wrote (for a reply when it is no longer active).
+    func written(_ id: String) -> TaskRecord? {
+        for effect in effects.reversed() {
+            switch effect {
+            case .save(let tasks, _), .insert(let tasks, _):
+                if let t = tasks.last(where: { $0.id == id }) { return t }
+            default: continue
+            }
+        }
+        return nil
+    }
+
+    // MARK: Recovery
+
+    /// Proplets the store has as alive or disconnected count as alive from now: each gets a full
+    /// liveness period to heartbeat (and then the grace) before its work is given up.
+    mutating func recover(_ stored: [PropletRecord], _ tasks: [TaskRecord]) {
+        for p in stored {
+            addNode(p)
+            connections[p.id] = p.state == "lost" || (p.state == nil && !p.alive) ? .lost(reason: p.reason ?? "lost") : .alive(lastSeen: now.mono)
+        }
+        for t in tasks {
+            active[t.id] = t
+            switch t.state {
+            case .pending: pendingQueue.append(t.id)
+            case .scheduled, .running, .unknown:
+                if let p = t.assignedProplet, ledger.contains(p) {
+                    reserve(t, on: p)
+                    dispatchedAt[t.id] = now.mono
+                } else {
+                    requeueOrFail(t, reason: "proplet \(t.assignedProplet ?? "?") is unknown after a restart")
+                }
+            default: break
+            }
+        }
+        log(.info, "recovered state", ["proplets": "\(ledger.nodes.count)", "active_tasks": "\(active.count)", "pending": "\(pendingQueue.count)"])
+        schedulePending()
+    }
+
+    // MARK: Ledger
+
+    mutating func addNode(_ p: PropletRecord) {
+        proplets[p.id] = p
+        ledger.upsert(p.id, labels: p.labels, capacity: p.capacity, alive: p.alive)
+    }
+
+    mutating func reserve(_ t: TaskRecord, on propletID: String) {
+        ledger.reserve(.task(t.id), t.spec.resources, on: propletID)
+    }
+
+    mutating func release(_ t: TaskRecord) {
+        guard ledger.release(.task(t.id)) != nil else { return }
+        unreported[t.id] = nil
+        dispatchedAt[t.id] = nil
+    }
+
+    /// Reserves room for worker `id` on the proplet the policy picks (or on `pinned`).
+    mutating func reserveWorker(_ id: String, _ resources: Resources, constraints: [String: String], pinned: String?) -> WorkerPlacement {
+        if let held = ledger.allocation(of: .worker(id)) { return .placed(propletID: held.proplet) }
+        let request = PlacementRequest(resources: resources, constraints: constraints, pinnedProplet: pinned)
+        switch scheduler.place(request, on: ledger.nodes) {
+        case .place(let i):
+            let node = ledger.nodes[i].id
+            ledger.reserve(.worker(id), resources, on: node)
+            return .placed(propletID: node)
+        case .wait(let reason): return .wait(reason: reason)
+        case .never(let reason): return .never(reason: reason)
+        }
+    }
+
+    // MARK: Scheduling
+
+    /// Places pending tasks, oldest first; their writes are one transaction, their starts follow.
+    mutating func schedulePending() {
+        guard !pendingQueue.isEmpty else { return }
+        var changed: [TaskRecord] = []
+        var transitions: [TaskTransition] = []
+        var starts: [(StartTask, String)] = []
+        var still: [String] = []
+        still.reserveCapacity(pendingQueue.count)
+        // Most free of any alive node, per dimension: a task above it cannot fit now, which
+        // skips the scan when the fleet is full.
+        var bound = ledger.maxFree()
+        for id in pendingQueue {
+            guard var t = active[id], t.state == .pending else { continue }
+            let r = t.spec.resources
+            if !(bound.slots > 0 && bound.resources.holds(r)) && t.reason != nil && t.spec.propletId == nil && t.spec.constraints.isEmpty {
+                still.append(id)
+                continue
+            }
+            let request = PlacementRequest(resources: r, constraints: t.spec.constraints, pinnedProplet: t.spec.propletId)
+            switch scheduler.place(request, on: ledger.nodes) {
+            case .place(let i):
+                let node = ledger.nodes[i]
+                t.state = .scheduled
+                t.assignedProplet = node.id
+                t.reason = nil
+                t.phase = nil
+                t.updatedAt = now.wall
+                reserve(t, on: node.id)
+                dispatchedAt[id] = now.mono
+                unreported[id] = 0
+                active[id] = t
+                changed.append(t)
+                transitions.append(TaskTransition(taskId: id, state: .scheduled, attempt: t.attempt, at: now.wall, reason: "placed on \(node.id)"))
+                starts.append((startMessage(t, on: node.id), node.id))
+                placements += 1
+                if ledger.nodes[i].freeSlots == 0 || !ledger.nodes[i].free.holds(r) { bound = ledger.maxFree() }
+            case .wait(let reason):
+                if t.reason != reason {
+                    t.reason = reason
+                    t.updatedAt = now.wall
+                    active[id] = t
+                    changed.append(t)
+                }
+                still.append(id)
+            case .never(let reason):
+                t.state = .failed
+                t.reason = reason
+                t.updatedAt = now.wall
+                t.finishedAt = now.wall
+                active[id] = nil
+                changed.append(t)
+                transitions.append(TaskTransition(taskId: id, state: .failed, attempt: t.attempt, at: now.wall, reason: reason))
+                log(.notice, "task can never be placed", ["task": id, "reason": reason])
+            }
+        }
+        pendingQueue = still
+        save(changed, transitions)
+        for (start, proplet) in starts {
+            log(.info, "task placed", ["task": start.taskId, "attempt": "\(start.attempt)", "proplet": proplet])
+            emit(.start(start, to: proplet))
+        }
+    }
+
+    /// The start of `t`'s current attempt on `proplet`, with that proplet's placement epoch.
+    func startMessage(_ t: TaskRecord, on proplet: String) -> StartTask {
+        StartTask(taskId: t.id, attempt: t.attempt, name: t.spec.name, image: t.spec.image, command: t.spec.command, env: t.spec.env,
+                  workdir: t.spec.workdir, user: t.spec.user, resources: t.spec.resources, timeoutSeconds: t.spec.timeoutSeconds, network: t.spec.network,
+                  epoch: proplets[proplet]?.epoch ?? 0)
+    }
+
+    /// Sends a failed attempt back to the queue when its restart policy allows, else fails it
+    /// (or, when a stop was asked for and the attempt has no result of its own, stops it).
+    mutating func requeueOrFail(_ task: TaskRecord, reason: String) {
+        var t = task
+        let policy = t.spec.restartPolicy
+        if policy.mode == .onFailure && t.attempt < policy.maxAttempts && !t.stopRequested {
+            t.attempt += 1
+            t.state = .pending
+            t.assignedProplet = nil
+            t.phase = nil
+            t.reason = "\(reason); restarting (attempt \(t.attempt) of \(policy.maxAttempts))"
+            t.updatedAt = now.wall
+            release(task)
+            pendingQueue.append(t.id)
+            active[t.id] = t
+            save([t], [TaskTransition(taskId: t.id, state: .pending, attempt: t.attempt, at: now.wall, reason: t.reason)])
+            log(.notice, "task re-queued", ["task": t.id, "attempt": "\(t.attempt)", "reason": reason])
+        } else {
+            // A real result (the container ended before the stop reached it) stays what it was.
+            t.state = t.stopRequested && t.result?.attempt != t.attempt ? .stopped : .failed
+            t.reason = reason
+            t.updatedAt = now.wall
+            t.finishedAt = now.wall
+            release(task)
+            active[t.id] = nil
+            save([t], [TaskTransition(taskId: t.id, state: t.state, attempt: t.attempt, at: now.wall, reason: reason)])
+            log(.notice, t.state == .stopped ? "task stopped" : "task failed", ["task": t.id, "attempt": "\(t.attempt)", "reason": reason])
+        }
+    }
+
+    /// Forgets a proplet that is lost (an alive one would announce itself again at once).
+    mutating func forgetProplet(_ id: String) throws {
+        guard proplets[id] != nil else { throw APIError.notFound("no proplet \(id)") }
+        if connections[id]?.isLost == false {
+            throw APIError.conflict("proplet \(id) is \(connections[id]?.name ?? "alive"): stop it first, or wait until it is lost (a running proplet registers again)")
+        }
+        proplets[id] = nil
+        connections[id] = nil
+        ledger.remove(id)
+        emit(.deleteProplet(id))
+        log(.info, "proplet deleted", ["proplet": id])
+    }
+
+    // MARK: Reads
+
+    /// Proplets with their reservations filled in.
+    public func propletList() -> [PropletRecord] {
+        ledger.nodes.compactMap { node in
+            guard var p = proplets[node.id] else { return nil }
+            p.allocated = node.allocated
+            p.taskCount = Int(node.taskCount)
+            return p
+        }
+    }
+
+    /// Whether work placed on this proplet still counts (alive, or disconnected within the grace).
+    public func holdsWork(_ propletID: String) -> Bool { connections[propletID].map { !$0.isLost } ?? false }
+}
