@@ -1,0 +1,463 @@
+import Foundation
+import PropellerCore
+@testable import PropellerManager
+import PropellerTestSupport
+import Testing
+
+/// The cluster's transition function, driven directly: tables of events with the effects each
+/// must have, and long random event sequences compared with a small reference model.
+@Suite struct ClusterStateTests {
+    static let gib: UInt64 = 1 << 30
+    static let t0 = ContinuousClock.now
+
+    static func at(_ seconds: Double) -> Moment {
+        Moment(wall: 1_800_000_000 + seconds, mono: t0 + .milliseconds(Int64(seconds * 1000)))
+    }
+
+    static var configuration: ManagerConfiguration {
+        var c = ManagerConfiguration()
+        c.livenessInterval = .seconds(1)  // silent after 3 s, lost 3 s later
+        return c
+    }
+
+    static func announcement(_ id: String, memory: UInt64 = 4 * gib, tasks: UInt64 = 4) -> PropletAnnouncement {
+        PropletAnnouncement(propletId: id, name: id, version: "test", labels: [:], capacity: Capacity(cpuMillis: 4000, memoryBytes: memory, pids: 65536, tasks: tasks),
+                            os: "linux", arch: "amd64", cgroupMode: "v2")
+    }
+
+    static func spec(_ name: String, memory: UInt64 = gib, retries: Int = 1) -> TaskSpec {
+        TaskSpec(name: name, image: "127.0.0.1:5000/app:v1", resources: Resources(memoryBytes: memory),
+                 restartPolicy: retries > 1 ? RestartPolicy(mode: .onFailure, maxAttempts: retries) : .never)
+    }
+
+    static func result(_ id: String, _ attempt: Int, on proplet: String, _ state: TaskState, exit: Int32? = nil) -> TaskResult {
+        TaskResult(taskId: id, attempt: attempt, propletId: proplet, state: state, exitCode: exit ?? (state == .completed ? 0 : 1), finishedAt: 1_800_000_000)
+    }
+
+    static func beat(_ id: String, tasks: UInt64 = 4, running: [(String, Int)] = [], finished: [(String, Int)] = [], awaitingEpoch: Bool = false) -> PropletHeartbeat {
+        PropletHeartbeat(propletId: id, status: .online, seq: 1, announcement: announcement(id, tasks: tasks), running: running.map { TaskAttempt(taskId: $0.0, attempt: $0.1) },
+                         finished: finished.map { TaskAttempt(taskId: $0.0, attempt: $0.1) }, awaitingEpoch: awaitingEpoch ? true : nil)
+    }
+
+    /// The state, and the store as its effects left it: what the driver would read back for the
+    /// events that carry stored records.
+    struct Harness {
+        var state = ClusterState(configuration: ClusterStateTests.configuration)
+        var stored: [String: TaskRecord] = [:]
+        var proplets: [String: PropletRecord] = [:]
+
+        /// Applies `event` at `seconds`, filling in the stored records it needs; returns the
+        /// effects (or the error of a refused command).
+        mutating func apply(_ event: ClusterEvent, at seconds: Double) throws -> [ClusterEffect] {
+            let filled: ClusterEvent = switch event {
+            case .heartbeat(let hb, _):
+                .heartbeat(hb, stored: Dictionary((hb.running ?? []).compactMap { ref in state.active[ref.taskId] == nil ? stored[ref.taskId].map { ($0.id, $0) } : nil },
+                                                  uniquingKeysWith: { a, _ in a }))
+            case .result(let r, _): .result(r, stored: state.active[r.taskId]?.attempt == r.attempt ? nil : stored[r.taskId])
+            case .start(let id, _): .start(id, stored: state.active[id] == nil ? stored[id] : nil)
+            case .stop(let id, let signal, let grace, _): .stop(id, signal: signal, grace: grace, stored: state.active[id] == nil ? stored[id] : nil)
+            default: event
+            }
+            let effects = try state.apply(filled, at: ClusterStateTests.at(seconds))
+            for effect in effects {
+                switch effect {
+                case .insert(let tasks, _), .save(let tasks, _): for t in tasks { stored[t.id] = t }
+                case .saveProplet(let p): proplets[p.id] = p
+                case .deleteProplet(let id): proplets[id] = nil
+                default: break
+                }
+            }
+            return effects
+        }
+
+        /// `apply`, with the effects in short form (``describe(_:)``).
+        mutating func step(_ event: ClusterEvent, at seconds: Double) throws -> [String] {
+            try apply(event, at: seconds).compactMap(ClusterStateTests.describe)
+        }
+
+        func task(_ id: String) -> TaskRecord? { state.active[id] ?? stored[id] }
+    }
+
+    /// Effects in a form a table can hold: the store writes, messages and replies (not the log
+    /// lines and watcher notifications).
+    static func describe(_ e: ClusterEffect) -> String? {
+        switch e {
+        case .insert(let ts, _): "insert " + ts.map { "\($0.id):\($0.state.rawValue)" }.joined(separator: ",")
+        case .save(let ts, _): "save " + ts.map { "\($0.id):\($0.state.rawValue)/\($0.attempt)" }.joined(separator: ",")
+        case .saveProplet(let p): "proplet \(p.id):\(p.state ?? "-")"
+        case .deleteProplet(let id): "forget \(id)"
+        case .start(let s, let p): "start \(s.taskId)/\(s.attempt)@\(p)#\(s.epoch ?? 0)"
+        case .stop(let s, let p): "stop \(s.taskId)/\(s.attempt)@\(p) signal \(s.signal)"
+        case .acknowledge(let r, let p): "ack \(r.taskId)/\(r.attempt)@\(p)"
+        case .confirm(let e): "epoch \(e.propletId)#\(e.epoch)"
+        case .reply(.task(let t)): "reply \(t.id):\(t.state.rawValue)"
+        case .reply(.worker(let w)): "reply \(w)"
+        case .notify, .log: nil
+        }
+    }
+
+    struct Row: Sendable, CustomTestStringConvertible {
+        var at: Double
+        var event: ClusterEvent
+        var effects: [String]
+        var testDescription: String { "\(at) s: \(event)" }
+    }
+
+    /// Runs a table: each event's effects must be exactly the row's.
+    static func run(_ rows: [Row], _ harness: inout Harness) throws {
+        for row in rows {
+            let got = try harness.step(row.event, at: row.at)
+            #expect(got == row.effects, "at \(row.at) s, \(row.event)")
+        }
+    }
+
+    // MARK: Tables
+
+    /// Placement, phases and results: a result is acknowledged in the event that stores it, a
+    /// failed attempt with a restart policy is placed again, duplicates are only acknowledged.
+    @Test func resultsAndRestarts() throws {
+        var h = Harness()
+        try Self.run([
+            Row(at: 0, event: .announced(Self.announcement("p1")), effects: ["proplet p1:alive"]),
+            Row(at: 0.1, event: .create(Self.spec("t1", retries: 2), id: "t1", start: true),
+                effects: ["insert t1:pending", "save t1:scheduled/1", "start t1/1@p1#0", "reply t1:scheduled"]),
+            Row(at: 0.2, event: .phase(TaskEvent(taskId: "t1", attempt: 1, propletId: "p1", phase: .running, at: 1)), effects: ["save t1:running/1"]),
+            Row(at: 0.3, event: .result(Self.result("t1", 1, on: "p1", .failed), stored: nil),
+                effects: ["save t1:pending/2", "ack t1/1@p1", "save t1:scheduled/2", "start t1/2@p1#0"]),
+            // A report from another proplet, or of the old attempt, changes nothing.
+            Row(at: 0.4, event: .phase(TaskEvent(taskId: "t1", attempt: 1, propletId: "p1", phase: .running, at: 1)), effects: []),
+            Row(at: 0.5, event: .result(Self.result("t1", 2, on: "p2", .completed), stored: nil), effects: ["ack t1/2@p2"]),
+            Row(at: 0.6, event: .result(Self.result("t1", 2, on: "p1", .completed), stored: nil), effects: ["save t1:completed/2", "ack t1/2@p1"]),
+            Row(at: 0.7, event: .result(Self.result("t1", 2, on: "p1", .completed), stored: nil), effects: ["ack t1/2@p1"]),
+            // A task too big for any proplet fails at once; one that must wait says why.
+            Row(at: 0.8, event: .create(Self.spec("huge", memory: 64 * Self.gib), id: "huge", start: true), effects: ["insert huge:pending", "save huge:failed/1", "reply huge:failed"]),
+        ], &h)
+        #expect(h.task("t1")?.result?.exitCode == 0)
+        #expect(h.state.ledger.node("p1")?.allocated == .zero)
+    }
+
+    /// Nomad's disconnect semantics: a Last Will makes the work unknown; back within the grace
+    /// it is as it was; past it, the proplet is lost (a new epoch) and the work fails or moves;
+    /// back after that, what it still runs is taken back when nothing replaced it, and its real
+    /// result counts.
+    @Test func disconnectsLossesAndReturns() throws {
+        var h = Harness()
+        try Self.run([
+            Row(at: 0, event: .announced(Self.announcement("p1")), effects: ["proplet p1:alive"]),
+            Row(at: 0, event: .create(Self.spec("a"), id: "a", start: true), effects: ["insert a:pending", "save a:scheduled/1", "start a/1@p1#0", "reply a:scheduled"]),
+            Row(at: 0.1, event: .phase(TaskEvent(taskId: "a", attempt: 1, propletId: "p1", phase: .running, at: 1)), effects: ["save a:running/1"]),
+            Row(at: 1, event: .heartbeat(PropletHeartbeat(propletId: "p1", status: .offline), stored: [:]), effects: ["proplet p1:disconnected", "save a:unknown/1"]),
+            Row(at: 2, event: .tick(brokerLink: nil), effects: []),
+            // Back within the grace: running again, nothing re-placed.
+            Row(at: 2.5, event: .heartbeat(Self.beat("p1", running: [("a", 1)]), stored: [:]), effects: ["proplet p1:alive", "save a:running/1"]),
+            // Silent for more than three intervals: disconnected; three more: lost.
+            Row(at: 6, event: .tick(brokerLink: nil), effects: ["proplet p1:disconnected", "save a:unknown/1"]),
+            Row(at: 9, event: .tick(brokerLink: nil), effects: ["proplet p1:lost", "save a:failed/1"]),
+            // Back, still running it, and asking for the epoch: the attempt is taken back.
+            Row(at: 10, event: .heartbeat(Self.beat("p1", running: [("a", 1)], awaitingEpoch: true), stored: [:]),
+                effects: ["proplet p1:alive", "save a:running/1", "epoch p1#1"]),
+            Row(at: 10.5, event: .result(Self.result("a", 1, on: "p1", .completed), stored: nil), effects: ["save a:completed/1", "ack a/1@p1"]),
+            Row(at: 11, event: .create(Self.spec("b"), id: "b", start: true), effects: ["insert b:pending", "save b:scheduled/1", "start b/1@p1#1", "reply b:scheduled"]),
+        ], &h)
+        #expect(h.proplets["p1"]?.epoch == 1)
+    }
+
+    /// The manager cannot hear anyone while its own broker link is down: no proplet is
+    /// disconnected for that, and every clock starts again when it is back.
+    @Test func theManagersOwnBrokerOutageIsNotTheProplets() throws {
+        var h = Harness()
+        try Self.run([
+            Row(at: 0, event: .announced(Self.announcement("p1")), effects: ["proplet p1:alive"]),
+            Row(at: 0.5, event: .tick(brokerLink: BrokerLink(connected: true, connections: 1)), effects: []),
+            Row(at: 1, event: .tick(brokerLink: BrokerLink(connected: false, connections: 1)), effects: []),
+            Row(at: 30, event: .tick(brokerLink: BrokerLink(connected: false, connections: 1)), effects: []),
+            Row(at: 31, event: .tick(brokerLink: BrokerLink(connected: true, connections: 2)), effects: []),
+            Row(at: 33, event: .tick(brokerLink: BrokerLink(connected: true, connections: 2)), effects: []),
+            Row(at: 34.5, event: .tick(brokerLink: BrokerLink(connected: true, connections: 2)), effects: ["proplet p1:disconnected"]),
+        ], &h)
+    }
+
+    /// Stops: a pending task stops at once; a placed one is asked, and asked again (SIGKILL) only
+    /// after its grace; a start is never sent after a stop; a task whose start was lost and that
+    /// was stopped ends `stopped` once its proplet has not listed it for three heartbeats.
+    @Test func stops() throws {
+        var h = Harness()
+        try Self.run([
+            Row(at: 0, event: .announced(Self.announcement("p1", tasks: 1)), effects: ["proplet p1:alive"]),
+            Row(at: 0, event: .create(Self.spec("run"), id: "run", start: true), effects: ["insert run:pending", "save run:scheduled/1", "start run/1@p1#0", "reply run:scheduled"]),
+            Row(at: 0, event: .create(Self.spec("wait"), id: "wait", start: true), effects: ["insert wait:pending", "save wait:pending/1", "reply wait:pending"]),
+            Row(at: 0.1, event: .stop("wait", signal: 15, grace: 10, stored: nil), effects: ["save wait:stopped/1", "reply wait:stopped"]),
+            Row(at: 0.2, event: .stop("run", signal: 15, grace: 5, stored: nil), effects: ["save run:scheduled/1", "stop run/1@p1 signal 15", "reply run:scheduled"]),
+            Row(at: 1, event: .heartbeat(Self.beat("p1", tasks: 1, running: [("run", 1)]), stored: [:]), effects: []),
+            Row(at: 7.3, event: .heartbeat(Self.beat("p1", tasks: 1, running: [("run", 1)]), stored: [:]), effects: ["stop run/1@p1 signal 9"]),
+            // Gone from the heartbeats without a result (its start was lost): after three, stopped.
+            Row(at: 10, event: .heartbeat(Self.beat("p1", tasks: 1), stored: [:]), effects: []),
+            Row(at: 11, event: .heartbeat(Self.beat("p1", tasks: 1), stored: [:]), effects: []),
+            Row(at: 12, event: .heartbeat(Self.beat("p1", tasks: 1), stored: [:]), effects: ["save run:stopped/1"]),
+        ], &h)
+        #expect(h.task("run")?.reason == "stopped before it started")
+        #expect(throws: APIError.self) { _ = try h.apply(.stop("run", signal: 15, grace: 1, stored: nil), at: 13) }
+        #expect(throws: APIError.self) { _ = try h.apply(.start("nothing", stored: nil), at: 13) }
+    }
+
+    /// Containers a proplet runs that the manager does not expect there are stopped; a lost
+    /// start is sent again (with the proplet's epoch) until the proplet lists it.
+    @Test func reconciliation() throws {
+        var h = Harness()
+        try Self.run([
+            Row(at: 0, event: .announced(Self.announcement("p1")), effects: ["proplet p1:alive"]),
+            Row(at: 0, event: .create(Self.spec("t"), id: "t", start: true), effects: ["insert t:pending", "save t:scheduled/1", "start t/1@p1#0", "reply t:scheduled"]),
+            Row(at: 1, event: .heartbeat(Self.beat("p1", running: [("stray", 4)]), stored: [:]), effects: ["stop stray/4@p1 signal 9"]),
+            Row(at: 2.5, event: .heartbeat(Self.beat("p1"), stored: [:]), effects: ["start t/1@p1#0"]),
+            Row(at: 3, event: .heartbeat(Self.beat("p1", running: [("t", 1)]), stored: [:]), effects: []),
+        ], &h)
+    }
+
+    /// Actor workers share the allocation table: a worker's room is room no task gets.
+    @Test func workersAndTasksShareTheAllocationTable() throws {
+        var h = Harness()
+        try Self.run([
+            Row(at: 0, event: .announced(Self.announcement("p1", memory: 2 * Self.gib)), effects: ["proplet p1:alive"]),
+            Row(at: 0, event: .reserveWorker("w1", Resources(memoryBytes: 2 * Self.gib), constraints: [:], pinned: nil), effects: ["reply placed(propletID: \"p1\")"]),
+            Row(at: 0, event: .create(Self.spec("t"), id: "t", start: true), effects: ["insert t:pending", "save t:pending/1", "reply t:pending"]),
+            Row(at: 1, event: .releaseWorker("w1", on: "p1"), effects: ["save t:scheduled/1", "start t/1@p1#0"]),
+        ], &h)
+    }
+
+    // MARK: Reference model
+
+    /// What a task is, in the reference model.
+    enum Where: Equatable {
+        case pending
+        case placed(String)
+        case unknown(String)
+        case done(TaskState)
+    }
+
+    /// A small, independent model of task attempts: a handful of rules, applied to the event and
+    /// then to the proplet state changes and starts the effects announce, in their order.
+    struct Model {
+        struct Task {
+            var place: Where
+            var attempt: Int
+            var retries: Int
+            var stopRequested = false
+            /// Failed with its lost proplet, without a result: a late result of this attempt from
+            /// that proplet still counts.
+            var givenUp: (attempt: Int, proplet: String)?
+        }
+        var tasks: [String: Task] = [:]
+        var violations: [String] = []
+
+        mutating func requeueOrFail(_ id: String, result: Bool) {
+            guard var t = tasks[id] else { return }
+            if t.attempt < t.retries && !t.stopRequested {
+                t.attempt += 1
+                t.place = .pending
+            } else {
+                t.place = .done(t.stopRequested && !result ? .stopped : .failed)
+            }
+            tasks[id] = t
+        }
+
+        func on(_ proplet: String, _ t: Task) -> Bool { t.place == .placed(proplet) || t.place == .unknown(proplet) }
+
+        mutating func event(_ e: ClusterEvent, refused: Bool) {
+            switch e {
+            case .create(let spec, let id, _):
+                tasks[id] = Task(place: .pending, attempt: 1, retries: spec.restartPolicy.mode == .onFailure ? spec.restartPolicy.maxAttempts : 1)
+            case .start(let id, _):
+                guard var t = tasks[id] else { return }
+                guard case .done = t.place else {
+                    if !refused { violations.append("start of active \(id) accepted") }
+                    return
+                }
+                t.place = .pending
+                t.attempt += 1
+                t.stopRequested = false
+                t.givenUp = nil
+                tasks[id] = t
+            case .stop(let id, _, _, _):
+                guard var t = tasks[id] else { return }
+                switch t.place {
+                case .pending: t.place = .done(.stopped)
+                case .placed, .unknown: t.stopRequested = true
+                case .done: if !refused { violations.append("stop of finished \(id) accepted") }
+                }
+                tasks[id] = t
+            case .result(let r, _):
+                guard var t = tasks[r.taskId] else { return }
+                if t.attempt == r.attempt && on(r.propletId, t) {
+                    if r.state == .failed {
+                        requeueOrFail(r.taskId, result: true)
+                    } else {
+                        t.place = .done(r.state)
+                        tasks[r.taskId] = t
+                    }
+                } else if let g = t.givenUp, g.attempt == r.attempt, g.proplet == r.propletId, t.attempt == r.attempt {
+                    t.place = .done(r.state)
+                    t.givenUp = nil
+                    tasks[r.taskId] = t
+                }
+            default: break
+            }
+        }
+
+        /// Proplet state changes and starts, in the order the transition emitted them.
+        mutating func effects(_ effects: [ClusterEffect], connectionsBefore: [String: PropletConnection]) {
+            var connection = connectionsBefore.mapValues(\.name)
+            for effect in effects {
+                switch effect {
+                case .saveProplet(let p):
+                    let before = connection[p.id]
+                    connection[p.id] = p.state
+                    if p.state == "disconnected" && before == "alive" {
+                        for (id, t) in tasks where t.place == .placed(p.id) { tasks[id]?.place = .unknown(p.id) }
+                    } else if p.state == "alive" && before == "disconnected" {
+                        for (id, t) in tasks where t.place == .unknown(p.id) { tasks[id]?.place = .placed(p.id) }
+                    } else if p.state == "lost" && before != "lost" {
+                        for (id, t) in tasks.sorted(by: { $0.key < $1.key }) where on(p.id, t) {
+                            let retried = t.attempt < t.retries && !t.stopRequested
+                            requeueOrFail(id, result: false)
+                            if !retried && tasks[id]?.place == .done(.failed) { tasks[id]?.givenUp = (t.attempt, p.id) }
+                        }
+                    }
+                case .start(let s, let p):
+                    guard let t = tasks[s.taskId] else { violations.append("start of unknown \(s.taskId)"); continue }
+                    guard t.attempt == s.attempt && (t.place == .pending || t.place == .placed(p)) else {
+                        violations.append("start \(s.taskId)/\(s.attempt)@\(p) while the model has \(t.place) attempt \(t.attempt)")
+                        continue
+                    }
+                    if connection[p] != "alive" { violations.append("start on \(p), which is \(connection[p] ?? "unknown")") }
+                    tasks[s.taskId]?.place = .placed(p)
+                default: break
+                }
+            }
+        }
+    }
+
+    /// Long random sequences of events on two proplets: after each, every task is where the
+    /// reference model says, and the allocation table, the pending queue and the epochs hold
+    /// their invariants.
+    @Test(arguments: [1, 2, 3, 4, 5, 6, 7, 8] as [UInt64])
+    func theTransitionFunctionAgreesWithAReferenceModel(seed: UInt64) throws {
+        var rng = SplitMix(seed: seed)
+        var h = Harness()
+        var model = Model()
+        var now = 0.0
+        var created = 0
+        let proplets = ["p1", "p2"]
+        for p in proplets { _ = try h.apply(.announced(Self.announcement(p)), at: now) }
+        func pick<T>(_ items: [T]) -> T? { items.isEmpty ? nil : items[Int(rng.next() % UInt64(items.count))] }
+        for step in 0..<3000 {
+            now += 0.05 + Double(rng.next() % 100) / 100
+            let ids = model.tasks.keys.sorted()
+            let event: ClusterEvent
+            switch rng.next() % 100 {
+            case 0..<14:
+                created += 1
+                event = .create(Self.spec("t\(created)", retries: Int(rng.next() % 3) + 1), id: "t\(created)", start: true)
+            case 14..<20:
+                guard let id = pick(ids) else { continue }
+                event = .stop(id, signal: 15, grace: Double(rng.next() % 3), stored: nil)
+            case 20..<23:
+                guard let id = pick(ids) else { continue }
+                event = .start(id, stored: nil)
+            case 23..<43:
+                // A result of what runs, or (a fifth of the time) a stale or misrouted one.
+                let placed = ids.compactMap { id -> (String, Int, String)? in
+                    switch model.tasks[id]?.place {
+                    case .placed(let p), .unknown(let p): (id, model.tasks[id]?.attempt ?? 0, p)
+                    default: nil
+                    }
+                }
+                guard var (id, attempt, p) = pick(placed) ?? pick(ids).map({ ($0, 1, "p1") }) else { continue }
+                if rng.next() % 5 == 0 { attempt = max(1, attempt - 1); p = pick(proplets) ?? p }
+                let state: TaskState = [.completed, .failed, .failed, .stopped][Int(rng.next() % 4)]
+                event = .result(Self.result(id, attempt, on: p, state), stored: nil)
+            case 43..<50:
+                let placed = ids.filter { if case .placed = model.tasks[$0]?.place { true } else { false } }
+                guard let id = pick(placed), case .placed(let p) = model.tasks[id]?.place else { continue }
+                event = .phase(TaskEvent(taskId: id, attempt: model.tasks[id]?.attempt ?? 0, propletId: p, phase: .running, at: now))
+            case 50..<80:
+                // An honest heartbeat: what the model has there (a lost proplet's, nothing).
+                guard let p = pick(proplets) else { continue }
+                let lost = h.state.connections[p]?.isLost ?? false
+                let running = lost ? [] : ids.compactMap { id -> (String, Int)? in
+                    guard let t = model.tasks[id], model.on(p, t) else { return nil }
+                    return (id, t.attempt)
+                }
+                event = .heartbeat(Self.beat(p, running: running, awaitingEpoch: rng.next() % 4 == 0), stored: [:])
+            case 80..<84:
+                guard let p = pick(proplets) else { continue }
+                event = .heartbeat(PropletHeartbeat(propletId: p, status: .offline), stored: [:])
+            case 84..<86:
+                guard let p = pick(proplets) else { continue }
+                event = .givenUp(proplet: p, reason: "an operator's decision")
+            case 86..<88:
+                guard let p = pick(proplets) else { continue }
+                event = .announced(Self.announcement(p))
+            default:
+                now += Double(rng.next() % 400) / 100
+                event = .tick(brokerLink: nil)
+            }
+            let before = h.state.connections
+            var current: TaskRecord?
+            if case .result(let r, _) = event { current = h.state.active[r.taskId] }
+            let effects: [ClusterEffect]
+            do {
+                effects = try h.apply(event, at: now)
+                model.event(event, refused: false)
+            } catch {
+                model.event(event, refused: true)
+                effects = []
+            }
+            model.effects(effects, connectionsBefore: before)
+            let problems = check(h, model, event: event, effects: effects, current: current)
+            if !problems.isEmpty || !model.violations.isEmpty {
+                Issue.record("seed \(seed), step \(step): \(event) → \(effects.compactMap(Self.describe)): \(problems + model.violations)")
+                return
+            }
+        }
+        #expect(created > 100)
+        let ends = Set(model.tasks.values.compactMap { if case .done(let s) = $0.place { s } else { nil } })
+        #expect(ends == [.completed, .failed, .stopped], "the sequence reached only \(ends)")
+    }
+
+    /// The model's view, and the invariants of the state, after one step.
+    func check(_ h: Harness, _ model: Model, event: ClusterEvent, effects: [ClusterEffect], current: TaskRecord?) -> [String] {
+        var problems: [String] = []
+        func expect(_ condition: Bool, _ what: String) { if !condition { problems.append(what) } }
+        let s = h.state
+        for (id, m) in model.tasks {
+            guard let t = h.task(id) else { problems.append("no task \(id)"); continue }
+            let place: Where = switch t.state {
+            case .pending: .pending
+            case .scheduled, .running: .placed(t.assignedProplet ?? "-")
+            case .unknown: .unknown(t.assignedProplet ?? "-")
+            default: .done(t.state)
+            }
+            expect(place == m.place && t.attempt == m.attempt, "\(id): the state has \(place) attempt \(t.attempt), the model \(m.place) attempt \(m.attempt)")
+            // The store has what the state has.
+            if let active = s.active[id] { expect(h.stored[id] == active || h.stored[id]?.state == active.state, "\(id): store and state differ") }
+        }
+        // The pending queue is exactly the pending tasks, once each.
+        expect(s.pendingQueue.count == Set(s.pendingQueue).count, "duplicates in the pending queue")
+        expect(Set(s.pendingQueue) == Set(s.active.values.filter { $0.state == .pending }.map(\.id)), "pending queue")
+        // Every placed task holds exactly its reservation on its proplet, and nothing else does.
+        for node in s.ledger.nodes {
+            let placed = s.active.values.filter { $0.state.isPlaced && $0.assignedProplet == node.id }
+            expect(node.allocated == placed.reduce(Resources.zero) { $0 + $1.spec.resources }, "\(node.id) allocated")
+            expect(Int(node.taskCount) == placed.count, "\(node.id) task count")
+            if s.connections[node.id]?.isLost == true { expect(placed.isEmpty, "work on lost \(node.id)") }
+        }
+        // Starts carry the epoch of their proplet; acknowledgements follow the write of the result.
+        for case .start(let start, let p) in effects { expect(start.epoch == s.proplets[p]?.epoch ?? 0, "start epoch") }
+        // A result of the attempt that ran there is stored with the task before it is acknowledged.
+        if case .result(let r, _) = event, let current, current.attempt == r.attempt, current.assignedProplet == r.propletId {
+            expect(effects.contains(.acknowledge(r.ref, to: r.propletId)), "\(r.taskId): result not acknowledged")
+            expect(h.stored[r.taskId]?.result == r, "\(r.taskId): acknowledged without the result stored")
+        }
+        return problems
+    }
+}
