@@ -72,6 +72,14 @@ extension ClusterState {
         // After the heartbeat is applied: a proplet given up on has its raised epoch by now.
         if hb.awaitingEpoch == true, let p = proplets[hb.propletId] {
             emit(.confirm(PropletEpoch(propletId: p.id, epoch: p.epoch ?? 0)))
+            let asks = (epochAsks[p.id] ?? 0) + 1
+            epochAsks[p.id] = asks
+            if asks == 5 {
+                log(.error, "a proplet keeps asking for its placement epoch: the answers do not reach it (a broker ACL without control/proplet/+/epoch? write it again with `propeller provision add-proplet` or a new deployment)",
+                    ["proplet": p.id])
+            }
+        } else {
+            epochAsks[hb.propletId] = nil
         }
     }
 

@@ -128,6 +128,8 @@ public struct ClusterState: Sendable {
     var unreported: [String: Int] = [:]
     var dispatchedAt: [String: ContinuousClock.Instant] = [:]
     public internal(set) var placements: UInt64 = 0
+    /// Per proplet: heartbeats in a row that asked for the epoch (the answers may not reach it).
+    var epochAsks: [String: Int] = [:]
 
     /// The event being applied: its time and the effects so far.
     var now = Moment(wall: 0, mono: .now)

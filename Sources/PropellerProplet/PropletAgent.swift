@@ -34,7 +34,9 @@ public actor PropletAgent {
     var accepting = true
     /// The placement epoch the manager last confirmed (``PropletEpoch``); nil until it has since
     /// this proplet started, reconnected or found itself paused. Starts wait in ``held`` while
-    /// it is nil: one queued for it before the manager gave it up must not run.
+    /// it is nil: one queued for it before the manager gave it up must not run. (The epoch is
+    /// durable in the manager's store; this proplet needs no copy of its own, since it runs
+    /// nothing after a start, a reconnect or a pause before the manager has confirmed it.)
     var epoch: UInt64?
     var held: [StartTask] = []
     /// The broker connection the epoch was confirmed on (``MQTTClient/connectionCount``), and
@@ -199,8 +201,12 @@ public actor PropletAgent {
             switch message.topic {
             case topics.start(options.id): startTask(try WireCoding.decode(StartTask.self, from: message.payload))
             case topics.stop(options.id): stopTask(try WireCoding.decode(StopTask.self, from: message.payload))
-            case topics.ack(options.id): outbox.remove(try WireCoding.decode(ResultAck.self, from: message.payload))
-            case topics.epoch(options.id): confirm(try WireCoding.decode(PropletEpoch.self, from: message.payload))
+            case topics.ack(options.id):
+                if let ack = try? WireCoding.decode(ResultAck.self, from: message.payload) {
+                    outbox.remove(ack)
+                } else {
+                    confirm(try WireCoding.decode(PropletEpoch.self, from: message.payload))
+                }
             case topics.worker(options.id): handleWorker(try WireCoding.decode(WorkerCommand.self, from: message.payload))
             case topics.execution(options.id): handleExecution(try WireCoding.decode(ExecutionCommand.self, from: message.payload))
             default: break

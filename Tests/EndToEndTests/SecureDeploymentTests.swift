@@ -56,7 +56,7 @@ final class SecureDeploymentTests {
         for d in daemons.values { d.stop() }
         broker.stop()
         registry.stop()
-        dir.remove()
+        if ProcessInfo.processInfo.environment["PROPELLER_KEEP_TEST_DIR"] == nil { dir.remove() }
     }
 
     var cliConfig: String { out + "/cli.conf" }
@@ -127,6 +127,9 @@ final class SecureDeploymentTests {
         let hello = try propeller(["task", "create", "hello", "--image", image, "--wait", "--config", cliConfig])
         #expect(hello.status == 0, "\(hello.stderrText)\n\(daemons["manager"]?.log.suffix(3000) ?? "")")
         #expect(hello.stdoutText == "hi from layer two in /home/app as app with hello\n")
+        // The manager's answer to the proplet's question for its placement epoch passes the ACL
+        // (it travels on the acknowledgement topic, which ACLs of every version grant).
+        #expect(daemons[p1]?.log.contains("placement epoch confirmed") == true)
         // Actors too: worker and execution commands and reports pass the ACL.
         let actor = try propeller(["actor", "create", "echo", "--image", image, "--memory", "64M", "--config", cliConfig, "--",
                                    "sh", "-c", #"printf 'echo %s' "$MSG" > "$PROPELLER_RESULTS""#]).stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
@@ -248,5 +251,6 @@ final class SecureDeploymentTests {
         try broker.restart()
         try startProplet(String(p3))
         #expect(propletAlive(p1))
+        try waitUntil("\(p3) confirmed its epoch", timeout: 20) { self.daemons[String(p3)]?.log.contains("placement epoch confirmed") == true }
     }
 }

@@ -8,7 +8,7 @@
 /// |---|---|
 /// | `control/manager/{proplet}/create|alive|results|events|workers|executions` | proplet → manager |
 /// | `control/manager/{proplet}/logs/{task}` | proplet → manager |
-/// | `control/proplet/{proplet}/start|stop|ack|epoch|worker|exec` | manager → one proplet |
+/// | `control/proplet/{proplet}/start|stop|ack|worker|exec` | manager → one proplet |
 /// | `registry/requests/{proplet}` | proplet → proxy |
 /// | `registry/responses/{proplet}` | proxy → one proplet |
 /// | `registry/blobs/{digest}` | proxy → proplets |
@@ -63,16 +63,16 @@ public struct Topics: Sendable, Hashable {
     /// Manager → one proplet.
     public func start(_ propletID: String) -> String { base + "/control/proplet/\(propletID)/start" }
     public func stop(_ propletID: String) -> String { base + "/control/proplet/\(propletID)/stop" }
-    /// Manager → one proplet: "I have stored this result", so the proplet stops resending it.
+    /// Manager → one proplet: "I have stored this result", so the proplet stops resending it; or
+    /// (a ``PropletEpoch``) "your placement epoch is this", the answer to a heartbeat that asks.
+    /// On the acknowledgement topic so that broker ACLs written before epochs existed pass it.
     public func ack(_ propletID: String) -> String { base + "/control/proplet/\(propletID)/ack" }
-    /// Manager → one proplet: its placement epoch (``PropletEpoch``).
-    public func epoch(_ propletID: String) -> String { base + "/control/proplet/\(propletID)/epoch" }
     /// Manager → one proplet: prepare or retire an actor worker.
     public func worker(_ propletID: String) -> String { base + "/control/proplet/\(propletID)/worker" }
     /// Manager → one proplet: run or kill an actor execution.
     public func execution(_ propletID: String) -> String { base + "/control/proplet/\(propletID)/exec" }
     /// What the manager sends proplets (the last part of `control/proplet/{id}/…`).
-    public static let managerCommands = ["start", "stop", "ack", "epoch", "worker", "exec"]
+    public static let managerCommands = ["start", "stop", "ack", "worker", "exec"]
     /// Manager → one proplet: a subscription filter covering every command.
     public func propletInbox(_ propletID: String) -> String { base + "/control/proplet/\(propletID)/+" }
 

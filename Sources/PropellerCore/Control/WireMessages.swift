@@ -203,9 +203,10 @@ public struct StopTask: Codable, Sendable, Hashable {
     }
 }
 
-/// `control/proplet/{id}/epoch`: the manager's answer to a heartbeat with `awaiting_epoch`: the
-/// proplet's current placement epoch. Starts of an older epoch were withdrawn (the manager gave
-/// the proplet up and failed or moved their tasks); the proplet drops them.
+/// `control/proplet/{id}/ack` (beside result acknowledgements, told apart by their fields): the
+/// manager's answer to a heartbeat with `awaiting_epoch`, the proplet's current placement epoch.
+/// Starts of an older epoch were withdrawn (the manager gave the proplet up and failed or moved
+/// their tasks); the proplet drops them.
 public struct PropletEpoch: Codable, Sendable, Hashable {
     public var propletId: String
     public var epoch: UInt64
