@@ -47,7 +47,7 @@ enum ImageFixture {
 }
 
 /// What an image test needs: the fixture layout and a fresh data directory.
-struct ImageTestContext {
+final class ImageTestContext: Sendable {
     let layout: String
     let data: TempDirectory
 
@@ -55,6 +55,8 @@ struct ImageTestContext {
         layout = try ImageFixture.layout.get()
         data = try TempDirectory("propeller-data")
     }
+
+    deinit { data.remove() }  // the test (or the suite instance holding this) is done
 
     /// A running docker-registry (Basic auth when credentials are given) holding the fixture
     /// image under `name`.

@@ -9,14 +9,14 @@ import Testing
 @Suite("REST API")
 struct APITests: Sendable {
     static let token = "s3cret-token"
-    let dir: TempDirectory
+    let dir: ScopedTempDirectory
     let bus = RecordingBus()
     let service: TaskService
     let actors: ActorService
     let store: SQLiteStore
 
     init() throws {
-        dir = try TempDirectory("propeller-api")
+        dir = try ScopedTempDirectory("propeller-api")
         store = try SQLiteStore(path: dir.path + "/manager.db")
         service = TaskService(store: store, bus: bus)
         actors = ActorService(store: store, tasks: service, bus: bus)

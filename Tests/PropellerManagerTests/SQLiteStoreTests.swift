@@ -5,9 +5,10 @@ import PropellerTestSupport
 import Testing
 
 @Suite("SQLite store")
-struct SQLiteStoreTests {
+final class SQLiteStoreTests: Sendable {
     let dir: TempDirectory
     init() throws { dir = try TempDirectory("propeller-store") }
+    deinit { dir.remove() }  // each test has its own instance and directory
 
     func task(_ name: String, at time: Double = 1000) -> TaskRecord {
         TaskRecord(id: UUID().uuidString.lowercased(), spec: TaskSpec(name: name, image: "127.0.0.1:5000/app:v1", command: ["echo", "hi"],

@@ -14,6 +14,16 @@ public let packageRoot: String = {
 }()
 
 /// A temp directory removed by `remove()`.
+/// A temporary directory removed when the last reference to it goes: a suite's per-test
+/// instance holds one, so every test cleans up after itself.
+public final class ScopedTempDirectory: Sendable {
+    public let directory: TempDirectory
+    public var path: String { directory.path }
+
+    public init(_ prefix: String) throws { directory = try TempDirectory(prefix) }
+    deinit { directory.remove() }
+}
+
 public struct TempDirectory: Sendable {
     public let path: String
 
