@@ -2,22 +2,27 @@ import PropellerCore
 
 /// Tasks: the API's commands, and the phases and results proplets report.
 extension ClusterState {
-    /// Creates a task (state `created`), and queues it at once when `start` is set (created and
-    /// queued in one transaction; placement is the second).
-    mutating func create(_ spec: TaskSpec, id: String, start: Bool) {
+    /// A new task (state `created`, or `pending` when `start` is set: created and queued in one
+    /// transaction; placement is the second) with its first transitions, the manager's defaults
+    /// filled in.
+    public static func newTask(_ spec: TaskSpec, id: String, start: Bool, at now: Double, configuration: ManagerConfiguration) -> (TaskRecord, [TaskTransition]) {
         var spec = spec
         if spec.resources.memoryBytes == 0 { spec.resources.memoryBytes = configuration.defaultMemoryBytes }
         if spec.resources.pids == 0 { spec.resources.pids = configuration.defaultPids }
-        var t = TaskRecord(id: id, spec: spec, createdAt: now.wall)
-        var transitions = [TaskTransition(taskId: t.id, state: .created, attempt: 0, at: now.wall, reason: nil)]
+        var t = TaskRecord(id: id, spec: spec, createdAt: now)
+        var transitions = [TaskTransition(taskId: t.id, state: .created, attempt: 0, at: now, reason: nil)]
         if start {
             t.state = .pending
             t.attempt = 1
-            transitions.append(TaskTransition(taskId: t.id, state: .pending, attempt: 1, at: now.wall, reason: nil))
+            transitions.append(TaskTransition(taskId: t.id, state: .pending, attempt: 1, at: now, reason: nil))
         }
-        emit(.insert([t], transitions))
-        log(.info, "task created", ["task": t.id, "name": spec.name, "image": spec.image])
-        if start {
+        return (t, transitions)
+    }
+
+    /// A new task, stored: queued and placed when it is pending.
+    mutating func created(_ t: TaskRecord) {
+        log(.info, "task created", ["task": t.id, "name": t.spec.name, "image": t.spec.image])
+        if t.state == .pending {
             active[t.id] = t
             pendingQueue.append(t.id)
             schedulePending()
@@ -103,10 +108,10 @@ extension ClusterState {
         save([t], transitions)
     }
 
-    /// A final result: stores it, releases the reservation and acknowledges it. The driver
-    /// commits this event's writes before the acknowledgement goes out, and applies nothing when
-    /// it cannot (the proplet keeps the result in its outbox and sends it again). Duplicates and
-    /// results of old attempts are acknowledged and otherwise ignored.
+    /// A final result: stores it, releases the reservation and acknowledges it. The driver sends
+    /// the acknowledgement only once the store has every write of the task (else the proplet
+    /// keeps the result in its outbox and sends it again). Duplicates and results of old attempts
+    /// are acknowledged (on the same terms) and otherwise ignored.
     mutating func result(_ r: TaskResult, stored: TaskRecord?) {
         guard let t = active[r.taskId], t.attempt == r.attempt else {
             acceptLateResult(r, stored)

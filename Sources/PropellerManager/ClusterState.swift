@@ -32,8 +32,10 @@ public enum ClusterEvent: Sendable {
     case tick(brokerLink: BrokerLink?)
     /// An operator gives a proplet up now.
     case givenUp(proplet: String, reason: String)
-    /// `propeller task create`: the spec, the id the caller made up, and whether to queue it.
-    case create(TaskSpec, id: String, start: Bool)
+    /// `propeller task create`: a new task, already stored (``ClusterState/newTask(_:id:start:at:configuration:)``
+    /// makes it; the driver inserts it before the event is applied, so a store that refuses it
+    /// changes nothing).
+    case created(TaskRecord)
     /// `propeller task start`; `stored` when the task is not active.
     case start(String, stored: TaskRecord?)
     /// `propeller task stop`; `stored` when the task is not active.
@@ -41,7 +43,8 @@ public enum ClusterEvent: Sendable {
     /// An actor worker asks for room (on `pinned` when a restarted manager re-adopts it).
     case reserveWorker(String, Resources, constraints: [String: String], pinned: String?)
     case releaseWorker(String, on: String)
-    /// `propeller proplet delete`.
+    /// `propeller proplet delete`, already deleted from the store (``ClusterState/checkForget(_:)``
+    /// says whether it may be).
     case forgetProplet(String)
 }
 
@@ -61,15 +64,12 @@ public struct BrokerLink: Sendable, Equatable {
 /// first (in one transaction), then sends messages, acknowledges results and wakes watchers, in
 /// the order given.
 public enum ClusterEffect: Sendable, Equatable {
-    /// New tasks with their first transitions.
-    case insert([TaskRecord], [TaskTransition])
     /// Changed tasks and their transitions.
     case save([TaskRecord], [TaskTransition])
     case saveProplet(PropletRecord)
-    case deleteProplet(String)
     case start(StartTask, to: String)
     case stop(StopTask, to: String)
-    /// "Your result is stored": sent only once the event's writes are committed.
+    /// "Your result is stored": sent only once the store has every write of the task.
     case acknowledge(TaskAttempt, to: String)
     case confirm(PropletEpoch)
     /// A task changed: its `--wait` watchers and log followers hear of it.
@@ -156,7 +156,7 @@ public struct ClusterState: Sendable {
         case .result(let r, let stored): result(r, stored: stored)
         case .tick(let link): tick(link)
         case .givenUp(let id, let reason): connectionEvent(.givenUp(reason: reason), to: id)
-        case .create(let spec, let id, let start): create(spec, id: id, start: start)
+        case .created(let t): created(t)
         case .start(let id, let stored): try start(id, stored: stored)
         case .stop(let id, let signal, let grace, let stored): try stop(id, signal: signal, grace: grace, stored: stored)
         case .reserveWorker(let id, let resources, let constraints, let pinned):
@@ -185,7 +185,7 @@ public struct ClusterState: Sendable {
     func written(_ id: String) -> TaskRecord? {
         for effect in effects.reversed() {
             switch effect {
-            case .save(let tasks, _), .insert(let tasks, _):
+            case .save(let tasks, _):
                 if let t = tasks.last(where: { $0.id == id }) { return t }
             default: continue
             }
@@ -353,16 +353,20 @@ public struct ClusterState: Sendable {
         }
     }
 
-    /// Forgets a proplet that is lost (an alive one would announce itself again at once).
-    mutating func forgetProplet(_ id: String) throws {
+    /// Whether proplet `id` may be forgotten: only a lost one (an alive one would announce itself
+    /// again at once).
+    public func checkForget(_ id: String) throws {
         guard proplets[id] != nil else { throw APIError.notFound("no proplet \(id)") }
         if connections[id]?.isLost == false {
             throw APIError.conflict("proplet \(id) is \(connections[id]?.name ?? "alive"): stop it first, or wait until it is lost (a running proplet registers again)")
         }
+    }
+
+    mutating func forgetProplet(_ id: String) throws {
+        try checkForget(id)
         proplets[id] = nil
         connections[id] = nil
         ledger.remove(id)
-        emit(.deleteProplet(id))
         log(.info, "proplet deleted", ["proplet": id])
     }
 

@@ -30,15 +30,10 @@ extension TaskService {
         deliver(.phase(e))
     }
 
-    /// A final result, applied and acknowledged only once the store has it.
+    /// A final result, acknowledged only once the store has it.
     public func handleResult(_ r: TaskResult) {
         let current = state.active[r.taskId]
-        let stored = current == nil || current?.attempt != r.attempt ? try? self.stored(r.taskId) : nil
-        do {
-            try apply(.result(r, stored: stored), durable: true)
-        } catch {
-            logger.error("result not stored: not acknowledged, the proplet sends it again", metadata: ["task": "\(r.taskId)", "attempt": "\(r.attempt)"])
-        }
+        deliver(.result(r, stored: current == nil || current?.attempt != r.attempt ? try? self.stored(r.taskId) : nil))
     }
 
     /// Declares lost a proplet (an operator's decision, or tests): its work is failed or re-queued.

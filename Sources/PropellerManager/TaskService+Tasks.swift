@@ -5,7 +5,9 @@ import PropellerCore
 extension TaskService {
     /// Creates a task (state `created`), and queues it at once when `start` is set.
     public func create(_ spec: TaskSpec, start: Bool) throws -> TaskRecord {
-        try taskReply(apply(.create(spec, id: UUID().uuidString.lowercased(), start: start), durable: true))
+        let (t, transitions) = ClusterState.newTask(spec, id: UUID().uuidString.lowercased(), start: start, at: WallClock.now(), configuration: configuration)
+        try store.insertTasks([t], transitions: transitions)
+        return try taskReply(apply(.created(t)))
     }
 
     /// Queues a created or finished task for (another) run.
@@ -106,7 +108,9 @@ extension TaskService {
 
     /// Forgets a proplet that is lost (an alive one would announce itself again at once).
     public func deleteProplet(_ id: String) throws {
-        try apply(.forgetProplet(id), durable: true)
+        try state.checkForget(id)
+        try store.deleteProplet(id: id)
+        try apply(.forgetProplet(id))
     }
 }
 

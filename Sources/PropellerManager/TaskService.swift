@@ -6,11 +6,12 @@ import PropellerCore
 /// commits each event's store writes in one transaction, and only then sends messages to
 /// proplets, acknowledges results and wakes watchers.
 ///
-/// Commands and results are applied only if the store takes their writes: a result is then
-/// acknowledged, else the proplet keeps it in its outbox and sends it again; a command answers
-/// with the store's error. Other events (placements, heartbeats, liveness) go on when the store
-/// refuses them (its disk full, say): their writes wait in ``unsaved`` and are written before
-/// the next and on every tick, so a decision made in memory is never lost to a stale row.
+/// Writes the store refuses (its disk full, say) wait in ``unsaved``, in order, and are written
+/// before the next and on every tick; reads see them first, so a decision made in memory is never
+/// lost to a stale row. A result is acknowledged only once the store has every write of its task:
+/// until then the proplet keeps it in its outbox and sends it again. The two commands whose
+/// write must succeed before anything changes (a new task, forgetting a proplet) are written
+/// before their event is applied.
 ///
 /// Active tasks live in the state and in the store; finished ones only in the store. A
 /// restarted manager rebuilds everything from the store (``recover()``).
@@ -46,24 +47,28 @@ public actor TaskService {
         try apply(.recovered(proplets: try store.proplets(), tasks: try store.activeTasks()))
     }
 
-    /// Applies one event: the state changes, the writes are committed, then the messages go out.
-    /// With `durable`, nothing changes unless the store took the writes (the store's error is
-    /// thrown). Returns the reply of a command.
+    /// Applies one event: the state changes (in place: a copy of the whole state per event would
+    /// cost as much as the state is large), the writes are committed, then the messages go out.
+    /// Throws, changing nothing, when a command is refused. Returns the reply of a command.
     @discardableResult
-    func apply(_ event: ClusterEvent, durable: Bool = false, at now: Moment = .now) throws -> ClusterReply? {
-        var next = state
-        let effects = try next.apply(event, at: now)
-        try commit(effects, durable: durable)
-        state = next
+    func apply(_ event: ClusterEvent, at now: Moment = .now) throws -> ClusterReply? {
+        let effects = try state.apply(event, at: now)
+        commit(effects)
         var reply: ClusterReply?
         for effect in effects {
             switch effect {
-            case .insert, .save, .deleteProplet: break
+            case .save: break
             case .saveProplet(let p):
                 do { try store.saveProplet(p) } catch { logger.error("store write failed", metadata: ["proplet": "\(p.id)", "error": "\(error)"]) }
             case .start(let start, let proplet): bus.send(start, to: proplet)
             case .stop(let stop, let proplet): bus.send(stop, to: proplet)
-            case .acknowledge(let ref, let proplet): bus.acknowledge(ref, to: proplet)
+            case .acknowledge(let ref, let proplet):
+                if hasUnsavedWrites(ref.taskId) { flushUnsaved() }
+                if hasUnsavedWrites(ref.taskId) {
+                    logger.error("result not stored yet: not acknowledged, the proplet sends it again", metadata: ["task": "\(ref.taskId)", "attempt": "\(ref.attempt)"])
+                } else {
+                    bus.acknowledge(ref, to: proplet)
+                }
             case .confirm(let epoch): bus.confirm(epoch)
             case .notify(let t): notifyWatchers(t)
             case .reply(let r): reply = r
@@ -73,19 +78,14 @@ public actor TaskService {
         return reply
     }
 
-    /// Writes an event's inserts, deletions and task changes (one transaction for the changes).
-    private func commit(_ effects: [ClusterEffect], durable: Bool) throws {
+    /// Writes an event's task changes and their transitions in one transaction (after what the
+    /// store refused before); what it refuses waits in ``unsaved``.
+    private func commit(_ effects: [ClusterEffect]) {
         var tasks: [TaskRecord] = []
         var transitions: [TaskTransition] = []
-        for effect in effects {
-            switch effect {
-            case .insert(let t, let tr): try store.insertTasks(t, transitions: tr)
-            case .deleteProplet(let id): try store.deleteProplet(id: id)
-            case .save(let t, let tr):
-                tasks += t
-                transitions += tr
-            default: continue
-            }
+        for case .save(let t, let tr) in effects {
+            tasks += t
+            transitions += tr
         }
         guard !tasks.isEmpty || !transitions.isEmpty else { return }
         // The newest version of each task, in the order of their last change.
@@ -96,14 +96,15 @@ public actor TaskService {
             guard flushUnsaved() else { throw PropellerError(.resourceExhausted, "the store has not taken earlier writes yet (is its disk full?)") }
             try store.saveTasks(changed, transitions: transitions)
         } catch {
-            if durable {
-                logger.error("store write failed: nothing applied", metadata: ["error": "\(error)"])
-                throw error
-            }
             logger.error("store write failed: kept in memory, written again later", metadata: ["error": "\(error)"])
             for t in changed { unsaved[t.id] = t }
             unsavedTransitions += transitions
         }
+    }
+
+    /// Whether the store lacks a write of task `id` (it is still in ``unsaved``).
+    func hasUnsavedWrites(_ id: String) -> Bool {
+        unsaved[id] != nil || unsavedTransitions.contains { $0.taskId == id }
     }
 
     /// Writes what the store refused before; true when nothing is left unsaved.

@@ -30,6 +30,12 @@ import Testing
                  restartPolicy: retries > 1 ? RestartPolicy(mode: .onFailure, maxAttempts: retries) : .never)
     }
 
+    /// A new task as the driver stores it before the event (at time 0 of the table: the time only
+    /// goes into the record).
+    static func created(_ spec: TaskSpec, id: String, start: Bool) -> ClusterEvent {
+        .created(ClusterState.newTask(spec, id: id, start: start, at: 1_800_000_000, configuration: configuration).0)
+    }
+
     static func result(_ id: String, _ attempt: Int, on proplet: String, _ state: TaskState, exit: Int32? = nil) -> TaskResult {
         TaskResult(taskId: id, attempt: attempt, propletId: proplet, state: state, exitCode: exit ?? (state == .completed ? 0 : 1), finishedAt: 1_800_000_000)
     }
@@ -58,12 +64,12 @@ import Testing
             case .stop(let id, let signal, let grace, _): .stop(id, signal: signal, grace: grace, stored: state.active[id] == nil ? stored[id] : nil)
             default: event
             }
+            if case .created(let t) = filled { stored[t.id] = t }  // the driver inserts it first
             let effects = try state.apply(filled, at: ClusterStateTests.at(seconds))
             for effect in effects {
                 switch effect {
-                case .insert(let tasks, _), .save(let tasks, _): for t in tasks { stored[t.id] = t }
+                case .save(let tasks, _): for t in tasks { stored[t.id] = t }
                 case .saveProplet(let p): proplets[p.id] = p
-                case .deleteProplet(let id): proplets[id] = nil
                 default: break
                 }
             }
@@ -82,10 +88,8 @@ import Testing
     /// lines and watcher notifications).
     static func describe(_ e: ClusterEffect) -> String? {
         switch e {
-        case .insert(let ts, _): "insert " + ts.map { "\($0.id):\($0.state.rawValue)" }.joined(separator: ",")
         case .save(let ts, _): "save " + ts.map { "\($0.id):\($0.state.rawValue)/\($0.attempt)" }.joined(separator: ",")
         case .saveProplet(let p): "proplet \(p.id):\(p.state ?? "-")"
-        case .deleteProplet(let id): "forget \(id)"
         case .start(let s, let p): "start \(s.taskId)/\(s.attempt)@\(p)#\(s.epoch ?? 0)"
         case .stop(let s, let p): "stop \(s.taskId)/\(s.attempt)@\(p) signal \(s.signal)"
         case .acknowledge(let r, let p): "ack \(r.taskId)/\(r.attempt)@\(p)"
@@ -119,8 +123,8 @@ import Testing
         var h = Harness()
         try Self.run([
             Row(at: 0, event: .announced(Self.announcement("p1")), effects: ["proplet p1:alive"]),
-            Row(at: 0.1, event: .create(Self.spec("t1", retries: 2), id: "t1", start: true),
-                effects: ["insert t1:pending", "save t1:scheduled/1", "start t1/1@p1#0", "reply t1:scheduled"]),
+            Row(at: 0.1, event: Self.created(Self.spec("t1", retries: 2), id: "t1", start: true),
+                effects: ["save t1:scheduled/1", "start t1/1@p1#0", "reply t1:scheduled"]),
             Row(at: 0.2, event: .phase(TaskEvent(taskId: "t1", attempt: 1, propletId: "p1", phase: .running, at: 1)), effects: ["save t1:running/1"]),
             Row(at: 0.3, event: .result(Self.result("t1", 1, on: "p1", .failed), stored: nil),
                 effects: ["save t1:pending/2", "ack t1/1@p1", "save t1:scheduled/2", "start t1/2@p1#0"]),
@@ -130,7 +134,7 @@ import Testing
             Row(at: 0.6, event: .result(Self.result("t1", 2, on: "p1", .completed), stored: nil), effects: ["save t1:completed/2", "ack t1/2@p1"]),
             Row(at: 0.7, event: .result(Self.result("t1", 2, on: "p1", .completed), stored: nil), effects: ["ack t1/2@p1"]),
             // A task too big for any proplet fails at once; one that must wait says why.
-            Row(at: 0.8, event: .create(Self.spec("huge", memory: 64 * Self.gib), id: "huge", start: true), effects: ["insert huge:pending", "save huge:failed/1", "reply huge:failed"]),
+            Row(at: 0.8, event: Self.created(Self.spec("huge", memory: 64 * Self.gib), id: "huge", start: true), effects: ["save huge:failed/1", "reply huge:failed"]),
         ], &h)
         #expect(h.task("t1")?.result?.exitCode == 0)
         #expect(h.state.ledger.node("p1")?.allocated == .zero)
@@ -144,7 +148,7 @@ import Testing
         var h = Harness()
         try Self.run([
             Row(at: 0, event: .announced(Self.announcement("p1")), effects: ["proplet p1:alive"]),
-            Row(at: 0, event: .create(Self.spec("a"), id: "a", start: true), effects: ["insert a:pending", "save a:scheduled/1", "start a/1@p1#0", "reply a:scheduled"]),
+            Row(at: 0, event: Self.created(Self.spec("a"), id: "a", start: true), effects: ["save a:scheduled/1", "start a/1@p1#0", "reply a:scheduled"]),
             Row(at: 0.1, event: .phase(TaskEvent(taskId: "a", attempt: 1, propletId: "p1", phase: .running, at: 1)), effects: ["save a:running/1"]),
             Row(at: 1, event: .heartbeat(PropletHeartbeat(propletId: "p1", status: .offline), stored: [:]), effects: ["proplet p1:disconnected", "save a:unknown/1"]),
             Row(at: 2, event: .tick(brokerLink: nil), effects: []),
@@ -157,7 +161,7 @@ import Testing
             Row(at: 10, event: .heartbeat(Self.beat("p1", running: [("a", 1)], awaitingEpoch: true), stored: [:]),
                 effects: ["proplet p1:alive", "save a:running/1", "epoch p1#1"]),
             Row(at: 10.5, event: .result(Self.result("a", 1, on: "p1", .completed), stored: nil), effects: ["save a:completed/1", "ack a/1@p1"]),
-            Row(at: 11, event: .create(Self.spec("b"), id: "b", start: true), effects: ["insert b:pending", "save b:scheduled/1", "start b/1@p1#1", "reply b:scheduled"]),
+            Row(at: 11, event: Self.created(Self.spec("b"), id: "b", start: true), effects: ["save b:scheduled/1", "start b/1@p1#1", "reply b:scheduled"]),
         ], &h)
         #expect(h.proplets["p1"]?.epoch == 1)
     }
@@ -184,8 +188,8 @@ import Testing
         var h = Harness()
         try Self.run([
             Row(at: 0, event: .announced(Self.announcement("p1", tasks: 1)), effects: ["proplet p1:alive"]),
-            Row(at: 0, event: .create(Self.spec("run"), id: "run", start: true), effects: ["insert run:pending", "save run:scheduled/1", "start run/1@p1#0", "reply run:scheduled"]),
-            Row(at: 0, event: .create(Self.spec("wait"), id: "wait", start: true), effects: ["insert wait:pending", "save wait:pending/1", "reply wait:pending"]),
+            Row(at: 0, event: Self.created(Self.spec("run"), id: "run", start: true), effects: ["save run:scheduled/1", "start run/1@p1#0", "reply run:scheduled"]),
+            Row(at: 0, event: Self.created(Self.spec("wait"), id: "wait", start: true), effects: ["save wait:pending/1", "reply wait:pending"]),
             Row(at: 0.1, event: .stop("wait", signal: 15, grace: 10, stored: nil), effects: ["save wait:stopped/1", "reply wait:stopped"]),
             Row(at: 0.2, event: .stop("run", signal: 15, grace: 5, stored: nil), effects: ["save run:scheduled/1", "stop run/1@p1 signal 15", "reply run:scheduled"]),
             Row(at: 1, event: .heartbeat(Self.beat("p1", tasks: 1, running: [("run", 1)]), stored: [:]), effects: []),
@@ -206,7 +210,7 @@ import Testing
         var h = Harness()
         try Self.run([
             Row(at: 0, event: .announced(Self.announcement("p1")), effects: ["proplet p1:alive"]),
-            Row(at: 0, event: .create(Self.spec("t"), id: "t", start: true), effects: ["insert t:pending", "save t:scheduled/1", "start t/1@p1#0", "reply t:scheduled"]),
+            Row(at: 0, event: Self.created(Self.spec("t"), id: "t", start: true), effects: ["save t:scheduled/1", "start t/1@p1#0", "reply t:scheduled"]),
             Row(at: 1, event: .heartbeat(Self.beat("p1", running: [("stray", 4)]), stored: [:]), effects: ["stop stray/4@p1 signal 9"]),
             Row(at: 2.5, event: .heartbeat(Self.beat("p1"), stored: [:]), effects: ["start t/1@p1#0"]),
             Row(at: 3, event: .heartbeat(Self.beat("p1", running: [("t", 1)]), stored: [:]), effects: []),
@@ -219,7 +223,7 @@ import Testing
         try Self.run([
             Row(at: 0, event: .announced(Self.announcement("p1", memory: 2 * Self.gib)), effects: ["proplet p1:alive"]),
             Row(at: 0, event: .reserveWorker("w1", Resources(memoryBytes: 2 * Self.gib), constraints: [:], pinned: nil), effects: ["reply placed(propletID: \"p1\")"]),
-            Row(at: 0, event: .create(Self.spec("t"), id: "t", start: true), effects: ["insert t:pending", "save t:pending/1", "reply t:pending"]),
+            Row(at: 0, event: Self.created(Self.spec("t"), id: "t", start: true), effects: ["save t:pending/1", "reply t:pending"]),
             Row(at: 1, event: .releaseWorker("w1", on: "p1"), effects: ["save t:scheduled/1", "start t/1@p1#0"]),
         ], &h)
     }
@@ -264,8 +268,8 @@ import Testing
 
         mutating func event(_ e: ClusterEvent, refused: Bool) {
             switch e {
-            case .create(let spec, let id, _):
-                tasks[id] = Task(place: .pending, attempt: 1, retries: spec.restartPolicy.mode == .onFailure ? spec.restartPolicy.maxAttempts : 1)
+            case .created(let t):
+                tasks[t.id] = Task(place: .pending, attempt: 1, retries: t.spec.restartPolicy.mode == .onFailure ? t.spec.restartPolicy.maxAttempts : 1)
             case .start(let id, _):
                 guard var t = tasks[id] else { return }
                 guard case .done = t.place else {
@@ -356,7 +360,7 @@ import Testing
             switch rng.next() % 100 {
             case 0..<14:
                 created += 1
-                event = .create(Self.spec("t\(created)", retries: Int(rng.next() % 3) + 1), id: "t\(created)", start: true)
+                event = Self.created(Self.spec("t\(created)", retries: Int(rng.next() % 3) + 1), id: "t\(created)", start: true)
             case 14..<20:
                 guard let id = pick(ids) else { continue }
                 event = .stop(id, signal: 15, grace: Double(rng.next() % 3), stored: nil)

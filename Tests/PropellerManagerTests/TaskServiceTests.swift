@@ -178,9 +178,9 @@ final class TaskServiceTests: Sendable {
         #expect(try await s.proplet("p").state == "lost")
     }
 
-    /// A result whose store write fails (the manager's disk is full) is not acknowledged and
-    /// changes nothing: the proplet keeps it in its outbox and sends it again, and once there is
-    /// room it is stored and acknowledged. Before, it was acknowledged anyway and lost.
+    /// A result whose store write fails (the manager's disk is full) is not acknowledged: the
+    /// proplet keeps it in its outbox and sends it again, and once there is room it is stored and
+    /// acknowledged. Before, it was acknowledged anyway and lost.
     @Test(.enabled(if: isRoot, "requires root: mounts a small tmpfs to fill"))
     func aResultIsAcknowledgedOnlyOnceStored() async throws {
         try await withSmallStore { dir, s, t in
@@ -188,11 +188,14 @@ final class TaskServiceTests: Sendable {
             _ = try runProcess("/bin/dd", ["if=/dev/zero", "of=\(dir.path)/filler", "bs=4k"], timeout: 30)
             await complete(s, t.id, on: "p")
             #expect(bus.acks.withLock { $0 }.isEmpty, "acknowledged a result the store does not have")
-            #expect(try await s.task(t.id).state == .running)
+            #expect(try SQLiteStore(path: dir.path + "/manager.db").task(id: t.id)?.state == .running, "the full disk took nothing")
+            await complete(s, t.id, on: "p")  // sent again: still no room
+            #expect(bus.acks.withLock { $0 }.isEmpty)
             unlink(dir.path + "/filler")
             await complete(s, t.id, on: "p")
             #expect(bus.acks.withLock { $0 } == [TaskAttempt(taskId: t.id, attempt: 1)])
             #expect(try await s.task(t.id).state == .completed)
+            #expect(try SQLiteStore(path: dir.path + "/manager.db").task(id: t.id)?.result?.exitCode == 0)
         }
     }
 
