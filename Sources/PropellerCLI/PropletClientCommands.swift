@@ -14,7 +14,7 @@ struct PropletListCommand: ParsableCommand {
         let page = try api.decode(Page.self, bytes)
         print(table(["ID", "NAME", "STATUS", "TASKS", "CPU", "MEMORY", "LAST SEEN"], page.proplets.map { p in
             let a = p.allocated ?? .zero
-            return [p.id, p.name, p.alive ? "alive" : "dead", "\(p.taskCount ?? 0)/\(p.capacity.tasks)",
+            return [p.id, p.name, p.draining == true ? "draining" : (p.state ?? (p.alive ? "alive" : "lost")), "\(p.taskCount ?? 0)/\(p.capacity.tasks)",
                     "\(Double(a.cpuMillis) / 1000)/\(Double(p.capacity.cpuMillis) / 1000)",
                     "\(ByteSize(bytes: a.memoryBytes))/\(ByteSize(bytes: p.capacity.memoryBytes))", age(p.lastSeen)]
         }))

@@ -44,6 +44,10 @@ public struct AllocationTable: Sendable {
         if let i = index[id] { nodes[i].alive = alive }
     }
 
+    public mutating func setDraining(_ id: String, _ draining: Bool) {
+        if let i = index[id] { nodes[i].draining = draining }
+    }
+
     /// Forgets a proplet and every allocation on it.
     public mutating func remove(_ id: String) {
         for holder in byProplet.removeValue(forKey: id) ?? [] { allocations[holder] = nil }
@@ -90,7 +94,7 @@ public struct AllocationTable: Sendable {
     public func maxFree() -> (resources: Resources, slots: UInt64) {
         var best = Resources.zero
         var slots: UInt64 = 0
-        for n in nodes where n.alive && n.freeSlots > 0 {
+        for n in nodes where n.alive && !n.draining && n.freeSlots > 0 {
             let f = n.free
             best = Resources(cpuMillis: max(best.cpuMillis, f.cpuMillis), memoryBytes: max(best.memoryBytes, f.memoryBytes), pids: max(best.pids, f.pids))
             slots = max(slots, n.freeSlots)

@@ -12,6 +12,7 @@ extension ClusterState {
         if let known {
             record.registeredAt = known.registeredAt
             record.epoch = known.epoch
+            record.draining = known.draining
         }
         let changed = known.map { $0.state != "alive" || $0.capacity != a.capacity || $0.labels != a.labels || $0.name != a.name || $0.version != a.version } ?? true
         let change = heard(a.propletId)
@@ -67,6 +68,7 @@ extension ClusterState {
         } else {
             return  // unknown and unannounced: wait for its announcement
         }
+        setDraining(hb.propletId, hb.status == .draining)
         reconcile(hb, stored: stored)
         schedulePending()
         // After the heartbeat is applied: a proplet given up on has its raised epoch by now.
@@ -123,6 +125,17 @@ extension ClusterState {
                 emit(.stop(StopTask(taskId: ref.taskId, attempt: ref.attempt, signal: 9, graceSeconds: 0), to: id))
             }
         }
+    }
+
+    /// A proplet shutting down says `draining` in its heartbeats: what runs there finishes (and
+    /// reports), nothing new is placed there. A heartbeat that says `online` ends it.
+    private mutating func setDraining(_ id: String, _ draining: Bool) {
+        guard var p = proplets[id], (p.draining ?? false) != draining else { return }
+        p.draining = draining ? true : nil
+        proplets[id] = p
+        ledger.setDraining(id, draining)
+        emit(.saveProplet(p))
+        log(.notice, draining ? "proplet draining: nothing new is placed there" : "proplet no longer draining", ["proplet": id])
     }
 
     /// Applies a connection event to proplet `id` and carries out what it means for its work.

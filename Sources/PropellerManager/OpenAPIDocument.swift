@@ -172,7 +172,7 @@ enum OpenAPIDocument {
             "id": {"type": "string"}, "name": {"type": "string"}, "version": {"type": "string"}, "labels": {"$ref": "#/components/schemas/StringMap"},
             "capacity": {"$ref": "#/components/schemas/Capacity"}, "allocated": {"$ref": "#/components/schemas/Resources"},
             "task_count": {"type": "integer"}, "os": {"type": "string"}, "arch": {"type": "string"}, "cgroup_mode": {"type": "string"},
-            "alive": {"type": "boolean"}, "state": {"type": "string", "enum": ["alive", "disconnected", "lost"]}, "last_seen": {"type": "number"}, "registered_at": {"type": "number"}, "reason": {"type": "string"}}},
+            "alive": {"type": "boolean"}, "state": {"type": "string", "enum": ["alive", "disconnected", "lost"]}, "last_seen": {"type": "number"}, "registered_at": {"type": "number"}, "reason": {"type": "string"}, "draining": {"type": "boolean"}, "epoch": {"type": "integer"}}},
           "Token": {"type": "object", "required": ["id", "name", "created_at"], "properties": {
             "id": {"type": "string"}, "name": {"type": "string"}, "created_at": {"type": "number"}, "revoked_at": {"type": "number"}}},
           "CreatedToken": {"allOf": [{"$ref": "#/components/schemas/Token"},

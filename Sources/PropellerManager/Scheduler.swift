@@ -8,6 +8,8 @@ public struct PropletNode: Sendable, Hashable {
     public var allocated: Resources
     public var taskCount: UInt64
     public var alive: Bool
+    /// Shutting down (its heartbeats say `draining`): what runs there finishes, nothing new goes.
+    public var draining = false
 
     public init(id: String, labels: [String: String], capacity: Capacity, allocated: Resources = .zero, taskCount: UInt64 = 0, alive: Bool = true) {
         self.id = id
@@ -23,7 +25,7 @@ public struct PropletNode: Sendable, Hashable {
 
     /// Whether the node could hold `request` if it ran nothing else.
     func couldEverHold(_ request: Resources) -> Bool { capacity.tasks > 0 && capacity.resources.holds(request) }
-    func canHoldNow(_ request: Resources) -> Bool { alive && freeSlots > 0 && free.holds(request) }
+    func canHoldNow(_ request: Resources) -> Bool { alive && !draining && freeSlots > 0 && free.holds(request) }
 
     func matches(_ constraints: [String: String]) -> Bool {
         for (k, v) in constraints where labels[k] != v { return false }
@@ -91,7 +93,7 @@ public struct Scheduler: Sendable {
             anyEligible = true
             guard node.couldEverHold(request.resources) else { continue }
             anyCouldHold = true
-            if node.alive { anyAliveEligible = true }
+            if node.alive && !node.draining { anyAliveEligible = true }
             guard node.canHoldNow(request.resources) else { continue }
             switch policy {
             case .roundRobin:
@@ -116,7 +118,7 @@ public struct Scheduler: Sendable {
         if !anyCouldHold {
             return .never("no proplet could ever hold the task: it asks for \(Self.describe(request.resources)), more than any matching proplet has")
         }
-        if !anyAliveEligible { return .wait("waiting for a matching proplet to come back") }
+        if !anyAliveEligible { return .wait("waiting for a matching proplet to come back (those known are away or draining)") }
         return .wait("waiting for capacity: every matching proplet is full")
     }
 

@@ -162,6 +162,8 @@ public struct PropletRecord: Codable, Sendable, Hashable {
     public var registeredAt: Double
     /// Why it is disconnected or lost ("missed 3 heartbeats", "its connection dropped (Last Will)").
     public var reason: String?
+    /// Shutting down (its heartbeats say so): its tasks finish, no new one is placed there.
+    public var draining: Bool?
     /// Its placement epoch: raised each time the manager gives it up (lost), carried by every
     /// start placed on it (``StartTask/epoch``); absent (0) until the first loss.
     public var epoch: UInt64?

@@ -149,6 +149,30 @@ struct ControlPlaneTests {
         #expect(c.proplets["p"]?.log.contains("dropped a start the manager withdrew") == true)
     }
 
+    /// A proplet shutting down (SIGTERM: it lets its tasks finish, up to its drain timeout) says
+    /// `draining` in its heartbeats. The manager once placed new tasks there anyway, and the
+    /// proplet failed each at once ("shutting down"). Nothing new goes to a draining proplet: the
+    /// task waits, and runs on the next proplet that comes.
+    @Test func aDrainingPropletGetsNoNewTasks() throws {
+        let c = try Cluster()
+        try c.startProplet("old", memory: "2G")
+        let finishing = try c.create("finishing", command: ["sh", "-c", "sleep 4; echo done"])
+        try c.waitFor(finishing, state: "running")
+        guard let pid = c.proplets["old"]?.pid else { Issue.record("no proplet process"); return }
+        kill(pid, SIGTERM)
+        usleep(1_500_000)  // its draining heartbeat goes out at once
+        let later = try c.create("later", command: ["echo", "later"])
+        usleep(1_000_000)
+        let waiting = try c.task(later)
+        #expect(waiting["state"] as? String == "pending", "\(waiting["state"] ?? "-"): \(waiting["reason"] ?? "-")")
+        #expect(try c.proplet("old")?["draining"] as? Bool == true)
+        let done = try c.waitFor(finishing, state: "completed", timeout: 20)
+        #expect((done["result"] as? [String: Any])?["stdout_tail"] as? String == "done\n")
+        try c.startProplet("new", memory: "2G")
+        let ran = try c.waitFor(later, state: "completed", timeout: 30)
+        #expect(ran["assigned_proplet"] as? String == "new")
+    }
+
     @Test func logsFollowAndAGracefulPropletShutdownReportsItsTasks() throws {
         let c = try Cluster()
         try c.startProplet("p", memory: "2G", extra: ["--drain-timeout", "1s"])

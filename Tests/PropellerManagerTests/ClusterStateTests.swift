@@ -89,7 +89,7 @@ import Testing
     static func describe(_ e: ClusterEffect) -> String? {
         switch e {
         case .save(let ts, _): "save " + ts.map { "\($0.id):\($0.state.rawValue)/\($0.attempt)" }.joined(separator: ",")
-        case .saveProplet(let p): "proplet \(p.id):\(p.state ?? "-")"
+        case .saveProplet(let p): "proplet \(p.id):\(p.state ?? "-")" + (p.draining == true ? " draining" : "")
         case .start(let s, let p): "start \(s.taskId)/\(s.attempt)@\(p)#\(s.epoch ?? 0)"
         case .stop(let s, let p): "stop \(s.taskId)/\(s.attempt)@\(p) signal \(s.signal)"
         case .acknowledge(let r, let p): "ack \(r.taskId)/\(r.attempt)@\(p)"
@@ -202,6 +202,22 @@ import Testing
         #expect(h.task("run")?.reason == "stopped before it started")
         #expect(throws: APIError.self) { _ = try h.apply(.stop("run", signal: 15, grace: 1, stored: nil), at: 13) }
         #expect(throws: APIError.self) { _ = try h.apply(.start("nothing", stored: nil), at: 13) }
+    }
+
+    /// A draining proplet (shutting down) gets nothing new; what waits goes elsewhere, or waits.
+    @Test func drainingProplets() throws {
+        var h = Harness()
+        var draining = Self.beat("p1")
+        draining.status = .draining
+        try Self.run([
+            Row(at: 0, event: .announced(Self.announcement("p1")), effects: ["proplet p1:alive"]),
+            Row(at: 0.5, event: .heartbeat(draining, stored: [:]), effects: ["proplet p1:alive draining"]),
+            Row(at: 0.6, event: .heartbeat(draining, stored: [:]), effects: []),
+            Row(at: 1, event: Self.created(Self.spec("t"), id: "t", start: true), effects: ["save t:pending/1", "reply t:pending"]),
+            Row(at: 1.5, event: .announced(Self.announcement("p2")), effects: ["proplet p2:alive", "save t:scheduled/1", "start t/1@p2#0"]),
+            Row(at: 2, event: .heartbeat(Self.beat("p1"), stored: [:]), effects: ["proplet p1:alive"]),
+        ], &h)
+        #expect(h.task("t")?.reason == nil)
     }
 
     /// Containers a proplet runs that the manager does not expect there are stopped; a lost
