@@ -7,7 +7,7 @@ import Testing
 /// three proplets) runs a workload of tasks with known outputs and exit codes, some with a
 /// restart policy, and actor messages, while faults hit it at moments drawn from a seed: SIGKILL
 /// and restart of the manager, a proplet, the proxy and the broker, a SIGTERM restart of the
-/// broker, SIGSTOP of a proplet for less and for more than the disconnect grace, the manager's
+/// broker and of a proplet (it drains first), SIGSTOP of a proplet for less and for more than the disconnect grace, the manager's
 /// store on a full filesystem. Then everything heals and the results are checked against each
 /// proplet's own journal of what it ran (``AttemptJournal``).
 ///
@@ -21,6 +21,7 @@ struct ChaosTests {
     enum Fault: String, CaseIterable {
         case killManager = "SIGKILL the manager"
         case killProplet = "SIGKILL a proplet"
+        case restartProplet = "SIGTERM a proplet, restart"
         case killProxy = "SIGKILL the proxy"
         case killBroker = "SIGKILL the broker"
         case restartBroker = "SIGTERM the broker, restart"
@@ -100,7 +101,7 @@ struct ChaosTests {
                     case .killManager, .fullStore: component = "manager"
                     case .killProxy: component = "proxy"
                     case .killBroker, .restartBroker: component = "broker"
-                    case .killProplet, .pauseShort, .pauseLong: component = proplet
+                    case .killProplet, .restartProplet, .pauseShort, .pauseLong: component = proplet
                     }
                     if !busy.contains(component) {
                         busy.insert(component)
@@ -115,6 +116,15 @@ struct ChaosTests {
                             c.crashProplet(proplet)
                             // Not waiting for the manager to list it: the manager may be down too.
                             heals.append((now.addingTimeInterval(down), component, { try c.startProplet(proplet, memory: "2G", maxTasks: 6, waitUntilAlive: false) }))
+                        case .restartProplet:
+                            // An operator's restart: it drains (its tasks finish, nothing new is
+                            // placed there), says goodbye and comes back with the same data.
+                            guard let old = c.proplets[proplet] else { break }
+                            kill(old.pid, SIGTERM)
+                            heals.append((now.addingTimeInterval(down), component, {
+                                old.stop(grace: .seconds(40))  // waits for the drain to end
+                                try c.startProplet(proplet, memory: "2G", maxTasks: 6, waitUntilAlive: false)
+                            }))
                         case .killProxy:
                             c.crashProxy()
                             heals.append((now.addingTimeInterval(down), component, { try c.startProxy() }))
