@@ -324,6 +324,9 @@ import Testing
         }
 
         /// Proplet state changes and starts, in the order the transition emitted them.
+        /// Proplets that said they are draining (from their stored records).
+        var draining: Set<String> = []
+
         mutating func effects(_ effects: [ClusterEffect], connectionsBefore: [String: PropletConnection]) {
             var connection = connectionsBefore.mapValues(\.name)
             for effect in effects {
@@ -331,6 +334,7 @@ import Testing
                 case .saveProplet(let p):
                     let before = connection[p.id]
                     connection[p.id] = p.state
+                    if p.draining == true { draining.insert(p.id) } else { draining.remove(p.id) }
                     if p.state == "disconnected" && before == "alive" {
                         for (id, t) in tasks where t.place == .placed(p.id) { tasks[id]?.place = .unknown(p.id) }
                     } else if p.state == "alive" && before == "disconnected" {
@@ -349,6 +353,7 @@ import Testing
                         continue
                     }
                     if connection[p] != "alive" { violations.append("start on \(p), which is \(connection[p] ?? "unknown")") }
+                    if draining.contains(p) { violations.append("start on \(p), which is draining") }
                     tasks[s.taskId]?.place = .placed(p)
                 default: break
                 }
@@ -407,7 +412,9 @@ import Testing
                     guard let t = model.tasks[id], model.on(p, t) else { return nil }
                     return (id, t.attempt)
                 }
-                event = .heartbeat(Self.beat(p, running: running, awaitingEpoch: rng.next() % 4 == 0), stored: [:])
+                var hb = Self.beat(p, running: running, awaitingEpoch: rng.next() % 4 == 0)
+                if rng.next() % 8 == 0 { hb.status = .draining }
+                event = .heartbeat(hb, stored: [:])
             case 80..<84:
                 guard let p = pick(proplets) else { continue }
                 event = .heartbeat(PropletHeartbeat(propletId: p, status: .offline), stored: [:])
