@@ -44,7 +44,7 @@ let package = Package(
         ),
 
         .target(name: "PropellerCore", swiftSettings: strict),
-        .target(name: "PropellerMQTT", dependencies: ["PropellerCore", "CMosquitto"], swiftSettings: strict),
+        .target(name: "PropellerMQTT", dependencies: ["PropellerCore", "CMosquitto", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .target(
             name: "PropellerImage",
             dependencies: ["PropellerCore", "CArchive", "CFileSystem", "CHTTP", "CCrypto", .product(name: "Logging", package: "swift-log")],

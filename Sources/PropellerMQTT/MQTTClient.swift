@@ -4,6 +4,7 @@ import Glibc
 import CMosquitto
 import Dispatch
 import Foundation
+import Logging
 import PropellerCore
 import Synchronization
 
@@ -214,13 +215,7 @@ public final class MQTTClient: @unchecked Sendable {
 
     /// Connects (or fails within `timeout`); afterwards the client reconnects by itself.
     public func connect(timeout: Duration = .seconds(10)) async throws {
-        let rc = mosquitto_connect_async(handle, configuration.host, configuration.port, configuration.keepaliveSeconds)
-        if rc != MOSQ_ERR_SUCCESS.rawValue && rc != MOSQ_ERR_ERRNO.rawValue {
-            // A TLS failure says only "A TLS error occurred"; OpenSSL's reason went to the log.
-            let detail = context.state.withLock { $0.lastLoggedError }.map { " (\($0))" } ?? ""
-            throw PropellerError(.systemCall, Self.error("connect to \(configuration.host):\(configuration.port)", rc).message + detail)
-        }
-        startLoop()
+        try start()
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { [context] in try await context.waitForConnection() }
             group.addTask {
@@ -231,6 +226,38 @@ public final class MQTTClient: @unchecked Sendable {
             }
             defer { group.cancelAll() }
             try await group.next()
+        }
+    }
+
+    /// Starts connecting and returns at once: the client's thread connects, and reconnects after
+    /// every loss, for as long as it runs (``isConnected`` says when it is). Throws only for what
+    /// no retry can fix (a TLS setup error, an invalid host).
+    public func start() throws {
+        let rc = mosquitto_connect_async(handle, configuration.host, configuration.port, configuration.keepaliveSeconds)
+        if rc != MOSQ_ERR_SUCCESS.rawValue && rc != MOSQ_ERR_ERRNO.rawValue {
+            // A TLS failure says only "A TLS error occurred"; OpenSSL's reason went to the log.
+            let detail = context.state.withLock { $0.lastLoggedError }.map { " (\($0))" } ?? ""
+            throw PropellerError(.systemCall, Self.error("connect to \(configuration.host):\(configuration.port)", rc).message + detail)
+        }
+        startLoop()
+    }
+
+    /// Logs once the first connection is made, and a warning every `every` until then: for a
+    /// daemon that starts without waiting for its broker.
+    public func reportFirstConnection(logger: Logger, every: Duration = .seconds(30)) {
+        let broker = "\(configuration.host):\(configuration.port)"
+        Task { [self] in
+            let started = ContinuousClock.now
+            var warned = started
+            while !isConnected {
+                try? await Task.sleep(for: .milliseconds(100))
+                if ContinuousClock.now - warned >= every {
+                    warned = .now
+                    let last = context.state.withLock { $0.lastLoggedError }
+                    logger.warning("no connection to the broker yet: retrying", metadata: ["broker": "\(broker)", "for": "\(DurationParsing.format(warned - started))", "last_error": "\(last ?? "-")"])
+                }
+            }
+            logger.notice("connected to the broker", metadata: ["broker": "\(broker)"])
         }
     }
 

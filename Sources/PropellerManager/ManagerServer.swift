@@ -57,8 +57,10 @@ public struct ManagerServer: Sendable {
         actorConfiguration.defaultPids = options.configuration.defaultPids
         let actors = ActorService(store: store, tasks: service, bus: bus, configuration: actorConfiguration, logger: logger)
         try await actors.recover()
-        try await client.connect(timeout: .seconds(30))
-        logger.info("connected to the broker", metadata: ["broker": "\(options.mqtt.host):\(options.mqtt.port)"])
+        // The API serves while the broker is away (a manager started before its broker, or
+        // during a broker restart): the client connects, and reconnects, on its own thread.
+        try client.start()
+        client.reportFirstConnection(logger: logger)
 
         let tokens = options.authenticate ? try APITokens(store: store, configured: options.apiTokens) : nil
         let api = ManagerAPI(service: service, actors: actors, tokens: tokens)

@@ -114,8 +114,10 @@ public actor PropletAgent {
         reportAttemptsThatDiedWithThePredecessor()
         try client.subscribe(topics.propletInbox(options.id))
         if proxy != nil { try client.subscribe(topics.registryResponses(options.id)) }
-        try await client.connect(timeout: .seconds(30))
-        logger.notice("proplet connected", metadata: ["proplet": "\(options.id)", "broker": "\(options.mqtt.host):\(options.mqtt.port)"])
+        // A proplet that starts before its broker waits for it (its client connects, and
+        // reconnects, on its own thread); heartbeats carry the announcement once it is there.
+        try client.start()
+        client.reportFirstConnection(logger: logger)
         publish(topics.report(.create, from: options.id), announcement)
         heartbeat()
         let messages = client.messages

@@ -40,8 +40,11 @@ public struct ProxyServer: Sendable {
         let client = try MQTTClient(options.mqtt)
         let service = ProxyService(client: client, topics: options.topics, registry: options.registry, cache: cache, metrics: metrics,
                                    options: options.service, logger: logger)
-        try await client.connect(timeout: .seconds(30))
-        logger.notice("proxy connected", metadata: ["broker": "\(options.mqtt.host):\(options.mqtt.port)", "chunk_size": "\(options.service.chunkSize)"])
+        // Serves /health and /metrics while the broker is away; the client connects (and
+        // reconnects) on its own thread.
+        try client.start()
+        client.reportFirstConnection(logger: logger)
+        logger.notice("proxy starting", metadata: ["broker": "\(options.mqtt.host):\(options.mqtt.port)", "chunk_size": "\(options.service.chunkSize)"])
 
         let router = Router()
         router.get("/health") { _, _ in Response(status: .ok, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(string: #"{"status":"ok"}"#))) }
