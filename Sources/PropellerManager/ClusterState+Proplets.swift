@@ -94,7 +94,7 @@ extension ClusterState {
         for taskID in ledger.tasks(on: id) {
             guard let t = active[taskID] else { continue }
             if reported.contains(t.currentAttempt) {
-                unreported[taskID] = 0
+                unreported[taskID] = nil
                 // A stop is sent again until the proplet no longer runs the attempt.
                 if t.stopRequested && running.contains(t.currentAttempt) && sentLongAgo(taskID) {
                     log(.notice, "resending stop", ["task": taskID, "proplet": id])
@@ -103,16 +103,25 @@ extension ClusterState {
                 }
                 continue
             }
-            let misses = (unreported[taskID] ?? 0) + 1
-            unreported[taskID] = misses
-            if t.state == .scheduled && !t.stopRequested && sentLongAgo(taskID) && misses < 3 {
+            var silence = unreported[taskID] ?? Silence(since: now.mono)
+            silence.count += 1
+            // Gone for good: not listed by three heartbeats over two intervals or more, and a
+            // start it may have lost sent again at least once.
+            let gone = silence.count >= 3 && now.mono - silence.since >= resendAfter && sentLongAgo(taskID)
+                && (t.state != .scheduled || t.stopRequested || silence.resends >= 1)
+            if gone {
+                unreported[taskID] = silence
+                requeueOrFail(t, reason: t.stopRequested ? "stopped before it started" : Self.noLongerRuns(id))
+            } else if t.state == .scheduled && !t.stopRequested && sentLongAgo(taskID) && silence.resends < 2 {
                 // The start may have been lost (a broker restart without persistence): send it
                 // again; the proplet ignores an attempt it already has. Never after a stop.
                 log(.notice, "resending start", ["task": taskID, "proplet": id])
+                silence.resends += 1
+                unreported[taskID] = silence
                 dispatchedAt[taskID] = now.mono
                 emit(.start(startMessage(t, on: id), to: id))
-            } else if misses >= 3 && sentLongAgo(taskID) {
-                requeueOrFail(t, reason: t.stopRequested ? "stopped before it started" : "proplet \(id) no longer runs the task")
+            } else {
+                unreported[taskID] = silence
             }
         }
         // Containers the manager does not expect there (a finished or re-placed attempt): stop.
@@ -207,7 +216,7 @@ extension ClusterState {
             t.state = t.startedAt == nil ? .scheduled : .running
             t.reason = nil
             t.updatedAt = now.wall
-            unreported[taskID] = 0
+            unreported[taskID] = nil
             dispatchedAt[taskID] = now.mono
             active[taskID] = t
             changed.append(t)
@@ -247,9 +256,10 @@ extension ClusterState {
 
     // MARK: Workers of a proplet given up on
 
-    /// A task failed when its proplet was lost, whose attempt that proplet, back, still runs, and
-    /// that nothing replaced (no restart policy took it on): `running` again, with its
-    /// reservation, and its real result will count.
+    /// A task given up on its proplet (lost, or no longer listing it), whose attempt that
+    /// proplet runs after all (back, or its start arrived late), and that nothing replaced (no
+    /// restart policy took it on): `running` again, with its reservation, and its real result
+    /// will count.
     private mutating func revive(_ ref: TaskAttempt, _ stored: TaskRecord, on id: String) -> Bool {
         guard var t = givenUpWithItsProplet(ref, stored, on: id) else { return false }
         t.state = .running
@@ -258,17 +268,22 @@ extension ClusterState {
         t.updatedAt = now.wall
         active[t.id] = t
         reserve(t, on: id)
-        unreported[t.id] = 0
-        save([t], [TaskTransition(taskId: t.id, state: .running, attempt: t.attempt, at: now.wall, reason: "proplet \(id) returned and still runs it")])
+        unreported[t.id] = nil
+        save([t], [TaskTransition(taskId: t.id, state: .running, attempt: t.attempt, at: now.wall, reason: "proplet \(id) runs it after all")])
         log(.notice, "task revived", ["task": t.id, "attempt": "\(t.attempt)", "proplet": id])
         return true
     }
 
-    /// `stored` when `ref` is its attempt that was failed because proplet `id` was lost, without
-    /// a result.
+    /// `stored` when `ref` is its attempt that the manager gave up on proplet `id` without a
+    /// result: because the proplet was lost, or because its heartbeats stopped listing it (its
+    /// start may still have been on its way: MQTT bounds no delivery time).
     func givenUpWithItsProplet(_ ref: TaskAttempt, _ stored: TaskRecord?, on id: String) -> TaskRecord? {
         guard let stored, stored.id == ref.taskId, stored.attempt == ref.attempt, stored.assignedProplet == id,
-              stored.state == .failed, stored.result == nil, stored.reason?.hasPrefix("proplet lost") == true else { return nil }
+              stored.state == .failed, stored.result == nil,
+              stored.reason?.hasPrefix("proplet lost") == true || stored.reason == Self.noLongerRuns(id) else { return nil }
         return stored
     }
+
+    /// Why an attempt its proplet stopped listing was given up.
+    static func noLongerRuns(_ proplet: String) -> String { "proplet \(proplet) no longer runs the task" }
 }

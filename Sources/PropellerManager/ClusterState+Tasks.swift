@@ -103,7 +103,7 @@ extension ClusterState {
         } else if t.state == .scheduled {
             transitions.append(TaskTransition(taskId: t.id, state: t.state, attempt: t.attempt, at: e.at, reason: e.phase.rawValue))
         }
-        unreported[t.id] = 0
+        unreported[t.id] = nil
         active[t.id] = t
         save([t], transitions)
     }
@@ -142,9 +142,9 @@ extension ClusterState {
         schedulePending()
     }
 
-    /// The real result of an attempt the manager failed because its proplet was lost, when
-    /// nothing replaced it (no restart policy took it on): the task ends in the state it really
-    /// reached.
+    /// The real result of an attempt the manager gave up on its proplet (lost, or no longer
+    /// listing it), when nothing replaced it (no restart policy took it on): the task ends in the
+    /// state it really reached.
     private mutating func acceptLateResult(_ r: TaskResult, _ stored: TaskRecord?) {
         guard var t = givenUpWithItsProplet(r.ref, stored, on: r.propletId) else { return }
         t.result = r
@@ -153,7 +153,7 @@ extension ClusterState {
         t.finishedAt = r.finishedAt ?? now.wall
         t.updatedAt = now.wall
         t.reason = Self.reason(for: r, stopRequested: t.stopRequested)
-        let note = "reported by proplet \(r.propletId) after it was declared lost"
+        let note = "reported by proplet \(r.propletId) after the manager had given the attempt up"
         save([t], [TaskTransition(taskId: t.id, state: t.state, attempt: t.attempt, at: t.finishedAt ?? now.wall, reason: t.reason.map { "\($0); \(note)" } ?? note)])
         log(.notice, "late result accepted", ["task": t.id, "attempt": "\(t.attempt)", "state": r.state.rawValue, "proplet": r.propletId])
     }

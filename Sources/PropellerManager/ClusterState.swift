@@ -123,9 +123,9 @@ public struct ClusterState: Sendable {
     /// The manager's own broker link as the last tick saw it.
     var brokerLinkDown = false
     var brokerConnections = 0
-    /// Per task: heartbeats in a row that did not mention it, and when its start (or stop) was
-    /// last sent.
-    var unreported: [String: Int] = [:]
+    /// Per task: how long its proplet has not listed it (``Silence``), and when its start (or
+    /// stop) was last sent.
+    var unreported: [String: Silence] = [:]
     var dispatchedAt: [String: ContinuousClock.Instant] = [:]
     public internal(set) var placements: UInt64 = 0
     /// Per proplet: heartbeats in a row that asked for the epoch (the answers may not reach it).
@@ -134,6 +134,16 @@ public struct ClusterState: Sendable {
     /// The event being applied: its time and the effects so far.
     var now = Moment(wall: 0, mono: .now)
     var effects: [ClusterEffect] = []
+
+    /// Heartbeats in a row that did not list a task: how many, since when, and how often its
+    /// start was sent again meanwhile. Only silence that lasts counts: heartbeats queued in the
+    /// manager's broker session while it was away arrive in a burst, all from before the start
+    /// reached the proplet.
+    struct Silence: Sendable {
+        var count = 0
+        var since: ContinuousClock.Instant
+        var resends = 0
+    }
 
     public init(configuration: ManagerConfiguration) {
         self.configuration = configuration
@@ -282,7 +292,7 @@ public struct ClusterState: Sendable {
                 t.updatedAt = now.wall
                 reserve(t, on: node.id)
                 dispatchedAt[id] = now.mono
-                unreported[id] = 0
+                unreported[id] = nil
                 active[id] = t
                 changed.append(t)
                 transitions.append(TaskTransition(taskId: id, state: .scheduled, attempt: t.attempt, at: now.wall, reason: "placed on \(node.id)"))

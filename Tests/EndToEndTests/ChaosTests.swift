@@ -153,9 +153,15 @@ struct ChaosTests {
         print("chaos: healed; \(submitted) tasks submitted (\(refused) refused while the manager was away), \(stoppedByUs.count) stopped, \(messages) messages")
 
         // Everything settles: every task ends, every message has an execution that ended.
+        /// Every task, page by page (a long run submits more than one page holds).
         func allTasks() throws -> [[String: Any]] {
-            let r = try c.cli(["task", "list", "--json", "--limit", "1000"])
-            return (try? JSONSerialization.jsonObject(with: r.stdout) as? [String: Any])?["tasks"] as? [[String: Any]] ?? []
+            var all: [[String: Any]] = []
+            while true {
+                let r = try c.cli(["task", "list", "--json", "--limit", "1000", "--offset", String(all.count)])
+                let page = (try? JSONSerialization.jsonObject(with: r.stdout) as? [String: Any])?["tasks"] as? [[String: Any]] ?? []
+                all += page
+                if page.count < 1000 { return all }
+            }
         }
         let finalStates: Set<String> = ["completed", "failed", "stopped"]
         var unsettled: [String] = []

@@ -233,6 +233,37 @@ import Testing
         ], &h)
     }
 
+    /// A start that never arrives is sent again before the task is given up; heartbeats that
+    /// arrive in a burst (queued in the manager's broker session while it was away, all from
+    /// before the start reached the proplet) do not count as silence that lasts. Found by a 900 s
+    /// chaos run: such a burst failed a task whose start was on its way, which then ran anyway.
+    @Test func onlySilenceThatLastsGivesATaskUp() throws {
+        var h = Harness()
+        var rows = [
+            Row(at: 0, event: .announced(Self.announcement("p1")), effects: ["proplet p1:alive"]),
+            Row(at: 0, event: Self.created(Self.spec("t"), id: "t", start: true), effects: ["save t:scheduled/1", "start t/1@p1#0", "reply t:scheduled"]),
+        ]
+        // Ten stale heartbeats within 50 ms, 3 s after the start went out: one resend, no failure.
+        rows += (0..<10).map { i in
+            Row(at: 3 + Double(i) * 0.005, event: .heartbeat(Self.beat("p1"), stored: [:]), effects: i == 0 ? ["start t/1@p1#0"] : [])
+        }
+        rows += [
+            Row(at: 4, event: .heartbeat(Self.beat("p1"), stored: [:]), effects: []),
+            Row(at: 5, event: .heartbeat(Self.beat("p1"), stored: [:]), effects: []),
+            // Silent for two intervals, and resent two intervals ago: given up.
+            Row(at: 5.1, event: .heartbeat(Self.beat("p1"), stored: [:]), effects: ["save t:failed/1"]),
+        ]
+        // Its start arrives after all (MQTT bounds no delivery time): the attempt is taken back
+        // rather than killed as an orphan, and its real result counts.
+        rows += [
+            Row(at: 6, event: .heartbeat(Self.beat("p1", running: [("t", 1)]), stored: [:]), effects: ["save t:running/1"]),
+            Row(at: 7, event: .result(Self.result("t", 1, on: "p1", .completed), stored: nil), effects: ["save t:completed/1", "ack t/1@p1"]),
+        ]
+        try Self.run(rows, &h)
+        #expect(h.task("t")?.result?.exitCode == 0)
+        #expect(h.state.ledger.node("p1")?.allocated == .zero)
+    }
+
     /// Actor workers share the allocation table: a worker's room is room no task gets.
     @Test func workersAndTasksShareTheAllocationTable() throws {
         var h = Harness()
