@@ -275,11 +275,12 @@ extension ClusterState {
     }
 
     /// `stored` when `ref` is its attempt that the manager gave up on proplet `id` without a
-    /// result: because the proplet was lost, or because its heartbeats stopped listing it (its
-    /// start may still have been on its way: MQTT bounds no delivery time).
+    /// result (failed, or stopped when a stop had been asked for): because the proplet was lost,
+    /// or because its heartbeats stopped listing it (its start may still have been on its way:
+    /// MQTT bounds no delivery time).
     func givenUpWithItsProplet(_ ref: TaskAttempt, _ stored: TaskRecord?, on id: String) -> TaskRecord? {
         guard let stored, stored.id == ref.taskId, stored.attempt == ref.attempt, stored.assignedProplet == id,
-              stored.state == .failed, stored.result == nil,
+              stored.state == .failed || stored.state == .stopped, stored.result == nil,
               stored.reason?.hasPrefix("proplet lost") == true || stored.reason == Self.noLongerRuns(id) else { return nil }
         return stored
     }

@@ -166,6 +166,23 @@ import Testing
         #expect(h.proplets["p1"]?.epoch == 1)
     }
 
+    /// A task stopped while its proplet is away ends `stopped` when the proplet is lost; if the
+    /// container had really ended otherwise (the stop never reached it), its late result wins.
+    /// Found by a 900 s chaos run.
+    @Test func aLateResultOutranksAStopThatNeverArrived() throws {
+        var h = Harness()
+        try Self.run([
+            Row(at: 0, event: .announced(Self.announcement("p1")), effects: ["proplet p1:alive"]),
+            Row(at: 0, event: Self.created(Self.spec("a"), id: "a", start: true), effects: ["save a:scheduled/1", "start a/1@p1#0", "reply a:scheduled"]),
+            Row(at: 0.1, event: .phase(TaskEvent(taskId: "a", attempt: 1, propletId: "p1", phase: .running, at: 1)), effects: ["save a:running/1"]),
+            Row(at: 1, event: .heartbeat(PropletHeartbeat(propletId: "p1", status: .offline), stored: [:]), effects: ["proplet p1:disconnected", "save a:unknown/1"]),
+            Row(at: 1.5, event: .stop("a", signal: 15, grace: 0, stored: nil), effects: ["save a:unknown/1", "stop a/1@p1 signal 15", "reply a:unknown"]),
+            Row(at: 5, event: .tick(brokerLink: nil), effects: ["proplet p1:lost", "save a:stopped/1"]),
+            Row(at: 6, event: .result(Self.result("a", 1, on: "p1", .failed, exit: 3), stored: nil), effects: ["save a:failed/1", "ack a/1@p1"]),
+        ], &h)
+        #expect(h.task("a")?.result?.exitCode == 3)
+    }
+
     /// The manager cannot hear anyone while its own broker link is down: no proplet is
     /// disconnected for that, and every clock starts again when it is back.
     @Test func theManagersOwnBrokerOutageIsNotTheProplets() throws {
