@@ -140,17 +140,21 @@ import Testing
         #expect(h.state.ledger.node("p1")?.allocated == .zero)
     }
 
+    /// Task `a` placed and running on p1, whose connection then drops (its Last Will) at 1 s.
+    static let aRunsOnP1ThenItsConnectionDrops = [
+            Row(at: 0, event: .announced(Self.announcement("p1")), effects: ["proplet p1:alive"]),
+            Row(at: 0, event: Self.created(Self.spec("a"), id: "a", start: true), effects: ["save a:scheduled/1", "start a/1@p1#0", "reply a:scheduled"]),
+            Row(at: 0.1, event: .phase(TaskEvent(taskId: "a", attempt: 1, propletId: "p1", phase: .running, at: 1)), effects: ["save a:running/1"]),
+            Row(at: 1, event: .heartbeat(PropletHeartbeat(propletId: "p1", status: .offline), stored: [:]), effects: ["proplet p1:disconnected", "save a:unknown/1"]),
+    ]
+
     /// Nomad's disconnect semantics: a Last Will makes the work unknown; back within the grace
     /// it is as it was; past it, the proplet is lost (a new epoch) and the work fails or moves;
     /// back after that, what it still runs is taken back when nothing replaced it, and its real
     /// result counts.
     @Test func disconnectsLossesAndReturns() throws {
         var h = Harness()
-        try Self.run([
-            Row(at: 0, event: .announced(Self.announcement("p1")), effects: ["proplet p1:alive"]),
-            Row(at: 0, event: Self.created(Self.spec("a"), id: "a", start: true), effects: ["save a:scheduled/1", "start a/1@p1#0", "reply a:scheduled"]),
-            Row(at: 0.1, event: .phase(TaskEvent(taskId: "a", attempt: 1, propletId: "p1", phase: .running, at: 1)), effects: ["save a:running/1"]),
-            Row(at: 1, event: .heartbeat(PropletHeartbeat(propletId: "p1", status: .offline), stored: [:]), effects: ["proplet p1:disconnected", "save a:unknown/1"]),
+        try Self.run(Self.aRunsOnP1ThenItsConnectionDrops + [
             Row(at: 2, event: .tick(brokerLink: nil), effects: []),
             // Back within the grace: running again, nothing re-placed.
             Row(at: 2.5, event: .heartbeat(Self.beat("p1", running: [("a", 1)]), stored: [:]), effects: ["proplet p1:alive", "save a:running/1"]),
@@ -171,11 +175,7 @@ import Testing
     /// Found by a 900 s chaos run.
     @Test func aLateResultOutranksAStopThatNeverArrived() throws {
         var h = Harness()
-        try Self.run([
-            Row(at: 0, event: .announced(Self.announcement("p1")), effects: ["proplet p1:alive"]),
-            Row(at: 0, event: Self.created(Self.spec("a"), id: "a", start: true), effects: ["save a:scheduled/1", "start a/1@p1#0", "reply a:scheduled"]),
-            Row(at: 0.1, event: .phase(TaskEvent(taskId: "a", attempt: 1, propletId: "p1", phase: .running, at: 1)), effects: ["save a:running/1"]),
-            Row(at: 1, event: .heartbeat(PropletHeartbeat(propletId: "p1", status: .offline), stored: [:]), effects: ["proplet p1:disconnected", "save a:unknown/1"]),
+        try Self.run(Self.aRunsOnP1ThenItsConnectionDrops + [
             Row(at: 1.5, event: .stop("a", signal: 15, grace: 0, stored: nil), effects: ["save a:unknown/1", "stop a/1@p1 signal 15", "reply a:unknown"]),
             Row(at: 5, event: .tick(brokerLink: nil), effects: ["proplet p1:lost", "save a:stopped/1"]),
             Row(at: 6, event: .result(Self.result("a", 1, on: "p1", .failed, exit: 3), stored: nil), effects: ["save a:failed/1", "ack a/1@p1"]),
