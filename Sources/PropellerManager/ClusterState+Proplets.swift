@@ -88,7 +88,8 @@ extension ClusterState {
     private mutating func reconcile(_ hb: PropletHeartbeat, stored: [String: TaskRecord]) {
         let id = hb.propletId
         let running = Set(hb.running ?? [])
-        let reported = running.union(hb.finished ?? [])
+        // Held starts (waiting for the epoch) are neither lost nor running.
+        let reported = running.union(hb.finished ?? []).union(hb.held ?? [])
         let resendAfter = configuration.livenessInterval * 2
         func sentLongAgo(_ taskID: String) -> Bool { dispatchedAt[taskID].map { now.mono - $0 > resendAfter } ?? true }
         for taskID in ledger.tasks(on: id) {

@@ -160,13 +160,14 @@ public actor PropletAgent {
         guard !saidGoodbye else { return }
         seq += 1
         lastBeat = .now
-        // Held starts count as running: the manager must not take them for lost while the epoch
-        // is confirmed (a stop for one drops it; a withdrawn one disappears from the list).
-        let running = (executions.values.map(\.start.ref) + held.map(\.ref)).sorted { $0.taskId < $1.taskId }
+        let running = executions.values.map(\.start.ref).sorted { $0.taskId < $1.taskId }
         let allocated = executions.values.reduce(Resources.zero) { $0 + $1.start.resources }
         publish(topics.report(.alive, from: options.id), PropletHeartbeat(propletId: options.id, status: accepting ? .online : .draining, seq: seq, announcement: announcement,
                                                       allocated: allocated, running: running, finished: outbox.pending().map(\.ref),
-                                                      workers: workerBeats, awaitingEpoch: epoch == nil ? true : nil))
+                                                      workers: workerBeats, awaitingEpoch: epoch == nil ? true : nil,
+                                                      // Held starts are listed apart: the manager must not take them for lost, nor
+                                                      // for running (a withdrawn one must not take its given-up task back).
+                                                      held: held.isEmpty ? nil : held.map(\.ref)))
     }
 
     /// Forgets the confirmed epoch when the broker connection is a new one or this process was

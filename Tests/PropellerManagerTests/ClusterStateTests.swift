@@ -170,6 +170,24 @@ import Testing
         #expect(h.proplets["p1"]?.epoch == 1)
     }
 
+    /// A start the proplet holds (waiting for the epoch) is neither lost nor running: it keeps a
+    /// placed task from being given up, and it does not take a given-up task back (it is about to
+    /// be dropped as withdrawn). Found by the end-to-end test of a SIGSTOPped proplet.
+    @Test func heldStartsAreNeitherLostNorRunning() throws {
+        var h = Harness()
+        var holding = Self.beat("p1", awaitingEpoch: true)
+        holding.held = [TaskAttempt(taskId: "a", attempt: 1)]
+        try Self.run(Self.aRunsOnP1ThenItsConnectionDrops + [
+            Row(at: 5, event: .tick(brokerLink: nil), effects: ["proplet p1:lost", "save a:failed/1"]),
+            Row(at: 6, event: .heartbeat(holding, stored: [:]), effects: ["proplet p1:alive", "epoch p1#1"]),
+            Row(at: 7, event: Self.created(Self.spec("b"), id: "b", start: true), effects: ["save b:scheduled/1", "start b/1@p1#1", "reply b:scheduled"]),
+        ], &h)
+        holding.held = [TaskAttempt(taskId: "b", attempt: 1)]
+        for at in [8.0, 9, 10, 11, 12] { #expect(try h.step(.heartbeat(holding, stored: [:]), at: at) == ["epoch p1#1"]) }
+        #expect(h.task("a")?.state == .failed)
+        #expect(h.task("b")?.state == .scheduled)
+    }
+
     /// A task stopped while its proplet is away ends `stopped` when the proplet is lost; if the
     /// container had really ended otherwise (the stop never reached it), its late result wins.
     /// Found by a 900 s chaos run.

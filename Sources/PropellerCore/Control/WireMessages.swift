@@ -133,9 +133,12 @@ public struct PropletHeartbeat: Codable, Sendable, Hashable {
     /// it started, reconnected, or found itself paused): the manager answers with
     /// ``PropletEpoch``.
     public var awaitingEpoch: Bool?
+    /// Starts it holds until then: not running (they may be withdrawn), not lost either.
+    public var held: [TaskAttempt]?
 
     public init(propletId: String, status: Status, seq: UInt64 = 0, announcement: PropletAnnouncement? = nil, allocated: Resources? = nil,
-                running: [TaskAttempt]? = nil, finished: [TaskAttempt]? = nil, workers: [WorkerBeat]? = nil, awaitingEpoch: Bool? = nil) {
+                running: [TaskAttempt]? = nil, finished: [TaskAttempt]? = nil, workers: [WorkerBeat]? = nil, awaitingEpoch: Bool? = nil,
+                held: [TaskAttempt]? = nil) {
         self.propletId = propletId
         self.status = status
         self.seq = seq
@@ -145,6 +148,7 @@ public struct PropletHeartbeat: Codable, Sendable, Hashable {
         self.finished = finished
         self.workers = workers
         self.awaitingEpoch = awaitingEpoch
+        self.held = held
     }
 }
 
