@@ -70,6 +70,7 @@ extension ClusterState {
         }
         setDraining(hb.propletId, hb.status == .draining)
         reconcile(hb, stored: stored)
+        reconcileWorkers(hb)
         schedulePending()
         // After the heartbeat is applied: a proplet given up on has its raised epoch by now.
         if hb.awaitingEpoch == true, let p = proplets[hb.propletId] {
@@ -170,6 +171,7 @@ extension ClusterState {
                 guard let t = active[taskID] else { continue }
                 requeueOrFail(t, reason: "proplet lost: \(id) \(reason)")
             }
+            loseWorkers(on: id, reason: "proplet \(id) is lost: \(reason)")
             schedulePending()
         case .reconnected, .returned:
             updateRecord(id)

@@ -1,3 +1,4 @@
+import Foundation
 import PropellerCore
 
 /// A moment as the manager's clocks saw it: wall time for what is stored and shown, the
@@ -40,12 +41,39 @@ public enum ClusterEvent: Sendable {
     case start(String, stored: TaskRecord?)
     /// `propeller task stop`; `stored` when the task is not active.
     case stop(String, signal: Int32, grace: Double, stored: TaskRecord?)
-    /// An actor worker asks for room (on `pinned` when a restarted manager re-adopts it).
-    case reserveWorker(String, Resources, constraints: [String: String], pinned: String?)
-    case releaseWorker(String, on: String)
     /// `propeller proplet delete`, already deleted from the store (``ClusterState/checkForget(_:)``
     /// says whether it may be).
     case forgetProplet(String)
+
+    // Actors. The commands whose write must succeed first arrive already stored.
+
+    /// A restarted manager's actors, their states, workers and inbox, as stored (after
+    /// ``recovered(proplets:tasks:)``: workers take their room on their proplets again).
+    case actorsRecovered(actors: [ActorRecord], states: [String: String], workers: [WorkerRecord], inbox: [ExecutionRecord])
+    /// A new actor, stored (``ClusterState/newActor(_:id:at:configuration:)`` makes it).
+    case actorCreated(ActorRecord)
+    /// A changed actor, stored (``ClusterState/updatedActor(_:at:_:)`` makes it).
+    case actorUpdated(ActorRecord)
+    /// An actor deleted from the store, with its inbox, executions and workers.
+    case actorDeleted(String)
+    /// A stateful actor's state, stored.
+    case actorStateSet(String, state: String)
+    /// A message, in the inbox already.
+    case messageQueued(ExecutionRecord)
+    /// The driver could not read a run's message: the inbox no longer has it (`missing`), or
+    /// the store failed.
+    case messageUnreadable(String, missing: Bool)
+    case workerReport(WorkerReport)
+    case executionReport(ExecutionReport)
+    /// `propeller actor workers add`: at least `count` workers.
+    case ensureWorkers(actor: String, count: Int)
+    case retireWorker(actor: String, worker: String)
+    /// Drops an actor's queued messages.
+    case purge(actor: String)
+    /// Force-quits an execution; `stored` when it is not active.
+    case killExecution(actor: String, execution: String, stored: ExecutionRecord?)
+    /// The autoscaler's timer.
+    case autoscale
 }
 
 /// The manager's own connection to the broker.
@@ -77,11 +105,29 @@ public enum ClusterEffect: Sendable, Equatable {
     /// The answer to a command.
     case reply(ClusterReply)
     case log(ClusterLog)
+
+    // Actors: their writes go to the store in order (what it refuses waits and is written
+    // again), then the messages follow.
+    case saveActor(ActorRecord)
+    case saveActorState(actor: String, state: String)
+    case saveWorker(WorkerRecord)
+    case deleteWorker(String)
+    case saveExecution(ExecutionRecord)
+    /// A final execution with its output: it leaves the inbox.
+    case finishExecution(ExecutionRecord, TaskLogs, Data)
+    case worker(WorkerCommand, to: String)
+    /// A run (the driver reads the message's body from the inbox as it sends it) or a kill.
+    case execution(ExecutionCommand, to: String)
+    /// An execution ended: its synchronous senders hear of it.
+    case ended(ExecutionRecord)
 }
 
 public enum ClusterReply: Sendable, Equatable {
     case task(TaskRecord)
-    case worker(WorkerPlacement)
+    case actor(ActorRecord)
+    case execution(ExecutionRecord)
+    case workers([WorkerRecord])
+    case count(Int)
 }
 
 /// A log line a transition asks for (the driver writes it with swift-log).
@@ -130,6 +176,8 @@ public struct ClusterState: Sendable {
     public internal(set) var placements: UInt64 = 0
     /// Per proplet: heartbeats in a row that asked for the epoch (the answers may not reach it).
     var epochAsks: [String: Int] = [:]
+    /// Actors, their inboxes, executions and workers.
+    public internal(set) var actors = ActorTable()
 
     /// The event being applied: its time and the effects so far.
     var now = Moment(wall: 0, mono: .now)
@@ -169,11 +217,21 @@ public struct ClusterState: Sendable {
         case .created(let t): created(t)
         case .start(let id, let stored): try start(id, stored: stored)
         case .stop(let id, let signal, let grace, let stored): try stop(id, signal: signal, grace: grace, stored: stored)
-        case .reserveWorker(let id, let resources, let constraints, let pinned):
-            emit(.reply(.worker(reserveWorker(id, resources, constraints: constraints, pinned: pinned))))
-        case .releaseWorker(let id, let proplet):
-            if ledger.allocation(of: .worker(id))?.proplet == proplet, ledger.release(.worker(id)) != nil { schedulePending() }
         case .forgetProplet(let id): try forgetProplet(id)
+        case .actorsRecovered(let stored, let states, let workers, let inbox): recoverActors(stored, states: states, workers: workers, inbox: inbox)
+        case .actorCreated(let a): actorCreated(a)
+        case .actorUpdated(let a): actorUpdated(a)
+        case .actorDeleted(let id): actorDeleted(id)
+        case .actorStateSet(let id, let json): actors.states[id] = json
+        case .messageQueued(let e): messageQueued(e)
+        case .messageUnreadable(let id, let missing): messageUnreadable(id, missing: missing)
+        case .workerReport(let r): workerReport(r)
+        case .executionReport(let r): executionReport(r)
+        case .ensureWorkers(let id, let count): try ensureWorkers(id, count: count)
+        case .retireWorker(let id, let worker): try retireWorker(id, worker)
+        case .purge(let id): try purge(id)
+        case .killExecution(let id, let execution, let stored): try kill(id, execution, stored: stored)
+        case .autoscale: autoscale()
         }
         return effects
     }
@@ -245,20 +303,6 @@ public struct ClusterState: Sendable {
         guard ledger.release(.task(t.id)) != nil else { return }
         unreported[t.id] = nil
         dispatchedAt[t.id] = nil
-    }
-
-    /// Reserves room for worker `id` on the proplet the policy picks (or on `pinned`).
-    mutating func reserveWorker(_ id: String, _ resources: Resources, constraints: [String: String], pinned: String?) -> WorkerPlacement {
-        if let held = ledger.allocation(of: .worker(id)) { return .placed(propletID: held.proplet) }
-        let request = PlacementRequest(resources: resources, constraints: constraints, pinnedProplet: pinned)
-        switch scheduler.place(request, on: ledger.nodes) {
-        case .place(let i):
-            let node = ledger.nodes[i].id
-            ledger.reserve(.worker(id), resources, on: node)
-            return .placed(propletID: node)
-        case .wait(let reason): return .wait(reason: reason)
-        case .never(let reason): return .never(reason: reason)
-        }
     }
 
     // MARK: Scheduling

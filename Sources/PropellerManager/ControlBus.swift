@@ -1,8 +1,14 @@
 import PropellerCore
 
+/// The manager's messages to proplets about actors.
+public protocol ActorBus: Sendable {
+    func send(_ command: WorkerCommand, to propletID: String)
+    func send(_ command: ExecutionCommand, to propletID: String)
+}
+
 /// The manager's outgoing messages to proplets. ``MQTTControlBus`` sends them over MQTT; the
 /// task service does not know the transport.
-public protocol ControlBus: Sendable {
+public protocol ControlBus: ActorBus {
     func send(_ start: StartTask, to propletID: String)
     func send(_ stop: StopTask, to propletID: String)
     func acknowledge(_ result: TaskAttempt, to propletID: String)
@@ -27,6 +33,8 @@ public struct ManagerConfiguration: Sendable {
     /// Output kept per task and stream.
     public var logKeepBytes = 64 << 10
     public var policy: SchedulingPolicy = .binpack
+    /// The actor layer's tunables.
+    public var actors = ActorConfiguration()
 
     public init() {}
 

@@ -37,12 +37,12 @@ public struct MQTTControlBus: ControlBus, ActorBus {
     /// Log blocks, when the client sorts them into its bulk inbox (``isBulk(_:topics:)``), are
     /// read by a loop of their own: a task printing without pause must not delay heartbeats and
     /// results until proplets are declared dead.
-    public func run(service: TaskService, actors: ActorService? = nil) async throws {
+    public func run(service: TaskService) async throws {
         for kind in Topics.Report.allCases { try client.subscribe(topics.allReports(kind)) }
         await withTaskGroup(of: Void.self) { group in
             for inbox in [client.messages, client.bulkMessages] {
                 group.addTask {
-                    for await message in inbox { await handle(message, service: service, actors: actors) }
+                    for await message in inbox { await handle(message, service: service) }
                 }
             }
         }
@@ -51,17 +51,14 @@ public struct MQTTControlBus: ControlBus, ActorBus {
     /// Whether `topic` carries task logs: the manager's bulk topics.
     public static func isBulk(_ topic: String, topics: Topics) -> Bool { topics.parseReport(topic)?.1 == .logs }
 
-    private func handle(_ message: MQTTMessage, service: TaskService, actors: ActorService?) async {
+    private func handle(_ message: MQTTMessage, service: TaskService) async {
         do {
             guard let (sender, kind, taskID) = topics.parseReport(message.topic) else { return }
             switch kind {
             case .create: await service.handleAnnouncement(try Self.decode(PropletAnnouncement.self, message.payload, sentBy: sender))
-            case .alive:
-                let heartbeat = try Self.decode(PropletHeartbeat.self, message.payload, sentBy: sender)
-                await service.handleHeartbeat(heartbeat)
-                await actors?.handleHeartbeat(heartbeat)
-            case .workers: await actors?.handleWorkerReport(try Self.decode(WorkerReport.self, message.payload, sentBy: sender))
-            case .executions: await actors?.handleExecutionReport(try Self.decode(ExecutionReport.self, message.payload, sentBy: sender))
+            case .alive: await service.handleHeartbeat(try Self.decode(PropletHeartbeat.self, message.payload, sentBy: sender))
+            case .workers: await service.handleWorkerReport(try Self.decode(WorkerReport.self, message.payload, sentBy: sender))
+            case .executions: await service.handleExecutionReport(try Self.decode(ExecutionReport.self, message.payload, sentBy: sender))
             case .results: await service.handleResult(try Self.decode(TaskResult.self, message.payload, sentBy: sender))
             case .events: await service.handleEvent(try Self.decode(TaskEvent.self, message.payload, sentBy: sender))
             case .logs:

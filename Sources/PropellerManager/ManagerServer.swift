@@ -49,14 +49,11 @@ public struct ManagerServer: Sendable {
         mqtt.isBulkTopic = { MQTTControlBus.isBulk($0, topics: topics) }
         let client = try MQTTClient(mqtt)
         let bus = MQTTControlBus(client: client, topics: options.topics, logger: logger)
-        let service = TaskService(store: store, bus: bus, configuration: options.configuration, logger: logger)
+        var configuration = options.configuration
+        configuration.actors = options.actors
+        let service = TaskService(store: store, bus: bus, configuration: configuration, logger: logger)
         try await service.recover()
-        var actorConfiguration = options.actors
-        actorConfiguration.livenessInterval = options.configuration.livenessInterval
-        actorConfiguration.defaultMemoryBytes = options.configuration.defaultMemoryBytes
-        actorConfiguration.defaultPids = options.configuration.defaultPids
-        let actors = ActorService(store: store, tasks: service, bus: bus, configuration: actorConfiguration, logger: logger)
-        try await actors.recover()
+        let actors = ActorService(tasks: service)
         // The API serves while the broker is away (a manager started before its broker, or
         // during a broker restart): the client connects, and reconnects, on its own thread.
         try client.start()
@@ -83,7 +80,7 @@ public struct ManagerServer: Sendable {
                                   logger.notice("manager listening", metadata: ["address": "\(scheme)://\(options.host):\(options.port)"])
                               }, logger: logger)
         let interval = options.configuration.livenessInterval
-        let busService = LoopService { try await bus.run(service: service, actors: actors) }
+        let busService = LoopService { try await bus.run(service: service) }
         let liveness = LoopService {
             while !Task.isCancelled {
                 try await Task.sleep(for: interval / 2)
@@ -94,7 +91,7 @@ public struct ManagerServer: Sendable {
         let autoscaler = LoopService {
             while !Task.isCancelled {
                 try await Task.sleep(for: .milliseconds(500))
-                await actors.tick()
+                await service.autoscale()
             }
         }
         // SIGTERM/SIGINT: the HTTP server finishes requests in flight, then the loops stop.

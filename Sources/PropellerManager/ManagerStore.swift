@@ -1,12 +1,12 @@
 import PropellerCore
 
 /// Where the manager keeps what must survive a restart: tasks with their history, results and
-/// logs, and proplets. SQLite (``SQLiteStore``) by default; the protocol leaves room for a
+/// logs, proplets, and (``ActorStore``) actors with their inboxes. SQLite (``SQLiteStore``) by default; the protocol leaves room for a
 /// PostgreSQL implementation that several managers share.
 ///
 /// Writes are batched by the caller: one ``saveTasks(_:transitions:)`` per scheduling pass, in
 /// one transaction.
-public protocol ManagerStore: Sendable {
+public protocol ManagerStore: ActorStore {
     /// Adds new tasks (spec and status) with their first transitions, in one transaction.
     func insertTasks(_ tasks: [TaskRecord], transitions: [TaskTransition]) throws
     /// Stores the status of existing tasks and appends transitions, atomically. A task that has

@@ -33,7 +33,7 @@ public protocol ActorStore: Sendable {
     func setActorState(actorID: String, state: String) throws
 }
 
-extension SQLiteStore: ActorStore {
+extension SQLiteStore {
     static func registerActorMigration(_ m: inout DatabaseMigrator) {
         m.registerMigration("v3-actors") { db in
             try db.execute(sql: """

@@ -14,7 +14,8 @@ import PropellerCore
 /// before their event is applied.
 ///
 /// Active tasks live in the state and in the store; finished ones only in the store. A
-/// restarted manager rebuilds everything from the store (``recover()``).
+/// restarted manager rebuilds everything from the store (``recover()``). Actors, their workers
+/// and executions are part of the same state (``ActorTable``), changed by the same events.
 public actor TaskService {
     let store: any ManagerStore
     let bus: any ControlBus
@@ -30,6 +31,11 @@ public actor TaskService {
     var followers: [String: [UUID: LogFollower]] = [:]
     /// Called after every change to a task (the API's `--wait` listeners).
     var watchers: [String: [UUID: AsyncStream<TaskRecord>.Continuation]] = [:]
+    /// Actor store writes the store did not take, in order.
+    var unsavedActorWrites: [ActorWrite] = []
+    /// Synchronous senders waiting for an execution to end, and their timers.
+    var executionWaiters: [String: [UUID: CheckedContinuation<ExecutionRecord?, Never>]] = [:]
+    var executionWaiterTimers: [UUID: Task<Void, Never>] = [:]
 
     public var placements: UInt64 { state.placements }
     let started = ContinuousClock.now
@@ -42,9 +48,11 @@ public actor TaskService {
         state = ClusterState(configuration: configuration)
     }
 
-    /// Loads proplets and active tasks from the store and goes on from there.
+    /// Loads proplets, active tasks, actors, workers and inboxes from the store and goes on from
+    /// there.
     public func recover() throws {
         try apply(.recovered(proplets: try store.proplets(), tasks: try store.activeTasks()))
+        try recoverActors()
     }
 
     /// Applies one event: the state changes (in place: a copy of the whole state per event would
@@ -54,7 +62,9 @@ public actor TaskService {
     func apply(_ event: ClusterEvent, at now: Moment = .now) throws -> ClusterReply? {
         let effects = try state.apply(event, at: now)
         commit(effects)
+        commitActorWrites(effects)
         var reply: ClusterReply?
+        var followUps: [ClusterEvent] = []
         for effect in effects {
             switch effect {
             case .save: break
@@ -73,8 +83,14 @@ public actor TaskService {
             case .notify(let t): notifyWatchers(t)
             case .reply(let r): reply = r
             case .log(let line): write(line)
+            case .saveActor, .saveActorState, .saveWorker, .deleteWorker, .saveExecution, .finishExecution: break  // committed
+            case .worker(let command, let proplet): bus.send(command, to: proplet)
+            case .execution(let command, let proplet):
+                if let followUp = send(command, to: proplet) { followUps.append(followUp) }
+            case .ended(let e): wake(e)
             }
         }
+        for event in followUps { deliver(event, at: now) }
         return reply
     }
 

@@ -19,7 +19,7 @@ struct APITests: Sendable {
         dir = try ScopedTempDirectory("propeller-api")
         store = try SQLiteStore(path: dir.path + "/manager.db")
         service = TaskService(store: store, bus: bus)
-        actors = ActorService(store: store, tasks: service, bus: bus)
+        actors = ActorService(tasks: service)
     }
 
     var auth: HTTPFields { [.authorization: "Bearer \(Self.token)", .contentType: "application/json"] }

@@ -17,11 +17,11 @@ final class ActorServiceTests: Sendable {
 
     func services(ttl: Duration = .seconds(300), interval: Duration = .seconds(5)) async throws -> (TaskService, ActorService) {
         let store = try SQLiteStore(path: dir.path + "/manager.db")
-        let tasks = TaskService(store: store, bus: bus)
-        var config = ActorConfiguration()
-        config.workerIdleTTL = ttl
+        var config = ManagerConfiguration()
+        config.actors.workerIdleTTL = ttl
         config.livenessInterval = interval
-        return (tasks, ActorService(store: store, tasks: tasks, bus: bus, configuration: config))
+        let tasks = TaskService(store: store, bus: bus, configuration: config)
+        return (tasks, ActorService(tasks: tasks))
     }
 
     func prepared() -> [(WorkerCommand, String)] { bus.workerCommands.withLock { $0.filter { $0.0.action == .prepare } } }
@@ -110,7 +110,6 @@ final class ActorServiceTests: Sendable {
         }
         let (tasks, actors) = try await services()
         try await tasks.recover()
-        try await actors.recover()
         let actor = try #require(await actors.list().first)
         #expect(try await actors.inboxLength(actor.id) == 4)
         await tasks.handleAnnouncement(announcement("p1", memory: 4096 * Self.mib))
@@ -207,7 +206,7 @@ final class ActorServiceTests: Sendable {
         await finish(actors, runs()[0])
         let done = await waited
         #expect(done?.status == .complete)
-        #expect(await actors.waiterTimers.isEmpty, "the timer of a wait that ended is cancelled")
+        #expect(await tasks.executionWaiterTimers.isEmpty, "the timer of a wait that ended is cancelled")
     }
 
     @Test func aPropletWithoutTheWorkerGetsTheMessageRunElsewhere() async throws {

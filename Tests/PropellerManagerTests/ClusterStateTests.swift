@@ -45,10 +45,23 @@ import Testing
                          finished: finished.map { TaskAttempt(taskId: $0.0, attempt: $0.1) }, awaitingEpoch: awaitingEpoch ? true : nil)
     }
 
+    static func newState() -> ClusterState {
+        var state = ClusterState(configuration: configuration)
+        state.actors.workerIDs = .numbered(next: 1)
+        return state
+    }
+
+    /// A new actor as the driver stores it before the event.
+    static func actor(_ id: String, memory: UInt64 = gib, minWorkers: Int = 1, maxWorkers: Int = 1, stateless: Bool = true) -> ClusterEvent {
+        .actorCreated(ClusterState.newActor(ActorSpec(name: id, image: "127.0.0.1:5000/actor:v1", resources: Resources(memoryBytes: memory),
+                                                      minWorkers: minWorkers, maxWorkers: maxWorkers, stateless: stateless),
+                                            id: id, at: 1_800_000_000, configuration: configuration))
+    }
+
     /// The state, and the store as its effects left it: what the driver would read back for the
     /// events that carry stored records.
     struct Harness {
-        var state = ClusterState(configuration: ClusterStateTests.configuration)
+        var state = ClusterStateTests.newState()
         var stored: [String: TaskRecord] = [:]
         var proplets: [String: PropletRecord] = [:]
 
@@ -95,7 +108,19 @@ import Testing
         case .acknowledge(let r, let p): "ack \(r.taskId)/\(r.attempt)@\(p)"
         case .confirm(let e): "epoch \(e.propletId)#\(e.epoch)"
         case .reply(.task(let t)): "reply \(t.id):\(t.state.rawValue)"
-        case .reply(.worker(let w)): "reply \(w)"
+        case .reply(.actor(let a)): "reply actor \(a.id):\(a.status.rawValue)"
+        case .reply(.execution(let e)): "reply execution \(e.id):\(e.status.rawValue)"
+        case .reply(.workers(let ws)): "reply workers " + ws.map(\.id).joined(separator: ",")
+        case .reply(.count(let n)): "reply \(n)"
+        case .saveActor(let a): "actor \(a.id):\(a.status.rawValue)"
+        case .saveActorState(let id, let state): "state \(id)=\(state)"
+        case .saveWorker(let w): "worker \(w.id):\(w.status.rawValue)@\(w.propletId ?? "-")"
+        case .deleteWorker(let id): "delete worker \(id)"
+        case .saveExecution(let e): "execution \(e.id):\(e.status.rawValue)/\(e.attempt)"
+        case .finishExecution(let e, _, _): "finish \(e.id):\(e.status.rawValue)/\(e.attempt)"
+        case .worker(let c, let p): "\(c.action.rawValue) \(c.workerId)@\(p)"
+        case .execution(let c, let p): "\(c.action.rawValue) \(c.executionId)/\(c.attempt) on \(c.workerId)@\(p)"
+        case .ended(let e): "ended \(e.id):\(e.status.rawValue)"
         case .notify, .log: nil
         }
     }
@@ -299,15 +324,82 @@ import Testing
         #expect(h.state.ledger.node("p1")?.allocated == .zero)
     }
 
+    static func message(_ id: String, to actor: String) -> ClusterEvent {
+        .messageQueued(ExecutionRecord(id: id, actorId: actor, contentType: "text/plain", messageBytes: 1, env: [:], submittedAt: 1_800_000_000))
+    }
+
+    static func executed(_ id: String, _ attempt: Int, on worker: String, at proplet: String, _ state: TaskState = .completed) -> ClusterEvent {
+        .executionReport(ExecutionReport(propletId: proplet, workerId: worker, executionId: id, attempt: attempt,
+                                         outcome: result(id, attempt, on: proplet, state), results: Data("r".utf8)))
+    }
+
+    /// Messages run on warm workers, once each; a worker lost with its proplet is replaced
+    /// elsewhere and its execution runs again there (at least once), a late report of the lost
+    /// attempt changes nothing, a queued message can be killed.
+    @Test func messagesRunOnWorkersThatAreReplacedWithTheirProplets() throws {
+        var h = Harness()
+        let beat2 = PropletHeartbeat(propletId: "p2", status: .online, seq: 1, workers: [])
+        try Self.run([
+            Row(at: 0, event: .announced(Self.announcement("p1")), effects: ["proplet p1:alive"]),
+            Row(at: 0, event: .announced(Self.announcement("p2")), effects: ["proplet p2:alive"]),
+            Row(at: 0, event: Self.actor("a"), effects: ["worker w-1:requested@p1", "prepare w-1@p1", "reply actor a:submitted"]),
+            Row(at: 0.1, event: .workerReport(WorkerReport(propletId: "p1", workerId: "w-1", status: .ready)), effects: ["worker w-1:ready@p1", "actor a:ready"]),
+            Row(at: 0.2, event: Self.message("e1", to: "a"), effects: ["run e1/1 on w-1@p1", "reply execution e1:running"]),
+            Row(at: 0.3, event: Self.message("e2", to: "a"), effects: ["reply execution e2:submitted"]),
+            Row(at: 0.4, event: .killExecution(actor: "a", execution: "e2", stored: nil), effects: ["finish e2:error/1", "ended e2:error", "reply execution e2:error"]),
+            Row(at: 1, event: .heartbeat(PropletHeartbeat(propletId: "p1", status: .online, seq: 1, workers: [WorkerBeat(workerId: "w-1", running: "e1/1")]), stored: [:]),
+                effects: []),
+            Row(at: 2, event: .heartbeat(beat2, stored: [:]), effects: []),
+            Row(at: 4, event: .heartbeat(beat2, stored: [:]), effects: []),
+            Row(at: 4.5, event: .tick(brokerLink: nil), effects: ["proplet p1:disconnected"]),
+            Row(at: 6, event: .heartbeat(beat2, stored: [:]), effects: []),
+            Row(at: 7.6, event: .tick(brokerLink: nil),
+                effects: ["proplet p1:lost", "delete worker w-1", "execution e1:submitted/2", "worker w-2:requested@p2", "prepare w-2@p2"]),
+            Row(at: 8, event: .workerReport(WorkerReport(propletId: "p2", workerId: "w-2", status: .ready)), effects: ["worker w-2:ready@p2", "run e1/2 on w-2@p2"]),
+            Row(at: 8.5, event: Self.executed("e1", 1, on: "w-1", at: "p1"), effects: []),
+            Row(at: 9, event: Self.executed("e1", 2, on: "w-2", at: "p2"), effects: ["finish e1:complete/2", "ended e1:complete"]),
+        ], &h)
+        #expect(h.state.actors.executions.isEmpty)
+        #expect(h.state.ledger.allocation(of: .worker("w-2"))?.proplet == "p2")
+        #expect(h.state.ledger.allocation(of: .worker("w-1")) == nil)
+    }
+
+    /// A stateful actor's state follows its completed executions; a run whose message the inbox
+    /// no longer has ends and the next runs; one the store cannot read now waits at the front.
+    @Test func statefulActorsAndUnreadableMessages() throws {
+        var h = Harness()
+        try Self.run([
+            Row(at: 0, event: .announced(Self.announcement("p1")), effects: ["proplet p1:alive"]),
+            Row(at: 0, event: Self.actor("s", stateless: false), effects: ["worker w-1:requested@p1", "prepare w-1@p1", "reply actor s:submitted"]),
+            Row(at: 0.1, event: .workerReport(WorkerReport(propletId: "p1", workerId: "w-1", status: .ready)), effects: ["worker w-1:ready@p1", "actor s:ready"]),
+            Row(at: 0.2, event: Self.message("e1", to: "s"), effects: ["run e1/1 on w-1@p1", "reply execution e1:running"]),
+            Row(at: 0.3, event: Self.message("e2", to: "s"), effects: ["reply execution e2:submitted"]),
+            Row(at: 0.4, event: Self.message("e3", to: "s"), effects: ["reply execution e3:submitted"]),
+            Row(at: 0.5, event: .messageUnreadable("e1", missing: true), effects: ["run e2/1 on w-1@p1"]),
+            Row(at: 0.6, event: .messageUnreadable("e2", missing: false), effects: []),
+            Row(at: 1, event: .autoscale, effects: ["run e2/1 on w-1@p1"]),
+        ], &h)
+        var report = ExecutionReport(propletId: "p1", workerId: "w-1", executionId: "e2", attempt: 1,
+                                     outcome: Self.result("e2", 1, on: "p1", .completed), results: Data())
+        report.state = #"{"n":1}"#
+        #expect(try h.step(.executionReport(report), at: 2) == [#"state s={"n":1}"#, "finish e2:complete/1", "ended e2:complete", "run e3/1 on w-1@p1"])
+        #expect(h.state.actors.states["s"] == #"{"n":1}"#)
+        let run = try #require(try h.state.apply(.autoscale, at: Self.at(3)).isEmpty ? h.state.actors.executions["e3"] : nil)
+        #expect(run.status == .running)
+    }
+
     /// Actor workers share the allocation table: a worker's room is room no task gets.
     @Test func workersAndTasksShareTheAllocationTable() throws {
         var h = Harness()
         try Self.run([
             Row(at: 0, event: .announced(Self.announcement("p1", memory: 2 * Self.gib)), effects: ["proplet p1:alive"]),
-            Row(at: 0, event: .reserveWorker("w1", Resources(memoryBytes: 2 * Self.gib), constraints: [:], pinned: nil), effects: ["reply placed(propletID: \"p1\")"]),
+            Row(at: 0, event: Self.actor("a", memory: 2 * Self.gib), effects: ["worker w-1:requested@p1", "prepare w-1@p1", "reply actor a:submitted"]),
             Row(at: 0, event: Self.created(Self.spec("t"), id: "t", start: true), effects: ["save t:pending/1", "reply t:pending"]),
-            Row(at: 1, event: .releaseWorker("w1", on: "p1"), effects: ["save t:scheduled/1", "start t/1@p1#0"]),
+            // The worker is gone: the task takes its room before a replacement asks for it.
+            Row(at: 1, event: .workerReport(WorkerReport(propletId: "p1", workerId: "w-1", status: .stopped)),
+                effects: ["delete worker w-1", "save t:scheduled/1", "start t/1@p1#0"]),
         ], &h)
+        #expect(h.state.actors.workers.values.map { $0.reason != nil } == [true], "the replacement waits for room")
     }
 
     // MARK: Reference model
@@ -462,7 +554,9 @@ import Testing
                     default: nil
                     }
                 }
-                guard var (id, attempt, p) = pick(placed) ?? pick(ids).map({ ($0, 1, "p1") }) else { continue }
+                guard let picked = pick(placed) ?? pick(ids).map({ ($0, 1, "p1") }) else { continue }
+                let id = picked.0
+                var (attempt, p) = (picked.1, picked.2)
                 if rng.next() % 5 == 0 { attempt = max(1, attempt - 1); p = pick(proplets) ?? p }
                 let state: TaskState = [.completed, .failed, .failed, .stopped][Int(rng.next() % 4)]
                 event = .result(Self.result(id, attempt, on: p, state), stored: nil)

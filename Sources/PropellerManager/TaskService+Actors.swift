@@ -1,0 +1,265 @@
+import Foundation
+import PropellerCore
+
+/// The actor layer's side of the driver: commands whose write must succeed before anything
+/// changes, the actor store's writes in order (kept and written again when the store refuses
+/// them), run messages with their bodies read from the inbox, and synchronous senders waiting
+/// for an execution to end.
+extension TaskService {
+    /// An actor store write, kept when the store refuses it.
+    enum ActorWrite: Sendable {
+        case saveActor(ActorRecord)
+        case saveActorState(actor: String, state: String)
+        case saveWorker(WorkerRecord)
+        case deleteWorker(String)
+        case saveExecution(ExecutionRecord)
+        case finishExecution(ExecutionRecord, TaskLogs, Data)
+
+        init?(_ effect: ClusterEffect) {
+            switch effect {
+            case .saveActor(let a): self = .saveActor(a)
+            case .saveActorState(let id, let state): self = .saveActorState(actor: id, state: state)
+            case .saveWorker(let w): self = .saveWorker(w)
+            case .deleteWorker(let id): self = .deleteWorker(id)
+            case .saveExecution(let e): self = .saveExecution(e)
+            case .finishExecution(let e, let logs, let results): self = .finishExecution(e, logs, results)
+            default: return nil
+            }
+        }
+
+        var execution: ExecutionRecord? {
+            switch self {
+            case .saveExecution(let e), .finishExecution(let e, _, _): e
+            default: nil
+            }
+        }
+    }
+
+    /// Writes an event's actor changes in order, after what the store refused before.
+    func commitActorWrites(_ effects: [ClusterEffect]) {
+        let writes = effects.compactMap(ActorWrite.init)
+        guard !writes.isEmpty else { return }
+        unsavedActorWrites += writes
+        flushActorWrites()
+    }
+
+    /// Writes what waits, in order, until the store refuses one; true when nothing is left.
+    @discardableResult
+    func flushActorWrites() -> Bool {
+        var done = 0
+        defer { unsavedActorWrites.removeFirst(done) }
+        for w in unsavedActorWrites {
+            do {
+                switch w {
+                case .saveActor(let a): try store.saveActor(a)
+                case .saveActorState(let id, let state): try store.setActorState(actorID: id, state: state)
+                case .saveWorker(let w): try store.saveWorker(w)
+                case .deleteWorker(let id): try store.deleteWorker(id: id)
+                case .saveExecution(let e): try store.saveExecution(e)
+                case .finishExecution(let e, let logs, let results): try store.finishExecution(e, logs: logs, results: results)
+                }
+            } catch {
+                logger.error("store write failed: kept in memory, written again later", metadata: ["error": "\(error)", "waiting": "\(unsavedActorWrites.count - done)"])
+                return false
+            }
+            done += 1
+        }
+        return true
+    }
+
+    /// Refuses a command whose write must come after writes the store has not taken yet.
+    private func requireActorWritesFlushed() throws {
+        guard flushActorWrites() else { throw PropellerError(.resourceExhausted, "the store has not taken earlier writes yet (is its disk full?): try again") }
+    }
+
+    /// Sends a run with its message read from the inbox (or a kill); returns the event for a run
+    /// whose message cannot be read.
+    func send(_ command: ExecutionCommand, to proplet: String) -> ClusterEvent? {
+        guard command.action == .run else {
+            bus.send(command, to: proplet)
+            return nil
+        }
+        var run = command
+        do {
+            guard let m = try store.message(executionID: command.executionId) else { return .messageUnreadable(command.executionId, missing: true) }
+            run.message = m.body
+            run.contentType = m.contentType
+        } catch {
+            logger.error("cannot read a message from the inbox", metadata: ["execution": "\(command.executionId)", "error": "\(error)"])
+            return .messageUnreadable(command.executionId, missing: false)
+        }
+        bus.send(run, to: proplet)
+        return nil
+    }
+
+    /// Loads actors, workers and inboxes (after the tasks and proplets).
+    func recoverActors() throws {
+        let stored = try store.actors()
+        var states: [String: String] = [:]
+        for a in stored where !a.spec.stateless { states[a.id] = try store.actorState(actorID: a.id) }
+        try apply(.actorsRecovered(actors: stored, states: states, workers: try store.workers(), inbox: try store.inbox().map(\.execution)))
+    }
+
+    // MARK: Commands
+
+    public func createActor(_ spec: ActorSpec) throws -> ActorRecord {
+        try requireActorWritesFlushed()
+        let a = ClusterState.newActor(spec, id: UUID().uuidString.lowercased(), at: WallClock.now(), configuration: configuration)
+        try store.saveActor(a)
+        if !a.spec.stateless { try store.setActorState(actorID: a.id, state: "{}") }
+        return try actorReply(apply(.actorCreated(a)))
+    }
+
+    /// Applies `change` to the spec; a change to what workers run bumps the revision and
+    /// replaces the workers (queued messages wait for the new ones).
+    public func updateActor(_ id: String, _ change: (inout ActorSpec) throws -> Void) throws -> ActorRecord {
+        try requireActorWritesFlushed()
+        let a = try state.updatedActor(id, at: WallClock.now(), change)
+        try store.saveActor(a)
+        return try actorReply(apply(.actorUpdated(a)))
+    }
+
+    /// Deletes an actor: its workers are retired (running executions killed), its inbox,
+    /// executions and state removed.
+    public func deleteActor(_ id: String) throws {
+        _ = try state.actor(id)
+        try store.deleteActor(id: id)
+        try apply(.actorDeleted(id))
+    }
+
+    public func setActorState(_ id: String, _ json: String) throws {
+        try state.checkStateful(id)
+        try requireActorWritesFlushed()
+        try store.setActorState(actorID: id, state: json)
+        try apply(.actorStateSet(id, state: json))
+    }
+
+    /// Queues a message; returns its execution (status `submitted`).
+    public func sendMessage(_ actorID: String, body: Data, contentType: String, env: [String: String]) throws -> ExecutionRecord {
+        _ = try state.actor(actorID)
+        let e = ExecutionRecord(id: UUID().uuidString.lowercased(), actorId: actorID, contentType: contentType, messageBytes: body.count, env: env, submittedAt: WallClock.now())
+        try store.enqueue(e, message: InboxMessage(executionID: e.id, actorID: actorID, body: body, contentType: contentType))
+        guard case .execution(let queued) = try apply(.messageQueued(e)) else { return e }
+        return queued
+    }
+
+    public func ensureWorkers(_ actorID: String, count: Int) throws -> [WorkerRecord] {
+        guard case .workers(let list) = try apply(.ensureWorkers(actor: actorID, count: count)) else { return try state.workerList(actorID) }
+        return list
+    }
+
+    public func retireWorker(_ actorID: String, workerID: String) throws {
+        try apply(.retireWorker(actor: actorID, worker: workerID))
+    }
+
+    /// Drops every queued message (running ones go on); returns how many.
+    public func purge(_ actorID: String) throws -> Int {
+        guard case .count(let n) = try apply(.purge(actor: actorID)) else { return 0 }
+        return n
+    }
+
+    /// Force-quits an execution: a queued one is dropped, a running one killed.
+    public func killExecution(_ actorID: String, _ executionID: String) throws -> ExecutionRecord {
+        let stored = state.actors.executions[executionID] == nil ? try storedExecution(executionID) : nil
+        guard case .execution(let e) = try apply(.killExecution(actor: actorID, execution: executionID, stored: stored)) else {
+            throw PropellerError(.internalError, "the command had no execution to answer with")
+        }
+        return e
+    }
+
+    /// Worker and execution reports from proplets.
+    public func handleWorkerReport(_ r: WorkerReport) { deliver(.workerReport(r)) }
+    public func handleExecutionReport(_ r: ExecutionReport) { deliver(.executionReport(r)) }
+
+    /// The autoscaler's pass; writes what the store refused before.
+    public func autoscale() {
+        flushActorWrites()
+        deliver(.autoscale)
+    }
+
+    private func actorReply(_ reply: ClusterReply?) throws -> ActorRecord {
+        guard case .actor(let a) = reply else { throw PropellerError(.internalError, "the command had no actor to answer with") }
+        return a
+    }
+
+    // MARK: Reads
+
+    public func actorList() -> [ActorRecord] { state.actorList() }
+    public func actor(_ id: String) throws -> ActorRecord { try state.actor(id) }
+    public func workerList(_ actorID: String) throws -> [WorkerRecord] { try state.workerList(actorID) }
+
+    public func actorState(_ id: String) throws -> String {
+        try state.checkStateful(id)
+        return state.actors.states[id] ?? "{}"
+    }
+
+    public func inboxLength(_ actorID: String) throws -> Int {
+        _ = try state.actor(actorID)
+        return state.actors.queued(actorID)
+    }
+
+    /// An execution as stored, or as it will be once the store takes the writes that wait.
+    func storedExecution(_ id: String) throws -> ExecutionRecord? {
+        try unsavedExecution(id) ?? store.execution(id: id)
+    }
+
+    private func unsavedExecution(_ id: String) -> ExecutionRecord? {
+        unsavedActorWrites.reversed().lazy.compactMap(\.execution).first { $0.id == id }
+    }
+
+    public func execution(_ actorID: String, _ executionID: String) throws -> ExecutionRecord {
+        _ = try state.actor(actorID)
+        if let e = state.actors.executions[executionID], e.actorId == actorID { return e }
+        guard let e = try storedExecution(executionID), e.actorId == actorID else {
+            throw APIError.notFound("actor \(actorID) has no execution \(executionID)")
+        }
+        return e
+    }
+
+    public func executions(_ actorID: String, offset: Int, limit: Int) throws -> (total: Int, executions: [ExecutionRecord], totals: ExecutionTotals) {
+        _ = try state.actor(actorID)
+        let (total, list) = try store.executions(actorID: actorID, offset: offset, limit: limit)
+        let current = list.map { state.actors.executions[$0.id] ?? unsavedExecution($0.id) ?? $0 }
+        return (total, current, try store.executionTotals(actorID: actorID))
+    }
+
+    public func executionLogs(_ actorID: String, _ executionID: String) throws -> TaskLogs {
+        _ = try execution(actorID, executionID)
+        return try store.executionLogs(id: executionID) ?? TaskLogs()
+    }
+
+    public func executionResults(_ actorID: String, _ executionID: String) throws -> Data {
+        _ = try execution(actorID, executionID)
+        return try store.executionResults(id: executionID) ?? Data()
+    }
+
+    // MARK: Synchronous senders
+
+    /// Waits until the execution is final, at most `timeout`; nil when it is not by then.
+    public func wait(for executionID: String, timeout: Duration) async -> ExecutionRecord? {
+        if state.actors.executions[executionID] == nil { return try? storedExecution(executionID) }
+        let token = UUID()
+        return await withCheckedContinuation { (c: CheckedContinuation<ExecutionRecord?, Never>) in
+            executionWaiters[executionID, default: [:]][token] = c
+            executionWaiterTimers[token] = Task {
+                do { try await Task.sleep(for: timeout) } catch { return }
+                self.timeOut(executionID, token)
+            }
+        }
+    }
+
+    func timeOut(_ executionID: String, _ token: UUID) {
+        executionWaiterTimers[token] = nil
+        guard let c = executionWaiters[executionID]?.removeValue(forKey: token) else { return }
+        if executionWaiters[executionID]?.isEmpty == true { executionWaiters[executionID] = nil }
+        c.resume(returning: nil)
+    }
+
+    func wake(_ e: ExecutionRecord) {
+        guard let list = executionWaiters.removeValue(forKey: e.id) else { return }
+        for (token, c) in list {
+            executionWaiterTimers.removeValue(forKey: token)?.cancel()
+            c.resume(returning: e)
+        }
+    }
+}
