@@ -121,9 +121,11 @@ extension ClusterState {
     /// An actor deleted from the store: its workers are retired (running executions killed), its
     /// queued and running executions end with the reason.
     mutating func actorDeleted(_ id: String) {
-        for w in actors.workers.values.sorted(by: { $0.id < $1.id }) where w.actorId == id {
+        for var w in actors.workers.values.sorted(by: { $0.id < $1.id }) where w.actorId == id {
             if let eid = w.executionId, let p = w.propletId {
                 emit(.execution(ExecutionCommand(action: .kill, executionId: eid, attempt: actors.executions[eid]?.attempt ?? 1, workerId: w.id), to: p))
+                w.executionId = nil  // it ends below
+                actors.workers[w.id] = w
             }
             retire(w.id)
         }

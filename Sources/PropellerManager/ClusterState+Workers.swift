@@ -82,14 +82,19 @@ extension ClusterState {
         emit(.worker(WorkerCommand(action: .retire, workerId: workerID, actorId: w.actorId), to: p))
     }
 
-    /// Forgets a worker and gives its room back (what waited for the room is placed).
-    mutating func removeWorker(_ workerID: String) {
+    /// Forgets a worker and gives its room back (what waited for the room is placed). An
+    /// execution it still ran (a retiring worker finishes one first) runs again elsewhere, once,
+    /// or fails with `reason`.
+    mutating func removeWorker(_ workerID: String, reason: String) {
         guard let w = actors.workers.removeValue(forKey: workerID) else { return }
         actors.misses[workerID] = nil
         actors.placedAt[workerID] = nil
         emit(.deleteWorker(workerID))
         if let p = w.propletId, ledger.allocation(of: .worker(workerID))?.proplet == p, ledger.release(.worker(workerID)) != nil {
             schedulePending()
+        }
+        if let eid = w.executionId, let e = actors.executions[eid], e.status == .running, e.workerId == workerID {
+            rerunOrFail(e, reason: reason)
         }
     }
 
@@ -98,10 +103,7 @@ extension ClusterState {
     mutating func loseWorker(_ workerID: String, reason: String) {
         guard let w = actors.workers[workerID] else { return }
         log(.warning, "worker lost", ["worker": workerID, "actor": w.actorId, "proplet": w.propletId ?? "-", "reason": reason])
-        removeWorker(workerID)
-        if let eid = w.executionId, let e = actors.executions[eid], e.workerId == workerID {
-            rerunOrFail(e, reason: "worker \(workerID) lost: \(reason)")
-        }
+        removeWorker(workerID, reason: "worker \(workerID) lost: \(reason)")
         if actors.records[w.actorId] != nil {
             scale(w.actorId)
             dispatch(w.actorId)
@@ -149,7 +151,7 @@ extension ClusterState {
             log(.info, "worker ready", ["worker": w.id, "actor": w.actorId, "proplet": r.propletId])
             dispatch(w.actorId)
         case .error:
-            removeWorker(w.id)
+            removeWorker(w.id, reason: "worker \(w.id) failed: \(r.error ?? "no reason given")")
             if var a = actors.records[w.actorId], a.revision == w.revision {
                 a.status = .error
                 a.message = r.error ?? "the worker failed"
@@ -162,10 +164,8 @@ extension ClusterState {
                 }
             }
         case .stopped:
-            if w.status != .shuttingDown, let eid = w.executionId, let e = actors.executions[eid] {
-                rerunOrFail(e, reason: "worker \(w.id) stopped on proplet \(r.propletId)")
-            }
-            removeWorker(w.id)
+            // An execution it still ran ended without its report (or was cut off).
+            removeWorker(w.id, reason: "worker \(w.id) stopped on proplet \(r.propletId)")
             if actors.records[w.actorId] != nil { scale(w.actorId) }
         }
     }
@@ -184,7 +184,7 @@ extension ClusterState {
                 actors.misses[w.id] = n
                 guard n >= 2 && settled else { continue }
                 if w.status == .shuttingDown {
-                    removeWorker(w.id)  // its "stopped" report was lost
+                    removeWorker(w.id, reason: "proplet \(hb.propletId) no longer has worker \(w.id)")  // its "stopped" report was lost
                 } else {
                     loseWorker(w.id, reason: "proplet \(hb.propletId) no longer has it")
                 }
