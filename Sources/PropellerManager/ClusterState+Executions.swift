@@ -28,7 +28,7 @@ extension ClusterState {
             actors.dispatchedAt[eid] = now.mono
             emit(.execution(ExecutionCommand(action: .run, executionId: eid, attempt: e.attempt, workerId: w.id, contentType: e.contentType, env: e.env,
                                              state: a.spec.stateless ? nil : (actors.states[actorID] ?? "{}"),
-                                             resultLimit: configuration.actors.resultLimit), to: proplet))
+                                             resultLimit: configuration.actors.resultLimit, epoch: proplets[proplet]?.epoch ?? 0), to: proplet))
         }
     }
 

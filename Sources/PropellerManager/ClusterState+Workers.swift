@@ -52,7 +52,8 @@ extension ClusterState {
             emit(.saveWorker(w))
             log(.info, "worker placed", ["worker": w.id, "actor": a.id, "proplet": proplet])
             emit(.worker(WorkerCommand(action: .prepare, workerId: w.id, actorId: a.id, revision: a.revision, image: a.spec.image, command: a.spec.command,
-                                       env: a.spec.defaultEnv, resources: a.spec.resources, timeoutSeconds: a.spec.timeoutSeconds), to: proplet))
+                                       env: a.spec.defaultEnv, resources: a.spec.resources, timeoutSeconds: a.spec.timeoutSeconds,
+                                       epoch: proplets[proplet]?.epoch ?? 0), to: proplet))
         case .wait(let reason), .never(let reason):
             if w.reason != reason {
                 log(.notice, "worker waits for room", ["worker": w.id, "actor": a.id, "reason": reason])
@@ -172,7 +173,8 @@ extension ClusterState {
 
     /// Reconciles the workers a proplet lists with those placed on it: one it stopped listing
     /// (it restarted, or lost it) is lost, and replaced; a retiring one it no longer has is gone;
-    /// a busy one it shows idle lost its execution's report.
+    /// a busy one it shows idle lost its execution's report; one it lists that the manager does
+    /// not know is retired.
     mutating func reconcileWorkers(_ hb: PropletHeartbeat) {
         guard let beats = hb.workers else { return }
         let listed = Dictionary(beats.map { ($0.workerId, $0) }, uniquingKeysWith: { a, _ in a })
@@ -207,6 +209,12 @@ extension ClusterState {
                 continue
             }
             actors.misses[w.id] = 0
+        }
+        // One this manager does not know (it gave the proplet up meanwhile, or deleted the
+        // actor): retired, so that it holds no room the scheduler cannot see.
+        for w in beats where actors.workers[w.workerId] == nil {
+            log(.notice, "retiring a worker the manager does not know", ["worker": w.workerId, "proplet": hb.propletId])
+            emit(.worker(WorkerCommand(action: .retire, workerId: w.workerId, actorId: ""), to: hb.propletId))
         }
     }
 

@@ -20,16 +20,35 @@ final class WorkerSlot: @unchecked Sendable {
     init(_ command: WorkerCommand) { self.command = command }
 }
 
+/// A worker prepare or an execution run that waits, with the starts, for the manager to confirm
+/// the placement epoch.
+enum HeldActorCommand: Sendable {
+    case prepare(WorkerCommand)
+    case run(ExecutionCommand)
+}
+
 /// Actor workers: prepared and retired on the manager's word, executions run on them.
 extension PropletAgent {
     func handleWorker(_ c: WorkerCommand) {
         switch c.action {
         case .prepare: prepareWorker(c)
-        case .retire: retireWorker(c.workerId)
+        case .retire:
+            // Retired while its prepare waited for the epoch: it never comes to be.
+            heldActorCommands.removeAll { if case .prepare(let w) = $0 { w.workerId == c.workerId } else { false } }
+            retireWorker(c.workerId)
         }
     }
 
     func prepareWorker(_ c: WorkerCommand) {
+        switch admission(c.epoch) {
+        case .now: break
+        case .held:
+            heldActorCommands.append(.prepare(c))
+            return
+        case .withdrawn(let current):
+            logger.notice("dropped a worker prepare the manager withdrew", metadata: ["worker": "\(c.workerId)", "its_epoch": "\(c.epoch ?? 0)", "epoch": "\(current)"])
+            return
+        }
         if let existing = workers[c.workerId] {
             // A repeated prepare (QoS 1 redelivery, a manager that restarted): say where it stands.
             if existing.ready { report(WorkerReport(propletId: options.id, workerId: c.workerId, status: .ready)) }
@@ -87,6 +106,16 @@ extension PropletAgent {
     func handleExecution(_ c: ExecutionCommand) {
         switch c.action {
         case .kill:
+            if let i = heldActorCommands.firstIndex(where: { if case .run(let r) = $0 { r.executionId == c.executionId && r.attempt == c.attempt } else { false } }) {
+                // Killed while it waited for the epoch: it never runs, and says so.
+                heldActorCommands.remove(at: i)
+                remember(TaskAttempt(taskId: c.executionId, attempt: c.attempt))
+                let outcome = TaskResult(taskId: c.executionId, attempt: c.attempt, propletId: options.id, state: .stopped, error: "killed before it ran",
+                                         finishedAt: WallClock.now())
+                publish(topics.report(.executions, from: options.id),
+                        ExecutionReport(propletId: options.id, workerId: c.workerId, executionId: c.executionId, attempt: c.attempt, outcome: outcome))
+                return
+            }
             guard let slot = workers[c.workerId], let e = slot.running, e.start.taskId == c.executionId else { return }
             logger.info("killing execution", metadata: ["execution": "\(c.executionId)", "worker": "\(c.workerId)"])
             e.requestStop(signal: SIGKILL, grace: 0)
@@ -98,6 +127,18 @@ extension PropletAgent {
     func runExecution(_ c: ExecutionCommand) {
         let ref = TaskAttempt(taskId: c.executionId, attempt: c.attempt)
         if seen.contains(ref) { return }
+        switch admission(c.epoch) {
+        case .now: break
+        case .held:
+            if !heldActorCommands.contains(where: { if case .run(let r) = $0 { r.executionId == c.executionId && r.attempt == c.attempt } else { false } }) {
+                heldActorCommands.append(.run(c))
+            }
+            return
+        case .withdrawn(let current):
+            remember(ref)
+            logger.notice("dropped an execution run the manager withdrew", metadata: ["execution": "\(c.executionId)", "attempt": "\(c.attempt)", "its_epoch": "\(c.epoch ?? 0)", "epoch": "\(current)"])
+            return
+        }
         remember(ref)
         guard let slot = workers[c.workerId], slot.ready, !slot.retiring else {
             let outcome = TaskResult(taskId: c.executionId, attempt: c.attempt, propletId: options.id, state: .failed,

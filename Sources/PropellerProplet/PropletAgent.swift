@@ -39,6 +39,8 @@ public actor PropletAgent {
     /// nothing after a start, a reconnect or a pause before the manager has confirmed it.)
     var epoch: UInt64?
     var held: [StartTask] = []
+    /// Worker prepares and execution runs held with the starts, in order.
+    var heldActorCommands: [HeldActorCommand] = []
     /// The broker connection the epoch was confirmed on (``MQTTClient/connectionCount``), and
     /// when the last heartbeat went out (a gap of more than two intervals: this process was
     /// paused, the manager may have given it up meanwhile).
@@ -191,12 +193,40 @@ public actor PropletAgent {
     /// others run.
     func confirm(_ e: PropletEpoch) {
         guard e.propletId == options.id else { return }
-        if epoch == nil { logger.notice("placement epoch confirmed", metadata: ["epoch": "\(e.epoch)", "held_starts": "\(held.count)"]) }
+        if epoch == nil {
+            logger.notice("placement epoch confirmed", metadata: ["epoch": "\(e.epoch)", "held_starts": "\(held.count)", "held_actor_commands": "\(heldActorCommands.count)"])
+        }
         epoch = e.epoch
         confirmedOnConnection = client.connectionCount
         let waiting = held
         held = []
         for s in waiting { startTask(s) }
+        let actorCommands = heldActorCommands
+        heldActorCommands = []
+        for c in actorCommands {
+            switch c {
+            case .prepare(let w): prepareWorker(w)
+            case .run(let r): runExecution(r)
+            }
+        }
+    }
+
+    /// Whether a command placed in epoch `placed` may run now. Without an epoch (an older
+    /// manager) it may; while none is confirmed it is held; one placed before the confirmed
+    /// epoch was withdrawn by the manager, which gave this proplet up meanwhile.
+    func admission(_ placed: UInt64?) -> Admission {
+        guard let placed else { return .now }
+        checkEpoch()
+        guard let epoch else { return .held }
+        if placed < epoch { return .withdrawn(current: epoch) }
+        self.epoch = placed
+        return .now
+    }
+
+    enum Admission {
+        case now
+        case held
+        case withdrawn(current: UInt64)
     }
 
     func handle(_ message: MQTTMessage) {
@@ -222,18 +252,15 @@ public actor PropletAgent {
     func startTask(_ s: StartTask) {
         let ref = s.ref
         if seen.contains(ref) || executions[s.taskId]?.start.attempt == s.attempt || outbox.contains(ref) || journal.contains(ref) { return }
-        if let placed = s.epoch {
-            checkEpoch()
-            guard let epoch else {
-                if !held.contains(where: { $0.ref == ref }) { held.append(s) }
-                return
-            }
-            if placed < epoch {
-                remember(ref)
-                logger.notice("dropped a start the manager withdrew", metadata: ["task": "\(s.taskId)", "attempt": "\(s.attempt)", "its_epoch": "\(placed)", "epoch": "\(epoch)"])
-                return
-            }
-            self.epoch = placed
+        switch admission(s.epoch) {
+        case .now: break
+        case .held:
+            if !held.contains(where: { $0.ref == ref }) { held.append(s) }
+            return
+        case .withdrawn(let current):
+            remember(ref)
+            logger.notice("dropped a start the manager withdrew", metadata: ["task": "\(s.taskId)", "attempt": "\(s.attempt)", "its_epoch": "\(s.epoch ?? 0)", "epoch": "\(current)"])
+            return
         }
         remember(ref)
         guard accepting else {
@@ -338,8 +365,10 @@ public actor PropletAgent {
     /// rest, report every result, say goodbye.
     public func shutdown() async {
         accepting = false
-        // Held starts never ran: the manager re-queues their tasks when it hears the goodbye.
+        // Held starts never ran: the manager re-queues their tasks when it hears the goodbye
+        // (and replaces the workers and runs the messages elsewhere).
         held = []
+        heldActorCommands = []
         heartbeat()
         logger.notice("draining", metadata: ["running": "\(executions.count)", "timeout": "\(DurationParsing.format(options.drainTimeout))"])
         let deadline = ContinuousClock.now + options.drainTimeout

@@ -161,6 +161,43 @@ struct ActorTests {
         #expect(cleaned.allSatisfy { $0.contains("cgroup_removed=true") }, "\(cleaned)")
     }
 
+    /// A message sent to a worker whose proplet is paused (SIGSTOP keeps its broker connection)
+    /// waits in the proplet's broker session. The manager gives the proplet up, so the message
+    /// must run elsewhere; when the proplet resumes, the queued run is older than its placement
+    /// epoch and is dropped, the worker the manager forgot is retired, and the message runs once,
+    /// as its second attempt, on a new worker.
+    @Test func aRunQueuedForAPausedPropletThatWasGivenUpNeverRuns() throws {
+        let c = try Cluster()
+        try c.startProplet("p", memory: "1G")
+        let actor = try createActor(c, "once", ["--memory", "64M"],
+                                    command: ["/bin/sh", "-c", #"printf 'on %s' "$PROPELLER_WORKER_ID" > "$PROPELLER_RESULTS""#])
+        try waitReady(c, actor)
+        let before = try json(c, ["actor", "workers", actor])["workers"] as? [[String: Any]] ?? []
+        let oldWorker = try #require(before.first?["id"] as? String)
+        guard let pid = c.proplets["p"]?.pid else { Issue.record("no proplet process"); return }
+        kill(pid, SIGSTOP)
+        defer { kill(pid, SIGCONT) }
+        let id = try c.cli(["actor", "send", actor, "go"]).stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
+        try c.waitUntil("the worker lost with its proplet", timeout: 30) {
+            let e = try json(c, ["actor", "executions", actor, id])
+            return e["attempt"] as? Int == 2 && e["status"] as? String == "submitted"
+        }
+        kill(pid, SIGCONT)
+        var done: [String: Any] = [:]
+        try c.waitUntil("the message ran on a new worker", timeout: 60) {
+            done = try json(c, ["actor", "executions", actor, id])
+            return done["status"] as? String == "complete"
+        }
+        #expect(done["attempt"] as? Int == 2)
+        #expect(done["worker_id"] as? String != oldWorker)
+        #expect(try c.cli(["actor", "results", actor, id]).stdoutText == "on \(done["worker_id"] as? String ?? "?")")
+        let log = c.proplets["p"]?.log ?? ""
+        #expect(log.contains("dropped an execution run the manager withdrew"), "the withdrawn run was not dropped")
+        try c.waitUntil("the worker the manager forgot retired", timeout: 30) {
+            (c.proplets["p"]?.log ?? "").split(separator: "\n").contains { $0.contains("worker retired") && $0.contains(oldWorker) }
+        }
+    }
+
     @Test func aManagerRestartLosesNoQueuedMessage() throws {
         let c = try Cluster()
         // No proplet yet: messages wait in the inbox.

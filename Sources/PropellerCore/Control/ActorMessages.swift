@@ -13,9 +13,13 @@ public struct WorkerCommand: Codable, Sendable, Hashable {
     public var env: [String: String]
     public var resources: Resources
     public var timeoutSeconds: Double?
+    /// A prepare's placement epoch (as ``StartTask/epoch``): the proplet holds it until the
+    /// manager confirms its epoch, and drops it when the epoch has moved on since.
+    public var epoch: UInt64?
 
     public init(action: Action, workerId: String, actorId: String, revision: Int = 0, image: String = "", command: [String]? = nil,
-                env: [String: String] = [:], resources: Resources = .zero, timeoutSeconds: Double? = nil) {
+                env: [String: String] = [:], resources: Resources = .zero, timeoutSeconds: Double? = nil, epoch: UInt64? = nil) {
+        self.epoch = epoch
         self.action = action
         self.workerId = workerId
         self.actorId = actorId
@@ -72,9 +76,12 @@ public struct ExecutionCommand: Codable, Sendable, Hashable {
     public var state: String?
     /// Results kept at most (bytes).
     public var resultLimit: Int
+    /// A run's placement epoch (as ``StartTask/epoch``).
+    public var epoch: UInt64?
 
     public init(action: Action, executionId: String, attempt: Int, workerId: String, message: Data = Data(), contentType: String = "",
-                env: [String: String] = [:], state: String? = nil, resultLimit: Int = 0) {
+                env: [String: String] = [:], state: String? = nil, resultLimit: Int = 0, epoch: UInt64? = nil) {
+        self.epoch = epoch
         self.action = action
         self.executionId = executionId
         self.attempt = attempt
