@@ -56,7 +56,7 @@ for i in 0..<taskCount {
                         resources: Resources(cpuMillis: UInt64(50 * (1 + i % 4)), memoryBytes: UInt64(32 << 20) << UInt64(i % 5), pids: 64))
     if i % 10 == 0 { spec.constraints = ["zone": "z\(i % 3)"] }
     var t = TaskRecord(id: "task-\(i)", spec: spec, createdAt: Double(i))
-    t.state = .pending
+    t.status = .pending
     t.attempt = 1
     tasks.append(t)
     transitions.append(TaskTransition(taskId: t.id, state: .pending, attempt: 1, at: 0, reason: nil))

@@ -199,7 +199,7 @@ extension ClusterState {
         var transitions: [TaskTransition] = []
         for taskID in ledger.tasks(on: id) {
             guard var t = active[taskID], t.state == .scheduled || t.state == .running else { continue }
-            t.state = .unknown
+            t.status = .unknown(on: id, phase: t.phase)
             t.reason = reason
             t.updatedAt = now.wall
             active[taskID] = t
@@ -216,7 +216,7 @@ extension ClusterState {
         var transitions: [TaskTransition] = []
         for taskID in ledger.tasks(on: id) {
             guard var t = active[taskID], t.state == .unknown else { continue }
-            t.state = t.startedAt == nil ? .scheduled : .running
+            t.status = t.startedAt == nil ? .scheduled(on: id, phase: t.phase) : .running(on: id, phase: t.phase)
             t.reason = nil
             t.updatedAt = now.wall
             unreported[taskID] = nil
@@ -265,7 +265,7 @@ extension ClusterState {
     /// will count.
     private mutating func revive(_ ref: TaskAttempt, _ stored: TaskRecord, on id: String) -> Bool {
         guard var t = givenUpWithItsProplet(ref, stored, on: id) else { return false }
-        t.state = .running
+        t.status = .running(on: id, phase: nil)
         t.reason = nil
         t.finishedAt = nil
         t.updatedAt = now.wall

@@ -12,7 +12,7 @@ extension ClusterState {
         var t = TaskRecord(id: id, spec: spec, createdAt: now)
         var transitions = [TaskTransition(taskId: t.id, state: .created, attempt: 0, at: now, reason: nil)]
         if start {
-            t.state = .pending
+            t.status = .pending
             t.attempt = 1
             transitions.append(TaskTransition(taskId: t.id, state: .pending, attempt: 1, at: now, reason: nil))
         }
@@ -35,10 +35,8 @@ extension ClusterState {
         if let t = active[id] { throw APIError.conflict("task \(id) is already \(t.state.rawValue)") }
         guard var t = stored else { throw APIError.notFound("no task \(id)") }
         t.attempt += 1
-        t.state = .pending
+        t.status = .pending
         t.reason = nil
-        t.phase = nil
-        t.assignedProplet = nil
         t.stopRequested = false
         t.startedAt = nil
         t.finishedAt = nil
@@ -57,7 +55,7 @@ extension ClusterState {
         guard var t = active[id] else {
             guard var s = stored else { throw APIError.notFound("no task \(id)") }
             guard s.state == .created else { throw APIError.conflict("task \(id) has already \(s.state.rawValue)") }
-            s.state = .stopped
+            s.status = .stopped(on: nil)
             s.updatedAt = now.wall
             s.finishedAt = now.wall
             s.reason = "stopped before it was started"
@@ -69,7 +67,7 @@ extension ClusterState {
         t.updatedAt = now.wall
         switch t.state {
         case .pending:
-            t.state = .stopped
+            t.status = .stopped(on: nil)
             t.reason = "stopped while pending"
             t.finishedAt = now.wall
             active[id] = nil
@@ -92,11 +90,11 @@ extension ClusterState {
     /// A phase report of the current attempt from the proplet it is placed on.
     mutating func phase(_ e: TaskEvent) {
         guard var t = active[e.taskId], t.attempt == e.attempt, t.assignedProplet == e.propletId else { return }
-        t.phase = e.phase.rawValue
+        t.status = t.status.with(phase: e.phase.rawValue)
         t.updatedAt = now.wall
         var transitions: [TaskTransition] = []
         if e.phase == .running && (t.state == .scheduled || (t.state == .unknown && t.startedAt == nil)) {
-            t.state = .running
+            t.status = .running(on: e.propletId, phase: e.phase.rawValue)
             t.startedAt = e.at
             transitions.append(TaskTransition(taskId: t.id, state: .running, attempt: t.attempt, at: e.at, reason: nil))
             log(.info, "task running", ["task": t.id, "proplet": e.propletId])
@@ -129,7 +127,7 @@ extension ClusterState {
         if r.state == .failed {
             requeueOrFail(ended, reason: r.error ?? Self.describeFailure(r))
         } else {
-            ended.state = r.state
+            ended.status = .ended(r.state, on: r.propletId)
             ended.reason = Self.reason(for: r, stopRequested: t.stopRequested)
             ended.updatedAt = now.wall
             ended.finishedAt = r.finishedAt ?? now.wall
@@ -148,7 +146,7 @@ extension ClusterState {
     private mutating func acceptLateResult(_ r: TaskResult, _ stored: TaskRecord?) {
         guard var t = givenUpWithItsProplet(r.ref, stored, on: r.propletId) else { return }
         t.result = r
-        t.state = r.state
+        t.status = .ended(r.state, on: r.propletId)
         t.startedAt = t.startedAt ?? r.startedAt
         t.finishedAt = r.finishedAt ?? now.wall
         t.updatedAt = now.wall

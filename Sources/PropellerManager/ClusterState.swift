@@ -329,10 +329,8 @@ public struct ClusterState: Sendable {
             switch scheduler.place(request, on: ledger.nodes) {
             case .place(let i):
                 let node = ledger.nodes[i]
-                t.state = .scheduled
-                t.assignedProplet = node.id
+                t.status = .scheduled(on: node.id, phase: nil)
                 t.reason = nil
-                t.phase = nil
                 t.updatedAt = now.wall
                 reserve(t, on: node.id)
                 dispatchedAt[id] = now.mono
@@ -352,7 +350,7 @@ public struct ClusterState: Sendable {
                 }
                 still.append(id)
             case .never(let reason):
-                t.state = .failed
+                t.status = .failed(on: nil)
                 t.reason = reason
                 t.updatedAt = now.wall
                 t.finishedAt = now.wall
@@ -384,9 +382,7 @@ public struct ClusterState: Sendable {
         let policy = t.spec.restartPolicy
         if policy.mode == .onFailure && t.attempt < policy.maxAttempts && !t.stopRequested {
             t.attempt += 1
-            t.state = .pending
-            t.assignedProplet = nil
-            t.phase = nil
+            t.status = .pending
             t.reason = "\(reason); restarting (attempt \(t.attempt) of \(policy.maxAttempts))"
             t.updatedAt = now.wall
             release(task)
@@ -396,7 +392,7 @@ public struct ClusterState: Sendable {
             log(.notice, "task re-queued", ["task": t.id, "attempt": "\(t.attempt)", "reason": reason])
         } else {
             // A real result (the container ended before the stop reached it) stays what it was.
-            t.state = t.stopRequested && t.result?.attempt != t.attempt ? .stopped : .failed
+            t.status = t.stopRequested && t.result?.attempt != t.attempt ? .stopped(on: t.assignedProplet) : .failed(on: t.assignedProplet)
             t.reason = reason
             t.updatedAt = now.wall
             t.finishedAt = now.wall

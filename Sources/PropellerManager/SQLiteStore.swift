@@ -161,11 +161,9 @@ public final class SQLiteStore: ManagerStore {
         let spec = try decoder.decode(TaskSpec.self, from: Data(specText.utf8))
         var t = TaskRecord(id: row["id"], spec: spec, createdAt: row["created_at"])
         let stateText: String = row["state"]
-        t.state = TaskState(rawValue: stateText) ?? .failed
+        t.status = TaskStatus(state: TaskState(rawValue: stateText) ?? .failed, proplet: row["assigned_proplet"], phase: row["phase"])
         t.reason = row["reason"]
-        t.phase = row["phase"]
         t.attempt = row["attempt"]
-        t.assignedProplet = row["assigned_proplet"]
         t.stopRequested = row["stop_requested"]
         t.updatedAt = row["updated_at"]
         t.startedAt = row["started_at"]

@@ -42,19 +42,105 @@ public struct TaskSpec: Codable, Sendable, Hashable {
     }
 }
 
+/// Where a task is in its life, each state with only the data it has: a proplet once its
+/// attempt is placed, a proplet-side phase only while it is placed. A `scheduled` task without a
+/// proplet, or a `pending` one with a phase, cannot be written down.
+public enum TaskStatus: Sendable, Hashable {
+    case created
+    /// Queued for placement.
+    case pending
+    /// The start was sent to `on`.
+    case scheduled(on: String, phase: String?)
+    case running(on: String, phase: String?)
+    /// Its proplet disconnected: it may still run there, nothing new goes there.
+    case unknown(on: String, phase: String?)
+    /// Ended; `on` is the proplet of its last attempt, when it was placed.
+    case completed(on: String?)
+    case failed(on: String?)
+    case stopped(on: String?)
+
+    public var state: TaskState {
+        switch self {
+        case .created: .created
+        case .pending: .pending
+        case .scheduled: .scheduled
+        case .running: .running
+        case .unknown: .unknown
+        case .completed: .completed
+        case .failed: .failed
+        case .stopped: .stopped
+        }
+    }
+
+    /// The proplet its current (or last) attempt was placed on.
+    public var proplet: String? {
+        switch self {
+        case .created, .pending: nil
+        case .scheduled(let p, _), .running(let p, _), .unknown(let p, _): p
+        case .completed(let p), .failed(let p), .stopped(let p): p
+        }
+    }
+
+    /// The proplet-side phase while placed (pulling, unpacking, running).
+    public var phase: String? {
+        switch self {
+        case .scheduled(_, let phase), .running(_, let phase), .unknown(_, let phase): phase
+        default: nil
+        }
+    }
+
+    /// An ended status (`state` is `completed`, `failed` or `stopped`; any other is read as
+    /// `failed`).
+    public static func ended(_ state: TaskState, on proplet: String?) -> TaskStatus {
+        switch state {
+        case .completed: .completed(on: proplet)
+        case .stopped: .stopped(on: proplet)
+        default: .failed(on: proplet)
+        }
+    }
+
+    /// The status a stored or received state, proplet and phase stand for. A placed state
+    /// without its proplet cannot be: it is read as `pending` (placed again).
+    public init(state: TaskState, proplet: String?, phase: String?) {
+        switch state {
+        case .created: self = .created
+        case .pending: self = .pending
+        case .scheduled, .running, .unknown:
+            guard let proplet else {
+                self = .pending
+                return
+            }
+            self = state == .scheduled ? .scheduled(on: proplet, phase: phase) : state == .running ? .running(on: proplet, phase: phase) : .unknown(on: proplet, phase: phase)
+        case .completed, .failed, .stopped: self = .ended(state, on: proplet)
+        }
+    }
+
+    /// The same placed status in `phase` (others have none).
+    func with(phase: String?) -> TaskStatus {
+        switch self {
+        case .scheduled(let p, _): .scheduled(on: p, phase: phase)
+        case .running(let p, _): .running(on: p, phase: phase)
+        case .unknown(let p, _): .unknown(on: p, phase: phase)
+        default: self
+        }
+    }
+}
+
 /// A task as the manager keeps it: the spec and where it is in its life.
 public struct TaskRecord: Codable, Sendable, Hashable {
     public var id: String
     public var spec: TaskSpec
-    public var state: TaskState
+    /// Where it is; ``state``, ``assignedProplet`` and ``phase`` are read from it.
+    public var status: TaskStatus
+    public var state: TaskState { status.state }
     /// Why the task is where it is: "waiting for capacity: …", "proplet lost", the run's error.
     public var reason: String?
     /// The proplet-side phase while scheduled or running (pulling, unpacking, running).
-    public var phase: String?
+    public var phase: String? { status.phase }
     /// 0 before the first start; each start or restart adds one.
     public var attempt: Int
-    /// The proplet the current attempt was placed on.
-    public var assignedProplet: String?
+    /// The proplet the current (or last) attempt was placed on.
+    public var assignedProplet: String? { status.proplet }
     public var stopRequested: Bool
     public var createdAt: Double
     public var updatedAt: Double
@@ -65,7 +151,7 @@ public struct TaskRecord: Codable, Sendable, Hashable {
     public init(id: String, spec: TaskSpec, createdAt: Double) {
         self.id = id
         self.spec = spec
-        state = .created
+        status = .created
         attempt = 0
         stopRequested = false
         self.createdAt = createdAt
@@ -81,11 +167,10 @@ public struct TaskRecord: Codable, Sendable, Hashable {
         spec = try TaskSpec(from: decoder)
         let c = try decoder.container(keyedBy: StatusKeys.self)
         id = try c.decode(String.self, forKey: .id)
-        state = try c.decode(TaskState.self, forKey: .state)
+        status = TaskStatus(state: try c.decode(TaskState.self, forKey: .state), proplet: try c.decodeIfPresent(String.self, forKey: .assignedProplet),
+                            phase: try c.decodeIfPresent(String.self, forKey: .phase))
         reason = try c.decodeIfPresent(String.self, forKey: .reason)
-        phase = try c.decodeIfPresent(String.self, forKey: .phase)
         attempt = try c.decode(Int.self, forKey: .attempt)
-        assignedProplet = try c.decodeIfPresent(String.self, forKey: .assignedProplet)
         stopRequested = try c.decodeIfPresent(Bool.self, forKey: .stopRequested) ?? false
         createdAt = try c.decode(Double.self, forKey: .createdAt)
         updatedAt = try c.decode(Double.self, forKey: .updatedAt)

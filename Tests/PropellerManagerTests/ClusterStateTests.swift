@@ -402,6 +402,22 @@ import Testing
         #expect(h.state.actors.workers.values.map { $0.reason != nil } == [true], "the replacement waits for room")
     }
 
+    /// A task's status carries only its own data: a proplet once placed, a phase only while
+    /// placed; the flat wire form (state, assigned_proplet, phase) reads back to the same status,
+    /// and a placed state that lost its proplet reads as pending.
+    @Test func aTaskStatusHoldsOnlyItsOwnData() throws {
+        var t = TaskRecord(id: "t", spec: Self.spec("t"), createdAt: 1)
+        t.status = .running(on: "p1", phase: "running")
+        let encoded = try WireCoding.encode(t)
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(encoded)) as? [String: Any])
+        #expect(object["state"] as? String == "running" && object["assigned_proplet"] as? String == "p1" && object["phase"] as? String == "running")
+        #expect(try WireCoding.decode(TaskRecord.self, from: encoded) == t)
+        #expect(TaskStatus(state: .scheduled, proplet: nil, phase: "pulling") == .pending)
+        #expect(TaskStatus(state: .completed, proplet: "p1", phase: "running") == .completed(on: "p1"))
+        #expect(TaskStatus.pending.with(phase: "pulling") == .pending)
+        #expect(TaskStatus.ended(.running, on: nil) == .failed(on: nil))
+    }
+
     // MARK: Reference model
 
     /// What a task is, in the reference model.

@@ -21,9 +21,8 @@ final class SQLiteStoreTests: Sendable {
         do {
             let store = try SQLiteStore(path: path)
             try store.insertTask(t, transition: TaskTransition(taskId: t.id, state: .created, attempt: 0, at: 1000, reason: nil))
-            t.state = .running
+            t.status = .running(on: "p1", phase: "running")
             t.attempt = 1
-            t.assignedProplet = "p1"
             t.result = TaskResult(taskId: t.id, attempt: 1, propletId: "p1", state: .completed, exitCode: 0, stdoutTail: "out")
             try store.saveTasks([t], transitions: [TaskTransition(taskId: t.id, state: .running, attempt: 1, at: 1001, reason: "go")])
             try store.appendLog(taskID: t.id, stream: .stdout, data: "hello ", keep: 1024)
@@ -52,7 +51,7 @@ final class SQLiteStoreTests: Sendable {
             var t = task("t\(i)", at: Double(i))
             try store.insertTask(t, transition: TaskTransition(taskId: t.id, state: .created, attempt: 0, at: 0, reason: nil))
             if i % 2 == 0 {
-                t.state = .completed
+                t.status = .completed(on: nil)
                 try store.saveTasks([t], transitions: [])
             }
             ids.append(t.id)
