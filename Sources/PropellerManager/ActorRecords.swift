@@ -172,18 +172,87 @@ public enum WorkerStatus: String, Codable, Sendable, CaseIterable {
     case shuttingDown = "shutting_down"
 }
 
+/// Where a worker is, each state with only the data it has: a reason while it waits for room,
+/// a proplet once it has room, an execution only while busy (or retiring after it).
+public enum WorkerState: Sendable, Hashable {
+    /// No proplet has room for it yet.
+    case waiting(reason: String?)
+    /// Its prepare was sent to `on`.
+    case requested(on: String)
+    case pulling(on: String)
+    case ready(on: String)
+    case busy(on: String, execution: String)
+    /// Retiring; a busy one finishes its execution first.
+    case shuttingDown(on: String, execution: String?)
+
+    public var status: WorkerStatus {
+        switch self {
+        case .waiting, .requested: .requested
+        case .pulling: .pulling
+        case .ready: .ready
+        case .busy: .busy
+        case .shuttingDown: .shuttingDown
+        }
+    }
+
+    public var proplet: String? {
+        switch self {
+        case .waiting: nil
+        case .requested(let p), .pulling(let p), .ready(let p), .busy(let p, _), .shuttingDown(let p, _): p
+        }
+    }
+
+    public var execution: String? {
+        switch self {
+        case .busy(_, let e): e
+        case .shuttingDown(_, let e): e
+        default: nil
+        }
+    }
+
+    /// The same worker once its execution has ended: a busy one is ready, a retiring one goes.
+    public var idle: WorkerState {
+        switch self {
+        case .busy(let p, _): .ready(on: p)
+        case .shuttingDown(let p, _): .shuttingDown(on: p, execution: nil)
+        default: self
+        }
+    }
+
+    /// The state a stored or received status, proplet and execution stand for: one without its
+    /// proplet waits; a busy one without its execution is ready.
+    public init(status: WorkerStatus, proplet: String?, execution: String?, reason: String?) {
+        guard let proplet else {
+            self = .waiting(reason: reason)
+            return
+        }
+        switch status {
+        case .requested: self = .requested(on: proplet)
+        case .pulling: self = .pulling(on: proplet)
+        case .ready: self = .ready(on: proplet)
+        case .busy: self = execution.map { .busy(on: proplet, execution: $0) } ?? .ready(on: proplet)
+        case .shuttingDown: self = .shuttingDown(on: proplet, execution: execution)
+        }
+    }
+}
+
 public struct WorkerRecord: Codable, Sendable, Hashable {
     public var id: String
     public var actorId: String
     public var revision: Int
-    public var status: WorkerStatus
-    public var propletId: String?
+    /// Where it is; ``status``, ``propletId``, ``executionId`` and ``reason`` are read from it.
+    public var state: WorkerState
+    public var status: WorkerStatus { state.status }
+    public var propletId: String? { state.proplet }
     /// What it reserves on its proplet.
     public var resources: Resources?
     /// The execution it runs.
-    public var executionId: String?
+    public var executionId: String? { state.execution }
     /// Why it waits.
-    public var reason: String?
+    public var reason: String? {
+        if case .waiting(let reason) = state { return reason }
+        return nil
+    }
     public var createdAt: Double
     public var lastUsedAt: Double
     public var executions: Int
@@ -192,10 +261,43 @@ public struct WorkerRecord: Codable, Sendable, Hashable {
         self.id = id
         self.actorId = actorId
         self.revision = revision
-        status = .requested
+        state = .waiting(reason: nil)
         self.createdAt = createdAt
         lastUsedAt = createdAt
         executions = 0
+    }
+
+    enum Keys: String, CodingKey {
+        case id, actorId, revision, status, propletId, resources, executionId, reason, createdAt, lastUsedAt, executions
+    }
+
+    // Flat, as the API has always shown it.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: Keys.self)
+        id = try c.decode(String.self, forKey: .id)
+        actorId = try c.decode(String.self, forKey: .actorId)
+        revision = try c.decode(Int.self, forKey: .revision)
+        state = WorkerState(status: try c.decode(WorkerStatus.self, forKey: .status), proplet: try c.decodeIfPresent(String.self, forKey: .propletId),
+                            execution: try c.decodeIfPresent(String.self, forKey: .executionId), reason: try c.decodeIfPresent(String.self, forKey: .reason))
+        resources = try c.decodeIfPresent(Resources.self, forKey: .resources)
+        createdAt = try c.decode(Double.self, forKey: .createdAt)
+        lastUsedAt = try c.decode(Double.self, forKey: .lastUsedAt)
+        executions = try c.decode(Int.self, forKey: .executions)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: Keys.self)
+        try c.encode(id, forKey: .id)
+        try c.encode(actorId, forKey: .actorId)
+        try c.encode(revision, forKey: .revision)
+        try c.encode(status, forKey: .status)
+        try c.encodeIfPresent(propletId, forKey: .propletId)
+        try c.encodeIfPresent(resources, forKey: .resources)
+        try c.encodeIfPresent(executionId, forKey: .executionId)
+        try c.encodeIfPresent(reason, forKey: .reason)
+        try c.encode(createdAt, forKey: .createdAt)
+        try c.encode(lastUsedAt, forKey: .lastUsedAt)
+        try c.encode(executions, forKey: .executions)
     }
 }
 

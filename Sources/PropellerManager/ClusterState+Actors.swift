@@ -72,8 +72,7 @@ extension ClusterState {
                 continue
             }
             w.resources = resources
-            w.status = w.status == .busy ? .ready : w.status
-            w.executionId = nil
+            w.state = w.state.idle  // what ran is in the inbox again
             actors.workers[w.id] = w
             actors.placedAt[w.id] = now.mono
         }
@@ -124,7 +123,7 @@ extension ClusterState {
         for var w in actors.workers.values.sorted(by: { $0.id < $1.id }) where w.actorId == id {
             if let eid = w.executionId, let p = w.propletId {
                 emit(.execution(ExecutionCommand(action: .kill, executionId: eid, attempt: actors.executions[eid]?.attempt ?? 1, workerId: w.id), to: p))
-                w.executionId = nil  // it ends below
+                w.state = w.state.idle  // it ends below
                 actors.workers[w.id] = w
             }
             retire(w.id)

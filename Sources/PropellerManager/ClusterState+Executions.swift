@@ -22,8 +22,7 @@ extension ClusterState {
             e.workerId = w.id
             e.propletId = proplet
             actors.executions[eid] = e
-            w.status = .busy
-            w.executionId = eid
+            w.state = .busy(on: proplet, execution: eid)
             actors.workers[w.id] = w
             actors.dispatchedAt[eid] = now.mono
             emit(.execution(ExecutionCommand(action: .run, executionId: eid, attempt: e.attempt, workerId: w.id, contentType: e.contentType, env: e.env,
@@ -38,8 +37,7 @@ extension ClusterState {
         guard var e = actors.executions[executionID], e.status == .running else { return }
         actors.dispatchedAt[e.id] = nil
         if let wid = e.workerId, var w = actors.workers[wid], w.executionId == e.id {
-            w.executionId = nil
-            if w.status == .busy { w.status = .ready }
+            w.state = w.state.idle
             actors.workers[wid] = w
         }
         if missing {
@@ -91,10 +89,9 @@ extension ClusterState {
         }
         finish(e, logs: TaskLogs(stdout: o.stdoutTail, stderr: o.stderrTail), results: r.results)
         if var w = actors.workers[r.workerId], w.executionId == e.id {
-            w.executionId = nil
+            w.state = w.state.idle
             w.lastUsedAt = now.wall
             w.executions += 1
-            if w.status == .busy { w.status = .ready }
             actors.workers[w.id] = w
             if let a = actors.records[w.actorId], w.revision < a.revision { retire(w.id) }
         }

@@ -44,9 +44,8 @@ extension ClusterState {
         guard var w = actors.workers[workerID], w.propletId == nil, let a = actors.records[w.actorId] else { return }
         switch reserveWorker(w.id, a.spec.resources, constraints: a.spec.constraints, pinned: nil) {
         case .placed(let proplet):
-            w.propletId = proplet
+            w.state = .requested(on: proplet)
             w.resources = a.spec.resources
-            w.reason = nil
             actors.workers[w.id] = w
             actors.placedAt[w.id] = now.mono
             emit(.saveWorker(w))
@@ -58,7 +57,7 @@ extension ClusterState {
             if w.reason != reason {
                 log(.notice, "worker waits for room", ["worker": w.id, "actor": a.id, "reason": reason])
             }
-            w.reason = reason
+            w.state = .waiting(reason: reason)
             actors.workers[w.id] = w
             if var actor = actors.records[a.id], actor.status == .submitted, actor.message != reason {
                 actor.message = "no worker yet: \(reason)"
@@ -76,7 +75,7 @@ extension ClusterState {
             emit(.deleteWorker(workerID))
             return
         }
-        w.status = .shuttingDown
+        w.state = .shuttingDown(on: p, execution: w.executionId)
         actors.workers[workerID] = w
         emit(.saveWorker(w))
         log(.info, "retiring worker", ["worker": workerID, "actor": w.actorId, "proplet": p])
@@ -134,11 +133,11 @@ extension ClusterState {
         }
         switch r.status {
         case .pulling:
-            if w.status == .requested { w.status = .pulling }
+            if case .requested(let p) = w.state { w.state = .pulling(on: p) }
             actors.workers[w.id] = w
         case .ready:
             guard w.status == .requested || w.status == .pulling else { return }
-            w.status = .ready
+            w.state = .ready(on: r.propletId)
             w.lastUsedAt = now.wall
             actors.workers[w.id] = w
             emit(.saveWorker(w))
@@ -200,8 +199,7 @@ extension ClusterState {
                 if n >= 2 {
                     actors.misses[w.id] = 0
                     var idle = w
-                    idle.status = .ready
-                    idle.executionId = nil
+                    idle.state = idle.state.idle
                     actors.workers[w.id] = idle
                     rerunOrFail(e, reason: "its report from worker \(w.id) was lost")
                     dispatch(w.actorId)

@@ -418,6 +418,22 @@ import Testing
         #expect(TaskStatus.ended(.running, on: nil) == .failed(on: nil))
     }
 
+    /// Likewise a worker's: a reason only while it waits, a proplet once it has room, an
+    /// execution only while busy or retiring after one.
+    @Test func aWorkerStateHoldsOnlyItsOwnData() throws {
+        var w = WorkerRecord(id: "w", actorId: "a", revision: 1, createdAt: 1)
+        #expect(w.status == .requested && w.propletId == nil)
+        w.state = .busy(on: "p1", execution: "e1")
+        let encoded = try WireCoding.encode(w)
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(encoded)) as? [String: Any])
+        #expect(object["status"] as? String == "busy" && object["proplet_id"] as? String == "p1" && object["execution_id"] as? String == "e1")
+        #expect(try WireCoding.decode(WorkerRecord.self, from: encoded) == w)
+        #expect(w.state.idle == .ready(on: "p1"))
+        #expect(WorkerState.shuttingDown(on: "p1", execution: "e1").idle == .shuttingDown(on: "p1", execution: nil))
+        #expect(WorkerState(status: .busy, proplet: "p1", execution: nil, reason: nil) == .ready(on: "p1"))
+        #expect(WorkerState(status: .ready, proplet: nil, execution: nil, reason: "no room") == .waiting(reason: "no room"))
+    }
+
     // MARK: Reference model
 
     /// What a task is, in the reference model.
