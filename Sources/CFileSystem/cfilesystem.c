@@ -48,3 +48,7 @@ long pf_filesystem_type(const char *path) {
 int pf_start_writeback(int fd, long long offset, long long length) {
     return (int)syscall(SYS_sync_file_range, fd, (off_t)offset, (off_t)length, (unsigned)SYNC_FILE_RANGE_WRITE);
 }
+
+int pf_syncfs(int fd) {
+    return (int)syscall(SYS_syncfs, fd);
+}

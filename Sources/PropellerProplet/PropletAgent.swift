@@ -61,6 +61,10 @@ public actor PropletAgent {
         let cacheDir = options.dataDirectory + "/seccomp"
         runtime = try ContainerRuntime(networkNamespacePool: 2, seccompCache: SeccompCache(directory: cacheDir), logger: logger)
         let images = try ImageStore(dataDirectory: options.dataDirectory)
+        // A crash or power cut in the middle of an unpack leaves it incomplete: unpacked again.
+        for name in images.removeIncompleteUnpacks() {
+            logger.notice("removed an unpack that did not complete", metadata: ["directory": "\(name)"])
+        }
         scratch = ScratchSpace.prepare(at: options.dataDirectory + "/scratch", sizeBytes: options.scratchBytes, logger: logger)
         proxy = options.imageSource == .proxy
             ? ProxyImageSource(client: client, topics: options.topics, propletID: options.id, images: images, logger: logger) : nil

@@ -228,7 +228,8 @@ struct TaskRunner: Sendable {
         }
         do {
             if let proxy { return try proxy.obtain(reference) }
-            let image = try images.pull(ref, client: try registryClient())
+            // Unpacked as it downloads: each layer as soon as it is stored and verified.
+            let image = try images.pullAndUnpack(ref, client: try registryClient())
             try images.tag(image, as: name)
             return image
         } catch let error as PropellerError {

@@ -26,6 +26,9 @@ long pf_lgetxattr(const char *path, const char *name, void *value, unsigned long
 /// SYNC_FILE_RANGE_WRITE), so that a later fsync has little left to do. 0, or -1 and errno.
 int pf_start_writeback(int fd, long long offset, long long length);
 
+/// Writes back everything dirty on the filesystem holding fd (syncfs). 0, or -1 and errno.
+int pf_syncfs(int fd);
+
 /// The filesystem type (statfs f_type, e.g. 0x01021994 for tmpfs) of path, or -1 and errno.
 long pf_filesystem_type(const char *path);
 
