@@ -293,8 +293,9 @@ static int child_main(void *arg) {
 
     if (s->netns_fd >= 0 && setns(s->netns_fd, CLONE_NEWNET) < 0) fail(s, PL_STAGE_LOOPBACK, "join prepared network namespace");
 
-    // Join the task's cgroups, then make them the root of a new cgroup namespace.
-    for (size_t i = 0; i < s->ncgroup_fds; i++) {
+    // Join the task's cgroups (unless it started in it), then make them the root of a new
+    // cgroup namespace.
+    for (size_t i = 0; i < s->ncgroup_fds && !s->joined_by_clone3; i++) {
         if (write(s->cgroup_fds[i], "0", 1) != 1) fail(s, PL_STAGE_JOIN_CGROUP, "cgroup.procs");
     }
     if (unshare(CLONE_NEWCGROUP) < 0) fail(s, PL_STAGE_UNSHARE_CGROUP, "");
@@ -389,19 +390,111 @@ static int child_main(void *arg) {
     return 125;
 }
 
+/// clone3(2) arguments, as the kernel defines them (struct clone_args, version 2 with `cgroup`).
+struct pl_clone_args {
+    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size, cgroup;
+};
+
+#ifndef CLONE_INTO_CGROUP
+#define CLONE_INTO_CGROUP 0x200000000ULL
+#endif
+#ifndef SYS_clone3
+#define SYS_clone3 435
+#endif
+
+/// clone3 with CLONE_VM and a stack of its own: the child runs `fn(arg)` on that stack and exits
+/// with its result; it never returns into this function's frame (the parent's stack, which it
+/// shares). The same trampoline as glibc's internal __clone3, which glibc does not export.
+/// Returns the child's pid, or -errno.
+static long clone3_run(struct pl_clone_args *args, int (*fn)(void *), void *arg) {
+#if defined(__x86_64__)
+    long ret;
+    register void *r12 __asm__("r12") = (void *)fn;
+    register void *r13 __asm__("r13") = arg;
+    __asm__ volatile(
+        "syscall\n\t"
+        "test %%rax, %%rax\n\t"
+        "jnz 1f\n\t"
+        "xor %%ebp, %%ebp\n\t"  // the child: a fresh stack (16-byte aligned by the caller), no frame above
+        "mov %%r13, %%rdi\n\t"
+        "call *%%r12\n\t"
+        "mov %%eax, %%edi\n\t"
+        "mov $60, %%eax\n\t"    // SYS_exit
+        "syscall\n\t"
+        "hlt\n"
+        "1:"
+        : "=a"(ret)
+        : "a"((long)SYS_clone3), "D"(args), "S"(sizeof *args), "r"(r12), "r"(r13)
+        : "rcx", "r11", "memory");
+    return ret;
+#elif defined(__aarch64__)
+    register long x0 __asm__("x0") = (long)args;
+    register long x1 __asm__("x1") = (long)sizeof *args;
+    register long x8 __asm__("x8") = SYS_clone3;
+    register void *x19 __asm__("x19") = (void *)fn;
+    register void *x20 __asm__("x20") = arg;
+    __asm__ volatile(
+        "svc #0\n\t"
+        "cbnz x0, 1f\n\t"
+        "mov x29, #0\n\t"
+        "mov x0, x20\n\t"
+        "blr x19\n\t"
+        "mov x8, #93\n\t"     // SYS_exit
+        "svc #0\n"
+        "1:"
+        : "+r"(x0)
+        : "r"(x1), "r"(x8), "r"(x19), "r"(x20)
+        : "x30", "memory");
+    return x0;
+#else
+    (void)args; (void)fn; (void)arg;
+    return -ENOSYS;
+#endif
+}
+
+/// Set once clone3 or CLONE_INTO_CGROUP turned out missing (an old kernel, or a seccomp filter
+/// around this process that refuses clone3 with ENOSYS, as container engines' defaults do).
+static int clone3_unsupported;
+
 pid_t pl_launch(struct pl_spec *s, int *pidfd) {
     s->err_stage = PL_STAGE_NONE;
     s->err_errno = 0;
     s->err_detail[0] = '\0';
-    int flags = CLONE_VM | CLONE_VFORK | CLONE_PIDFD | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | SIGCHLD;
+    s->joined_by_clone3 = 0;
+    int flags = CLONE_VM | CLONE_VFORK | CLONE_PIDFD | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC;
     if ((s->flags & PL_NEW_NETWORK) && s->netns_fd < 0) flags |= CLONE_NEWNET;
 
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old);
     *pidfd = -1;
-    pid_t pid = clone(child_main, (char *)s->stack + s->stack_size, flags, s, pidfd);
-    int saved = errno;
+    pid_t pid = -1;
+    int saved = 0;
+    if (s->cgroup_dir_fd >= 0 && !__atomic_load_n(&clone3_unsupported, __ATOMIC_RELAXED)) {
+        // Started in its cgroup: no cgroup.procs write, which takes the kernel's threadgroup
+        // lock and waits for an RCU grace period.
+        struct pl_clone_args args = {
+            .flags = (uint64_t)flags | CLONE_INTO_CGROUP,
+            .pidfd = (uint64_t)(uintptr_t)pidfd,
+            .exit_signal = SIGCHLD,
+            .stack = (uint64_t)(uintptr_t)s->stack,
+            .stack_size = s->stack_size,
+            .cgroup = (uint64_t)s->cgroup_dir_fd,
+        };
+        s->joined_by_clone3 = 1;
+        long r = clone3_run(&args, child_main, s);
+        if (r >= 0) {
+            pid = (pid_t)r;
+        } else {
+            s->joined_by_clone3 = 0;
+            *pidfd = -1;
+            if (r == -ENOSYS || r == -E2BIG) __atomic_store_n(&clone3_unsupported, 1, __ATOMIC_RELAXED);
+        }
+    }
+    if (pid < 0) {
+        pid = clone(child_main, (char *)s->stack + s->stack_size, flags | SIGCHLD, s, pidfd);
+        saved = errno;
+    }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (pid < 0) {
         s->err_stage = PL_STAGE_CLONE;

@@ -23,13 +23,16 @@ struct ReportFile: Codable {
     var throttledPeriods: UInt64?
     var throttledUsec: UInt64?
     var oomKills: UInt64
+    /// How the container entered its cgroup: `clone3` (started in it, cgroup v2) or
+    /// `cgroup.procs` (v1, or a kernel without CLONE_INTO_CGROUP).
+    var cgroupJoin: String?
 
     enum CodingKeys: String, CodingKey {
         case id, signal
         case exitCode = "exit_code", oomKilled = "oom_killed", timedOut = "timed_out", startedAt = "started_at"
         case finishedAt = "finished_at", runtimeSeconds = "runtime_seconds", cpuUsec = "cpu_usec"
         case memoryPeakBytes = "memory_peak_bytes", throttledPeriods = "throttled_periods", throttledUsec = "throttled_usec"
-        case oomKills = "oom_kills"
+        case oomKills = "oom_kills", cgroupJoin = "cgroup_join"
     }
 
     static func save(_ report: ReportFile, to path: String) throws {

@@ -175,7 +175,7 @@ struct RunCommand: ParsableCommand {
         runtime.shutdown()
         if let report {
             do {
-                try ReportFile.save(self.report(for: runReport, spec: spec), to: report)
+                try ReportFile.save(self.report(for: runReport, spec: spec, joinedByClone3: container.joinedByClone3), to: report)
             } catch {
                 printError("propeller: cannot write --report \(report): \(error)")
             }
@@ -192,11 +192,11 @@ struct RunCommand: ParsableCommand {
         throw ExitCode(runReport.exitCode)
     }
 
-    private func report(for r: ExitReport, spec: ContainerSpec) -> ReportFile {
+    private func report(for r: ExitReport, spec: ContainerSpec, joinedByClone3: Bool) -> ReportFile {
         ReportFile(id: spec.id.hex, exitCode: r.exitCode, signal: r.signal, oomKilled: r.oomKilled, timedOut: r.timedOut,
                    startedAt: r.startedAt, finishedAt: r.finishedAt, runtimeSeconds: Double(r.runtime.components.seconds) + Double(r.runtime.components.attoseconds) / 1e18,
                    cpuUsec: r.usage.cpuUsageMicros, memoryPeakBytes: r.usage.memoryPeakBytes, throttledPeriods: r.usage.throttledPeriods,
-                   throttledUsec: r.usage.throttledMicros, oomKills: r.usage.oomKills)
+                   throttledUsec: r.usage.throttledMicros, oomKills: r.usage.oomKills, cgroupJoin: joinedByClone3 ? "clone3" : "cgroup.procs")
     }
 
     func makeSpec() throws -> ContainerSpec {

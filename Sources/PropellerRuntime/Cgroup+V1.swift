@@ -93,6 +93,7 @@ struct V1TaskCgroup: TaskCgroup {
     let members: [Member]
 
     var joinFiles: [String] { members.map { $0.directory + "/tasks" } }
+    var cloneIntoDirectory: String? { nil }
     var directories: [String] { members.map(\.directory) }
 
     func directory(for controller: String) -> String? {

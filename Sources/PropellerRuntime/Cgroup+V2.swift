@@ -106,6 +106,7 @@ struct V2TaskCgroup: TaskCgroup {
     let directory: String
 
     var joinFiles: [String] { [directory + "/cgroup.procs"] }
+    var cloneIntoDirectory: String? { directory }
     var directories: [String] { [directory] }
 
     func apply(_ limits: CgroupLimits) throws {

@@ -76,6 +76,9 @@ public protocol TaskCgroup: Sendable {
     /// (`cgroup.procs` takes it). v2 has no such path (`cgroup.threads` moves a thread only
     /// within a threaded subtree): `cgroup.procs`.
     var joinFiles: [String] { get }
+    /// The directory a child can start in (cgroup v2: `clone3` with `CLONE_INTO_CGROUP`), so that
+    /// it writes none of ``joinFiles``; nil on v1.
+    var cloneIntoDirectory: String? { get }
     /// The directories that make up this cgroup (one per hierarchy), for diagnostics.
     var directories: [String] { get }
     /// Counters read from the kernel.

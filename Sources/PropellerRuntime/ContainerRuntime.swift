@@ -110,7 +110,12 @@ public final class ContainerRuntime: Sendable {
 
         let cgroup = try cgroups.create(name: spec.id.hex, limits: spec.limits)
         var cgroupFDs: [Int32] = []
-        defer { for fd in cgroupFDs { close(fd) } }
+        // v2: the child starts in its cgroup (clone3), with cgroup.procs as the fallback.
+        let cgroupDirFD: Int32 = cgroup.cloneIntoDirectory.map { open($0, O_RDONLY | O_DIRECTORY | O_CLOEXEC) } ?? -1
+        defer {
+            for fd in cgroupFDs { close(fd) }
+            if cgroupDirFD >= 0 { close(cgroupDirFD) }
+        }
         var overlay: ContainerSpec.Overlay.Detached?
         do {
             for file in cgroup.joinFiles {
@@ -149,6 +154,7 @@ public final class ContainerRuntime: Sendable {
         s.pointee.nrlimits = spec.resourceLimits.count
         s.pointee.cgroup_fds = plan.array(cgroupFDs)
         s.pointee.ncgroup_fds = cgroupFDs.count
+        s.pointee.cgroup_dir_fd = cgroupDirFD
         s.pointee.seccomp_prog = seccomp.map { UnsafePointer($0.program) }
         s.pointee.masked_paths = plan.constStringArray(spec.maskedPaths)
         s.pointee.nmasked_paths = spec.maskedPaths.count
@@ -184,9 +190,10 @@ public final class ContainerRuntime: Sendable {
             logger.debug("container failed to start", metadata: ["container": "\(spec.id.short)", "error": "\(failure)"])
             throw failure
         }
-        logger.debug("container started", metadata: ["container": "\(spec.id.short)", "pid": "\(pid)"])
+        let joinedByClone3 = s.pointee.joined_by_clone3 != 0
+        logger.debug("container started", metadata: ["container": "\(spec.id.short)", "pid": "\(pid)", "cgroup_join": "\(joinedByClone3 ? "clone3" : "cgroup.procs")"])
         return RunningContainer(id: spec.id, pid: pid, pidfd: pidfd, cgroup: cgroup, scratchInMemory: overlay?.inMemory ?? false,
-                                started: started, startedWall: wallStart, logger: logger)
+                                joinedByClone3: joinedByClone3, started: started, startedWall: wallStart, logger: logger)
     }
 
     /// PATH, HOSTNAME and HOME defaults, then the task's own entries (later ones win).

@@ -36,6 +36,9 @@ public final class RunningContainer: Sendable {
     /// Whether the overlay's upper layer is a scratch tmpfs (``ContainerSpec/Overlay/Scratch/memory``,
     /// nothing on disk to remove) rather than the `upper`/`work` directories.
     public let scratchInMemory: Bool
+    /// Whether it started in its cgroup (clone3 `CLONE_INTO_CGROUP`, cgroup v2) rather than
+    /// joining it by writing `cgroup.procs`.
+    public let joinedByClone3: Bool
     private let started: ContinuousClock.Instant
     private let startedWall: Double
     private let logger: Logger
@@ -47,8 +50,9 @@ public final class RunningContainer: Sendable {
     }
     private let state: Mutex<State>
 
-    init(id: ContainerID, pid: pid_t, pidfd: Int32, cgroup: any TaskCgroup, scratchInMemory: Bool,
+    init(id: ContainerID, pid: pid_t, pidfd: Int32, cgroup: any TaskCgroup, scratchInMemory: Bool, joinedByClone3: Bool = false,
          started: ContinuousClock.Instant, startedWall: Double, logger: Logger) {
+        self.joinedByClone3 = joinedByClone3
         self.id = id
         self.pid = pid
         self.cgroup = cgroup

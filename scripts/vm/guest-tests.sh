@@ -28,6 +28,9 @@ check "memory.events: oom_killed in the report" [ "$(jq -r .oom_killed $W/oom.js
 peak=$(jq -r .memory_peak_bytes $W/oom.json)
 check "memory.peak reported ($peak bytes, limit 33554432)" sh -c "[ $peak -gt 16000000 ] && [ $peak -le 33554432 ]"
 
+# The child starts in its cgroup (clone3 CLONE_INTO_CGROUP, Linux 5.7+): no cgroup.procs write.
+check "clone3: the container started in its cgroup ($(jq -r .cgroup_join $W/oom.json))" [ "$(jq -r .cgroup_join $W/oom.json)" = clone3 ]
+
 # pids.max bounds a fork bomb.
 forked=$($P run --rootfs $R --pids 16 probe forkbomb 100 | jq .forked)
 check "pids.max: a fork bomb stops at 16 ($forked forks)" [ "${forked:-99}" -lt 16 ]

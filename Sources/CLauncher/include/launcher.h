@@ -96,6 +96,9 @@ struct pl_spec {
     size_t nrlimits;
     const int *cgroup_fds;           ///< open cgroup.procs files of the task's cgroups; the child writes "0"
     size_t ncgroup_fds;
+    int cgroup_dir_fd;               ///< the task's cgroup v2 directory: the child starts in it
+                                     ///< (clone3 CLONE_INTO_CGROUP, Linux 5.7+) and writes no
+                                     ///< cgroup.procs; -1, or a kernel without it: cgroup_fds
     const struct pl_bpf_program *seccomp_prog; ///< NULL for unconfined
     const char *const *masked_paths;
     size_t nmasked_paths;
@@ -107,7 +110,10 @@ struct pl_spec {
     void *stack;                     ///< child stack prepared by the parent
     size_t stack_size;
 
-    // Outputs, written by the child when setup fails.
+    // Outputs. `joined_by_clone3`: the child started in cgroup_dir_fd (written by the parent
+    // before the child runs, read by the child: they share memory). The rest are written by the
+    // child when setup fails.
+    int joined_by_clone3;
     int err_stage;
     int err_errno;
     char err_detail[512];
