@@ -6,38 +6,9 @@ import PropellerCore
 /// them), run messages with their bodies read from the inbox, and synchronous senders waiting
 /// for an execution to end.
 extension TaskService {
-    /// An actor store write, kept when the store refuses it.
-    enum ActorWrite: Sendable {
-        case saveActor(ActorRecord)
-        case saveActorState(actor: String, state: String)
-        case saveWorker(WorkerRecord)
-        case deleteWorker(String)
-        case saveExecution(ExecutionRecord)
-        case finishExecution(ExecutionRecord, TaskLogs, Data)
-
-        init?(_ effect: ClusterEffect) {
-            switch effect {
-            case .saveActor(let a): self = .saveActor(a)
-            case .saveActorState(let id, let state): self = .saveActorState(actor: id, state: state)
-            case .saveWorker(let w): self = .saveWorker(w)
-            case .deleteWorker(let id): self = .deleteWorker(id)
-            case .saveExecution(let e): self = .saveExecution(e)
-            case .finishExecution(let e, let logs, let results): self = .finishExecution(e, logs, results)
-            default: return nil
-            }
-        }
-
-        var execution: ExecutionRecord? {
-            switch self {
-            case .saveExecution(let e), .finishExecution(let e, _, _): e
-            default: nil
-            }
-        }
-    }
-
     /// Writes an event's actor changes in order, after what the store refused before.
     func commitActorWrites(_ effects: [ClusterEffect]) {
-        let writes = effects.compactMap(ActorWrite.init)
+        let writes = effects.filter(\.isActorWrite)
         guard !writes.isEmpty else { return }
         unsavedActorWrites += writes
         flushActorWrites()
@@ -57,6 +28,7 @@ extension TaskService {
                 case .deleteWorker(let id): try store.deleteWorker(id: id)
                 case .saveExecution(let e): try store.saveExecution(e)
                 case .finishExecution(let e, let logs, let results): try store.finishExecution(e, logs: logs, results: results)
+                default: break
                 }
             } catch {
                 logger.error("store write failed: kept in memory, written again later", metadata: ["error": "\(error)", "waiting": "\(unsavedActorWrites.count - done)"])
@@ -204,7 +176,7 @@ extension TaskService {
     }
 
     private func unsavedExecution(_ id: String) -> ExecutionRecord? {
-        unsavedActorWrites.reversed().lazy.compactMap(\.execution).first { $0.id == id }
+        unsavedActorWrites.reversed().lazy.compactMap(\.writtenExecution).first { $0.id == id }
     }
 
     public func execution(_ actorID: String, _ executionID: String) throws -> ExecutionRecord {
@@ -260,6 +232,25 @@ extension TaskService {
         for (token, c) in list {
             executionWaiterTimers.removeValue(forKey: token)?.cancel()
             c.resume(returning: e)
+        }
+    }
+}
+
+extension ClusterEffect {
+    /// A write to the actor store (the driver writes these in order, and keeps what the store
+    /// refuses).
+    var isActorWrite: Bool {
+        switch self {
+        case .saveActor, .saveActorState, .saveWorker, .deleteWorker, .saveExecution, .finishExecution: true
+        default: false
+        }
+    }
+
+    /// The execution record a write stores.
+    var writtenExecution: ExecutionRecord? {
+        switch self {
+        case .saveExecution(let e), .finishExecution(let e, _, _): e
+        default: nil
         }
     }
 }

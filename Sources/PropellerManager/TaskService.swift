@@ -32,7 +32,7 @@ public actor TaskService {
     /// Called after every change to a task (the API's `--wait` listeners).
     var watchers: [String: [UUID: AsyncStream<TaskRecord>.Continuation]] = [:]
     /// Actor store writes the store did not take, in order.
-    var unsavedActorWrites: [ActorWrite] = []
+    var unsavedActorWrites: [ClusterEffect] = []
     /// Synchronous senders waiting for an execution to end, and their timers.
     var executionWaiters: [String: [UUID: CheckedContinuation<ExecutionRecord?, Never>]] = [:]
     var executionWaiterTimers: [UUID: Task<Void, Never>] = [:]

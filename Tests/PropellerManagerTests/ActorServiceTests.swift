@@ -172,6 +172,33 @@ final class ActorServiceTests: Sendable {
         await #expect(throws: APIError.self) { try await actors.retireWorker(a.id, workerID: "w-none") }
     }
 
+    /// An execution that ends while the store's disk is full is shown as ended, kept, and
+    /// written once there is room (by the autoscaler's next pass); a change to an actor waits
+    /// until then, refused with the reason.
+    @Test(.enabled(if: isRoot, "requires root: mounts a small tmpfs to fill"))
+    func anExecutionThatEndsWhileTheStoreIsFullIsWrittenLater() async throws {
+        let small = try TempDirectory("propeller-full-actors")
+        defer { small.remove() }
+        try #require(runProcess("/bin/mount", ["-t", "tmpfs", "-o", "size=2m", "propeller-full-actors", small.path], timeout: 10).status == 0)
+        defer { _ = try? runProcess("/bin/umount", [small.path], timeout: 30) }
+        let tasks = TaskService(store: try SQLiteStore(path: small.path + "/manager.db"), bus: bus)
+        let actors = ActorService(tasks: tasks)
+        await tasks.handleAnnouncement(announcement("p1", memory: 4096 * Self.mib))
+        let a = try await actors.create(ActorSpec(name: "a", image: "r/a"))
+        await ready(actors, prepared()[0].0, on: "p1")
+        let e = try await actors.send(a.id, body: Data("m".utf8), contentType: "text/plain", env: [:])
+        _ = try runProcess("/bin/dd", ["if=/dev/zero", "of=\(small.path)/filler", "bs=4k"], timeout: 30)
+        await finish(actors, runs()[0])
+        #expect(try await actors.execution(a.id, e.id).status == .complete, "the outcome is shown while unsaved")
+        #expect(try SQLiteStore(path: small.path + "/manager.db").execution(id: e.id)?.status == .submitted, "the full disk took nothing")
+        await #expect(throws: PropellerError.self) { _ = try await actors.update(a.id) { $0.description = "later" } }
+        unlink(small.path + "/filler")
+        await actors.tick()
+        #expect(try SQLiteStore(path: small.path + "/manager.db").execution(id: e.id)?.status == .complete)
+        #expect(try await actors.executionResults(a.id, e.id) == Data("ok".utf8))
+        #expect(try await actors.update(a.id) { $0.description = "later" }.spec.description == "later")
+    }
+
     @Test func aWorkerItsPropletStopsListingIsReplaced() async throws {
         let (tasks, actors) = try await services(interval: .milliseconds(10))
         await tasks.handleAnnouncement(announcement("p1", memory: 4096 * Self.mib))
