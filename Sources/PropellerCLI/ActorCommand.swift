@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import PropellerCore
+import PropellerRunCLI
 import PropellerManager
 
 /// `propeller actor`: functions as a service on the manager's actors API.

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import ArgumentParser
+import PropellerRunCLI
 
 /// A component's configuration file (`propeller manager|proxy|proplet --config FILE`, and the
 /// CLI's): `key = value` lines whose keys are the command's long option names, `#` comments.

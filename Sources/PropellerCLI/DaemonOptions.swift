@@ -5,6 +5,7 @@ import Glibc
 import Dispatch
 import Logging
 import PropellerCore
+import PropellerRunCLI
 import PropellerMQTT
 
 /// Options every daemon takes: broker, channel, logging.

@@ -3,6 +3,7 @@ import ArgumentParser
 import Glibc
 #endif
 import PropellerCore
+import PropellerRunCLI
 import PropellerImage
 
 /// `propeller image pull|ls|rm|prune`: the local image store.

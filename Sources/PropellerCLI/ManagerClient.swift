@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import PropellerCore
+import PropellerRunCLI
 import PropellerImage
 
 /// Options of every command that talks to the manager's REST API.

@@ -4,6 +4,7 @@ import Glibc
 #endif
 import Logging
 import PropellerCore
+import PropellerRunCLI
 import PropellerManager
 
 /// `propeller manager`: REST API, scheduler, store and the MQTT control plane.

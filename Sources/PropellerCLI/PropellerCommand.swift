@@ -1,4 +1,5 @@
 import ArgumentParser
+import PropellerRunCLI
 import Dispatch
 #if canImport(Glibc)
 import Glibc

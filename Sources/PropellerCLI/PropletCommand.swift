@@ -4,6 +4,7 @@ import Glibc
 #endif
 import Logging
 import PropellerCore
+import PropellerRunCLI
 import PropellerImage
 import PropellerProplet
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import PropellerCore
+import PropellerRunCLI
 import PropellerMQTT
 import PropellerProvision
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Logging
 import PropellerCore
+import PropellerRunCLI
 import PropellerImage
 import PropellerProxy
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import PropellerCore
+import PropellerRunCLI
 import PropellerManager
 
 /// `propeller task …`: tasks through the manager's REST API.

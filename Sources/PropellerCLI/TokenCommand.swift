@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import PropellerCore
+import PropellerRunCLI
 import PropellerManager
 
 /// `propeller token`: the manager's API tokens.

@@ -24,14 +24,19 @@ struct CLIResult {
     var stdoutText: String { String(decoding: stdout, as: UTF8.self) }
 }
 
-/// Runs `propeller ARGS`, feeding `stdin`, and waits for it (at most 60 s).
-func propeller(_ args: [String], stdin: Data? = nil, environment extra: [String: String] = [:], whileRunning: ((Process) -> Void)? = nil) throws -> CLIResult {
+/// `propeller-run`, the small binary of the run path, beside `propeller`.
+let propellerRunBinary = (propellerBinary as NSString).deletingLastPathComponent + "/propeller-run"
+
+/// Runs `propeller ARGS` (or another of the built binaries), feeding `stdin`, and waits for it
+/// (at most 60 s).
+func propeller(_ args: [String], binary: String = propellerBinary, stdin: Data? = nil, environment extra: [String: String] = [:],
+               whileRunning: ((Process) -> Void)? = nil) throws -> CLIResult {
     // Keep compiled seccomp programs out of the machine's /run/propeller during tests.
     var environment = ProcessInfo.processInfo.environment
     environment["PROPELLER_SECCOMP_CACHE"] = seccompCacheForTests
     for (k, v) in extra { environment[k] = v }
-    let r = try runProcess(propellerBinary, args, stdin: stdin, environment: environment, whileRunning: whileRunning)
-    if r.timedOut { throw PropellerError(.internalError, "propeller \(args.joined(separator: " ")) did not finish in 60 s") }
+    let r = try runProcess(binary, args, stdin: stdin, environment: environment, whileRunning: whileRunning)
+    if r.timedOut { throw PropellerError(.internalError, "\(binary) \(args.joined(separator: " ")) did not finish in 60 s") }
     return CLIResult(status: r.status, stdout: r.stdout, stderr: r.stderr)
 }
 

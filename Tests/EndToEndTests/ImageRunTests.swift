@@ -91,6 +91,21 @@ struct ImageRunTests {
         #expect(r.stdoutText == "hi from layer two in /home/app as app with hello\n")
     }
 
+    /// `propeller-run`, the small binary of the run path, runs an image as `propeller run` does:
+    /// the same output and exit status, the same usage errors (exit 125) in its own name.
+    @Test func theSmallRunBinaryBehavesAsPropellerRun() throws {
+        defer { data.remove() }
+        let image = ["--data-dir", data.path, "--image", "oci:\(layout):app"]
+        let r = try propeller(image, binary: propellerRunBinary)
+        #expect(r.status == 0, "\(r.stderrText)")
+        #expect(r.stdoutText == "hi from layer two in /home/app as app with hello\n")
+        #expect(try propeller(image + ["--", "sh", "-c", "exit 7"], binary: propellerRunBinary).status == 7)
+        let usage = try propeller(["--memory", "lots", "--rootfs", "/", "true"], binary: propellerRunBinary)
+        #expect(usage.status == 125 && usage.stderrText.hasPrefix("propeller-run: "), "\(usage.status): \(usage.stderrText)")
+        let big = try propeller(["run", "--memory", "lots", "--rootfs", "/", "true"])
+        #expect(big.status == 125 && big.stderrText.hasPrefix("propeller: "), "\(big.status): \(big.stderrText)")
+    }
+
     @Test func argumentsReplaceCmdAndFlagsWin() throws {
         defer { data.remove() }
         let r = try run(["--user", "0", "-w", "/tmp", "-e", "GREETING=flag", "--", "sh", "-c", "echo $(id -u) $(pwd) $GREETING; ls /bin/wc"])

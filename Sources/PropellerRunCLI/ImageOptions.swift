@@ -8,38 +8,40 @@ import PropellerImage
 /// Options shared by every command that reads images: where they are kept and how to reach
 /// registries.
 /// When `run` and `image pull` go to the registry (Docker's and podman's pull policies).
-enum PullPolicy: String, ExpressibleByArgument, CaseIterable {
+package enum PullPolicy: String, ExpressibleByArgument, CaseIterable {
     case missing, always, never
 }
 
-struct ImageOptions: ParsableArguments {
+package struct ImageOptions: ParsableArguments {
+    package init() {}
+
     @Option(name: .customLong("data-dir"), help: ArgumentHelp("Where images and runs are kept (env PROPELLER_DATA_DIR).", valueName: "dir"))
-    var dataDir: String = getenv("PROPELLER_DATA_DIR").map { String(cString: $0) } ?? "/var/lib/propeller"
+    package var dataDir: String = getenv("PROPELLER_DATA_DIR").map { String(cString: $0) } ?? "/var/lib/propeller"
 
     @Option(name: .customLong("registry-username"), help: ArgumentHelp("Registry user name (env PROXY_REGISTRY_USERNAME; else ~/.docker/config.json).", valueName: "name"))
-    var registryUsername: String?
+    package var registryUsername: String?
 
     @Flag(name: .customLong("registry-password-stdin"), help: "Read the registry password from standard input (env PROXY_REGISTRY_PASSWORD otherwise).")
-    var registryPasswordStdin = false
+    package var registryPasswordStdin = false
 
     @Option(name: .customLong("registry-password-file"), help: ArgumentHelp("Read the registry password from this file (no flag takes the password itself: process arguments are visible to every user).", valueName: "file"))
-    var registryPasswordFile: String?
+    package var registryPasswordFile: String?
 
     @Option(name: .customLong("registry"), help: ArgumentHelp("The registry the explicit credentials (--registry-username, PROXY_REGISTRY_TOKEN) are for; no other registry is sent them (env PROXY_REGISTRY_URL; `propeller run` and `image pull` default to the image's own registry).", valueName: "host[:port]"))
-    var registry: String?
+    package var registry: String?
 
     @Option(help: ArgumentHelp("missing: pull only images not stored yet (default); always: resolve the tag at the registry every time; never: use only stored images.", valueName: "missing|always|never"))
-    var pull: PullPolicy = .missing
+    package var pull: PullPolicy = .missing
 
     @Option(name: .customLong("insecure-registry"), help: ArgumentHelp("Use plain HTTP for this registry host (loopback hosts always do).", valueName: "host[:port]"))
-    var insecureRegistry: [String] = []
+    package var insecureRegistry: [String] = []
 
-    func store() throws -> ImageStore { try ImageStore(dataDirectory: absolutePath(dataDir)) }
+    package func store() throws -> ImageStore { try ImageStore(dataDirectory: absolutePath(dataDir)) }
 
     /// The rootfs and run defaults of `reference`: a stored, unpacked image read the quick way
     /// when the pull policy allows (see ``ImageStore/storedRunnable(named:)``), else obtained
     /// (pulled or imported) and unpacked.
-    func runnable(_ reference: String, store: ImageStore) throws -> StoredRunnable {
+    package func runnable(_ reference: String, store: ImageStore) throws -> StoredRunnable {
         if pull != .always, !reference.hasPrefix("oci:"), let ref = try? ImageReference(parsing: reference),
            let stored = store.storedRunnable(named: ref.description) {
             return stored
@@ -50,7 +52,7 @@ struct ImageOptions: ParsableArguments {
 
     /// Imports (`oci:DIR[:TAG]`) or pulls (a registry reference; unpacked as it downloads) an
     /// image and records its name.
-    func obtain(_ reference: String, store: ImageStore) throws -> Image {
+    package func obtain(_ reference: String, store: ImageStore) throws -> Image {
         let image: Image
         let name: String
         if reference.hasPrefix("oci:") {
@@ -87,7 +89,7 @@ struct ImageOptions: ParsableArguments {
     /// A daemon that pulls what API clients name (proxy, proplet) passes no reference, and must
     /// be told the registry: otherwise any client could send its credentials to a host of its
     /// choosing.
-    func registryClient(for reference: ImageReference? = nil) throws -> RegistryClient {
+    package func registryClient(for reference: ImageReference? = nil) throws -> RegistryClient {
         let env = Environment.current
         var password = env["PROXY_REGISTRY_PASSWORD"]
         if registryPasswordStdin {
@@ -133,7 +135,7 @@ struct ImageOptions: ParsableArguments {
     }
 }
 
-func absolutePath(_ path: String) -> String {
+package func absolutePath(_ path: String) -> String {
     if path.hasPrefix("/") { return path }
     guard let raw = getcwd(nil, 0) else { return path }
     defer { free(raw) }

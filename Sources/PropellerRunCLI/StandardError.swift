@@ -4,7 +4,7 @@ import Glibc
 
 /// Writes a line to standard error with one write(2), unbuffered and safe from any thread.
 /// With `terminator: ""` the text goes out as it is (task output relayed by the CLI).
-func printError(_ line: String, terminator: String = "\n") {
+package func printError(_ line: String, terminator: String = "\n") {
     var text = line
     if !terminator.isEmpty && !text.hasSuffix(terminator) { text += terminator }
     var bytes = Array(text.utf8)

@@ -8,8 +8,10 @@ import PropellerImage
 import PropellerRuntime
 
 /// `propeller run`: one container on this machine, no manager (like `docker run`).
-struct RunCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
+package struct RunCommand: ParsableCommand {
+    package init() {}
+
+    package static let configuration = CommandConfiguration(
         commandName: "run",
         abstract: "Run a command in a new container on this machine.",
         discussion: """
@@ -92,7 +94,7 @@ struct RunCommand: ParsableCommand {
     @Argument(parsing: .captureForPassthrough, help: ArgumentHelp("The command and its arguments.", valueName: "cmd"))
     var command: [String] = []
 
-    func validate() throws {
+    package func validate() throws {
         if let first = command.first, first == "--help" || first == "-h" {
             throw CleanExit.helpRequest(self)
         }
@@ -111,7 +113,7 @@ struct RunCommand: ParsableCommand {
         if scratchSize != nil && scratch == "disk" { throw ValidationError("--scratch-size needs --scratch memory") }
     }
 
-    func run() throws {
+    package func run() throws {
         let level = Logger.Level(rawValue: logLevel) ?? .warning
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)

@@ -3,8 +3,8 @@ import Glibc
 #endif
 
 /// The process environment as a dictionary, without Foundation.
-enum Environment {
-    static var current: [String: String] {
+package enum Environment {
+    package static var current: [String: String] {
         var out: [String: String] = [:]
         var p = environ
         while let entry = p.pointee {

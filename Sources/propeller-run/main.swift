@@ -1,0 +1,3 @@
+import PropellerRunCLI
+
+RunEntry.main()
