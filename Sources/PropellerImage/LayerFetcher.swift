@@ -1,4 +1,6 @@
-import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The downloads of an image's layers, done in order on another thread, as the unpacker sees
 /// them: it waits for layer `i` before unpacking it, and stops the downloads when it fails.
@@ -7,16 +9,32 @@ final class LayerFetcher: @unchecked Sendable {
     private var results: [Result<Void, any Error>?]
     private var stop = false
     private var ended = false
-    private let condition = NSCondition()
+    private let condition = Condition()
 
     init(count: Int) {
         results = Array(repeating: nil, count: count)
         if count == 0 { ended = true }
     }
 
-    /// Runs the downloads on a thread of their own.
+    /// Runs the downloads on a thread of their own (detached; `cancelAndWait` waits for them).
     func start(_ downloads: @escaping @Sendable () -> Void) {
-        Thread.detachNewThread(downloads)
+        let context = Unmanaged.passRetained(Downloads(downloads)).toOpaque()
+        var thread = pthread_t()
+        let rc = pthread_create(&thread, nil, { context in
+            guard let context else { return nil }
+            Unmanaged<Downloads>.fromOpaque(context).takeRetainedValue().body()
+            return nil
+        }, context)
+        if rc == 0 {
+            pthread_detach(thread)
+        } else {
+            Unmanaged<Downloads>.fromOpaque(context).takeRetainedValue().body()  // no thread: here and now
+        }
+    }
+
+    private final class Downloads {
+        let body: @Sendable () -> Void
+        init(_ body: @escaping @Sendable () -> Void) { self.body = body }
     }
 
     /// Whether the unpacker no longer wants the downloads.
@@ -56,4 +74,29 @@ final class LayerFetcher: @unchecked Sendable {
         while !ended { condition.wait() }
         condition.unlock()
     }
+}
+
+/// A pthread mutex with its condition variable (what `NSCondition` is, without Foundation).
+private final class Condition {
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+
+    init() {
+        mutex.initialize(to: pthread_mutex_t())
+        cond.initialize(to: pthread_cond_t())
+        pthread_mutex_init(mutex, nil)
+        pthread_cond_init(cond, nil)
+    }
+
+    deinit {
+        pthread_cond_destroy(cond)
+        pthread_mutex_destroy(mutex)
+        cond.deallocate()
+        mutex.deallocate()
+    }
+
+    func lock() { pthread_mutex_lock(mutex) }
+    func unlock() { pthread_mutex_unlock(mutex) }
+    func wait() { pthread_cond_wait(cond, mutex) }
+    func broadcast() { pthread_cond_broadcast(cond) }
 }

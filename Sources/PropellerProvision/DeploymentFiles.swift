@@ -1,3 +1,4 @@
+import Foundation
 import PropellerCore
 
 /// The broker's ACL: each identity may do only its job (mosquitto `acl_file` syntax). Anything

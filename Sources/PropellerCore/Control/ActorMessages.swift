@@ -1,4 +1,8 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// `control/proplet/{id}/worker`: make a warm worker for an actor (image present, rootfs
 /// unpacked) or retire one.

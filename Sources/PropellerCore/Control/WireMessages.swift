@@ -1,4 +1,8 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// JSON as every component speaks it: snake_case keys, ISO-free numeric times (seconds since the
 /// epoch as a Double), sorted keys so equal messages are equal bytes.
@@ -32,8 +36,15 @@ public enum WireCoding {
     /// One line for a decoding error: the JSON path and what was wrong there.
     public static func describe(_ error: DecodingError) -> String {
         func path(_ keys: [any CodingKey]) -> String {
-            let p = keys.map { $0.intValue.map { "[\($0)]" } ?? snakeCase($0.stringValue) }.joined(separator: ".")
-            return p.isEmpty ? "the document" : p.replacingOccurrences(of: ".[", with: "[")
+            var p = ""
+            for key in keys {
+                if let i = key.intValue {
+                    p += "[\(i)]"
+                } else {
+                    p += (p.isEmpty ? "" : ".") + snakeCase(key.stringValue)
+                }
+            }
+            return p.isEmpty ? "the document" : p
         }
         switch error {
         case .typeMismatch(let type, let c): return "\(path(c.codingPath)): expected \(jsonTypeName(type))"
