@@ -111,7 +111,7 @@ public final class ContainerRuntime: Sendable {
         let cgroup = try cgroups.create(name: spec.id.hex, limits: spec.limits)
         var cgroupFDs: [Int32] = []
         // v2: the child starts in its cgroup (clone3), with cgroup.procs as the fallback.
-        let cgroupDirFD: Int32 = cgroup.cloneIntoDirectory.map { open($0, O_RDONLY | O_DIRECTORY | O_CLOEXEC) } ?? -1
+        let cgroupDirFD: Int32 = Self.joinByClone3 ? cgroup.cloneIntoDirectory.map { open($0, O_RDONLY | O_DIRECTORY | O_CLOEXEC) } ?? -1 : -1
         defer {
             for fd in cgroupFDs { close(fd) }
             if cgroupDirFD >= 0 { close(cgroupDirFD) }
@@ -195,6 +195,12 @@ public final class ContainerRuntime: Sendable {
         return RunningContainer(id: spec.id, pid: pid, pidfd: pidfd, cgroup: cgroup, scratchInMemory: overlay?.inMemory ?? false,
                                 joinedByClone3: joinedByClone3, started: started, startedWall: wallStart, logger: logger)
     }
+
+    /// Whether a v2 child starts in its cgroup (clone3 `CLONE_INTO_CGROUP`) when the kernel has
+    /// it. `PROPELLER_CGROUP_JOIN=procs` makes it join by writing `cgroup.procs` instead: for
+    /// comparisons, and as a way out should a kernel or a filter around this process mishandle
+    /// clone3 in a way the fallback does not catch.
+    static let joinByClone3 = getenv("PROPELLER_CGROUP_JOIN").map { String(cString: $0) } != "procs"
 
     /// PATH, HOSTNAME and HOME defaults, then the task's own entries (later ones win).
     static func environment(_ entries: [String], hostname: String, home: String) -> [String] {

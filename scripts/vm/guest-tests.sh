@@ -31,6 +31,16 @@ check "memory.peak reported ($peak bytes, limit 33554432)" sh -c "[ $peak -gt 16
 # The child starts in its cgroup (clone3 CLONE_INTO_CGROUP, Linux 5.7+): no cgroup.procs write.
 check "clone3: the container started in its cgroup ($(jq -r .cgroup_join $W/oom.json))" [ "$(jq -r .cgroup_join $W/oom.json)" = clone3 ]
 
+PROPELLER_CGROUP_JOIN=procs $P run --rootfs $R --memory 32M --report $W/procs.json true
+check "PROPELLER_CGROUP_JOIN=procs: it joins by cgroup.procs" [ "$(jq -r .cgroup_join $W/procs.json)" = cgroup.procs ]
+# Timings under software emulation: relative only (printed, not checked).
+ms_per_run() {
+    start=$(date +%s%N)
+    for _ in 1 2 3 4 5 6 7 8 9 10; do $P run --rootfs $R --memory 32M true; done
+    echo $(( ($(date +%s%N) - start) / 10000000 ))
+}
+echo "# 10 runs of true, ms per run (emulated): started in the cgroup $(ms_per_run), cgroup.procs $(PROPELLER_CGROUP_JOIN=procs ms_per_run), started in the cgroup $(ms_per_run), cgroup.procs $(PROPELLER_CGROUP_JOIN=procs ms_per_run)"
+
 # pids.max bounds a fork bomb.
 forked=$($P run --rootfs $R --pids 16 probe forkbomb 100 | jq .forked)
 check "pids.max: a fork bomb stops at 16 ($forked forks)" [ "${forked:-99}" -lt 16 ]
