@@ -46,9 +46,12 @@ let package = Package(
 
         .target(name: "PropellerCore", swiftSettings: strict),
         .target(name: "PropellerMQTT", dependencies: ["PropellerCore", "CMosquitto", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        // libarchive's headers, its functions called through a copy loaded on first use (dlopen),
+        // not linked: see archive_loader.c.
+        .target(name: "CArchiveLoader", linkerSettings: [.linkedLibrary("dl")]),
         .target(
             name: "PropellerImage",
-            dependencies: ["PropellerCore", "CArchive", "CFileSystem", "CHTTP", "CCrypto", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["PropellerCore", "CArchiveLoader", "CFileSystem", "CHTTP", "CCrypto", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .target(

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CArchive
+import CArchiveLoader
 import CFileSystem
 import PropellerCore
 
@@ -68,7 +68,7 @@ struct UnpackState {
 
     mutating func apply(entry: OpaquePointer, archive: OpaquePointer) throws {
         entries += 1
-        let rawName = archive_entry_pathname(entry).map { String(cString: $0) } ?? ""
+        let rawName = pa_archive_entry_pathname(entry).map { String(cString: $0) } ?? ""
         let parts = try components(rawName)
         try checkFreeSpace(path: rawName)
         guard let name = parts.last else { return }  // the root itself
@@ -80,8 +80,8 @@ struct UnpackState {
             return
         }
 
-        let type = archive_entry_filetype(entry) & UInt32(fileTypeMask)
-        let hardlink = archive_entry_hardlink(entry).map { String(cString: $0) }
+        let type = pa_archive_entry_filetype(entry) & UInt32(fileTypeMask)
+        let hardlink = pa_archive_entry_hardlink(entry).map { String(cString: $0) }
         if hardlink == nil && type != UInt32(regularFile) && type != UInt32(directoryType) && type != UInt32(symlinkType) {
             skipped.append(path)  // device node, FIFO or socket
             return
@@ -127,9 +127,9 @@ struct UnpackState {
             try applyMetadata(fd: fd, entry: entry, path: path)
             directoryTimes.append((path, mtime(entry)))
         case UInt32(symlinkType):
-            let target = archive_entry_symlink(entry).map { String(cString: $0) } ?? ""
+            let target = pa_archive_entry_symlink(entry).map { String(cString: $0) } ?? ""
             guard symlinkat(target, parentfd, name) == 0 else { throw fail(path, "symlink: \(errnoName(errno))") }
-            if options.preserveOwnership && fchownat(parentfd, name, archive_entry_uid(entry).asID, archive_entry_gid(entry).asID, AT_SYMLINK_NOFOLLOW) != 0 {
+            if options.preserveOwnership && fchownat(parentfd, name, pa_archive_entry_uid(entry).asID, pa_archive_entry_gid(entry).asID, AT_SYMLINK_NOFOLLOW) != 0 {
                 throw fail(path, "chown: \(errnoName(errno))")
             }
             var times = [mtime(entry), mtime(entry)]
@@ -140,7 +140,7 @@ struct UnpackState {
             defer { close(fd) }
             let written = try writeData(fd: fd, archive: archive, path: path)
             // A sparse file ends in a hole the data blocks did not reach.
-            let size = archive_entry_size(entry)
+            let size = pa_archive_entry_size(entry)
             if size > written && ftruncate(fd, off_t(size)) != 0 { throw fail(path, "truncate: \(errnoName(errno))") }
             try applyMetadata(fd: fd, entry: entry, path: path)
             var times = [mtime(entry), mtime(entry)]
@@ -156,10 +156,10 @@ struct UnpackState {
         var offset: la_int64_t = 0
         var end: Int64 = 0
         while true {
-            let rc = archive_read_data_block(archive, &block, &size, &offset)
+            let rc = pa_archive_read_data_block(archive, &block, &size, &offset)
             if rc == ARCHIVE_EOF { return end }
             guard rc == ARCHIVE_OK || rc == ARCHIVE_WARN else {
-                let message = archive_error_string(archive).map { String(cString: $0) } ?? "read error"
+                let message = pa_archive_error_string(archive).map { String(cString: $0) } ?? "read error"
                 throw fail(path, message)
             }
             guard let block, size > 0 else { continue }
@@ -180,25 +180,25 @@ struct UnpackState {
     }
 
     func mtime(_ entry: OpaquePointer) -> timespec {
-        timespec(tv_sec: time_t(archive_entry_mtime(entry)), tv_nsec: Int(archive_entry_mtime_nsec(entry)))
+        timespec(tv_sec: time_t(pa_archive_entry_mtime(entry)), tv_nsec: Int(pa_archive_entry_mtime_nsec(entry)))
     }
 
     /// Owner, then mode (chown clears setuid bits), then extended attributes.
     func applyMetadata(fd: Int32, entry: OpaquePointer, path: String) throws {
-        let uid = archive_entry_uid(entry).asID, gid = archive_entry_gid(entry).asID
+        let uid = pa_archive_entry_uid(entry).asID, gid = pa_archive_entry_gid(entry).asID
         // A new file already belongs to us: skip the syscall when that is what the layer says.
         if options.preserveOwnership && (uid != ownUID || gid != ownGID) && fchown(fd, uid, gid) != 0 {
             throw fail(path, "chown: \(errnoName(errno))")
         }
-        var mode = mode_t(archive_entry_perm(entry)) & 0o7777
+        var mode = mode_t(pa_archive_entry_perm(entry)) & 0o7777
         if !options.trustSpecialBits { mode &= ~mode_t(0o6000) }  // setuid, setgid
         if fchmod(fd, mode) != 0 { throw fail(path, "chmod: \(errnoName(errno))") }
 
-        archive_entry_xattr_reset(entry)
+        pa_archive_entry_xattr_reset(entry)
         var name: UnsafePointer<CChar>?
         var value: UnsafeRawPointer?
         var size = 0
-        while archive_entry_xattr_next(entry, &name, &value, &size) == ARCHIVE_OK {
+        while pa_archive_entry_xattr_next(entry, &name, &value, &size) == ARCHIVE_OK {
             guard let name else { continue }
             let attr = String(cString: name)
             let allowed = attr.hasPrefix("user.") || (attr.hasPrefix("security.") && (attr != "security.capability" || options.trustSpecialBits))

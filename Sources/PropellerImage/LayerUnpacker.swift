@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CArchive
+import CArchiveLoader
 import CFileSystem
 import PropellerCore
 
@@ -71,17 +71,17 @@ public struct LayerUnpacker: Sendable {
 
         let stream = try DecompressedStream(path: path, label: label)
         defer { stream.close() }
-        guard let tar = archive_read_new() else { throw PropellerError(.internalError, "unpack layer \(label): archive_read_new failed") }
-        defer { archive_read_free(tar) }
-        archive_read_support_format_tar(tar)
-        let opened = archive_read_open(tar, Unmanaged.passUnretained(stream).toOpaque(), nil, decompressedRead, nil)
+        guard let tar = pa_archive_read_new() else { throw PropellerError(.internalError, "unpack layer \(label): archive_read_new failed") }
+        defer { pa_archive_read_free(tar) }
+        pa_archive_read_support_format_tar(tar)
+        let opened = pa_archive_read_open(tar, Unmanaged.passUnretained(stream).toOpaque(), nil, decompressedRead, nil)
         guard opened == ARCHIVE_OK else { throw archiveError(tar, label, "open", stream: stream) }
 
         var state = UnpackState(rootfd: rootfd, label: label, options: options)
         defer { state.forgetCachedParent() }
         var entry: OpaquePointer?
         while true {
-            let rc = archive_read_next_header(tar, &entry)
+            let rc = pa_archive_read_next_header(tar, &entry)
             if rc == ARCHIVE_EOF { break }
             guard rc == ARCHIVE_OK || rc == ARCHIVE_WARN, let entry else { throw archiveError(tar, label, "read header", stream: stream) }
             try state.apply(entry: entry, archive: tar)
@@ -102,7 +102,7 @@ public struct LayerUnpacker: Sendable {
 
     private func archiveError(_ a: OpaquePointer, _ label: String, _ stage: String, stream: DecompressedStream) -> PropellerError {
         if let upstream = stream.error { return upstream }
-        let message = archive_error_string(a).map { String(cString: $0) } ?? "unknown archive error"
+        let message = pa_archive_error_string(a).map { String(cString: $0) } ?? "unknown archive error"
         return PropellerError(.invalidArgument, "unpack layer \(label): \(stage): \(message)")
     }
 }
@@ -129,38 +129,42 @@ final class DecompressedStream {
     private var finished = false
 
     init(path: String, label: String) throws {
-        guard let raw = archive_read_new() else { throw PropellerError(.internalError, "unpack layer \(label): archive_read_new failed") }
+        var why = [CChar](repeating: 0, count: 256)
+        guard pa_archive_load(&why, why.count) == 0 else {
+            throw PropellerError(.unsupported, "unpack layer \(label): \(String(decoding: why.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))")
+        }
+        guard let raw = pa_archive_read_new() else { throw PropellerError(.internalError, "unpack layer \(label): archive_read_new failed") }
         self.raw = raw
         self.label = label
-        archive_read_support_filter_all(raw)
-        archive_read_support_format_raw(raw)
-        guard archive_read_open_filename(raw, path, 256 * 1024) == ARCHIVE_OK else {
-            let message = archive_error_string(raw).map { String(cString: $0) } ?? "cannot open"
-            archive_read_free(raw)
+        pa_archive_read_support_filter_all(raw)
+        pa_archive_read_support_format_raw(raw)
+        guard pa_archive_read_open_filename(raw, path, 256 * 1024) == ARCHIVE_OK else {
+            let message = pa_archive_error_string(raw).map { String(cString: $0) } ?? "cannot open"
+            pa_archive_read_free(raw)
             throw PropellerError(.notFound, "unpack layer \(label): \(message)")
         }
         var entry: OpaquePointer?
-        guard archive_read_next_header(raw, &entry) == ARCHIVE_OK else {
-            let message = archive_error_string(raw).map { String(cString: $0) } ?? "empty layer"
-            archive_read_free(raw)
+        guard pa_archive_read_next_header(raw, &entry) == ARCHIVE_OK else {
+            let message = pa_archive_error_string(raw).map { String(cString: $0) } ?? "empty layer"
+            pa_archive_read_free(raw)
             throw PropellerError(.invalidArgument, "unpack layer \(label): \(message)")
         }
     }
 
-    func close() { archive_read_free(raw) }
+    func close() { pa_archive_read_free(raw) }
 
     func next(_ out: UnsafeMutablePointer<UnsafeRawPointer?>) -> Int {
         if finished { return 0 }
         var block: UnsafeRawPointer?
         var size = 0
         var offset: la_int64_t = 0
-        let rc = archive_read_data_block(raw, &block, &size, &offset)
+        let rc = pa_archive_read_data_block(raw, &block, &size, &offset)
         if rc == ARCHIVE_EOF {
             finished = true
             return 0
         }
         guard rc == ARCHIVE_OK || rc == ARCHIVE_WARN, let block else {
-            let message = archive_error_string(raw).map { String(cString: $0) } ?? "decompression failed"
+            let message = pa_archive_error_string(raw).map { String(cString: $0) } ?? "decompression failed"
             error = PropellerError(.invalidArgument, "unpack layer \(label): decompress: \(message)")
             return -1
         }
