@@ -19,6 +19,7 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
     ],
     targets: [
         // C libraries from Debian's -dev packages.
@@ -81,6 +82,16 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The manager's store on PostgreSQL, which several managers share.
+        .target(
+            name: "PropellerPostgres",
+            dependencies: [
+                "PropellerCore", "PropellerManager",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         .target(
             name: "PropellerProvision",
             dependencies: ["PropellerCore", "CCrypto"],
@@ -119,7 +130,7 @@ let package = Package(
         .target(
             name: "PropellerCLI",
             dependencies: [
-                "PropellerCore", "PropellerRuntime", "PropellerImage", "PropellerManager", "PropellerProplet", "PropellerProxy", "PropellerProvision", "PropellerRunCLI",
+                "PropellerCore", "PropellerRuntime", "PropellerImage", "PropellerManager", "PropellerPostgres", "PropellerProplet", "PropellerProxy", "PropellerProvision", "PropellerRunCLI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -147,7 +158,7 @@ let package = Package(
         .testTarget(name: "PropellerMQTTTests", dependencies: ["PropellerMQTT", "PropellerCore", "PropellerTestSupport"]),
         .testTarget(name: "PropellerImageTests", dependencies: ["PropellerImage", "PropellerCore", "CArchive", "CFileSystem", "PropellerTestSupport"]),
         .testTarget(name: "PropellerManagerTests", dependencies: [
-            "PropellerManager", "PropellerCore", "PropellerTestSupport",
+            "PropellerManager", "PropellerPostgres", "PropellerCore", "PropellerTestSupport",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
         ]),
         .testTarget(name: "PropellerProxyTests", dependencies: ["PropellerProxy", "PropellerImage", "PropellerCore", "PropellerTestSupport"]),

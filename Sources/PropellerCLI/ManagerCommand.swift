@@ -6,6 +6,7 @@ import Logging
 import PropellerCore
 import PropellerRunCLI
 import PropellerManager
+import PropellerPostgres
 
 /// `propeller manager`: REST API, scheduler, store and the MQTT control plane.
 struct ManagerCommand: AsyncParsableCommand {
@@ -29,6 +30,9 @@ struct ManagerCommand: AsyncParsableCommand {
 
     @Option(name: .customLong("data-dir"), help: ArgumentHelp("Where the manager keeps its database (env PROPELLER_DATA_DIR).", valueName: "dir"))
     var dataDir: String = Environment.current["PROPELLER_DATA_DIR"] ?? "/var/lib/propeller"
+
+    @Option(help: ArgumentHelp("Where the manager keeps its state: sqlite (the default: manager.db in --data-dir) or postgres://USER@HOST[:PORT]/DATABASE[?sslmode=disable|prefer|require], which several managers share; the password from the URL or env PGPASSWORD (env MANAGER_STORE).", valueName: "url"))
+    var store: String = Environment.current["MANAGER_STORE"] ?? "sqlite"
 
     @Option(name: .customLong("token-file"), help: ArgumentHelp("File holding the API bearer token (mode 600); else env PROPELLER_API_TOKEN.", valueName: "file"))
     var tokenFile: String?
@@ -130,6 +134,13 @@ struct ManagerCommand: AsyncParsableCommand {
         var options = ManagerServer.Options(databasePath: dir + "/manager.db",
                                             mqtt: try daemon.mqttConfiguration(envName: "MANAGER_MQTT_ADDRESS", clientID: "propeller-manager-\(daemon.domain)-\(daemon.channel)"),
                                             topics: daemon.topics)
+        if store != "sqlite" {
+            var location: PostgresLocation
+            do { location = try PostgresLocation(url: store) } catch { throw ValidationError("invalid --store: \(error)") }
+            if location.password == nil { location.password = Environment.current["PGPASSWORD"] }
+            options.openStore = { [location, logger] in try PostgresStore(location: location, logger: logger) }
+            logger.info("store", metadata: ["store": "\(location)"])
+        }
         options.apiTokens = configured
         options.authenticate = !insecureNoAuth
         options.tlsCertificate = tlsCert.map(absolutePath)

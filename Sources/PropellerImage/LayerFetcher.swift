@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import PropellerCore
 
 /// The downloads of an image's layers, done in order on another thread, as the unpacker sees
 /// them: it waits for layer `i` before unpacking it, and stops the downloads when it fails.
@@ -74,29 +75,4 @@ final class LayerFetcher: @unchecked Sendable {
         while !ended { condition.wait() }
         condition.unlock()
     }
-}
-
-/// A pthread mutex with its condition variable (what `NSCondition` is, without Foundation).
-private final class Condition {
-    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    private let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-
-    init() {
-        mutex.initialize(to: pthread_mutex_t())
-        cond.initialize(to: pthread_cond_t())
-        pthread_mutex_init(mutex, nil)
-        pthread_cond_init(cond, nil)
-    }
-
-    deinit {
-        pthread_cond_destroy(cond)
-        pthread_mutex_destroy(mutex)
-        cond.deallocate()
-        mutex.deallocate()
-    }
-
-    func lock() { pthread_mutex_lock(mutex) }
-    func unlock() { pthread_mutex_unlock(mutex) }
-    func wait() { pthread_cond_wait(cond, mutex) }
-    func broadcast() { pthread_cond_broadcast(cond) }
 }

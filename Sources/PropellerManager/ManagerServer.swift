@@ -12,7 +12,8 @@ public struct ManagerServer: Sendable {
     public struct Options: Sendable {
         public var host = "127.0.0.1"
         public var port = 7070
-        public var databasePath: String
+        /// Opens the store: SQLite at a path by default, or what `--store` names.
+        public var openStore: @Sendable () throws -> any ManagerStore & TokenStore
         public var mqtt: MQTTConfiguration
         public var topics: Topics
         /// Bearer tokens from the configuration, as SHA-256 hashes with a name; tokens made
@@ -27,7 +28,7 @@ public struct ManagerServer: Sendable {
         public var actors = ActorConfiguration()
 
         public init(databasePath: String, mqtt: MQTTConfiguration, topics: Topics) {
-            self.databasePath = databasePath
+            openStore = { try SQLiteStore(path: databasePath) }
             self.mqtt = mqtt
             self.topics = topics
         }
@@ -43,7 +44,7 @@ public struct ManagerServer: Sendable {
 
     /// Runs until cancelled or until the HTTP server fails.
     public func run() async throws {
-        let store = try SQLiteStore(path: options.databasePath)
+        let store = try options.openStore()
         var mqtt = options.mqtt
         let topics = options.topics
         mqtt.isBulkTopic = { MQTTControlBus.isBulk($0, topics: topics) }

@@ -1,0 +1,141 @@
+import PostgresNIO
+
+/// The store's tables on PostgreSQL, as numbered migrations: each runs once, in order, in one
+/// transaction with the others that are missing, under an advisory lock so that managers
+/// starting together migrate once. The tables mirror the SQLite store's (same columns, same JSON
+/// bodies), with PostgreSQL's types.
+enum PostgresSchema {
+    static let migrations: [(version: String, statements: [String])] = [
+        ("v1", [
+            """
+            CREATE TABLE tasks (
+                seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                id TEXT NOT NULL UNIQUE,
+                name TEXT NOT NULL,
+                spec TEXT NOT NULL,
+                state TEXT NOT NULL,
+                reason TEXT,
+                phase TEXT,
+                attempt BIGINT NOT NULL,
+                assigned_proplet TEXT,
+                stop_requested BOOLEAN NOT NULL DEFAULT false,
+                created_at DOUBLE PRECISION NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL,
+                started_at DOUBLE PRECISION,
+                finished_at DOUBLE PRECISION,
+                result TEXT
+            )
+            """,
+            "CREATE INDEX tasks_state ON tasks(state, seq)",
+            """
+            CREATE TABLE task_transitions (
+                seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                task_id TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+                state TEXT NOT NULL,
+                attempt BIGINT NOT NULL,
+                at DOUBLE PRECISION NOT NULL,
+                reason TEXT
+            )
+            """,
+            "CREATE INDEX task_transitions_task ON task_transitions(task_id, seq)",
+            """
+            CREATE TABLE task_logs (
+                task_id TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+                stream TEXT NOT NULL,
+                data BYTEA NOT NULL,
+                PRIMARY KEY (task_id, stream)
+            )
+            """,
+            "CREATE TABLE proplets (id TEXT PRIMARY KEY, body TEXT NOT NULL)",
+            """
+            CREATE TABLE api_tokens (
+                id TEXT PRIMARY KEY,
+                name TEXT NOT NULL,
+                sha256 TEXT NOT NULL UNIQUE,
+                created_at DOUBLE PRECISION NOT NULL,
+                revoked_at DOUBLE PRECISION
+            )
+            """,
+            """
+            CREATE TABLE actors (
+                seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                id TEXT NOT NULL UNIQUE,
+                body TEXT NOT NULL,
+                state TEXT
+            )
+            """,
+            """
+            CREATE TABLE actor_executions (
+                seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                id TEXT NOT NULL UNIQUE,
+                actor_id TEXT NOT NULL REFERENCES actors(id) ON DELETE CASCADE,
+                status TEXT NOT NULL,
+                runtime DOUBLE PRECISION,
+                cpu_usec BIGINT,
+                memory_peak BIGINT,
+                body TEXT NOT NULL,
+                stdout BYTEA,
+                stderr BYTEA,
+                results BYTEA
+            )
+            """,
+            "CREATE INDEX actor_executions_actor ON actor_executions(actor_id, seq)",
+            """
+            CREATE TABLE actor_inbox (
+                seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                execution_id TEXT NOT NULL UNIQUE REFERENCES actor_executions(id) ON DELETE CASCADE,
+                actor_id TEXT NOT NULL REFERENCES actors(id) ON DELETE CASCADE,
+                content_type TEXT NOT NULL,
+                body BYTEA NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE actor_workers (
+                id TEXT PRIMARY KEY,
+                actor_id TEXT NOT NULL REFERENCES actors(id) ON DELETE CASCADE,
+                body TEXT NOT NULL
+            )
+            """,
+        ]),
+        // The leadership lease: one row, its epoch raised by every new leader (PostgresLease).
+        ("v2-leadership", [
+            """
+            CREATE TABLE leadership (
+                id INT PRIMARY KEY CHECK (id = 1),
+                epoch BIGINT NOT NULL,
+                holder TEXT NOT NULL,
+                address TEXT NOT NULL,
+                expires_at TIMESTAMPTZ NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE managers (
+                id TEXT PRIMARY KEY,
+                address TEXT NOT NULL,
+                seen_at TIMESTAMPTZ NOT NULL
+            )
+            """,
+        ]),
+    ]
+
+    /// Brings the database's schema up to date; returns the versions it applied.
+    @discardableResult
+    static func migrate(_ connections: PostgresConnections) throws -> [String] {
+        try connections.transaction { session in
+            // Serialises managers that start together; released at COMMIT.
+            try session.run("SELECT pg_advisory_xact_lock(7428917001)")
+            try session.run("CREATE TABLE IF NOT EXISTS schema_migrations (version TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+            var applied = Set<String>()
+            for row in try session.run("SELECT version FROM schema_migrations") {
+                applied.insert(try row.decode(String.self))
+            }
+            var done: [String] = []
+            for migration in migrations where !applied.contains(migration.version) {
+                for statement in migration.statements { try session.run(PostgresQuery(unsafeSQL: statement)) }
+                try session.run("INSERT INTO schema_migrations (version) VALUES (\(migration.version))")
+                done.append(migration.version)
+            }
+            return done
+        }
+    }
+}

@@ -1,0 +1,242 @@
+import Foundation
+import PropellerCore
+@testable import PropellerManager
+import PropellerPostgres
+import PropellerTestSupport
+import Testing
+
+/// The two stores behind the manager's store contract.
+enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
+    case sqlite, postgres
+    var testDescription: String { rawValue }
+}
+
+/// A store of one kind in a place of its own (a temp file, or a fresh PostgreSQL server), which
+/// can be opened again as a restarted manager would.
+final class StoreUnderTest: @unchecked Sendable {
+    let kind: StoreKind
+    let dir: TempDirectory
+    let server: PostgresServer?
+    private(set) var store: any ManagerStore & TokenStore
+
+    init(_ kind: StoreKind) throws {
+        self.kind = kind
+        dir = try TempDirectory("propeller-store")
+        server = kind == .postgres ? try PostgresServer() : nil
+        store = try Self.open(kind, dir: dir, server: server)
+    }
+
+    private static func open(_ kind: StoreKind, dir: TempDirectory, server: PostgresServer?) throws -> any ManagerStore & TokenStore {
+        switch kind {
+        case .sqlite: return try SQLiteStore(path: dir.path + "/manager.db")
+        case .postgres: return try PostgresStore(url: try #require(server).url())
+        }
+    }
+
+    /// A second store on the same data (the first is dropped), as after a manager restart.
+    func reopen() throws -> any ManagerStore & TokenStore {
+        store = try Self.open(kind, dir: dir, server: server)
+        return store
+    }
+
+    deinit { dir.remove() }
+}
+
+func storeTask(_ name: String, at time: Double = 1000) -> TaskRecord {
+    TaskRecord(id: UUID().uuidString.lowercased(), spec: TaskSpec(name: name, image: "127.0.0.1:5000/app:v1", command: ["echo", "hi"],
+                                                                  env: ["A": "1"], resources: Resources(cpuMillis: 500, memoryBytes: 64 << 20)), createdAt: time)
+}
+
+/// What the manager relies on from its store, checked on SQLite and on a real PostgreSQL 15.
+@Suite("Store contract")
+struct StoreContractTests {
+    @Test(arguments: StoreKind.allCases)
+    func everythingSurvivesReopening(_ kind: StoreKind) throws {
+        let s = try StoreUnderTest(kind)
+        var t = storeTask("one")
+        try s.store.insertTask(t, transition: TaskTransition(taskId: t.id, state: .created, attempt: 0, at: 1000, reason: nil))
+        t.status = .running(on: "p1", phase: "running")
+        t.attempt = 1
+        t.stopRequested = true
+        t.startedAt = 1001.5
+        t.result = TaskResult(taskId: t.id, attempt: 1, propletId: "p1", state: .completed, exitCode: 0, stdoutTail: "out")
+        try s.store.saveTasks([t], transitions: [TaskTransition(taskId: t.id, state: .running, attempt: 1, at: 1001, reason: "go")])
+        try s.store.appendLog(taskID: t.id, stream: .stdout, data: "hello ", keep: 1024)
+        var p = PropletRecord(announcement: PropletAnnouncement(propletId: "p1", name: "n", version: "v", labels: ["k": "v"],
+                                                               capacity: Capacity(cpuMillis: 1000, memoryBytes: 1 << 30, pids: 100, tasks: 4),
+                                                               os: "linux", arch: "amd64", cgroupMode: "v1"), now: 1000)
+        p.alive = false
+        try s.store.saveProplet(p)
+        var spec = t.spec
+        spec.env["B"] = "2"
+        t.spec = spec
+        t.updatedAt = 1002
+        try s.store.updateSpec(t)
+
+        let store = try s.reopen()
+        let loaded = try #require(try store.task(id: t.id))
+        #expect(loaded == t)
+        #expect(try store.history(taskID: t.id).map(\.state) == [.created, .running])
+        #expect(try store.history(taskID: t.id).last?.reason == "go")
+        #expect(try store.activeTasks().map(\.id) == [t.id])
+        #expect(try store.logs(taskID: t.id).stdout == "hello ")
+        let proplets = try store.proplets()
+        #expect(proplets.count == 1 && proplets[0].alive == false && proplets[0].labels == ["k": "v"])
+        try store.deleteProplet(id: "p1")
+        #expect(try store.proplets().isEmpty)
+        #expect(try store.task(id: "no-such-task") == nil)
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func listingPagesInCreationOrderAndFiltersByState(_ kind: StoreKind) throws {
+        let s = try StoreUnderTest(kind)
+        defer { withExtendedLifetime(s) {} }
+        let store = s.store
+        var ids: [String] = []
+        var all: [TaskRecord] = []
+        for i in 0..<5 { all.append(storeTask("t\(i)", at: Double(i))) }
+        try store.insertTasks(all, transitions: all.map { TaskTransition(taskId: $0.id, state: .created, attempt: 0, at: 0, reason: nil) })
+        for (i, var t) in all.enumerated() {
+            if i % 2 == 0 {
+                t.status = .completed(on: nil)
+                try store.saveTasks([t], transitions: [])
+            }
+            ids.append(t.id)
+        }
+        let page = try store.tasks(offset: 1, limit: 2, state: nil)
+        #expect(page.total == 5)
+        #expect(page.tasks.map(\.id) == Array(ids[1...2]))
+        #expect(try store.tasks(offset: 0, limit: 10, state: .completed).total == 3)
+        #expect(try store.tasks(offset: 1, limit: 10, state: .completed).tasks.map(\.id) == [ids[2], ids[4]])
+        #expect(try store.taskCounts() == [.completed: 3, .created: 2])
+        try store.deleteTask(id: ids[0])
+        #expect(try store.task(id: ids[0]) == nil)
+        #expect(try store.history(taskID: ids[0]).isEmpty)
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func logsKeepOnlyTheTailAndAFinalResultReplacesThem(_ kind: StoreKind) throws {
+        let s = try StoreUnderTest(kind)
+        defer { withExtendedLifetime(s) {} }
+        let store = s.store
+        var t = storeTask("logs")
+        try store.insertTask(t, transition: TaskTransition(taskId: t.id, state: .created, attempt: 0, at: 0, reason: nil))
+        for i in 0..<10 { try store.appendLog(taskID: t.id, stream: .stderr, data: "line \(i)\n", keep: 14) }
+        try store.appendLog(taskID: t.id, stream: .stdout, data: "0123456789abcdef", keep: 4)
+        #expect(try store.logs(taskID: t.id).stderr == "line 8\nline 9\n")
+        #expect(try store.logs(taskID: t.id).stdout == "cdef")
+        // The final result's tails are authoritative (streamed blocks may have gaps).
+        t.attempt = 1
+        t.status = .failed(on: "p1")
+        t.result = TaskResult(taskId: t.id, attempt: 1, propletId: "p1", state: .failed, exitCode: 3, stdoutTail: "all of out\n", stderrTail: "all of err\n")
+        try store.saveTasks([t], transitions: [TaskTransition(taskId: t.id, state: .failed, attempt: 1, at: 2, reason: "exit 3")])
+        #expect(try store.logs(taskID: t.id) == TaskLogs(stdout: "all of out\n", stderr: "all of err\n"))
+        try store.setLogs(taskID: t.id, logs: TaskLogs(stdout: "é ünïcode ✓", stderr: ""))
+        #expect(try store.logs(taskID: t.id).stdout == "é ünïcode ✓")
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func actorsInboxesExecutionsAndWorkers(_ kind: StoreKind) throws {
+        let s = try StoreUnderTest(kind)
+        let store = s.store
+        let a = ActorRecord(id: "a1", spec: ActorSpec(name: "echo", image: "r/echo"), createdAt: 1, updatedAt: 1)
+        try store.saveActor(a)
+        var messages: [ExecutionRecord] = []
+        for i in 0..<3 {
+            let e = ExecutionRecord(id: "e\(i)", actorId: a.id, contentType: "application/octet-stream", messageBytes: 3, env: ["I": "\(i)"], submittedAt: Double(i))
+            try store.enqueue(e, message: InboxMessage(executionID: e.id, actorID: a.id, body: Data([0, 255, UInt8(i)]), contentType: e.contentType))
+            messages.append(e)
+        }
+        #expect(try store.inbox().map(\.execution.id) == ["e0", "e1", "e2"])
+        #expect(try store.message(executionID: "e1")?.body == Data([0, 255, 1]))
+        var done = messages[0]
+        done.status = .complete
+        done.runtime = 1.5
+        done.cpuUsec = 2_000
+        done.memoryPeakBytes = 4096
+        try store.finishExecution(done, logs: TaskLogs(stdout: "out", stderr: "err"), results: Data([1, 2, 3]))
+        var failed = messages[1]
+        failed.status = .error
+        failed.runtime = 0.5
+        failed.cpuUsec = 1_000
+        failed.memoryPeakBytes = 8192
+        try store.finishExecution(failed, logs: TaskLogs(), results: Data())
+        var running = messages[2]
+        running.status = .running
+        try store.saveExecution(running)
+        try store.setActorState(actorID: a.id, state: "{\"n\":1}")
+        var w = WorkerRecord(id: "w1", actorId: a.id, revision: 1, createdAt: 1)
+        w.state = .ready(on: "p1")
+        try store.saveWorker(w)
+
+        let reopened = try s.reopen()
+        #expect(try reopened.actors().map(\.id) == ["a1"])
+        #expect(try reopened.inbox().map(\.execution.id) == ["e2"], "finished executions leave the inbox")
+        #expect(try reopened.inbox().first?.execution.status == .running)
+        #expect(try reopened.message(executionID: "e0") == nil)
+        #expect(try reopened.execution(id: "e0")?.status == .complete)
+        #expect(try reopened.executionLogs(id: "e0") == TaskLogs(stdout: "out", stderr: "err"))
+        #expect(try reopened.executionResults(id: "e0") == Data([1, 2, 3]))
+        #expect(try reopened.executionResults(id: "e2") == Data())
+        #expect(try reopened.executionResults(id: "none") == nil)
+        let page = try reopened.executions(actorID: a.id, offset: 0, limit: 2)
+        #expect(page.total == 3 && page.executions.map(\.id) == ["e2", "e1"], "newest first")
+        #expect(try reopened.executionTotals(actorID: a.id) == ExecutionTotals(count: 3, complete: 1, error: 1, runtime: 2.0, cpuUsec: 3_000, memoryPeakBytes: 8192))
+        #expect(try reopened.executionTotals(actorID: "none") == ExecutionTotals())
+        #expect(try reopened.actorState(actorID: a.id) == "{\"n\":1}")
+        #expect(try reopened.workers().map(\.id) == ["w1"])
+        #expect(try reopened.workers().first?.propletId == "p1")
+
+        // A deleted actor takes everything with it, and late writes do not bring it back.
+        try reopened.deleteActor(id: a.id)
+        try reopened.saveExecution(running)
+        try reopened.finishExecution(running, logs: TaskLogs(), results: Data())
+        try reopened.saveWorker(w)
+        #expect(try reopened.actors().isEmpty)
+        #expect(try reopened.inbox().isEmpty)
+        #expect(try reopened.workers().isEmpty)
+        #expect(try reopened.execution(id: "e2") == nil)
+        #expect(try reopened.actorState(actorID: a.id) == nil)
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func tokensAreKeptAsHashesAndStayRevoked(_ kind: StoreKind) throws {
+        let s = try StoreUnderTest(kind)
+        try s.store.insertToken(APIToken(id: "t1", name: "ci", createdAt: 10), sha256: "aa")
+        try s.store.insertToken(APIToken(id: "t2", name: "ops", createdAt: 11), sha256: "bb")
+        #expect(try s.store.revokeToken(id: "t1", at: 20)?.revokedAt == 20)
+        #expect(try s.store.revokeToken(id: "t1", at: 30)?.revokedAt == 20, "revoked once")
+        #expect(try s.store.revokeToken(id: "none", at: 30) == nil)
+        // The same hash again (a configured token re-imported at start) changes nothing.
+        try s.store.insertToken(APIToken(id: "t3", name: "again", createdAt: 12), sha256: "aa")
+        let tokens = try s.reopen().tokens()
+        #expect(tokens.map(\.token.id) == ["t1", "t2"])
+        #expect(tokens.map(\.sha256) == ["aa", "bb"])
+        #expect(tokens[0].token.revokedAt == 20 && tokens[1].token.revokedAt == nil)
+    }
+
+    /// The whole manager (its one state machine and driver) on each store: tasks placed, ended,
+    /// and resumed by a new driver on the same data, as after a restart.
+    @Test(arguments: StoreKind.allCases)
+    func theTaskServiceResumesFromTheStore(_ kind: StoreKind) async throws {
+        let s = try StoreUnderTest(kind)
+        let bus = RecordingBus()
+        let first = TaskService(store: s.store, bus: bus)
+        await first.handleAnnouncement(announcement("p1", memory: 4 << 30))
+        let done = try await first.create(TaskSpec(name: "done", image: "r/a", resources: Resources(memoryBytes: 1 << 30)), start: true)
+        let running = try await first.create(TaskSpec(name: "running", image: "r/a", resources: Resources(memoryBytes: 1 << 30)), start: true)
+        let waiting = try await first.create(TaskSpec(name: "waiting", image: "r/a", resources: Resources(memoryBytes: 8 << 30)), start: true)
+        #expect(bus.startedOn[done.id] == "p1" && bus.startedOn[running.id] == "p1")
+        await first.handleResult(TaskResult(taskId: done.id, attempt: 1, propletId: "p1", state: .completed, exitCode: 0, stdoutTail: "ok\n"))
+
+        let waitingBefore = try await first.task(waiting.id)
+        #expect(waitingBefore.assignedProplet == nil && waitingBefore.reason != nil, "\(waitingBefore)")
+        let second = TaskService(store: try s.reopen(), bus: RecordingBus())
+        try await second.recover()
+        #expect(try await second.task(done.id).state == .completed)
+        #expect(try await second.logs(done.id).stdout == "ok\n")
+        #expect(try await second.task(running.id).assignedProplet == "p1")
+        #expect(try await second.task(waiting.id).state == waitingBefore.state)
+        #expect(try await second.task(waiting.id).assignedProplet == nil)
+    }
+}
