@@ -20,7 +20,13 @@ struct ManagerCommand: AsyncParsableCommand {
         `propeller provision` writes into the manager's config), one made with `propeller token \
         create`, or the one in --token-file / PROPELLER_API_TOKEN. With --tls-cert and --tls-key the \
         API is served over HTTPS.
-        """
+
+        With --store postgres://…, several managers share one PostgreSQL database: one leads \
+        (it holds a lease in the database, under a fencing epoch every write checks), the others \
+        forward API requests to it and take over when it goes away. `propeller manager status` \
+        lists them.
+        """,
+        subcommands: [ManagerStatusCommand.self]
     )
 
     @OptionGroup var daemon: DaemonOptions
@@ -33,6 +39,15 @@ struct ManagerCommand: AsyncParsableCommand {
 
     @Option(help: ArgumentHelp("Where the manager keeps its state: sqlite (the default: manager.db in --data-dir) or postgres://USER@HOST[:PORT]/DATABASE[?sslmode=disable|prefer|require], which several managers share; the password from the URL or env PGPASSWORD (env MANAGER_STORE).", valueName: "url"))
     var store: String = Environment.current["MANAGER_STORE"] ?? "sqlite"
+
+    @Option(name: .customLong("manager-id"), help: ArgumentHelp("This manager's name among those that share a PostgreSQL store (env MANAGER_ID; default HOSTNAME-PORT).", valueName: "id"))
+    var managerID: String?
+
+    @Option(name: .customLong("advertise"), help: ArgumentHelp("The URL other managers forward API requests to while this one leads (env MANAGER_ADVERTISE; default from --http).", valueName: "url"))
+    var advertise: String?
+
+    @Option(name: .customLong("lease"), help: ArgumentHelp("How long the leader's lease lasts without renewal; renewed every third of it. A follower takes over within about this long after the leader dies (env MANAGER_LEASE, default 3s).", valueName: "duration"))
+    var lease: String?
 
     @Option(name: .customLong("token-file"), help: ArgumentHelp("File holding the API bearer token (mode 600); else env PROPELLER_API_TOKEN.", valueName: "file"))
     var tokenFile: String?
@@ -138,8 +153,23 @@ struct ManagerCommand: AsyncParsableCommand {
             var location: PostgresLocation
             do { location = try PostgresLocation(url: store) } catch { throw ValidationError("invalid --store: \(error)") }
             if location.password == nil { location.password = Environment.current["PGPASSWORD"] }
-            options.openStore = { [location, logger] in try PostgresStore(location: location, logger: logger) }
-            logger.info("store", metadata: ["store": "\(location)"])
+            var leaseDuration = Duration.seconds(3)
+            if let text = lease ?? Environment.current["MANAGER_LEASE"] {
+                do { leaseDuration = try DurationParsing.parse(text) } catch { throw ValidationError("invalid --lease \"\(text)\": \(error)") }
+                guard leaseDuration >= .milliseconds(300) else { throw ValidationError("invalid --lease \"\(text)\": at least 300ms") }
+            }
+            // A store call may take no longer than the lease: a leader cut off from the database
+            // finds out, and steps down, before another can take over.
+            options.openStore = { [location, logger, leaseDuration] in try PostgresStore(location: location, timeout: max(leaseDuration, .seconds(1)), logger: logger) }
+            let scheme = tlsCert == nil ? "http" : "https"
+            let advertised = advertise ?? Environment.current["MANAGER_ADVERTISE"] ?? "\(scheme)://\(host.contains(":") ? "[\(host)]" : host):\(port)"
+            guard advertised.hasPrefix("http://") || advertised.hasPrefix("https://") else { throw ValidationError("invalid --advertise \"\(advertised)\": expected an http(s):// URL") }
+            let id = managerID ?? Environment.current["MANAGER_ID"] ?? "\(hostName())-\(port)"
+            options.leadership = { [id, advertised, leaseDuration] store in
+                guard let postgres = store as? PostgresStore else { return nil }
+                return PostgresLeadership(store: postgres, id: id, address: advertised, duration: leaseDuration)
+            }
+            logger.info("store", metadata: ["store": "\(location)", "manager": "\(id)", "advertise": "\(advertised)"])
         }
         options.apiTokens = configured
         options.authenticate = !insecureNoAuth
@@ -172,6 +202,13 @@ struct ManagerCommand: AsyncParsableCommand {
     }
 }
 
+/// This machine's host name.
+func hostName() -> String {
+    var buffer = [CChar](repeating: 0, count: 256)
+    guard gethostname(&buffer, buffer.count - 1) == 0 else { return "manager" }
+    return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
 func makeDirectory(_ path: String) throws {
     var current = ""
     for part in path.split(separator: "/") {
@@ -179,5 +216,22 @@ func makeDirectory(_ path: String) throws {
         if mkdir(current, 0o755) != 0 && errno != EEXIST {
             throw PropellerError(.systemCall, "create directory \(current): \(String(cString: strerror(errno)))")
         }
+    }
+}
+
+/// `propeller manager status`: the managers that share the store, and which one leads.
+struct ManagerStatusCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "status", abstract: "List the managers that share the store, with their roles.")
+    @OptionGroup var client: ClientOptions
+
+    func run() throws {
+        let api = try client.client()
+        let bytes = try api.send("GET", "/managers")
+        if client.json { return printJSON(bytes) }
+        let status = try api.decode(ManagerClusterStatus.self, bytes)
+        print(table(["ID", "ADDRESS", "ROLE", "SEEN"], status.members.map { m in
+            [m.id, m.address, m.role, m.seenAgo.map { String(format: "%.1fs ago", $0) } ?? "-"]
+        }))
+        if let leader = status.leader { print("leader: \(leader.id) (epoch \(leader.epoch))") }
     }
 }

@@ -7,7 +7,7 @@ public struct PropellerError: Error, Sendable, CustomStringConvertible {
     /// What kind of failure this is; callers switch on it to pick an exit status or HTTP code.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Value: String, Sendable {
-            case invalidArgument, notFound, unsupported, resourceExhausted, systemCall, internalError, permissionDenied
+            case invalidArgument, notFound, unsupported, resourceExhausted, systemCall, internalError, permissionDenied, unavailable
         }
         private let value: Value
         private init(_ value: Value) { self.value = value }
@@ -24,6 +24,8 @@ public struct PropellerError: Error, Sendable, CustomStringConvertible {
         public static let systemCall = Code(.systemCall)
         /// The caller may not do this.
         public static let permissionDenied = Code(.permissionDenied)
+        /// Cannot be done here now, but may be soon or elsewhere (a manager that no longer leads).
+        public static let unavailable = Code(.unavailable)
         /// A bug or an unexpected state.
         public static let internalError = Code(.internalError)
 

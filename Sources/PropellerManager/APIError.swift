@@ -26,6 +26,7 @@ public struct APIError: Error, Sendable, CustomStringConvertible {
             case .invalidArgument: return .unprocessable(e.message)
             case .notFound: return .notFound(e.message)
             case .permissionDenied: return APIError(status: 403, e.message)
+            case .unavailable: return APIError(status: 503, e.message)
             default: return APIError(status: 500, e.message)
             }
         }

@@ -12,6 +12,8 @@ public struct ManagerAPI: Sendable {
     public let tokens: APITokens?
     /// Bodies above this are refused (413).
     public var maxBodyBytes = 1 << 20
+    /// The managers that share the store, when there are several (nil: this one alone).
+    public var cluster: (any ClusterView)?
 
     public init(service: TaskService, actors: ActorService? = nil, metrics: ManagerMetrics = ManagerMetrics(), tokens: APITokens?) {
         self.service = service
@@ -25,7 +27,13 @@ public struct ManagerAPI: Sendable {
         router.add(middleware: ErrorAndMetricsMiddleware(metrics: metrics))
         if let tokens { router.add(middleware: BearerAuthMiddleware(tokens: tokens, logger: service.logger)) }
 
-        router.get("/health") { _, _ in json(["status": "ok"]) }
+        router.get("/health") { _, _ in json(["status": "ok", "role": "leader"]) }
+        router.get("/managers") { [cluster] _, _ in
+            guard let cluster else {
+                return try encode(ManagerClusterStatus(leader: nil, members: [.init(id: "manager", address: "", role: "leader", seenAgo: nil)]))
+            }
+            return try encode(try cluster.status())
+        }
         router.get("/openapi.json") { _, _ in
             Response(status: .ok, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(string: OpenAPIDocument.json)))
         }

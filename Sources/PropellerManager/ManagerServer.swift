@@ -2,6 +2,7 @@ import Hummingbird
 import HummingbirdCore
 import HummingbirdTLS
 import Logging
+import NIOCore
 import PropellerCore
 import PropellerDaemon
 import PropellerMQTT
@@ -26,6 +27,8 @@ public struct ManagerServer: Sendable {
         public var tlsKey: String?
         public var configuration = ManagerConfiguration()
         public var actors = ActorConfiguration()
+        /// Leadership among managers that share the store (nil: this manager is alone).
+        public var leadership: (@Sendable (any ManagerStore & TokenStore) throws -> (any Leadership)?)?
 
         public init(databasePath: String, mqtt: MQTTConfiguration, topics: Topics) {
             openStore = { try SQLiteStore(path: databasePath) }
@@ -45,60 +48,96 @@ public struct ManagerServer: Sendable {
     /// Runs until cancelled or until the HTTP server fails.
     public func run() async throws {
         let store = try options.openStore()
+        let (server, scheme) = try httpServer()
+        let onRunning: @Sendable (any Channel) async -> Void = { [logger, options] _ in
+            logger.notice("manager listening", metadata: ["address": "\(scheme)://\(options.host):\(options.port)"])
+        }
+        let configuration = ApplicationConfiguration(address: .hostname(options.host, port: options.port), serverName: "propeller-manager")
+        if let leadership = try options.leadership?(store) {
+            // Several managers share the store: this one leads when it holds the lease.
+            let node = ManagerNode(leadership: leadership, store: store, options: options, logger: logger)
+            let app = Application(responder: node.responder(), server: server, configuration: configuration, onServerRunning: onRunning, logger: logger)
+            let group = ServiceGroup(configuration: .init(services: [.init(service: app), .init(service: LoopService { await node.run() })],
+                                                          gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            defer { Task { try? await node.http.shutdown() } }
+            try await group.run()
+            return
+        }
+        let term = try await LeaderTerm(store: store, options: options, lease: nil, cluster: nil, logger: logger)
+        let app = Application(responder: term.responder, server: server, configuration: configuration, onServerRunning: onRunning, logger: logger)
+        // SIGTERM/SIGINT: the HTTP server finishes requests in flight, then the loops stop.
+        let group = ServiceGroup(configuration: .init(services: [.init(service: app)] + term.loops().map { .init(service: LoopService($0)) },
+                                                      gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        defer { term.client.disconnect() }
+        try await group.run()
+    }
+
+    private func httpServer() throws -> (HTTPServerBuilder, String) {
+        guard let cert = options.tlsCertificate, let key = options.tlsKey else { return (.http1(), "http") }
+        let tls: TLSConfiguration
+        do {
+            tls = TLSConfiguration.makeServerConfiguration(certificateChain: try NIOSSLCertificate.fromPEMFile(cert).map { .certificate($0) },
+                                                           privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
+        } catch {
+            throw PropellerError(.invalidArgument, "TLS certificate \(cert) or key \(key): \(error)")
+        }
+        return (try .tls(.http1(), tlsConfiguration: tls), "https")
+    }
+}
+
+/// Everything that decides, for as long as this manager leads: the MQTT client, the task
+/// service rebuilt from the store, the API on it and the loops (proplet messages, liveness,
+/// autoscaler). One manager alone has one term for its whole life; among several, a term
+/// starts when the lease is taken and ends when it is lost.
+final class LeaderTerm: Sendable {
+    let client: MQTTClient
+    let bus: MQTTControlBus
+    let service: TaskService
+    let responder: RouterResponder<BasicRequestContext>
+    let lease: LeaderLease?
+    let interval: Duration
+
+    init(store: any ManagerStore & TokenStore, options: ManagerServer.Options, lease: LeaderLease?, cluster: (any ClusterView)?, logger: Logger) async throws {
         var mqtt = options.mqtt
         let topics = options.topics
         mqtt.isBulkTopic = { MQTTControlBus.isBulk($0, topics: topics) }
-        let client = try MQTTClient(mqtt)
-        let bus = MQTTControlBus(client: client, topics: options.topics, logger: logger)
+        client = try MQTTClient(mqtt)
+        bus = MQTTControlBus(client: client, topics: options.topics, logger: logger)
         var configuration = options.configuration
         configuration.actors = options.actors
-        let service = TaskService(store: store, bus: bus, configuration: configuration, logger: logger)
+        interval = configuration.livenessInterval
+        self.lease = lease
+        service = TaskService(store: store, bus: bus, configuration: configuration, lease: lease, logger: logger)
         try await service.recover()
         let actors = ActorService(tasks: service)
         // The API serves while the broker is away (a manager started before its broker, or
         // during a broker restart): the client connects, and reconnects, on its own thread.
         try client.start()
         client.reportFirstConnection(logger: logger)
-
         let tokens = options.authenticate ? try APITokens(store: store, configured: options.apiTokens) : nil
-        let api = ManagerAPI(service: service, actors: actors, tokens: tokens)
-        var server = HTTPServerBuilder.http1()
-        var scheme = "http"
-        if let cert = options.tlsCertificate, let key = options.tlsKey {
-            let tls: TLSConfiguration
-            do {
-                tls = TLSConfiguration.makeServerConfiguration(certificateChain: try NIOSSLCertificate.fromPEMFile(cert).map { .certificate($0) },
-                                                               privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
-            } catch {
-                throw PropellerError(.invalidArgument, "TLS certificate \(cert) or key \(key): \(error)")
-            }
-            server = try .tls(.http1(), tlsConfiguration: tls)
-            scheme = "https"
-        }
-        let app = Application(router: api.router(), server: server,
-                              configuration: .init(address: .hostname(options.host, port: options.port), serverName: "propeller-manager"),
-                              onServerRunning: { [logger, options, scheme] _ in
-                                  logger.notice("manager listening", metadata: ["address": "\(scheme)://\(options.host):\(options.port)"])
-                              }, logger: logger)
-        let interval = options.configuration.livenessInterval
-        let busService = LoopService { try await bus.run(service: service) }
-        let liveness = LoopService {
-            while !Task.isCancelled {
-                try await Task.sleep(for: interval / 2)
-                await service.checkLiveness(brokerLink: (client.isConnected, client.connectionCount))
-            }
-        }
-        // The autoscaler and the workers' health checks.
-        let autoscaler = LoopService {
-            while !Task.isCancelled {
-                try await Task.sleep(for: .milliseconds(500))
-                await service.autoscale()
-            }
-        }
-        // SIGTERM/SIGINT: the HTTP server finishes requests in flight, then the loops stop.
-        let group = ServiceGroup(configuration: .init(services: [.init(service: app), .init(service: busService), .init(service: liveness), .init(service: autoscaler)],
-                                                      gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        defer { client.disconnect() }
-        try await group.run()
+        var api = ManagerAPI(service: service, actors: actors, tokens: tokens)
+        api.cluster = cluster
+        responder = api.router().buildResponder()
+    }
+
+    /// The loops that run while the term lasts.
+    func loops() -> [@Sendable () async throws -> Void] {
+        let (bus, service, client, interval) = (bus, service, client, interval)
+        return [
+            { try await bus.run(service: service) },
+            {
+                while !Task.isCancelled {
+                    try await Task.sleep(for: interval / 2)
+                    await service.checkLiveness(brokerLink: (client.isConnected, client.connectionCount))
+                }
+            },
+            // The autoscaler and the workers' health checks.
+            {
+                while !Task.isCancelled {
+                    try await Task.sleep(for: .milliseconds(500))
+                    await service.autoscale()
+                }
+            },
+        ]
     }
 }

@@ -31,6 +31,7 @@ extension TaskService {
                 default: break
                 }
             } catch {
+                lease?.lose("a store write failed: \(error)")
                 logger.error("store write failed: kept in memory, written again later", metadata: ["error": "\(error)", "waiting": "\(unsavedActorWrites.count - done)"])
                 return false
             }

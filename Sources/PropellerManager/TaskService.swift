@@ -39,9 +39,15 @@ public actor TaskService {
 
     public var placements: UInt64 { state.placements }
     let started = ContinuousClock.now
+    /// Set when this manager leads others that share the store: without it held, nothing is
+    /// sent and commands are refused (the manager steps down and a new term starts from the
+    /// store).
+    public let lease: LeaderLease?
 
-    public init(store: any ManagerStore, bus: any ControlBus, configuration: ManagerConfiguration = ManagerConfiguration(), logger: Logger = Logger(label: "propeller.manager")) {
+    public init(store: any ManagerStore, bus: any ControlBus, configuration: ManagerConfiguration = ManagerConfiguration(), lease: LeaderLease? = nil,
+                logger: Logger = Logger(label: "propeller.manager")) {
         self.store = store
+        self.lease = lease
         self.bus = bus
         self.configuration = configuration
         self.logger = logger
@@ -60,16 +66,23 @@ public actor TaskService {
     /// Throws, changing nothing, when a command is refused. Returns the reply of a command.
     @discardableResult
     func apply(_ event: ClusterEvent, at now: Moment = .now) throws -> ClusterReply? {
+        try requireLease()
         let effects = try state.apply(event, at: now)
         commit(effects)
         commitActorWrites(effects)
+        // Under a lease, a write the store refused may mean another manager leads now: nothing
+        // of this event goes out, and this term ends.
+        try requireLease()
         var reply: ClusterReply?
         var followUps: [ClusterEvent] = []
         for effect in effects {
             switch effect {
             case .save: break
             case .saveProplet(let p):
-                do { try store.saveProplet(p) } catch { logger.error("store write failed", metadata: ["proplet": "\(p.id)", "error": "\(error)"]) }
+                do { try store.saveProplet(p) } catch {
+                    lease?.lose("a store write failed: \(error)")
+                    logger.error("store write failed", metadata: ["proplet": "\(p.id)", "error": "\(error)"])
+                }
             case .start(let start, let proplet): bus.send(start, to: proplet)
             case .stop(let stop, let proplet): bus.send(stop, to: proplet)
             case .acknowledge(let ref, let proplet):
@@ -94,6 +107,13 @@ public actor TaskService {
         return reply
     }
 
+    /// Throws when this manager led under a lease that it no longer holds.
+    func requireLease() throws {
+        if let reason = lease?.lostReason {
+            throw PropellerError(.unavailable, "this manager no longer leads (\(reason)): another manager decides; try again")
+        }
+    }
+
     /// Writes an event's task changes and their transitions in one transaction (after what the
     /// store refused before); what it refuses waits in ``unsaved``.
     private func commit(_ effects: [ClusterEffect]) {
@@ -112,6 +132,7 @@ public actor TaskService {
             guard flushUnsaved() else { throw PropellerError(.resourceExhausted, "the store has not taken earlier writes yet (is its disk full?)") }
             try store.saveTasks(changed, transitions: transitions)
         } catch {
+            lease?.lose("a store write failed: \(error)")
             logger.error("store write failed: kept in memory, written again later", metadata: ["error": "\(error)"])
             for t in changed { unsaved[t.id] = t }
             unsavedTransitions += transitions

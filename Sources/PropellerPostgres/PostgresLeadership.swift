@@ -1,6 +1,7 @@
 import Foundation
 import PostgresNIO
 import PropellerCore
+import PropellerManager
 
 /// Leadership of several managers that share one PostgreSQL database: a lease row with a
 /// fencing epoch.
@@ -11,24 +12,7 @@ import PropellerCore
 /// (``PostgresStore/fence(epoch:)``), so a deposed leader's late writes are refused by the
 /// database, and the takeover waits for writes in flight. A leader that has not renewed within
 /// its lease's duration, by its own monotonic clock, must stop deciding: another may lead.
-public final class PostgresLeadership: Sendable {
-    /// The lease as the database holds it.
-    public struct Lease: Sendable, Hashable, Codable {
-        public var epoch: Int64
-        public var holder: String
-        public var address: String
-        /// Seconds until it expires (negative: expired), by the database's clock.
-        public var expiresIn: Double
-    }
-
-    /// A manager that shares the database, as it last said.
-    public struct Member: Sendable, Hashable, Codable {
-        public var id: String
-        public var address: String
-        /// Seconds since it last said so.
-        public var seenAgo: Double
-    }
-
+public final class PostgresLeadership: Leadership {
     let store: PostgresStore
     public let id: String
     public let address: String
@@ -45,22 +29,28 @@ public final class PostgresLeadership: Sendable {
 
     private var milliseconds: Int64 { duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000 }
 
-    /// Takes the lease when it is free or expired, or renews it when this manager holds it;
-    /// the epoch when this manager now leads, nil when another does. Not fenced: it is how a
-    /// fence begins.
-    public func acquire() throws -> Int64? {
-        try store.read("take or renew the leadership lease") { session in
+    public func acquire(renewing: Int64?) throws -> Int64? {
+        if let epoch = renewing {
+            return try store.read("renew the leadership lease") { session in
+                try session.run("""
+                    UPDATE leadership SET expires_at = now() + \(milliseconds) * interval '1 millisecond'
+                    WHERE id = 1 AND holder = \(id) AND epoch = \(epoch) RETURNING epoch
+                    """).first { _ in true }.map { try $0.decode(Int64.self) }
+            }
+        }
+        return try store.read("take the leadership lease") { session in
             try session.run("""
                 INSERT INTO leadership (id, epoch, holder, address, expires_at)
                 VALUES (1, 1, \(id), \(address), now() + \(milliseconds) * interval '1 millisecond')
-                ON CONFLICT (id) DO UPDATE SET
-                    epoch = CASE WHEN leadership.holder = excluded.holder AND leadership.expires_at >= now() THEN leadership.epoch ELSE leadership.epoch + 1 END,
-                    holder = excluded.holder, address = excluded.address, expires_at = excluded.expires_at
+                ON CONFLICT (id) DO UPDATE SET epoch = leadership.epoch + 1, holder = excluded.holder, address = excluded.address,
+                    expires_at = excluded.expires_at
                 WHERE leadership.holder = excluded.holder OR leadership.expires_at < now()
                 RETURNING epoch
                 """).first { _ in true }.map { try $0.decode(Int64.self) }
         }
     }
+
+    public func fence(epoch: Int64?) { store.fence(epoch: epoch) }
 
     /// Gives the lease up (a clean shutdown): another manager may take it at once, under a new
     /// epoch.
@@ -71,11 +61,11 @@ public final class PostgresLeadership: Sendable {
     }
 
     /// The lease as it stands; nil when no manager has ever led.
-    public func current() throws -> Lease? {
+    public func leader() throws -> LeaderInfo? {
         try store.read("read the leadership lease") { session in
             try session.run("SELECT epoch, holder, address, EXTRACT(EPOCH FROM expires_at - now())::float8 FROM leadership WHERE id = 1").first { _ in true }.map { row in
                 let (epoch, holder, address, expiresIn) = try row.decode((Int64, String, String, Double).self)
-                return Lease(epoch: epoch, holder: holder, address: address, expiresIn: expiresIn)
+                return LeaderInfo(id: holder, address: address, epoch: epoch, expiresIn: expiresIn)
             }
         }
     }
@@ -91,7 +81,7 @@ public final class PostgresLeadership: Sendable {
     }
 
     /// The managers seen within `within`, most recent first.
-    public func members(within: Duration) throws -> [Member] {
+    public func members(within: Duration) throws -> [ManagerMember] {
         let ms = within.components.seconds * 1000 + within.components.attoseconds / 1_000_000_000_000_000
         return try store.read("list the managers") { session in
             try session.run("""
@@ -99,7 +89,7 @@ public final class PostgresLeadership: Sendable {
                 WHERE seen_at > now() - \(ms) * interval '1 millisecond' ORDER BY seen_at DESC, id
                 """).map { row in
                 let (id, address, ago) = try row.decode((String, String, Double).self)
-                return Member(id: id, address: address, seenAgo: ago)
+                return ManagerMember(id: id, address: address, seenAgo: ago)
             }
         }
     }

@@ -85,7 +85,7 @@ public final class PostgresStore: ManagerStore, TokenStore, @unchecked Sendable 
                 }
                 try session.wait(futures)
                 if let fence, let epoch, try Session.wait(fence, timeout: session.timeout).rows.isEmpty {
-                    throw PropellerError(.permissionDenied, "store \(location): \(what): refused, this manager no longer leads (epoch \(epoch) was superseded)")
+                    throw PropellerError(.unavailable, "store \(location): \(what): refused, this manager no longer leads (epoch \(epoch) was superseded)")
                 }
                 try session.run("COMMIT")
             }

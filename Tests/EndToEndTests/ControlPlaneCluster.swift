@@ -10,12 +10,17 @@ final class Cluster: @unchecked Sendable {
     let registry: RegistryServer
     let dir: TempDirectory
     let httpPort: Int
+    /// The API ports of the managers (one, or several sharing a PostgreSQL store).
+    let managerPorts: [Int]
+    /// The PostgreSQL store's URL when the managers share one.
+    let store: String?
     let token = "e2e-" + UUID().uuidString
     let interval: String
     let tag: String
     let credentials: (String, String)?
     let proxyPort: Int
-    private(set) var manager: DaemonProcess?
+    private(set) var managers: [DaemonProcess?]
+    var manager: DaemonProcess? { managers[0] }
     private(set) var proxy: DaemonProcess?
     private(set) var proplets: [String: DaemonProcess] = [:]
 
@@ -28,15 +33,19 @@ final class Cluster: @unchecked Sendable {
     let managerStoreSize: String?
     var managerData: String { dir.path + "/manager" }
 
-    init(interval: String = "1s", tag: String = "app:v1", credentials: (String, String)? = nil, proxy: Bool = true, managerStoreSize: String? = nil) throws {
+    init(interval: String = "1s", tag: String = "app:v1", credentials: (String, String)? = nil, proxy: Bool = true, managerStoreSize: String? = nil,
+         store: String? = nil, managers: Int = 1) throws {
         self.managerStoreSize = managerStoreSize
+        self.store = store
+        managerPorts = try (0..<managers).map { _ in try freeLoopbackPort() }
+        self.managers = Array(repeating: nil, count: managers)
         self.interval = interval
         self.tag = tag
         self.credentials = credentials
         dir = try TempDirectory("propeller-cluster")
         broker = try MosquittoServer()
         registry = try ImageTestContext().registry(holding: tag, credentials: credentials)
-        httpPort = try freeLoopbackPort()
+        httpPort = managerPorts[0]
         proxyPort = try freeLoopbackPort()
         writeFile(dir.path + "/token", token)
         chmod(dir.path + "/token", 0o600)
@@ -45,7 +54,7 @@ final class Cluster: @unchecked Sendable {
             let mounted = try runProcess("/bin/mount", ["-t", "tmpfs", "-o", "size=\(managerStoreSize)", "propeller-test-store", managerData], timeout: 10)
             guard mounted.status == 0 else { throw PropellerError(.internalError, "mount a tmpfs on \(managerData): \(String(decoding: mounted.stderr, as: UTF8.self))") }
         }
-        try startManager()
+        for i in 0..<managers { try startManager(i) }
         if proxy { try startProxy(password: credentials?.1) }
     }
 
@@ -75,20 +84,31 @@ final class Cluster: @unchecked Sendable {
     /// A counter from the proxy's /metrics.
     func proxyMetric(_ name: String) -> UInt64? { metric("propeller_proxy_" + name, in: httpGet(port: proxyPort, "/metrics")) }
 
-    func startManager() throws {
-        manager = try DaemonProcess(propellerBinary, ["manager", "--mqtt", "tcp://127.0.0.1:\(broker.port)", "--http", "127.0.0.1:\(httpPort)",
-                                                      "--data-dir", managerData, "--token-file", dir.path + "/token",
-                                                      "--liveliness-interval", interval, "--log-level", "debug"],
-                                    logPath: dir.path + "/manager-\(UUID().uuidString.prefix(4)).log")
+    /// Starts manager `i` (with a PostgreSQL store: `m0`, `m1`, … with a 2 s lease; `emptyData`
+    /// gives it a new, empty data directory).
+    func startManager(_ i: Int = 0, emptyData: Bool = false) throws {
+        let port = managerPorts[i]
+        var data = i == 0 ? managerData : managerData + "-\(i)"
+        if emptyData { data += "-" + UUID().uuidString.prefix(4) }
+        var arguments = ["manager", "--mqtt", "tcp://127.0.0.1:\(broker.port)", "--http", "127.0.0.1:\(port)",
+                         "--data-dir", data, "--token-file", dir.path + "/token",
+                         "--liveliness-interval", interval, "--log-level", "debug"]
+        var environment: [String: String] = [:]
+        if let store {
+            // The password stays out of the command line.
+            environment["MANAGER_STORE"] = store
+            arguments += ["--manager-id", "m\(i)", "--lease", "2s"]
+        }
+        managers[i] = try DaemonProcess(propellerBinary, arguments, environment: environment, logPath: dir.path + "/manager\(i)-\(UUID().uuidString.prefix(4)).log")
         for _ in 0..<500 {
-            if canConnect(port: httpPort) { return }
+            if canConnect(port: port) { return }
             usleep(20_000)
         }
-        throw PropellerError(.internalError, "the manager did not listen on \(httpPort):\n\(manager?.log ?? "")")
+        throw PropellerError(.internalError, "manager \(i) did not listen on \(port):\n\(managers[i]?.log ?? "")")
     }
 
-    func stopManager() { manager?.stop() }
-    func crashManager() { manager?.crash() }
+    func stopManager(_ i: Int = 0) { managers[i]?.stop() }
+    func crashManager(_ i: Int = 0) { managers[i]?.crash() }
 
     /// Starts a proplet with this id and waits until the manager lists it alive.
     func startProplet(_ id: String, memory: String, maxTasks: Int = 32, extra: [String] = [], waitUntilAlive: Bool = true) throws {
@@ -116,8 +136,11 @@ final class Cluster: @unchecked Sendable {
     }
     func stopProplet(_ id: String) { proplets[id]?.stop() }
 
-    func cli(_ args: [String]) throws -> CLIResult {
-        try propeller(args, environment: ["PROPELLER_MANAGER_URL": managerURL, "PROPELLER_API_TOKEN": token])
+    /// The manager the CLI talks to unless told (with several, any one serves the whole API).
+    var defaultManager = 0
+
+    func cli(_ args: [String], via i: Int? = nil) throws -> CLIResult {
+        try propeller(args, environment: ["PROPELLER_MANAGER_URL": "http://127.0.0.1:\(managerPorts[i ?? defaultManager])", "PROPELLER_API_TOKEN": token])
     }
 
     /// Creates (and starts) a task; returns its id.
@@ -151,7 +174,9 @@ final class Cluster: @unchecked Sendable {
             if try condition() { return }
             usleep(100_000)
         }
-        throw PropellerError(.internalError, "timed out waiting for \(what)\n--- manager log ---\n\(manager?.log.suffix(4000) ?? "")\n--- proxy ---\n\(proxy?.log.suffix(3000) ?? "")\n--- proplets ---\n"
+        throw PropellerError(.internalError, "timed out waiting for \(what)\n--- manager log ---\n"
+                                                + managers.enumerated().map { "manager \($0.offset):\n\($0.element?.log.suffix(4000) ?? "")" }.joined(separator: "\n")
+                                                + "\n--- proxy ---\n\(proxy?.log.suffix(3000) ?? "")\n--- proplets ---\n"
                                                 + proplets.map { "\($0.key):\n\($0.value.log.suffix(3000))" }.joined(separator: "\n"))
     }
 
@@ -159,14 +184,14 @@ final class Cluster: @unchecked Sendable {
     func stopAll() {
         for p in proplets.values { p.stop() }
         proxy?.stop()
-        manager?.stop()
+        for m in managers { m?.stop() }
         broker.stop()
     }
 
     deinit {
         for p in proplets.values { p.stop() }
         proxy?.stop()
-        manager?.stop()
+        for m in managers { m?.stop() }
         broker.stop()
         registry.stop()
         if managerStoreSize != nil { _ = try? runProcess("/bin/umount", [managerData], timeout: 30) }

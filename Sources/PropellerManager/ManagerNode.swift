@@ -1,0 +1,185 @@
+import AsyncHTTPClient
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import NIOHTTP1
+import PropellerCore
+
+typealias Field = HTTPFields.Element
+
+/// What the API shows of the managers that share a store (`GET /managers`, `/health`).
+public protocol ClusterView: Sendable {
+    func status() throws -> ManagerClusterStatus
+}
+
+/// The managers sharing a store: who leads, under which epoch, and who else is there.
+public struct ManagerClusterStatus: Codable, Sendable, Hashable {
+    public struct Member: Codable, Sendable, Hashable {
+        public var id: String
+        public var address: String
+        /// `leader` or `follower`.
+        public var role: String
+        public var seenAgo: Double?
+    }
+
+    public var leader: LeaderInfo?
+    public var members: [Member]
+}
+
+/// One of several managers on a shared store. The leadership loop takes the lease when it is
+/// free and renews it while it leads; a term (``LeaderTerm``) runs for as long as the lease is
+/// held, and ends when it is lost (a renewal refused, not renewed in time, a write the store
+/// refused). A follower serves the whole API by forwarding each request to the leader, streams
+/// (`--follow`, `watch`, synchronous actor calls) included; `/health` is its own.
+final class ManagerNode: ClusterView, Sendable {
+    let leadership: any Leadership
+    let store: any ManagerStore & TokenStore
+    let options: ManagerServer.Options
+    let logger: Logger
+    let http = HTTPClient(eventLoopGroupProvider: .singleton,
+                          configuration: HTTPClient.Configuration(timeout: .init(connect: .seconds(3)), decompression: .disabled))
+    private let term = Locked<LeaderTerm?>(nil)
+    private let leaderSeen = Locked<LeaderInfo?>(nil)
+    static let forwardedHeader = Field.Name("X-Propeller-Forwarded-By")!
+
+    init(leadership: any Leadership, store: any ManagerStore & TokenStore, options: ManagerServer.Options, logger: Logger) {
+        self.leadership = leadership
+        self.store = store
+        self.options = options
+        var logger = logger
+        logger[metadataKey: "manager"] = "\(leadership.id)"
+        self.logger = logger
+    }
+
+    var current: LeaderTerm? { term.withLock { $0 } }
+
+    /// The leadership loop: every third of the lease, take or renew it; start a term when it is
+    /// taken, end it when it is lost. On shutdown the lease is given up, so that another manager
+    /// takes over at once.
+    func run() async {
+        let d = leadership.duration
+        var running: (term: LeaderTerm, loops: Task<Void, Never>)?
+        while !Task.isCancelled {
+            let sent = ContinuousClock.now
+            if let r = running {
+                do {
+                    if try leadership.acquire(renewing: r.term.lease?.epoch ?? 0) != nil {
+                        r.term.lease?.renewed(sentAt: sent, duration: d)
+                    } else {
+                        r.term.lease?.lose("another manager holds the lease")
+                    }
+                } catch {
+                    logger.warning("cannot renew the leadership lease", metadata: ["error": "\(error)"])
+                }
+                if let reason = r.term.lease?.lostReason {
+                    logger.error("stepping down", metadata: ["reason": "\(reason)", "epoch": "\(r.term.lease?.epoch ?? 0)"])
+                    await stop(r)
+                    running = nil
+                }
+            } else {
+                do {
+                    if let epoch = try leadership.acquire(renewing: nil) {
+                        leadership.fence(epoch: epoch)
+                        logger.notice("leading", metadata: ["epoch": "\(epoch)"])
+                        let lease = LeaderLease(epoch: epoch, validUntil: sent + d)
+                        let t = try await LeaderTerm(store: store, options: options, lease: lease, cluster: self, logger: logger)
+                        let loops = Task {
+                            await withTaskGroup(of: Void.self) { group in
+                                for loop in t.loops() { group.addTask { try? await loop() } }
+                            }
+                        }
+                        running = (t, loops)
+                        term.withLock { $0 = t }
+                    }
+                } catch {
+                    logger.error("cannot take the lead", metadata: ["error": "\(error)"])
+                }
+            }
+            leaderSeen.withLock { $0 = nil }
+            if let leader = try? leadership.leader() { leaderSeen.withLock { $0 = leader } }
+            do { try leadership.announce() } catch { logger.warning("cannot announce this manager", metadata: ["error": "\(error)"]) }
+            do { try await Task.sleep(for: d / 3) } catch { break }
+        }
+        if let r = running {
+            await stop(r)
+            if let epoch = r.term.lease?.epoch { try? leadership.release(epoch: epoch) }
+            logger.notice("gave up the lead")
+        }
+    }
+
+    private func stop(_ r: (term: LeaderTerm, loops: Task<Void, Never>)) async {
+        term.withLock { $0 = nil }
+        r.term.lease?.lose("stopped")
+        r.loops.cancel()
+        await r.loops.value
+        r.term.client.disconnect()
+    }
+
+    func status() throws -> ManagerClusterStatus {
+        let leader = try leadership.leader()
+        let members = try leadership.members(within: leadership.duration * 3).map { m in
+            ManagerClusterStatus.Member(id: m.id, address: m.address, role: m.id == leader?.id && (leader?.expiresIn ?? -1) > 0 ? "leader" : "follower",
+                                        seenAgo: m.seenAgo)
+        }
+        return ManagerClusterStatus(leader: leader, members: members)
+    }
+
+    /// This manager's own health: its role, the leader it knows and the epoch.
+    func health() -> Response {
+        struct Health: Encodable {
+            var status = "ok"
+            var role: String
+            var id: String
+            var address: String
+            var leader: LeaderInfo?
+            var epoch: Int64?
+        }
+        let t = current
+        let leader = leaderSeen.withLock { $0 }
+        let body = Health(role: t != nil ? "leader" : "follower", id: leadership.id, address: leadership.address, leader: leader,
+                          epoch: t?.lease?.epoch ?? leader?.epoch)
+        return (try? encode(body)) ?? Response(status: .ok)
+    }
+
+    func responder() -> CallbackResponder<BasicRequestContext> {
+        CallbackResponder { [self] request, context in
+            if request.uri.path == "/health" { return health() }
+            if let t = current { return try await t.responder.respond(to: request, context: context) }
+            return await forward(request)
+        }
+    }
+
+    /// Forwards a request to the leader and streams its answer back.
+    func forward(_ request: Request) async -> Response {
+        guard request.headers[Self.forwardedHeader] == nil else {
+            return jsonError(status: .serviceUnavailable, "no manager leads right now (a leader is being elected): try again")
+        }
+        guard let leader = leaderSeen.withLock({ $0 }), leader.expiresIn > 0, leader.id != leadership.id else {
+            return jsonError(status: .serviceUnavailable, "no manager leads right now (a leader is being elected): try again")
+        }
+        var outgoing = HTTPClientRequest(url: leader.address + request.uri.description)
+        outgoing.method = HTTPMethod(rawValue: request.method.rawValue)
+        for field in request.headers where !Self.hopByHop.contains(field.name.canonicalName) {
+            outgoing.headers.add(name: field.name.rawName, value: field.value)
+        }
+        outgoing.headers.add(name: Self.forwardedHeader.rawName, value: leadership.id)
+        if request.method != .get && request.method != .head {
+            outgoing.body = .stream(request.body, length: request.headers[.contentLength].flatMap { Int64($0) }.map { .known($0) } ?? .unknown)
+        }
+        do {
+            let answer = try await http.execute(outgoing, timeout: .hours(24), logger: logger)
+            var headers = HTTPFields()
+            for (name, value) in answer.headers where !Self.hopByHop.contains(name.lowercased()) {
+                if let n = Field.Name(name) { headers.append(Field(name: n, value: value)) }
+            }
+            return Response(status: HTTPResponse.Status(code: Int(answer.status.code), reasonPhrase: answer.status.reasonPhrase), headers: headers,
+                            body: ResponseBody(asyncSequence: answer.body))
+        } catch {
+            return jsonError(status: .badGateway, "the leader \(leader.id) at \(leader.address) did not answer: \(error)")
+        }
+    }
+
+    static let hopByHop: Set<String> = ["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "transfer-encoding",
+                                        "upgrade", "host", "content-length"]
+}

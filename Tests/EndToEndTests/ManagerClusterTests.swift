@@ -1,0 +1,82 @@
+import Foundation
+import PropellerCore
+import PropellerTestSupport
+import Testing
+
+/// Three `propeller manager` processes on one real PostgreSQL 15, with a real broker, registry,
+/// proxy and proplet: one leads, the others forward; the leader dies mid-workload and another
+/// takes over with nothing lost and nothing started twice.
+@Suite("Several managers", .enabled(if: isRoot, "requires root: proplets create namespaces and cgroups"),
+       .enabled(if: PostgresServer.isInstalled, "requires PostgreSQL 15 (scripts/setup installs it)"))
+final class ManagerClusterTests: Sendable {
+    /// Each manager's `/health`: its role, its id, the leader it knows and the epoch.
+    func health(_ c: Cluster, _ i: Int) -> [String: Any]? {
+        guard let body = httpGet(port: c.managerPorts[i], "/health") else { return nil }
+        return try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]
+    }
+
+    /// Waits until exactly one of `alive` leads and the others follow it; the leader's index.
+    func electedLeader(_ c: Cluster, among alive: [Int]) throws -> Int {
+        var leader = -1
+        try c.waitUntil("one leader among managers \(alive)", timeout: 30) {
+            let roles = alive.map { (index: $0, health: health(c, $0)) }
+            let leaders = roles.filter { $0.health?["role"] as? String == "leader" }
+            guard leaders.count == 1, let id = leaders[0].health?["id"] as? String else { return false }
+            leader = leaders[0].index
+            // Every follower knows who leads (it forwards there).
+            return roles.allSatisfy { ($0.health?["leader"] as? [String: Any])?["id"] as? String == id }
+        }
+        return leader
+    }
+
+    @Test func theLeaderDiesMidWorkloadAndAnotherTakesOverLosingNothing() throws {
+        let postgres = try PostgresServer()
+        let c = try Cluster(store: postgres.url(), managers: 3)
+        let first = try electedLeader(c, among: [0, 1, 2])
+        let follower = (first + 1) % 3
+        c.defaultManager = follower
+        try c.startProplet("p", memory: "4G")
+        // Everything through a follower: it forwards to the leader.
+        var tasks: [String: String] = [:]
+        for i in 0..<6 {
+            let r = try c.cli(["task", "create", "w\(i)", "--image", c.image, "--start", "--memory", "64M", "--", "sh", "-c", "sleep 2; echo done-\(i)"], via: follower)
+            try #require(r.status == 0, "\(r.stderrText)")
+            tasks[r.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)] = "done-\(i)\n"
+        }
+        let status = try c.cli(["manager", "status"], via: follower)
+        #expect(status.status == 0 && status.stdoutText.contains("m\(first)") && status.stdoutText.contains("leader"), "\(status.stdoutText)\(status.stderrText)")
+        let epoch = try #require(health(c, first)?["epoch"] as? Int)
+
+        // The leader dies with tasks running and a proplet talking to it.
+        try c.waitUntil("a task running", timeout: 30) { try tasks.keys.contains { try c.task($0)["state"] as? String == "running" } }
+        c.crashManager(first)
+        let survivors = [0, 1, 2].filter { $0 != first }
+        let second = try electedLeader(c, among: survivors)
+        #expect(try #require(health(c, second)?["epoch"] as? Int) > epoch, "a new leader, a new epoch")
+        let other = survivors.first { $0 != second } ?? second
+        c.defaultManager = other
+
+        // Every task ends with its real result, started once.
+        for (id, output) in tasks {
+            var done: [String: Any] = [:]
+            try c.waitUntil("task \(id) completed", timeout: 60) {
+                done = (try? c.task(id)) ?? [:]
+                return done["state"] as? String == "completed"
+            }
+            #expect((done["result"] as? [String: Any])?["stdout_tail"] as? String == output)
+            #expect(done["attempt"] as? Int == 1, "started once: \(done)")
+        }
+        // New work and a synchronous wait through the remaining follower.
+        let waited = try c.cli(["task", "create", "after", "--image", c.image, "--start", "--wait", "--", "echo", "after failover"], via: other)
+        #expect(waited.status == 0, "\(waited.stderrText)")
+        #expect(waited.stdoutText.contains("after failover"), "\(waited.stdoutText)")
+
+        // The dead manager comes back with an empty data directory and follows.
+        try c.startManager(first, emptyData: true)
+        #expect(try electedLeader(c, among: [0, 1, 2]) == second, "the leader stays")
+        let again = try c.cli(["manager", "status", "--json"], via: first)
+        let members = (try JSONSerialization.jsonObject(with: again.stdout) as? [String: Any])?["members"] as? [[String: Any]] ?? []
+        #expect(Set(members.compactMap { $0["id"] as? String }) == ["m0", "m1", "m2"], "\(again.stdoutText)")
+        #expect(members.filter { $0["role"] as? String == "leader" }.count == 1)
+    }
+}
