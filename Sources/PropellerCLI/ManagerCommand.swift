@@ -158,13 +158,14 @@ struct ManagerCommand: AsyncParsableCommand {
                 do { leaseDuration = try DurationParsing.parse(text) } catch { throw ValidationError("invalid --lease \"\(text)\": \(error)") }
                 guard leaseDuration >= .milliseconds(300) else { throw ValidationError("invalid --lease \"\(text)\": at least 300ms") }
             }
+            let id = managerID ?? Environment.current["MANAGER_ID"] ?? "\(hostName())-\(port)"
+            location.applicationName = "propeller-manager-\(id)"
             // A store call may take no longer than the lease: a leader cut off from the database
             // finds out, and steps down, before another can take over.
             options.openStore = { [location, logger, leaseDuration] in try PostgresStore(location: location, timeout: max(leaseDuration, .seconds(1)), logger: logger) }
             let scheme = tlsCert == nil ? "http" : "https"
             let advertised = advertise ?? Environment.current["MANAGER_ADVERTISE"] ?? "\(scheme)://\(host.contains(":") ? "[\(host)]" : host):\(port)"
             guard advertised.hasPrefix("http://") || advertised.hasPrefix("https://") else { throw ValidationError("invalid --advertise \"\(advertised)\": expected an http(s):// URL") }
-            let id = managerID ?? Environment.current["MANAGER_ID"] ?? "\(hostName())-\(port)"
             options.leadership = { [id, advertised, leaseDuration] store in
                 guard let postgres = store as? PostgresStore else { return nil }
                 return PostgresLeadership(store: postgres, id: id, address: advertised, duration: leaseDuration)

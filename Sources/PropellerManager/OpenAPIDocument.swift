@@ -9,8 +9,16 @@ enum OpenAPIDocument {
       "servers": [{"url": "http://127.0.0.1:7070"}],
       "security": [{"bearer": []}],
       "paths": {
-        "/health": {"get": {"summary": "Liveness of the manager", "security": [],
-          "responses": {"200": {"description": "Up", "content": {"application/json": {"schema": {"type": "object", "properties": {"status": {"type": "string"}}}}}}}}},
+        "/health": {"get": {"summary": "Liveness of this manager, its role among managers that share a store, the leader it knows and the epoch", "security": [],
+          "responses": {"200": {"description": "Up", "content": {"application/json": {"schema": {"type": "object", "properties": {
+            "status": {"type": "string"}, "role": {"type": "string", "enum": ["leader", "follower"]}, "id": {"type": "string"}, "address": {"type": "string"},
+            "epoch": {"type": "integer"}, "leader": {"$ref": "#/components/schemas/Leader"}}}}}}}}},
+        "/managers": {"get": {"summary": "The managers that share the store, with their roles (one manager alone: itself, leading)",
+          "responses": {"200": {"description": "Members", "content": {"application/json": {"schema": {"type": "object", "required": ["members"], "properties": {
+            "leader": {"$ref": "#/components/schemas/Leader"},
+            "members": {"type": "array", "items": {"type": "object", "required": ["id", "address", "role"], "properties": {
+              "id": {"type": "string"}, "address": {"type": "string"}, "role": {"type": "string", "enum": ["leader", "follower"]}, "seen_ago": {"type": "number"}}}}}}}}},
+            "401": {"$ref": "#/components/responses/Error"}, "503": {"$ref": "#/components/responses/Error"}}}},
         "/metrics": {"get": {"summary": "Prometheus metrics",
           "responses": {"200": {"description": "Text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}, "401": {"$ref": "#/components/responses/Error"}}}},
         "/openapi.json": {"get": {"summary": "This document", "security": [],
@@ -111,6 +119,9 @@ enum OpenAPIDocument {
           "Error": {"description": "What went wrong", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
         },
         "schemas": {
+          "Leader": {"type": "object", "required": ["id", "address", "epoch", "expires_in"], "properties": {
+            "id": {"type": "string"}, "address": {"type": "string"}, "epoch": {"type": "integer"},
+            "expires_in": {"type": "number", "description": "Seconds until the lease expires unless renewed"}}},
           "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
     \#(actorSchemas)
           "TaskState": {"type": "string", "enum": ["created", "pending", "scheduled", "running", "completed", "failed", "stopped", "unknown"]},

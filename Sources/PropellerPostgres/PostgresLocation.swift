@@ -20,6 +20,8 @@ public struct PostgresLocation: Sendable, CustomStringConvertible {
     public var password: String?
     public var database: String
     public var sslMode: SSLMode
+    /// Shown as `application_name` in `pg_stat_activity` (which manager a session is).
+    public var applicationName: String?
 
     /// Parses a store URL; an error names what is wrong without echoing the password.
     public init(url: String) throws {
@@ -61,6 +63,7 @@ public struct PostgresLocation: Sendable, CustomStringConvertible {
         }
         var configuration = PostgresConnection.Configuration(host: host, port: port, username: user, password: password, database: database, tls: tls)
         configuration.options.connectTimeout = .seconds(5)
+        if let applicationName { configuration.options.additionalStartupParameters = [("application_name", applicationName)] }
         return configuration
     }
 }

@@ -79,4 +79,39 @@ final class ManagerClusterTests: Sendable {
         #expect(Set(members.compactMap { $0["id"] as? String }) == ["m0", "m1", "m2"], "\(again.stdoutText)")
         #expect(members.filter { $0["role"] as? String == "leader" }.count == 1)
     }
+
+    /// The leader's database sessions freeze (a network that drops everything, a stuck server
+    /// process): it cannot renew its lease, steps down before the lease expires, and the other
+    /// manager takes over under a higher epoch; once the sessions thaw, nothing of the old
+    /// leader lands, and no task runs twice.
+    @Test func aLeaderCutOffFromTheDatabaseStepsDownAndTheOtherTakesOver() throws {
+        let postgres = try PostgresServer()
+        let c = try Cluster(store: postgres.url(), managers: 2)
+        let first = try electedLeader(c, among: [0, 1])
+        let other = 1 - first
+        c.defaultManager = other
+        try c.startProplet("p", memory: "4G")
+        let before = try c.create("before", command: ["sh", "-c", "sleep 4; echo before"])
+        try c.waitFor(before, state: "running")
+        let epoch = try #require(health(c, first)?["epoch"] as? Int)
+
+        let sessions = try postgres.sessions(of: "propeller-manager-m\(first)")
+        try #require(!sessions.isEmpty, "the leader's sessions are named after it")
+        for pid in sessions { kill(pid, SIGSTOP) }
+        defer { for pid in sessions { kill(pid, SIGCONT) } }
+        try c.waitUntil("m\(first) steps down", timeout: 30) { health(c, first)?["role"] as? String != "leader" }
+        #expect(try electedLeader(c, among: [0, 1]) == other)
+        #expect(try #require(health(c, other)?["epoch"] as? Int) > epoch)
+        #expect(c.managers[first]?.log.contains("stepping down") == true)
+
+        // Work goes on under the new leader, also through the manager that stepped down.
+        let after = try c.create("after", command: ["echo", "after"])
+        #expect((try c.waitFor(after, state: "completed", timeout: 30)["result"] as? [String: Any])?["stdout_tail"] as? String == "after\n")
+        for pid in sessions { kill(pid, SIGCONT) }
+        let done = try c.waitFor(before, state: "completed", timeout: 30)
+        #expect((done["result"] as? [String: Any])?["stdout_tail"] as? String == "before\n")
+        #expect(done["attempt"] as? Int == 1, "started once: \(done)")
+        let through = try c.cli(["task", "get", after, "--json"], via: first)
+        #expect(through.status == 0, "the old leader forwards now: \(through.stderrText)")
+    }
 }

@@ -82,6 +82,13 @@ public final class PostgresServer: @unchecked Sendable {
         return url(database: name)
     }
 
+    /// The server processes of the sessions a client opened with this `application_name`.
+    public func sessions(of application: String) throws -> [pid_t] {
+        let r = try psql("SELECT pid FROM pg_stat_activity WHERE application_name = '\(application)'")
+        guard r.status == 0 else { throw PropellerError(.internalError, "list sessions: \(r.stderr)") }
+        return r.stdout.split(separator: "\n").compactMap { pid_t($0.trimmingCharacters(in: .whitespaces)) }
+    }
+
     /// Fast shutdown (SIGINT: clients are disconnected, the server stops cleanly).
     public func stop() { end(SIGINT) }
 
