@@ -10,7 +10,7 @@ import PropellerMQTT
 
 /// Options every daemon takes: broker, channel, logging.
 struct DaemonOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("Broker URL: tcp://, mqtt:// or mqtts://HOST[:PORT] (env MANAGER_MQTT_ADDRESS / PROPLET_MQTT_ADDRESS / PROXY_MQTT_ADDRESS; default tcp://127.0.0.1:1883).", valueName: "url"))
+    @Option(help: ArgumentHelp("Broker URL: tcp://, mqtt:// or mqtts://HOST[:PORT], or several of one cluster separated by commas, tried in turn when the connection is lost (env MANAGER_MQTT_ADDRESS / PROPLET_MQTT_ADDRESS / PROXY_MQTT_ADDRESS; default tcp://127.0.0.1:1883).", valueName: "url[,url…]"))
     var mqtt: String?
 
     @Option(name: .customLong("mqtt-ca"), help: ArgumentHelp("CA certificate that signs the broker's TLS certificate (mqtts://; default: the system's CAs).", valueName: "file"))
@@ -55,7 +55,7 @@ struct DaemonOptions: ParsableArguments {
     /// The broker configuration, from --mqtt or the component's environment variable.
     func mqttConfiguration(envName: String, clientID: String) throws -> MQTTConfiguration {
         let url = mqtt ?? Environment.current[envName] ?? "tcp://127.0.0.1:1883"
-        var config = try MQTTConfiguration(url: url, clientID: clientID)
+        var config = try MQTTConfiguration(urls: url, clientID: clientID)
         if mqttCA != nil || mqttCert != nil || mqttKey != nil {
             guard config.tls != nil else { throw ValidationError("--mqtt-ca, --mqtt-cert and --mqtt-key need an mqtts:// broker URL") }
             guard (mqttCert == nil) == (mqttKey == nil) else { throw ValidationError("--mqtt-cert and --mqtt-key go together") }

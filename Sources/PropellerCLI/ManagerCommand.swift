@@ -49,6 +49,9 @@ struct ManagerCommand: AsyncParsableCommand {
     @Option(name: .customLong("lease"), help: ArgumentHelp("How long the leader's lease lasts without renewal; renewed every third of it. A follower takes over within about this long after the leader dies (env MANAGER_LEASE, default 3s).", valueName: "duration"))
     var lease: String?
 
+    @Option(name: .customLong("peer-ca"), help: ArgumentHelp("Certificate authorities (PEM) to trust when a follower forwards to the leader's https address (default: the system's roots).", valueName: "file"))
+    var peerCA: String?
+
     @Option(name: .customLong("token-file"), help: ArgumentHelp("File holding the API bearer token (mode 600); else env PROPELLER_API_TOKEN.", valueName: "file"))
     var tokenFile: String?
 
@@ -170,6 +173,7 @@ struct ManagerCommand: AsyncParsableCommand {
                 guard let postgres = store as? PostgresStore else { return nil }
                 return PostgresLeadership(store: postgres, id: id, address: advertised, duration: leaseDuration)
             }
+            options.peerCA = peerCA.map(absolutePath)
             logger.info("store", metadata: ["store": "\(location)", "manager": "\(id)", "advertise": "\(advertised)"])
         }
         options.apiTokens = configured

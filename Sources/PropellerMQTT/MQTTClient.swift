@@ -20,6 +20,9 @@ public struct MQTTMessage: Sendable, Hashable {
 public struct MQTTConfiguration: Sendable {
     public var host: String
     public var port: Int32
+    /// Further brokers of the same cluster (same TLS settings and credentials): when the
+    /// connection is lost, the client moves on to the next address in turn.
+    public var fallbacks: [(host: String, port: Int32)] = []
     public var clientID: String
     public var username: String?
     public var password: String?
@@ -51,6 +54,24 @@ public struct MQTTConfiguration: Sendable {
             self.caFile = caFile
             self.certFile = certFile
             self.keyFile = keyFile
+        }
+    }
+
+    /// Every broker address, the first one first.
+    public var addresses: [(host: String, port: Int32)] { [(host, port)] + fallbacks }
+
+    /// Parses a comma-separated list of broker URLs of one cluster (`tcp://a:1883,tcp://b:1883`):
+    /// all plain or all TLS.
+    public init(urls: String, clientID: String) throws {
+        let parts = urls.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        guard let first = parts.first else { throw PropellerError(.invalidArgument, "no MQTT URL given") }
+        try self.init(url: first, clientID: clientID)
+        for part in parts.dropFirst() {
+            let other = try MQTTConfiguration(url: part, clientID: clientID)
+            guard (other.tls == nil) == (tls == nil) else {
+                throw PropellerError(.invalidArgument, "invalid MQTT URLs \"\(urls)\": mix of plain and TLS brokers; one cluster is all one or all the other")
+            }
+            fallbacks.append((other.host, other.port))
         }
     }
 
@@ -342,6 +363,13 @@ public final class MQTTClient: @unchecked Sendable {
         nonisolated(unsafe) let handle = self.handle
         let context = self.context
         let delays = configuration.reconnectDelay
+        if !configuration.fallbacks.isEmpty {
+            let (addresses, keepalive) = (configuration.addresses, configuration.keepaliveSeconds)
+            let thread = Thread { Self.failoverLoop(handle, context, addresses: addresses, keepalive: keepalive, delays: delays) }
+            thread.name = "mqtt-" + configuration.clientID.prefix(10)
+            thread.start()
+            return
+        }
         let thread = Thread {
             var delay = delays.min
             while !context.stopping.withLock({ $0 }) {
@@ -360,6 +388,41 @@ public final class MQTTClient: @unchecked Sendable {
         }
         thread.name = "mqtt-" + configuration.clientID.prefix(10)
         thread.start()
+    }
+
+    /// The network thread with several brokers: the same loop as libmosquitto's own, but a lost
+    /// connection moves on to the next broker at once; the backoff applies only after every
+    /// broker has failed in a row.
+    private static func failoverLoop(_ handle: OpaquePointer, _ context: Context, addresses: [(host: String, port: Int32)], keepalive: Int32,
+                                     delays: (min: UInt32, max: UInt32)) {
+        var index = 0
+        var failures = 0
+        var delay = delays.min
+        while !context.stopping.withLock({ $0 }) {
+            let rc = mosquitto_loop(handle, 1000, 1)
+            if rc == MOSQ_ERR_SUCCESS.rawValue { continue }
+            if context.stopping.withLock({ $0 }) { break }
+            let message = mosquitto_strerror(rc).map { String(cString: $0) } ?? "error \(rc)"
+            context.state.withLock { s in
+                s.connected = false
+                s.lastLoggedError = s.lastLoggedError ?? message
+            }
+            failures += 1
+            if failures >= addresses.count {
+                for _ in 0..<(delay * 10) where !context.stopping.withLock({ $0 }) { usleep(100_000) }
+                delay = min(delay * 2, delays.max)
+                failures = 0
+            } else {
+                usleep(100_000)
+            }
+            index = (index + 1) % addresses.count
+            let next = addresses[index]
+            if mosquitto_connect(handle, next.host, next.port, keepalive) == MOSQ_ERR_SUCCESS.rawValue {
+                delay = delays.min
+                failures = 0
+            }
+        }
+        context.loopEnded.signal()
     }
 
     /// Says goodbye and waits for the network thread to end.

@@ -4,6 +4,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 import PropellerCore
 
 typealias Field = HTTPFields.Element
@@ -37,13 +38,20 @@ final class ManagerNode: ClusterView, Sendable {
     let store: any ManagerStore & TokenStore
     let options: ManagerServer.Options
     let logger: Logger
-    let http = HTTPClient(eventLoopGroupProvider: .singleton,
-                          configuration: HTTPClient.Configuration(timeout: .init(connect: .seconds(3)), decompression: .disabled))
+    let http: HTTPClient
     private let term = Locked<LeaderTerm?>(nil)
     private let leaderSeen = Locked<LeaderInfo?>(nil)
     static let forwardedHeader = Field.Name("X-Propeller-Forwarded-By")!
 
-    init(leadership: any Leadership, store: any ManagerStore & TokenStore, options: ManagerServer.Options, logger: Logger) {
+    init(leadership: any Leadership, store: any ManagerStore & TokenStore, options: ManagerServer.Options, logger: Logger) throws {
+        var tls = TLSConfiguration.makeClientConfiguration()
+        if let ca = options.peerCA {
+            do { tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(ca)) } catch {
+                throw PropellerError(.invalidArgument, "--peer-ca \(ca): \(error)")
+            }
+        }
+        http = HTTPClient(eventLoopGroupProvider: .singleton,
+                          configuration: HTTPClient.Configuration(tlsConfiguration: tls, timeout: .init(connect: .seconds(3)), decompression: .disabled))
         self.leadership = leadership
         self.store = store
         self.options = options

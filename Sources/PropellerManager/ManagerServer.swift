@@ -27,6 +27,9 @@ public struct ManagerServer: Sendable {
         public var tlsKey: String?
         public var configuration = ManagerConfiguration()
         public var actors = ActorConfiguration()
+        /// A PEM file of certificate authorities to trust when forwarding to a leader over https
+        /// (nil: the system's roots).
+        public var peerCA: String?
         /// Leadership among managers that share the store (nil: this manager is alone).
         public var leadership: (@Sendable (any ManagerStore & TokenStore) throws -> (any Leadership)?)?
 
@@ -55,7 +58,7 @@ public struct ManagerServer: Sendable {
         let configuration = ApplicationConfiguration(address: .hostname(options.host, port: options.port), serverName: "propeller-manager")
         if let leadership = try options.leadership?(store) {
             // Several managers share the store: this one leads when it holds the lease.
-            let node = ManagerNode(leadership: leadership, store: store, options: options, logger: logger)
+            let node = try ManagerNode(leadership: leadership, store: store, options: options, logger: logger)
             let app = Application(responder: node.responder(), server: server, configuration: configuration, onServerRunning: onRunning, logger: logger)
             let group = ServiceGroup(configuration: .init(services: [.init(service: app), .init(service: LoopService { await node.run() })],
                                                           gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))

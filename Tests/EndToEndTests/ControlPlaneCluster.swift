@@ -14,6 +14,14 @@ final class Cluster: @unchecked Sendable {
     let managerPorts: [Int]
     /// The PostgreSQL store's URL when the managers share one.
     let store: String?
+    /// A NATS cluster that carries the control plane instead of mosquitto.
+    let nats: NATSCluster?
+
+    /// The broker URLs a daemon is given: mosquitto's, or every NATS node's, starting at a node
+    /// of its own (so that messages cross the cluster's routes).
+    func brokerURLs(startingAt first: Int) -> String {
+        nats?.urls(startingAt: first) ?? "tcp://127.0.0.1:\(broker.port)"
+    }
     let token = "e2e-" + UUID().uuidString
     let interval: String
     let tag: String
@@ -34,9 +42,10 @@ final class Cluster: @unchecked Sendable {
     var managerData: String { dir.path + "/manager" }
 
     init(interval: String = "1s", tag: String = "app:v1", credentials: (String, String)? = nil, proxy: Bool = true, managerStoreSize: String? = nil,
-         store: String? = nil, managers: Int = 1) throws {
+         store: String? = nil, managers: Int = 1, nats: NATSCluster? = nil) throws {
         self.managerStoreSize = managerStoreSize
         self.store = store
+        self.nats = nats
         managerPorts = try (0..<managers).map { _ in try freeLoopbackPort() }
         self.managers = Array(repeating: nil, count: managers)
         self.interval = interval
@@ -68,7 +77,7 @@ final class Cluster: @unchecked Sendable {
             env["PROXY_REGISTRY_PASSWORD"] = password ?? credentials.1
         }
         if let faults { env["PROPELLER_PROXY_FAULTS"] = faults }
-        proxy = try DaemonProcess(propellerBinary, ["proxy", "--mqtt", "tcp://127.0.0.1:\(broker.port)", "--http", "127.0.0.1:\(proxyPort)",
+        proxy = try DaemonProcess(propellerBinary, ["proxy", "--mqtt", brokerURLs(startingAt: 2), "--http", "127.0.0.1:\(proxyPort)",
                                                     "--data-dir", dir.path + "/proxy-data", "--chunk-size", "64K", "--log-level", "debug"],
                                   environment: env, logPath: dir.path + "/proxy-\(UUID().uuidString.prefix(4)).log")
         for _ in 0..<500 {
@@ -90,7 +99,7 @@ final class Cluster: @unchecked Sendable {
         let port = managerPorts[i]
         var data = i == 0 ? managerData : managerData + "-\(i)"
         if emptyData { data += "-" + UUID().uuidString.prefix(4) }
-        var arguments = ["manager", "--mqtt", "tcp://127.0.0.1:\(broker.port)", "--http", "127.0.0.1:\(port)",
+        var arguments = ["manager", "--mqtt", brokerURLs(startingAt: 0), "--http", "127.0.0.1:\(port)",
                          "--data-dir", data, "--token-file", dir.path + "/token",
                          "--liveliness-interval", interval, "--log-level", "debug"]
         var environment: [String: String] = [:]
@@ -112,7 +121,7 @@ final class Cluster: @unchecked Sendable {
 
     /// Starts a proplet with this id and waits until the manager lists it alive.
     func startProplet(_ id: String, memory: String, maxTasks: Int = 32, extra: [String] = [], waitUntilAlive: Bool = true) throws {
-        proplets[id] = try DaemonProcess(propellerBinary, ["proplet", "--id", id, "--name", id, "--mqtt", "tcp://127.0.0.1:\(broker.port)",
+        proplets[id] = try DaemonProcess(propellerBinary, ["proplet", "--id", id, "--name", id, "--mqtt", brokerURLs(startingAt: 1),
                                                            "--data-dir", dir.path + "/proplet-" + id, "--memory", memory, "--max-tasks", String(maxTasks),
                                                            "--liveliness-interval", interval, "--log-level", "debug"] + extra,
                                          logPath: dir.path + "/proplet-\(id)-\(UUID().uuidString.prefix(4)).log")

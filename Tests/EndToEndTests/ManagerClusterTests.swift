@@ -114,4 +114,28 @@ final class ManagerClusterTests: Sendable {
         let through = try c.cli(["task", "get", after, "--json"], via: first)
         #expect(through.status == 0, "the old leader forwards now: \(through.stderrText)")
     }
+
+    /// The whole control plane on a three-node NATS cluster (MQTT on JetStream), the daemons
+    /// each starting at a different node: a task runs across the routes; the node the managers
+    /// use is killed while a task runs, and every daemon moves on to the next node; the task
+    /// ends with its real result and new work runs.
+    @Test(.enabled(if: NATSCluster.isInstalled, "requires nats-server (scripts/setup installs it)"))
+    func aNATSClusterCarriesTheControlPlaneAndANodeCanDie() throws {
+        let postgres = try PostgresServer()
+        let nats = try NATSCluster()
+        let c = try Cluster(store: postgres.url(), managers: 2, nats: nats)
+        _ = try electedLeader(c, among: [0, 1])
+        try c.startProplet("p", memory: "4G")
+        let first = try c.create("first", command: ["echo", "over nats"])
+        #expect((try c.waitFor(first, state: "completed")["result"] as? [String: Any])?["stdout_tail"] as? String == "over nats\n")
+
+        let across = try c.create("across", command: ["sh", "-c", "sleep 3; echo survived"])
+        try c.waitFor(across, state: "running")
+        nats.kill(0)  // the managers' node; the proplet is on node 1, the proxy on node 2
+        let done = try c.waitFor(across, state: "completed", timeout: 60)
+        #expect((done["result"] as? [String: Any])?["stdout_tail"] as? String == "survived\n")
+        #expect(done["attempt"] as? Int == 1)
+        let after = try c.create("after", command: ["echo", "after the node died"])
+        #expect((try c.waitFor(after, state: "completed", timeout: 60)["result"] as? [String: Any])?["stdout_tail"] as? String == "after the node died\n")
+    }
 }

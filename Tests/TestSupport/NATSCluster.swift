@@ -1,0 +1,97 @@
+import Foundation
+import PropellerCore
+
+/// A real three-node NATS cluster (Debian's `nats-server` 2.9) on loopback, each node with
+/// JetStream and an MQTT listener, routes between all of them, in a temp directory; stopped and
+/// removed afterwards. `kill(_:)` is SIGKILL of one node, `start(_:)` brings it back.
+public final class NATSCluster: @unchecked Sendable {
+    public static let binary = "/usr/sbin/nats-server"
+    public let directory: TempDirectory
+    /// Per node: the MQTT port, the NATS client port, the route port, the monitoring port.
+    public let mqttPorts: [Int]
+    private let clientPorts: [Int]
+    private let routePorts: [Int]
+    private let monitorPorts: [Int]
+    private var processes: [Process?]
+
+    public static var isInstalled: Bool { FileManager.default.isExecutableFile(atPath: binary) }
+
+    public init(nodes: Int = 3) throws {
+        guard Self.isInstalled else { throw PropellerError(.notFound, "nats-server is not installed: scripts/setup installs Debian's nats-server") }
+        directory = try TempDirectory("propeller-nats")
+        mqttPorts = try (0..<nodes).map { _ in try freeLoopbackPort() }
+        clientPorts = try (0..<nodes).map { _ in try freeLoopbackPort() }
+        routePorts = try (0..<nodes).map { _ in try freeLoopbackPort() }
+        monitorPorts = try (0..<nodes).map { _ in try freeLoopbackPort() }
+        processes = Array(repeating: nil, count: nodes)
+        let routes = routePorts.map { "nats-route://127.0.0.1:\($0)" }.joined(separator: ", ")
+        for i in 0..<nodes {
+            writeFile(directory.path + "/n\(i).conf", """
+                server_name: n\(i)
+                listen: 127.0.0.1:\(clientPorts[i])
+                http: 127.0.0.1:\(monitorPorts[i])
+                max_payload: 8MB
+                jetstream { store_dir: "\(directory.path)/n\(i)", max_memory_store: 64MB, max_file_store: 512MB }
+                cluster { name: propeller, listen: 127.0.0.1:\(routePorts[i]), routes: [\(routes)] }
+                mqtt { listen: 127.0.0.1:\(mqttPorts[i]) }
+
+                """)
+        }
+        for i in 0..<nodes { try launch(i) }
+        for i in 0..<nodes { try waitUntilReady(i) }
+    }
+
+    /// `tcp://` URLs of the nodes' MQTT listeners, starting with node `first`.
+    public func urls(startingAt first: Int = 0) -> String {
+        (0..<mqttPorts.count).map { mqttPorts[(first + $0) % mqttPorts.count] }.map { "tcp://127.0.0.1:\($0)" }.joined(separator: ",")
+    }
+
+    public func logPath(_ i: Int) -> String { directory.path + "/n\(i).log" }
+
+    private func launch(_ i: Int) throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Self.binary)
+        p.arguments = ["-c", directory.path + "/n\(i).conf"]
+        p.standardOutput = FileHandle.nullDevice
+        _ = FileManager.default.createFile(atPath: logPath(i), contents: nil)
+        p.standardError = FileHandle(forWritingAtPath: logPath(i)) ?? FileHandle.nullDevice
+        try p.run()
+        processes[i] = p
+    }
+
+    /// Waits until the node answers /healthz (JetStream included) and takes MQTT connections.
+    private func waitUntilReady(_ i: Int) throws {
+        for _ in 0..<600 {
+            if httpGet(port: monitorPorts[i], "/healthz")?.contains("\"ok\"") == true && canConnect(port: mqttPorts[i]) { return }
+            usleep(50_000)
+        }
+        throw PropellerError(.internalError, "nats node \(i) did not become ready: \(readFile(logPath(i))?.suffix(3000) ?? "")")
+    }
+
+    /// Starts a node that was killed (same ports, same JetStream directory).
+    public func start(_ i: Int) throws {
+        try launch(i)
+        try waitUntilReady(i)
+    }
+
+    /// SIGKILL of one node, as a crash or a lost machine.
+    public func kill(_ i: Int) {
+        guard let p = processes[i] else { return }
+        Glibc.kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        processes[i] = nil
+    }
+
+    public func stop() {
+        for case let p? in processes {
+            p.terminate()
+            p.waitUntilExit()
+        }
+        processes = processes.map { _ in nil }
+    }
+
+    deinit {
+        stop()
+        directory.remove()
+    }
+}
