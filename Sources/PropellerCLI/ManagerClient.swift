@@ -90,11 +90,19 @@ struct ManagerClient: Sendable {
         transport.caFile = caFile
         transport.connectTimeoutSeconds = 10
         transport.stallTimeoutSeconds = stallSeconds
-        let response: HTTPTransport.Response
-        do {
-            response = try transport.send(method, base + path, headers: headers, body: body, followRedirects: false) { _, bytes in data.append(contentsOf: bytes) }
-        } catch {
-            throw ClientError(message: "cannot reach the manager at \(base): \(error)", status: 0)
+        var response: HTTPTransport.Response
+        // A manager that is not leading and knows no leader (an election under way) answers 503
+        // with Retry-After before doing anything: sending again is safe, for 20 s at most.
+        let deadline = ContinuousClock.now + .seconds(20)
+        while true {
+            data = []
+            do {
+                response = try transport.send(method, base + path, headers: headers, body: body, followRedirects: false) { _, bytes in data.append(contentsOf: bytes) }
+            } catch {
+                throw ClientError(message: "cannot reach the manager at \(base): \(error)", status: 0)
+            }
+            guard response.status == 503, response.headers["retry-after"] != nil, ContinuousClock.now < deadline else { break }
+            usleep(250_000)
         }
         guard (200..<300).contains(response.status) else { throw Self.error(status: response.status, body: data) }
         return (response.status, response.headers, data)
@@ -120,21 +128,28 @@ struct ManagerClient: Sendable {
         transport.stallTimeoutSeconds = 0
         var pending: [UInt8] = []
         var errorBody: [UInt8] = []
-        let response: HTTPTransport.Response
-        do {
-            response = try transport.send("GET", base + path, headers: headers, followRedirects: false) { status, bytes in
-                guard (200..<300).contains(status) else { errorBody.append(contentsOf: bytes); return }
-                pending.append(contentsOf: bytes)
-                while let nl = pending.firstIndex(of: 0x0a) {
-                    let line = Array(pending[..<nl])
-                    pending.removeSubrange(...nl)
-                    if !line.isEmpty { try onLine(line) }
+        var response: HTTPTransport.Response
+        let deadline = ContinuousClock.now + .seconds(20)
+        while true {
+            errorBody = []
+            do {
+                response = try transport.send("GET", base + path, headers: headers, followRedirects: false) { status, bytes in
+                    guard (200..<300).contains(status) else { errorBody.append(contentsOf: bytes); return }
+                    pending.append(contentsOf: bytes)
+                    while let nl = pending.firstIndex(of: 0x0a) {
+                        let line = Array(pending[..<nl])
+                        pending.removeSubrange(...nl)
+                        if !line.isEmpty { try onLine(line) }
+                    }
                 }
+            } catch let error as ClientError {
+                throw error
+            } catch {
+                throw ClientError(message: "cannot reach the manager at \(base): \(error)", status: 0)
             }
-        } catch let error as ClientError {
-            throw error
-        } catch {
-            throw ClientError(message: "cannot reach the manager at \(base): \(error)", status: 0)
+            // An election under way (see exchange): nothing was sent on, so ask again.
+            guard response.status == 503, response.headers["retry-after"] != nil, ContinuousClock.now < deadline else { break }
+            usleep(250_000)
         }
         guard (200..<300).contains(response.status) else { throw Self.error(status: response.status, body: errorBody) }
     }

@@ -40,7 +40,8 @@ final class ManagerNode: ClusterView, Sendable {
     let logger: Logger
     let http: HTTPClient
     private let term = Locked<LeaderTerm?>(nil)
-    private let leaderSeen = Locked<LeaderInfo?>(nil)
+    /// The lease as last read, and when (its `expiresIn` counts from then).
+    private let leaderSeen = Locked<(info: LeaderInfo, at: ContinuousClock.Instant)?>(nil)
     static let forwardedHeader = Field.Name("X-Propeller-Forwarded-By")!
 
     init(leadership: any Leadership, store: any ManagerStore & TokenStore, options: ManagerServer.Options, logger: Logger) throws {
@@ -104,8 +105,13 @@ final class ManagerNode: ClusterView, Sendable {
                     logger.error("cannot take the lead", metadata: ["error": "\(error)"])
                 }
             }
-            leaderSeen.withLock { $0 = nil }
-            if let leader = try? leadership.leader() { leaderSeen.withLock { $0 = leader } }
+            let read = ContinuousClock.now
+            do {
+                let leader = try leadership.leader()
+                leaderSeen.withLock { $0 = leader.map { ($0, read) } }
+            } catch {
+                logger.warning("cannot read the leadership lease", metadata: ["error": "\(error)"])
+            }
             do { try leadership.announce() } catch { logger.warning("cannot announce this manager", metadata: ["error": "\(error)"]) }
             do { try await Task.sleep(for: d / 3) } catch { break }
         }
@@ -144,10 +150,18 @@ final class ManagerNode: ClusterView, Sendable {
             var epoch: Int64?
         }
         let t = current
-        let leader = leaderSeen.withLock { $0 }
+        let leader = knownLeader
         let body = Health(role: t != nil ? "leader" : "follower", id: leadership.id, address: leadership.address, leader: leader,
                           epoch: t?.lease?.epoch ?? leader?.epoch)
         return (try? encode(body)) ?? Response(status: .ok)
+    }
+
+    /// The leader as last read, while its lease has not run out since (by this manager's clock).
+    var knownLeader: LeaderInfo? {
+        leaderSeen.withLock { seen in
+            guard let seen, ContinuousClock.now < seen.at + .milliseconds(Int64(seen.info.expiresIn * 1000)) else { return nil }
+            return seen.info
+        }
     }
 
     func responder() -> CallbackResponder<BasicRequestContext> {
@@ -160,12 +174,10 @@ final class ManagerNode: ClusterView, Sendable {
 
     /// Forwards a request to the leader and streams its answer back.
     func forward(_ request: Request) async -> Response {
-        guard request.headers[Self.forwardedHeader] == nil else {
-            return jsonError(status: .serviceUnavailable, "no manager leads right now (a leader is being elected): try again")
-        }
-        guard let leader = leaderSeen.withLock({ $0 }), leader.expiresIn > 0, leader.id != leadership.id else {
-            return jsonError(status: .serviceUnavailable, "no manager leads right now (a leader is being elected): try again")
-        }
+        // Not forwarded, so safe to send again: the CLI retries on Retry-After.
+        var electing = jsonError(status: .serviceUnavailable, "no manager leads right now (a leader is being elected): try again")
+        electing.headers[.retryAfter] = "1"
+        guard request.headers[Self.forwardedHeader] == nil, let leader = knownLeader, leader.id != leadership.id else { return electing }
         var outgoing = HTTPClientRequest(url: leader.address + request.uri.description)
         outgoing.method = HTTPMethod(rawValue: request.method.rawValue)
         for field in request.headers where !Self.hopByHop.contains(field.name.canonicalName) {

@@ -43,6 +43,17 @@ final class ManagerClusterTests: Sendable {
             try #require(r.status == 0, "\(r.stderrText)")
             tasks[r.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)] = "done-\(i)\n"
         }
+        // And an actor with messages queued in its inbox.
+        let created = try c.cli(["actor", "create", "echo", "--image", c.image, "--memory", "64M", "--", "/bin/sh", "-c",
+                                 #"sleep 0.5; printf 'out-%s' "$MSG" > "$PROPELLER_RESULTS""#])
+        try #require(created.status == 0, "\(created.stderrText)")
+        let actor = created.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
+        var messages: [String: String] = [:]
+        for i in 0..<8 {
+            let r = try c.cli(["actor", "send", actor, "m\(i)"])
+            try #require(r.status == 0, "send m\(i): \(r.stderrText)")
+            messages[r.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)] = "out-m\(i)"
+        }
         let status = try c.cli(["manager", "status"], via: follower)
         #expect(status.status == 0 && status.stdoutText.contains("m\(first)") && status.stdoutText.contains("leader"), "\(status.stdoutText)\(status.stderrText)")
         let epoch = try #require(health(c, first)?["epoch"] as? Int)
@@ -66,6 +77,19 @@ final class ManagerClusterTests: Sendable {
             #expect((done["result"] as? [String: Any])?["stdout_tail"] as? String == output)
             #expect(done["attempt"] as? Int == 1, "started once: \(done)")
         }
+        // Every message ran once, with its result.
+        try c.waitUntil("8 executions complete", timeout: 90) {
+            let r = try c.cli(["actor", "executions", actor, "--json", "--limit", "100"])
+            let list = (try? JSONSerialization.jsonObject(with: r.stdout) as? [String: Any])?["executions"] as? [[String: Any]] ?? []
+            return list.count == 8 && list.allSatisfy { $0["status"] as? String == "complete" }
+        }
+        for (id, result) in messages {
+            let got = try c.cli(["actor", "results", actor, id])
+            let execution = try c.cli(["actor", "executions", actor, id, "--json"])
+            #expect(got.stdoutText == result, "\(id): \(got.stdoutText) \(got.stderrText) \(execution.stdoutText)")
+        }
+        let sync = try c.cli(["actor", "send", actor, "sync", "--sync"])
+        #expect(sync.status == 0 && sync.stdoutText == "out-sync", "a synchronous call through a follower: \(sync.stdoutText) \(sync.stderrText)")
         // New work and a synchronous wait through the remaining follower.
         let waited = try c.cli(["task", "create", "after", "--image", c.image, "--start", "--wait", "--", "echo", "after failover"], via: other)
         #expect(waited.status == 0, "\(waited.stderrText)")
