@@ -153,6 +153,13 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        .executableTarget(
+            name: "propeller-fleet",
+            dependencies: ["PropellerCore", "CMosquitto", .product(name: "AsyncHTTPClient", package: "async-http-client")],
+            path: "Benchmarks/FleetSim",
+            swiftSettings: [.unsafeFlags(["-warnings-as-errors"])]
+        ),
+
         .target(name: "PropellerTestSupport", dependencies: ["PropellerCore"], path: "Tests/TestSupport"),
         .testTarget(name: "PropellerCoreTests", dependencies: ["PropellerCore", "PropellerTestSupport"]),
         .testTarget(name: "PropellerRuntimeTests", dependencies: ["PropellerRuntime", "PropellerCore", "PropellerTestSupport",

@@ -10,7 +10,7 @@ cd "$ROOT"
 # `scripts/test` and `scripts/bench` rebuilds neither.
 build_release() {
     local product
-    for product in propeller propeller-run propeller-bench propeller-bench-scheduler; do
+    for product in propeller propeller-run propeller-bench propeller-bench-scheduler propeller-fleet; do
         swift build -c release --static-swift-stdlib --scratch-path "$ROOT/.build-release" --product "$product" "$@" >&2
     done
     echo "$ROOT/.build-release/release"

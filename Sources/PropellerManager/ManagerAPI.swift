@@ -41,7 +41,8 @@ public struct ManagerAPI: Sendable {
             let counts = try await service.taskCountsForMetrics()
             let proplets = await service.propletList()
             let text = metrics.render(tasks: counts, propletsAlive: proplets.filter(\.alive).count, propletsDead: proplets.filter { !$0.alive }.count,
-                                      placements: await service.placements, queueLength: await service.queueLength)
+                                      placements: await service.placements, queueLength: await service.queueLength,
+                                      heartbeats: await service.heartbeats)
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
         }
 

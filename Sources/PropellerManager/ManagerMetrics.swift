@@ -34,7 +34,7 @@ public final class ManagerMetrics: Sendable {
     }
 
     /// The whole /metrics page.
-    func render(tasks: [TaskState: Int], propletsAlive: Int, propletsDead: Int, placements: UInt64, queueLength: Int) -> String {
+    func render(tasks: [TaskState: Int], propletsAlive: Int, propletsDead: Int, placements: UInt64, queueLength: Int, heartbeats: UInt64 = 0) -> String {
         var out = ""
         out += "# HELP propeller_tasks Tasks by state.\n# TYPE propeller_tasks gauge\n"
         for s in TaskState.allCases { out += "propeller_tasks{state=\"\(s.rawValue)\"} \(tasks[s] ?? 0)\n" }
@@ -42,6 +42,8 @@ public final class ManagerMetrics: Sendable {
         out += "propeller_proplets{status=\"alive\"} \(propletsAlive)\npropeller_proplets{status=\"dead\"} \(propletsDead)\n"
         out += "# HELP propeller_placements_total Task attempts placed on a proplet.\n# TYPE propeller_placements_total counter\n"
         out += "propeller_placements_total \(placements)\n"
+        out += "# HELP propeller_heartbeats_total Proplet heartbeats handled.\n# TYPE propeller_heartbeats_total counter\n"
+        out += "propeller_heartbeats_total \(heartbeats)\n"
         out += "# HELP propeller_queue_length Tasks pending placement.\n# TYPE propeller_queue_length gauge\n"
         out += "propeller_queue_length \(queueLength)\n"
         out += "# HELP propeller_http_request_duration_seconds REST API latency by route.\n# TYPE propeller_http_request_duration_seconds histogram\n"

@@ -19,6 +19,7 @@ extension TaskService {
     /// A heartbeat, with the stored records of the attempts it runs that are no longer active
     /// (an attempt given up with its proplet may be taken back).
     public func handleHeartbeat(_ hb: PropletHeartbeat) {
+        heartbeats &+= 1
         var stored: [String: TaskRecord] = [:]
         for ref in hb.running ?? [] where state.active[ref.taskId] == nil {
             if let t = try? self.stored(ref.taskId) { stored[t.id] = t }

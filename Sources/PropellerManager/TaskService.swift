@@ -38,6 +38,8 @@ public actor TaskService {
     var executionWaiterTimers: [UUID: Task<Void, Never>] = [:]
 
     public var placements: UInt64 { state.placements }
+    /// Heartbeats handled since this term began.
+    public internal(set) var heartbeats: UInt64 = 0
     let started = ContinuousClock.now
     /// Set when this manager leads others that share the store: without it held, nothing is
     /// sent and commands are refused (the manager steps down and a new term starts from the
