@@ -171,6 +171,49 @@ struct MQTTClientTests {
         let error = await #expect(throws: PropellerError.self) { try await lonely.connect(timeout: .milliseconds(800)) }
         #expect(error?.message.contains("no connection to 127.0.0.1") == true)
     }
+
+    /// Two brokers given as one cluster: when the first dies, the client moves on to the second
+    /// at once, subscribes there again and gets what is published there; when the second dies
+    /// and the first is back, it moves back. Mixed plain and TLS addresses are refused.
+    @Test func aLostBrokerIsReplacedByTheNextAddress() async throws {
+        let a = try MosquittoServer()
+        let b = try MosquittoServer()
+        var config = try MQTTConfiguration(urls: "tcp://127.0.0.1:\(a.port), tcp://127.0.0.1:\(b.port)", clientID: "sub-\(UUID().uuidString.prefix(8))")
+        config.reconnectDelay = (1, 2)
+        #expect(config.addresses.map(\.port) == [Int32(a.port), Int32(b.port)])
+        let sub = try MQTTClient(config)
+        try await sub.connect()
+        try sub.subscribe("t/#")
+        let first = sub.connectionCount
+        a.crash()
+        let pubB = try client(b, "pub-\(UUID().uuidString.prefix(8))")
+        try await pubB.connect()
+        let deadline = ContinuousClock.now + .seconds(10)
+        while sub.connectionCount == first || !sub.isConnected {
+            try #require(ContinuousClock.now < deadline, "the client did not move to the second broker")
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        try await Task.sleep(for: .milliseconds(200))  // the SUBACK
+        try pubB.publish("t/x", Array("on b".utf8))
+        #expect(await next(sub)?.payload == Array("on b".utf8))
+
+        try a.start()
+        let second = sub.connectionCount
+        b.crash()
+        let pubA = try client(a, "pub-\(UUID().uuidString.prefix(8))")
+        try await pubA.connect()
+        while sub.connectionCount == second || !sub.isConnected {
+            try #require(ContinuousClock.now < deadline + .seconds(10), "the client did not move back to the first broker")
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        try pubA.publish("t/y", Array("on a".utf8))
+        #expect(await next(sub)?.payload == Array("on a".utf8))
+        sub.disconnect()
+
+        #expect(throws: PropellerError.self) { _ = try MQTTConfiguration(urls: "tcp://a:1883,mqtts://b:8883", clientID: "x") }
+        #expect(throws: PropellerError.self) { _ = try MQTTConfiguration(urls: " , ", clientID: "x") }
+    }
 }
 
 @Suite("MQTT URLs")
@@ -191,4 +234,5 @@ struct MQTTURLTests {
     func rejected(url: String) {
         #expect(throws: PropellerError.self) { try MQTTConfiguration(url: url, clientID: "x") }
     }
+
 }
