@@ -36,7 +36,7 @@ struct ProvisionCreateCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Channel id of the topics (default: a random one).", valueName: "name"))
     var channel: String?
 
-    @Option(help: ArgumentHelp("The broker as components reach it.", valueName: "mqtt(s)://host:port"))
+    @Option(help: ArgumentHelp("The broker as components reach it (several nodes of a cluster separated by commas).", valueName: "mqtt(s)://host:port[,…]"))
     var broker: String = "mqtt://127.0.0.1:1883"
 
     @Option(name: .customLong("manager-url"), help: ArgumentHelp("The manager's API as the CLI reaches it.", valueName: "url"))
@@ -60,6 +60,9 @@ struct ProvisionCreateCommand: ParsableCommand {
     @Option(help: ArgumentHelp("The propeller executable the units run.", valueName: "path"))
     var binary: String = "/usr/local/bin/propeller"
 
+    @Option(name: .customLong("broker-kind"), help: ArgumentHelp("The broker to write files for: mosquitto (password file and ACL) or nats (users with permissions, for a NATS cluster with MQTT).", valueName: "kind"))
+    var brokerKind: String = "mosquitto"
+
     func validate() throws {
         guard (0...1000).contains(proplets) else { throw ValidationError("--proplets: expected 0 to 1000") }
         _ = try MQTTConfigurationCheck.validate(broker)
@@ -69,6 +72,7 @@ struct ProvisionCreateCommand: ParsableCommand {
         }
         if (managerTLSCert == nil) != (managerTLSKey == nil) { throw ValidationError("--manager-tls-cert and --manager-tls-key go together") }
         if mqttCA != nil && !broker.hasPrefix("mqtts://") { throw ValidationError("--mqtt-ca needs an mqtts:// --broker") }
+        guard Deployment.BrokerKind(rawValue: brokerKind) != nil else { throw ValidationError("--broker-kind: expected mosquitto or nats") }
         for (name, value) in [("--domain", domain), ("--channel", channel)] {
             if let value, !(value.allSatisfy { $0.isLetter || $0.isNumber || "-_.".contains($0) } && Topics.isValidComponent(value)) {
                 throw ValidationError("invalid \(name) \"\(value)\": letters, digits and -_. only")
@@ -81,6 +85,7 @@ struct ProvisionCreateCommand: ParsableCommand {
         var d = Deployment(domain: domain ?? "d-" + SecureRandom.bytes(4).hexString, channel: channel ?? "c-" + SecureRandom.bytes(4).hexString,
                            broker: broker, managerURL: managerURL, configDirectory: configDir.map(absolutePath) ?? dir)
         d.binary = binary
+        d.brokerKind = Deployment.BrokerKind(rawValue: brokerKind) ?? .mosquitto
         d.mqttCA = mqttCA.map(absolutePath)
         d.managerCA = managerCA.map(absolutePath)
         d.managerTLSCert = managerTLSCert.map(absolutePath)
@@ -88,7 +93,8 @@ struct ProvisionCreateCommand: ParsableCommand {
         let summary = try Provisioner(directory: dir).create(d, proplets: proplets)
         print("""
         Provisioned deployment \(summary.deployment.domain)/\(summary.deployment.channel) in \(dir):
-          broker:   mosquitto/password_file, mosquitto/acl_file, mosquitto/propeller.conf (include it; allow_anonymous false)
+          broker:   \(d.brokerKind == .nats ? "nats/propeller-users.conf (mode 600; included by nats/propeller.conf, one node's settings to adapt)"
+                                               : "mosquitto/password_file, mosquitto/acl_file, mosquitto/propeller.conf (include it; allow_anonymous false)")
           manager:  manager.conf          proxy: proxy.conf          CLI: cli.conf (propeller --config \(dir)/cli.conf task list)
           proplets: \(summary.deployment.proplets.map { "proplets/\($0).conf" }.joined(separator: " "))
           units:    systemd/propeller-{manager,proxy,proplet}.service
@@ -105,10 +111,11 @@ struct ProvisionAddPropletCommand: ParsableCommand {
 
     func run() throws {
         let dir = absolutePath(out)
-        let (_, id) = try Provisioner(directory: dir).addProplet()
+        let (deployment, id) = try Provisioner(directory: dir).addProplet()
+        let files = deployment.brokerKind == .nats ? "nats/propeller-users.conf" : "mosquitto/password_file and mosquitto/acl_file"
         print("""
-        Added proplet \(id): \(dir)/proplets/\(id).conf; its identity is in mosquitto/password_file and mosquitto/acl_file.
-        Reload the broker so it reads them (systemctl reload mosquitto, or kill -HUP its pid).
+        Added proplet \(id): \(dir)/proplets/\(id).conf; its identity is in \(files).
+        Reload the broker so it reads them (systemctl reload \(deployment.brokerKind.rawValue == "nats" ? "nats-server" : "mosquitto"), or kill -HUP its pid on every node).
         """)
     }
 }
@@ -117,7 +124,7 @@ struct ProvisionAddPropletCommand: ParsableCommand {
 enum MQTTConfigurationCheck {
     static func validate(_ url: String) throws -> Bool {
         do {
-            _ = try MQTTConfiguration(url: url, clientID: "check")
+            _ = try MQTTConfiguration(urls: url, clientID: "check")
             return true
         } catch let error as PropellerError {
             throw ValidationError(error.message)

@@ -1,42 +1,93 @@
 import Foundation
 import PropellerCore
 
-/// The broker's ACL: each identity may do only its job (mosquitto `acl_file` syntax). Anything
-/// not granted is denied, `$SYS` included.
+/// The broker's ACL: each identity may do only its job. Anything not granted is denied, `$SYS`
+/// included. One set of grants, written for mosquitto (`acl_file`) or NATS (user permissions).
 public enum ACL {
-    public static func text(_ d: Deployment) -> String {
+    /// What one identity may read (subscribe to) and write (publish on), as MQTT topic filters.
+    public struct Grant: Sendable, Equatable {
+        public var user: String
+        public var comment: String
+        public var read: [String]
+        public var write: [String]
+    }
+
+    /// The manager reads every proplet's reports and writes each proplet's commands; the proxy
+    /// reads registry requests, answers each proplet and publishes blob chunks.
+    public static func services(_ d: Deployment) -> [Grant] {
         let t = d.topics
-        var lines = ["# Broker ACL for Propeller deployment \(d.domain)/\(d.channel), written by `propeller provision`.",
-                     "# Each identity may publish and subscribe only where its job needs; everything else is denied.",
-                     "",
-                     "# The manager reads every proplet's reports and writes each proplet's start/stop/ack.",
-                     "user \(Deployment.managerUser)"]
-        lines += Topics.Report.allCases.map { "topic read \(t.allReports($0))" }
-        lines += Topics.managerCommands.map { "topic write \(t.base)/control/proplet/+/\($0)" }
-        lines += ["",
-                  "# The proxy reads registry requests and answers each proplet; it publishes blob chunks.",
-                  "user \(Deployment.proxyUser)",
-                  "topic read \(t.allRegistryRequests)",
-                  "topic write \(t.base)/registry/responses/+",
-                  "topic write \(t.allBlobs)",
-                  ""]
-        var text = lines.joined(separator: "\n") + "\n"
-        for id in d.proplets { text += propletBlock(t, id: id) }
-        return text
+        return [
+            Grant(user: Deployment.managerUser, comment: "The manager reads every proplet's reports and writes each proplet's start/stop/ack.",
+                  read: Topics.Report.allCases.map { t.allReports($0) }, write: Topics.managerCommands.map { "\(t.base)/control/proplet/+/\($0)" }),
+            Grant(user: Deployment.proxyUser, comment: "The proxy reads registry requests and answers each proplet; it publishes blob chunks.",
+                  read: [t.allRegistryRequests], write: ["\(t.base)/registry/responses/+", t.allBlobs]),
+        ]
     }
 
     /// One proplet: it writes only its own reports and registry requests, reads only its own
     /// inbox, its own registry answers and blob chunks.
-    public static func propletBlock(_ t: Topics, id: String) -> String {
-        var lines = ["# Proplet \(id).", "user \(id)"]
-        lines += Topics.Report.allCases.filter { $0 != .logs }.map { "topic write \(t.report($0, from: id))" }
-        lines += ["topic write \(t.base)/control/manager/\(id)/logs/+",
-                  "topic read \(t.propletInbox(id))",
-                  "topic write \(t.registryRequests(from: id))",
-                  "topic read \(t.registryResponses(id))",
-                  "topic read \(t.allBlobs)",
-                  ""]
-        return lines.joined(separator: "\n") + "\n"
+    public static func proplet(_ t: Topics, id: String) -> Grant {
+        Grant(user: id, comment: "Proplet \(id).",
+              read: [t.propletInbox(id), t.registryResponses(id), t.allBlobs],
+              write: Topics.Report.allCases.filter { $0 != .logs }.map { t.report($0, from: id) } + ["\(t.base)/control/manager/\(id)/logs/+", t.registryRequests(from: id)])
+    }
+
+    public static func text(_ d: Deployment) -> String {
+        var text = """
+            # Broker ACL for Propeller deployment \(d.domain)/\(d.channel), written by `propeller provision`.
+            # Each identity may publish and subscribe only where its job needs; everything else is denied.
+
+
+            """
+        for g in services(d) { text += mosquittoBlock(g) }
+        for id in d.proplets { text += propletBlock(d.topics, id: id) }
+        return text
+    }
+
+    public static func propletBlock(_ t: Topics, id: String) -> String { mosquittoBlock(proplet(t, id: id)) }
+
+    static func mosquittoBlock(_ g: Grant) -> String {
+        (["# \(g.comment)", "user \(g.user)"] + g.read.map { "topic read \($0)" } + g.write.map { "topic write \($0)" }).joined(separator: "\n") + "\n\n"
+    }
+}
+
+/// The same grants as NATS users (`authorization { users = [...] }`), for a NATS cluster with
+/// MQTT: a topic filter becomes a subject (`/` → `.`, `+` → `*`, `#` → `>`), and every user may
+/// also subscribe to `$MQTT.sub.>`, the subjects on which NATS delivers a QoS 1 session's
+/// messages to it (an MQTT client cannot subscribe to them itself: tested). Passwords are in the
+/// file as such (NATS would take bcrypt hashes; none is made here), so it is mode 600.
+public enum NATSUsers {
+    public static func subject(_ filter: String) -> String {
+        filter.split(separator: "/", omittingEmptySubsequences: false).map { level in
+            level == "+" ? "*" : level == "#" ? ">" : String(level)
+        }.joined(separator: ".")
+    }
+
+    /// One user on one line (so that `add-proplet` can insert one).
+    public static func line(_ g: ACL.Grant, password: String) -> String {
+        func list(_ items: [String]) -> String { "[" + items.map { "\"\($0)\"" }.joined(separator: ", ") + "]" }
+        return "    {user: \"\(g.user)\", password: \"\(password)\", permissions: {publish: {allow: \(list(g.write.map(subject)))}, "
+            + "subscribe: {allow: \(list(g.read.map(subject) + ["$MQTT.sub.>"]))}}}"
+    }
+
+    public static func text(_ d: Deployment, secrets: [String: String]) -> String {
+        let grants = ACL.services(d) + d.proplets.map { ACL.proplet(d.topics, id: $0) }
+        return """
+            # NATS users of Propeller deployment \(d.domain)/\(d.channel), written by `propeller provision`.
+            # Holds every identity's password: keep it mode 600, readable by nats-server only.
+            # Each identity may publish and subscribe only where its job needs; everything else is denied.
+            authorization {
+              users = [
+
+            """ + grants.map { line($0, password: secrets[$0.user] ?? "") }.joined(separator: "\n") + "\n  ]\n}\n"
+    }
+
+    /// `text` with one more user, before the list's end.
+    public static func adding(_ g: ACL.Grant, password: String, to text: String) throws -> String {
+        guard let end = text.range(of: "\n  ]\n", options: .backwards) else {
+            throw PropellerError(.invalidArgument, "the NATS users file does not end its users list as provisioned")
+        }
+        return String(text[..<end.lowerBound]) + "\n" + line(g, password: password) + String(text[end.lowerBound...])
     }
 }
 
@@ -201,7 +252,7 @@ enum StateFile {
     static func text(_ d: Deployment) -> String {
         var lines = ["# Propeller deployment, written by `propeller provision` (no secrets here).",
                      "domain = \(d.domain)", "channel = \(d.channel)", "broker = \(d.broker)", "manager-url = \(d.managerURL)",
-                     "config-dir = \(d.configDirectory)", "binary = \(d.binary)"]
+                     "config-dir = \(d.configDirectory)", "binary = \(d.binary)", "broker-kind = \(d.brokerKind.rawValue)"]
         if let v = d.mqttCA { lines.append("mqtt-ca = \(v)") }
         if let v = d.managerCA { lines.append("manager-ca = \(v)") }
         if let v = d.managerTLSCert { lines.append("manager-tls-cert = \(v)") }
@@ -233,6 +284,10 @@ enum StateFile {
         var d = Deployment(domain: try required("domain"), channel: try required("channel"), broker: try required("broker"),
                            managerURL: try required("manager-url"), configDirectory: try required("config-dir"))
         d.binary = values["binary"] ?? d.binary
+        if let kind = values["broker-kind"] {
+            guard let k = Deployment.BrokerKind(rawValue: kind) else { throw PropellerError(.invalidArgument, "\(path): broker-kind must be mosquitto or nats") }
+            d.brokerKind = k
+        }
         d.mqttCA = values["mqtt-ca"]
         d.managerCA = values["manager-ca"]
         d.managerTLSCert = values["manager-tls-cert"]

@@ -26,6 +26,12 @@ public struct Deployment: Sendable, Equatable {
     public var binary = "/usr/local/bin/propeller"
     /// Proplet ids, which are also their broker user names.
     public var proplets: [String] = []
+    /// The broker whose files are written: mosquitto's password file and ACL, or NATS users.
+    public var brokerKind = BrokerKind.mosquitto
+
+    public enum BrokerKind: String, Sendable, CaseIterable {
+        case mosquitto, nats
+    }
 
     public init(domain: String, channel: String, broker: String, managerURL: String, configDirectory: String) {
         self.domain = domain
@@ -56,6 +62,8 @@ public struct Provisioner {
         public static let passwordFile = "mosquitto/password_file"
         public static let aclFile = "mosquitto/acl_file"
         public static let mosquittoConf = "mosquitto/propeller.conf"
+        public static let natsUsers = "nats/propeller-users.conf"
+        public static let natsConf = "nats/propeller.conf"
         public static let manager = "manager.conf"
         public static let proxy = "proxy.conf"
         public static let cli = "cli.conf"
@@ -82,7 +90,7 @@ public struct Provisioner {
         for component in [deployment.domain, deployment.channel] where !Topics.isValidComponent(component) {
             throw PropellerError(.invalidArgument, "invalid domain or channel \"\(component)\": letters, digits and -_. only")
         }
-        let existing = [File.state, File.passwordFile, File.aclFile, File.manager, File.proxy, File.cli] + File.units
+        let existing = [File.state, File.passwordFile, File.aclFile, File.natsUsers, File.manager, File.proxy, File.cli] + File.units
         if let found = existing.first(where: { exists(path($0)) }) {
             throw PropellerError(.invalidArgument, "\(path(found)) exists: \(directory) already holds a deployment; nothing was changed (add a proplet with `propeller provision add-proplet --out \(directory)`)")
         }
@@ -92,18 +100,27 @@ public struct Provisioner {
         let propletSecrets = deployment.proplets.map { _ in SecureRandom.token() }
         let apiToken = "ptk_" + SecureRandom.bytes(32).hexString
 
-        try makeDirectories(["mosquitto", "proplets", "systemd"])
-        var passwords = [try MosquittoPassword.entry(username: Deployment.managerUser, password: managerSecret),
-                         try MosquittoPassword.entry(username: Deployment.proxyUser, password: proxySecret)]
-        for (id, secret) in zip(deployment.proplets, propletSecrets) { passwords.append(try MosquittoPassword.entry(username: id, password: secret)) }
         var written: [String] = []
         func write(_ file: String, _ text: String, mode: mode_t) throws {
             try writeExclusive(path(file), text, mode: mode)
             written.append(file)
         }
-        try write(File.passwordFile, passwords.joined(separator: "\n") + "\n", mode: 0o640)
-        try write(File.aclFile, ACL.text(deployment), mode: 0o644)
-        try write(File.mosquittoConf, Self.mosquittoConf(deployment, directory: directory), mode: 0o644)
+        switch deployment.brokerKind {
+        case .mosquitto:
+            try makeDirectories(["mosquitto", "proplets", "systemd"])
+            var passwords = [try MosquittoPassword.entry(username: Deployment.managerUser, password: managerSecret),
+                             try MosquittoPassword.entry(username: Deployment.proxyUser, password: proxySecret)]
+            for (id, secret) in zip(deployment.proplets, propletSecrets) { passwords.append(try MosquittoPassword.entry(username: id, password: secret)) }
+            try write(File.passwordFile, passwords.joined(separator: "\n") + "\n", mode: 0o640)
+            try write(File.aclFile, ACL.text(deployment), mode: 0o644)
+            try write(File.mosquittoConf, Self.mosquittoConf(deployment, directory: directory), mode: 0o644)
+        case .nats:
+            try makeDirectories(["nats", "proplets", "systemd"])
+            var secrets = [Deployment.managerUser: managerSecret, Deployment.proxyUser: proxySecret]
+            for (id, secret) in zip(deployment.proplets, propletSecrets) { secrets[id] = secret }
+            try write(File.natsUsers, NATSUsers.text(deployment, secrets: secrets), mode: 0o600)
+            try write(File.natsConf, Self.natsConf(deployment), mode: 0o644)
+        }
         try write(File.manager, ConfigText.manager(deployment, secret: managerSecret, apiTokenHash: APITokenHash.of(apiToken)), mode: 0o600)
         try write(File.proxy, ConfigText.proxy(deployment, secret: proxySecret), mode: 0o600)
         for (id, secret) in zip(deployment.proplets, propletSecrets) {
@@ -129,8 +146,14 @@ public struct Provisioner {
         // Config first (exclusive), then the broker's files, then the state: a crash in between
         // leaves an unused identity, never a proplet the broker would refuse without a trace.
         try writeExclusive(path(configFile), ConfigText.proplet(deployment, id: id, secret: secret), mode: 0o600)
-        try append(path(File.passwordFile), try MosquittoPassword.entry(username: id, password: secret) + "\n")
-        try append(path(File.aclFile), ACL.propletBlock(deployment.topics, id: id))
+        switch deployment.brokerKind {
+        case .mosquitto:
+            try append(path(File.passwordFile), try MosquittoPassword.entry(username: id, password: secret) + "\n")
+            try append(path(File.aclFile), ACL.propletBlock(deployment.topics, id: id))
+        case .nats:
+            guard let users = readText(path(File.natsUsers)) else { throw PropellerError(.notFound, "\(path(File.natsUsers)): no NATS users file") }
+            try replace(path(File.natsUsers), try NATSUsers.adding(ACL.proplet(deployment.topics, id: id), password: secret, to: users))
+        }
         try replace(path(File.state), StateFile.text(deployment))
         return (deployment, id)
     }
@@ -152,6 +175,28 @@ public struct Provisioner {
 
     /// `proplet-` and 12 hex digits: unique, safe in topics, user names and file names.
     public static func newPropletID() -> String { "proplet-" + SecureRandom.bytes(6).hexString }
+
+    /// One node of a NATS cluster with MQTT for the deployment: a starting point to adapt (names,
+    /// addresses, routes), with the provisioned users included.
+    static func natsConf(_ d: Deployment) -> String {
+        """
+        # nats-server settings for Propeller deployment \(d.domain)/\(d.channel), written by `propeller provision`.
+        # One node of three: give each its own server_name and routes to the other two.
+        server_name: propeller-1
+        listen: 127.0.0.1:4222
+        # A blob chunk (512 KiB by default) and an actor message (up to --actor-message-limit) fit.
+        max_payload: 8MB
+        jetstream { store_dir: /var/lib/nats }
+        # cluster { name: propeller, listen: 0.0.0.0:6222, routes: [nats-route://node-2:6222, nats-route://node-3:6222] }
+        mqtt {
+          listen: 0.0.0.0:1883
+          # tls { cert_file: /etc/nats/broker.pem, key_file: /etc/nats/broker.key }
+        }
+        # NATS reads an include relative to this file's directory: keep the two files together.
+        include ./propeller-users.conf
+
+        """
+    }
 
     static func mosquittoConf(_ d: Deployment, directory: String) -> String {
         """

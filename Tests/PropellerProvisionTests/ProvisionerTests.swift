@@ -94,6 +94,24 @@ import Testing
         #expect(proxy.contains("topic write \(t.allBlobs)") && !proxy.contains("control/"))
     }
 
+    /// The NATS users carry the same grants as subjects, and a user added later lands inside
+    /// the users list.
+    @Test func natsUsersCarryTheSameGrants() throws {
+        var d = deployment("/etc/propeller")
+        d.proplets = ["p1"]
+        #expect(NATSUsers.subject("m/d/c/ch/control/manager/+/logs/+") == "m.d.c.ch.control.manager.*.logs.*")
+        #expect(NATSUsers.subject("m/d/c/ch/registry/blobs/#") == "m.d.c.ch.registry.blobs.>")
+        let text = NATSUsers.text(d, secrets: ["p1": "s1", "propeller-manager": "sm", "propeller-proxy": "sp"])
+        let p1 = try #require(text.split(separator: "\n").first { $0.contains("user: \"p1\"") })
+        #expect(p1.contains("password: \"s1\""))
+        #expect(p1.contains("\"\(NATSUsers.subject(d.topics.report(.alive, from: "p1")))\""))
+        #expect(!p1.contains("manager.*") && !p1.contains("\">\""), "a proplet cannot read other proplets' reports or everything")
+        let added = try NATSUsers.adding(ACL.proplet(d.topics, id: "p2"), password: "s2", to: text)
+        #expect(added.hasSuffix("  ]\n}\n") && added.contains("user: \"p2\", password: \"s2\""))
+        #expect(added.components(separatedBy: "{user:").count == 5)
+        #expect(throws: PropellerError.self) { _ = try NATSUsers.adding(ACL.proplet(d.topics, id: "p3"), password: "x", to: "garbage") }
+    }
+
     @Test func listenAddressFollowsTheManagerURL() {
         #expect(ConfigText.listenAddress("http://127.0.0.1:7070") == "127.0.0.1:7070")
         #expect(ConfigText.listenAddress("https://manager.example:8443/") == "0.0.0.0:8443")

@@ -16,14 +16,18 @@ public final class NATSCluster: @unchecked Sendable {
 
     public static var isInstalled: Bool { FileManager.default.isExecutableFile(atPath: binary) }
 
-    public init(nodes: Int = 3) throws {
+    /// `mqttPorts`: the MQTT listeners' ports (free ones when nil); `extra`: lines added to
+    /// every node's configuration (an `include` of provisioned users: NATS resolves an include
+    /// relative to the configuration's directory, where `links` puts symbolic links by name).
+    public init(nodes: Int = 3, mqttPorts ports: [Int]? = nil, extra: String = "", links: [String: String] = [:]) throws {
         guard Self.isInstalled else { throw PropellerError(.notFound, "nats-server is not installed: scripts/setup installs Debian's nats-server") }
         directory = try TempDirectory("propeller-nats")
-        mqttPorts = try (0..<nodes).map { _ in try freeLoopbackPort() }
+        mqttPorts = try ports ?? (0..<nodes).map { _ in try freeLoopbackPort() }
         clientPorts = try (0..<nodes).map { _ in try freeLoopbackPort() }
         routePorts = try (0..<nodes).map { _ in try freeLoopbackPort() }
         monitorPorts = try (0..<nodes).map { _ in try freeLoopbackPort() }
         processes = Array(repeating: nil, count: nodes)
+        for (name, target) in links { symlink(target, directory.path + "/" + name) }
         let routes = routePorts.map { "nats-route://127.0.0.1:\($0)" }.joined(separator: ", ")
         for i in 0..<nodes {
             writeFile(directory.path + "/n\(i).conf", """
@@ -34,6 +38,7 @@ public final class NATSCluster: @unchecked Sendable {
                 jetstream { store_dir: "\(directory.path)/n\(i)", max_memory_store: 64MB, max_file_store: 512MB }
                 cluster { name: propeller, listen: 127.0.0.1:\(routePorts[i]), routes: [\(routes)] }
                 mqtt { listen: 127.0.0.1:\(mqttPorts[i]) }
+                \(extra)
 
                 """)
         }
@@ -47,6 +52,13 @@ public final class NATSCluster: @unchecked Sendable {
     }
 
     public func logPath(_ i: Int) -> String { directory.path + "/n\(i).log" }
+
+    public func log(_ i: Int) -> String { readFile(logPath(i)) ?? "" }
+
+    /// How many permission violations the nodes logged (a refused publish or subscription).
+    public func violations() -> Int {
+        (0..<mqttPorts.count).map { log($0).components(separatedBy: "Violation").count - 1 }.reduce(0, +)
+    }
 
     private func launch(_ i: Int) throws {
         let p = Process()
@@ -72,6 +84,11 @@ public final class NATSCluster: @unchecked Sendable {
     public func start(_ i: Int) throws {
         try launch(i)
         try waitUntilReady(i)
+    }
+
+    /// Every node reads its configuration again (SIGHUP), as `systemctl reload` does.
+    public func reload() {
+        for case let p? in processes { Glibc.kill(p.processIdentifier, SIGHUP) }
     }
 
     /// SIGKILL of one node, as a crash or a lost machine.
