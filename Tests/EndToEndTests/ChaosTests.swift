@@ -28,18 +28,50 @@ struct ChaosTests {
         case pauseShort = "SIGSTOP a proplet < grace"
         case pauseLong = "SIGSTOP a proplet > grace"
         case fullStore = "the manager's store full"
+        // With several managers on PostgreSQL:
+        case freezeLeader = "SIGSTOP the leading manager"
+        case cutLeader = "freeze the leader's DB sessions"
+        case crashDatabase = "SIGKILL PostgreSQL, restart"
+
+        /// The faults of a topology: one manager's store can fill up; several managers' leader can
+        /// stall or lose the database, and the database can crash.
+        static func of(_ topology: Topology) -> [Fault] {
+            switch topology {
+            case .oneManager: [.killManager, .killProplet, .restartProplet, .killProxy, .killBroker, .restartBroker, .pauseShort, .pauseLong, .fullStore]
+            case .threeManagers: [.killManager, .killProplet, .restartProplet, .killProxy, .killBroker, .restartBroker, .pauseShort, .pauseLong,
+                                  .freezeLeader, .cutLeader, .crashDatabase]
+            }
+        }
     }
 
-    @Test func aWorkloadUnderFaultsLosesNothing() throws {
+    enum Topology: String, CaseIterable, CustomTestStringConvertible {
+        case oneManager = "one manager on SQLite"
+        case threeManagers = "three managers on PostgreSQL"
+        var testDescription: String { rawValue }
+    }
+
+    /// The manager that leads now (by its own /health), among those not down.
+    func leader(_ c: Cluster, among alive: [Int]) -> Int? {
+        alive.first { httpGet(port: c.managerPorts[$0], "/health")?.contains("\"role\":\"leader\"") == true }
+    }
+
+    @Test(arguments: Topology.allCases)
+    func aWorkloadUnderFaultsLosesNothing(_ topology: Topology) throws {
         let env = ProcessInfo.processInfo.environment
         let seed = env["PROPELLER_CHAOS_SEED"].flatMap(UInt64.init) ?? UInt64(Date().timeIntervalSince1970)
         let seconds = env["PROPELLER_CHAOS_SECONDS"].flatMap(Double.init) ?? 45
-        print("chaos: seed \(seed), \(Int(seconds)) s of faults (replay: scripts/chaos \(seed) \(Int(seconds)))")
+        print("chaos: seed \(seed), \(Int(seconds)) s of faults, \(topology.rawValue) (replay: scripts/chaos \(seed) \(Int(seconds)))")
         var rng = SplitMix(seed: seed)
         func chance(_ p: Double) -> Bool { Double(rng.next() % 1_000_000) / 1_000_000 < p }
         func between(_ a: Double, _ b: Double) -> Double { a + (b - a) * Double(rng.next() % 1_000_000) / 1_000_000 }
 
-        let c = try Cluster(interval: "1s", managerStoreSize: "64m")
+        let postgres = topology == .threeManagers ? try PostgresServer() : nil
+        let c = topology == .threeManagers ? try Cluster(interval: "1s", store: postgres?.url(), managers: 3) : try Cluster(interval: "1s", managerStoreSize: "64m")
+        let faults = Fault.of(topology)
+        var managersDown: Set<Int> = []  // killed or frozen: the CLI talks to another one
+        func useAliveManager() {
+            if let alive = c.managerPorts.indices.first(where: { !managersDown.contains($0) }) { c.defaultManager = alive }
+        }
         let proplets = ["c1", "c2", "c3"]
         for p in proplets { try c.startProplet(p, memory: "2G", maxTasks: 6) }
         let actorCreated = try c.cli(["actor", "create", "chaos-echo", "--image", c.image, "--memory", "64M", "--",
@@ -94,11 +126,12 @@ struct ChaosTests {
                 // A fault, when it is time and its component is not already down.
                 if now >= nextFault {
                     nextFault = now.addingTimeInterval(between(2, 6))
-                    let fault = Fault.allCases[Int(rng.next() % UInt64(Fault.allCases.count))]
+                    let fault = faults[Int(rng.next() % UInt64(faults.count))]
                     let proplet = proplets[Int(rng.next() % UInt64(proplets.count))]
                     let component: String
                     switch fault {
-                    case .killManager, .fullStore: component = "manager"
+                    case .killManager, .fullStore, .freezeLeader: component = "manager"
+                    case .cutLeader, .crashDatabase: component = "database"
                     case .killProxy: component = "proxy"
                     case .killBroker, .restartBroker: component = "broker"
                     case .killProplet, .restartProplet, .pauseShort, .pauseLong: component = proplet
@@ -110,8 +143,33 @@ struct ChaosTests {
                         let down = between(0.5, 3)
                         switch fault {
                         case .killManager:
-                            c.crashManager()
-                            heals.append((now.addingTimeInterval(down), component, { try c.startManager() }))
+                            let i = topology == .oneManager ? 0 : leader(c, among: c.managerPorts.indices.filter { !managersDown.contains($0) }) ?? 0
+                            c.crashManager(i)
+                            managersDown.insert(i)
+                            useAliveManager()
+                            heals.append((now.addingTimeInterval(down), component, {
+                                try c.startManager(i)
+                                managersDown.remove(i)
+                            }))
+                        case .freezeLeader:
+                            // It loses its lease while it cannot run; thawed, it must not act on it.
+                            guard let i = leader(c, among: [0, 1, 2]), let pid = c.managers[i]?.pid else { break }
+                            kill(pid, SIGSTOP)
+                            managersDown.insert(i)
+                            useAliveManager()
+                            heals.append((now.addingTimeInterval(between(1, 5)), component, {
+                                kill(pid, SIGCONT)
+                                managersDown.remove(i)
+                            }))
+                        case .cutLeader:
+                            guard let postgres, let i = leader(c, among: [0, 1, 2]) else { break }
+                            let sessions = try postgres.sessions(of: "propeller-manager-m\(i)")
+                            for pid in sessions { kill(pid, SIGSTOP) }
+                            heals.append((now.addingTimeInterval(between(2, 5)), component, { for pid in sessions { kill(pid, SIGCONT) } }))
+                        case .crashDatabase:
+                            guard let postgres else { break }
+                            postgres.crash()
+                            heals.append((now.addingTimeInterval(between(1, 3)), component, { try postgres.start() }))
                         case .killProplet:
                             c.crashProplet(proplet)
                             // Not waiting for the manager to list it: the manager may be down too.
@@ -264,12 +322,12 @@ struct ChaosTests {
         if !leftovers.isEmpty { violations.append("cgroups left: \(leftovers.prefix(3))") }
 
         print("chaos: faults injected:")
-        for fault in Fault.allCases { print("chaos:   \(fault.rawValue.padding(toLength: 30, withPad: " ", startingAt: 0)) \(injected[fault] ?? 0)") }
+        for fault in faults { print("chaos:   \(fault.rawValue.padding(toLength: 34, withPad: " ", startingAt: 0)) \(injected[fault] ?? 0)") }
         print("chaos: outcomes (kind, final state): " + outcome.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
         print("chaos: invariants: \(checked) tasks checked against \(journals.count) journaled attempts (\(ours.count) containers), \(executions.count) executions (\(completeMessages.count) complete): "
               + (violations.isEmpty ? "all held" : "\(violations.count) violated"))
         for v in violations { print("chaos: VIOLATED: \(v)") }
-        #expect(violations.isEmpty, "seed \(seed): \(violations)")
+        #expect(violations.isEmpty, "seed \(seed), \(topology.rawValue): \(violations)")
         #expect(checked > 0, "no task was checked")
     }
 
