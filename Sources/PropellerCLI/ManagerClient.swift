@@ -74,6 +74,12 @@ struct ManagerClient: Sendable {
         return h
     }
 
+    /// How long a request is sent again while the managers elect a leader (env
+    /// PROPELLER_ELECTION_WAIT, seconds; default 20).
+    static var electionWait: Duration {
+        .milliseconds(Int64((Double(Environment.current["PROPELLER_ELECTION_WAIT"] ?? "") ?? 20) * 1000))
+    }
+
     /// Sends a request and returns the body of a 2xx answer; anything else throws the API's
     /// `{"error": …}` message.
     func send(_ method: String, _ path: String, body: [UInt8]? = nil) throws -> [UInt8] {
@@ -93,7 +99,7 @@ struct ManagerClient: Sendable {
         var response: HTTPTransport.Response
         // A manager that is not leading and knows no leader (an election under way) answers 503
         // with Retry-After before doing anything: sending again is safe, for 20 s at most.
-        let deadline = ContinuousClock.now + .seconds(20)
+        let deadline = ContinuousClock.now + Self.electionWait
         while true {
             data = []
             do {
@@ -129,7 +135,7 @@ struct ManagerClient: Sendable {
         var pending: [UInt8] = []
         var errorBody: [UInt8] = []
         var response: HTTPTransport.Response
-        let deadline = ContinuousClock.now + .seconds(20)
+        let deadline = ContinuousClock.now + Self.electionWait
         while true {
             errorBody = []
             do {

@@ -187,18 +187,51 @@ final class ManagerNode: ClusterView, Sendable {
         if request.method != .get && request.method != .head {
             outgoing.body = .stream(request.body, length: request.headers[.contentLength].flatMap { Int64($0) }.map { .known($0) } ?? .unknown)
         }
+        // The leader's answer must begin within a deadline (a synchronous actor call's may take
+        // as long as its wait); while waiting, a new leader means the old one can no longer act
+        // (it was frozen or cut off): the caller is told to send again, to the new one.
+        let syncCall = request.uri.queryParameters["sync"].map { $0 == "true" || $0 == "1" } ?? false
+        let head: Duration = syncCall ? options.actors.maxSyncTimeout + .seconds(15) : .seconds(30)
+        let outcome: Result<HTTPClientResponse, any Error>
+        let prepared = outgoing
         do {
-            let answer = try await http.execute(outgoing, timeout: .hours(24), logger: logger)
+            outcome = .success(try await withThrowingTaskGroup(of: HTTPClientResponse?.self) { group in
+                group.addTask { [http, logger, prepared] in
+                    try await http.execute(prepared, timeout: .nanoseconds(Int64(head.components.seconds) * 1_000_000_000), logger: logger)
+                }
+                group.addTask { [self] in
+                    while !Task.isCancelled {
+                        try await Task.sleep(for: .milliseconds(250))
+                        if let now = knownLeader, now.epoch != leader.epoch { return nil }
+                    }
+                    return nil
+                }
+                defer { group.cancelAll() }
+                guard let first = try await group.next(), let answer = first else { throw LeaderChanged() }
+                return answer
+            })
+        } catch {
+            outcome = .failure(error)
+        }
+        do {
+            let answer = try outcome.get()
             var headers = HTTPFields()
             for (name, value) in answer.headers where !Self.hopByHop.contains(name.lowercased()) {
                 if let n = Field.Name(name) { headers.append(Field(name: n, value: value)) }
             }
             return Response(status: HTTPResponse.Status(code: Int(answer.status.code), reasonPhrase: answer.status.reasonPhrase), headers: headers,
                             body: ResponseBody(asyncSequence: answer.body))
+        } catch is LeaderChanged {
+            return electing
+        } catch let error as HTTPClientError where error == .deadlineExceeded {
+            return jsonError(status: .gatewayTimeout, "the leader \(leader.id) at \(leader.address) did not answer within \(DurationParsing.format(head))")
         } catch {
             return jsonError(status: .badGateway, "the leader \(leader.id) at \(leader.address) did not answer: \(error)")
         }
     }
+
+    /// Another manager leads now: the one a request was sent to can no longer act on it.
+    struct LeaderChanged: Error {}
 
     static let hopByHop: Set<String> = ["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "transfer-encoding",
                                         "upgrade", "host", "content-length"]

@@ -68,6 +68,8 @@ struct ChaosTests {
         let postgres = topology == .threeManagers ? try PostgresServer() : nil
         let c = topology == .threeManagers ? try Cluster(interval: "1s", store: postgres?.url(), managers: 3) : try Cluster(interval: "1s", managerStoreSize: "64m")
         let faults = Fault.of(topology)
+        // The workload and the heals share one loop: a CLI call must not wait out an election.
+        c.cliEnvironment["PROPELLER_ELECTION_WAIT"] = "1"
         var managersDown: Set<Int> = []  // killed or frozen: the CLI talks to another one
         func useAliveManager() {
             if let alive = c.managerPorts.indices.first(where: { !managersDown.contains($0) }) { c.defaultManager = alive }

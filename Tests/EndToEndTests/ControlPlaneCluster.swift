@@ -147,9 +147,12 @@ final class Cluster: @unchecked Sendable {
 
     /// The manager the CLI talks to unless told (with several, any one serves the whole API).
     var defaultManager = 0
+    /// More environment for the CLI (PROPELLER_ELECTION_WAIT, say).
+    var cliEnvironment: [String: String] = [:]
 
     func cli(_ args: [String], via i: Int? = nil) throws -> CLIResult {
-        try propeller(args, environment: ["PROPELLER_MANAGER_URL": "http://127.0.0.1:\(managerPorts[i ?? defaultManager])", "PROPELLER_API_TOKEN": token])
+        try propeller(args, environment: cliEnvironment.merging(["PROPELLER_MANAGER_URL": "http://127.0.0.1:\(managerPorts[i ?? defaultManager])",
+                                                                 "PROPELLER_API_TOKEN": token]) { _, b in b })
     }
 
     /// Creates (and starts) a task; returns its id.

@@ -102,6 +102,11 @@ final class ManagerClusterTests: Sendable {
         let members = (try JSONSerialization.jsonObject(with: again.stdout) as? [String: Any])?["members"] as? [[String: Any]] ?? []
         #expect(Set(members.compactMap { $0["id"] as? String }) == ["m0", "m1", "m2"], "\(again.stdoutText)")
         #expect(members.filter { $0["role"] as? String == "leader" }.count == 1)
+        // A log stream through a follower: forwarded as it is written.
+        let streamed = try c.cli(["task", "create", "stream", "--image", c.image, "--start", "--", "sh", "-c", "echo one; sleep 1; echo two"], via: first)
+        try #require(streamed.status == 0, "\(streamed.stderrText)")
+        let follow = try c.cli(["task", "logs", streamed.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines), "--follow"], via: first)
+        #expect(follow.status == 0 && follow.stdoutText == "one\ntwo\n", "\(follow.stdoutText)\(follow.stderrText)")
     }
 
     /// The leader's database sessions freeze (a network that drops everything, a stuck server
