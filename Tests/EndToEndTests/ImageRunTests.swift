@@ -8,8 +8,8 @@ import Testing
 enum ImageFixture {
     static let layout: Result<String, PropellerError> = {
         do {
-            let rootfs = try Fixture.path()
             let dir = try TempDirectory("propeller-oci").path
+            let rootfs = try Fixture.buildPristine(into: dir)
             let script = """
             set -e
             cd '\(dir)'
@@ -18,7 +18,7 @@ enum ImageFixture {
             umoci unpack --image oci:app bundle >/dev/null
             cp -a '\(rootfs)'/. bundle/rootfs/
             umoci repack --image oci:app bundle
-            rm -rf bundle
+            rm -rf bundle '\(rootfs)'
             umoci unpack --image oci:app bundle >/dev/null
             rm bundle/rootfs/bin/wc
             echo 'layer two' > bundle/rootfs/etc/motd

@@ -53,15 +53,7 @@ public enum Fixture {
     static let rootfs: Result<String, PropellerError> = {
         do {
             let dir = try TempDirectory("propeller-rootfs")
-            let rootfs = dir.path + "/rootfs"
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: "/bin/sh")
-            p.arguments = [packageRoot + "/rootfs-fixtures/build-rootfs.sh", rootfs]
-            try p.run()
-            p.waitUntilExit()
-            guard p.terminationStatus == 0 else {
-                throw PropellerError(.internalError, "build-rootfs.sh failed with status \(p.terminationStatus)")
-            }
+            let rootfs = try buildPristine(into: dir.path)
             atexit { Fixture.cleanup() }
             return .success(rootfs)
         } catch let error as PropellerError {
@@ -71,7 +63,23 @@ public enum Fixture {
         }
     }()
 
+    /// The shared rootfs: containers run on it directly (`run --rootfs`) and may write into it.
     public static func path() throws -> String { try rootfs.get() }
+
+    /// A rootfs of its own, built fresh into `directory` and never given to a container: what an
+    /// image is built from must not carry what an earlier test's container wrote (the attack
+    /// suite's `probe escape` leaves /tmp/escape-jail in the shared one).
+    public static func buildPristine(into directory: String) throws -> String {
+        let rootfs = directory + "/rootfs"
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/sh")
+        p.arguments = [packageRoot + "/rootfs-fixtures/build-rootfs.sh", rootfs]
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else { throw PropellerError(.internalError, "build-rootfs.sh failed with status \(p.terminationStatus)") }
+        return rootfs
+    }
 
     public static func cleanup() {
         if case .success(let path) = rootfs {
