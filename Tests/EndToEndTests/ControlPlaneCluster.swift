@@ -99,7 +99,8 @@ final class Cluster: @unchecked Sendable {
         let port = managerPorts[i]
         var data = i == 0 ? managerData : managerData + "-\(i)"
         if emptyData { data += "-" + UUID().uuidString.prefix(4) }
-        var arguments = ["manager", "--mqtt", brokerURLs(startingAt: 0), "--http", "127.0.0.1:\(port)",
+        // On NATS each manager starts at a node of its own, as on three machines.
+        var arguments = ["manager", "--mqtt", brokerURLs(startingAt: i), "--http", "127.0.0.1:\(port)",
                          "--data-dir", data, "--token-file", dir.path + "/token",
                          "--liveliness-interval", interval, "--log-level", "debug"]
         var environment: [String: String] = [:]
