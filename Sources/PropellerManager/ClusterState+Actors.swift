@@ -63,12 +63,12 @@ extension ClusterState {
         }
         for var w in workers {
             guard let a = actors.records[w.actorId], let p = w.propletId else {
-                emit(.deleteWorker(w.id))
+                emit(.write(.deleteWorker(w.id)))
                 continue
             }
             let resources = w.resources ?? a.spec.resources
             guard case .placed = reserveWorker(w.id, resources, constraints: [:], pinned: p) else {
-                emit(.deleteWorker(w.id))
+                emit(.write(.deleteWorker(w.id)))
                 continue
             }
             w.resources = resources
@@ -82,7 +82,7 @@ extension ClusterState {
                 e.status = .submitted
                 e.workerId = nil
                 e.propletId = nil
-                emit(.saveExecution(e))
+                emit(.write(.saveExecution(e)))
             }
             actors.executions[e.id] = e
             actors.queues[e.actorId, default: MessageQueue()].append(e.id)

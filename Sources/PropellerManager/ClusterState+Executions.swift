@@ -85,7 +85,7 @@ extension ClusterState {
         }
         if let state = r.state, actors.records[e.actorId]?.spec.stateless == false, e.status == .complete {
             actors.states[e.actorId] = state
-            emit(.saveActorState(actor: e.actorId, state: state))
+            emit(.write(.setActorState(actor: e.actorId, state: state)))
         }
         finish(e, logs: TaskLogs(stdout: o.stdoutTail, stderr: o.stderrTail), results: r.results)
         if var w = actors.workers[r.workerId], w.executionId == e.id {
@@ -102,7 +102,7 @@ extension ClusterState {
     mutating func finish(_ e: ExecutionRecord, logs: TaskLogs = TaskLogs(), results: Data = Data()) {
         actors.executions[e.id] = nil
         actors.dispatchedAt[e.id] = nil
-        emit(.finishExecution(e, logs, results))
+        emit(.write(.finishExecution(e, logs, results)))
         log(.info, "execution ended", ["execution": e.id, "actor": e.actorId, "status": e.status.rawValue, "exit_code": e.exitCode.map(String.init) ?? "-"])
         emit(.ended(e))
     }
@@ -119,7 +119,7 @@ extension ClusterState {
             e.propletId = nil
             actors.executions[e.id] = e
             actors.queues[e.actorId, default: MessageQueue()].prepend(e.id)
-            emit(.saveExecution(e))
+            emit(.write(.saveExecution(e)))
             log(.notice, "execution runs again", ["execution": e.id, "attempt": "\(e.attempt)", "reason": reason])
         } else {
             e.status = .error

@@ -48,7 +48,7 @@ extension ClusterState {
             w.resources = a.spec.resources
             actors.workers[w.id] = w
             actors.placedAt[w.id] = now.mono
-            emit(.saveWorker(w))
+            emit(.write(.saveWorker(w)))
             log(.info, "worker placed", ["worker": w.id, "actor": a.id, "proplet": proplet])
             emit(.worker(WorkerCommand(action: .prepare, workerId: w.id, actorId: a.id, revision: a.revision, image: a.spec.image, command: a.spec.command,
                                        env: a.spec.defaultEnv, resources: a.spec.resources, timeoutSeconds: a.spec.timeoutSeconds,
@@ -72,12 +72,12 @@ extension ClusterState {
         guard var w = actors.workers[workerID], w.status != .shuttingDown else { return }
         guard let p = w.propletId else {
             actors.workers[workerID] = nil
-            emit(.deleteWorker(workerID))
+            emit(.write(.deleteWorker(workerID)))
             return
         }
         w.state = .shuttingDown(on: p, execution: w.executionId)
         actors.workers[workerID] = w
-        emit(.saveWorker(w))
+        emit(.write(.saveWorker(w)))
         log(.info, "retiring worker", ["worker": workerID, "actor": w.actorId, "proplet": p])
         emit(.worker(WorkerCommand(action: .retire, workerId: workerID, actorId: w.actorId), to: p))
     }
@@ -89,7 +89,7 @@ extension ClusterState {
         guard let w = actors.workers.removeValue(forKey: workerID) else { return }
         actors.misses[workerID] = nil
         actors.placedAt[workerID] = nil
-        emit(.deleteWorker(workerID))
+        emit(.write(.deleteWorker(workerID)))
         if let p = w.propletId, ledger.allocation(of: .worker(workerID))?.proplet == p, ledger.release(.worker(workerID)) != nil {
             schedulePending()
         }
@@ -140,13 +140,13 @@ extension ClusterState {
             w.state = .ready(on: r.propletId)
             w.lastUsedAt = now.wall
             actors.workers[w.id] = w
-            emit(.saveWorker(w))
+            emit(.write(.saveWorker(w)))
             if var a = actors.records[w.actorId], a.revision == w.revision, a.status != .ready {
                 a.status = .ready
                 a.message = nil
                 a.updatedAt = now.wall
                 actors.records[a.id] = a
-                emit(.saveActor(a))
+                emit(.write(.saveActor(a)))
             }
             log(.info, "worker ready", ["worker": w.id, "actor": w.actorId, "proplet": r.propletId])
             dispatch(w.actorId)
@@ -157,7 +157,7 @@ extension ClusterState {
                 a.message = r.error ?? "the worker failed"
                 a.updatedAt = now.wall
                 actors.records[a.id] = a
-                emit(.saveActor(a))
+                emit(.write(.saveActor(a)))
                 log(.warning, "actor in error", ["actor": a.id, "error": a.message ?? ""])
                 for other in actors.liveWorkers(of: a.id).sorted(by: { $0.id < $1.id }) where other.status == .requested || other.status == .pulling {
                     retire(other.id)

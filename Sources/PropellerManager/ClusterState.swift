@@ -106,15 +106,8 @@ public enum ClusterEffect: Sendable, Equatable {
     case reply(ClusterReply)
     case log(ClusterLog)
 
-    // Actors: their writes go to the store in order (what it refuses waits and is written
-    // again), then the messages follow.
-    case saveActor(ActorRecord)
-    case saveActorState(actor: String, state: String)
-    case saveWorker(WorkerRecord)
-    case deleteWorker(String)
-    case saveExecution(ExecutionRecord)
-    /// A final execution with its output: it leaves the inbox.
-    case finishExecution(ExecutionRecord, TaskLogs, Data)
+    /// A write of the actor layer (they go to the store in order).
+    case write(ActorStoreWrite)
     case worker(WorkerCommand, to: String)
     /// A run (the driver reads the message's body from the inbox as it sends it) or a kill.
     case execution(ExecutionCommand, to: String)

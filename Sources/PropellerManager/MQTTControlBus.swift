@@ -30,7 +30,8 @@ public struct MQTTControlBus: ControlBus, ActorBus {
         }
     }
 
-    /// Subscribes to what proplets send and feeds it to `service` until the stream ends. A message
+    /// Subscribes to what proplets send and feeds it to `service` until the stream ends, without
+    /// waiting for each report's writes (what arrives during a commit goes in the next batch). A message
     /// must name the proplet whose topic it came on (the broker's ACL lets each proplet identity
     /// write only its own topics), so one proplet cannot speak for another.
     ///
@@ -55,12 +56,12 @@ public struct MQTTControlBus: ControlBus, ActorBus {
         do {
             guard let (sender, kind, taskID) = topics.parseReport(message.topic) else { return }
             switch kind {
-            case .create: await service.handleAnnouncement(try Self.decode(PropletAnnouncement.self, message.payload, sentBy: sender))
-            case .alive: await service.handleHeartbeat(try Self.decode(PropletHeartbeat.self, message.payload, sentBy: sender))
-            case .workers: await service.handleWorkerReport(try Self.decode(WorkerReport.self, message.payload, sentBy: sender))
-            case .executions: await service.handleExecutionReport(try Self.decode(ExecutionReport.self, message.payload, sentBy: sender))
-            case .results: await service.handleResult(try Self.decode(TaskResult.self, message.payload, sentBy: sender))
-            case .events: await service.handleEvent(try Self.decode(TaskEvent.self, message.payload, sentBy: sender))
+            case .create: await service.handleAnnouncement(try Self.decode(PropletAnnouncement.self, message.payload, sentBy: sender), wait: false)
+            case .alive: await service.handleHeartbeat(try Self.decode(PropletHeartbeat.self, message.payload, sentBy: sender), wait: false)
+            case .workers: await service.handleWorkerReport(try Self.decode(WorkerReport.self, message.payload, sentBy: sender), wait: false)
+            case .executions: await service.handleExecutionReport(try Self.decode(ExecutionReport.self, message.payload, sentBy: sender), wait: false)
+            case .results: await service.handleResult(try Self.decode(TaskResult.self, message.payload, sentBy: sender), wait: false)
+            case .events: await service.handleEvent(try Self.decode(TaskEvent.self, message.payload, sentBy: sender), wait: false)
             case .logs:
                 let block = try WireCoding.decode(LogBlock.self, from: message.payload)
                 guard block.taskId == taskID else { throw PropellerError(.invalidArgument, "log block for \(block.taskId) on the topic of \(taskID ?? "")") }

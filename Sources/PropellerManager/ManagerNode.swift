@@ -124,6 +124,8 @@ final class ManagerNode: ClusterView, Sendable {
 
     private func stop(_ r: (term: LeaderTerm, loops: Task<Void, Never>)) async {
         term.withLock { $0 = nil }
+        // While the lease is held, what was decided last is written.
+        if r.term.lease?.lostReason == nil { await r.term.service.flush() }
         r.term.lease?.lose("stopped")
         r.loops.cancel()
         await r.loops.value

@@ -73,6 +73,7 @@ public struct ManagerServer: Sendable {
                                                       gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         defer { term.client.disconnect() }
         try await group.run()
+        await term.service.flush()  // what was decided last reaches the store before the exit
     }
 
     private func httpServer() throws -> (HTTPServerBuilder, String) {

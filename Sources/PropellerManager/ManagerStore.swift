@@ -1,12 +1,16 @@
+import Foundation
 import PropellerCore
 
 /// Where the manager keeps what must survive a restart: tasks with their history, results and
 /// logs, proplets, and (``ActorStore``) actors with their inboxes. SQLite (``SQLiteStore``) by default; the protocol leaves room for a
 /// PostgreSQL implementation that several managers share.
 ///
-/// Writes are batched by the caller: one ``saveTasks(_:transitions:)`` per scheduling pass, in
-/// one transaction.
+/// The manager's decisions reach the store as ``StoreBatch``es: everything decided while the
+/// previous batch was being written, in one transaction (group commit, ``commit(_:)``).
 public protocol ManagerStore: ActorStore {
+    /// Writes a batch in one transaction, all of it or nothing: new tasks first, then task
+    /// changes, transitions, proplets and the actor layer's writes in their order.
+    func commit(_ batch: StoreBatch) throws
     /// Adds new tasks (spec and status) with their first transitions, in one transaction.
     func insertTasks(_ tasks: [TaskRecord], transitions: [TaskTransition]) throws
     /// Stores the status of existing tasks and appends transitions, atomically. A task that has
@@ -40,4 +44,43 @@ extension ManagerStore {
     public func insertTask(_ task: TaskRecord, transition: TaskTransition) throws {
         try insertTasks([task], transitions: [transition])
     }
+}
+
+/// A write of the actor layer, in the order the cluster state made it.
+public enum ActorStoreWrite: Sendable, Equatable {
+    case saveActor(ActorRecord)
+    case setActorState(actor: String, state: String)
+    /// Ignored when the worker's actor is gone.
+    case saveWorker(WorkerRecord)
+    case deleteWorker(String)
+    /// Ignored when the execution's actor is gone.
+    case saveExecution(ExecutionRecord)
+    /// A final execution with its output: it leaves the inbox.
+    case finishExecution(ExecutionRecord, TaskLogs, Data)
+}
+
+/// What the manager decided since its last write, written by ``ManagerStore/commit(_:)`` in one
+/// transaction.
+public struct StoreBatch: Sendable {
+    /// Tasks that do not exist in the store yet.
+    public var newTasks: [TaskRecord] = []
+    /// The newest version of each changed task.
+    public var tasks: [TaskRecord] = []
+    /// Transitions in the order they happened (of new and changed tasks).
+    public var transitions: [TaskTransition] = []
+    public var proplets: [PropletRecord] = []
+    public var actorWrites: [ActorStoreWrite] = []
+
+    public init(newTasks: [TaskRecord] = [], tasks: [TaskRecord] = [], transitions: [TaskTransition] = [], proplets: [PropletRecord] = [],
+                actorWrites: [ActorStoreWrite] = []) {
+        self.newTasks = newTasks
+        self.tasks = tasks
+        self.transitions = transitions
+        self.proplets = proplets
+        self.actorWrites = actorWrites
+    }
+
+    public var isEmpty: Bool { newTasks.isEmpty && tasks.isEmpty && transitions.isEmpty && proplets.isEmpty && actorWrites.isEmpty }
+    /// Rows written, for logs and errors.
+    public var count: Int { newTasks.count + tasks.count + transitions.count + proplets.count + actorWrites.count }
 }

@@ -86,10 +86,36 @@ extension SQLiteStore {
 
     public func saveActor(_ actor: ActorRecord) throws {
         try wrap("save actor \(actor.id)") {
-            try pool.write { db in
-                try db.execute(sql: "INSERT INTO actors (id, body) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET body = excluded.body",
-                               arguments: [actor.id, try Self.text(actor)])
-            }
+            try pool.write { db in try Self.write(.saveActor(actor), db) }
+        }
+    }
+
+    /// One write of the actor layer, inside the caller's transaction.
+    static func write(_ w: ActorStoreWrite, _ db: Database) throws {
+        func actorExists(_ id: String) throws -> Bool { try Bool.fetchOne(db, sql: "SELECT 1 FROM actors WHERE id = ?", arguments: [id]) == true }
+        switch w {
+        case .saveActor(let actor):
+            try db.execute(sql: "INSERT INTO actors (id, body) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET body = excluded.body",
+                           arguments: [actor.id, try text(actor)])
+        case .setActorState(let id, let state):
+            try db.execute(sql: "UPDATE actors SET state = ? WHERE id = ?", arguments: [state, id])
+        case .saveWorker(let worker):
+            // A worker of a deleted actor is not brought back.
+            guard try actorExists(worker.actorId) else { return }
+            try db.cachedStatement(sql: "INSERT INTO actor_workers (id, actor_id, body) VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET body = excluded.body")
+                .execute(arguments: [worker.id, worker.actorId, try text(worker)])
+        case .deleteWorker(let id):
+            try db.execute(sql: "DELETE FROM actor_workers WHERE id = ?", arguments: [id])
+        case .saveExecution(let execution):
+            // An execution of a deleted actor is not brought back.
+            guard try actorExists(execution.actorId) else { return }
+            try upsert(execution, db)
+        case .finishExecution(let execution, let logs, let results):
+            guard try actorExists(execution.actorId) else { return }
+            try upsert(execution, db)
+            try db.cachedStatement(sql: "UPDATE actor_executions SET stdout = ?, stderr = ?, results = ? WHERE id = ?")
+                .execute(arguments: [Data(logs.stdout.utf8), Data(logs.stderr.utf8), results, execution.id])
+            try db.cachedStatement(sql: "DELETE FROM actor_inbox WHERE execution_id = ?").execute(arguments: [execution.id])
         }
     }
 
@@ -129,23 +155,13 @@ extension SQLiteStore {
 
     public func saveExecution(_ execution: ExecutionRecord) throws {
         try wrap("save execution \(execution.id)") {
-            try pool.write { db in
-                // An execution of a deleted actor is not brought back.
-                guard try Bool.fetchOne(db, sql: "SELECT 1 FROM actors WHERE id = ?", arguments: [execution.actorId]) == true else { return }
-                try Self.upsert(execution, db)
-            }
+            try pool.write { db in try Self.write(.saveExecution(execution), db) }
         }
     }
 
     public func finishExecution(_ execution: ExecutionRecord, logs: TaskLogs, results: Data) throws {
         try wrap("finish execution \(execution.id)") {
-            try pool.write { db in
-                guard try Bool.fetchOne(db, sql: "SELECT 1 FROM actors WHERE id = ?", arguments: [execution.actorId]) == true else { return }
-                try Self.upsert(execution, db)
-                try db.cachedStatement(sql: "UPDATE actor_executions SET stdout = ?, stderr = ?, results = ? WHERE id = ?")
-                    .execute(arguments: [Data(logs.stdout.utf8), Data(logs.stderr.utf8), results, execution.id])
-                try db.cachedStatement(sql: "DELETE FROM actor_inbox WHERE execution_id = ?").execute(arguments: [execution.id])
-            }
+            try pool.write { db in try Self.write(.finishExecution(execution, logs, results), db) }
         }
     }
 
@@ -233,17 +249,13 @@ extension SQLiteStore {
 
     public func saveWorker(_ worker: WorkerRecord) throws {
         try wrap("save worker \(worker.id)") {
-            try pool.write { db in
-                guard try Bool.fetchOne(db, sql: "SELECT 1 FROM actors WHERE id = ?", arguments: [worker.actorId]) == true else { return }
-                try db.cachedStatement(sql: "INSERT INTO actor_workers (id, actor_id, body) VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET body = excluded.body")
-                    .execute(arguments: [worker.id, worker.actorId, try Self.text(worker)])
-            }
+            try pool.write { db in try Self.write(.saveWorker(worker), db) }
         }
     }
 
     public func deleteWorker(id: String) throws {
         try wrap("delete worker \(id)") {
-            try pool.write { db in try db.execute(sql: "DELETE FROM actor_workers WHERE id = ?", arguments: [id]) }
+            try pool.write { db in try Self.write(.deleteWorker(id), db) }
         }
     }
 
@@ -263,7 +275,7 @@ extension SQLiteStore {
 
     public func setActorState(actorID: String, state: String) throws {
         try wrap("save the state of actor \(actorID)") {
-            try pool.write { db in try db.execute(sql: "UPDATE actors SET state = ? WHERE id = ?", arguments: [state, actorID]) }
+            try pool.write { db in try Self.write(.setActorState(actor: actorID, state: state), db) }
         }
     }
 }

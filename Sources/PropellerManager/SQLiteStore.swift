@@ -101,15 +101,33 @@ public final class SQLiteStore: ManagerStore {
     public func insertTasks(_ tasks: [TaskRecord], transitions: [TaskTransition]) throws {
         try wrap("insert \(tasks.count) tasks") {
             try pool.write { db in
-                let insert = try db.cachedStatement(sql: """
-                    INSERT INTO tasks (id, name, spec, state, reason, phase, attempt, assigned_proplet, stop_requested, created_at, updated_at, started_at, finished_at, result)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    """)
-                for task in tasks {
-                    try insert.execute(arguments: [task.id, task.spec.name, try Self.json(task.spec)] + Self.statusArguments(task))
-                }
+                try Self.insert(tasks, db)
                 for t in transitions { try Self.insert(t, db) }
             }
+        }
+    }
+
+    public func commit(_ batch: StoreBatch) throws {
+        guard !batch.isEmpty else { return }
+        try wrap("write \(batch.count) changes") {
+            try pool.write { db in
+                try Self.insert(batch.newTasks, db)
+                try Self.update(batch.tasks, db)
+                for t in batch.transitions { try Self.insert(t, db) }
+                for p in batch.proplets { try Self.save(p, db) }
+                for w in batch.actorWrites { try Self.write(w, db) }
+            }
+        }
+    }
+
+    private static func insert(_ tasks: [TaskRecord], _ db: Database) throws {
+        guard !tasks.isEmpty else { return }
+        let insert = try db.cachedStatement(sql: """
+            INSERT INTO tasks (id, name, spec, state, reason, phase, attempt, assigned_proplet, stop_requested, created_at, updated_at, started_at, finished_at, result)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """)
+        for task in tasks {
+            try insert.execute(arguments: [task.id, task.spec.name, try json(task.spec)] + statusArguments(task))
         }
     }
 
@@ -127,20 +145,25 @@ public final class SQLiteStore: ManagerStore {
         if tasks.isEmpty && transitions.isEmpty { return }
         try wrap("save \(tasks.count) tasks") {
             try pool.write { db in
-                let update = try db.cachedStatement(sql: """
-                    UPDATE tasks SET state = ?, reason = ?, phase = ?, attempt = ?, assigned_proplet = ?, stop_requested = ?, created_at = ?,
-                    updated_at = ?, started_at = ?, finished_at = ?, result = ? WHERE id = ?
-                    """)
-                for t in tasks {
-                    var arguments = try Self.statusArguments(t)
-                    arguments += [t.id]
-                    try update.execute(arguments: arguments)
-                    // A final result carries the authoritative output tails.
-                    if let r = t.result, t.state.isTerminal, r.attempt == t.attempt {
-                        try Self.writeLogs(db, taskID: t.id, TaskLogs(stdout: r.stdoutTail, stderr: r.stderrTail))
-                    }
-                }
+                try Self.update(tasks, db)
                 for t in transitions { try Self.insert(t, db) }
+            }
+        }
+    }
+
+    private static func update(_ tasks: [TaskRecord], _ db: Database) throws {
+        guard !tasks.isEmpty else { return }
+        let update = try db.cachedStatement(sql: """
+            UPDATE tasks SET state = ?, reason = ?, phase = ?, attempt = ?, assigned_proplet = ?, stop_requested = ?, created_at = ?,
+            updated_at = ?, started_at = ?, finished_at = ?, result = ? WHERE id = ?
+            """)
+        for t in tasks {
+            var arguments = try statusArguments(t)
+            arguments += [t.id]
+            try update.execute(arguments: arguments)
+            // A final result carries the authoritative output tails.
+            if let r = t.result, t.state.isTerminal, r.attempt == t.attempt {
+                try writeLogs(db, taskID: t.id, TaskLogs(stdout: r.stdoutTail, stderr: r.stderrTail))
             }
         }
     }
@@ -233,15 +256,16 @@ public final class SQLiteStore: ManagerStore {
     }
 
     public func saveProplet(_ proplet: PropletRecord) throws {
+        try wrap("save proplet \(proplet.id)") {
+            try pool.write { db in try Self.save(proplet, db) }
+        }
+    }
+
+    private static func save(_ proplet: PropletRecord, _ db: Database) throws {
         var stored = proplet
         stored.allocated = nil
         stored.taskCount = nil
-        let body = try Self.json(stored)
-        try wrap("save proplet \(proplet.id)") {
-            try pool.write { db in
-                try db.execute(sql: "INSERT INTO proplets (id, body) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET body = excluded.body", arguments: [proplet.id, body])
-            }
-        }
+        try db.execute(sql: "INSERT INTO proplets (id, body) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET body = excluded.body", arguments: [proplet.id, try json(stored)])
     }
 
     public func proplets() throws -> [PropletRecord] {

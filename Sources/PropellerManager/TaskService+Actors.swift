@@ -7,42 +7,11 @@ import PropellerCore
 /// for an execution to end.
 extension TaskService {
     /// Writes an event's actor changes in order, after what the store refused before.
-    func commitActorWrites(_ effects: [ClusterEffect]) {
-        let writes = effects.filter(\.isActorWrite)
-        guard !writes.isEmpty else { return }
-        unsavedActorWrites += writes
-        flushActorWrites()
-    }
-
-    /// Writes what waits, in order, until the store refuses one; true when nothing is left.
-    @discardableResult
-    func flushActorWrites() -> Bool {
-        var done = 0
-        defer { unsavedActorWrites.removeFirst(done) }
-        for w in unsavedActorWrites {
-            do {
-                switch w {
-                case .saveActor(let a): try store.saveActor(a)
-                case .saveActorState(let id, let state): try store.setActorState(actorID: id, state: state)
-                case .saveWorker(let w): try store.saveWorker(w)
-                case .deleteWorker(let id): try store.deleteWorker(id: id)
-                case .saveExecution(let e): try store.saveExecution(e)
-                case .finishExecution(let e, let logs, let results): try store.finishExecution(e, logs: logs, results: results)
-                default: break
-                }
-            } catch {
-                lease?.lose("a store write failed: \(error)")
-                logger.error("store write failed: kept in memory, written again later", metadata: ["error": "\(error)", "waiting": "\(unsavedActorWrites.count - done)"])
-                return false
-            }
-            done += 1
+    /// Refuses a command that writes directly while the store refuses the writes that wait.
+    private func requireStoreTakingWrites() throws {
+        if let refusal = storeRefusal {
+            throw PropellerError(.resourceExhausted, "the store has not taken earlier writes yet (is its disk full?): \(refusal); try again")
         }
-        return true
-    }
-
-    /// Refuses a command whose write must come after writes the store has not taken yet.
-    private func requireActorWritesFlushed() throws {
-        guard flushActorWrites() else { throw PropellerError(.resourceExhausted, "the store has not taken earlier writes yet (is its disk full?): try again") }
     }
 
     /// Sends a run with its message read from the inbox (or a kill); returns the event for a run
@@ -75,79 +44,109 @@ extension TaskService {
 
     // MARK: Commands
 
-    public func createActor(_ spec: ActorSpec) throws -> ActorRecord {
-        try requireActorWritesFlushed()
+    public func createActor(_ spec: ActorSpec) async throws -> ActorRecord {
+        try requireLease()
+        try requireStoreTakingWrites()
         let a = ClusterState.newActor(spec, id: UUID().uuidString.lowercased(), at: WallClock.now(), configuration: configuration)
         try store.saveActor(a)
         if !a.spec.stateless { try store.setActorState(actorID: a.id, state: "{}") }
-        return try actorReply(apply(.actorCreated(a)))
+        let reply = try apply(.actorCreated(a))
+        try await commandWritten()
+        return try actorReply(reply)
     }
 
     /// Applies `change` to the spec; a change to what workers run bumps the revision and
     /// replaces the workers (queued messages wait for the new ones).
-    public func updateActor(_ id: String, _ change: (inout ActorSpec) throws -> Void) throws -> ActorRecord {
-        try requireActorWritesFlushed()
+    public func updateActor(_ id: String, _ change: (inout ActorSpec) throws -> Void) async throws -> ActorRecord {
+        _ = try state.actor(id)
+        // Earlier writes of the actor first: the record written here is the newest.
+        try await requireWritesTaken()
         let a = try state.updatedActor(id, at: WallClock.now(), change)
         try store.saveActor(a)
-        return try actorReply(apply(.actorUpdated(a)))
+        let reply = try apply(.actorUpdated(a))
+        try await commandWritten()
+        return try actorReply(reply)
     }
 
     /// Deletes an actor: its workers are retired (running executions killed), its inbox,
     /// executions and state removed.
-    public func deleteActor(_ id: String) throws {
+    public func deleteActor(_ id: String) async throws {
+        _ = try state.actor(id)
+        try await requireWritesTaken()  // a write of the actor after the delete would bring it back
         _ = try state.actor(id)
         try store.deleteActor(id: id)
         try apply(.actorDeleted(id))
+        try await commandWritten()
     }
 
-    public func setActorState(_ id: String, _ json: String) throws {
+    public func setActorState(_ id: String, _ json: String) async throws {
         try state.checkStateful(id)
-        try requireActorWritesFlushed()
+        try await requireWritesTaken()  // an execution's state written before, not after
+        try state.checkStateful(id)
         try store.setActorState(actorID: id, state: json)
         try apply(.actorStateSet(id, state: json))
+        try await commandWritten()
     }
 
     /// Queues a message; returns its execution (status `submitted`).
-    public func sendMessage(_ actorID: String, body: Data, contentType: String, env: [String: String]) throws -> ExecutionRecord {
+    public func sendMessage(_ actorID: String, body: Data, contentType: String, env: [String: String]) async throws -> ExecutionRecord {
+        try requireLease()
         _ = try state.actor(actorID)
         let e = ExecutionRecord(id: UUID().uuidString.lowercased(), actorId: actorID, contentType: contentType, messageBytes: body.count, env: env, submittedAt: WallClock.now())
+        // The message is in the store (a new row) before the state knows of it.
         try store.enqueue(e, message: InboxMessage(executionID: e.id, actorID: actorID, body: body, contentType: contentType))
-        guard case .execution(let queued) = try apply(.messageQueued(e)) else { return e }
+        let reply = try apply(.messageQueued(e))
+        try await commandWritten()
+        guard case .execution(let queued) = reply else { return e }
         return queued
     }
 
-    public func ensureWorkers(_ actorID: String, count: Int) throws -> [WorkerRecord] {
-        guard case .workers(let list) = try apply(.ensureWorkers(actor: actorID, count: count)) else { return try state.workerList(actorID) }
+    public func ensureWorkers(_ actorID: String, count: Int) async throws -> [WorkerRecord] {
+        let reply = try apply(.ensureWorkers(actor: actorID, count: count))
+        try await commandWritten()
+        guard case .workers(let list) = reply else { return try state.workerList(actorID) }
         return list
     }
 
-    public func retireWorker(_ actorID: String, workerID: String) throws {
+    public func retireWorker(_ actorID: String, workerID: String) async throws {
         try apply(.retireWorker(actor: actorID, worker: workerID))
+        try await commandWritten()
     }
 
     /// Drops every queued message (running ones go on); returns how many.
-    public func purge(_ actorID: String) throws -> Int {
-        guard case .count(let n) = try apply(.purge(actor: actorID)) else { return 0 }
+    public func purge(_ actorID: String) async throws -> Int {
+        let reply = try apply(.purge(actor: actorID))
+        try await commandWritten()
+        guard case .count(let n) = reply else { return 0 }
         return n
     }
 
     /// Force-quits an execution: a queued one is dropped, a running one killed.
-    public func killExecution(_ actorID: String, _ executionID: String) throws -> ExecutionRecord {
+    public func killExecution(_ actorID: String, _ executionID: String) async throws -> ExecutionRecord {
         let stored = state.actors.executions[executionID] == nil ? try storedExecution(executionID) : nil
-        guard case .execution(let e) = try apply(.killExecution(actor: actorID, execution: executionID, stored: stored)) else {
+        let reply = try apply(.killExecution(actor: actorID, execution: executionID, stored: stored))
+        try await commandWritten()
+        guard case .execution(let e) = reply else {
             throw PropellerError(.internalError, "the command had no execution to answer with")
         }
         return e
     }
 
-    /// Worker and execution reports from proplets.
-    public func handleWorkerReport(_ r: WorkerReport) { deliver(.workerReport(r)) }
-    public func handleExecutionReport(_ r: ExecutionReport) { deliver(.executionReport(r)) }
+    /// Worker and execution reports from proplets (`wait`: as for ``handleHeartbeat(_:wait:)``).
+    public func handleWorkerReport(_ r: WorkerReport, wait: Bool = true) async {
+        deliver(.workerReport(r))
+        if wait { await settle() }
+    }
+    public func handleExecutionReport(_ r: ExecutionReport, wait: Bool = true) async {
+        deliver(.executionReport(r))
+        if wait { await settle() }
+    }
 
     /// The autoscaler's pass; writes what the store refused before.
-    public func autoscale() {
-        flushActorWrites()
+    public func autoscale() async {
+        if hasStagedWrites { startWriting() }
         deliver(.autoscale)
+        await settle()
     }
 
     private func actorReply(_ reply: ClusterReply?) throws -> ActorRecord {
@@ -196,13 +195,15 @@ extension TaskService {
         return (total, current, try store.executionTotals(actorID: actorID))
     }
 
-    public func executionLogs(_ actorID: String, _ executionID: String) throws -> TaskLogs {
+    public func executionLogs(_ actorID: String, _ executionID: String) async throws -> TaskLogs {
         _ = try execution(actorID, executionID)
+        if unsavedExecution(executionID) != nil { _ = await written() }  // its output is written with it
         return try store.executionLogs(id: executionID) ?? TaskLogs()
     }
 
-    public func executionResults(_ actorID: String, _ executionID: String) throws -> Data {
+    public func executionResults(_ actorID: String, _ executionID: String) async throws -> Data {
         _ = try execution(actorID, executionID)
+        if unsavedExecution(executionID) != nil { _ = await written() }
         return try store.executionResults(id: executionID) ?? Data()
     }
 
@@ -210,7 +211,11 @@ extension TaskService {
 
     /// Waits until the execution is final, at most `timeout`; nil when it is not by then.
     public func wait(for executionID: String, timeout: Duration) async -> ExecutionRecord? {
-        if state.actors.executions[executionID] == nil { return try? storedExecution(executionID) }
+        if state.actors.executions[executionID] == nil {
+            // Ended: answered once its output is in the store (the caller reads it next).
+            if unsavedExecution(executionID) != nil { _ = await written() }
+            return try? storedExecution(executionID)
+        }
         let token = UUID()
         return await withCheckedContinuation { (c: CheckedContinuation<ExecutionRecord?, Never>) in
             executionWaiters[executionID, default: [:]][token] = c
@@ -237,16 +242,7 @@ extension TaskService {
     }
 }
 
-extension ClusterEffect {
-    /// A write to the actor store (the driver writes these in order, and keeps what the store
-    /// refuses).
-    var isActorWrite: Bool {
-        switch self {
-        case .saveActor, .saveActorState, .saveWorker, .deleteWorker, .saveExecution, .finishExecution: true
-        default: false
-        }
-    }
-
+extension ActorStoreWrite {
     /// The execution record a write stores.
     var writtenExecution: ExecutionRecord? {
         switch self {

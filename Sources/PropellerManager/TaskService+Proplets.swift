@@ -3,7 +3,8 @@ import PropellerCore
 
 /// What proplets report, and the liveness timer, as events for the cluster state.
 extension TaskService {
-    /// Applies a report or a tick (they are never refused; a store failure is ``unsaved``).
+    /// Applies a report or a tick (they are never refused; writes the store refuses stay
+    /// ``unsaved``).
     func deliver(_ event: ClusterEvent, at now: Moment = .now) {
         do {
             try apply(event, at: now)
@@ -12,41 +13,51 @@ extension TaskService {
         }
     }
 
-    public func handleAnnouncement(_ a: PropletAnnouncement) {
+    // Each report is applied at once; with `wait` (the default) the call returns once its writes
+    // are committed and its messages sent. The broker loop does not wait: what arrives during a
+    // commit goes in the next batch.
+
+    public func handleAnnouncement(_ a: PropletAnnouncement, wait: Bool = true) async {
         deliver(.announced(a))
+        if wait { await settle() }
     }
 
     /// A heartbeat, with the stored records of the attempts it runs that are no longer active
     /// (an attempt given up with its proplet may be taken back).
-    public func handleHeartbeat(_ hb: PropletHeartbeat) {
+    public func handleHeartbeat(_ hb: PropletHeartbeat, wait: Bool = true) async {
         heartbeats &+= 1
         var stored: [String: TaskRecord] = [:]
         for ref in hb.running ?? [] where state.active[ref.taskId] == nil {
             if let t = try? self.stored(ref.taskId) { stored[t.id] = t }
         }
         deliver(.heartbeat(hb, stored: stored))
+        if wait { await settle() }
     }
 
-    public func handleEvent(_ e: TaskEvent) {
+    public func handleEvent(_ e: TaskEvent, wait: Bool = true) async {
         deliver(.phase(e))
+        if wait { await settle() }
     }
 
     /// A final result, acknowledged only once the store has it.
-    public func handleResult(_ r: TaskResult) {
+    public func handleResult(_ r: TaskResult, wait: Bool = true) async {
         let current = state.active[r.taskId]
         deliver(.result(r, stored: current == nil || current?.attempt != r.attempt ? try? self.stored(r.taskId) : nil))
+        if wait { await settle() }
     }
 
     /// Declares lost a proplet (an operator's decision, or tests): its work is failed or re-queued.
-    public func markDead(_ id: String, reason: String) {
+    public func markDead(_ id: String, reason: String) async {
         deliver(.givenUp(proplet: id, reason: reason))
+        await settle()
     }
 
     /// Moves silent proplets to `disconnected`, and disconnected ones past the grace to `lost`;
     /// writes what the store refused before.
-    public func checkLiveness(now: ContinuousClock.Instant = .now, brokerLink: (connected: Bool, connections: Int)? = nil) {
-        if brokerLink?.connected != false { flushUnsaved() }
+    public func checkLiveness(now: ContinuousClock.Instant = .now, brokerLink: (connected: Bool, connections: Int)? = nil) async {
+        if brokerLink?.connected != false && hasStagedWrites { startWriting() }
         deliver(.tick(brokerLink: brokerLink.map { BrokerLink(connected: $0.connected, connections: $0.connections) }), at: Moment(wall: WallClock.now(), mono: now))
+        await settle()
     }
 
     /// A log block from `sender`, kept only while the task runs there (a proplet cannot write

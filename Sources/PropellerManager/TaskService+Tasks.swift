@@ -3,22 +3,35 @@ import PropellerCore
 
 /// What the API does with tasks.
 extension TaskService {
-    /// Creates a task (state `created`), and queues it at once when `start` is set.
-    public func create(_ spec: TaskSpec, start: Bool) throws -> TaskRecord {
+    /// Creates a task (state `created`), and queues it at once when `start` is set. The task
+    /// exists once the store has it (with the next batch); a store that refuses it refuses the
+    /// command, and nothing changes.
+    public func create(_ spec: TaskSpec, start: Bool) async throws -> TaskRecord {
+        try requireLease()
+        if let refusal = storeRefusal {
+            throw PropellerError(.resourceExhausted, "the store has not taken earlier writes yet (is its disk full?): \(refusal); try again")
+        }
         let (t, transitions) = ClusterState.newTask(spec, id: UUID().uuidString.lowercased(), start: start, at: WallClock.now(), configuration: configuration)
-        try store.insertTasks([t], transitions: transitions)
-        return try taskReply(apply(.created(t)))
+        newTasks.append((t, transitions))
+        if let error = await written() { throw error }
+        let reply = try apply(.created(t))
+        try await commandWritten()
+        return try taskReply(reply)
     }
 
     /// Queues a created or finished task for (another) run.
-    public func start(_ id: String) throws -> TaskRecord {
-        try taskReply(apply(.start(id, stored: state.active[id] == nil ? try stored(id) : nil)))
+    public func start(_ id: String) async throws -> TaskRecord {
+        let reply = try apply(.start(id, stored: state.active[id] == nil ? try stored(id) : nil))
+        try await commandWritten()
+        return try taskReply(reply)
     }
 
     /// Stops a task: a queued one at once, a placed one by asking its proplet (the state changes
     /// when the proplet reports the container gone).
-    public func stop(_ id: String, signal: Int32 = 15, grace: Double = 10) throws -> TaskRecord {
-        try taskReply(apply(.stop(id, signal: signal, grace: grace, stored: state.active[id] == nil ? try stored(id) : nil)))
+    public func stop(_ id: String, signal: Int32 = 15, grace: Double = 10) async throws -> TaskRecord {
+        let reply = try apply(.stop(id, signal: signal, grace: grace, stored: state.active[id] == nil ? try stored(id) : nil))
+        try await commandWritten()
+        return try taskReply(reply)
     }
 
     private func taskReply(_ reply: ClusterReply?) throws -> TaskRecord {
@@ -27,7 +40,10 @@ extension TaskService {
     }
 
     /// Removes a task that is not active, with its history and logs.
-    public func delete(_ id: String) throws {
+    public func delete(_ id: String) async throws {
+        if let t = state.active[id] { throw APIError.conflict("task \(id) is \(t.state.rawValue): stop it first") }
+        // Its last writes first (a transition written after the delete would have no task).
+        try await requireWritesTaken()
         if let t = state.active[id] { throw APIError.conflict("task \(id) is \(t.state.rawValue): stop it first") }
         guard try stored(id) != nil else { throw APIError.notFound("no task \(id)") }
         try store.deleteTask(id: id)
@@ -35,7 +51,8 @@ extension TaskService {
     }
 
     /// Replaces a task's spec while it is not active.
-    public func update(_ id: String, _ change: (inout TaskSpec) throws -> Void) throws -> TaskRecord {
+    public func update(_ id: String, _ change: (inout TaskSpec) throws -> Void) async throws -> TaskRecord {
+        try await requireWritesTaken()
         if let t = state.active[id] { throw APIError.conflict("task \(id) is \(t.state.rawValue): it can be changed only when created or finished") }
         guard var t = try stored(id) else { throw APIError.notFound("no task \(id)") }
         try change(&t.spec)
@@ -107,10 +124,13 @@ extension TaskService {
     }
 
     /// Forgets a proplet that is lost (an alive one would announce itself again at once).
-    public func deleteProplet(_ id: String) throws {
+    public func deleteProplet(_ id: String) async throws {
+        try state.checkForget(id)
+        try await requireWritesTaken()  // a write of its record after the delete would bring it back
         try state.checkForget(id)
         try store.deleteProplet(id: id)
         try apply(.forgetProplet(id))
+        try await commandWritten()
     }
 }
 
@@ -125,8 +145,10 @@ extension TaskService {
         try store.history(taskID: id) + unsavedTransitions.filter { $0.taskId == id }
     }
 
-    public func logs(_ id: String) throws -> TaskLogs {
+    public func logs(_ id: String) async throws -> TaskLogs {
         _ = try task(id)
+        // A final result's output goes to the store with its task's write.
+        if hasUnsavedWrites(id) { _ = await written() }
         return try store.logs(taskID: id)
     }
 

@@ -3,15 +3,19 @@ import Logging
 import PropellerCore
 
 /// The one actor that changes the cluster: it applies events to the ``ClusterState`` in order,
-/// commits each event's store writes in one transaction, and only then sends messages to
-/// proplets, acknowledges results and wakes watchers.
+/// and only once an event's store writes are committed sends its messages to proplets,
+/// acknowledges its results and wakes its watchers.
 ///
-/// Writes the store refuses (its disk full, say) wait in ``unsaved``, in order, and are written
-/// before the next and on every tick; reads see them first, so a decision made in memory is never
-/// lost to a stale row. A result is acknowledged only once the store has every write of its task:
-/// until then the proplet keeps it in its outbox and sends it again. The two commands whose
-/// write must succeed before anything changes (a new task, forgetting a proplet) are written
-/// before their event is applied.
+/// Writes are written behind (``TaskService+WriteBehind.swift``): an event's writes wait in
+/// ``unsaved`` and its messages in ``outbox`` while the previous batch is being committed on the
+/// store's writer thread; then everything that waits goes in one transaction (group commit). So
+/// the driver never waits for the disk, and one commit carries as many events as arrived during
+/// the last one. Reads see the writes that wait first, so a decision made in memory is never
+/// hidden by a stale row. Writes the store refuses (its disk full, say) stay in ``unsaved``, in
+/// order, and are written again with the next batch and on every tick; their messages go out
+/// but results are not acknowledged: until the store has them, the proplet keeps them in its
+/// outbox and sends them again. A command answers once its writes are committed; a new task
+/// is created only once the store has it.
 ///
 /// Active tasks live in the state and in the store; finished ones only in the store. A
 /// restarted manager rebuilds everything from the store (``recover()``). Actors, their workers
@@ -24,15 +28,32 @@ public actor TaskService {
     /// The cluster; changed only by ``apply(_:durable:at:)``.
     var state: ClusterState
 
-    /// Task writes the store did not take, newest per task, and their transitions in order.
+    /// Writes not in the store yet (see ``TaskService+WriteBehind.swift``): the newest version
+    /// of each task with the number of its write, transitions in order, proplets, the actor
+    /// layer's writes in order, and new tasks (with their first transitions).
     var unsaved: [String: TaskRecord] = [:]
+    var unsavedVersions: [String: UInt64] = [:]
     var unsavedTransitions: [TaskTransition] = []
+    var unsavedProplets: [String: (record: PropletRecord, version: UInt64)] = [:]
+    var unsavedActorWrites: [ActorStoreWrite] = []
+    var newTasks: [(task: TaskRecord, transitions: [TaskTransition])] = []
+    /// Numbers the writes above (to tell a write committed from a newer one of the same row).
+    var writeVersion: UInt64 = 0
+    /// Messages and notifications waiting for the writes staged before them, in order.
+    var outbox: [ClusterEffect] = []
+    /// The number of the batch that will take what is staged now; whether the writer runs.
+    var batchNumber: UInt64 = 1
+    var writing = false
+    /// Callers waiting for a batch, resumed with its error (nil: committed).
+    var batchWaiters: [UInt64: [CheckedContinuation<(any Error)?, Never>]] = [:]
+    /// Why the last batch was refused, while its writes wait to be written again.
+    var storeRefusal: String?
+    /// Runs the commits.
+    let writer = StoreWriter()
     /// `task logs --follow` listeners.
     var followers: [String: [UUID: LogFollower]] = [:]
     /// Called after every change to a task (the API's `--wait` listeners).
     var watchers: [String: [UUID: AsyncStream<TaskRecord>.Continuation]] = [:]
-    /// Actor store writes the store did not take, in order.
-    var unsavedActorWrites: [ClusterEffect] = []
     /// Synchronous senders waiting for an execution to end, and their timers.
     var executionWaiters: [String: [UUID: CheckedContinuation<ExecutionRecord?, Never>]] = [:]
     var executionWaiterTimers: [UUID: Task<Void, Never>] = [:]
@@ -64,49 +85,69 @@ public actor TaskService {
     }
 
     /// Applies one event: the state changes (in place: a copy of the whole state per event would
-    /// cost as much as the state is large), the writes are committed, then the messages go out.
-    /// Throws, changing nothing, when a command is refused. Returns the reply of a command.
+    /// cost as much as the state is large), its writes and messages are staged for the next
+    /// batch. Throws, changing nothing, when a command is refused. Returns the reply of a
+    /// command (a command's caller waits for ``written()`` before answering with it).
     @discardableResult
     func apply(_ event: ClusterEvent, at now: Moment = .now) throws -> ClusterReply? {
         try requireLease()
         let effects = try state.apply(event, at: now)
-        commit(effects)
-        commitActorWrites(effects)
-        // Under a lease, a write the store refused may mean another manager leads now: nothing
-        // of this event goes out, and this term ends.
-        try requireLease()
         var reply: ClusterReply?
+        var messages = false
+        for effect in effects {
+            switch effect {
+            case .save(let tasks, let transitions):
+                for t in tasks { stage(t) }
+                unsavedTransitions += transitions
+            case .saveProplet(let p):
+                writeVersion += 1
+                unsavedProplets[p.id] = (p, writeVersion)
+            case .write(let w):
+                unsavedActorWrites.append(w)
+            case .reply(let r): reply = r
+            case .log(let line): write(line)
+            case .start, .stop, .acknowledge, .confirm, .notify, .worker, .execution, .ended:
+                outbox.append(effect)
+                messages = true
+            }
+        }
+        if messages && !writing && !hasStagedWrites {
+            // Nothing to wait for (a heartbeat that only resends a start): out at once.
+            release(outbox.count, committed: true)
+        } else if messages || hasStagedWrites {
+            startWriting()
+        }
+        return reply
+    }
+
+    /// Sends, acknowledges and notifies what waited for the first `count` effects' writes
+    /// (`committed`: they are in the store; otherwise results are not acknowledged). Under a
+    /// lease no longer held, nothing goes out.
+    func release(_ count: Int, committed: Bool) {
+        let effects = outbox.prefix(count)
+        outbox.removeFirst(count)
+        guard lease?.lostReason == nil else { return }
         var followUps: [ClusterEvent] = []
         for effect in effects {
             switch effect {
-            case .save: break
-            case .saveProplet(let p):
-                do { try store.saveProplet(p) } catch {
-                    lease?.lose("a store write failed: \(error)")
-                    logger.error("store write failed", metadata: ["proplet": "\(p.id)", "error": "\(error)"])
-                }
             case .start(let start, let proplet): bus.send(start, to: proplet)
             case .stop(let stop, let proplet): bus.send(stop, to: proplet)
             case .acknowledge(let ref, let proplet):
-                if hasUnsavedWrites(ref.taskId) { flushUnsaved() }
-                if hasUnsavedWrites(ref.taskId) {
-                    logger.error("result not stored yet: not acknowledged, the proplet sends it again", metadata: ["task": "\(ref.taskId)", "attempt": "\(ref.attempt)"])
-                } else {
+                if committed {
                     bus.acknowledge(ref, to: proplet)
+                } else {
+                    logger.error("result not stored yet: not acknowledged, the proplet sends it again", metadata: ["task": "\(ref.taskId)", "attempt": "\(ref.attempt)"])
                 }
             case .confirm(let epoch): bus.confirm(epoch)
             case .notify(let t): notifyWatchers(t)
-            case .reply(let r): reply = r
-            case .log(let line): write(line)
-            case .saveActor, .saveActorState, .saveWorker, .deleteWorker, .saveExecution, .finishExecution: break  // committed
             case .worker(let command, let proplet): bus.send(command, to: proplet)
             case .execution(let command, let proplet):
                 if let followUp = send(command, to: proplet) { followUps.append(followUp) }
             case .ended(let e): wake(e)
+            case .save, .saveProplet, .reply, .log, .write: break
             }
         }
-        for event in followUps { deliver(event, at: now) }
-        return reply
+        for event in followUps { deliver(event) }
     }
 
     /// Throws when this manager led under a lease that it no longer holds.
@@ -116,49 +157,9 @@ public actor TaskService {
         }
     }
 
-    /// Writes an event's task changes and their transitions in one transaction (after what the
-    /// store refused before); what it refuses waits in ``unsaved``.
-    private func commit(_ effects: [ClusterEffect]) {
-        var tasks: [TaskRecord] = []
-        var transitions: [TaskTransition] = []
-        for case .save(let t, let tr) in effects {
-            tasks += t
-            transitions += tr
-        }
-        guard !tasks.isEmpty || !transitions.isEmpty else { return }
-        // The newest version of each task, in the order of their last change.
-        var newest: [String: Int] = [:]
-        for (i, t) in tasks.enumerated() { newest[t.id] = i }
-        let changed = tasks.enumerated().filter { newest[$0.element.id] == $0.offset }.map(\.element)
-        do {
-            guard flushUnsaved() else { throw PropellerError(.resourceExhausted, "the store has not taken earlier writes yet (is its disk full?)") }
-            try store.saveTasks(changed, transitions: transitions)
-        } catch {
-            lease?.lose("a store write failed: \(error)")
-            logger.error("store write failed: kept in memory, written again later", metadata: ["error": "\(error)"])
-            for t in changed { unsaved[t.id] = t }
-            unsavedTransitions += transitions
-        }
-    }
-
-    /// Whether the store lacks a write of task `id` (it is still in ``unsaved``).
+    /// Whether the store lacks a write of task `id`.
     func hasUnsavedWrites(_ id: String) -> Bool {
-        unsaved[id] != nil || unsavedTransitions.contains { $0.taskId == id }
-    }
-
-    /// Writes what the store refused before; true when nothing is left unsaved.
-    @discardableResult
-    func flushUnsaved() -> Bool {
-        guard !unsaved.isEmpty || !unsavedTransitions.isEmpty else { return true }
-        do {
-            try store.saveTasks(unsaved.values.sorted { $0.updatedAt < $1.updatedAt }, transitions: unsavedTransitions)
-        } catch {
-            return false
-        }
-        logger.notice("store writes caught up", metadata: ["tasks": "\(unsaved.count)", "transitions": "\(unsavedTransitions.count)"])
-        unsaved = [:]
-        unsavedTransitions = []
-        return true
+        unsaved[id] != nil || unsavedTransitions.contains { $0.taskId == id } || newTasks.contains { $0.task.id == id }
     }
 
     private func write(_ line: ClusterLog) {

@@ -6,9 +6,36 @@ import PropellerManager
 
 extension PostgresStore {
     public func saveActor(_ actor: ActorRecord) throws {
-        let body = try Self.json(actor)
-        try write("save actor \(actor.id)") { session in
-            [session.send("INSERT INTO actors (id, body) VALUES (\(actor.id), \(body)) ON CONFLICT (id) DO UPDATE SET body = excluded.body")]
+        try write("save actor \(actor.id)") { session in try Self.write(.saveActor(actor), session) }
+    }
+
+    /// The statements of one write of the actor layer, inside the caller's transaction.
+    static func write(_ w: ActorStoreWrite, _ session: Session) throws -> [EventLoopFuture<PostgresQueryResult>] {
+        switch w {
+        case .saveActor(let actor):
+            let body = try json(actor)
+            return [session.send("INSERT INTO actors (id, body) VALUES (\(actor.id), \(body)) ON CONFLICT (id) DO UPDATE SET body = excluded.body")]
+        case .setActorState(let id, let state):
+            return [session.send("UPDATE actors SET state = \(state) WHERE id = \(id)")]
+        case .saveWorker(let worker):
+            // A worker of a deleted actor is not brought back.
+            let body = try json(worker)
+            return [session.send("""
+                INSERT INTO actor_workers (id, actor_id, body) SELECT \(worker.id), \(worker.actorId), \(body)
+                WHERE EXISTS (SELECT 1 FROM actors WHERE id = \(worker.actorId))
+                ON CONFLICT (id) DO UPDATE SET body = excluded.body
+                """)]
+        case .deleteWorker(let id):
+            return [session.send("DELETE FROM actor_workers WHERE id = \(id)")]
+        case .saveExecution(let execution):
+            return [try upsert(execution, session, onlyIfActorExists: true)]
+        case .finishExecution(let execution, let logs, let results):
+            return [try upsert(execution, session, onlyIfActorExists: true),
+                    try session.send("""
+                        UPDATE actor_executions SET stdout = \(Data(logs.stdout.utf8)), stderr = \(Data(logs.stderr.utf8)), results = \(results)
+                        WHERE id = \(execution.id)
+                        """),
+                    session.send("DELETE FROM actor_inbox WHERE execution_id = \(execution.id)")]
         }
     }
 
@@ -49,18 +76,11 @@ extension PostgresStore {
     }
 
     public func saveExecution(_ execution: ExecutionRecord) throws {
-        try write("save execution \(execution.id)") { session in [try Self.upsert(execution, session, onlyIfActorExists: true)] }
+        try write("save execution \(execution.id)") { session in try Self.write(.saveExecution(execution), session) }
     }
 
     public func finishExecution(_ execution: ExecutionRecord, logs: TaskLogs, results: Data) throws {
-        try write("finish execution \(execution.id)") { session in
-            [try Self.upsert(execution, session, onlyIfActorExists: true),
-             try session.send("""
-                UPDATE actor_executions SET stdout = \(Data(logs.stdout.utf8)), stderr = \(Data(logs.stderr.utf8)), results = \(results)
-                WHERE id = \(execution.id)
-                """),
-             session.send("DELETE FROM actor_inbox WHERE execution_id = \(execution.id)")]
-        }
+        try write("finish execution \(execution.id)") { session in try Self.write(.finishExecution(execution, logs, results), session) }
     }
 
     public func inbox() throws -> [(execution: ExecutionRecord, message: InboxMessage)] {
@@ -132,18 +152,11 @@ extension PostgresStore {
     }
 
     public func saveWorker(_ worker: WorkerRecord) throws {
-        let body = try Self.json(worker)
-        try write("save worker \(worker.id)") { session in
-            [session.send("""
-                INSERT INTO actor_workers (id, actor_id, body) SELECT \(worker.id), \(worker.actorId), \(body)
-                WHERE EXISTS (SELECT 1 FROM actors WHERE id = \(worker.actorId))
-                ON CONFLICT (id) DO UPDATE SET body = excluded.body
-                """)]
-        }
+        try write("save worker \(worker.id)") { session in try Self.write(.saveWorker(worker), session) }
     }
 
     public func deleteWorker(id: String) throws {
-        try write("delete worker \(id)") { session in [session.send("DELETE FROM actor_workers WHERE id = \(id)")] }
+        try write("delete worker \(id)") { session in try Self.write(.deleteWorker(id), session) }
     }
 
     public func workers() throws -> [WorkerRecord] {
@@ -159,6 +172,6 @@ extension PostgresStore {
     }
 
     public func setActorState(actorID: String, state: String) throws {
-        try write("save the state of actor \(actorID)") { session in [session.send("UPDATE actors SET state = \(state) WHERE id = \(actorID)")] }
+        try write("save the state of actor \(actorID)") { session in try Self.write(.setActorState(actor: actorID, state: state), session) }
     }
 }

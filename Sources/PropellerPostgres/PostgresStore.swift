@@ -94,17 +94,31 @@ public final class PostgresStore: ManagerStore, TokenStore, @unchecked Sendable 
 
     public func insertTasks(_ tasks: [TaskRecord], transitions: [TaskTransition]) throws {
         try write("insert \(tasks.count) tasks") { session in
-            var futures: [EventLoopFuture<PostgresQueryResult>] = []
-            for t in tasks {
-                let spec = try Self.json(t.spec)
-                let result = try t.result.map { try Self.json($0) }
-                futures.append(session.send("""
-                    INSERT INTO tasks (id, name, spec, state, reason, phase, attempt, assigned_proplet, stop_requested, created_at, updated_at, started_at, finished_at, result)
-                    VALUES (\(t.id), \(t.spec.name), \(spec), \(t.state.rawValue), \(t.reason), \(t.phase), \(t.attempt), \(t.assignedProplet), \(t.stopRequested),
-                            \(t.createdAt), \(t.updatedAt), \(t.startedAt), \(t.finishedAt), \(result))
-                    """))
-            }
-            return futures + transitions.map { Self.insert($0, session) }
+            try Self.insert(tasks, session) + transitions.map { Self.insert($0, session) }
+        }
+    }
+
+    public func commit(_ batch: StoreBatch) throws {
+        guard !batch.isEmpty else { return }
+        try write("write \(batch.count) changes") { session in
+            var futures = try Self.insert(batch.newTasks, session)
+            futures += try Self.update(batch.tasks, session)
+            futures += batch.transitions.map { Self.insert($0, session) }
+            futures += try batch.proplets.map { try Self.save($0, session) }
+            for w in batch.actorWrites { futures += try Self.write(w, session) }
+            return futures
+        }
+    }
+
+    private static func insert(_ tasks: [TaskRecord], _ session: Session) throws -> [EventLoopFuture<PostgresQueryResult>] {
+        try tasks.map { t in
+            let spec = try json(t.spec)
+            let result = try t.result.map { try json($0) }
+            return session.send("""
+                INSERT INTO tasks (id, name, spec, state, reason, phase, attempt, assigned_proplet, stop_requested, created_at, updated_at, started_at, finished_at, result)
+                VALUES (\(t.id), \(t.spec.name), \(spec), \(t.state.rawValue), \(t.reason), \(t.phase), \(t.attempt), \(t.assignedProplet), \(t.stopRequested),
+                        \(t.createdAt), \(t.updatedAt), \(t.startedAt), \(t.finishedAt), \(result))
+                """)
         }
     }
 
@@ -115,21 +129,25 @@ public final class PostgresStore: ManagerStore, TokenStore, @unchecked Sendable 
     public func saveTasks(_ tasks: [TaskRecord], transitions: [TaskTransition]) throws {
         if tasks.isEmpty && transitions.isEmpty { return }
         try write("save \(tasks.count) tasks") { session in
-            var futures: [EventLoopFuture<PostgresQueryResult>] = []
-            for t in tasks {
-                let result = try t.result.map { try Self.json($0) }
-                futures.append(session.send("""
-                    UPDATE tasks SET state = \(t.state.rawValue), reason = \(t.reason), phase = \(t.phase), attempt = \(t.attempt),
-                        assigned_proplet = \(t.assignedProplet), stop_requested = \(t.stopRequested), created_at = \(t.createdAt), updated_at = \(t.updatedAt),
-                        started_at = \(t.startedAt), finished_at = \(t.finishedAt), result = \(result) WHERE id = \(t.id)
-                    """))
-                // A final result carries the authoritative output tails.
-                if let r = t.result, t.state.isTerminal, r.attempt == t.attempt {
-                    futures += Self.writeLogs(session, taskID: t.id, TaskLogs(stdout: r.stdoutTail, stderr: r.stderrTail))
-                }
-            }
-            return futures + transitions.map { Self.insert($0, session) }
+            try Self.update(tasks, session) + transitions.map { Self.insert($0, session) }
         }
+    }
+
+    private static func update(_ tasks: [TaskRecord], _ session: Session) throws -> [EventLoopFuture<PostgresQueryResult>] {
+        var futures: [EventLoopFuture<PostgresQueryResult>] = []
+        for t in tasks {
+            let result = try t.result.map { try json($0) }
+            futures.append(session.send("""
+                UPDATE tasks SET state = \(t.state.rawValue), reason = \(t.reason), phase = \(t.phase), attempt = \(t.attempt),
+                    assigned_proplet = \(t.assignedProplet), stop_requested = \(t.stopRequested), created_at = \(t.createdAt), updated_at = \(t.updatedAt),
+                    started_at = \(t.startedAt), finished_at = \(t.finishedAt), result = \(result) WHERE id = \(t.id)
+                """))
+            // A final result carries the authoritative output tails.
+            if let r = t.result, t.state.isTerminal, r.attempt == t.attempt {
+                futures += writeLogs(session, taskID: t.id, TaskLogs(stdout: r.stdoutTail, stderr: r.stderrTail))
+            }
+        }
+        return futures
     }
 
     public func updateSpec(_ task: TaskRecord) throws {
@@ -212,13 +230,15 @@ public final class PostgresStore: ManagerStore, TokenStore, @unchecked Sendable 
     }
 
     public func saveProplet(_ proplet: PropletRecord) throws {
+        try write("save proplet \(proplet.id)") { session in [try Self.save(proplet, session)] }
+    }
+
+    private static func save(_ proplet: PropletRecord, _ session: Session) throws -> EventLoopFuture<PostgresQueryResult> {
         var stored = proplet
         stored.allocated = nil
         stored.taskCount = nil
-        let body = try Self.json(stored)
-        try write("save proplet \(proplet.id)") { session in
-            [session.send("INSERT INTO proplets (id, body) VALUES (\(proplet.id), \(body)) ON CONFLICT (id) DO UPDATE SET body = excluded.body")]
-        }
+        let body = try json(stored)
+        return session.send("INSERT INTO proplets (id, body) VALUES (\(proplet.id), \(body)) ON CONFLICT (id) DO UPDATE SET body = excluded.body")
     }
 
     public func proplets() throws -> [PropletRecord] {

@@ -232,7 +232,7 @@ struct ChaosTests {
                 return !tasks.isEmpty && unsettled.isEmpty
             }
         } catch {
-            Issue.record("tasks that never ended: \(unsettled)")
+            Issue.record("tasks that never ended: \(unsettled)\n\(error)")
         }
         var executions: [[String: Any]] = []
         do {

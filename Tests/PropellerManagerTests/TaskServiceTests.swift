@@ -106,6 +106,8 @@ final class TaskServiceTests: Sendable {
         var retrying = spec("retrying", memory: Self.gib)
         retrying.restartPolicy = RestartPolicy(mode: .onFailure, maxAttempts: 2)
         let r = try await s.create(retrying, start: true)
+        // Heard from now on (the creates above wait for the store, which may take a while).
+        await s.handleAnnouncement(announcement("doomed", memory: 4 * Self.gib))
         let start = ContinuousClock.now
         await s.checkLiveness(now: start + .milliseconds(250))
         #expect(try await s.proplet("doomed").alive)
