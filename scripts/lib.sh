@@ -16,11 +16,14 @@ build_release() {
     echo "$ROOT/.build-release/release"
 }
 
-# A TCP port on 127.0.0.1 that nothing listens on now.
+# A TCP port on 127.0.0.1 that nothing listens on now, below the ephemeral range (32768 and up
+# on Linux): a probe of an ephemeral port can connect to itself (source port = destination
+# port), which looks like a listener and leaves a TIME-WAIT socket that the server then cannot
+# bind.
 free_port() {
     local p
     while :; do
-        p=$((20000 + RANDOM % 40000))
+        p=$((20000 + RANDOM % 12000))
         (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
     done
 }
