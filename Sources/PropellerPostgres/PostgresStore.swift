@@ -98,18 +98,6 @@ public final class PostgresStore: ManagerStore, TokenStore, @unchecked Sendable 
         }
     }
 
-    public func commit(_ batch: StoreBatch) throws {
-        guard !batch.isEmpty else { return }
-        try write("write \(batch.count) changes") { session in
-            var futures = try Self.insert(batch.newTasks, session)
-            futures += try Self.update(batch.tasks, session)
-            futures += batch.transitions.map { Self.insert($0, session) }
-            futures += try batch.proplets.map { try Self.save($0, session) }
-            for w in batch.actorWrites { futures += try Self.write(w, session) }
-            return futures
-        }
-    }
-
     private static func insert(_ tasks: [TaskRecord], _ session: Session) throws -> [EventLoopFuture<PostgresQueryResult>] {
         try tasks.map { t in
             let spec = try json(t.spec)

@@ -135,6 +135,56 @@ struct StoreContractTests {
         #expect(try store.logs(taskID: t.id).stdout == "é ünïcode ✓")
     }
 
+    /// A batch (the manager's group commit) writes everything it holds in one transaction, as
+    /// the single writes would: new tasks with their transitions, changes, a final result's
+    /// output (bytes that are not text included), proplets, the actor layer's writes in order;
+    /// and a batch the store refuses leaves nothing of itself.
+    @Test(arguments: StoreKind.allCases)
+    func aBatchWritesAllOfItselfOrNothing(_ kind: StoreKind) throws {
+        let s = try StoreUnderTest(kind)
+        var kept = storeTask("kept")
+        try s.store.insertTask(kept, transition: TaskTransition(taskId: kept.id, state: .created, attempt: 0, at: 1000, reason: nil))
+        var fresh = [storeTask("a", at: 1001), storeTask("b", at: 1002)]
+        fresh[1].reason = "quote ' and \\ backslash, ünïcode"
+        kept.status = .completed(on: "p1")
+        kept.attempt = 1
+        kept.finishedAt = 1003.25
+        let output = "line\u{0}with a NUL, \u{1F680}\n"
+        kept.result = TaskResult(taskId: kept.id, attempt: 1, propletId: "p1", state: .completed, exitCode: 0, stdoutTail: output, stderrTail: "e")
+        let p = PropletRecord(announcement: PropletAnnouncement(propletId: "p1", name: "n", version: "v", labels: [:],
+                                                               capacity: Capacity(cpuMillis: 1000, memoryBytes: 1 << 30, pids: 100, tasks: 4),
+                                                               os: "linux", arch: "amd64", cgroupMode: "v1"), now: 1000)
+        let a = ActorRecord(id: "a1", spec: ActorSpec(name: "echo", image: "r/echo"), createdAt: 1, updatedAt: 1)
+        try s.store.saveActor(a)
+        var w = WorkerRecord(id: "w1", actorId: a.id, revision: 1, createdAt: 1)
+        w.state = .ready(on: "p1")
+        try s.store.commit(StoreBatch(newTasks: fresh, tasks: [kept],
+                                      transitions: fresh.map { TaskTransition(taskId: $0.id, state: .created, attempt: 0, at: $0.createdAt, reason: $0.reason) }
+                                          + [TaskTransition(taskId: kept.id, state: .completed, attempt: 1, at: 1003.25, reason: "exit 0")],
+                                      proplets: [p], actorWrites: [.saveWorker(w), .setActorState(actor: a.id, state: "{}"), .deleteWorker("w1"), .saveWorker(w)]))
+
+        let store = try s.reopen()
+        #expect(try store.task(id: kept.id) == kept)
+        for t in fresh { #expect(try store.task(id: t.id) == t) }
+        #expect(try store.tasks(offset: 0, limit: 10, state: nil).tasks.map(\.spec.name) == ["kept", "a", "b"])
+        #expect(try store.history(taskID: fresh[1].id).map(\.reason) == [fresh[1].reason])
+        #expect(try store.history(taskID: kept.id).map(\.state) == [.created, .completed])
+        #expect(try store.logs(taskID: kept.id) == TaskLogs(stdout: output, stderr: "e"))
+        #expect(try store.proplets().map(\.id) == ["p1"])
+        #expect(try store.workers() == [w], "the actor writes in their order")
+        #expect(try store.actorState(actorID: a.id) == "{}")
+
+        // A batch with a row the store refuses (a new task whose id exists) leaves nothing.
+        var changed = fresh[0]
+        changed.status = .failed(on: nil)
+        try #require(throws: (any Error).self) {
+            try store.commit(StoreBatch(newTasks: [storeTask("c"), fresh[1]], tasks: [changed], proplets: [p], actorWrites: [.deleteWorker("w1")]))
+        }
+        #expect(try store.task(id: fresh[0].id)?.state == .created)
+        #expect(try store.tasks(offset: 0, limit: 10, state: nil).total == 3)
+        #expect(try store.workers().count == 1)
+    }
+
     @Test(arguments: StoreKind.allCases)
     func actorsInboxesExecutionsAndWorkers(_ kind: StoreKind) throws {
         let s = try StoreUnderTest(kind)
