@@ -87,7 +87,10 @@ extension TaskService {
             if lease?.lostReason != nil {
                 failure = PropellerError(.unavailable, "this manager no longer leads: nothing more is written")
             } else if !taken.batch.isEmpty {
+                let started = ContinuousClock.now
                 failure = await writer.commit(taken.batch, to: store)
+                logger.trace("batch written", metadata: ["batch": "\(number)", "writes": "\(taken.batch.count)", "messages": "\(taken.outbox)",
+                                                         "took": "\((ContinuousClock.now - started).formattedSeconds)"])
             }
             finish(number, taken, failure: failure)
             if failure != nil && batchWaiters[batchNumber] == nil {
