@@ -5,6 +5,14 @@
 //
 //   propeller-fleet --mqtt HOST:PORT[,HOST:PORT…] --manager URL --token T --proplets N
 //                   [--tasks M] [--concurrency C] [--interval SECONDS] [--task-ms MS] [--settle SECONDS]
+//                   [--prefix P] [--events FILE]
+//
+// A process holds about 3 descriptors per session (the socket and libmosquitto's socket pair), so
+// a large fleet is several processes (`--prefix` apart), each writing what it saw to `--events`
+// (`C id t` created, `A id t` acknowledged, `S t` started, `H n` heartbeats sent; monotonic
+// seconds, the same clock in every process) for `scripts/bench-fleet` to merge. With `--events`,
+// the process that creates tasks waits until the manager counts them completed (the results may
+// reach other processes), and every process runs until SIGTERM or its settle time.
 import AsyncHTTPClient
 import CMosquitto
 import Foundation
@@ -22,6 +30,7 @@ struct Options {
     var taskMs = 200.0
     var settle = 10.0
     var prefix = "sim"
+    var events: String?
 
     init() {
         var args = CommandLine.arguments.dropFirst()
@@ -42,6 +51,7 @@ struct Options {
             case "--task-ms": taskMs = Double(value) ?? taskMs
             case "--settle": settle = Double(value) ?? settle
             case "--prefix": prefix = value
+            case "--events": events = value
             default: fatalError("unknown option \(flag)")
             }
         }
@@ -82,6 +92,7 @@ final class Timings: @unchecked Sendable {
     var acked = 0
     var heartbeatsSent = 0
     var failures = 0
+    var acks: [(String, Double)] = []
 
     func locked<R>(_ body: (Timings) -> R) -> R {
         lock.lock()
@@ -135,6 +146,7 @@ func onMessage(_ p: SimProplet, topic: String, payload: Data) {
     } else if topic.hasSuffix("/ack"), let ack = try? decoder.decode(TaskAttempt.self, from: payload) {
         if p.unacked.removeValue(forKey: ack) != nil {
             timings.locked { m in
+                m.acks.append((ack.taskId, t))
                 if let c = m.created[ack.taskId] {
                     m.latencies.append(t - c)
                     m.lastAck = max(m.lastAck, t)
@@ -267,17 +279,40 @@ func percentile(_ values: [Double], _ p: Double) -> Double {
     return sorted[min(sorted.count - 1, Int(Double(sorted.count - 1) * p))]
 }
 
+/// The manager's count of completed tasks (nil when it cannot be read).
+func completedTasks(_ client: HTTPClient) async -> Int? {
+    var request = HTTPClientRequest(url: options.manager + "/metrics")
+    request.headers.add(name: "Authorization", value: "Bearer \(options.token)")
+    guard let response = try? await client.execute(request, timeout: .seconds(10)),
+          let body = try? await response.body.collect(upTo: 16 << 20) else { return nil }
+    let line = String(buffer: body).split(separator: "\n").first { $0.hasPrefix("propeller_tasks{state=\"completed\"} ") }
+    return line.flatMap { Int($0.split(separator: " ").last ?? "") }
+}
+
+/// SIGTERM or SIGINT: stop and write what was seen.
+nonisolated(unsafe) var terminated: sig_atomic_t = 0
+signal(SIGTERM) { _ in terminated = 1 }
+signal(SIGINT) { _ in terminated = 1 }
+
 let finished = Locked(false)
 let thread = Thread { runFleet { finished.withLock { $0 } } }
 thread.stackSize = 8 << 20
 thread.start()
-try await Task.sleep(for: .seconds(options.settle))
+let settled = now() + options.settle
+while now() < settled && terminated == 0 { try await Task.sleep(for: .milliseconds(100)) }
 let client = HTTPClient(eventLoopGroupProvider: .singleton)
-if options.tasks > 0 {
+if options.tasks > 0 && terminated == 0 {
+    let before = options.events == nil ? 0 : await completedTasks(client) ?? 0
     await createTasks(client)
     let deadline = now() + 120
-    while now() < deadline {
-        if timings.locked({ $0.latencies.count >= options.tasks - $0.failures }) { break }
+    while now() < deadline && terminated == 0 {
+        let expected = options.tasks - timings.locked { $0.failures }
+        if options.events == nil {
+            if timings.locked({ $0.latencies.count >= expected }) { break }
+        } else if let done = await completedTasks(client), done - before >= expected {
+            try await Task.sleep(for: .seconds(1))  // the last acknowledgements
+            break
+        }
         try await Task.sleep(for: .milliseconds(100))
     }
 }
@@ -285,6 +320,13 @@ try await client.shutdown().get()
 finished.withLock { $0 = true }
 try await Task.sleep(for: .milliseconds(300))
 let (startTimes, latencies, heartbeatsSent, failures, span) = timings.locked { ($0.starts, $0.latencies, $0.heartbeatsSent, $0.failures, $0.lastAck - $0.firstCreate) }
+if let path = options.events {
+    var lines = timings.locked { m in
+        m.created.map { "C \($0.key) \($0.value)" } + m.acks.map { "A \($0.0) \($0.1)" } + m.starts.map { "S \($0)" } + ["H \(m.heartbeatsSent)"]
+    }
+    lines.append("")
+    try lines.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
+}
 let starts = startTimes.sorted()
 var maxGap = 0.0
 for (a, b) in zip(starts, starts.dropFirst()) { maxGap = max(maxGap, b - a) }
