@@ -301,6 +301,8 @@ thread.start()
 let settled = now() + options.settle
 while now() < settled && terminated == 0 { try await Task.sleep(for: .milliseconds(100)) }
 let client = HTTPClient(eventLoopGroupProvider: .singleton)
+/// Tasks the manager counted completed during the load (with `--events`).
+var storeCompleted: Int?
 if options.tasks > 0 && terminated == 0 {
     let before = options.events == nil ? 0 : await completedTasks(client) ?? 0
     await createTasks(client)
@@ -309,9 +311,12 @@ if options.tasks > 0 && terminated == 0 {
         let expected = options.tasks - timings.locked { $0.failures }
         if options.events == nil {
             if timings.locked({ $0.latencies.count >= expected }) { break }
-        } else if let done = await completedTasks(client), done - before >= expected {
-            try await Task.sleep(for: .seconds(1))  // the last acknowledgements
-            break
+        } else if let done = await completedTasks(client) {
+            storeCompleted = done - before
+            if done - before >= expected {
+                try await Task.sleep(for: .seconds(3))  // the last acknowledgements
+                break
+            }
         }
         try await Task.sleep(for: .milliseconds(100))
     }
@@ -332,7 +337,7 @@ var maxGap = 0.0
 for (a, b) in zip(starts, starts.dropFirst()) { maxGap = max(maxGap, b - a) }
 print("""
     fleet: proplets=\(options.proplets) interval=\(options.interval)s heartbeats_sent=\(heartbeatsSent)
-    fleet: tasks=\(options.tasks) completed=\(latencies.count) failed_creates=\(failures) \
+    fleet: tasks=\(options.tasks) completed=\(latencies.count) store_completed=\(storeCompleted.map(String.init) ?? "-") failed_creates=\(failures) \
     placements_per_s=\(options.tasks > 0 && span > 0 ? String(format: "%.0f", Double(latencies.count) / span) : "-") \
     p50_ms=\(String(format: "%.1f", percentile(latencies, 0.5) * 1000)) p99_ms=\(String(format: "%.1f", percentile(latencies, 0.99) * 1000)) \
     max_gap_between_starts_ms=\(String(format: "%.0f", maxGap * 1000))

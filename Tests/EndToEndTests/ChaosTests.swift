@@ -8,7 +8,9 @@ import Testing
 /// restart policy, and actor messages, while faults hit it at moments drawn from a seed: SIGKILL
 /// and restart of the manager, a proplet, the proxy and the broker, a SIGTERM restart of the
 /// broker and of a proplet (it drains first), SIGSTOP of a proplet for less and for more than the disconnect grace, the manager's
-/// store on a full filesystem. Then everything heals and the results are checked against each
+/// store on a full filesystem. A second run is README's recipe: three managers on PostgreSQL and a
+/// three-node NATS cluster, where the faults also stall the leader, freeze its database sessions,
+/// crash the database and kill a NATS node. Then everything heals and the results are checked against each
 /// proplet's own journal of what it ran (``AttemptJournal``).
 ///
 /// `scripts/chaos SEED [SECONDS]` runs it alone (`PROPELLER_CHAOS_SEED`,
@@ -32,13 +34,15 @@ struct ChaosTests {
         case freezeLeader = "SIGSTOP the leading manager"
         case cutLeader = "freeze the leader's DB sessions"
         case crashDatabase = "SIGKILL PostgreSQL, restart"
+        case killNode = "SIGKILL a NATS node, restart"
 
-        /// The faults of a topology: one manager's store can fill up; several managers' leader can
-        /// stall or lose the database, and the database can crash.
+        /// The faults of a topology: one manager's store can fill up and its broker (mosquitto)
+        /// die; several managers' leader can stall or lose the database, the database can crash
+        /// and a node of their NATS cluster die.
         static func of(_ topology: Topology) -> [Fault] {
             switch topology {
             case .oneManager: [.killManager, .killProplet, .restartProplet, .killProxy, .killBroker, .restartBroker, .pauseShort, .pauseLong, .fullStore]
-            case .threeManagers: [.killManager, .killProplet, .restartProplet, .killProxy, .killBroker, .restartBroker, .pauseShort, .pauseLong,
+            case .threeManagers: [.killManager, .killProplet, .restartProplet, .killProxy, .killNode, .pauseShort, .pauseLong,
                                   .freezeLeader, .cutLeader, .crashDatabase]
             }
         }
@@ -46,7 +50,7 @@ struct ChaosTests {
 
     enum Topology: String, CaseIterable, CustomTestStringConvertible {
         case oneManager = "one manager on SQLite"
-        case threeManagers = "three managers on PostgreSQL"
+        case threeManagers = "three managers on PostgreSQL and NATS"
         var testDescription: String { rawValue }
     }
 
@@ -66,7 +70,9 @@ struct ChaosTests {
         func between(_ a: Double, _ b: Double) -> Double { a + (b - a) * Double(rng.next() % 1_000_000) / 1_000_000 }
 
         let postgres = topology == .threeManagers ? try PostgresServer() : nil
-        let c = topology == .threeManagers ? try Cluster(interval: "1s", store: postgres?.url(), managers: 3) : try Cluster(interval: "1s", managerStoreSize: "64m")
+        let nats = topology == .threeManagers ? try NATSCluster() : nil
+        let c = topology == .threeManagers ? try Cluster(interval: "1s", store: postgres?.url(), managers: 3, nats: nats)
+                                           : try Cluster(interval: "1s", managerStoreSize: "64m")
         let faults = Fault.of(topology)
         // The workload and the heals share one loop: a CLI call must not wait out an election.
         c.cliEnvironment["PROPELLER_ELECTION_WAIT"] = "1"
@@ -135,7 +141,7 @@ struct ChaosTests {
                     case .killManager, .fullStore, .freezeLeader: component = "manager"
                     case .cutLeader, .crashDatabase: component = "database"
                     case .killProxy: component = "proxy"
-                    case .killBroker, .restartBroker: component = "broker"
+                    case .killBroker, .restartBroker, .killNode: component = "broker"
                     case .killProplet, .restartProplet, .pauseShort, .pauseLong: component = proplet
                     }
                     if !busy.contains(component) {
@@ -194,6 +200,12 @@ struct ChaosTests {
                         case .restartBroker:
                             c.broker.stop()
                             heals.append((now.addingTimeInterval(2), component, { try c.broker.start() }))
+                        case .killNode:
+                            // One node at a time: the other two keep JetStream's quorum.
+                            guard let nats else { break }
+                            let node = Int(rng.next() % 3)
+                            nats.kill(node)
+                            heals.append((now.addingTimeInterval(down), component, { try nats.start(node) }))
                         case .pauseShort, .pauseLong:
                             guard let pid = c.proplets[proplet]?.pid else { break }
                             kill(pid, SIGSTOP)
