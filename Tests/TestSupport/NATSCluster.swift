@@ -71,19 +71,22 @@ public final class NATSCluster: @unchecked Sendable {
         processes[i] = p
     }
 
-    /// Waits until the node answers /healthz (JetStream included) and takes MQTT connections.
-    private func waitUntilReady(_ i: Int) throws {
+    /// Waits until the node answers /healthz (JetStream included; `caughtUp`: its streams and
+    /// consumers current too) and takes MQTT connections.
+    private func waitUntilReady(_ i: Int, caughtUp: Bool = true) throws {
+        let health = caughtUp ? "/healthz" : "/healthz?js-enabled-only=true"
         for _ in 0..<600 {
-            if httpGet(port: monitorPorts[i], "/healthz")?.contains("\"ok\"") == true && canConnect(port: mqttPorts[i]) { return }
+            if httpGet(port: monitorPorts[i], health)?.contains("\"ok\"") == true && canConnect(port: mqttPorts[i]) { return }
             usleep(50_000)
         }
         throw PropellerError(.internalError, "nats node \(i) did not become ready: \(readFile(logPath(i))?.suffix(3000) ?? "")")
     }
 
-    /// Starts a node that was killed (same ports, same JetStream directory).
+    /// Starts a node that was killed (same ports, same JetStream directory); it serves before it
+    /// has caught up with the others (which may take longer than clients wait for it).
     public func start(_ i: Int) throws {
         try launch(i)
-        try waitUntilReady(i)
+        try waitUntilReady(i, caughtUp: false)
     }
 
     /// Every node reads its configuration again (SIGHUP), as `systemctl reload` does.
