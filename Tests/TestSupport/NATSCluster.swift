@@ -8,10 +8,10 @@ public final class NATSCluster: @unchecked Sendable {
     public static let binary = "/usr/sbin/nats-server"
     public let directory: TempDirectory
     /// Per node: the MQTT port, the NATS client port, the route port, the monitoring port.
-    public let mqttPorts: [Int]
-    private let clientPorts: [Int]
-    private let routePorts: [Int]
-    private let monitorPorts: [Int]
+    public private(set) var mqttPorts: [Int] = []
+    private var clientPorts: [Int] = []
+    private var routePorts: [Int] = []
+    private var monitorPorts: [Int] = []
     private var processes: [Process?]
 
     public static var isInstalled: Bool { FileManager.default.isExecutableFile(atPath: binary) }
@@ -22,12 +22,30 @@ public final class NATSCluster: @unchecked Sendable {
     public init(nodes: Int = 3, mqttPorts ports: [Int]? = nil, extra: String = "", links: [String: String] = [:]) throws {
         guard Self.isInstalled else { throw PropellerError(.notFound, "nats-server is not installed: scripts/setup installs Debian's nats-server") }
         directory = try TempDirectory("propeller-nats")
+        processes = Array(repeating: nil, count: nodes)
+        for (name, target) in links { symlink(target, directory.path + "/" + name) }
+        // A free port can be taken by another test between the probe and the node's bind: then
+        // the whole cluster starts again on other ports.
+        for attempt in 1... {
+            do {
+                try launchAll(nodes: nodes, mqttPorts: ports, extra: extra)
+                return
+            } catch is PortTaken {
+                stop()
+                for i in 0..<nodes { try? FileManager.default.removeItem(atPath: directory.path + "/n\(i)") }
+                if attempt == 4 { throw PropellerError(.internalError, "nats: another process took the ports chosen, four times") }
+            }
+        }
+    }
+
+    /// A node could not bind one of its ports.
+    private struct PortTaken: Error {}
+
+    private func launchAll(nodes: Int, mqttPorts ports: [Int]?, extra: String) throws {
         mqttPorts = try ports ?? (0..<nodes).map { _ in try freeLoopbackPort() }
         clientPorts = try (0..<nodes).map { _ in try freeLoopbackPort() }
         routePorts = try (0..<nodes).map { _ in try freeLoopbackPort() }
         monitorPorts = try (0..<nodes).map { _ in try freeLoopbackPort() }
-        processes = Array(repeating: nil, count: nodes)
-        for (name, target) in links { symlink(target, directory.path + "/" + name) }
         let routes = routePorts.map { "nats-route://127.0.0.1:\($0)" }.joined(separator: ", ")
         for i in 0..<nodes {
             writeFile(directory.path + "/n\(i).conf", """
@@ -43,7 +61,13 @@ public final class NATSCluster: @unchecked Sendable {
                 """)
         }
         for i in 0..<nodes { try launch(i) }
-        for i in 0..<nodes { try waitUntilReady(i) }
+        for i in 0..<nodes {
+            do {
+                try waitUntilReady(i)
+            } catch where ports == nil && log(i).contains("address already in use") {
+                throw PortTaken()
+            }
+        }
     }
 
     /// `tcp://` URLs of the nodes' MQTT listeners, starting with node `first`.
@@ -77,6 +101,7 @@ public final class NATSCluster: @unchecked Sendable {
         let health = caughtUp ? "/healthz" : "/healthz?js-enabled-only=true"
         for _ in 0..<600 {
             if httpGet(port: monitorPorts[i], health)?.contains("\"ok\"") == true && canConnect(port: mqttPorts[i]) { return }
+            if processes[i]?.isRunning == false { break }  // it exited (a port it could not bind)
             usleep(50_000)
         }
         throw PropellerError(.internalError, "nats node \(i) did not become ready: \(readFile(logPath(i))?.suffix(3000) ?? "")")
