@@ -25,7 +25,7 @@ public actor TaskService {
     let bus: any ControlBus
     let configuration: ManagerConfiguration
     let logger: Logger
-    /// The cluster; changed only by ``apply(_:durable:at:)``.
+    /// The cluster; changed only by ``apply(_:at:)``.
     var state: ClusterState
 
     /// Writes not in the store yet (see ``TaskService+WriteBehind.swift``): the newest version
