@@ -10,8 +10,10 @@ public struct ManagerAPI: Sendable {
     public let metrics: ManagerMetrics
     /// The bearer tokens that may use the API; nil: no authentication (`--insecure-no-auth`).
     public let tokens: APITokens?
-    /// Bodies above this are refused (413).
-    public var maxBodyBytes = 1 << 20
+    /// Bodies above this are refused (413); an actor message's own limit is its layer's.
+    public var maxBodyBytes = ManagerAPI.defaultMaxBodyBytes
+    /// The body limit of every route but an actor message's.
+    public static let defaultMaxBodyBytes = 1 << 20
     /// The managers that share the store, when there are several (nil: this one alone).
     public var cluster: (any ClusterView)?
 

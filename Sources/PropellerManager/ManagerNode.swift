@@ -187,7 +187,19 @@ final class ManagerNode: ClusterView, Sendable {
         }
         outgoing.headers.add(name: Self.forwardedHeader.rawName, value: leadership.id)
         if request.method != .get && request.method != .head {
-            outgoing.body = .stream(request.body, length: request.headers[.contentLength].flatMap { Int64($0) }.map { .known($0) } ?? .unknown)
+            // Read whole here, up to the limit the leader would apply: a body handed on as a stream
+            // would still be read by the client's task after this handler has answered (the
+            // leader refused the request before reading it, or another manager took the lead),
+            // while the server reads the connection's next request: two readers of one stream.
+            let limit = Self.isActorMessage(request) ? options.actors.messageLimit : ManagerAPI.defaultMaxBodyBytes
+            var request = request
+            do {
+                outgoing.body = .bytes(try await request.collectBody(upTo: limit))
+            } catch is NIOTooManyBytesError {
+                return jsonError(status: .contentTooLarge, "request body larger than \(limit) bytes")
+            } catch {
+                return jsonError(status: .badRequest, "the request body could not be read: \(error)")
+            }
         }
         // The leader's answer must begin within a deadline (a synchronous actor call's may take
         // as long as its wait); while waiting, a new leader means the old one can no longer act
@@ -230,6 +242,12 @@ final class ManagerNode: ClusterView, Sendable {
         } catch {
             return jsonError(status: .badGateway, "the leader \(leader.id) at \(leader.address) did not answer: \(error)")
         }
+    }
+
+    /// `POST /actors/{id}/messages`, whose body limit is the actor layer's.
+    static func isActorMessage(_ request: Request) -> Bool {
+        let parts = request.uri.path.split(separator: "/")
+        return request.method == .post && parts.count == 3 && parts[0] == "actors" && parts[2] == "messages"
     }
 
     /// Another manager leads now: the one a request was sent to can no longer act on it.

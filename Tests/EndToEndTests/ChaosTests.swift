@@ -223,6 +223,16 @@ struct ChaosTests {
             usleep(UInt32(between(0.1, 0.4) * 1_000_000))
         }
         print("chaos: healed; \(submitted) tasks submitted (\(refused) refused while the manager was away), \(stoppedByUs.count) stopped, \(messages) messages")
+        // Every fault has healed: a daemon that is not running exited on its own, a defect
+        // however well the rest copes.
+        var daemons = c.managers.enumerated().compactMap { i, m in m.map { ("manager \(i)", $0) } }
+        daemons += c.proplets.sorted { $0.key < $1.key }.map { ("proplet \($0.key)", $0.value) }
+        if let proxy = c.proxy { daemons.append(("the proxy", proxy)) }
+        for (name, daemon) in daemons where !daemon.isRunning {
+            let log = daemon.log
+            let why = log.range(of: "Fatal error").map { String(log[$0.lowerBound...].prefix(3000)) } ?? String(log.suffix(3000))
+            Issue.record("\(name) exited on its own during the run:\n\(why)")
+        }
 
         // Everything settles: every task ends, every message has an execution that ended.
         /// Every task, page by page (a long run submits more than one page holds).

@@ -168,4 +168,70 @@ final class ManagerClusterTests: Sendable {
         let after = try c.create("after", command: ["echo", "after the node died"])
         #expect((try c.waitFor(after, state: "completed", timeout: 60)["result"] as? [String: Any])?["stdout_tail"] as? String == "after the node died\n")
     }
+
+    /// A follower relays request bodies to the leader. Requests the leader answers before it has
+    /// read them (a wrong token, a body over the limit), bodies that trickle in and callers that
+    /// hang up halfway must each get an answer or be dropped, and leave the follower serving.
+    @Test func aFollowerRelaysAbandonedAndRefusedBodiesAndStaysUp() throws {
+        let postgres = try PostgresServer()
+        let c = try Cluster(store: postgres.url(), managers: 2)
+        let leader = try electedLeader(c, among: [0, 1])
+        let follower = 1 - leader
+        let port = c.managerPorts[follower]
+        /// Sends a POST whose body arrives in pieces; the status line of the answer, or nil when
+        /// the caller hangs up after `sendOnly` bytes.
+        func post(token: String, length: Int, sendOnly: Int? = nil, pause: UInt32 = 2_000) -> String? {
+            guard let fd = connectLoopback(port: port) else { return "no connection" }
+            defer { close(fd) }
+            var timeout = timeval(tv_sec: 20, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            let head = "POST /tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(token)\r\nContent-Type: application/json\r\n"
+                + "Content-Length: \(length)\r\n\r\n"  // kept alive: the server reads what follows
+            _ = Array(head.utf8).withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            let piece = [UInt8](repeating: UInt8(ascii: " "), count: 16 << 10)
+            var sent = 0
+            while sent < (sendOnly ?? length) {
+                let n = min(piece.count, (sendOnly ?? length) - sent)
+                let wrote = piece.withUnsafeBytes { send(fd, $0.baseAddress, n, Int32(MSG_NOSIGNAL)) }
+                if wrote <= 0 { break }  // the other side answered and closed
+                sent += wrote
+                usleep(pause)
+            }
+            if sendOnly != nil { return nil }
+            var answer: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while true {
+                let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+                if n <= 0 { break }
+                answer += buffer[0..<n]
+                if answer.count >= 4, answer.indices.dropLast(3).contains(where: { answer[$0..<$0 + 4].elementsEqual("\r\n\r\n".utf8) }) { break }
+            }
+            return String(decoding: answer, as: UTF8.self).split(separator: "\r\n").first.map(String.init)
+        }
+        for round in 0..<3 {
+            let refused = post(token: "wrong-\(round)", length: 512 << 10)
+            #expect(refused?.contains("401") == true, "a wrong token: \(refused ?? "hung up")")
+            let large = post(token: c.token, length: 4 << 20)
+            #expect(large?.contains("413") == true, "a body over the limit: \(large ?? "hung up")")
+            _ = post(token: c.token, length: 256 << 10, sendOnly: 100 << 10)
+            guard health(c, follower)?["role"] as? String == "follower" else {
+                let log = c.managers[follower]?.log ?? ""
+                let crash = log.range(of: "Fatal error").map { log[$0.lowerBound...].prefix(4000) } ?? log.suffix(4000)
+                Issue.record("the follower is down after round \(round): \(crash)")
+                return
+            }
+        }
+        // The leader stalls while a body trickles through the follower: the follower stops
+        // relaying it (it leads now) and goes on.
+        let stalled = try #require(c.managers[leader]?.pid)
+        DispatchQueue.global().asyncAfter(deadline: .now() + 1) { kill(stalled, SIGSTOP) }
+        defer { kill(stalled, SIGCONT) }
+        let cut = post(token: c.token, length: 800 << 10, pause: 100_000)
+        #expect(cut?.hasPrefix("HTTP/1.1 50") == true, "told to send again when the leader changed mid-request: \(cut ?? "hung up")")
+        try c.waitUntil("m\(follower) leads", timeout: 30) { health(c, follower)?["role"] as? String == "leader" }
+        // And it still takes well-formed work.
+        let r = try c.cli(["task", "create", "after", "--image", c.image], via: follower)
+        #expect(r.status == 0, "\(r.stderrText)")
+        #expect(!c.managers[follower]!.log.contains("Fatal error"), "the follower did not crash")
+    }
 }
