@@ -146,6 +146,103 @@ static void attach_device_mounts(struct pl_spec *s, const int fds[]) {
     }
 }
 
+#ifndef MOVE_MOUNT_T_EMPTY_PATH
+#define MOVE_MOUNT_T_EMPTY_PATH 0x00000040
+#endif
+#ifndef MOUNT_ATTR_RDONLY
+#define MOUNT_ATTR_RDONLY 0x00000001
+#define MOUNT_ATTR_NOSUID 0x00000002
+#define MOUNT_ATTR_NODEV 0x00000004
+#endif
+#ifndef SYS_mount_setattr
+#define SYS_mount_setattr 442
+#endif
+
+/// The kernel's struct mount_attr (Linux 5.12).
+struct pl_mount_attr {
+    uint64_t attr_set, attr_clr, propagation, userns_fd;
+};
+
+/// Before pivot_root: a detached clone of each volume's source (only that mount, not the ones
+/// below it), already nosuid, nodev, private and, when asked, read-only. -1 for a tmpfs.
+static void clone_volume_mounts(struct pl_spec *s, int fds[]) {
+    for (size_t i = 0; i < s->nmounts; i++) {
+        const struct pl_mount *m = &s->mounts[i];
+        fds[i] = -1;
+        if (m->source == NULL) continue;
+        fds[i] = (int)syscall(SYS_open_tree, AT_FDCWD, m->source, OPEN_TREE_CLONE | O_CLOEXEC);
+        if (fds[i] < 0) fail(s, PL_STAGE_VOLUME, m->source);
+        struct pl_mount_attr attr = {MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (m->readonly ? MOUNT_ATTR_RDONLY : 0), 0, MS_PRIVATE, 0};
+        if (syscall(SYS_mount_setattr, fds[i], "", AT_EMPTY_PATH, &attr, sizeof attr) < 0) fail(s, PL_STAGE_VOLUME, m->source);
+    }
+}
+
+/// Decimal digits of `v` into `buf` (no stdio in the child).
+static void u64_decimal(uint64_t v, char *buf, size_t cap) {
+    char tmp[24];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v > 0 && n < sizeof tmp);
+    size_t i = 0;
+    for (; i < n && i + 1 < cap; i++) buf[i] = tmp[n - 1 - i];
+    buf[i] = '\0';
+}
+
+/// A new tmpfs (nosuid, nodev, mode 1777, `size` bytes at most when not 0), detached.
+static int make_tmpfs(uint64_t size) {
+    int fsfd = fsopen("tmpfs", FSOPEN_CLOEXEC);
+    if (fsfd < 0) return -1;
+    char digits[24];
+    int ok = fsconfig(fsfd, FSCONFIG_SET_STRING, "mode", "1777", 0) == 0;
+    if (ok && size > 0) {
+        u64_decimal(size, digits, sizeof digits);
+        ok = fsconfig(fsfd, FSCONFIG_SET_STRING, "size", digits, 0) == 0;
+    }
+    ok = ok && fsconfig(fsfd, FSCONFIG_CMD_CREATE, NULL, NULL, 0) == 0;
+    int mfd = ok ? fsmount(fsfd, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV) : -1;
+    int saved = errno;
+    close(fsfd);
+    errno = saved;
+    return mfd;
+}
+
+/// After pivot_root: each volume and tmpfs attached at its target, resolved inside the
+/// container's root and made when missing (a directory, or an empty file for a file's bind).
+static void attach_volume_mounts(struct pl_spec *s, const int fds[]) {
+    for (size_t i = 0; i < s->nmounts; i++) {
+        const struct pl_mount *m = &s->mounts[i];
+        struct stat st;
+        int is_dir = fds[i] < 0 || (fstat(fds[i], &st) == 0 && S_ISDIR(st.st_mode));
+        if (is_dir) {
+            if (mkdir_all(m->target, 0755) < 0) fail(s, PL_STAGE_VOLUME, m->target);
+        } else {
+            // The parents, then the file itself (never through a symlink: O_NOFOLLOW).
+            char parent[4096];
+            size_t n = strlen(m->target);
+            if (n >= sizeof parent) fail(s, PL_STAGE_VOLUME, m->target);
+            memcpy(parent, m->target, n + 1);
+            char *slash = strrchr(parent, '/');
+            if (slash != NULL && slash != parent) {
+                *slash = '\0';
+                if (mkdir_all(parent, 0755) < 0) fail(s, PL_STAGE_VOLUME, m->target);
+            }
+            int f = open(m->target, O_CREAT | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
+            if (f < 0 && errno != EISDIR && errno != ELOOP) fail(s, PL_STAGE_VOLUME, m->target);
+            if (f >= 0) close(f);
+        }
+        int target = pl_open_in_root(AT_FDCWD, m->target, O_PATH | (is_dir ? O_DIRECTORY : 0));
+        if (target < 0) fail(s, PL_STAGE_VOLUME, m->target);
+        int source = fds[i] >= 0 ? fds[i] : make_tmpfs(m->tmpfs_size);
+        if (source < 0) fail(s, PL_STAGE_VOLUME, m->target);
+        if (syscall(SYS_move_mount, source, "", target, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+            fail(s, PL_STAGE_VOLUME, m->target);
+        close(source);
+        close(target);
+    }
+}
+
 static void mount_defaults(struct pl_spec *s, const int device_fds[]) {
     ensure_dir(s, "/proc", 0555);
     if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
@@ -317,6 +414,12 @@ static int child_main(void *arg) {
         fail(s, PL_STAGE_BIND_ROOTFS, s->rootfs);
     int device_fds[PL_NDEVICES];
     clone_device_mounts(s, device_fds);
+    int volume_fds[PL_MAX_MOUNTS];
+    if (s->nmounts > PL_MAX_MOUNTS) {
+        errno = E2BIG;
+        fail(s, PL_STAGE_VOLUME, "too many mounts");
+    }
+    clone_volume_mounts(s, volume_fds);
     if (chdir(s->rootfs) < 0) fail(s, PL_STAGE_CHDIR_ROOTFS, s->rootfs);
     if (syscall(SYS_pivot_root, ".", ".") < 0) fail(s, PL_STAGE_PIVOT_ROOT, s->rootfs);
     if (umount2(".", MNT_DETACH) < 0) fail(s, PL_STAGE_DETACH_OLD_ROOT, s->rootfs);
@@ -324,6 +427,9 @@ static int child_main(void *arg) {
 
     // Everything below resolves paths inside the container: a hostile symlink cannot leave it.
     mount_defaults(s, device_fds);
+    // Volumes go in while the rootfs is still writable (their mount points may need making)
+    // and before the working directory, which may lie inside one.
+    attach_volume_mounts(s, volume_fds);
     if (s->workdir != NULL && s->workdir[0] != '\0' && mkdir_all(s->workdir, 0755) < 0 && errno != EROFS)
         fail(s, PL_STAGE_WORKDIR, s->workdir);
     // The rootfs is nodev (device nodes in it, made by the task or shipped in an image, do not
@@ -716,6 +822,7 @@ const char *pl_stage_name(int stage) {
     case PL_STAGE_EXEC: return "exec";
     case PL_STAGE_PARENT_DEATH: return "set parent-death signal";
     case PL_STAGE_SESSION: return "start a new session";
+    case PL_STAGE_VOLUME: return "mount a volume";
     default: return "unknown stage";
     }
 }

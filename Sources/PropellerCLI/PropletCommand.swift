@@ -52,6 +52,9 @@ struct PropletAgentCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Label for placement constraints (repeatable).", valueName: "key=value"))
     var label: [String] = []
 
+    @Option(name: .customLong("host-volume"), help: ArgumentHelp("A host directory offered to tasks by name, read-only with :ro (repeatable); a task asks for it with --volume NAME:/PATH[:ro].", valueName: "name=/path[:ro]"))
+    var hostVolume: [String] = []
+
     @Option(name: .customLong("image-source"), help: ArgumentHelp("Where images come from: proxy (`propeller proxy` over MQTT, chunked and verified; default) or direct (the registry itself, with this proplet's credentials).", valueName: "proxy|direct"))
     var imageSource: String = Environment.current["PROPLET_IMAGE_SOURCE"] ?? "proxy"
 
@@ -73,6 +76,20 @@ struct PropletAgentCommand: AsyncParsableCommand {
         if let id, !Topics.isValidComponent(id) { throw ValidationError("invalid --id \"\(id)\": no '/', '+' or '#'") }
         for l in label where !l.contains("=") { throw ValidationError("invalid --label \"\(l)\": expected KEY=VALUE") }
         if let cpus, !(cpus > 0 && cpus.isFinite) { throw ValidationError("invalid --cpus: expected a positive number") }
+        _ = try hostVolumes()
+    }
+
+    /// `--host-volume` as offers by name: each path must exist, each name appear once.
+    func hostVolumes() throws -> [String: PropletVolumes.Offer] {
+        var offers: [String: PropletVolumes.Offer] = [:]
+        for text in hostVolume {
+            let parsed: (volume: HostVolume, path: String)
+            do { parsed = try HostVolume.parse(text) } catch let error as PropellerError { throw ValidationError("invalid --host-volume: \(error.message)") }
+            guard access(parsed.path, F_OK) == 0 else { throw ValidationError("invalid --host-volume \"\(text)\": \(parsed.path) does not exist") }
+            guard offers[parsed.volume.name] == nil else { throw ValidationError("invalid --host-volume \"\(text)\": \(parsed.volume.name) is offered twice") }
+            offers[parsed.volume.name] = PropletVolumes.Offer(path: parsed.path, readOnly: parsed.volume.readOnly)
+        }
+        return offers
     }
 
     func run() async throws {
@@ -107,6 +124,7 @@ struct PropletAgentCommand: AsyncParsableCommand {
                                      topics: daemon.topics, registryClient: { registryClient })
         options.imageSource = PropletOptions.ImageSource(rawValue: imageSource) ?? .proxy
         options.rootfsMode = PropletOptions.RootfsMode(rawValue: rootfsMode) ?? .overlay
+        options.hostVolumes = try hostVolumes()
         options.labels = Dictionary(label.map { l in
             let eq = l.firstIndex(of: "=") ?? l.endIndex
             return (String(l[..<eq]), String(l[l.index(after: eq)...]))

@@ -73,6 +73,12 @@ struct TaskCreateCommand: ParsableCommand {
     @Option(help: ArgumentHelp("none (loopback only, default) or host.", valueName: "mode"))
     var network: String?
 
+    @Option(help: ArgumentHelp("A volume (repeatable): a host volume a proplet offers by this name, else a named volume kept on the proplet across tasks.", valueName: "name:/path[:ro]"))
+    var volume: [String] = []
+
+    @Option(help: ArgumentHelp("A tmpfs for the task alone, charged to its memory (repeatable).", valueName: "/path[:size=64M]"))
+    var tmpfs: [String] = []
+
     @Flag(help: "Start the task at once.")
     var start = false
 
@@ -108,6 +114,15 @@ struct TaskCreateCommand: ParsableCommand {
         if let workdir { object["workdir"] = workdir }
         if let user { object["user"] = user }
         if let network { object["network"] = network }
+        do {
+            let volumes = try volume.map(VolumeMount.init(parsing:))
+            let tmpfs = try tmpfs.map(TmpfsMount.init(parsing:))
+            try MountTarget.checkDistinct(volumes.map(\.target) + tmpfs.map(\.target))
+            if !volumes.isEmpty { object["volumes"] = volumes.map { ["name": $0.name, "target": $0.target, "read_only": $0.readOnly] as [String: Any] } }
+            if !tmpfs.isEmpty { object["tmpfs"] = tmpfs.map { t in ["target": t.target].merging(t.sizeBytes.map { ["size_bytes": $0] } ?? [:]) { a, _ in a } } }
+        } catch let error as PropellerError {
+            throw ValidationError(error.message)
+        }
         if restart != nil || maxAttempts != nil {
             var policy: [String: Any] = ["mode": restart ?? "on-failure"]
             if let maxAttempts { policy["max_attempts"] = maxAttempts }

@@ -5,7 +5,9 @@ import PropellerCore
 /// parse or has a field of the wrong type or an unknown field, 422 for values out of range.
 enum TaskRequest {
     static let fields: Set<String> = ["name", "image", "command", "env", "workdir", "user", "resources", "timeout_seconds", "labels",
-                                      "constraints", "proplet_id", "restart_policy", "network", "start"]
+                                      "constraints", "proplet_id", "restart_policy", "network", "volumes", "tmpfs", "start"]
+    static let volumeFields: Set<String> = ["name", "target", "read_only"]
+    static let tmpfsFields: Set<String> = ["target", "size_bytes"]
     static let resourceFields: Set<String> = ["cpu_millis", "memory_bytes", "pids"]
     static let restartFields: Set<String> = ["mode", "max_attempts"]
 
@@ -23,7 +25,20 @@ enum TaskRequest {
         var propletId: String?
         var restartPolicy: RestartBody?
         var network: String?
+        var volumes: [VolumeBody]?
+        var tmpfs: [TmpfsBody]?
         var start: Bool?
+    }
+
+    struct VolumeBody: Decodable {
+        var name: String?
+        var target: String?
+        var readOnly: Bool?
+    }
+
+    struct TmpfsBody: Decodable {
+        var target: String?
+        var sizeBytes: Int64?
     }
 
     /// Signed, so that a negative size is a 422 that names the field rather than a type error.
@@ -40,16 +55,23 @@ enum TaskRequest {
 
     /// Parses and checks the top-level shape: a JSON object with known fields only.
     static func parse(_ bytes: [UInt8]) throws -> Body {
-        try decode(Body.self, bytes, fields: fields, nested: ["resources": resourceFields, "restart_policy": restartFields])
+        try decode(Body.self, bytes, fields: fields, nested: ["resources": resourceFields, "restart_policy": restartFields],
+                   nestedLists: ["volumes": volumeFields, "tmpfs": tmpfsFields])
     }
 
     /// A JSON object as `B`: 400 for bad JSON, a field of the wrong type or an unknown field
     /// (at the top or in the `nested` objects).
-    static func decode<B: Decodable>(_ type: B.Type, _ bytes: [UInt8], fields: Set<String>, nested: [String: Set<String>]) throws -> B {
+    static func decode<B: Decodable>(_ type: B.Type, _ bytes: [UInt8], fields: Set<String>, nested: [String: Set<String>],
+                                     nestedLists: [String: Set<String>] = [:]) throws -> B {
         let dict = try object(bytes)
         try rejectUnknown(dict, allowed: fields, path: "")
         for (key, allowed) in nested {
             if let inner = dict[key] as? [String: Any] { try rejectUnknown(inner, allowed: allowed, path: key + ".") }
+        }
+        for (key, allowed) in nestedLists {
+            for (i, item) in (dict[key] as? [Any] ?? []).enumerated() {
+                if let inner = item as? [String: Any] { try rejectUnknown(inner, allowed: allowed, path: "\(key)[\(i)].") }
+            }
         }
         do {
             return try WireCoding.decoder().decode(B.self, from: Data(bytes))
@@ -128,6 +150,41 @@ enum TaskRequest {
             guard network == "none" || network == "host" else { throw APIError.unprocessable("network: expected none or host") }
             spec.network = network
         }
+        if let volumes = body.volumes { spec.volumes = try checked(volumes: volumes) }
+        if let tmpfs = body.tmpfs { spec.tmpfs = try checked(tmpfs: tmpfs) }
+        do {
+            try MountTarget.checkDistinct((spec.volumes ?? []).map(\.target) + (spec.tmpfs ?? []).map(\.target))
+        } catch let error as PropellerError {
+            throw APIError.unprocessable("volumes, tmpfs: \(error.message)")
+        }
+    }
+
+    /// `volumes`: each a name and a target inside the container; nil when empty.
+    static func checked(volumes: [VolumeBody]) throws -> [VolumeMount]? {
+        let list = try volumes.enumerated().map { i, v -> VolumeMount in
+            guard let name = v.name, let target = v.target else { throw APIError.unprocessable("volumes[\(i)]: name and target are required") }
+            do {
+                return VolumeMount(name: try VolumeName.check(name, what: "volumes[\(i)]"), target: try MountTarget.check(target, what: "volumes[\(i)]"),
+                                   readOnly: v.readOnly ?? false)
+            } catch let error as PropellerError {
+                throw APIError.unprocessable(error.message)
+            }
+        }
+        return list.isEmpty ? nil : list
+    }
+
+    /// `tmpfs`: each a target inside the container and an optional size; nil when empty.
+    static func checked(tmpfs: [TmpfsBody]) throws -> [TmpfsMount]? {
+        let list = try tmpfs.enumerated().map { i, t -> TmpfsMount in
+            guard let target = t.target else { throw APIError.unprocessable("tmpfs[\(i)]: target is required") }
+            if let size = t.sizeBytes, size < 4096 { throw APIError.unprocessable("tmpfs[\(i)].size_bytes: at least 4096") }
+            do {
+                return TmpfsMount(target: try MountTarget.check(target, what: "tmpfs[\(i)]"), sizeBytes: t.sizeBytes.map { UInt64($0) })
+            } catch let error as PropellerError {
+                throw APIError.unprocessable(error.message)
+            }
+        }
+        return list.isEmpty ? nil : list
     }
 
     static func checkEnvironment(_ env: [String: String], field: String) throws {

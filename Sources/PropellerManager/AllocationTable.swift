@@ -28,15 +28,20 @@ public struct AllocationTable: Sendable {
     public func node(_ id: String) -> PropletNode? { index[id].map { nodes[$0] } }
     public func contains(_ proplet: String) -> Bool { index[proplet] != nil }
 
-    /// Adds a proplet, or updates its labels, capacity and liveness (its allocations stay).
-    public mutating func upsert(_ id: String, labels: [String: String], capacity: Capacity, alive: Bool) {
+    /// Adds a proplet, or updates its labels, capacity, liveness and host volumes (its
+    /// allocations stay).
+    public mutating func upsert(_ id: String, labels: [String: String], capacity: Capacity, alive: Bool, hostVolumes: [HostVolume] = []) {
+        let offered = Dictionary(hostVolumes.map { ($0.name, $0.readOnly) }, uniquingKeysWith: { a, b in a && b })
         if let i = index[id] {
             nodes[i].labels = labels
             nodes[i].capacity = capacity
             nodes[i].alive = alive
+            nodes[i].hostVolumes = offered
         } else {
             index[id] = nodes.count
-            nodes.append(PropletNode(id: id, labels: labels, capacity: capacity, alive: alive))
+            var node = PropletNode(id: id, labels: labels, capacity: capacity, alive: alive)
+            node.hostVolumes = offered
+            nodes.append(node)
         }
     }
 

@@ -14,7 +14,8 @@ extension ClusterState {
             record.epoch = known.epoch
             record.draining = known.draining
         }
-        let changed = known.map { $0.state != "alive" || $0.capacity != a.capacity || $0.labels != a.labels || $0.name != a.name || $0.version != a.version } ?? true
+        let changed = known.map { $0.state != "alive" || $0.capacity != a.capacity || $0.labels != a.labels || $0.name != a.name || $0.version != a.version
+            || $0.hostVolumes != record.hostVolumes } ?? true
         let change = heard(a.propletId)
         addNode(record)
         if changed {

@@ -285,7 +285,7 @@ public struct ClusterState: Sendable {
 
     mutating func addNode(_ p: PropletRecord) {
         proplets[p.id] = p
-        ledger.upsert(p.id, labels: p.labels, capacity: p.capacity, alive: p.alive)
+        ledger.upsert(p.id, labels: p.labels, capacity: p.capacity, alive: p.alive, hostVolumes: p.hostVolumes ?? [])
     }
 
     mutating func reserve(_ t: TaskRecord, on propletID: String) {
@@ -314,11 +314,12 @@ public struct ClusterState: Sendable {
         for id in pendingQueue {
             guard var t = active[id], t.state == .pending else { continue }
             let r = t.spec.resources
-            if !(bound.slots > 0 && bound.resources.holds(r)) && t.reason != nil && t.spec.propletId == nil && t.spec.constraints.isEmpty {
+            if !(bound.slots > 0 && bound.resources.holds(r)) && t.reason != nil && t.spec.propletId == nil && t.spec.constraints.isEmpty
+                && t.spec.volumes == nil {
                 still.append(id)
                 continue
             }
-            let request = PlacementRequest(resources: r, constraints: t.spec.constraints, pinnedProplet: t.spec.propletId)
+            let request = PlacementRequest(resources: r, constraints: t.spec.constraints, pinnedProplet: t.spec.propletId, volumes: t.spec.volumes ?? [])
             switch scheduler.place(request, on: ledger.nodes) {
             case .place(let i):
                 let node = ledger.nodes[i]
@@ -365,7 +366,7 @@ public struct ClusterState: Sendable {
     func startMessage(_ t: TaskRecord, on proplet: String) -> StartTask {
         StartTask(taskId: t.id, attempt: t.attempt, name: t.spec.name, image: t.spec.image, command: t.spec.command, env: t.spec.env,
                   workdir: t.spec.workdir, user: t.spec.user, resources: t.spec.resources, timeoutSeconds: t.spec.timeoutSeconds, network: t.spec.network,
-                  epoch: proplets[proplet]?.epoch ?? 0)
+                  epoch: proplets[proplet]?.epoch ?? 0, volumes: t.spec.volumes, tmpfs: t.spec.tmpfs)
     }
 
     /// Sends a failed attempt back to the queue when its restart policy allows, else fails it

@@ -10,6 +10,8 @@ public struct PropletNode: Sendable, Hashable {
     public var alive: Bool
     /// Shutting down (its heartbeats say `draining`): what runs there finishes, nothing new goes.
     public var draining = false
+    /// The host volumes it offers: name → offered read-only.
+    public var hostVolumes: [String: Bool] = [:]
 
     public init(id: String, labels: [String: String], capacity: Capacity, allocated: Resources = .zero, taskCount: UInt64 = 0, alive: Bool = true) {
         self.id = id
@@ -31,6 +33,11 @@ public struct PropletNode: Sendable, Hashable {
         for (k, v) in constraints where labels[k] != v { return false }
         return true
     }
+
+    /// Whether it offers each of `volumes` as a host volume, writable where the task writes.
+    func offers(_ volumes: [VolumeMount]) -> Bool {
+        volumes.allSatisfy { v in hostVolumes[v.name].map { readOnly in v.readOnly || !readOnly } ?? false }
+    }
 }
 
 /// What to place: a task's request and where it may go.
@@ -38,11 +45,15 @@ public struct PlacementRequest: Sendable, Hashable {
     public var resources: Resources
     public var constraints: [String: String]
     public var pinnedProplet: String?
+    /// The task's volumes: a name some known proplet offers as a host volume must be offered
+    /// where it goes; any other name is a named volume, made wherever it runs.
+    public var volumes: [VolumeMount]
 
-    public init(resources: Resources, constraints: [String: String] = [:], pinnedProplet: String? = nil) {
+    public init(resources: Resources, constraints: [String: String] = [:], pinnedProplet: String? = nil, volumes: [VolumeMount] = []) {
         self.resources = resources
         self.constraints = constraints
         self.pinnedProplet = pinnedProplet
+        self.volumes = volumes
     }
 }
 
@@ -83,6 +94,8 @@ public struct Scheduler: Sendable {
         var anyEligible = false
         var anyCouldHold = false
         var anyAliveEligible = false
+        var anyLackingVolumes = false
+        let hostVolumes = request.volumes.isEmpty ? [] : request.volumes.filter { v in nodes.contains { $0.hostVolumes[v.name] != nil } }
         let n = nodes.count
         let start = policy == .roundRobin && n > 0 ? cursor % n : 0
         for step in 0..<n {
@@ -90,6 +103,10 @@ public struct Scheduler: Sendable {
             let node = nodes[i]
             if let pin = request.pinnedProplet, node.id != pin { continue }
             if !request.constraints.isEmpty && !node.matches(request.constraints) { continue }
+            if !hostVolumes.isEmpty && !node.offers(hostVolumes) {
+                anyLackingVolumes = true
+                continue
+            }
             anyEligible = true
             guard node.couldEverHold(request.resources) else { continue }
             anyCouldHold = true
@@ -109,6 +126,11 @@ public struct Scheduler: Sendable {
             }
         }
         if best >= 0 { return .place(best) }
+        if !anyEligible && anyLackingVolumes {
+            let what = hostVolumes.map { "\($0.name)\($0.readOnly ? "" : " (writable)")" }.joined(separator: ", ")
+            let whose = request.pinnedProplet.map { "proplet \($0)" } ?? (request.constraints.isEmpty ? "no proplet" : "no proplet matching \(Self.describe(request.constraints))")
+            return .never(request.pinnedProplet == nil ? "\(whose) offers the host volumes \(what)" : "\(whose) does not offer the host volumes \(what)")
+        }
         if let pin = request.pinnedProplet, !anyEligible {
             return nodes.contains { $0.id == pin } ? .never("proplet \(pin) does not match the task's constraints") : .wait("waiting for proplet \(pin) to register")
         }

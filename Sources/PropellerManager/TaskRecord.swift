@@ -22,6 +22,10 @@ public struct TaskSpec: Codable, Sendable, Hashable {
     public var restartPolicy: RestartPolicy
     /// `none` (loopback only, the default) or `host`.
     public var network: String
+    /// Host and named volumes (nil: none; older records have no key).
+    public var volumes: [VolumeMount]?
+    /// New tmpfs mounts (nil: none).
+    public var tmpfs: [TmpfsMount]?
 
     public init(name: String, image: String, command: [String]? = nil, env: [String: String] = [:], workdir: String? = nil, user: String? = nil,
                 resources: Resources = Resources(), timeoutSeconds: Double? = nil, labels: [String: String] = [:], constraints: [String: String] = [:],
@@ -237,6 +241,8 @@ public struct PropletRecord: Codable, Sendable, Hashable {
     public var os: String
     public var arch: String
     public var cgroupMode: String
+    /// The host volumes it offers (nil: none).
+    public var hostVolumes: [HostVolume]?
     /// Heartbeats arrive (`state` is `alive`).
     public var alive: Bool
     /// `alive`, `disconnected` (its work is `unknown` for the grace period) or `lost` (see
@@ -265,6 +271,7 @@ public struct PropletRecord: Codable, Sendable, Hashable {
         os = a.os
         arch = a.arch
         cgroupMode = a.cgroupMode
+        hostVolumes = a.hostVolumes?.isEmpty == false ? a.hostVolumes : nil
         alive = true
         state = "alive"
         lastSeen = now

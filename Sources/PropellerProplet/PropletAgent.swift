@@ -69,7 +69,8 @@ public actor PropletAgent {
         proxy = options.imageSource == .proxy
             ? ProxyImageSource(client: client, topics: options.topics, propletID: options.id, images: images, logger: logger) : nil
         runner = TaskRunner(propletID: options.id, images: images, dataDirectory: options.dataDirectory, scratch: scratch, runtime: runtime,
-                            registryClient: options.registryClient, proxy: proxy, tailBytes: options.tailBytes, rootfsMode: options.rootfsMode, logger: logger)
+                            registryClient: options.registryClient, proxy: proxy, tailBytes: options.tailBytes, rootfsMode: options.rootfsMode,
+                            volumes: PropletVolumes(host: options.hostVolumes, namedRoot: options.dataDirectory + "/volumes"), logger: logger)
         outbox = try ResultOutbox(directory: options.dataDirectory + "/proplet/outbox")
         journal = try AttemptJournal(path: options.dataDirectory + "/proplet/attempts.jsonl")
     }
@@ -80,7 +81,8 @@ public actor PropletAgent {
         let arch = withUnsafeBytes(of: uts.machine) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
         return PropletAnnouncement(propletId: options.id, name: options.name, version: "0.1.0", labels: options.labels, capacity: options.capacity,
                                    os: "linux", arch: arch == "x86_64" ? "amd64" : (arch == "aarch64" ? "arm64" : arch),
-                                   cgroupMode: runtime.cgroups.layout.mode == .unified ? "v2" : "v1")
+                                   cgroupMode: runtime.cgroups.layout.mode == .unified ? "v2" : "v1",
+                                   hostVolumes: options.hostVolumes.isEmpty ? nil : runner.volumes.announced)
     }
 
     /// Cleans up after a crashed predecessor: kills and removes the cgroups of containers it

@@ -12,6 +12,8 @@ public struct PropletOptions: Sendable {
     public var id: String
     public var name: String
     public var labels: [String: String] = [:]
+    /// Host volumes offered to tasks by name (`--host-volume NAME=/path[:ro]`).
+    public var hostVolumes: [String: PropletVolumes.Offer] = [:]
     public var capacity: Capacity
     public var dataDirectory: String
     public var mqtt: MQTTConfiguration

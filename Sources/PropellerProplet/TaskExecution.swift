@@ -64,6 +64,7 @@ struct TaskRunner: Sendable {
     let tailBytes: Int
     /// `.copy`: every run copies the image's rootfs instead of mounting an overlay.
     let rootfsMode: PropletOptions.RootfsMode
+    let volumes: PropletVolumes
     let logger: Logger
 
     /// Callbacks to the agent.
@@ -132,6 +133,9 @@ struct TaskRunner: Sendable {
             spec.workingDirectory = s.workdir ?? image.config.workingDirectory ?? "/"
             spec.user = s.user ?? image.config.user
             spec.network = s.network == "host" ? .host : .none
+            if s.volumes != nil || s.tmpfs != nil {
+                spec.mounts = try volumes.mounts(volumes: s.volumes ?? [], tmpfs: s.tmpfs ?? [], owner: try UserResolver(rootfs: lower).resolve(spec.user))
+            }
             spec.killWithParent = true
             let r = s.resources
             spec.limits = CgroupLimits(memoryBytes: r.memoryBytes > 0 ? r.memoryBytes : nil, cpuMillis: r.cpuMillis > 0 ? r.cpuMillis : nil,

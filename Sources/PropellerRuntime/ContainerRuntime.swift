@@ -136,6 +136,13 @@ public final class ContainerRuntime: Sendable {
             throw FileIO.systemError("mmap", "launcher stack")
         }
         let s = plan.spec
+        s.pointee.mounts = plan.array(spec.mounts.map { m -> pl_mount in
+            switch m.source {
+            case .bind(let path): pl_mount(source: plan.string(path), target: plan.string(m.target), tmpfs_size: 0, readonly: m.readOnly ? 1 : 0)
+            case .tmpfs(let size): pl_mount(source: nil, target: plan.string(m.target), tmpfs_size: size ?? 0, readonly: m.readOnly ? 1 : 0)
+            }
+        })
+        s.pointee.nmounts = spec.mounts.count
         s.pointee.rootfs = plan.string(spec.rootfs)
         s.pointee.overlay_fd = overlay?.fd ?? -1
         s.pointee.overlay_options = overlay == nil ? overlayOptions.map(plan.string) : nil

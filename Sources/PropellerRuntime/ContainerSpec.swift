@@ -105,6 +105,29 @@ public struct ContainerSpec: Sendable {
         }
     }
 
+    /// A directory of the host (a volume) or a new tmpfs mounted into the container: always
+    /// nosuid and nodev, private, its target resolved inside the container's root.
+    public struct Mount: Hashable, Sendable {
+        public enum Source: Hashable, Sendable {
+            /// A host directory or file (only that mount: mounts below it stay out).
+            case bind(String)
+            /// A new tmpfs, mode 1777, of at most `sizeBytes` (nil: half the RAM, the tmpfs
+            /// default); its pages are charged to the container's memory cgroup.
+            case tmpfs(sizeBytes: UInt64?)
+        }
+
+        public var source: Source
+        /// Absolute, inside the container; made when missing.
+        public var target: String
+        public var readOnly: Bool
+
+        public init(_ source: Source, at target: String, readOnly: Bool = false) {
+            self.source = source
+            self.target = target
+            self.readOnly = readOnly
+        }
+    }
+
     public var id: ContainerID
     /// Host path of the root filesystem (must exist); with ``overlay``, the empty directory the
     /// overlay is mounted on.
@@ -130,6 +153,9 @@ public struct ContainerSpec: Sendable {
     /// Kill the container when the thread that started it dies (right for a CLI, wrong for a
     /// pool of worker threads).
     public var killWithParent: Bool
+    /// Volumes and tmpfs mounts, in order (a later one may sit inside an earlier one); their
+    /// targets are checked with ``MountTarget``.
+    public var mounts: [Mount]
     /// Paths made unreadable (Docker's list).
     public var maskedPaths: [String]
     /// Paths mounted read-only (Docker's list).
@@ -152,6 +178,7 @@ public struct ContainerSpec: Sendable {
         resourceLimits = [.defaultNofile]
         stdio = [-1, -1, -1]
         killWithParent = false
+        mounts = []
         maskedPaths = Self.defaultMaskedPaths
         readonlyPaths = Self.defaultReadonlyPaths
     }

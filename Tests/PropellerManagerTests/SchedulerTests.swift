@@ -78,4 +78,37 @@ struct SchedulerTests {
         guard case .wait(let reason) = s.place(request(memory: Self.gib), on: []) else { Issue.record("expected wait"); return }
         #expect(reason.contains("register"))
     }
+
+    /// A name some proplet offers as a host volume goes only where it is offered (writable when
+    /// the task writes); any other name is a named volume, made wherever the task runs.
+    @Test func hostVolumesDecideWhereATaskMayGo() {
+        var s = Scheduler(policy: .binpack)
+        var data = node("data", memory: 4 * Self.gib)
+        data.hostVolumes = ["input": true, "results": false]
+        var other = node("other", memory: 8 * Self.gib, allocated: 4 * Self.gib)  // fuller: binpack would pick it
+        other.hostVolumes = ["results": true]
+        let nodes = [other, data]
+        func asking(_ volumes: [VolumeMount]) -> PlacementRequest {
+            PlacementRequest(resources: Resources(memoryBytes: Self.gib), volumes: volumes)
+        }
+        #expect(s.place(asking([VolumeMount(name: "input", target: "/in", readOnly: true)]), on: nodes) == .place(1))
+        #expect(s.place(asking([VolumeMount(name: "results", target: "/out", readOnly: true)]), on: nodes) == .place(0), "read-only: both offer it")
+        #expect(s.place(asking([VolumeMount(name: "results", target: "/out")]), on: nodes) == .place(1), "written: only where it is writable")
+        #expect(s.place(asking([VolumeMount(name: "cache", target: "/cache")]), on: nodes) == .place(0), "a named volume goes anywhere")
+        guard case .never(let reason) = s.place(asking([VolumeMount(name: "input", target: "/in")]), on: nodes) else {
+            Issue.record("a task that writes a volume offered read-only everywhere is never placed")
+            return
+        }
+        #expect(reason == "no proplet offers the host volumes input (writable)")
+        var pinned = asking([VolumeMount(name: "input", target: "/in", readOnly: true)])
+        pinned.pinnedProplet = "other"
+        #expect(s.place(pinned, on: nodes) == .never("proplet other does not offer the host volumes input"))
+        // Offered only by a proplet that is away: wait for it.
+        var away = data
+        away.alive = false
+        guard case .wait = s.place(asking([VolumeMount(name: "input", target: "/in", readOnly: true)]), on: [other, away]) else {
+            Issue.record("a host volume offered by a proplet that is away: wait")
+            return
+        }
+    }
 }

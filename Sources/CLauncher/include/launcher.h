@@ -55,6 +55,7 @@ enum pl_stage {
     PL_STAGE_EXEC,
     PL_STAGE_PARENT_DEATH,
     PL_STAGE_SESSION,  ///< setsid: a session of its own, no controlling terminal
+    PL_STAGE_VOLUME,   ///< a volume or tmpfs mounted into the container
 };
 
 /// Flags for `pl_spec.flags`.
@@ -74,6 +75,19 @@ struct pl_rlimit {
     int resource;
     uint64_t soft;
     uint64_t hard;
+};
+
+/// At most this many volumes and tmpfs mounts per container (the child has no heap).
+#define PL_MAX_MOUNTS 64
+
+/// A volume or tmpfs mounted into the container. The source is cloned (open_tree) before
+/// pivot_root, while host paths still resolve; the target is resolved after it, inside the
+/// container's root (openat2 RESOLVE_IN_ROOT), so no symlink in the image can point it at the host.
+struct pl_mount {
+    const char *source;              ///< host path of a bind mount; NULL: a new tmpfs
+    const char *target;              ///< absolute path inside the container, made when missing
+    uint64_t tmpfs_size;             ///< a tmpfs's size limit in bytes; 0: the kernel's default
+    int readonly;                    ///< mounted read-only
 };
 
 struct pl_spec {
@@ -106,6 +120,8 @@ struct pl_spec {
     size_t nreadonly_paths;
     int flags;
     int netns_fd;                    ///< a prepared network namespace to join (-1: PL_NEW_NETWORK makes one)
+    const struct pl_mount *mounts;   ///< volumes and tmpfs mounts, in order (a later one may sit inside an earlier one)
+    size_t nmounts;                  ///< at most PL_MAX_MOUNTS
     int stdio[3];                    ///< descriptors that become 0, 1, 2 (-1: inherit the parent's)
     void *stack;                     ///< child stack prepared by the parent
     size_t stack_size;

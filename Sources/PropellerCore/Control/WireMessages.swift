@@ -110,8 +110,12 @@ public struct PropletAnnouncement: Codable, Sendable, Hashable {
     public var os: String
     public var arch: String
     public var cgroupMode: String
+    /// The host volumes its operator offers (absent: none, or an older proplet).
+    public var hostVolumes: [HostVolume]?
 
-    public init(propletId: String, name: String, version: String, labels: [String: String], capacity: Capacity, os: String, arch: String, cgroupMode: String) {
+    public init(propletId: String, name: String, version: String, labels: [String: String], capacity: Capacity, os: String, arch: String, cgroupMode: String,
+                hostVolumes: [HostVolume]? = nil) {
+        self.hostVolumes = hostVolumes
         self.propletId = propletId
         self.name = name
         self.version = version
@@ -183,9 +187,16 @@ public struct StartTask: Codable, Sendable, Hashable {
     /// start still queued for it from before is older than the epoch the manager confirms when
     /// the proplet is back, and is dropped (``PropletEpoch``). Absent from older managers.
     public var epoch: UInt64?
+    /// Host and named volumes, in order (absent: none).
+    public var volumes: [VolumeMount]?
+    /// New tmpfs mounts (absent: none).
+    public var tmpfs: [TmpfsMount]?
 
     public init(taskId: String, attempt: Int, name: String, image: String, command: [String]?, env: [String: String], workdir: String?, user: String?,
-                resources: Resources, timeoutSeconds: Double?, network: String, epoch: UInt64? = nil) {
+                resources: Resources, timeoutSeconds: Double?, network: String, epoch: UInt64? = nil, volumes: [VolumeMount]? = nil,
+                tmpfs: [TmpfsMount]? = nil) {
+        self.volumes = volumes
+        self.tmpfs = tmpfs
         self.taskId = taskId
         self.attempt = attempt
         self.name = name

@@ -1,0 +1,61 @@
+import Foundation
+import PropellerCore
+import PropellerTestSupport
+import Testing
+
+/// Volumes from the CLI to the container, with real processes: a manager, a proxy, a registry
+/// and a proplet whose operator offers a host directory.
+@Suite("Volumes through the control plane", .enabled(if: isRoot, "requires root: proplets create namespaces and cgroups"))
+final class VolumeTests {
+    func stdout(_ task: [String: Any]) -> String? { (task["result"] as? [String: Any])?["stdout_tail"] as? String }
+
+    /// Waits for the task to end, whichever way; its record.
+    func ended(_ c: Cluster, _ id: String) throws -> [String: Any] {
+        var last: [String: Any] = [:]
+        try c.waitUntil("task \(id) to end", timeout: 30) {
+            last = try c.task(id)
+            return ["completed", "failed", "stopped"].contains(last["state"] as? String ?? "")
+        }
+        return last
+    }
+
+    @Test func aTaskReadsAHostVolumeAndLeavesANamedOneForTheNext() throws {
+        let c = try Cluster()
+        let input = c.dir.path + "/input"
+        mkdirs(input)
+        writeFile(input + "/numbers", "1\n2\n3\n")
+        try c.startProplet("p", memory: "2G", extra: ["--host-volume", "input=\(input):ro"])
+        let offered = try c.proplet("p")?["host_volumes"] as? [[String: Any]]
+        #expect(offered?.count == 1 && offered?.first?["name"] as? String == "input" && offered?.first?["read_only"] as? Bool == true, "\(offered ?? [])")
+
+        let first = try c.create("count", ["--volume", "input:/in:ro", "--volume", "cache:/cache", "--tmpfs", "/scratch:size=1M"],
+                                 command: ["sh", "-c", "wc -l < /in/numbers > /cache/count && cp /in/numbers /scratch/ && echo counted"])
+        let done = try ended(c, first)
+        #expect(done["state"] as? String == "completed", "\(done)")
+        #expect(stdout(done) == "counted\n", "\(done)")
+        let volumes = done["volumes"] as? [[String: Any]]
+        #expect(volumes?.map { $0["name"] as? String ?? "" } == ["input", "cache"], "task get shows the volumes: \(done)")
+        #expect((done["tmpfs"] as? [[String: Any]])?.first?["size_bytes"] as? Int == 1 << 20)
+        // The named volume lives on the proplet, and the next task sees what the first left.
+        #expect(readFile(c.dir.path + "/proplet-p/volumes/cache/count")?.trimmingCharacters(in: .whitespaces) == "3\n")
+        let second = try c.create("read", ["--volume", "cache:/c:ro"], command: ["sh", "-c", "cat /c/count; touch /c/x || echo read-only"])
+        let read = try ended(c, second)
+        #expect(read["state"] as? String == "completed", "\(read)")
+        #expect(stdout(read)?.replacingOccurrences(of: " ", with: "") == "3\nread-only\n", "\(read)")
+
+        // Writing to a host volume that is offered read-only everywhere is never placed.
+        let writer = try c.create("writer", ["--volume", "input:/in"], command: ["true"])
+        let refused = try c.waitFor(writer, state: "failed")
+        #expect(refused["reason"] as? String == "no proplet offers the host volumes input (writable)", "\(refused)")
+        #expect(readFile(input + "/numbers") == "1\n2\n3\n")
+
+        // Targets the runtime owns, and host paths, are refused before anything is stored.
+        for bad in [["--volume", "cache:/proc/x"], ["--volume", "/etc:/etc"], ["--tmpfs", "relative"], ["--volume", "a:/x", "--tmpfs", "/x"]] {
+            let r = try c.cli(["task", "create", "bad", "--image", c.image] + bad)
+            #expect(r.status != 0 && !r.stderrText.isEmpty, "\(bad): \(r.stderrText)")
+        }
+        let api = try c.cli(["task", "list", "--json"])
+        #expect(!(api.stdoutText.contains("\"bad\"")), "nothing was stored for a refused create")
+        #expect(readFile("/proc/self/mountinfo")?.contains(c.dir.path) == false, "nothing stays mounted on the host")
+    }
+}
