@@ -73,7 +73,7 @@ let package = Package(
         .target(
             name: "PropellerManager",
             dependencies: [
-                "PropellerCore", "PropellerMQTT", "PropellerDaemon",
+                "PropellerCore", "PropellerMQTT", "PropellerDaemon", "CCrypto",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),

@@ -154,6 +154,9 @@ static void attach_device_mounts(struct pl_spec *s, const int fds[]) {
 #define MOUNT_ATTR_NOSUID 0x00000002
 #define MOUNT_ATTR_NODEV 0x00000004
 #endif
+#ifndef MOUNT_ATTR_NOEXEC
+#define MOUNT_ATTR_NOEXEC 0x00000008
+#endif
 #ifndef SYS_mount_setattr
 #define SYS_mount_setattr 442
 #endif
@@ -163,12 +166,59 @@ struct pl_mount_attr {
     uint64_t attr_set, attr_clr, propagation, userns_fd;
 };
 
+static int make_tmpfs(uint64_t size);
+
+/// A secret's file: written into a new detached tmpfs (charged to the container's memory
+/// cgroup, which the child is in by now), owned by the container's user, mode 0400; the file
+/// alone is cloned out as a read-only, nosuid, nodev, noexec bind. Nothing of it is on a disk.
+static int make_secret_file(struct pl_spec *s, const struct pl_mount *m) {
+    int mfd = make_tmpfs((m->file_size / 4096 + 2) * 4096);
+    if (mfd < 0) return -1;
+    int f = openat(mfd, "value", O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0400);
+    int ok = f >= 0;
+    const char *p = m->file_data;
+    size_t left = m->file_size;
+    while (ok && left > 0) {
+        ssize_t n = write(f, p, left);
+        if (n < 0 && errno == EINTR) continue;
+        ok = n > 0;
+        if (ok) {
+            p += n;
+            left -= (size_t)n;
+        }
+    }
+    ok = ok && fchown(f, s->uid, s->gid) == 0;
+    int saved = errno;
+    if (f >= 0) close(f);
+    int file = ok ? (int)syscall(SYS_open_tree, mfd, "value", OPEN_TREE_CLONE | O_CLOEXEC) : -1;
+    if (file < 0) saved = errno;
+    close(mfd);
+    if (file < 0) {
+        errno = saved;
+        return -1;
+    }
+    struct pl_mount_attr attr = {MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, 0, MS_PRIVATE, 0};
+    if (syscall(SYS_mount_setattr, file, "", AT_EMPTY_PATH, &attr, sizeof attr) < 0) {
+        saved = errno;
+        close(file);
+        errno = saved;
+        return -1;
+    }
+    return file;
+}
+
 /// Before pivot_root: a detached clone of each volume's source (only that mount, not the ones
-/// below it), already nosuid, nodev, private and, when asked, read-only. -1 for a tmpfs.
+/// below it), already nosuid, nodev, private and, when asked, read-only; a secret's file; -1
+/// for a tmpfs.
 static void clone_volume_mounts(struct pl_spec *s, int fds[]) {
     for (size_t i = 0; i < s->nmounts; i++) {
         const struct pl_mount *m = &s->mounts[i];
         fds[i] = -1;
+        if (m->is_file) {
+            fds[i] = make_secret_file(s, m);
+            if (fds[i] < 0) fail(s, PL_STAGE_VOLUME, m->target);
+            continue;
+        }
         if (m->source == NULL) continue;
         fds[i] = (int)syscall(SYS_open_tree, AT_FDCWD, m->source, OPEN_TREE_CLONE | O_CLOEXEC);
         if (fds[i] < 0) fail(s, PL_STAGE_VOLUME, m->source);

@@ -82,6 +82,9 @@ struct ManagerCommand: AsyncParsableCommand {
     @Option(name: .customLong("default-pids"), help: ArgumentHelp("Processes reserved and enforced (pids.max) for a task that does not ask (default 1024).", valueName: "n"))
     var defaultPids: UInt64 = 1024
 
+    @Option(name: .customLong("secrets-key-file"), help: ArgumentHelp("The 32-byte key (raw or 64 hex digits, mode 0600) that seals secrets in the store (env MANAGER_SECRETS_KEY_FILE; default: secrets.key in --data-dir, made on first start with the SQLite store). Managers that share a PostgreSQL store must be given the same file.", valueName: "file"))
+    var secretsKeyFile: String?
+
     @Option(name: .customLong("actor-message-limit"), help: ArgumentHelp("Largest actor message body accepted (default 1M).", valueName: "size"))
     var actorMessageLimit: String = "1M"
 
@@ -175,6 +178,16 @@ struct ManagerCommand: AsyncParsableCommand {
             }
             options.peerCA = peerCA.map(absolutePath)
             logger.info("store", metadata: ["store": "\(location)", "manager": "\(id)", "advertise": "\(advertised)"])
+        }
+        // Secrets: one key for every manager of a store. Made here only for the embedded store,
+        // where no other manager could have made a different one.
+        let keyFile = secretsKeyFile ?? Environment.current["MANAGER_SECRETS_KEY_FILE"]
+        if let keyFile {
+            do { options.secretBox = try SecretBox(keyFile: absolutePath(keyFile), create: store == "sqlite") } catch { throw ValidationError("--secrets-key-file: \(error)") }
+        } else if store == "sqlite" {
+            do { options.secretBox = try SecretBox(keyFile: dir + "/secrets.key", create: true) } catch { throw ValidationError("secrets key: \(error)") }
+        } else {
+            logger.notice("secrets are off: managers that share a PostgreSQL store need the same --secrets-key-file")
         }
         options.apiTokens = configured
         options.authenticate = !insecureNoAuth

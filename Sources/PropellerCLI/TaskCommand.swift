@@ -79,6 +79,9 @@ struct TaskCreateCommand: ParsableCommand {
     @Option(help: ArgumentHelp("A tmpfs for the task alone, charged to its memory (repeatable).", valueName: "/path[:size=64M]"))
     var tmpfs: [String] = []
 
+    @Option(help: ArgumentHelp("A secret of the manager's as a read-only file (repeatable; /run/secrets/NAME unless given).", valueName: "name[:/path]"))
+    var secret: [String] = []
+
     @Flag(help: "Start the task at once.")
     var start = false
 
@@ -117,7 +120,9 @@ struct TaskCreateCommand: ParsableCommand {
         do {
             let volumes = try volume.map(VolumeMount.init(parsing:))
             let tmpfs = try tmpfs.map(TmpfsMount.init(parsing:))
-            try MountTarget.checkDistinct(volumes.map(\.target) + tmpfs.map(\.target))
+            let secrets = try secret.map(SecretMount.init(parsing:))
+            try MountTarget.checkDistinct(volumes.map(\.target) + tmpfs.map(\.target) + secrets.map(\.target))
+            if !secrets.isEmpty { object["secrets"] = secrets.map { ["name": $0.name, "target": $0.target] } }
             if !volumes.isEmpty { object["volumes"] = volumes.map { ["name": $0.name, "target": $0.target, "read_only": $0.readOnly] as [String: Any] } }
             if !tmpfs.isEmpty { object["tmpfs"] = tmpfs.map { t in ["target": t.target].merging(t.sizeBytes.map { ["size_bytes": $0] } ?? [:]) { a, _ in a } } }
         } catch let error as PropellerError {

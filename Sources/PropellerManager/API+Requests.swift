@@ -5,7 +5,8 @@ import PropellerCore
 /// parse or has a field of the wrong type or an unknown field, 422 for values out of range.
 enum TaskRequest {
     static let fields: Set<String> = ["name", "image", "command", "env", "workdir", "user", "resources", "timeout_seconds", "labels",
-                                      "constraints", "proplet_id", "restart_policy", "network", "volumes", "tmpfs", "start"]
+                                      "constraints", "proplet_id", "restart_policy", "network", "volumes", "tmpfs", "secrets", "start"]
+    static let secretFields: Set<String> = ["name", "target"]
     static let volumeFields: Set<String> = ["name", "target", "read_only"]
     static let tmpfsFields: Set<String> = ["target", "size_bytes"]
     static let resourceFields: Set<String> = ["cpu_millis", "memory_bytes", "pids"]
@@ -27,7 +28,13 @@ enum TaskRequest {
         var network: String?
         var volumes: [VolumeBody]?
         var tmpfs: [TmpfsBody]?
+        var secrets: [SecretBody]?
         var start: Bool?
+    }
+
+    struct SecretBody: Decodable {
+        var name: String?
+        var target: String?
     }
 
     struct VolumeBody: Decodable {
@@ -56,7 +63,7 @@ enum TaskRequest {
     /// Parses and checks the top-level shape: a JSON object with known fields only.
     static func parse(_ bytes: [UInt8]) throws -> Body {
         try decode(Body.self, bytes, fields: fields, nested: ["resources": resourceFields, "restart_policy": restartFields],
-                   nestedLists: ["volumes": volumeFields, "tmpfs": tmpfsFields])
+                   nestedLists: ["volumes": volumeFields, "tmpfs": tmpfsFields, "secrets": secretFields])
     }
 
     /// A JSON object as `B`: 400 for bad JSON, a field of the wrong type or an unknown field
@@ -152,10 +159,21 @@ enum TaskRequest {
         }
         if let volumes = body.volumes { spec.volumes = try checked(volumes: volumes) }
         if let tmpfs = body.tmpfs { spec.tmpfs = try checked(tmpfs: tmpfs) }
+        if let secrets = body.secrets {
+            let list = try secrets.enumerated().map { i, s -> SecretMount in
+                guard let name = s.name else { throw APIError.unprocessable("secrets[\(i)]: name is required") }
+                do {
+                    return SecretMount(name: try VolumeName.check(name, what: "secrets[\(i)]"), target: try s.target.map { try MountTarget.check($0, what: "secrets[\(i)]") })
+                } catch let error as PropellerError {
+                    throw APIError.unprocessable(error.message)
+                }
+            }
+            spec.secrets = list.isEmpty ? nil : list
+        }
         do {
-            try MountTarget.checkDistinct((spec.volumes ?? []).map(\.target) + (spec.tmpfs ?? []).map(\.target))
+            try MountTarget.checkDistinct((spec.volumes ?? []).map(\.target) + (spec.tmpfs ?? []).map(\.target) + (spec.secrets ?? []).map(\.target))
         } catch let error as PropellerError {
-            throw APIError.unprocessable("volumes, tmpfs: \(error.message)")
+            throw APIError.unprocessable("volumes, tmpfs, secrets: \(error.message)")
         }
     }
 

@@ -16,6 +16,8 @@ public struct ManagerAPI: Sendable {
     public static let defaultMaxBodyBytes = 1 << 20
     /// The managers that share the store, when there are several (nil: this one alone).
     public var cluster: (any ClusterView)?
+    /// `/secrets` (nil: answered 503, secrets not configured).
+    public var secrets: SecretVault?
 
     public init(service: TaskService, actors: ActorService? = nil, metrics: ManagerMetrics = ManagerMetrics(), tokens: APITokens?) {
         self.service = service
@@ -51,6 +53,7 @@ public struct ManagerAPI: Sendable {
         router.post("/tasks") { request, context in
             let body = try TaskRequest.parse(try await collect(request))
             let spec = try TaskRequest.spec(from: body)
+            try checkSecretsExist(spec)
             let task = try await service.create(spec, start: body.start ?? false)
             return try encode(task, status: .created)
         }
@@ -75,6 +78,11 @@ public struct ManagerAPI: Sendable {
             let id = try context.parameters.require("id")
             let body = try TaskRequest.parse(try await collect(request))
             if body.start != nil { throw APIError.badRequest("start: not accepted by PUT; use POST /tasks/{id}/start") }
+            if body.secrets != nil {
+                var probe = TaskSpec(name: "probe", image: "probe")
+                try TaskRequest.apply(body, to: &probe)
+                try checkSecretsExist(probe)
+            }
             return try encode(try await service.update(id) { spec in try TaskRequest.apply(body, to: &spec) })
         }
         router.delete("/tasks/{id}") { _, context in
@@ -138,6 +146,7 @@ public struct ManagerAPI: Sendable {
             return Response(status: .noContent)
         }
         addTokenRoutes(router)
+        addSecretRoutes(router)
         if let actors { addActorRoutes(router, actors) }
         return router
     }

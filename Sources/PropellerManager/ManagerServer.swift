@@ -14,7 +14,7 @@ public struct ManagerServer: Sendable {
         public var host = "127.0.0.1"
         public var port = 7070
         /// Opens the store: SQLite at a path by default, or what `--store` names.
-        public var openStore: @Sendable () throws -> any ManagerStore & TokenStore
+        public var openStore: @Sendable () throws -> any ManagerStore & TokenStore & SecretStore
         public var mqtt: MQTTConfiguration
         public var topics: Topics
         /// Bearer tokens from the configuration, as SHA-256 hashes with a name; tokens made
@@ -27,11 +27,13 @@ public struct ManagerServer: Sendable {
         public var tlsKey: String?
         public var configuration = ManagerConfiguration()
         public var actors = ActorConfiguration()
+        /// Seals and opens secrets (`--secrets-key-file`); nil: the secrets API refuses.
+        public var secretBox: SecretBox?
         /// A PEM file of certificate authorities to trust when forwarding to a leader over https
         /// (nil: the system's roots).
         public var peerCA: String?
         /// Leadership among managers that share the store (nil: this manager is alone).
-        public var leadership: (@Sendable (any ManagerStore & TokenStore) throws -> (any Leadership)?)?
+        public var leadership: (@Sendable (any ManagerStore & TokenStore & SecretStore) throws -> (any Leadership)?)?
 
         public init(databasePath: String, mqtt: MQTTConfiguration, topics: Topics) {
             openStore = { try SQLiteStore(path: databasePath) }
@@ -101,7 +103,7 @@ final class LeaderTerm: Sendable {
     let lease: LeaderLease?
     let interval: Duration
 
-    init(store: any ManagerStore & TokenStore, options: ManagerServer.Options, lease: LeaderLease?, cluster: (any ClusterView)?, logger: Logger) async throws {
+    init(store: any ManagerStore & TokenStore & SecretStore, options: ManagerServer.Options, lease: LeaderLease?, cluster: (any ClusterView)?, logger: Logger) async throws {
         var mqtt = options.mqtt
         let topics = options.topics
         mqtt.isBulkTopic = { MQTTControlBus.isBulk($0, topics: topics) }
@@ -111,7 +113,8 @@ final class LeaderTerm: Sendable {
         configuration.actors = options.actors
         interval = configuration.livenessInterval
         self.lease = lease
-        service = TaskService(store: store, bus: bus, configuration: configuration, lease: lease, logger: logger)
+        let secrets = options.secretBox.map { SecretVault(store: store, box: $0) }
+        service = TaskService(store: store, bus: bus, configuration: configuration, lease: lease, secrets: secrets, logger: logger)
         try await service.recover()
         let actors = ActorService(tasks: service)
         // The API serves while the broker is away (a manager started before its broker, or
@@ -120,6 +123,7 @@ final class LeaderTerm: Sendable {
         client.reportFirstConnection(logger: logger)
         let tokens = options.authenticate ? try APITokens(store: store, configured: options.apiTokens) : nil
         var api = ManagerAPI(service: service, actors: actors, tokens: tokens)
+        api.secrets = secrets
         api.cluster = cluster
         responder = api.router().buildResponder()
     }

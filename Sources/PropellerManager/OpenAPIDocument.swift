@@ -105,7 +105,27 @@ enum OpenAPIDocument {
           "parameters": [{"$ref": "#/components/parameters/id"}],
           "delete": {"summary": "Revoke an API token (it stops working at once); not the one making the request",
             "responses": {"200": {"description": "The revoked token", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Token"}}}},
-                          "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}, "409": {"$ref": "#/components/responses/Error"}}}}
+                          "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}, "409": {"$ref": "#/components/responses/Error"}}}},
+        "/secrets": {
+          "get": {"summary": "Secrets: names, sizes and times, never values",
+            "responses": {"200": {"description": "Secrets", "content": {"application/json": {"schema": {"type": "object", "properties": {
+                            "secrets": {"type": "array", "items": {"$ref": "#/components/schemas/Secret"}}}}}}},
+                          "401": {"$ref": "#/components/responses/Error"}, "503": {"$ref": "#/components/responses/Error"}}},
+          "post": {"summary": "Store a secret, sealed; its value never comes back out",
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": false, "required": ["name", "value"],
+              "properties": {"name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
+                "value": {"type": "string", "format": "byte", "description": "base64 of 1 byte to 64 KiB"}}}}}},
+            "responses": {"201": {"description": "Stored", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Secret"}}}},
+                          "400": {"$ref": "#/components/responses/Error"}, "401": {"$ref": "#/components/responses/Error"}, "409": {"$ref": "#/components/responses/Error"},
+                          "413": {"$ref": "#/components/responses/Error"}, "422": {"$ref": "#/components/responses/Error"}, "503": {"$ref": "#/components/responses/Error"}}}},
+        "/secrets/{name}": {
+          "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
+          "get": {"summary": "A secret's name, size and time",
+            "responses": {"200": {"description": "The secret", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Secret"}}}},
+                          "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}, "503": {"$ref": "#/components/responses/Error"}}},
+          "delete": {"summary": "Remove a secret (tasks that ask for it later fail to start)",
+            "responses": {"204": {"description": "Removed"}, "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"},
+                          "503": {"$ref": "#/components/responses/Error"}}}}
       },
       "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
@@ -148,7 +168,13 @@ enum OpenAPIDocument {
             "restart_policy": {"$ref": "#/components/schemas/RestartPolicy"},
             "network": {"type": "string", "enum": ["none", "host"]},
             "volumes": {"type": "array", "maxItems": 64, "items": {"$ref": "#/components/schemas/Volume"}},
-            "tmpfs": {"type": "array", "maxItems": 64, "items": {"$ref": "#/components/schemas/Tmpfs"}}}},
+            "tmpfs": {"type": "array", "maxItems": 64, "items": {"$ref": "#/components/schemas/Tmpfs"}},
+            "secrets": {"type": "array", "maxItems": 64, "items": {"$ref": "#/components/schemas/SecretMount"}}}},
+          "Secret": {"type": "object", "required": ["name", "size_bytes", "created_at"], "properties": {
+            "name": {"type": "string"}, "size_bytes": {"type": "integer"}, "created_at": {"type": "number"}}},
+          "SecretMount": {"type": "object", "additionalProperties": false, "required": ["name"], "properties": {
+            "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
+            "target": {"type": "string", "pattern": "^/", "description": "a file; /run/secrets/NAME by default"}}},
           "Volume": {"type": "object", "additionalProperties": false, "required": ["name", "target"],
             "description": "A host volume offered by the proplet under this name, else a named volume kept on the proplet",
             "properties": {"name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
@@ -175,6 +201,7 @@ enum OpenAPIDocument {
             "restart_policy": {"$ref": "#/components/schemas/RestartPolicy"}, "network": {"type": "string"},
             "volumes": {"type": "array", "items": {"$ref": "#/components/schemas/Volume"}},
             "tmpfs": {"type": "array", "items": {"$ref": "#/components/schemas/Tmpfs"}},
+            "secrets": {"type": "array", "items": {"$ref": "#/components/schemas/SecretMount"}},
             "state": {"$ref": "#/components/schemas/TaskState"}, "reason": {"type": "string"}, "phase": {"type": "string"},
             "attempt": {"type": "integer"}, "assigned_proplet": {"type": "string"}, "stop_requested": {"type": "boolean"},
             "created_at": {"type": "number"}, "updated_at": {"type": "number"}, "started_at": {"type": "number"},

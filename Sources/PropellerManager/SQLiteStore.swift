@@ -78,6 +78,7 @@ public final class SQLiteStore: ManagerStore {
             """)
         }
         registerActorMigration(&m)
+        registerSecretMigration(&m)
         return m
     }
 

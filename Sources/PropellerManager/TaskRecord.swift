@@ -26,6 +26,8 @@ public struct TaskSpec: Codable, Sendable, Hashable {
     public var volumes: [VolumeMount]?
     /// New tmpfs mounts (nil: none).
     public var tmpfs: [TmpfsMount]?
+    /// Secrets as files (names and targets; their values stay sealed in the store).
+    public var secrets: [SecretMount]?
 
     public init(name: String, image: String, command: [String]? = nil, env: [String: String] = [:], workdir: String? = nil, user: String? = nil,
                 resources: Resources = Resources(), timeoutSeconds: Double? = nil, labels: [String: String] = [:], constraints: [String: String] = [:],

@@ -66,10 +66,13 @@ public actor TaskService {
     /// sent and commands are refused (the manager steps down and a new term starts from the
     /// store).
     public let lease: LeaderLease?
+    /// Opens the secrets a start asks for as it leaves (nil: secrets are not configured).
+    public let secrets: SecretVault?
 
     public init(store: any ManagerStore, bus: any ControlBus, configuration: ManagerConfiguration = ManagerConfiguration(), lease: LeaderLease? = nil,
-                logger: Logger = Logger(label: "propeller.manager")) {
+                secrets: SecretVault? = nil, logger: Logger = Logger(label: "propeller.manager")) {
         self.store = store
+        self.secrets = secrets
         self.lease = lease
         self.bus = bus
         self.configuration = configuration
@@ -130,7 +133,7 @@ public actor TaskService {
         var followUps: [ClusterEvent] = []
         for effect in effects {
             switch effect {
-            case .start(let start, let proplet): bus.send(start, to: proplet)
+            case .start(let start, let proplet): bus.send(withSecretValues(start), to: proplet)
             case .stop(let stop, let proplet): bus.send(stop, to: proplet)
             case .acknowledge(let ref, let proplet):
                 if committed {
@@ -148,6 +151,19 @@ public actor TaskService {
             }
         }
         for event in followUps { deliver(event) }
+    }
+
+    /// `start` with the values of the secrets it asks for, opened now, for its proplet alone.
+    /// One that is gone or does not open is left out: the proplet fails the attempt naming it.
+    func withSecretValues(_ start: StartTask) -> StartTask {
+        guard let mounts = start.secrets, !mounts.isEmpty else { return start }
+        var start = start
+        let (values, problems) = secrets?.values(mounts) ?? ([], ["secrets are not configured on this manager"])
+        start.secretValues = values
+        for problem in problems {
+            logger.error("a task's secret cannot be given to it", metadata: ["task": "\(start.taskId)", "problem": "\(problem)"])
+        }
+        return start
     }
 
     /// Throws when this manager led under a lease that it no longer holds.

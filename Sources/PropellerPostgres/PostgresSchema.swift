@@ -116,6 +116,17 @@ enum PostgresSchema {
             )
             """,
         ]),
+        // Secrets, sealed by the manager (SecretBox): the database never sees a value.
+        ("v3-secrets", [
+            """
+            CREATE TABLE secrets (
+                name TEXT PRIMARY KEY,
+                sealed BYTEA NOT NULL,
+                size_bytes BIGINT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL
+            )
+            """,
+        ]),
     ]
 
     /// Brings the database's schema up to date; returns the versions it applied.

@@ -36,8 +36,9 @@ public struct PropletVolumes: Sendable {
     /// do not exist yet (owned by `owner`, the task's user, so a task that does not run as root
     /// can write to the volume it made). A host volume offered read-only refuses a task that
     /// writes to it.
-    func mounts(volumes: [VolumeMount], tmpfs: [TmpfsMount], owner: ResolvedUser) throws -> [ContainerSpec.Mount] {
-        try MountTarget.checkDistinct(volumes.map(\.target) + tmpfs.map(\.target))
+    func mounts(volumes: [VolumeMount], tmpfs: [TmpfsMount], secrets: [SecretMount] = [], values: [SecretValue] = [],
+                owner: ResolvedUser) throws -> [ContainerSpec.Mount] {
+        try MountTarget.checkDistinct(volumes.map(\.target) + tmpfs.map(\.target) + secrets.map(\.target))
         var mounts: [ContainerSpec.Mount] = []
         for v in volumes {
             let name = try VolumeName.check(v.name, what: "volume")
@@ -57,6 +58,12 @@ public struct PropletVolumes: Sendable {
         }
         for t in tmpfs {
             mounts.append(ContainerSpec.Mount(.tmpfs(sizeBytes: t.sizeBytes), at: try MountTarget.check(t.target, what: "tmpfs")))
+        }
+        for secret in secrets {
+            guard let value = values.first(where: { $0.name == secret.name }) else {
+                throw PropellerError(.notFound, "secret \(secret.name) did not come with the start (the manager's log says why: removed, or sealed under another key)")
+            }
+            mounts.append(ContainerSpec.Mount(.file([UInt8](value.value)), at: try MountTarget.check(secret.target, what: "secret \(secret.name)"), readOnly: true))
         }
         return mounts
     }

@@ -133,8 +133,9 @@ struct TaskRunner: Sendable {
             spec.workingDirectory = s.workdir ?? image.config.workingDirectory ?? "/"
             spec.user = s.user ?? image.config.user
             spec.network = s.network == "host" ? .host : .none
-            if s.volumes != nil || s.tmpfs != nil {
-                spec.mounts = try volumes.mounts(volumes: s.volumes ?? [], tmpfs: s.tmpfs ?? [], owner: try UserResolver(rootfs: lower).resolve(spec.user))
+            if s.volumes != nil || s.tmpfs != nil || s.secrets != nil {
+                spec.mounts = try volumes.mounts(volumes: s.volumes ?? [], tmpfs: s.tmpfs ?? [], secrets: s.secrets ?? [], values: s.secretValues ?? [],
+                                                 owner: try UserResolver(rootfs: lower).resolve(spec.user))
             }
             spec.killWithParent = true
             let r = s.resources

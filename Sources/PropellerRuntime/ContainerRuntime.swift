@@ -138,8 +138,12 @@ public final class ContainerRuntime: Sendable {
         let s = plan.spec
         s.pointee.mounts = plan.array(spec.mounts.map { m -> pl_mount in
             switch m.source {
-            case .bind(let path): pl_mount(source: plan.string(path), target: plan.string(m.target), tmpfs_size: 0, readonly: m.readOnly ? 1 : 0)
-            case .tmpfs(let size): pl_mount(source: nil, target: plan.string(m.target), tmpfs_size: size ?? 0, readonly: m.readOnly ? 1 : 0)
+            case .bind(let path): pl_mount(source: plan.string(path), target: plan.string(m.target), tmpfs_size: 0, readonly: m.readOnly ? 1 : 0,
+                                           is_file: 0, file_data: nil, file_size: 0)
+            case .tmpfs(let size): pl_mount(source: nil, target: plan.string(m.target), tmpfs_size: size ?? 0, readonly: m.readOnly ? 1 : 0,
+                                            is_file: 0, file_data: nil, file_size: 0)
+            case .file(let bytes): pl_mount(source: nil, target: plan.string(m.target), tmpfs_size: 0, readonly: 1, is_file: 1,
+                                            file_data: UnsafeRawPointer(plan.secret(bytes)), file_size: bytes.count)
             }
         })
         s.pointee.nmounts = spec.mounts.count

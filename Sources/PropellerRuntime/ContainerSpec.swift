@@ -114,6 +114,9 @@ public struct ContainerSpec: Sendable {
             /// A new tmpfs, mode 1777, of at most `sizeBytes` (nil: half the RAM, the tmpfs
             /// default); its pages are charged to the container's memory cgroup.
             case tmpfs(sizeBytes: UInt64?)
+            /// A file of these bytes on a tmpfs of its own, owned by the container's user, mode
+            /// 0400, read-only, never on a disk: a secret.
+            case file([UInt8])
         }
 
         public var source: Source

@@ -9,6 +9,8 @@ import PropellerCore
 final class LaunchPlan {
     private var allocations: [UnsafeMutableRawPointer] = []
     private var cStrings: [UnsafeMutablePointer<CChar>] = []
+    /// Secret bytes, overwritten before they are freed.
+    private var secrets: [(pointer: UnsafeMutablePointer<UInt8>, count: Int)] = []
     let spec: UnsafeMutablePointer<pl_spec>
     static let stackSize = 256 * 1024
 
@@ -23,6 +25,10 @@ final class LaunchPlan {
     deinit {
         if let stack = spec.pointee.stack { munmap(stack, Self.stackSize) }
         for s in cStrings { free(s) }
+        for (pointer, count) in secrets {
+            explicit_bzero(pointer, count)
+            pointer.deallocate()
+        }
         for a in allocations { a.deallocate() }
         spec.deallocate()
     }
@@ -50,6 +56,16 @@ final class LaunchPlan {
         allocations.append(UnsafeMutableRawPointer(array))
         for (i, item) in items.enumerated() { array[i] = string(item) }
         return UnsafePointer(array)
+    }
+
+    /// A copy of secret bytes, zeroed when the plan ends.
+    func secret(_ bytes: [UInt8]) -> UnsafePointer<UInt8> {
+        let count = max(1, bytes.count)
+        let pointer = UnsafeMutablePointer<UInt8>.allocate(capacity: count)
+        pointer.initialize(repeating: 0, count: count)
+        bytes.withUnsafeBufferPointer { b in if let base = b.baseAddress { pointer.update(from: base, count: b.count) } }
+        secrets.append((pointer, count))
+        return UnsafePointer(pointer)
     }
 
     func array<T>(_ items: [T]) -> UnsafePointer<T> {

@@ -58,4 +58,61 @@ final class VolumeTests {
         #expect(!(api.stdoutText.contains("\"bad\"")), "nothing was stored for a refused create")
         #expect(readFile("/proc/self/mountinfo")?.contains(c.dir.path) == false, "nothing stays mounted on the host")
     }
+
+    /// Every regular file under `root` that holds `needle`.
+    func files(under root: String, holding needle: String) -> [String] {
+        let bytes = Data(needle.utf8)
+        var found: [String] = []
+        let walker = FileManager.default.enumerator(atPath: root)
+        while let relative = walker?.nextObject() as? String {
+            let path = root + "/" + relative
+            var st = stat()
+            guard lstat(path, &st) == 0, st.st_mode & S_IFMT == S_IFREG, let data = FileManager.default.contents(atPath: path) else { continue }
+            if data.range(of: bytes) != nil { found.append(path) }
+        }
+        return found
+    }
+
+    /// A secret is a read-only file of the task's user inside, and nowhere else: not in the
+    /// API's answers, the logs, the task's output, the manager's store or the proplet's disk.
+    @Test func aSecretIsReadableInsideAndNowhereElse() throws {
+        let c = try Cluster()
+        try c.startProplet("p", memory: "2G")
+        let value = "sv-" + UUID().uuidString
+        let source = c.dir.path + "/secret-source"
+        writeFile(source, value)
+        let created = try c.cli(["secret", "create", "db", "--from-file", source])
+        #expect(created.status == 0, "\(created.stderrText)")
+        unlink(source)
+        let again = try c.cli(["secret", "create", "db", "--from-file", "/etc/hostname"])
+        #expect(again.status != 0 && again.stderrText.contains("exists"), "\(again.stderrText)")
+        let digest = SHA256.hash(Array(value.utf8)).map { String(format: "%02x", $0) }.joined()
+
+        let id = try c.create("reader", ["--secret", "db", "--secret", "db:/etc/app/token"], command: ["sh", "-c", """
+            busybox sha256sum /run/secrets/db /etc/app/token | cut -c1-64
+            stat -c '%a %U' /run/secrets/db
+            echo x > /run/secrets/db 2>/dev/null || echo read-only
+            """])
+        let done = try ended(c, id)
+        #expect(done["state"] as? String == "completed", "\(done)")
+        #expect(stdout(done) == "\(digest)\n\(digest)\n400 app\nread-only\n", "\(done)")
+
+        let list = try c.cli(["secret", "list"])
+        #expect(list.stdoutText.contains("db") && list.stdoutText.contains("\(value.utf8.count)"), "\(list.stdoutText)")
+        var seen: [String] = []
+        for args in [["secret", "list", "--json"], ["task", "get", id, "--json"], ["task", "logs", id], ["task", "list", "--json"]] {
+            let r = try c.cli(args)
+            if r.stdoutText.contains(value) || r.stderrText.contains(value) { seen.append(args.joined(separator: " ")) }
+        }
+        if c.managers[0]?.log.contains(value) == true { seen.append("the manager's log") }
+        if c.proplets["p"]?.log.contains(value) == true { seen.append("the proplet's log") }
+        // The proplet's data directory and the manager's (its store) are both in here.
+        seen += files(under: c.dir.path, holding: value)
+        #expect(seen.isEmpty, "the secret's value showed up in \(seen)")
+
+        // A task started after the secret was removed fails, naming it.
+        #expect(try c.cli(["secret", "rm", "db"]).status == 0)
+        let missing = try c.cli(["task", "create", "late", "--image", c.image, "--secret", "db"])
+        #expect(missing.status != 0 && missing.stderrText.contains("no secret db"), "\(missing.stderrText)")
+    }
 }

@@ -14,11 +14,13 @@ struct APITests: Sendable {
     let service: TaskService
     let actors: ActorService
     let store: SQLiteStore
+    let secrets: SecretVault
 
     init() throws {
         dir = try ScopedTempDirectory("propeller-api")
         store = try SQLiteStore(path: dir.path + "/manager.db")
-        service = TaskService(store: store, bus: bus)
+        secrets = SecretVault(store: store, box: try SecretBox(key: SecureRandom.bytes(32)))
+        service = TaskService(store: store, bus: bus, secrets: secrets)
         actors = ActorService(tasks: service)
     }
 
@@ -26,7 +28,9 @@ struct APITests: Sendable {
 
     func withApp(_ body: @escaping @Sendable (any TestClientProtocol) async throws -> Void) async throws {
         let tokens = try APITokens(store: store, configured: [("test", "sha256:" + APITokens.hash(Self.token))])
-        let app = Application(router: ManagerAPI(service: service, actors: actors, tokens: tokens).router())
+        var api = ManagerAPI(service: service, actors: actors, tokens: tokens)
+        api.secrets = secrets
+        let app = Application(router: api.router())
         try await app.test(.router) { client in try await body(client) }
     }
 
@@ -235,6 +239,49 @@ struct APITests: Sendable {
         }
     }
 
+    /// A secret's value goes in and never comes out of the API; a task names it and its start,
+    /// alone, carries the value to the proplet.
+    @Test func secretsGoInAndOnlyTheProplettGetsTheirValues() async throws {
+        await service.handleAnnouncement(announcement("p", memory: 4 << 30))
+        let value = "s3cr3t-\u{1F511}"
+        let base64 = Data(value.utf8).base64EncodedString()
+        try await withApp { client in
+            try await client.execute(uri: "/secrets", method: .post, headers: auth, body: ByteBuffer(string: #"{"name":"db","value":"\#(base64)"}"#)) { response in
+                #expect(response.status == .created)
+                #expect(!String(buffer: response.body).contains(base64))
+                try #expect(json(response)["size_bytes"] as? Int == value.utf8.count)
+            }
+            try await expectError(client, .post, "/secrets", body: #"{"name":"db","value":"eA=="}"#, status: .conflict, containing: "exists")
+            try await expectError(client, .post, "/secrets", body: #"{"name":"../x","value":"eA=="}"#, status: .unprocessableContent, containing: "name")
+            try await expectError(client, .post, "/secrets", body: #"{"name":"x","value":"%%%"}"#, status: .unprocessableContent, containing: "base64")
+            try await expectError(client, .post, "/secrets", body: #"{"name":"x"}"#, status: .unprocessableContent, containing: "required")
+            let big = Data(repeating: 7, count: SecretVault.maxBytes + 1).base64EncodedString()
+            try await expectError(client, .post, "/secrets", body: #"{"name":"big","value":"\#(big)"}"#, status: .unprocessableContent, containing: "64")
+            try await client.execute(uri: "/secrets", method: .get, headers: auth) { response in
+                #expect(!String(buffer: response.body).contains(base64))
+                let names = (try json(response)["secrets"] as? [[String: Any]])?.map { $0["name"] as? String }
+                #expect(names == ["db"])
+            }
+            try await expectError(client, .post, "/tasks", body: #"{"name":"t","image":"r/i","secrets":[{"name":"nope"}]}"#,
+                                  status: .unprocessableContent, containing: "no secret nope")
+            try await expectError(client, .post, "/tasks", body: #"{"name":"t","image":"r/i","secrets":[{"name":"db","target":"/proc/x"}]}"#,
+                                  status: .unprocessableContent, containing: "/proc")
+            let created = try await client.execute(uri: "/tasks", method: .post, headers: auth,
+                                                   body: ByteBuffer(string: #"{"name":"t","image":"r/i","start":true,"secrets":[{"name":"db"}]}"#)) { response in
+                #expect(response.status == .created)
+                #expect(!String(buffer: response.body).contains(base64))
+                return try json(response)
+            }
+            let id = try #require(created["id"] as? String)
+            #expect((created["secrets"] as? [[String: Any]])?.first?["target"] as? String == "/run/secrets/db")
+            let start = try #require(bus.starts.withLock { $0.first { $0.0.taskId == id } })
+            #expect(start.1 == "p")
+            #expect(start.0.secretValues == [SecretValue(name: "db", value: Data(value.utf8))])
+            try await client.execute(uri: "/secrets/db", method: .delete, headers: auth) { #expect($0.status == .noContent) }
+            try await expectError(client, .delete, "/secrets/db", status: .notFound, containing: "no secret db")
+        }
+    }
+
     /// Every path and method of /openapi.json is routed (not a "no route" 404), and every
     /// route the router has is in the document.
     @Test func theOpenAPIDocumentMatchesTheRoutes() async throws {
@@ -246,6 +293,7 @@ struct APITests: Sendable {
                 for method in ops.keys where method != "parameters" {
                     documented.insert("\(method.uppercased()) \(path)")
                     let uri = path.replacingOccurrences(of: "{id}", with: "unknown-id").replacingOccurrences(of: "{eid}", with: "e")
+                        .replacingOccurrences(of: "{name}", with: "unknown-name")
                         .replacingOccurrences(of: "{wid}", with: "w")
                     try await client.execute(uri: uri, method: HTTPRequest.Method(method.uppercased())!, headers: auth,
                                              body: method == "get" || method == "delete" ? nil : ByteBuffer(string: "{}")) { response in

@@ -17,7 +17,7 @@ final class StoreUnderTest: @unchecked Sendable {
     let kind: StoreKind
     let dir: TempDirectory
     let server: PostgresServer?
-    private(set) var store: any ManagerStore & TokenStore
+    private(set) var store: any ManagerStore & TokenStore & SecretStore
 
     init(_ kind: StoreKind) throws {
         self.kind = kind
@@ -26,7 +26,7 @@ final class StoreUnderTest: @unchecked Sendable {
         store = try Self.open(kind, dir: dir, server: server)
     }
 
-    private static func open(_ kind: StoreKind, dir: TempDirectory, server: PostgresServer?) throws -> any ManagerStore & TokenStore {
+    private static func open(_ kind: StoreKind, dir: TempDirectory, server: PostgresServer?) throws -> any ManagerStore & TokenStore & SecretStore {
         switch kind {
         case .sqlite: return try SQLiteStore(path: dir.path + "/manager.db")
         case .postgres: return try PostgresStore(url: try #require(server).url())
@@ -34,7 +34,7 @@ final class StoreUnderTest: @unchecked Sendable {
     }
 
     /// A second store on the same data (the first is dropped), as after a manager restart.
-    func reopen() throws -> any ManagerStore & TokenStore {
+    func reopen() throws -> any ManagerStore & TokenStore & SecretStore {
         store = try Self.open(kind, dir: dir, server: server)
         return store
     }
@@ -263,6 +263,27 @@ struct StoreContractTests {
         #expect(tokens.map(\.token.id) == ["t1", "t2"])
         #expect(tokens.map(\.sha256) == ["aa", "bb"])
         #expect(tokens[0].token.revokedAt == 20 && tokens[1].token.revokedAt == nil)
+    }
+
+    /// Secrets: sealed bytes in, the same bytes out, a name taken once, removed once; the store
+    /// never holds the value (SecretVault seals it before).
+    @Test(arguments: StoreKind.allCases)
+    func secretsAreStoredSealedAndTakenOnce(_ kind: StoreKind) throws {
+        let s = try StoreUnderTest(kind)
+        let vault = SecretVault(store: s.store, box: try SecretBox(key: Array(repeating: 7, count: 32)))
+        let value: [UInt8] = Array("the-value-\u{0}".utf8) + [0xff]
+        #expect(try vault.create(name: "db", value: value, at: 5) == SecretInfo(name: "db", sizeBytes: value.count, createdAt: 5))
+        #expect(throws: PropellerError.self) { try vault.create(name: "db", value: [1], at: 6) }
+        _ = try vault.create(name: "api.key", value: [2, 3], at: 7)
+        let store = try s.reopen()
+        #expect(try store.secrets() == [SecretInfo(name: "api.key", sizeBytes: 2, createdAt: 7), SecretInfo(name: "db", sizeBytes: value.count, createdAt: 5)])
+        let sealed = try #require(try store.sealedSecret("db"))
+        #expect(!sealed.indices.contains { i in sealed[i...].starts(with: value) }, "the store holds the value sealed")
+        #expect(vault.values([SecretMount(name: "db"), SecretMount(name: "db", target: "/x"), SecretMount(name: "gone")]).values
+                == [SecretValue(name: "db", value: Data(value))])
+        #expect(try store.deleteSecret("db"))
+        #expect(try !store.deleteSecret("db"))
+        #expect(try store.sealedSecret("db") == nil)
     }
 
     /// The whole manager (its one state machine and driver) on each store: tasks placed, ended,

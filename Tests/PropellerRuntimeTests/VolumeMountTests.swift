@@ -107,6 +107,39 @@ struct VolumeMountTests {
         #expect(hostMounts(containing: tmp.path) == 0)
     }
 
+    /// A secret's file: readable by the task's user alone, read-only, on no disk.
+    @Test func aSecretFileIsTheTasksAloneAndReadOnly() throws {
+        let tmp = try TempDirectory("propeller-volumes")
+        defer { tmp.remove() }
+        let value: [UInt8] = Array("pa55-\u{0}-word\n".utf8) + [0xff, 0x00]
+        mkdirs(tmp.path + "/root")
+        let out = open(tmp.path + "/out", O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        defer { close(out) }
+        var spec = ContainerSpec(rootfs: tmp.path + "/root", command: ["sh", "-c", """
+            stat -c '%a %u %s' /run/secrets/db
+            cmp /run/secrets/db /copy && echo same
+            echo x > /run/secrets/db || echo cannot-write
+            grep ' /run/secrets/db ' /proc/mounts
+            """])
+        spec.overlay = ContainerSpec.Overlay(lower: [try Fixture.path()], upper: tmp.path + "/upper", work: tmp.path + "/work")
+        mkdirs(tmp.path + "/upper")
+        FileManager.default.createFile(atPath: tmp.path + "/upper/copy", contents: Data(value))
+        chmod(tmp.path + "/upper/copy", 0o644)
+        spec.user = "app"
+        spec.mounts = [ContainerSpec.Mount(.file(value), at: "/run/secrets/db", readOnly: true)]
+        spec.stdio = [-1, out, out]
+        let report = try runtime.start(spec).wait(timeout: .seconds(30))
+        let output = readFile(tmp.path + "/out") ?? ""
+        #expect(report.exitCode == 0, "\(output)")
+        #expect(output.hasPrefix("400 1000 \(value.count)\nsame\n"), "\(output)")
+        #expect(output.contains("cannot-write"))
+        let options = output.split(separator: "\n").last { $0.contains("/run/secrets/db") }?.split(separator: " ")[3].split(separator: ",") ?? []
+        #expect(options.contains("ro") && options.contains("nosuid") && options.contains("nodev") && options.contains("noexec"), "\(output)")
+        #expect(output.contains(" /run/secrets/db tmpfs "), "on a tmpfs: \(output)")
+        // Only the mount point (an empty file) is in the container's layer.
+        #expect((try? Data(contentsOf: URL(fileURLWithPath: tmp.path + "/upper/run/secrets/db")))?.isEmpty == true)
+    }
+
     @Test func targetsTheRuntimeOwnsAreRefused() {
         for bad in ["/", "relative", "/proc", "/proc/sys", "/sys/x", "/dev", "/dev/shm", "/a/../etc", "/./x"] {
             #expect(throws: PropellerError.self, "\(bad)") { try MountTarget.check(bad, what: "volume") }

@@ -88,6 +88,10 @@ struct pl_mount {
     const char *target;              ///< absolute path inside the container, made when missing
     uint64_t tmpfs_size;             ///< a tmpfs's size limit in bytes; 0: the kernel's default
     int readonly;                    ///< mounted read-only
+    int is_file;                     ///< with source NULL: a file of `file_data` on a tmpfs of its own,
+                                     ///< owned by the container's uid/gid, mode 0400, bound read-only (a secret)
+    const void *file_data;
+    size_t file_size;
 };
 
 struct pl_spec {

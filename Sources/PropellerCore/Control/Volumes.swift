@@ -1,3 +1,9 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
 /// A task's request for a volume: `--volume NAME:/target[:ro]`. `NAME` is a host volume when
 /// some proplet offers one by that name (``HostVolume``); else a named volume the proplet keeps
 /// under its data directory, made on first use and kept across tasks.
@@ -29,6 +35,37 @@ public struct VolumeMount: Codable, Sendable, Hashable {
     }
 
     public var description: String { "\(name):\(target)\(readOnly ? ":ro" : "")" }
+}
+
+/// `--secret NAME[:/target]`: a secret of the manager's store as a read-only file in the task
+/// (`/run/secrets/NAME` unless told), on a tmpfs of its own, gone with the task.
+public struct SecretMount: Codable, Sendable, Hashable {
+    public var name: String
+    public var target: String
+
+    public init(name: String, target: String? = nil) {
+        self.name = name
+        self.target = target ?? "/run/secrets/" + name
+    }
+
+    public init(parsing text: String) throws {
+        let parts = text.split(separator: ":", maxSplits: 1).map(String.init)
+        let name = try VolumeName.check(parts.first ?? "", what: "secret \"\(text)\"")
+        self.init(name: name, target: try parts.count == 2 ? MountTarget.check(parts[1], what: "secret \"\(text)\"") : nil)
+    }
+}
+
+/// A secret's value as it travels to the one proplet that runs the task (``StartTask``), and
+/// only there: never stored with the task, never logged.
+public struct SecretValue: Codable, Sendable, Hashable {
+    public var name: String
+    /// The bytes (base64 in JSON).
+    public var value: Data
+
+    public init(name: String, value: Data) {
+        self.name = name
+        self.value = value
+    }
 }
 
 /// `--tmpfs /target[:size=64M]`: a new tmpfs for the task alone, charged to its memory.

@@ -191,10 +191,15 @@ public struct StartTask: Codable, Sendable, Hashable {
     public var volumes: [VolumeMount]?
     /// New tmpfs mounts (absent: none).
     public var tmpfs: [TmpfsMount]?
+    /// Secrets the task asks for (absent: none), and their values, added by the manager as the
+    /// start leaves for this proplet's own topic (never kept with the task).
+    public var secrets: [SecretMount]?
+    public var secretValues: [SecretValue]?
 
     public init(taskId: String, attempt: Int, name: String, image: String, command: [String]?, env: [String: String], workdir: String?, user: String?,
                 resources: Resources, timeoutSeconds: Double?, network: String, epoch: UInt64? = nil, volumes: [VolumeMount]? = nil,
-                tmpfs: [TmpfsMount]? = nil) {
+                tmpfs: [TmpfsMount]? = nil, secrets: [SecretMount]? = nil) {
+        self.secrets = secrets
         self.volumes = volumes
         self.tmpfs = tmpfs
         self.taskId = taskId
