@@ -55,6 +55,18 @@ struct PropletAgentCommand: AsyncParsableCommand {
     @Option(name: .customLong("host-volume"), help: ArgumentHelp("A host directory offered to tasks by name, read-only with :ro (repeatable); a task asks for it with --volume NAME:/PATH[:ro].", valueName: "name=/path[:ro]"))
     var hostVolume: [String] = []
 
+    @Option(name: .customLong("cni-plugin-dir"), help: ArgumentHelp("Where the CNI plugins are, ':'-separated (default /usr/lib/cni:/opt/cni/bin).", valueName: "dirs"))
+    var cniPluginDir: String = "/usr/lib/cni:/opt/cni/bin"
+
+    @Option(name: .customLong("cni-dir"), help: ArgumentHelp("CNI configuration lists (*.conflist) offered to tasks by their names, beside the built-in bridge.", valueName: "dir"))
+    var cniDir: String?
+
+    @Option(name: .customLong("bridge-name"), help: ArgumentHelp("The Linux bridge of --network bridge (default propeller0).", valueName: "name"))
+    var bridgeName: String = "propeller0"
+
+    @Option(name: .customLong("bridge-subnet"), help: ArgumentHelp("Addresses of tasks on the bridge (default 10.209.0.0/16).", valueName: "cidr"))
+    var bridgeSubnet: String = "10.209.0.0/16"
+
     @Option(name: .customLong("image-source"), help: ArgumentHelp("Where images come from: proxy (`propeller proxy` over MQTT, chunked and verified; default) or direct (the registry itself, with this proplet's credentials).", valueName: "proxy|direct"))
     var imageSource: String = Environment.current["PROPLET_IMAGE_SOURCE"] ?? "proxy"
 
@@ -77,6 +89,13 @@ struct PropletAgentCommand: AsyncParsableCommand {
         for l in label where !l.contains("=") { throw ValidationError("invalid --label \"\(l)\": expected KEY=VALUE") }
         if let cpus, !(cpus > 0 && cpus.isFinite) { throw ValidationError("invalid --cpus: expected a positive number") }
         _ = try hostVolumes()
+        guard !bridgeName.isEmpty, bridgeName.utf8.count <= 15, bridgeName.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }) else {
+            throw ValidationError("invalid --bridge-name \"\(bridgeName)\": 1 to 15 letters, digits, '-' or '_'")
+        }
+        let cidr = bridgeSubnet.split(separator: "/")
+        guard cidr.count == 2, cidr[0].split(separator: ".").count == 4, let bits = Int(cidr[1]), (8...30).contains(bits) else {
+            throw ValidationError("invalid --bridge-subnet \"\(bridgeSubnet)\": expected an IPv4 CIDR like 10.209.0.0/16")
+        }
     }
 
     /// `--host-volume` as offers by name: each path must exist, each name appear once.
@@ -125,6 +144,12 @@ struct PropletAgentCommand: AsyncParsableCommand {
         options.imageSource = PropletOptions.ImageSource(rawValue: imageSource) ?? .proxy
         options.rootfsMode = PropletOptions.RootfsMode(rawValue: rootfsMode) ?? .overlay
         options.hostVolumes = try hostVolumes()
+        var cni = CNINetworks.Configuration(stateDirectory: dataDir + "/cni")
+        cni.pluginDirectories = cniPluginDir.split(separator: ":").map(String.init)
+        cni.configDirectory = cniDir
+        cni.bridgeName = bridgeName
+        cni.bridgeSubnet = bridgeSubnet
+        options.cni = cni
         options.labels = Dictionary(label.map { l in
             let eq = l.firstIndex(of: "=") ?? l.endIndex
             return (String(l[..<eq]), String(l[l.index(after: eq)...]))

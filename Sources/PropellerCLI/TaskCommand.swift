@@ -70,8 +70,11 @@ struct TaskCreateCommand: ParsableCommand {
     @Option(name: .customLong("max-attempts"), help: ArgumentHelp("Runs in all with --restart on-failure (default 3).", valueName: "n"))
     var maxAttempts: Int?
 
-    @Option(help: ArgumentHelp("none (loopback only, default) or host.", valueName: "mode"))
+    @Option(help: ArgumentHelp("none (loopback only, default), host, bridge (an address on the proplet's bridge, through the CNI plugins) or a network the proplet's operator defined.", valueName: "network"))
     var network: String?
+
+    @Option(help: ArgumentHelp("Publish a port of the task on its proplet's host (repeatable; with a bridge network); :PORT lets the manager pick the host port.", valueName: "hostport:port[/tcp|udp]"))
+    var publish: [String] = []
 
     @Option(help: ArgumentHelp("A volume (repeatable): a host volume a proplet offers by this name, else a named volume kept on the proplet across tasks.", valueName: "name:/path[:ro]"))
     var volume: [String] = []
@@ -123,6 +126,8 @@ struct TaskCreateCommand: ParsableCommand {
             let secrets = try secret.map(SecretMount.init(parsing:))
             try MountTarget.checkDistinct(volumes.map(\.target) + tmpfs.map(\.target) + secrets.map(\.target))
             if !secrets.isEmpty { object["secrets"] = secrets.map { ["name": $0.name, "target": $0.target] } }
+            let ports = try publish.map(PortMapping.init(parsing:))
+            if !ports.isEmpty { object["publish"] = ports.map { ["host_port": Int($0.hostPort), "container_port": Int($0.containerPort), "proto": $0.proto] as [String: Any] } }
             if !volumes.isEmpty { object["volumes"] = volumes.map { ["name": $0.name, "target": $0.target, "read_only": $0.readOnly] as [String: Any] } }
             if !tmpfs.isEmpty { object["tmpfs"] = tmpfs.map { t in ["target": t.target].merging(t.sizeBytes.map { ["size_bytes": $0] } ?? [:]) { a, _ in a } } }
         } catch let error as PropellerError {

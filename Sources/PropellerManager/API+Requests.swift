@@ -5,7 +5,8 @@ import PropellerCore
 /// parse or has a field of the wrong type or an unknown field, 422 for values out of range.
 enum TaskRequest {
     static let fields: Set<String> = ["name", "image", "command", "env", "workdir", "user", "resources", "timeout_seconds", "labels",
-                                      "constraints", "proplet_id", "restart_policy", "network", "volumes", "tmpfs", "secrets", "start"]
+                                      "constraints", "proplet_id", "restart_policy", "network", "volumes", "tmpfs", "secrets", "publish", "start"]
+    static let publishFields: Set<String> = ["host_port", "container_port", "proto"]
     static let secretFields: Set<String> = ["name", "target"]
     static let volumeFields: Set<String> = ["name", "target", "read_only"]
     static let tmpfsFields: Set<String> = ["target", "size_bytes"]
@@ -29,7 +30,14 @@ enum TaskRequest {
         var volumes: [VolumeBody]?
         var tmpfs: [TmpfsBody]?
         var secrets: [SecretBody]?
+        var publish: [PublishBody]?
         var start: Bool?
+    }
+
+    struct PublishBody: Decodable {
+        var hostPort: Int?
+        var containerPort: Int?
+        var proto: String?
     }
 
     struct SecretBody: Decodable {
@@ -63,7 +71,7 @@ enum TaskRequest {
     /// Parses and checks the top-level shape: a JSON object with known fields only.
     static func parse(_ bytes: [UInt8]) throws -> Body {
         try decode(Body.self, bytes, fields: fields, nested: ["resources": resourceFields, "restart_policy": restartFields],
-                   nestedLists: ["volumes": volumeFields, "tmpfs": tmpfsFields, "secrets": secretFields])
+                   nestedLists: ["volumes": volumeFields, "tmpfs": tmpfsFields, "secrets": secretFields, "publish": publishFields])
     }
 
     /// A JSON object as `B`: 400 for bad JSON, a field of the wrong type or an unknown field
@@ -154,8 +162,25 @@ enum TaskRequest {
             spec.restartPolicy = RestartPolicy(mode: mode, maxAttempts: attempts)
         }
         if let network = body.network {
-            guard network == "none" || network == "host" else { throw APIError.unprocessable("network: expected none or host") }
-            spec.network = network
+            do { spec.network = try NetworkName.check(network) } catch let error as PropellerError { throw APIError.unprocessable("network: \(error.message)") }
+        }
+        if let publish = body.publish {
+            let list = try publish.enumerated().map { i, p -> PortMapping in
+                guard let container = p.containerPort, (1...65535).contains(container) else {
+                    throw APIError.unprocessable("publish[\(i)].container_port: 1 to 65535")
+                }
+                let host = p.hostPort ?? 0
+                guard (0...65535).contains(host) else { throw APIError.unprocessable("publish[\(i)].host_port: 0 (any) to 65535") }
+                let m = PortMapping(hostPort: UInt16(host), containerPort: UInt16(container), proto: p.proto ?? "tcp")
+                do { try m.check() } catch let error as PropellerError { throw APIError.unprocessable("publish[\(i)]: \(error.message)") }
+                return m
+            }
+            let fixed = list.filter { $0.hostPort != 0 }.map(\.hostKey)
+            guard Set(fixed).count == fixed.count else { throw APIError.unprocessable("publish: a host port appears twice") }
+            spec.publish = list.isEmpty ? nil : list
+        }
+        if spec.publish != nil && !NetworkName.isCNI(spec.network) {
+            throw APIError.unprocessable("publish: needs a network of its own (network bridge, or one a proplet offers), not \(spec.network)")
         }
         if let volumes = body.volumes { spec.volumes = try checked(volumes: volumes) }
         if let tmpfs = body.tmpfs { spec.tmpfs = try checked(tmpfs: tmpfs) }

@@ -15,7 +15,13 @@ public struct AllocationTable: Sendable {
     public struct Allocation: Hashable, Sendable {
         public var proplet: String
         public var resources: Resources
+        /// Host ports it publishes (``PortMapping/hostKey``).
+        public var ports: [UInt32] = []
     }
+
+    /// Where host ports picked for a task (`--publish :PORT`) come from: below Linux's
+    /// ephemeral range (32768 and up), so that they do not collide with outgoing connections.
+    public static let pickedPorts: ClosedRange<UInt16> = 20000...32767
 
     /// The proplets in registration order (the scheduler's input).
     public private(set) var nodes: [PropletNode] = []
@@ -30,18 +36,39 @@ public struct AllocationTable: Sendable {
 
     /// Adds a proplet, or updates its labels, capacity, liveness and host volumes (its
     /// allocations stay).
-    public mutating func upsert(_ id: String, labels: [String: String], capacity: Capacity, alive: Bool, hostVolumes: [HostVolume] = []) {
+    public mutating func upsert(_ id: String, labels: [String: String], capacity: Capacity, alive: Bool, hostVolumes: [HostVolume] = [],
+                                networks: [String] = []) {
         let offered = Dictionary(hostVolumes.map { ($0.name, $0.readOnly) }, uniquingKeysWith: { a, b in a && b })
         if let i = index[id] {
             nodes[i].labels = labels
             nodes[i].capacity = capacity
             nodes[i].alive = alive
             nodes[i].hostVolumes = offered
+            nodes[i].networks = Set(networks)
         } else {
             index[id] = nodes.count
             var node = PropletNode(id: id, labels: labels, capacity: capacity, alive: alive)
             node.hostVolumes = offered
+            node.networks = Set(networks)
             nodes.append(node)
+        }
+    }
+
+    /// `mappings` with a free host port picked for each that asks for any (host port 0):
+    /// free on `proplet`, and not one picked for another mapping of the same task.
+    public func resolvePorts(_ mappings: [PortMapping], on proplet: String) -> [PortMapping] {
+        var used = index[proplet].map { nodes[$0].usedPorts } ?? []
+        for m in mappings where m.hostPort != 0 { used.insert(m.hostKey) }
+        var next = Self.pickedPorts.lowerBound
+        return mappings.map { m in
+            guard m.hostPort == 0 else { return m }
+            var picked = m
+            while next < Self.pickedPorts.upperBound {
+                picked.hostPort = next
+                next += 1
+                if used.insert(picked.hostKey).inserted { return picked }
+            }
+            return m  // the range is full: the proplet refuses the start, naming the port
         }
     }
 
@@ -63,12 +90,13 @@ public struct AllocationTable: Sendable {
     /// Reserves `resources` on `proplet` for `holder`. False when the proplet is unknown or the
     /// holder already has an allocation (on any proplet: release it first).
     @discardableResult
-    public mutating func reserve(_ holder: Holder, _ resources: Resources, on proplet: String) -> Bool {
+    public mutating func reserve(_ holder: Holder, _ resources: Resources, ports: [UInt32] = [], on proplet: String) -> Bool {
         guard let i = index[proplet], allocations[holder] == nil else { return false }
-        allocations[holder] = Allocation(proplet: proplet, resources: resources)
+        allocations[holder] = Allocation(proplet: proplet, resources: resources, ports: ports)
         byProplet[proplet, default: []].insert(holder)
         nodes[i].allocated = nodes[i].allocated + resources
         nodes[i].taskCount += 1
+        nodes[i].usedPorts.formUnion(ports)
         return true
     }
 
@@ -80,6 +108,7 @@ public struct AllocationTable: Sendable {
         if let i = index[a.proplet] {
             nodes[i].allocated = nodes[i].allocated - a.resources
             nodes[i].taskCount -= 1
+            nodes[i].usedPorts.subtract(a.ports)
         }
         return a
     }

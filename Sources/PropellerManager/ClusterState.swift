@@ -285,11 +285,11 @@ public struct ClusterState: Sendable {
 
     mutating func addNode(_ p: PropletRecord) {
         proplets[p.id] = p
-        ledger.upsert(p.id, labels: p.labels, capacity: p.capacity, alive: p.alive, hostVolumes: p.hostVolumes ?? [])
+        ledger.upsert(p.id, labels: p.labels, capacity: p.capacity, alive: p.alive, hostVolumes: p.hostVolumes ?? [], networks: p.networks ?? [])
     }
 
     mutating func reserve(_ t: TaskRecord, on propletID: String) {
-        ledger.reserve(.task(t.id), t.spec.resources, on: propletID)
+        ledger.reserve(.task(t.id), t.spec.resources, ports: (t.ports ?? []).map(\.hostKey), on: propletID)
     }
 
     mutating func release(_ t: TaskRecord) {
@@ -315,15 +315,17 @@ public struct ClusterState: Sendable {
             guard var t = active[id], t.state == .pending else { continue }
             let r = t.spec.resources
             if !(bound.slots > 0 && bound.resources.holds(r)) && t.reason != nil && t.spec.propletId == nil && t.spec.constraints.isEmpty
-                && t.spec.volumes == nil {
+                && t.spec.volumes == nil && t.spec.publish == nil && !NetworkName.isCNI(t.spec.network) {
                 still.append(id)
                 continue
             }
-            let request = PlacementRequest(resources: r, constraints: t.spec.constraints, pinnedProplet: t.spec.propletId, volumes: t.spec.volumes ?? [])
+            let request = PlacementRequest(resources: r, constraints: t.spec.constraints, pinnedProplet: t.spec.propletId, volumes: t.spec.volumes ?? [],
+                                           network: t.spec.network, ports: t.spec.publish ?? [])
             switch scheduler.place(request, on: ledger.nodes) {
             case .place(let i):
                 let node = ledger.nodes[i]
                 t.status = .scheduled(on: node.id, phase: nil)
+                t.ports = t.spec.publish.map { ledger.resolvePorts($0, on: node.id) }
                 t.reason = nil
                 t.updatedAt = now.wall
                 reserve(t, on: node.id)
@@ -366,7 +368,8 @@ public struct ClusterState: Sendable {
     func startMessage(_ t: TaskRecord, on proplet: String) -> StartTask {
         StartTask(taskId: t.id, attempt: t.attempt, name: t.spec.name, image: t.spec.image, command: t.spec.command, env: t.spec.env,
                   workdir: t.spec.workdir, user: t.spec.user, resources: t.spec.resources, timeoutSeconds: t.spec.timeoutSeconds, network: t.spec.network,
-                  epoch: proplets[proplet]?.epoch ?? 0, volumes: t.spec.volumes, tmpfs: t.spec.tmpfs, secrets: t.spec.secrets)
+                  epoch: proplets[proplet]?.epoch ?? 0, volumes: t.spec.volumes, tmpfs: t.spec.tmpfs, secrets: t.spec.secrets,
+                  publish: t.ports)
     }
 
     /// Sends a failed attempt back to the queue when its restart policy allows, else fails it

@@ -166,7 +166,8 @@ enum OpenAPIDocument {
             "constraints": {"$ref": "#/components/schemas/StringMap"},
             "proplet_id": {"type": "string"},
             "restart_policy": {"$ref": "#/components/schemas/RestartPolicy"},
-            "network": {"type": "string", "enum": ["none", "host"]},
+            "network": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", "description": "none (the default), host, bridge, or a network a proplet offers"},
+            "publish": {"type": "array", "maxItems": 64, "items": {"$ref": "#/components/schemas/PortMapping"}},
             "volumes": {"type": "array", "maxItems": 64, "items": {"$ref": "#/components/schemas/Volume"}},
             "tmpfs": {"type": "array", "maxItems": 64, "items": {"$ref": "#/components/schemas/Tmpfs"}},
             "secrets": {"type": "array", "maxItems": 64, "items": {"$ref": "#/components/schemas/SecretMount"}}}},
@@ -175,6 +176,9 @@ enum OpenAPIDocument {
           "SecretMount": {"type": "object", "additionalProperties": false, "required": ["name"], "properties": {
             "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
             "target": {"type": "string", "pattern": "^/", "description": "a file; /run/secrets/NAME by default"}}},
+          "PortMapping": {"type": "object", "additionalProperties": false, "required": ["container_port"], "properties": {
+            "host_port": {"type": "integer", "minimum": 0, "maximum": 65535, "description": "0 or absent: the manager picks a free one"},
+            "container_port": {"type": "integer", "minimum": 1, "maximum": 65535}, "proto": {"type": "string", "enum": ["tcp", "udp"]}}},
           "Volume": {"type": "object", "additionalProperties": false, "required": ["name", "target"],
             "description": "A host volume offered by the proplet under this name, else a named volume kept on the proplet",
             "properties": {"name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
@@ -202,6 +206,8 @@ enum OpenAPIDocument {
             "volumes": {"type": "array", "items": {"$ref": "#/components/schemas/Volume"}},
             "tmpfs": {"type": "array", "items": {"$ref": "#/components/schemas/Tmpfs"}},
             "secrets": {"type": "array", "items": {"$ref": "#/components/schemas/SecretMount"}},
+            "publish": {"type": "array", "items": {"$ref": "#/components/schemas/PortMapping"}},
+            "ports": {"type": "array", "items": {"$ref": "#/components/schemas/PortMapping"}, "description": "the published ports of the current attempt, with their host ports"},
             "state": {"$ref": "#/components/schemas/TaskState"}, "reason": {"type": "string"}, "phase": {"type": "string"},
             "attempt": {"type": "integer"}, "assigned_proplet": {"type": "string"}, "stop_requested": {"type": "boolean"},
             "created_at": {"type": "number"}, "updated_at": {"type": "number"}, "started_at": {"type": "number"},
@@ -223,7 +229,8 @@ enum OpenAPIDocument {
             "capacity": {"$ref": "#/components/schemas/Capacity"}, "allocated": {"$ref": "#/components/schemas/Resources"},
             "task_count": {"type": "integer"}, "os": {"type": "string"}, "arch": {"type": "string"}, "cgroup_mode": {"type": "string"},
             "alive": {"type": "boolean"}, "state": {"type": "string", "enum": ["alive", "disconnected", "lost"]}, "last_seen": {"type": "number"}, "registered_at": {"type": "number"}, "reason": {"type": "string"}, "draining": {"type": "boolean"}, "epoch": {"type": "integer"},
-            "host_volumes": {"type": "array", "items": {"$ref": "#/components/schemas/HostVolume"}}}},
+            "host_volumes": {"type": "array", "items": {"$ref": "#/components/schemas/HostVolume"}},
+            "networks": {"type": "array", "items": {"type": "string"}}}},
           "Token": {"type": "object", "required": ["id", "name", "created_at"], "properties": {
             "id": {"type": "string"}, "name": {"type": "string"}, "created_at": {"type": "number"}, "revoked_at": {"type": "number"}}},
           "CreatedToken": {"allOf": [{"$ref": "#/components/schemas/Token"},

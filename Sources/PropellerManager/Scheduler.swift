@@ -12,6 +12,10 @@ public struct PropletNode: Sendable, Hashable {
     public var draining = false
     /// The host volumes it offers: name → offered read-only.
     public var hostVolumes: [String: Bool] = [:]
+    /// The CNI networks it offers (`bridge`, its operator's).
+    public var networks: Set<String> = []
+    /// Host ports its tasks publish (``PortMapping/hostKey``).
+    public var usedPorts: Set<UInt32> = []
 
     public init(id: String, labels: [String: String], capacity: Capacity, allocated: Resources = .zero, taskCount: UInt64 = 0, alive: Bool = true) {
         self.id = id
@@ -34,6 +38,12 @@ public struct PropletNode: Sendable, Hashable {
         return true
     }
 
+    /// Whether it can attach a task to `network` (none and host: every proplet).
+    func offers(network: String) -> Bool { !NetworkName.isCNI(network) || networks.contains(network) }
+
+    /// Whether each fixed host port of `ports` is free on it.
+    func hasFree(_ ports: [PortMapping]) -> Bool { ports.allSatisfy { $0.hostPort == 0 || !usedPorts.contains($0.hostKey) } }
+
     /// Whether it offers each of `volumes` as a host volume, writable where the task writes.
     func offers(_ volumes: [VolumeMount]) -> Bool {
         volumes.allSatisfy { v in hostVolumes[v.name].map { readOnly in v.readOnly || !readOnly } ?? false }
@@ -48,12 +58,19 @@ public struct PlacementRequest: Sendable, Hashable {
     /// The task's volumes: a name some known proplet offers as a host volume must be offered
     /// where it goes; any other name is a named volume, made wherever it runs.
     public var volumes: [VolumeMount]
+    /// `none`, `host`, or a CNI network the proplet must offer.
+    public var network: String
+    /// Published ports: fixed host ports must be free where it goes.
+    public var ports: [PortMapping]
 
-    public init(resources: Resources, constraints: [String: String] = [:], pinnedProplet: String? = nil, volumes: [VolumeMount] = []) {
+    public init(resources: Resources, constraints: [String: String] = [:], pinnedProplet: String? = nil, volumes: [VolumeMount] = [],
+                network: String = "none", ports: [PortMapping] = []) {
         self.resources = resources
         self.constraints = constraints
         self.pinnedProplet = pinnedProplet
         self.volumes = volumes
+        self.network = network
+        self.ports = ports
     }
 }
 
@@ -95,6 +112,8 @@ public struct Scheduler: Sendable {
         var anyCouldHold = false
         var anyAliveEligible = false
         var anyLackingVolumes = false
+        var anyLackingNetwork = false
+        var anyPortsTaken = false
         let hostVolumes = request.volumes.isEmpty ? [] : request.volumes.filter { v in nodes.contains { $0.hostVolumes[v.name] != nil } }
         let n = nodes.count
         let start = policy == .roundRobin && n > 0 ? cursor % n : 0
@@ -107,11 +126,19 @@ public struct Scheduler: Sendable {
                 anyLackingVolumes = true
                 continue
             }
+            if !node.offers(network: request.network) {
+                anyLackingNetwork = true
+                continue
+            }
             anyEligible = true
             guard node.couldEverHold(request.resources) else { continue }
             anyCouldHold = true
             if node.alive && !node.draining { anyAliveEligible = true }
             guard node.canHoldNow(request.resources) else { continue }
+            guard request.ports.isEmpty || node.hasFree(request.ports) else {
+                anyPortsTaken = true
+                continue
+            }
             switch policy {
             case .roundRobin:
                 cursor = i + 1
@@ -126,6 +153,10 @@ public struct Scheduler: Sendable {
             }
         }
         if best >= 0 { return .place(best) }
+        if !anyEligible && anyLackingNetwork && !anyLackingVolumes {
+            return .never(request.pinnedProplet.map { "proplet \($0) does not offer the network \(request.network)" }
+                ?? "no proplet\(request.constraints.isEmpty ? "" : " matching \(Self.describe(request.constraints))") offers the network \(request.network)")
+        }
         if !anyEligible && anyLackingVolumes {
             let what = hostVolumes.map { "\($0.name)\($0.readOnly ? "" : " (writable)")" }.joined(separator: ", ")
             let whose = request.pinnedProplet.map { "proplet \($0)" } ?? (request.constraints.isEmpty ? "no proplet" : "no proplet matching \(Self.describe(request.constraints))")
@@ -141,6 +172,10 @@ public struct Scheduler: Sendable {
             return .never("no proplet could ever hold the task: it asks for \(Self.describe(request.resources)), more than any matching proplet has")
         }
         if !anyAliveEligible { return .wait("waiting for a matching proplet to come back (those known are away or draining)") }
+        if anyPortsTaken {
+            let fixed = request.ports.filter { $0.hostPort != 0 }.map { "\($0.hostPort)/\($0.proto)" }.joined(separator: ", ")
+            return .wait("waiting for host port \(fixed): in use on every matching proplet with room")
+        }
         return .wait("waiting for capacity: every matching proplet is full")
     }
 

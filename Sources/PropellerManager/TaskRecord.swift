@@ -20,8 +20,10 @@ public struct TaskSpec: Codable, Sendable, Hashable {
     /// Pins the task to one proplet.
     public var propletId: String?
     public var restartPolicy: RestartPolicy
-    /// `none` (loopback only, the default) or `host`.
+    /// `none` (loopback only, the default), `host`, `bridge` or a network a proplet offers.
     public var network: String
+    /// Ports published on the proplet's host (host port 0: the manager picks one).
+    public var publish: [PortMapping]?
     /// Host and named volumes (nil: none; older records have no key).
     public var volumes: [VolumeMount]?
     /// New tmpfs mounts (nil: none).
@@ -153,6 +155,8 @@ public struct TaskRecord: Codable, Sendable, Hashable {
     public var startedAt: Double?
     public var finishedAt: Double?
     public var result: TaskResult?
+    /// The published ports of the current (or last) attempt, with the host ports it got.
+    public var ports: [PortMapping]?
 
     public init(id: String, spec: TaskSpec, createdAt: Double) {
         self.id = id
@@ -165,7 +169,7 @@ public struct TaskRecord: Codable, Sendable, Hashable {
     }
 
     enum StatusKeys: String, CodingKey {
-        case id, state, reason, phase, attempt, assignedProplet, stopRequested, createdAt, updatedAt, startedAt, finishedAt, result
+        case id, state, reason, phase, attempt, assignedProplet, stopRequested, createdAt, updatedAt, startedAt, finishedAt, result, ports
     }
 
     // The API shows the spec's fields beside the status fields, in one flat object.
@@ -183,6 +187,7 @@ public struct TaskRecord: Codable, Sendable, Hashable {
         startedAt = try c.decodeIfPresent(Double.self, forKey: .startedAt)
         finishedAt = try c.decodeIfPresent(Double.self, forKey: .finishedAt)
         result = try c.decodeIfPresent(TaskResult.self, forKey: .result)
+        ports = try c.decodeIfPresent([PortMapping].self, forKey: .ports)
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -200,6 +205,7 @@ public struct TaskRecord: Codable, Sendable, Hashable {
         try c.encodeIfPresent(startedAt, forKey: .startedAt)
         try c.encodeIfPresent(finishedAt, forKey: .finishedAt)
         try c.encodeIfPresent(result, forKey: .result)
+        try c.encodeIfPresent(ports, forKey: .ports)
     }
 
     var currentAttempt: TaskAttempt { TaskAttempt(taskId: id, attempt: attempt) }
@@ -245,6 +251,8 @@ public struct PropletRecord: Codable, Sendable, Hashable {
     public var cgroupMode: String
     /// The host volumes it offers (nil: none).
     public var hostVolumes: [HostVolume]?
+    /// The CNI networks it offers (nil: none).
+    public var networks: [String]?
     /// Heartbeats arrive (`state` is `alive`).
     public var alive: Bool
     /// `alive`, `disconnected` (its work is `unknown` for the grace period) or `lost` (see
@@ -274,6 +282,7 @@ public struct PropletRecord: Codable, Sendable, Hashable {
         arch = a.arch
         cgroupMode = a.cgroupMode
         hostVolumes = a.hostVolumes?.isEmpty == false ? a.hostVolumes : nil
+        networks = a.networks?.isEmpty == false ? a.networks : nil
         alive = true
         state = "alive"
         lastSeen = now

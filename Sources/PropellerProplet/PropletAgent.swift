@@ -70,7 +70,8 @@ public actor PropletAgent {
             ? ProxyImageSource(client: client, topics: options.topics, propletID: options.id, images: images, logger: logger) : nil
         runner = TaskRunner(propletID: options.id, images: images, dataDirectory: options.dataDirectory, scratch: scratch, runtime: runtime,
                             registryClient: options.registryClient, proxy: proxy, tailBytes: options.tailBytes, rootfsMode: options.rootfsMode,
-                            volumes: PropletVolumes(host: options.hostVolumes, namedRoot: options.dataDirectory + "/volumes"), logger: logger)
+                            volumes: PropletVolumes(host: options.hostVolumes, namedRoot: options.dataDirectory + "/volumes"),
+                            networks: try Self.networks(options, logger: logger), logger: logger)
         outbox = try ResultOutbox(directory: options.dataDirectory + "/proplet/outbox")
         journal = try AttemptJournal(path: options.dataDirectory + "/proplet/attempts.jsonl")
     }
@@ -82,7 +83,15 @@ public actor PropletAgent {
         return PropletAnnouncement(propletId: options.id, name: options.name, version: "0.1.0", labels: options.labels, capacity: options.capacity,
                                    os: "linux", arch: arch == "x86_64" ? "amd64" : (arch == "aarch64" ? "arm64" : arch),
                                    cgroupMode: runtime.cgroups.layout.mode == .unified ? "v2" : "v1",
-                                   hostVolumes: options.hostVolumes.isEmpty ? nil : runner.volumes.announced)
+                                   hostVolumes: options.hostVolumes.isEmpty ? nil : runner.volumes.announced,
+                                   networks: runner.networks.map(\.offered))
+    }
+
+    /// The CNI networks, or nil where none is offered (no plugins, no lists).
+    static func networks(_ options: PropletOptions, logger: Logger) throws -> CNINetworks? {
+        let networks = try CNINetworks(options.cni ?? CNINetworks.Configuration(stateDirectory: options.dataDirectory + "/cni"), logger: logger)
+        if networks.offered.isEmpty { logger.notice("no CNI networks: tasks get none or host (install containernetworking-plugins for bridge)") }
+        return networks.offered.isEmpty ? nil : networks
     }
 
     /// Cleans up after a crashed predecessor: kills and removes the cgroups of containers it
@@ -119,6 +128,8 @@ public actor PropletAgent {
     /// Runs until `shutdown` completes (SIGTERM) or the task is cancelled.
     public func run() async throws {
         cleanUpPredecessor()
+        // Their containers are gone: what they left on networks (veths, rules, leases) goes too.
+        runner.networks?.cleanUpLeftovers()
         reportAttemptsThatDiedWithThePredecessor()
         try client.subscribe(topics.propletInbox(options.id))
         if proxy != nil { try client.subscribe(topics.registryResponses(options.id)) }

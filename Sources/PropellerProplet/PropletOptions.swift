@@ -12,6 +12,9 @@ public struct PropletOptions: Sendable {
     public var id: String
     public var name: String
     public var labels: [String: String] = [:]
+    /// CNI networks (`--network bridge` and the operator's); nil: the defaults under the data
+    /// directory's `cni`.
+    public var cni: CNINetworks.Configuration?
     /// Host volumes offered to tasks by name (`--host-volume NAME=/path[:ro]`).
     public var hostVolumes: [String: PropletVolumes.Offer] = [:]
     public var capacity: Capacity

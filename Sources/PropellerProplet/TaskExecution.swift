@@ -65,6 +65,8 @@ struct TaskRunner: Sendable {
     /// `.copy`: every run copies the image's rootfs instead of mounting an overlay.
     let rootfsMode: PropletOptions.RootfsMode
     let volumes: PropletVolumes
+    /// nil: this proplet offers no CNI network.
+    let networks: CNINetworks?
     let logger: Logger
 
     /// Callbacks to the agent.
@@ -103,6 +105,15 @@ struct TaskRunner: Sendable {
                          container: inout RunningContainer?) -> TaskResult {
         let s = execution.start
         var result = TaskResult(taskId: s.taskId, attempt: s.attempt, propletId: propletID, state: .failed)
+        // A CNI network, once attached: detached when the container has ended (or never started).
+        var attached: (network: String, fd: Int32, files: String)?
+        defer {
+            if let attached {
+                networks?.detach(container: execution.containerID.hex, network: attached.network)
+                close(attached.fd)
+                try? FileManager.default.removeItem(atPath: attached.files)
+            }
+        }
         do {
             hooks.phase(.pulling)
             let image = try execution.image ?? obtain(s.image)
@@ -133,8 +144,29 @@ struct TaskRunner: Sendable {
             spec.workingDirectory = s.workdir ?? image.config.workingDirectory ?? "/"
             spec.user = s.user ?? image.config.user
             spec.network = s.network == "host" ? .host : .none
+            if NetworkName.isCNI(s.network) {
+                guard let networks else { throw PropellerError(.unsupported, "this proplet offers no network \(s.network): it has no CNI plugins") }
+                // The task's own namespace, set up by the plugins before the task runs in it.
+                let fd = try ContainerRuntime.makeNetworkNamespace()
+                let attachment: CNINetworks.Attachment
+                do {
+                    attachment = try networks.attach(container: execution.containerID.hex, namespace: fd, network: s.network, ports: s.publish ?? [])
+                } catch {
+                    close(fd)
+                    throw error
+                }
+                let files = run.path + ".net"
+                attached = (s.network, fd, files)
+                spec.networkNamespace = fd
+                spec.hostname = execution.containerID.short
+                mkdir(files, 0o755)
+                try CNINetworks.resolvConf().write(toFile: files + "/resolv.conf", atomically: false, encoding: .utf8)
+                try CNINetworks.hosts(hostname: execution.containerID.short, address: attachment.address).write(toFile: files + "/hosts", atomically: false, encoding: .utf8)
+                spec.mounts += [ContainerSpec.Mount(.bind(files + "/resolv.conf"), at: "/etc/resolv.conf"),
+                                ContainerSpec.Mount(.bind(files + "/hosts"), at: "/etc/hosts")]
+            }
             if s.volumes != nil || s.tmpfs != nil || s.secrets != nil {
-                spec.mounts = try volumes.mounts(volumes: s.volumes ?? [], tmpfs: s.tmpfs ?? [], secrets: s.secrets ?? [], values: s.secretValues ?? [],
+                spec.mounts += try volumes.mounts(volumes: s.volumes ?? [], tmpfs: s.tmpfs ?? [], secrets: s.secrets ?? [], values: s.secretValues ?? [],
                                                  owner: try UserResolver(rootfs: lower).resolve(spec.user))
             }
             spec.killWithParent = true

@@ -80,6 +80,14 @@ public final class ContainerRuntime: Sendable {
     /// Creates the container's cgroup, launches its process and returns once the command is
     /// running (exec succeeded). Throws ``LaunchError`` when setup or exec failed, with the
     /// cgroup already removed.
+    /// A new network namespace with loopback up, for a container to join
+    /// (``ContainerSpec/networkNamespace``); the caller closes the descriptor.
+    public static func makeNetworkNamespace() throws -> Int32 {
+        let fd = pl_netns_create()
+        guard fd >= 0 else { throw FileIO.systemError("create a network namespace", "") }
+        return fd
+    }
+
     public func start(_ spec: ContainerSpec) throws -> RunningContainer {
         guard !spec.command.isEmpty else { throw PropellerError(.invalidArgument, "no command given") }
         guard spec.rootfs.hasPrefix("/") else { throw PropellerError(.invalidArgument, "rootfs \(spec.rootfs): must be an absolute path") }
@@ -176,9 +184,9 @@ public final class ContainerRuntime: Sendable {
         if spec.readOnlyRootfs { flags |= Int32(PL_READONLY_ROOT) }
         if spec.killWithParent { flags |= Int32(PL_KILL_WITH_PARENT) }
         s.pointee.flags = flags
-        let netnsFD: Int32 = spec.network == .none ? (networkPool?.take() ?? -1) : -1
+        let netnsFD: Int32 = spec.network == .none && spec.networkNamespace == nil ? (networkPool?.take() ?? -1) : -1
         defer { if netnsFD >= 0 { close(netnsFD) } }
-        s.pointee.netns_fd = netnsFD
+        s.pointee.netns_fd = spec.network == .none ? (spec.networkNamespace ?? netnsFD) : -1
         s.pointee.stdio = (spec.stdio.count > 0 ? spec.stdio[0] : -1, spec.stdio.count > 1 ? spec.stdio[1] : -1, spec.stdio.count > 2 ? spec.stdio[2] : -1)
 
         let wallStart = WallClock.now()

@@ -146,6 +146,10 @@ public struct ContainerSpec: Sendable {
     /// Defaults to the first 12 hex digits of the id.
     public var hostname: String?
     public var network: NetworkMode
+    /// With ``NetworkMode/none``: join this network namespace (a descriptor the caller made with
+    /// ``ContainerRuntime/makeNetworkNamespace()``, set up by CNI, and still owns) instead of a
+    /// new one with loopback alone.
+    public var networkNamespace: Int32?
     public var capabilities: CapabilitySet
     public var readOnlyRootfs: Bool
     public var seccomp: SeccompPolicy

@@ -181,6 +181,17 @@ final class Cluster: @unchecked Sendable {
         return last
     }
 
+    /// Waits for the task to end, whichever way; its record.
+    @discardableResult
+    func waitForEnd(_ id: String, timeout: Double = 30) throws -> [String: Any] {
+        var last: [String: Any] = [:]
+        try waitUntil("task \(id) to end", timeout: timeout) {
+            last = try self.task(id)
+            return ["completed", "failed", "stopped"].contains(last["state"] as? String ?? "")
+        }
+        return last
+    }
+
     func waitUntil(_ what: String, timeout: Double, _ condition: () throws -> Bool) throws {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {

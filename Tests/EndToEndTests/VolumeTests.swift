@@ -9,15 +9,6 @@ import Testing
 final class VolumeTests {
     func stdout(_ task: [String: Any]) -> String? { (task["result"] as? [String: Any])?["stdout_tail"] as? String }
 
-    /// Waits for the task to end, whichever way; its record.
-    func ended(_ c: Cluster, _ id: String) throws -> [String: Any] {
-        var last: [String: Any] = [:]
-        try c.waitUntil("task \(id) to end", timeout: 30) {
-            last = try c.task(id)
-            return ["completed", "failed", "stopped"].contains(last["state"] as? String ?? "")
-        }
-        return last
-    }
 
     @Test func aTaskReadsAHostVolumeAndLeavesANamedOneForTheNext() throws {
         let c = try Cluster()
@@ -30,7 +21,7 @@ final class VolumeTests {
 
         let first = try c.create("count", ["--volume", "input:/in:ro", "--volume", "cache:/cache", "--tmpfs", "/scratch:size=1M"],
                                  command: ["sh", "-c", "wc -l < /in/numbers > /cache/count && cp /in/numbers /scratch/ && echo counted"])
-        let done = try ended(c, first)
+        let done = try c.waitForEnd(first)
         #expect(done["state"] as? String == "completed", "\(done)")
         #expect(stdout(done) == "counted\n", "\(done)")
         let volumes = done["volumes"] as? [[String: Any]]
@@ -39,7 +30,7 @@ final class VolumeTests {
         // The named volume lives on the proplet, and the next task sees what the first left.
         #expect(readFile(c.dir.path + "/proplet-p/volumes/cache/count")?.trimmingCharacters(in: .whitespaces) == "3\n")
         let second = try c.create("read", ["--volume", "cache:/c:ro"], command: ["sh", "-c", "cat /c/count; touch /c/x || echo read-only"])
-        let read = try ended(c, second)
+        let read = try c.waitForEnd(second)
         #expect(read["state"] as? String == "completed", "\(read)")
         #expect(stdout(read)?.replacingOccurrences(of: " ", with: "") == "3\nread-only\n", "\(read)")
 
@@ -93,7 +84,7 @@ final class VolumeTests {
             stat -c '%a %U' /run/secrets/db
             echo x > /run/secrets/db 2>/dev/null || echo read-only
             """])
-        let done = try ended(c, id)
+        let done = try c.waitForEnd(id)
         #expect(done["state"] as? String == "completed", "\(done)")
         #expect(stdout(done) == "\(digest)\n\(digest)\n400 app\nread-only\n", "\(done)")
 

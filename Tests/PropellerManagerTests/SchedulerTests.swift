@@ -111,4 +111,40 @@ struct SchedulerTests {
             return
         }
     }
+
+    /// A CNI network goes only where it is offered; a fixed host port only where it is free; a
+    /// picked one is free on the proplet and not picked twice.
+    @Test func networksAndHostPortsDecideWhereATaskMayGo() {
+        var s = Scheduler(policy: .binpack)
+        var bridged = node("bridged", memory: 4 * Self.gib)
+        bridged.networks = ["bridge"]
+        bridged.usedPorts = [PortMapping(hostPort: 8080, containerPort: 80).hostKey]
+        var other = node("other", memory: 8 * Self.gib, allocated: 4 * Self.gib)
+        other.networks = ["bridge", "storage"]
+        let plain = node("plain", memory: 16 * Self.gib)
+        let nodes = [bridged, other, plain]
+        func asking(_ network: String, _ ports: [PortMapping] = []) -> PlacementRequest {
+            PlacementRequest(resources: Resources(memoryBytes: Self.gib), network: network, ports: ports)
+        }
+        #expect(s.place(asking("storage"), on: nodes) == .place(1))
+        #expect(s.place(asking("none"), on: nodes) == .place(1), "binpack: the fullest")
+        #expect(s.place(asking("bridge", [PortMapping(hostPort: 8080, containerPort: 80)]), on: nodes) == .place(1), "8080 is taken on bridged")
+        #expect(s.place(asking("bridge", [PortMapping(hostPort: 8080, containerPort: 80, proto: "udp")]), on: nodes) == .place(1))
+        #expect(s.place(asking("overlay"), on: nodes) == .never("no proplet offers the network overlay"))
+        guard case .wait(let reason) = s.place(asking("bridge", [PortMapping(hostPort: 8080, containerPort: 80)]), on: [bridged]) else {
+            Issue.record("a taken host port: wait")
+            return
+        }
+        #expect(reason.contains("host port 8080/tcp"))
+
+        var ledger = AllocationTable()
+        ledger.upsert("p", labels: [:], capacity: Capacity(cpuMillis: 1000, memoryBytes: Self.gib, pids: 100, tasks: 10), alive: true, networks: ["bridge"])
+        let first = ledger.resolvePorts([PortMapping(hostPort: 0, containerPort: 80), PortMapping(hostPort: 20000, containerPort: 81),
+                                         PortMapping(hostPort: 0, containerPort: 82)], on: "p")
+        #expect(first.map(\.hostPort) == [20001, 20000, 20002])
+        ledger.reserve(.task("a"), Resources(memoryBytes: 1), ports: first.map(\.hostKey), on: "p")
+        #expect(ledger.resolvePorts([PortMapping(hostPort: 0, containerPort: 80)], on: "p").map(\.hostPort) == [20003])
+        ledger.release(.task("a"))
+        #expect(ledger.node("p")?.usedPorts.isEmpty == true, "released with the task")
+    }
 }

@@ -112,10 +112,13 @@ public struct PropletAnnouncement: Codable, Sendable, Hashable {
     public var cgroupMode: String
     /// The host volumes its operator offers (absent: none, or an older proplet).
     public var hostVolumes: [HostVolume]?
+    /// The CNI networks it can attach tasks to: `bridge` and its operator's (absent: none).
+    public var networks: [String]?
 
     public init(propletId: String, name: String, version: String, labels: [String: String], capacity: Capacity, os: String, arch: String, cgroupMode: String,
-                hostVolumes: [HostVolume]? = nil) {
+                hostVolumes: [HostVolume]? = nil, networks: [String]? = nil) {
         self.hostVolumes = hostVolumes
+        self.networks = networks
         self.propletId = propletId
         self.name = name
         self.version = version
@@ -180,8 +183,10 @@ public struct StartTask: Codable, Sendable, Hashable {
     public var user: String?
     public var resources: Resources
     public var timeoutSeconds: Double?
-    /// `none` (loopback only) or `host`.
+    /// `none` (loopback only), `host`, `bridge` or a network the proplet's operator defined.
     public var network: String
+    /// Ports published on the proplet's host (host ports chosen by the manager), for a CNI network.
+    public var publish: [PortMapping]?
     /// The proplet's placement epoch when the manager placed this attempt. The manager raises a
     /// proplet's epoch each time it gives the proplet up (and fails or moves its work), so a
     /// start still queued for it from before is older than the epoch the manager confirms when
@@ -198,8 +203,9 @@ public struct StartTask: Codable, Sendable, Hashable {
 
     public init(taskId: String, attempt: Int, name: String, image: String, command: [String]?, env: [String: String], workdir: String?, user: String?,
                 resources: Resources, timeoutSeconds: Double?, network: String, epoch: UInt64? = nil, volumes: [VolumeMount]? = nil,
-                tmpfs: [TmpfsMount]? = nil, secrets: [SecretMount]? = nil) {
+                tmpfs: [TmpfsMount]? = nil, secrets: [SecretMount]? = nil, publish: [PortMapping]? = nil) {
         self.secrets = secrets
+        self.publish = publish
         self.volumes = volumes
         self.tmpfs = tmpfs
         self.taskId = taskId
