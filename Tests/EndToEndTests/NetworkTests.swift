@@ -107,4 +107,35 @@ final class NetworkTests {
         try c.waitUntil("the restarted proplet cleaned up", timeout: 20) { try self.leftovers(subnet: subnet, state: state).isEmpty }
         #expect(c.proplets["p"]?.log.contains("detached a container a previous run left on a network") == true)
     }
+
+    /// An operator's network (a configuration list in --cni-dir) is offered by its name; tasks
+    /// run on it many times over and leave nothing behind; a network no proplet offers is never
+    /// placed.
+    @Test func anOperatorsNetworkRunsTasksAndLeavesNothingBehind() throws {
+        let c = try Cluster()
+        let subnet = self.subnet
+        let state = c.dir.path + "/proplet-p/cni"
+        let lists = c.dir.path + "/cni"
+        mkdirs(lists)
+        writeFile(lists + "/storage.conflist", """
+            {"cniVersion": "1.0.0", "name": "storage", "plugins": [
+              {"type": "bridge", "bridge": "\(bridge)", "isGateway": true, "ipMasq": false,
+               "ipam": {"type": "host-local", "ranges": [[{"subnet": "\(subnet)"}]], "dataDir": "\(state)/ipam"}}]}
+            """)
+        try c.startProplet("p", memory: "2G", maxTasks: 8, extra: ["--cni-dir", lists, "--bridge-name", bridge + "b", "--bridge-subnet", self.subnet])
+        defer { _ = try? runProcess("/sbin/ip", ["link", "del", bridge + "b"], timeout: 10) }
+        #expect((try c.proplet("p")?["networks"] as? [String]) == ["bridge", "storage"])
+        let ids = try (0..<25).map { i in try c.create("run-\(i)", ["--network", "storage"], command: ["sh", "-c", "ip -o -4 addr show eth0 | grep -c '\(subnet.dropLast(4))'"]) }
+        for id in ids {
+            let t = try c.waitForEnd(id, timeout: 60)
+            #expect(t["state"] as? String == "completed" && (t["result"] as? [String: Any])?["stdout_tail"] as? String == "1\n", "\(t)")
+        }
+        try c.waitUntil("nothing left on the network", timeout: 20) {
+            try self.leftovers(subnet: subnet, state: state).filter { !$0.hasPrefix("lease") }.isEmpty
+                && ((try? FileManager.default.contentsOfDirectory(atPath: state + "/ipam/storage")) ?? []).allSatisfy { !$0.hasPrefix("10.") }
+        }
+        let nowhere = try c.create("nowhere", ["--network", "overlay"], command: ["true"])
+        let refused = try c.waitForEnd(nowhere)
+        #expect(refused["reason"] as? String == "no proplet offers the network overlay", "\(refused)")
+    }
 }
