@@ -73,6 +73,9 @@ struct TaskCreateCommand: ParsableCommand {
     @Option(help: ArgumentHelp("none (loopback only, default), host, bridge (an address on the proplet's bridge, through the CNI plugins) or a network the proplet's operator defined.", valueName: "network"))
     var network: String?
 
+    @Option(help: ArgumentHelp("A file fetched before the task starts (repeatable): https://, or http:// on the loopback; mounted at DEST (/local/NAME by default), archives unpacked there; checked against its digest when given.", valueName: "url[=/dest][#sha256=hex]"))
+    var artifact: [String] = []
+
     @Option(help: ArgumentHelp("Publish a port of the task on its proplet's host (repeatable; with a bridge network); :PORT lets the manager pick the host port.", valueName: "hostport:port[/tcp|udp]"))
     var publish: [String] = []
 
@@ -126,6 +129,10 @@ struct TaskCreateCommand: ParsableCommand {
             let secrets = try secret.map(SecretMount.init(parsing:))
             try MountTarget.checkDistinct(volumes.map(\.target) + tmpfs.map(\.target) + secrets.map(\.target))
             if !secrets.isEmpty { object["secrets"] = secrets.map { ["name": $0.name, "target": $0.target] } }
+            let artifacts = try artifact.map(ArtifactSpec.init(parsing:))
+            if !artifacts.isEmpty {
+                object["artifacts"] = artifacts.map { a in ["url": a.url, "destination": a.destination].merging(a.sha256.map { ["sha256": $0] } ?? [:]) { x, _ in x } }
+            }
             let ports = try publish.map(PortMapping.init(parsing:))
             if !ports.isEmpty { object["publish"] = ports.map { ["host_port": Int($0.hostPort), "container_port": Int($0.containerPort), "proto": $0.proto] as [String: Any] } }
             if !volumes.isEmpty { object["volumes"] = volumes.map { ["name": $0.name, "target": $0.target, "read_only": $0.readOnly] as [String: Any] } }

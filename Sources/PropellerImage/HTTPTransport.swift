@@ -113,7 +113,7 @@ public struct HTTPTransport: Sendable {
     }
 
     /// A URL without its query (tokens and signed storage URLs carry secrets there).
-    static func redacted(_ url: String) -> String {
+    public static func redacted(_ url: String) -> String {
         String(url.prefix { $0 != "?" })
     }
 }

@@ -65,10 +65,15 @@ public struct RunDirectory: Sendable {
     /// then, when something is left in them, whole trees.
     public func remove() {
         dropVolatileMarker()
-        for dir in overlay ? [work + "/work", work, upper] : [path] where rmdir(dir) != 0 && errno != ENOENT {
+        for dir in (overlay ? [work + "/work", work, upper] : [path]) + [artifacts, network] where rmdir(dir) != 0 && errno != ENOENT {
             removeTree(dir)
         }
     }
+
+    /// The run's artifacts (fetched before it starts) and its network files (resolv.conf,
+    /// hosts), beside it and removed with it.
+    public var artifacts: String { path + ".artifacts" }
+    public var network: String { path + ".net" }
 
     /// Whether this kernel offers overlayfs (else a run copies the image's rootfs). On a fresh
     /// host the module may simply not be loaded yet: the first time it is missing, `modprobe

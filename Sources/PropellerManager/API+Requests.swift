@@ -5,7 +5,8 @@ import PropellerCore
 /// parse or has a field of the wrong type or an unknown field, 422 for values out of range.
 enum TaskRequest {
     static let fields: Set<String> = ["name", "image", "command", "env", "workdir", "user", "resources", "timeout_seconds", "labels",
-                                      "constraints", "proplet_id", "restart_policy", "network", "volumes", "tmpfs", "secrets", "publish", "start"]
+                                      "constraints", "proplet_id", "restart_policy", "network", "volumes", "tmpfs", "secrets", "publish", "artifacts", "start"]
+    static let artifactFields: Set<String> = ["url", "destination", "sha256"]
     static let publishFields: Set<String> = ["host_port", "container_port", "proto"]
     static let secretFields: Set<String> = ["name", "target"]
     static let volumeFields: Set<String> = ["name", "target", "read_only"]
@@ -31,7 +32,14 @@ enum TaskRequest {
         var tmpfs: [TmpfsBody]?
         var secrets: [SecretBody]?
         var publish: [PublishBody]?
+        var artifacts: [ArtifactBody]?
         var start: Bool?
+    }
+
+    struct ArtifactBody: Decodable {
+        var url: String?
+        var destination: String?
+        var sha256: String?
     }
 
     struct PublishBody: Decodable {
@@ -71,7 +79,8 @@ enum TaskRequest {
     /// Parses and checks the top-level shape: a JSON object with known fields only.
     static func parse(_ bytes: [UInt8]) throws -> Body {
         try decode(Body.self, bytes, fields: fields, nested: ["resources": resourceFields, "restart_policy": restartFields],
-                   nestedLists: ["volumes": volumeFields, "tmpfs": tmpfsFields, "secrets": secretFields, "publish": publishFields])
+                   nestedLists: ["volumes": volumeFields, "tmpfs": tmpfsFields, "secrets": secretFields, "publish": publishFields,
+                                 "artifacts": artifactFields])
     }
 
     /// A JSON object as `B`: 400 for bad JSON, a field of the wrong type or an unknown field
@@ -179,6 +188,16 @@ enum TaskRequest {
             guard Set(fixed).count == fixed.count else { throw APIError.unprocessable("publish: a host port appears twice") }
             spec.publish = list.isEmpty ? nil : list
         }
+        if let artifacts = body.artifacts {
+            guard artifacts.count <= 64 else { throw APIError.unprocessable("artifacts: at most 64") }
+            let list = try artifacts.enumerated().map { i, a -> ArtifactSpec in
+                guard let url = a.url else { throw APIError.unprocessable("artifacts[\(i)]: url is required") }
+                do { return try ArtifactSpec(url: url, destination: a.destination, sha256: a.sha256) } catch let error as PropellerError {
+                    throw APIError.unprocessable("artifacts[\(i)]: \(error.message)")
+                }
+            }
+            spec.artifacts = list.isEmpty ? nil : list
+        }
         if spec.publish != nil && !NetworkName.isCNI(spec.network) {
             throw APIError.unprocessable("publish: needs a network of its own (network bridge, or one a proplet offers), not \(spec.network)")
         }
@@ -196,7 +215,8 @@ enum TaskRequest {
             spec.secrets = list.isEmpty ? nil : list
         }
         do {
-            try MountTarget.checkDistinct((spec.volumes ?? []).map(\.target) + (spec.tmpfs ?? []).map(\.target) + (spec.secrets ?? []).map(\.target))
+            try MountTarget.checkDistinct((spec.volumes ?? []).map(\.target) + (spec.tmpfs ?? []).map(\.target) + (spec.secrets ?? []).map(\.target)
+                                          + (spec.artifacts ?? []).map(\.destination))
         } catch let error as PropellerError {
             throw APIError.unprocessable("volumes, tmpfs, secrets: \(error.message)")
         }

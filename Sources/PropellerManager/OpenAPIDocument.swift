@@ -168,6 +168,7 @@ enum OpenAPIDocument {
             "restart_policy": {"$ref": "#/components/schemas/RestartPolicy"},
             "network": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", "description": "none (the default), host, bridge, or a network a proplet offers"},
             "publish": {"type": "array", "maxItems": 64, "items": {"$ref": "#/components/schemas/PortMapping"}},
+            "artifacts": {"type": "array", "maxItems": 64, "items": {"$ref": "#/components/schemas/Artifact"}},
             "volumes": {"type": "array", "maxItems": 64, "items": {"$ref": "#/components/schemas/Volume"}},
             "tmpfs": {"type": "array", "maxItems": 64, "items": {"$ref": "#/components/schemas/Tmpfs"}},
             "secrets": {"type": "array", "maxItems": 64, "items": {"$ref": "#/components/schemas/SecretMount"}}}},
@@ -176,6 +177,10 @@ enum OpenAPIDocument {
           "SecretMount": {"type": "object", "additionalProperties": false, "required": ["name"], "properties": {
             "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
             "target": {"type": "string", "pattern": "^/", "description": "a file; /run/secrets/NAME by default"}}},
+          "Artifact": {"type": "object", "additionalProperties": false, "required": ["url"], "properties": {
+            "url": {"type": "string", "description": "https://, or http:// on the loopback"},
+            "destination": {"type": "string", "pattern": "^/", "description": "where it is mounted (/local/NAME by default); an archive is unpacked there"},
+            "sha256": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}}},
           "PortMapping": {"type": "object", "additionalProperties": false, "required": ["container_port"], "properties": {
             "host_port": {"type": "integer", "minimum": 0, "maximum": 65535, "description": "0 or absent: the manager picks a free one"},
             "container_port": {"type": "integer", "minimum": 1, "maximum": 65535}, "proto": {"type": "string", "enum": ["tcp", "udp"]}}},
@@ -207,6 +212,7 @@ enum OpenAPIDocument {
             "tmpfs": {"type": "array", "items": {"$ref": "#/components/schemas/Tmpfs"}},
             "secrets": {"type": "array", "items": {"$ref": "#/components/schemas/SecretMount"}},
             "publish": {"type": "array", "items": {"$ref": "#/components/schemas/PortMapping"}},
+            "artifacts": {"type": "array", "items": {"$ref": "#/components/schemas/Artifact"}},
             "ports": {"type": "array", "items": {"$ref": "#/components/schemas/PortMapping"}, "description": "the published ports of the current attempt, with their host ports"},
             "state": {"$ref": "#/components/schemas/TaskState"}, "reason": {"type": "string"}, "phase": {"type": "string"},
             "attempt": {"type": "integer"}, "assigned_proplet": {"type": "string"}, "stop_requested": {"type": "boolean"},

@@ -30,6 +30,8 @@ public struct TaskSpec: Codable, Sendable, Hashable {
     public var tmpfs: [TmpfsMount]?
     /// Secrets as files (names and targets; their values stay sealed in the store).
     public var secrets: [SecretMount]?
+    /// Files the proplet fetches before the task starts.
+    public var artifacts: [ArtifactSpec]?
 
     public init(name: String, image: String, command: [String]? = nil, env: [String: String] = [:], workdir: String? = nil, user: String? = nil,
                 resources: Resources = Resources(), timeoutSeconds: Double? = nil, labels: [String: String] = [:], constraints: [String: String] = [:],

@@ -155,7 +155,7 @@ struct TaskRunner: Sendable {
                     close(fd)
                     throw error
                 }
-                let files = run.path + ".net"
+                let files = run.network
                 attached = (s.network, fd, files)
                 spec.networkNamespace = fd
                 spec.hostname = execution.containerID.short
@@ -164,6 +164,10 @@ struct TaskRunner: Sendable {
                 try CNINetworks.hosts(hostname: execution.containerID.short, address: attachment.address).write(toFile: files + "/hosts", atomically: false, encoding: .utf8)
                 spec.mounts += [ContainerSpec.Mount(.bind(files + "/resolv.conf"), at: "/etc/resolv.conf"),
                                 ContainerSpec.Mount(.bind(files + "/hosts"), at: "/etc/hosts")]
+            }
+            for (i, artifact) in (s.artifacts ?? []).enumerated() {
+                if i == 0 { mkdir(run.artifacts, 0o755) }
+                spec.mounts.append(try ArtifactFetcher().fetch(artifact, into: run.artifacts + "/\(i)"))
             }
             if s.volumes != nil || s.tmpfs != nil || s.secrets != nil {
                 spec.mounts += try volumes.mounts(volumes: s.volumes ?? [], tmpfs: s.tmpfs ?? [], secrets: s.secrets ?? [], values: s.secretValues ?? [],

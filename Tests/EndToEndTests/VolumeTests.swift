@@ -106,4 +106,55 @@ final class VolumeTests {
         let missing = try c.cli(["task", "create", "late", "--image", c.image, "--secret", "db"])
         #expect(missing.status != 0 && missing.stderrText.contains("no secret db"), "\(missing.stderrText)")
     }
+
+    /// Artifacts from a real HTTP server on the loopback (busybox httpd): a file checked against
+    /// its digest, an archive unpacked, a wrong digest and a hostile archive failing the task
+    /// with the reason, and no plain http:// beyond the loopback.
+    @Test func artifactsAreFetchedCheckedAndUnpacked() throws {
+        let c = try Cluster()
+        try c.startProplet("p", memory: "2G")
+        let site = c.dir.path + "/site"
+        mkdirs(site + "/tool/bin")
+        writeFile(site + "/data.txt", "artifact data\n")
+        writeFile(site + "/tool/bin/run.sh", "echo tool ran\n")
+        #expect(try runProcess("/bin/tar", ["-C", site + "/tool", "-czf", site + "/tool.tar.gz", "bin"]).status == 0)
+        // An archive whose entry climbs out of where it is unpacked.
+        #expect(try runProcess("/usr/bin/python3", ["-c", """
+            import tarfile, io
+            t = tarfile.open('\(site)/evil.tar', 'w')
+            data = b'escaped'
+            info = tarfile.TarInfo('../../../../../../../tmp/propeller-artifact-escape')
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+            t.close()
+            """]).status == 0)
+        let port = try freeLoopbackPort()
+        let server = try DaemonProcess("/bin/busybox", ["httpd", "-f", "-p", "127.0.0.1:\(port)", "-h", site], logPath: c.dir.path + "/httpd.log")
+        defer { server.stop() }
+        try c.waitUntil("httpd listens", timeout: 10) { canConnect(port: port) }
+        let base = "http://127.0.0.1:\(port)"
+        let digest = SHA256.hash(Array("artifact data\n".utf8)).map { String(format: "%02x", $0) }.joined()
+
+        let ok = try c.create("fetch", ["--artifact", "\(base)/data.txt#sha256=\(digest)", "--artifact", "\(base)/tool.tar.gz=/opt/tool"],
+                              command: ["sh", "-c", "cat /local/data.txt && sh /opt/tool/bin/run.sh"])
+        let done = try c.waitForEnd(ok)
+        #expect(done["state"] as? String == "completed", "\(done)")
+        #expect(stdout(done) == "artifact data\ntool ran\n", "\(done)")
+
+        let wrong = try c.create("wrong", ["--artifact", "\(base)/data.txt#sha256=\(String(repeating: "0", count: 64))"], command: ["true"])
+        let refused = try c.waitForEnd(wrong)
+        #expect(refused["state"] as? String == "failed")
+        #expect(((refused["result"] as? [String: Any])?["error"] as? String)?.contains("its sha256 is \(digest)") == true, "\(refused)")
+
+        let evil = try c.create("evil", ["--artifact", "\(base)/evil.tar=/opt/evil"], command: ["true"])
+        let contained = try c.waitForEnd(evil)
+        #expect(!FileManager.default.fileExists(atPath: "/tmp/propeller-artifact-escape"), "\(contained)")
+        #expect(!FileManager.default.fileExists(atPath: c.dir.path + "/tmp/propeller-artifact-escape"))
+
+        let plain = try c.cli(["task", "create", "plain", "--image", c.image, "--artifact", "http://example.com/x.tar"])
+        #expect(plain.status != 0 && plain.stderrText.contains("https"), "\(plain.stderrText)")
+        let missing = try c.create("missing", ["--artifact", "\(base)/nothing-here"], command: ["true"])
+        let notFound = try c.waitForEnd(missing)
+        #expect(((notFound["result"] as? [String: Any])?["error"] as? String)?.contains("HTTP 404") == true, "\(notFound)")
+    }
 }

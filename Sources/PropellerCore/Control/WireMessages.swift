@@ -200,10 +200,14 @@ public struct StartTask: Codable, Sendable, Hashable {
     /// start leaves for this proplet's own topic (never kept with the task).
     public var secrets: [SecretMount]?
     public var secretValues: [SecretValue]?
+    /// Files fetched before the task starts (absent: none).
+    public var artifacts: [ArtifactSpec]?
 
     public init(taskId: String, attempt: Int, name: String, image: String, command: [String]?, env: [String: String], workdir: String?, user: String?,
                 resources: Resources, timeoutSeconds: Double?, network: String, epoch: UInt64? = nil, volumes: [VolumeMount]? = nil,
-                tmpfs: [TmpfsMount]? = nil, secrets: [SecretMount]? = nil, publish: [PortMapping]? = nil) {
+                tmpfs: [TmpfsMount]? = nil, secrets: [SecretMount]? = nil, publish: [PortMapping]? = nil,
+                artifacts: [ArtifactSpec]? = nil) {
+        self.artifacts = artifacts
         self.secrets = secrets
         self.publish = publish
         self.volumes = volumes
