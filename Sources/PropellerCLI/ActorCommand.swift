@@ -34,6 +34,9 @@ struct ActorSpecOptions: ParsableArguments {
     @Flag(help: "A stateful actor: one worker, a JSON state handed to each execution.") var stateful = false
     @Option(help: ArgumentHelp("Kill an execution after this long.", valueName: "duration")) var timeout: String?
     @Option(name: .customLong("label"), help: ArgumentHelp("A label (repeatable).", valueName: "KEY=VALUE")) var labels: [String] = []
+    @Option(help: ArgumentHelp("A volume for every execution (repeatable), as for tasks.", valueName: "name:/path[:ro]")) var volume: [String] = []
+    @Option(help: ArgumentHelp("A tmpfs for every execution (repeatable).", valueName: "/path[:size=64M]")) var tmpfs: [String] = []
+    @Option(help: ArgumentHelp("A secret as a read-only file in every execution (repeatable).", valueName: "name[:/path]")) var secret: [String] = []
     @Argument(parsing: .postTerminator, help: "Command replacing the image's Cmd (after --).") var command: [String] = []
 
     func body(name: String?) throws -> [String: Any] {
@@ -57,6 +60,16 @@ struct ActorSpecOptions: ParsableArguments {
             do { b["timeout_seconds"] = Double(try DurationParsing.parse(timeout).components.seconds) } catch { throw ValidationError("invalid --timeout: \(error)") }
         }
         if !command.isEmpty { b["command"] = command }
+        do {
+            let volumes = try volume.map(VolumeMount.init(parsing:))
+            if !volumes.isEmpty { b["volumes"] = volumes.map { ["name": $0.name, "target": $0.target, "read_only": $0.readOnly] as [String: Any] } }
+            let mounts = try tmpfs.map(TmpfsMount.init(parsing:))
+            if !mounts.isEmpty { b["tmpfs"] = mounts.map { t in ["target": t.target].merging(t.sizeBytes.map { ["size_bytes": $0] } ?? [:]) { a, _ in a } } }
+            let secrets = try secret.map(SecretMount.init(parsing:))
+            if !secrets.isEmpty { b["secrets"] = secrets.map { ["name": $0.name, "target": $0.target] } }
+        } catch let error as PropellerError {
+            throw ValidationError(error.message)
+        }
         return b
     }
 

@@ -8,7 +8,9 @@ extension ManagerAPI {
     func addActorRoutes(_ router: Router<BasicRequestContext>, _ actors: ActorService) {
         router.post("/actors") { request, _ in
             let body = try ActorRequest.parse(try await collect(request))
-            return try encode(try await actors.create(try ActorRequest.spec(from: body)), status: .created)
+            let spec = try ActorRequest.spec(from: body)
+            try checkSecretsExist(spec.secrets)
+            return try encode(try await actors.create(spec), status: .created)
         }
         router.get("/actors") { request, _ in
             let (offset, limit) = try page(request)
@@ -20,6 +22,7 @@ extension ManagerAPI {
         }
         router.put("/actors/{id}") { request, context in
             let body = try ActorRequest.parse(try await collect(request))
+            if let secrets = body.secrets { try checkSecretsExist(try TaskRequest.checked(secrets: secrets)) }
             return try encode(try await actors.update(try context.parameters.require("id")) { spec in try ActorRequest.apply(body, to: &spec) })
         }
         router.delete("/actors/{id}") { _, context in
@@ -194,7 +197,7 @@ struct MessageQuery {
 /// `POST|PUT /actors` bodies.
 enum ActorRequest {
     static let fields: Set<String> = ["name", "image", "description", "command", "default_env", "resources", "min_workers", "max_workers", "stateless",
-                                      "labels", "constraints", "timeout_seconds"]
+                                      "labels", "constraints", "timeout_seconds", "volumes", "tmpfs", "secrets"]
 
     struct Body: Decodable {
         var name: String?
@@ -209,10 +212,14 @@ enum ActorRequest {
         var labels: [String: String]?
         var constraints: [String: String]?
         var timeoutSeconds: Double?
+        var volumes: [TaskRequest.VolumeBody]?
+        var tmpfs: [TaskRequest.TmpfsBody]?
+        var secrets: [TaskRequest.SecretBody]?
     }
 
     static func parse(_ bytes: [UInt8]) throws -> Body {
-        try TaskRequest.decode(Body.self, bytes, fields: fields, nested: ["resources": TaskRequest.resourceFields])
+        try TaskRequest.decode(Body.self, bytes, fields: fields, nested: ["resources": TaskRequest.resourceFields],
+                               nestedLists: ["volumes": TaskRequest.volumeFields, "tmpfs": TaskRequest.tmpfsFields, "secrets": TaskRequest.secretFields])
     }
 
     static func spec(from body: Body) throws -> ActorSpec {
@@ -253,5 +260,18 @@ enum ActorRequest {
         if let labels = body.labels { spec.labels = labels }
         if let constraints = body.constraints { spec.constraints = constraints }
         if let t = body.timeoutSeconds { spec.timeoutSeconds = try TaskRequest.checkedTimeout(t) }
+        if let volumes = body.volumes { spec.volumes = try TaskRequest.checked(volumes: volumes) }
+        if let tmpfs = body.tmpfs { spec.tmpfs = try TaskRequest.checked(tmpfs: tmpfs) }
+        if let secrets = body.secrets { spec.secrets = try TaskRequest.checked(secrets: secrets) }
+        do {
+            // The execution's own files live under /propeller (the proplet's ExecutionFiles): not a mount target.
+            let targets = (spec.volumes ?? []).map(\.target) + (spec.tmpfs ?? []).map(\.target) + (spec.secrets ?? []).map(\.target)
+            try MountTarget.checkDistinct(targets)
+            if let clash = targets.first(where: { $0 == "/propeller" || $0.hasPrefix("/propeller/") }) {
+                throw PropellerError(.invalidArgument, "\(clash) is where an execution's message and results are")
+            }
+        } catch let error as PropellerError {
+            throw APIError.unprocessable("volumes, tmpfs, secrets: \(error.message)")
+        }
     }
 }

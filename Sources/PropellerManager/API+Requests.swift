@@ -203,17 +203,7 @@ enum TaskRequest {
         }
         if let volumes = body.volumes { spec.volumes = try checked(volumes: volumes) }
         if let tmpfs = body.tmpfs { spec.tmpfs = try checked(tmpfs: tmpfs) }
-        if let secrets = body.secrets {
-            let list = try secrets.enumerated().map { i, s -> SecretMount in
-                guard let name = s.name else { throw APIError.unprocessable("secrets[\(i)]: name is required") }
-                do {
-                    return SecretMount(name: try VolumeName.check(name, what: "secrets[\(i)]"), target: try s.target.map { try MountTarget.check($0, what: "secrets[\(i)]") })
-                } catch let error as PropellerError {
-                    throw APIError.unprocessable(error.message)
-                }
-            }
-            spec.secrets = list.isEmpty ? nil : list
-        }
+        if let secrets = body.secrets { spec.secrets = try checked(secrets: secrets) }
         do {
             try MountTarget.checkDistinct((spec.volumes ?? []).map(\.target) + (spec.tmpfs ?? []).map(\.target) + (spec.secrets ?? []).map(\.target)
                                           + (spec.artifacts ?? []).map(\.destination))
@@ -229,6 +219,19 @@ enum TaskRequest {
             do {
                 return VolumeMount(name: try VolumeName.check(name, what: "volumes[\(i)]"), target: try MountTarget.check(target, what: "volumes[\(i)]"),
                                    readOnly: v.readOnly ?? false)
+            } catch let error as PropellerError {
+                throw APIError.unprocessable(error.message)
+            }
+        }
+        return list.isEmpty ? nil : list
+    }
+
+    /// `secrets`: each a name and an optional target; nil when empty.
+    static func checked(secrets: [SecretBody]) throws -> [SecretMount]? {
+        let list = try secrets.enumerated().map { i, s -> SecretMount in
+            guard let name = s.name else { throw APIError.unprocessable("secrets[\(i)]: name is required") }
+            do {
+                return SecretMount(name: try VolumeName.check(name, what: "secrets[\(i)]"), target: try s.target.map { try MountTarget.check($0, what: "secrets[\(i)]") })
             } catch let error as PropellerError {
                 throw APIError.unprocessable(error.message)
             }

@@ -53,9 +53,9 @@ extension ManagerAPI {
         }
     }
 
-    /// Refuses a task that asks for a secret the store does not hold (422 naming it).
-    func checkSecretsExist(_ spec: TaskSpec) throws {
-        guard let mounts = spec.secrets, !mounts.isEmpty else { return }
+    /// Refuses a task or actor that asks for a secret the store does not hold (422 naming it).
+    func checkSecretsExist(_ mounts: [SecretMount]?) throws {
+        guard let mounts, !mounts.isEmpty else { return }
         let vault = try vault()
         for name in Set(mounts.map(\.name)).sorted() where try !vault.exists(name) {
             throw APIError.unprocessable("secrets: no secret \(name) (create it with: propeller secret create \(name) --from-file FILE)")

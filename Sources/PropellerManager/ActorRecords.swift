@@ -21,6 +21,10 @@ public struct ActorSpec: Codable, Sendable, Hashable {
     public var constraints: [String: String]
     /// An execution running longer is killed.
     public var timeoutSeconds: Double?
+    /// Volumes, tmpfs mounts and secrets every execution gets, as a task's (nil: none).
+    public var volumes: [VolumeMount]?
+    public var tmpfs: [TmpfsMount]?
+    public var secrets: [SecretMount]?
 
     public init(name: String, image: String, description: String = "", command: [String]? = nil, defaultEnv: [String: String] = [:],
                 resources: Resources = .zero, minWorkers: Int = 1, maxWorkers: Int = 1, stateless: Bool = true, labels: [String: String] = [:],
@@ -42,7 +46,8 @@ public struct ActorSpec: Codable, Sendable, Hashable {
     /// Whether a change to this spec needs new workers (what a worker was prepared with).
     func needsNewWorkers(comparedTo old: ActorSpec) -> Bool {
         image != old.image || command != old.command || defaultEnv != old.defaultEnv || resources != old.resources
-            || constraints != old.constraints || timeoutSeconds != old.timeoutSeconds
+            || constraints != old.constraints || timeoutSeconds != old.timeoutSeconds || volumes != old.volumes || tmpfs != old.tmpfs
+            || secrets != old.secrets
     }
 }
 

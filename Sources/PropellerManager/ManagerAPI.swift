@@ -53,7 +53,7 @@ public struct ManagerAPI: Sendable {
         router.post("/tasks") { request, context in
             let body = try TaskRequest.parse(try await collect(request))
             let spec = try TaskRequest.spec(from: body)
-            try checkSecretsExist(spec)
+            try checkSecretsExist(spec.secrets)
             let task = try await service.create(spec, start: body.start ?? false)
             return try encode(task, status: .created)
         }
@@ -81,7 +81,7 @@ public struct ManagerAPI: Sendable {
             if body.secrets != nil {
                 var probe = TaskSpec(name: "probe", image: "probe")
                 try TaskRequest.apply(body, to: &probe)
-                try checkSecretsExist(probe)
+                try checkSecretsExist(probe.secrets)
             }
             return try encode(try await service.update(id) { spec in try TaskRequest.apply(body, to: &spec) })
         }

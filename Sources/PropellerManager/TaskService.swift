@@ -143,7 +143,7 @@ public actor TaskService {
                 }
             case .confirm(let epoch): bus.confirm(epoch)
             case .notify(let t): notifyWatchers(t)
-            case .worker(let command, let proplet): bus.send(command, to: proplet)
+            case .worker(let command, let proplet): bus.send(withSecretValues(command), to: proplet)
             case .execution(let command, let proplet):
                 if let followUp = send(command, to: proplet) { followUps.append(followUp) }
             case .ended(let e): wake(e)
@@ -164,6 +164,18 @@ public actor TaskService {
             logger.error("a task's secret cannot be given to it", metadata: ["task": "\(start.taskId)", "problem": "\(problem)"])
         }
         return start
+    }
+
+    /// A worker's prepare with the values of its secrets, as ``withSecretValues(_:)-(StartTask)``.
+    func withSecretValues(_ command: WorkerCommand) -> WorkerCommand {
+        guard command.action == .prepare, let mounts = command.secrets, !mounts.isEmpty else { return command }
+        var command = command
+        let (values, problems) = secrets?.values(mounts) ?? ([], ["secrets are not configured on this manager"])
+        command.secretValues = values
+        for problem in problems {
+            logger.error("an actor's secret cannot be given to its worker", metadata: ["actor": "\(command.actorId)", "problem": "\(problem)"])
+        }
+        return command
     }
 
     /// Throws when this manager led under a lease that it no longer holds.

@@ -161,8 +161,10 @@ extension PropletAgent {
         if !c.contentType.hasPrefix("application/octet-stream") && c.message.count <= ExecutionFiles.messageInEnvironment {
             env["MSG"] = String(decoding: c.message, as: UTF8.self)
         }
-        let start = StartTask(taskId: c.executionId, attempt: c.attempt, name: w.actorId, image: w.image, command: w.command, env: env,
-                              workdir: nil, user: nil, resources: w.resources, timeoutSeconds: w.timeoutSeconds, network: "none")
+        var start = StartTask(taskId: c.executionId, attempt: c.attempt, name: w.actorId, image: w.image, command: w.command, env: env,
+                              workdir: nil, user: nil, resources: w.resources, timeoutSeconds: w.timeoutSeconds, network: "none",
+                              volumes: w.volumes, tmpfs: w.tmpfs, secrets: w.secrets)
+        start.secretValues = w.secretValues
         let execution = Execution(start: start, image: slot.image, onScratch: true)
         slot.running = execution
         let runner = self.runner

@@ -133,6 +133,31 @@ struct ActorTests {
         #expect((try json(c, ["actor", "get", missingID])["message"] as? String ?? "").contains("nothing"))
     }
 
+    /// An actor's executions get its volumes, tmpfs and secrets as a task's: each message adds
+    /// a line to a named volume that the next one sees, and reads a secret that is nowhere else.
+    @Test func executionsGetTheActorsVolumesAndSecrets() throws {
+        let c = try Cluster()
+        try c.startProplet("pa", memory: "1G")
+        let value = "actor-secret-" + UUID().uuidString
+        writeFile(c.dir.path + "/value", value)
+        #expect(try c.cli(["secret", "create", "token", "--from-file", c.dir.path + "/value"]).status == 0)
+        unlink(c.dir.path + "/value")
+        let digest = SHA256.hash(Array(value.utf8)).map { String(format: "%02x", $0) }.joined()
+        let id = try createActor(c, "journal", ["--memory", "64M", "--volume", "journal:/journal", "--tmpfs", "/scratch:size=1M", "--secret", "token:/etc/token"],
+                                 command: ["/bin/sh", "-c", #"echo "$MSG" >> /journal/lines && touch /scratch/x && busybox sha256sum /etc/token | cut -c1-64 > "$PROPELLER_RESULTS" && wc -l < /journal/lines >> "$PROPELLER_RESULTS""#])
+        try waitReady(c, id)
+        for i in 1...3 {
+            let r = try c.cli(["actor", "send", id, "m\(i)", "--sync"])
+            #expect(r.stdoutText.replacingOccurrences(of: " ", with: "") == "\(digest)\n\(i)\n", "execution \(i): \(r.stdoutText) \(r.stderrText)")
+        }
+        #expect(readFile(c.dir.path + "/proplet-pa/volumes/journal/lines") == "m1\nm2\nm3\n")
+        let shown = try c.cli(["actor", "get", id, "--json"])
+        #expect(shown.stdoutText.contains("\"journal\"") && !shown.stdoutText.contains(value))
+        #expect(c.proplets["pa"]?.log.contains(value) == false && c.managers[0]?.log.contains(value) == false)
+        let bad = try c.cli(["actor", "create", "bad", "--image", c.image, "--volume", "x:/propeller/y"])
+        #expect(bad.status != 0 && bad.stderrText.contains("/propeller"), "\(bad.stderrText)")
+    }
+
     @Test func aMessageWhosePropletDiesRunsAgainElsewhere() throws {
         let c = try Cluster()
         try c.startProplet("pa", memory: "1G")

@@ -20,10 +20,20 @@ public struct WorkerCommand: Codable, Sendable, Hashable {
     /// A prepare's placement epoch (as ``StartTask/epoch``): the proplet holds it until the
     /// manager confirms its epoch, and drops it when the epoch has moved on since.
     public var epoch: UInt64?
+    /// Every execution's volumes, tmpfs mounts and secrets (as a task's); the secrets' values are
+    /// added by the manager as a prepare leaves for the proplet.
+    public var volumes: [VolumeMount]?
+    public var tmpfs: [TmpfsMount]?
+    public var secrets: [SecretMount]?
+    public var secretValues: [SecretValue]?
 
     public init(action: Action, workerId: String, actorId: String, revision: Int = 0, image: String = "", command: [String]? = nil,
-                env: [String: String] = [:], resources: Resources = .zero, timeoutSeconds: Double? = nil, epoch: UInt64? = nil) {
+                env: [String: String] = [:], resources: Resources = .zero, timeoutSeconds: Double? = nil, epoch: UInt64? = nil,
+                volumes: [VolumeMount]? = nil, tmpfs: [TmpfsMount]? = nil, secrets: [SecretMount]? = nil) {
         self.epoch = epoch
+        self.volumes = volumes
+        self.tmpfs = tmpfs
+        self.secrets = secrets
         self.action = action
         self.workerId = workerId
         self.actorId = actorId
