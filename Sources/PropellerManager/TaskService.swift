@@ -158,24 +158,25 @@ public actor TaskService {
     func withSecretValues(_ start: StartTask) -> StartTask {
         guard let mounts = start.secrets, !mounts.isEmpty else { return start }
         var start = start
-        let (values, problems) = secrets?.values(mounts) ?? ([], ["secrets are not configured on this manager"])
-        start.secretValues = values
-        for problem in problems {
-            logger.error("a task's secret cannot be given to it", metadata: ["task": "\(start.taskId)", "problem": "\(problem)"])
-        }
+        start.secretValues = openSecrets(mounts, for: ["task": "\(start.taskId)"])
         return start
     }
 
-    /// A worker's prepare with the values of its secrets, as ``withSecretValues(_:)-(StartTask)``.
+    /// A worker's prepare with the values of its secrets, as a task's start.
     func withSecretValues(_ command: WorkerCommand) -> WorkerCommand {
         guard command.action == .prepare, let mounts = command.secrets, !mounts.isEmpty else { return command }
         var command = command
-        let (values, problems) = secrets?.values(mounts) ?? ([], ["secrets are not configured on this manager"])
-        command.secretValues = values
-        for problem in problems {
-            logger.error("an actor's secret cannot be given to its worker", metadata: ["actor": "\(command.actorId)", "problem": "\(problem)"])
-        }
+        command.secretValues = openSecrets(mounts, for: ["actor": "\(command.actorId)"])
         return command
+    }
+
+    /// The values that open; each one that does not is logged with `whose`.
+    private func openSecrets(_ mounts: [SecretMount], for whose: Logger.Metadata) -> [SecretValue] {
+        let (values, problems) = secrets?.values(mounts) ?? ([], ["secrets are not configured on this manager"])
+        for problem in problems {
+            logger.error("a secret cannot be given", metadata: whose.merging(["problem": "\(problem)"]) { a, _ in a })
+        }
+        return values
     }
 
     /// Throws when this manager led under a lease that it no longer holds.
