@@ -14,7 +14,7 @@ public struct PropellerCommand: AsyncParsableCommand {
         `propeller manager` and `propeller proplet` are the daemons; `propeller task` and         `propeller proplet list` talk to the manager's REST API; `propeller run` starts one         container on this machine through the same runtime the proplet uses.
         """,
         version: "0.1.0",
-        subcommands: [RunCommand.self, ImageCommand.self, ManagerCommand.self, PropletCommand.self, ProxyCommand.self, TaskCommand.self, ActorCommand.self, TokenCommand.self, SecretCommand.self, ProvisionCommand.self]
+        subcommands: [RunCommand.self, ImageCommand.self, ManagerCommand.self, PropletCommand.self, ProxyCommand.self, TaskCommand.self, ActorCommand.self, TokenCommand.self, SecretCommand.self, VolumesCommand.self, ProvisionCommand.self]
     )
 
     public init() {}

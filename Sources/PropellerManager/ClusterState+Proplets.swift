@@ -10,6 +10,7 @@ extension ClusterState {
         var record = PropletRecord(announcement: a, now: now.wall)
         let known = proplets[a.propletId]
         if let known {
+            record.volumes = known.volumes
             record.registeredAt = known.registeredAt
             record.epoch = known.epoch
             record.draining = known.draining
@@ -70,6 +71,11 @@ extension ClusterState {
             return  // unknown and unannounced: wait for its announcement
         }
         setDraining(hb.propletId, hb.status == .draining)
+        if var p = proplets[hb.propletId], p.volumes != hb.volumes {
+            p.volumes = hb.volumes
+            proplets[hb.propletId] = p
+            emit(.saveProplet(p))
+        }
         reconcile(hb, stored: stored)
         reconcileWorkers(hb)
         schedulePending()

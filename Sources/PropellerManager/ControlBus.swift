@@ -14,6 +14,8 @@ public protocol ControlBus: ActorBus {
     func acknowledge(_ result: TaskAttempt, to propletID: String)
     /// Tells a proplet its current placement epoch (``PropletEpoch``).
     func confirm(_ epoch: PropletEpoch)
+    /// Asks a proplet to remove one of its named volumes.
+    func send(_ command: VolumeCommand, to propletID: String)
 }
 
 /// Tunables of the manager's task service.

@@ -18,6 +18,7 @@ public struct MQTTControlBus: ControlBus, ActorBus {
     public func send(_ stop: StopTask, to propletID: String) { publish(topics.stop(propletID), stop) }
     public func acknowledge(_ result: TaskAttempt, to propletID: String) { publish(topics.ack(propletID), result) }
     public func confirm(_ epoch: PropletEpoch) { publish(topics.ack(epoch.propletId), epoch) }
+    public func send(_ command: VolumeCommand, to propletID: String) { publish(topics.volume(propletID), command) }
     public func send(_ command: WorkerCommand, to propletID: String) { publish(topics.worker(propletID), command) }
     public func send(_ command: ExecutionCommand, to propletID: String) { publish(topics.execution(propletID), command) }
 

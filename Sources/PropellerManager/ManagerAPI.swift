@@ -145,6 +145,16 @@ public struct ManagerAPI: Sendable {
             try await service.deleteProplet(try context.parameters.require("id"))
             return Response(status: .noContent)
         }
+        router.get("/volumes") { request, _ in
+            struct Listed: Encodable { var proplet: String; var name: String; var sizeBytes: UInt64; var inUse: Int }
+            let only = request.uri.queryParameters["proplet"].map(String.init)
+            let all = await service.namedVolumes().filter { only == nil || $0.proplet == only }
+            return try encode(["volumes": all.map { Listed(proplet: $0.proplet, name: $0.volume.name, sizeBytes: $0.volume.sizeBytes, inUse: $0.volume.inUse) }])
+        }
+        router.delete("/proplets/{id}/volumes/{name}") { _, context in
+            try await service.removeVolume(try context.parameters.require("name"), on: try context.parameters.require("id"))
+            return Response(status: .accepted)
+        }
         addTokenRoutes(router)
         addSecretRoutes(router)
         if let actors { addActorRoutes(router, actors) }

@@ -106,6 +106,17 @@ enum OpenAPIDocument {
           "delete": {"summary": "Revoke an API token (it stops working at once); not the one making the request",
             "responses": {"200": {"description": "The revoked token", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Token"}}}},
                           "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}, "409": {"$ref": "#/components/responses/Error"}}}},
+        "/volumes": {
+          "get": {"summary": "Named volumes of every proplet (or of ?proplet=ID), as their heartbeats last said",
+            "parameters": [{"name": "proplet", "in": "query", "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "Volumes", "content": {"application/json": {"schema": {"type": "object", "properties": {
+                            "volumes": {"type": "array", "items": {"$ref": "#/components/schemas/NamedVolume"}}}}}}},
+                          "401": {"$ref": "#/components/responses/Error"}}}},
+        "/proplets/{id}/volumes/{name}": {
+          "parameters": [{"$ref": "#/components/parameters/id"}, {"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
+          "delete": {"summary": "Ask the proplet to remove a named volume nothing uses",
+            "responses": {"202": {"description": "Asked; its heartbeats show the outcome"}, "401": {"$ref": "#/components/responses/Error"},
+                          "404": {"$ref": "#/components/responses/Error"}, "409": {"$ref": "#/components/responses/Error"}}}},
         "/secrets": {
           "get": {"summary": "Secrets: names, sizes and times, never values",
             "responses": {"200": {"description": "Secrets", "content": {"application/json": {"schema": {"type": "object", "properties": {
@@ -191,6 +202,8 @@ enum OpenAPIDocument {
               "read_only": {"type": "boolean"}}},
           "Tmpfs": {"type": "object", "additionalProperties": false, "required": ["target"], "properties": {
             "target": {"type": "string", "pattern": "^/"}, "size_bytes": {"type": "integer", "minimum": 4096}}},
+          "NamedVolume": {"type": "object", "properties": {"proplet": {"type": "string"}, "name": {"type": "string"},
+            "size_bytes": {"type": "integer"}, "in_use": {"type": "integer"}}},
           "HostVolume": {"type": "object", "properties": {"name": {"type": "string"}, "read_only": {"type": "boolean"}}},
           "TaskCreate": {"allOf": [{"$ref": "#/components/schemas/TaskUpdate"},
             {"type": "object", "required": ["name", "image"], "properties": {"start": {"type": "boolean"}}}]},

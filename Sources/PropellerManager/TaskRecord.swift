@@ -255,6 +255,8 @@ public struct PropletRecord: Codable, Sendable, Hashable {
     public var hostVolumes: [HostVolume]?
     /// The CNI networks it offers (nil: none).
     public var networks: [String]?
+    /// Its named volumes, as its heartbeats last said (nil: none).
+    public var volumes: [NamedVolumeInfo]?
     /// Heartbeats arrive (`state` is `alive`).
     public var alive: Bool
     /// `alive`, `disconnected` (its work is `unknown` for the grace period) or `lost` (see

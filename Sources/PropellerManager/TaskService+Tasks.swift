@@ -123,6 +123,24 @@ extension TaskService {
         return p
     }
 
+    /// Every named volume of every proplet, as their heartbeats last said.
+    public func namedVolumes() -> [(proplet: String, volume: NamedVolumeInfo)] {
+        state.propletList().flatMap { p in (p.volumes ?? []).map { (p.id, $0) } }
+    }
+
+    /// Asks `proplet` to remove its named volume `name`: refused when the proplet is away, does
+    /// not report it, or something uses it now. The proplet removes it unless a task took it up
+    /// in between; its next heartbeat shows the outcome.
+    public func removeVolume(_ name: String, on proplet: String) throws {
+        let p = try self.proplet(proplet)
+        guard let volume = p.volumes?.first(where: { $0.name == name }) else { throw APIError.notFound("proplet \(proplet) has no named volume \(name)") }
+        guard p.alive else { throw APIError.conflict("proplet \(proplet) is \(p.state ?? "away"): it removes its volumes when it is back") }
+        guard volume.inUse == 0 else { throw APIError.conflict("named volume \(name) on \(proplet) is in use by \(volume.inUse) task(s)") }
+        try requireLease()
+        bus.send(VolumeCommand(action: .remove, name: name), to: proplet)
+        logger.notice("named volume removal asked", metadata: ["proplet": "\(proplet)", "volume": "\(name)"])
+    }
+
     /// Forgets a proplet that is lost (an alive one would announce itself again at once).
     public func deleteProplet(_ id: String) async throws {
         try state.checkForget(id)

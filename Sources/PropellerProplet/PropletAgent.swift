@@ -28,6 +28,8 @@ public actor PropletAgent {
     var executions: [String: Execution] = [:]
     /// Actor workers by id.
     var workers: [String: WorkerSlot] = [:]
+    /// The named volumes as last measured (``namedVolumes()``).
+    var volumeListing: (at: ContinuousClock.Instant, volumes: [NamedVolumeInfo])?
     /// Attempts seen recently (bounded), so a redelivered start is not run twice.
     var seen: Set<TaskAttempt> = []
     var seenOrder: [TaskAttempt] = []
@@ -186,7 +188,44 @@ public actor PropletAgent {
                                                       workers: workerBeats, awaitingEpoch: epoch == nil ? true : nil,
                                                       // Held starts are listed apart: the manager must not take them for lost, nor
                                                       // for running (a withdrawn one must not take its given-up task back).
-                                                      held: held.isEmpty ? nil : held.map(\.ref)))
+                                                      held: held.isEmpty ? nil : held.map(\.ref), volumes: namedVolumes()))
+    }
+
+    /// The named volumes for the heartbeat: their sizes measured again every 30 s at most, and
+    /// after a task with volumes ended (it may have made or filled one); what uses them counted
+    /// now.
+    func namedVolumes() -> [NamedVolumeInfo]? {
+        let using = volumesInUse
+        if volumeListing == nil || ContinuousClock.now - (volumeListing?.at ?? .now) >= .seconds(30) {
+            volumeListing = (.now, runner.volumes.named(using: []))
+        }
+        let volumes = (volumeListing?.volumes ?? []).map { v in
+            NamedVolumeInfo(name: v.name, sizeBytes: v.sizeBytes, inUse: using.filter { $0 == v.name }.count)
+        }
+        return volumes.isEmpty ? nil : volumes
+    }
+
+    /// The volume names of the tasks and warm workers here now.
+    var volumesInUse: [String] {
+        executions.values.flatMap { ($0.start.volumes ?? []).map(\.name) } + workers.values.flatMap { ($0.command.volumes ?? []).map(\.name) }
+    }
+
+    /// `control/proplet/{id}/volume`: removes a named volume nothing here uses now.
+    func handleVolume(_ command: VolumeCommand) {
+        guard command.action == .remove else { return }
+        let users = volumesInUse.filter { $0 == command.name }.count
+        guard users == 0 else {
+            logger.warning("named volume not removed: in use", metadata: ["volume": "\(command.name)", "users": "\(users)"])
+            return
+        }
+        do {
+            try runner.volumes.remove(command.name)
+            logger.notice("named volume removed", metadata: ["volume": "\(command.name)"])
+        } catch {
+            logger.warning("named volume not removed", metadata: ["volume": "\(command.name)", "error": "\(error)"])
+        }
+        volumeListing = nil
+        heartbeat()
     }
 
     /// Forgets the confirmed epoch when the broker connection is a new one or this process was
@@ -258,6 +297,7 @@ public actor PropletAgent {
                     confirm(try WireCoding.decode(PropletEpoch.self, from: message.payload))
                 }
             case topics.worker(options.id): handleWorker(try WireCoding.decode(WorkerCommand.self, from: message.payload))
+            case topics.volume(options.id): handleVolume(try WireCoding.decode(VolumeCommand.self, from: message.payload))
             case topics.execution(options.id): handleExecution(try WireCoding.decode(ExecutionCommand.self, from: message.payload))
             default: break
             }
@@ -340,6 +380,7 @@ public actor PropletAgent {
     /// After the result went out (from the task's own thread): forget the execution.
     func finished(_ execution: Execution, _ result: TaskResult) {
         if executions[execution.start.taskId] === execution { executions[execution.start.taskId] = nil }
+        if execution.start.volumes != nil { volumeListing = nil }  // it may have made or filled a named volume
         logger.info("task ended", metadata: ["task": "\(result.taskId)", "attempt": "\(result.attempt)", "state": "\(result.state.rawValue)",
                                              "exit_code": "\(result.exitCode.map(String.init) ?? "-")"])
         heartbeat()

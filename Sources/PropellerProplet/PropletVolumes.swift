@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Foundation
 import PropellerCore
 import PropellerImage
 import PropellerRuntime
@@ -66,6 +67,29 @@ public struct PropletVolumes: Sendable {
             mounts.append(ContainerSpec.Mount(.file([UInt8](value.value)), at: try MountTarget.check(secret.target, what: "secret \(secret.name)"), readOnly: true))
         }
         return mounts
+    }
+
+    /// The named volumes there are, with their sizes (files' bytes, symlinks not followed) and
+    /// how many of `using` (the volume names of what runs now) name each.
+    func named(using: [String]) -> [NamedVolumeInfo] {
+        let names = ((try? FileManager.default.contentsOfDirectory(atPath: namedRoot)) ?? []).filter { VolumeName.isValid($0) && host[$0] == nil }
+        return names.sorted().map { name in
+            var size: UInt64 = 0
+            let walker = FileManager.default.enumerator(atPath: namedRoot + "/" + name)
+            while let relative = walker?.nextObject() as? String {
+                var st = stat()
+                if lstat(namedRoot + "/" + name + "/" + relative, &st) == 0, st.st_mode & S_IFMT == S_IFREG { size += UInt64(st.st_size) }
+            }
+            return NamedVolumeInfo(name: name, sizeBytes: size, inUse: using.filter { $0 == name }.count)
+        }
+    }
+
+    /// Removes the named volume `name`; an error when it does not exist.
+    func remove(_ name: String) throws {
+        let path = namedRoot + "/" + (try VolumeName.check(name, what: "volume"))
+        var st = stat()
+        guard host[name] == nil, lstat(path, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else { throw PropellerError(.notFound, "no named volume \(name) here") }
+        try FileManager.default.removeItem(atPath: path)
     }
 
     /// `<data>/volumes/NAME`, made (0755, `owner`'s) when missing.

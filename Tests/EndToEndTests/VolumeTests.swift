@@ -34,6 +34,27 @@ final class VolumeTests {
         #expect(read["state"] as? String == "completed", "\(read)")
         #expect(stdout(read)?.replacingOccurrences(of: " ", with: "") == "3\nread-only\n", "\(read)")
 
+        // The named volume is listed with its proplet and size, refused removal while a task
+        // uses it, and removed once nothing does.
+        func listed() throws -> [[String: Any]] {
+            let r = try c.cli(["volume", "list", "--json"])
+            return (try JSONSerialization.jsonObject(with: r.stdout) as? [String: Any])?["volumes"] as? [[String: Any]] ?? []
+        }
+        try c.waitUntil("the named volume listed", timeout: 15) { try listed().contains { $0["name"] as? String == "cache" && $0["proplet"] as? String == "p" } }
+        #expect((try listed().first { $0["name"] as? String == "cache" }?["size_bytes"] as? Int ?? 0) > 0)
+        let holder = try c.create("holder", ["--volume", "cache:/c"], command: ["sleep", "30"])
+        try c.waitFor(holder, state: "running")
+        try c.waitUntil("the volume in use", timeout: 15) { try listed().first { $0["name"] as? String == "cache" }?["in_use"] as? Int == 1 }
+        let busy = try c.cli(["volume", "rm", "cache", "--proplet", "p"])
+        #expect(busy.status != 0 && busy.stderrText.contains("in use"), "\(busy.stderrText)")
+        _ = try c.cli(["task", "stop", holder, "--grace", "0"])
+        try c.waitForEnd(holder)
+        try c.waitUntil("the volume free", timeout: 15) { try listed().first { $0["name"] as? String == "cache" }?["in_use"] as? Int == 0 }
+        let removed = try c.cli(["volume", "rm", "cache", "--proplet", "p"])
+        #expect(removed.status == 0, "\(removed.stderrText)")
+        try c.waitUntil("the volume gone", timeout: 15) { try !listed().contains { $0["name"] as? String == "cache" } }
+        #expect(!FileManager.default.fileExists(atPath: c.dir.path + "/proplet-p/volumes/cache"))
+
         // Writing to a host volume that is offered read-only everywhere is never placed.
         let writer = try c.create("writer", ["--volume", "input:/in"], command: ["true"])
         let refused = try c.waitFor(writer, state: "failed")

@@ -680,3 +680,18 @@ import Testing
         return problems
     }
 }
+
+@Suite("Cluster state: named volumes")
+struct NamedVolumeStateTests {
+    @Test func aHeartbeatsNamedVolumesAreKeptWithItsProplet() throws {
+        var state = ClusterStateTests.newState()
+        var beat = ClusterStateTests.beat("p")
+        beat.volumes = [NamedVolumeInfo(name: "cache", sizeBytes: 5, inUse: 1)]
+        let effects = try state.apply(.heartbeat(beat, stored: [:]), at: ClusterStateTests.at(1))
+        #expect(state.propletList().first?.volumes == beat.volumes)
+        #expect(effects.contains { if case .saveProplet(let p) = $0 { p.volumes == beat.volumes } else { false } })
+        beat.volumes = nil
+        _ = try state.apply(.heartbeat(beat, stored: [:]), at: ClusterStateTests.at(2))
+        #expect(state.propletList().first?.volumes == nil)
+    }
+}

@@ -19,6 +19,8 @@ final class RecordingBus: ControlBus, ActorBus {
     func send(_ stop: StopTask, to propletID: String) { stops.withLock { $0.append((stop, propletID)) } }
     func acknowledge(_ result: TaskAttempt, to propletID: String) { acks.withLock { $0.append(result) } }
     func confirm(_ epoch: PropletEpoch) { epochs.withLock { $0.append(epoch) } }
+    let volumeCommands = Mutex<[(VolumeCommand, String)]>([])
+    func send(_ command: VolumeCommand, to propletID: String) { volumeCommands.withLock { $0.append((command, propletID)) } }
     func send(_ command: WorkerCommand, to propletID: String) { workerCommands.withLock { $0.append((command, propletID)) } }
     func send(_ command: ExecutionCommand, to propletID: String) { executionCommands.withLock { $0.append((command, propletID)) } }
 

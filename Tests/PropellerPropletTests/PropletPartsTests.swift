@@ -71,3 +71,24 @@ struct PropletPartsTests {
         #expect(c.pids > 0 && c.tasks == 32)
     }
 }
+
+@Suite("Proplet volumes")
+struct PropletVolumesTests {
+    @Test func namedVolumesAreListedWithTheirSizesAndRemoved() throws {
+        let dir = try TempDirectory("propeller-volumes")
+        defer { dir.remove() }
+        let volumes = PropletVolumes(host: ["input": .init(path: "/tmp", readOnly: true)], namedRoot: dir.path + "/volumes")
+        let path = try volumes.named("cache", owner: .root)
+        writeFile(path + "/a", "12345")
+        mkdirs(path + "/sub")
+        writeFile(path + "/sub/b", "123")
+        symlink("/etc/passwd", path + "/link")
+        _ = try volumes.named("empty", owner: .root)
+        #expect(volumes.named(using: ["cache", "cache", "input"]) == [NamedVolumeInfo(name: "cache", sizeBytes: 8, inUse: 2), NamedVolumeInfo(name: "empty", sizeBytes: 0, inUse: 0)])
+        try volumes.remove("cache")
+        #expect(volumes.named(using: []).map(\.name) == ["empty"])
+        #expect(FileManager.default.fileExists(atPath: "/etc/passwd"), "a symlink inside is removed, not followed")
+        #expect(throws: PropellerError.self) { try volumes.remove("cache") }
+        #expect(throws: PropellerError.self) { try volumes.remove("../etc") }
+    }
+}

@@ -71,8 +71,10 @@ public struct Topics: Sendable, Hashable {
     public func worker(_ propletID: String) -> String { base + "/control/proplet/\(propletID)/worker" }
     /// Manager → one proplet: run or kill an actor execution.
     public func execution(_ propletID: String) -> String { base + "/control/proplet/\(propletID)/exec" }
+    /// Manager → one proplet: remove one of its named volumes (``VolumeCommand``).
+    public func volume(_ propletID: String) -> String { base + "/control/proplet/\(propletID)/volume" }
     /// What the manager sends proplets (the last part of `control/proplet/{id}/…`).
-    public static let managerCommands = ["start", "stop", "ack", "worker", "exec"]
+    public static let managerCommands = ["start", "stop", "ack", "worker", "exec", "volume"]
     /// Manager → one proplet: a subscription filter covering every command.
     public func propletInbox(_ propletID: String) -> String { base + "/control/proplet/\(propletID)/+" }
 

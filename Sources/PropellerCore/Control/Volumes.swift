@@ -68,6 +68,34 @@ public struct SecretValue: Codable, Sendable, Hashable {
     }
 }
 
+/// A named volume as its proplet reports it in heartbeats.
+public struct NamedVolumeInfo: Codable, Sendable, Hashable {
+    public var name: String
+    /// Bytes of its files, as last measured (every 30 s at most).
+    public var sizeBytes: UInt64
+    /// Tasks or actor executions running with it now.
+    public var inUse: Int
+
+    public init(name: String, sizeBytes: UInt64, inUse: Int) {
+        self.name = name
+        self.sizeBytes = sizeBytes
+        self.inUse = inUse
+    }
+}
+
+/// `control/proplet/{id}/volume`: remove a named volume (refused, and logged, while a task
+/// uses it; the heartbeats show what is left).
+public struct VolumeCommand: Codable, Sendable, Hashable {
+    public enum Action: String, Codable, Sendable { case remove }
+    public var action: Action
+    public var name: String
+
+    public init(action: Action, name: String) {
+        self.action = action
+        self.name = name
+    }
+}
+
 /// `--tmpfs /target[:size=64M]`: a new tmpfs for the task alone, charged to its memory.
 public struct TmpfsMount: Codable, Sendable, Hashable {
     public var target: String

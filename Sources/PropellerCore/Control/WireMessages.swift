@@ -153,10 +153,13 @@ public struct PropletHeartbeat: Codable, Sendable, Hashable {
     public var awaitingEpoch: Bool?
     /// Starts it holds until then: not running (they may be withdrawn), not lost either.
     public var held: [TaskAttempt]?
+    /// Its named volumes (absent: none, or an older proplet).
+    public var volumes: [NamedVolumeInfo]?
 
     public init(propletId: String, status: Status, seq: UInt64 = 0, announcement: PropletAnnouncement? = nil, allocated: Resources? = nil,
                 running: [TaskAttempt]? = nil, finished: [TaskAttempt]? = nil, workers: [WorkerBeat]? = nil, awaitingEpoch: Bool? = nil,
-                held: [TaskAttempt]? = nil) {
+                held: [TaskAttempt]? = nil, volumes: [NamedVolumeInfo]? = nil) {
+        self.volumes = volumes
         self.propletId = propletId
         self.status = status
         self.seq = seq
