@@ -36,6 +36,10 @@ public struct LaunchError: Error, Sendable, CustomStringConvertible {
             let why = errno == ENOENT ? "not found in the container" : (errno == EACCES ? "permission denied" : String(cString: strerror(errno)))
             return "exec \(detail): \(name) (\(why))"
         }
+        if stageCode == Int32(PL_STAGE_VOLUME.rawValue) && detail.hasPrefix("/") && (errno == ENOENT || errno == ELOOP) {
+            // Resolved inside the container's root: a symlink of the image led nowhere there.
+            return "\(stage) \(detail): \(name) (the path leads, through a symlink of the image, where the container has nothing)"
+        }
         return detail.isEmpty ? "\(stage): \(name)" : "\(stage) \(detail): \(name)"
     }
 }

@@ -13,6 +13,23 @@ func attackReport(_ name: String, _ gotThrough: [String]) {
     #expect(gotThrough.isEmpty, "\(name): \(gotThrough)")
 }
 
+/// The fixture image with symlinks added at the root of its rootfs (name → target), as `tag`
+/// in the OCI layout `directory/oci` (copied from the fixture's the first time).
+func linkedImage(in directory: String, tag: String, links: [String: String]) throws {
+    let layout = try ImageFixture.layout.get()
+    let lines = links.keys.sorted().map { "ln -s '\(links[$0] ?? "")' bundle-\(tag)/rootfs/\($0)" }.joined(separator: "\n")
+    let script = """
+    set -e
+    cd '\(directory)'
+    [ -d oci ] || cp -a '\(layout)' oci
+    umoci unpack --image oci:app bundle-\(tag) >/dev/null
+    \(lines)
+    umoci repack --image oci:\(tag) bundle-\(tag)
+    """
+    let built = try runProcess("/bin/sh", ["-c", script], timeout: 120)
+    guard built.status == 0 else { throw PropellerError(.internalError, "build the linked image: \(String(decoding: built.stderr, as: UTF8.self))") }
+}
+
 /// An HTTP request with curl: the status and body.
 func curl(_ method: String, _ url: String, token: String? = nil, body: String? = nil, bodyFile: String? = nil) throws -> (status: Int, body: String) {
     var args = ["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method, url]
@@ -379,20 +396,8 @@ extension AttackTests {
         defer { hostTarget.remove() }
         let work = try TempDirectory("propeller-attack-image")
         defer { work.remove() }
-        let layout = try ImageFixture.layout.get()
-        let script = """
-        set -e
-        cp -a '\(layout)' '\(work.path)/oci'
-        cd '\(work.path)'
-        umoci unpack --image oci:app inside >/dev/null
-        ln -s /tmp inside/rootfs/propeller
-        umoci repack --image oci:inside inside
-        umoci unpack --image oci:app bundle >/dev/null
-        ln -s '\(hostTarget.path)' bundle/rootfs/propeller
-        umoci repack --image oci:app bundle
-        """
-        let built = try runProcess("/bin/sh", ["-c", script], timeout: 120)
-        try #require(built.status == 0, "\(String(decoding: built.stderr, as: UTF8.self))")
+        try linkedImage(in: work.path, tag: "inside", links: ["propeller": "/tmp"])
+        try linkedImage(in: work.path, tag: "app", links: ["propeller": hostTarget.path])
         try c.registry.push(layout: work.path + "/oci", tag: "app", as: "linked:v1")
         try c.registry.push(layout: work.path + "/oci", tag: "inside", as: "inside:v1")
         try c.startProplet("p", memory: "2G", extra: ["--rootfs-mode", "copy"])
@@ -428,6 +433,46 @@ extension AttackTests {
 }
 
 extension AttackTests {
+    /// An image whose paths are symlinks to the host's directories, and a task that puts a
+    /// volume, a tmpfs, a secret and an artifact there, on both rootfs modes: nothing is made or
+    /// mounted on the host; where the link's target is not in the image the start fails saying
+    /// which mount, where it is, the mounts land inside the container.
+    @Test func mountsThroughAnImagesSymlinksStayInside() throws {
+        let hostTarget = try TempDirectory("propeller-attack-mounts")
+        defer { hostTarget.remove() }
+        let work = try TempDirectory("propeller-attack-mounts-image")
+        defer { work.remove() }
+        try linkedImage(in: work.path, tag: "app", links: ["data": hostTarget.path, "climb": "../../../../../../../../tmp"])
+        var gotThrough: [String] = []
+        for mode in ["overlay", "copy"] {
+            let c = try Cluster()
+            try c.registry.push(layout: work.path + "/oci", tag: "app", as: "linked:v1")
+            try c.startProplet("p", memory: "2G", extra: ["--rootfs-mode", mode])
+            let image = "\(c.registry.address)/linked:v1"
+            writeFile(c.dir.path + "/value", "s3cret")
+            _ = try c.cli(["secret", "create", "s", "--from-file", c.dir.path + "/value"])
+            for flags in [["--volume", "cache:/data/v"], ["--tmpfs", "/data/t"], ["--secret", "s:/data/s"]] {
+                let r = try c.cli(["task", "create", "through", "--image", image, "--start"] + flags + ["--", "sh", "-c", "echo x > /data/v/f"])
+                let id = r.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
+                let t = try c.waitForEnd(id)
+                let error = (t["result"] as? [String: Any])?["error"] as? String ?? ""
+                if t["state"] as? String != "failed" || !error.contains("mount a volume /data/") || !error.contains("through a symlink of the image") {
+                    gotThrough.append("\(mode) \(flags): \(t["state"] ?? "?") \(error)")
+                }
+            }
+            let inside = try c.create("inside", ["--volume", "cache:/climb/v"], command: ["sh", "-c", "echo in > /climb/v/f && ls /tmp"])
+            let t = try c.waitForEnd(inside)
+            if t["state"] as? String != "completed" || readFile(c.dir.path + "/proplet-p/volumes/cache/f") != "in\n" {
+                gotThrough.append("\(mode): a link inside the image: \(t)")
+            }
+            let onHost = (try? FileManager.default.contentsOfDirectory(atPath: hostTarget.path)) ?? ["(unreadable)"]
+            if !onHost.isEmpty { gotThrough.append("\(mode): made on the host: \(onHost)") }
+            if readFile("/proc/self/mountinfo")?.contains(hostTarget.path) == true { gotThrough.append("\(mode): mounted on the host") }
+            if c.proplets["p"]?.isRunning != true { gotThrough.append("\(mode): the proplet died") }
+        }
+        attackReport("mounts through an image's symlinks (volumes, tmpfs, secrets)", gotThrough)
+    }
+
     /// Layers that try to write outside the rootfs (a `..` path, a file through a symlink to
     /// the host's /tmp, a hard link to a host file, a symlink swapped under a later entry), a
     /// device node, and a zero bomb unpacked onto a 384 MiB filesystem, each pulled and run
