@@ -76,6 +76,12 @@ package struct RunCommand: ParsableCommand {
     @Option(name: .customLong("cap-drop"), help: ArgumentHelp("Drop a capability (or ALL).", valueName: "cap"))
     var capDrop: [String] = []
 
+    @Option(name: [.short, .customLong("volume")], help: ArgumentHelp("Bind a host directory or file into the container (repeatable): nosuid, nodev, private, read-only with :ro; the target is resolved inside the container.", valueName: "/host:/path[:ro]"))
+    var volume: [String] = []
+
+    @Option(help: ArgumentHelp("A tmpfs of the container's own, charged to its memory (repeatable).", valueName: "/path[:size=64M]"))
+    var tmpfs: [String] = []
+
     @Flag(name: .customLong("read-only"), help: "Mount the root filesystem read-only.")
     var readOnly = false
 
@@ -93,6 +99,30 @@ package struct RunCommand: ParsableCommand {
 
     @Argument(parsing: .captureForPassthrough, help: ArgumentHelp("The command and its arguments.", valueName: "cmd"))
     var command: [String] = []
+
+    /// `--volume` and `--tmpfs` as mounts: a host path here, as `podman run -v` takes (the
+    /// caller is root on this machine; tasks of a cluster name only volumes offered by name).
+    func mounts() throws -> [ContainerSpec.Mount] {
+        var mounts: [ContainerSpec.Mount] = []
+        for text in volume {
+            var parts = text.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+            var readOnly = false
+            if parts.count == 3, parts[2] == "ro" || parts[2] == "rw" {
+                readOnly = parts.removeLast() == "ro"
+            }
+            guard parts.count == 2, parts[0].hasPrefix("/") else {
+                throw PropellerError(.invalidArgument, "invalid --volume \"\(text)\": expected /HOST:/PATH[:ro]")
+            }
+            guard access(parts[0], F_OK) == 0 else { throw PropellerError(.notFound, "invalid --volume \"\(text)\": \(parts[0]) does not exist") }
+            mounts.append(ContainerSpec.Mount(.bind(parts[0]), at: try MountTarget.check(parts[1], what: "--volume \"\(text)\""), readOnly: readOnly))
+        }
+        for text in tmpfs {
+            let t = try TmpfsMount(parsing: text)
+            mounts.append(ContainerSpec.Mount(.tmpfs(sizeBytes: t.sizeBytes), at: t.target))
+        }
+        try MountTarget.checkDistinct(mounts.map(\.target))
+        return mounts
+    }
 
     package func validate() throws {
         if let first = command.first, first == "--help" || first == "-h" {
@@ -241,6 +271,7 @@ package struct RunCommand: ParsableCommand {
         spec.network = ContainerSpec.NetworkMode(rawValue: network) ?? .none
         spec.capabilities = try CapabilitySet.defaultSet.adjusted(adding: capAdd, dropping: capDrop)
         spec.readOnlyRootfs = readOnly
+        spec.mounts = try mounts()
         switch seccomp {
         case "default": spec.seccomp = .default
         case "unconfined": spec.seccomp = .unconfined

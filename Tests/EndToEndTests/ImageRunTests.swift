@@ -106,6 +106,24 @@ struct ImageRunTests {
         #expect(big.status == 125 && big.stderrText.hasPrefix("propeller: "), "\(big.status): \(big.stderrText)")
     }
 
+    /// `-v /host:/path[:ro]` and `--tmpfs`, as podman takes them: read, written, refused.
+    @Test func volumesAndTmpfsAsPodmanTakesThem() throws {
+        defer { data.remove() }
+        let dir = try TempDirectory("propeller-run-volume")
+        defer { dir.remove() }
+        writeFile(dir.path + "/in", "from the host\n")
+        mkdirs(dir.path + "/out")
+        let r = try run(["--user", "0", "-v", dir.path + "/in:/data/in:ro", "--volume", dir.path + "/out:/out", "--tmpfs", "/scratch:size=1M", "--",
+                         "sh", "-c", "cat /data/in; echo ok > /out/r; echo no > /data/in || echo read-only; dd if=/dev/zero of=/scratch/z bs=64k count=32 2>/dev/null || echo full"])
+        #expect(r.status == 0, "\(r.stderrText)")
+        #expect(r.stdoutText == "from the host\nread-only\nfull\n", "\(r.stdoutText) \(r.stderrText)")
+        #expect(readFile(dir.path + "/out/r") == "ok\n")
+        let bad = try run(["-v", "relative:/x", "--", "true"])
+        #expect(bad.status == 125 && bad.stderrText.contains("--volume"), "\(bad.stderrText)")
+        let proc = try run(["-v", dir.path + "/out:/proc/x", "--", "true"])
+        #expect(proc.status == 125 && proc.stderrText.contains("/proc"), "\(proc.stderrText)")
+    }
+
     @Test func argumentsReplaceCmdAndFlagsWin() throws {
         defer { data.remove() }
         let r = try run(["--user", "0", "-w", "/tmp", "-e", "GREETING=flag", "--", "sh", "-c", "echo $(id -u) $(pwd) $GREETING; ls /bin/wc"])
