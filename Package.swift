@@ -141,7 +141,7 @@ let package = Package(
         .executableTarget(name: "propeller", dependencies: ["PropellerCLI"], swiftSettings: strict),
         .executableTarget(
             name: "propeller-bench",
-            dependencies: ["PropellerRuntime", "PropellerImage", "PropellerCore"],
+            dependencies: ["PropellerRuntime", "PropellerImage", "PropellerCore", "PropellerProplet", .product(name: "Logging", package: "swift-log")],
             path: "Benchmarks/RuntimeBench",
             swiftSettings: strict
         ),

@@ -5,14 +5,20 @@
 //   propeller-bench inprocess --rootfs DIR --iterations N [--out FILE]
 //       starts /bin/true N times through the runtime library (as the proplet does): new
 //       namespaces including network, default seccomp, cgroup with memory/cpu/pids limits
+//   propeller-bench bridge --rootfs DIR --iterations N --state DIR [--bridge NAME] [--subnet CIDR] [--out FILE] [--out-teardown FILE]
+//       the same with --network bridge as the proplet does it: a network namespace, the CNI
+//       reference plugins' ADD (bridge, host-local, firewall), the container; then, timed apart
+//       (the proplet does it after the result), their DEL
 //   propeller-bench actors throughput|sync ... (see ActorLoad.swift)
 //   propeller-bench summarize NAME=FILE...
 //       prints median / p10 / p90 / p99 per series and the ratio of each median to the first
 #if canImport(Glibc)
 import Glibc
 #endif
+import Logging
 import PropellerCore
 import PropellerImage
+import PropellerProplet
 import PropellerRuntime
 
 func now() -> Double {
@@ -103,6 +109,45 @@ case "inprocess":
             while (runtime.networkPool?.available ?? 4) < 4 { usleep(200) }
         }
         emit(times, to: option("--out", in: args))
+    } catch {
+        fail("\(error)")
+    }
+
+case "bridge":
+    guard let rootfs = option("--rootfs", in: args), let state = option("--state", in: args) else { fail("bridge: --rootfs DIR --state DIR required") }
+    let n = Int(option("--iterations", in: args) ?? "100") ?? 100
+    do {
+        let runtime = try ContainerRuntime(networkNamespacePool: 0)
+        var configuration = CNINetworks.Configuration(stateDirectory: state)
+        configuration.bridgeName = option("--bridge", in: args) ?? "propbench0"
+        configuration.bridgeSubnet = option("--subnet", in: args) ?? "10.213.0.0/24"
+        var logger = Logger(label: "bench")
+        logger.logLevel = getenv("PROPELLER_BENCH_DEBUG") != nil ? .debug : .warning
+        let networks = try CNINetworks(configuration, logger: logger)
+        guard networks.offered.contains("bridge") else { fail("bridge: no CNI plugins (containernetworking-plugins)") }
+        let devnull = open("/dev/null", O_WRONLY | O_CLOEXEC)
+        var times: [Double] = []
+        var teardown: [Double] = []
+        for i in 0..<n {
+            let id = "bench\(getpid())x\(i)"
+            let t0 = now()
+            let fd = try ContainerRuntime.makeNetworkNamespace()
+            _ = try networks.attach(container: id, namespace: fd, network: "bridge", ports: [])
+            var spec = ContainerSpec(rootfs: rootfs, command: ["/bin/true"])
+            spec.limits = CgroupLimits(memoryBytes: 64 << 20, cpuMillis: 1000, pids: 64)
+            spec.stdio = [-1, devnull, devnull]
+            spec.networkNamespace = fd
+            let report = try runtime.start(spec).wait()
+            times.append(now() - t0)
+            // The teardown, which the proplet does after it has reported the result.
+            let t1 = now()
+            networks.detach(container: id, network: "bridge")
+            close(fd)
+            teardown.append(now() - t1)
+            if report.exitCode != 0 { fail("/bin/true exited \(report.exitCode)") }
+        }
+        emit(times, to: option("--out", in: args))
+        emit(teardown, to: option("--out-teardown", in: args))
     } catch {
         fail("\(error)")
     }

@@ -94,26 +94,31 @@ struct TaskRunner: Sendable {
         var container: RunningContainer?
         let scratch = execution.onScratch ? self.scratch : nil
         let journal = (scratch?.journal ?? dataDirectory + "/proplet/containers") + "/" + execution.containerID.hex
-        let result = execute(execution, hooks: hooks, journal: journal, runs: scratch?.runs ?? dataDirectory, runDirectory: &runDirectory, container: &container)
+        var attached: Attached?
+        let result = execute(execution, hooks: hooks, journal: journal, runs: scratch?.runs ?? dataDirectory, runDirectory: &runDirectory, container: &container,
+                             attached: &attached)
         finished(result)
+        // After the result, as the run directory's removal: a network's teardown (its plugins'
+        // DEL, a tenth of a second or more) does not delay the report.
+        if let attached {
+            networks?.detach(container: execution.containerID.hex, network: attached.network)
+            close(attached.fd)
+        }
         container?.removeCgroup()
         runDirectory?.remove()
         unlink(journal)
     }
 
+    /// A CNI network a run is attached to, and its namespace.
+    struct Attached {
+        var network: String
+        var fd: Int32
+    }
+
     private func execute(_ execution: Execution, hooks: Hooks, journal: String, runs: String, runDirectory: inout RunDirectory?,
-                         container: inout RunningContainer?) -> TaskResult {
+                         container: inout RunningContainer?, attached: inout Attached?) -> TaskResult {
         let s = execution.start
         var result = TaskResult(taskId: s.taskId, attempt: s.attempt, propletId: propletID, state: .failed)
-        // A CNI network, once attached: detached when the container has ended (or never started).
-        var attached: (network: String, fd: Int32, files: String)?
-        defer {
-            if let attached {
-                networks?.detach(container: execution.containerID.hex, network: attached.network)
-                close(attached.fd)
-                try? FileManager.default.removeItem(atPath: attached.files)
-            }
-        }
         do {
             hooks.phase(.pulling)
             let image = try execution.image ?? obtain(s.image)
@@ -156,7 +161,7 @@ struct TaskRunner: Sendable {
                     throw error
                 }
                 let files = run.network
-                attached = (s.network, fd, files)
+                attached = Attached(network: s.network, fd: fd)
                 spec.networkNamespace = fd
                 spec.hostname = execution.containerID.short
                 mkdir(files, 0o755)
