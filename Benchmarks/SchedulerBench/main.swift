@@ -20,6 +20,7 @@ struct DiscardingBus: ControlBus {
     func acknowledge(_ result: TaskAttempt, to propletID: String) {}
     func confirm(_ epoch: PropletEpoch) {}
     func send(_ command: VolumeCommand, to propletID: String) {}
+    func send(_ request: OutputRequest, to propletID: String) {}
     func send(_ command: WorkerCommand, to propletID: String) {}
     func send(_ command: ExecutionCommand, to propletID: String) {}
 }

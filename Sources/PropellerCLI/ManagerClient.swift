@@ -114,6 +114,32 @@ struct ManagerClient: Sendable {
         return (response.status, response.headers, data)
     }
 
+    /// GETs `path` into the file descriptor `fd` as it arrives (a 2xx answer); anything else
+    /// throws the API's message.
+    func download(_ path: String, to fd: Int32) throws {
+        var transport = HTTPTransport()
+        transport.caFile = caFile
+        transport.connectTimeoutSeconds = 10
+        var errorBody: [UInt8] = []
+        let response: HTTPTransport.Response
+        do {
+            response = try transport.send("GET", base + path, headers: headers, followRedirects: false) { status, bytes in
+                guard (200..<300).contains(status) else { return errorBody.append(contentsOf: bytes) }
+                var at = 0
+                while at < bytes.count {
+                    let n = write(fd, bytes.baseAddress.map { $0 + at }, bytes.count - at)
+                    guard n > 0 else { throw ClientError(message: "write: \(String(cString: strerror(errno)))", status: 0) }
+                    at += n
+                }
+            }
+        } catch let error as ClientError {
+            throw error
+        } catch {
+            throw ClientError(message: "cannot reach the manager at \(base): \(error)", status: 0)
+        }
+        guard (200..<300).contains(response.status) else { throw Self.error(status: response.status, body: errorBody) }
+    }
+
     func get<T: Decodable>(_ path: String, as: T.Type) throws -> T {
         try decode(T.self, try send("GET", path))
     }

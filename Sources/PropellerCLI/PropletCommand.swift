@@ -67,6 +67,12 @@ struct PropletAgentCommand: AsyncParsableCommand {
     @Option(name: .customLong("bridge-subnet"), help: ArgumentHelp("Addresses of tasks on the bridge (default 10.209.0.0/16).", valueName: "cidr"))
     var bridgeSubnet: String = "10.209.0.0/16"
 
+    @Option(name: .customLong("output-limit"), help: ArgumentHelp("The most a task's --output directory may hold to be kept (default 1G).", valueName: "size"))
+    var outputLimit: String = "1G"
+
+    @Option(name: .customLong("output-ttl"), help: ArgumentHelp("How long a task's outputs are kept after it ends (default 24h).", valueName: "duration"))
+    var outputTTL: String = "24h"
+
     @Option(name: .customLong("image-source"), help: ArgumentHelp("Where images come from: proxy (`propeller proxy` over MQTT, chunked and verified; default) or direct (the registry itself, with this proplet's credentials).", valueName: "proxy|direct"))
     var imageSource: String = Environment.current["PROPLET_IMAGE_SOURCE"] ?? "proxy"
 
@@ -144,6 +150,9 @@ struct PropletAgentCommand: AsyncParsableCommand {
         options.imageSource = PropletOptions.ImageSource(rawValue: imageSource) ?? .proxy
         options.rootfsMode = PropletOptions.RootfsMode(rawValue: rootfsMode) ?? .overlay
         options.hostVolumes = try hostVolumes()
+        guard let limit = try? ByteSize(parsing: outputLimit) else { throw ValidationError("invalid --output-limit \"\(outputLimit)\"") }
+        options.outputLimitBytes = limit.bytes
+        do { options.outputTTL = try DurationParsing.parse(outputTTL) } catch { throw ValidationError("invalid --output-ttl \"\(outputTTL)\": \(error)") }
         var cni = CNINetworks.Configuration(stateDirectory: dataDir + "/cni")
         cni.pluginDirectories = cniPluginDir.split(separator: ":").map(String.init)
         cni.configDirectory = cniDir

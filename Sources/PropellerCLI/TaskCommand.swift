@@ -10,7 +10,8 @@ struct TaskCommand: ParsableCommand {
         commandName: "task",
         abstract: "Create, start, stop, inspect and delete tasks.",
         subcommands: [TaskCreateCommand.self, TaskListCommand.self, TaskGetCommand.self, TaskStartCommand.self, TaskStopCommand.self,
-                      TaskDeleteCommand.self, TaskResultsCommand.self, TaskWaitCommand.self, TaskLogsCommand.self]
+                      TaskDeleteCommand.self, TaskResultsCommand.self, TaskWaitCommand.self, TaskLogsCommand.self, TaskOutputsCommand.self,
+                      TaskCopyCommand.self]
     )
 }
 
@@ -76,6 +77,9 @@ struct TaskCreateCommand: ParsableCommand {
     @Option(help: ArgumentHelp("A file fetched before the task starts (repeatable): https://, or http:// on the loopback; mounted at DEST (/local/NAME by default), archives unpacked there; checked against its digest when given.", valueName: "url[=/dest][#sha256=hex]"))
     var artifact: [String] = []
 
+    @Option(help: ArgumentHelp("A directory of the task kept on its proplet after it ends (size-capped by the proplet), for `task cp ID:PATH`.", valueName: "/path"))
+    var output: String?
+
     @Option(help: ArgumentHelp("Publish a port of the task on its proplet's host (repeatable; with a bridge network); :PORT lets the manager pick the host port.", valueName: "hostport:port[/tcp|udp]"))
     var publish: [String] = []
 
@@ -129,6 +133,7 @@ struct TaskCreateCommand: ParsableCommand {
             let secrets = try secret.map(SecretMount.init(parsing:))
             try MountTarget.checkDistinct(volumes.map(\.target) + tmpfs.map(\.target) + secrets.map(\.target))
             if !secrets.isEmpty { object["secrets"] = secrets.map { ["name": $0.name, "target": $0.target] } }
+            if let output { object["output"] = try MountTarget.check(output, what: "--output") }
             let artifacts = try artifact.map(ArtifactSpec.init(parsing:))
             if !artifacts.isEmpty {
                 object["artifacts"] = artifacts.map { a in ["url": a.url, "destination": a.destination].merging(a.sha256.map { ["sha256": $0] } ?? [:]) { x, _ in x } }
@@ -361,5 +366,58 @@ func waitForTask(_ api: ManagerClient, id: String, json: Bool) throws -> Int32 {
         if t.result?.timedOut == true { return 124 }  // as `propeller run --timeout`
         if let code = t.result?.exitCode, t.result?.error == nil || code != 0 { return code == 0 ? 1 : code }
         return 125
+    }
+}
+
+/// `propeller task outputs ID`: the files a task left in its `--output` directory.
+struct TaskOutputsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "outputs", abstract: "List the files of a task's --output directory (kept on its proplet).")
+    @OptionGroup var client: ClientOptions
+    @Argument(help: "Task id.") var id: String
+
+    func run() throws {
+        let api = try client.client()
+        let bytes = try api.send("GET", "/tasks/\(id)/outputs")
+        if client.json { return printJSON(bytes) }
+        struct Listing: Decodable { var files: [OutputFile] }
+        print(table(["PATH", "SIZE"], try api.decode(Listing.self, bytes).files.map { [$0.path, "\($0.sizeBytes)"] }))
+    }
+}
+
+/// `propeller task cp ID:PATH LOCAL`: a file of a task's outputs, byte for byte.
+struct TaskCopyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "cp", abstract: "Copy a file of a task's --output directory: task cp ID:/out/file ./local (- for stdout).")
+    @OptionGroup var client: ClientOptions
+    @Argument(help: ArgumentHelp("The task and the file: ID:PATH, PATH inside its output directory or absolute in the task.", valueName: "id:path")) var source: String
+    @Argument(help: ArgumentHelp("Where to write it (- for stdout).", valueName: "local")) var destination: String
+
+    func run() throws {
+        guard let colon = source.firstIndex(of: ":") else { throw ValidationError("expected ID:PATH, not \(source)") }
+        let id = String(source[..<colon])
+        var path = String(source[source.index(after: colon)...])
+        let api = try client.client()
+        // An absolute path is in the task: made relative to its output directory.
+        if path.hasPrefix("/") {
+            struct Output: Decodable { var output: String? }
+            guard let root = try api.decode(Output.self, try api.send("GET", "/tasks/\(id)")).output else {
+                throw ValidationError("task \(id) has no output directory")
+            }
+            guard path == root || path.hasPrefix(root + "/") else { throw ValidationError("\(path) is not in task \(id)'s output directory \(root)") }
+            path = String(path.dropFirst(root.count)).trimmingCharacters(in: CharacterSet(charactersIn: "/"))
+        }
+        let encoded = path.split(separator: "/").map { $0.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? String($0) }.joined(separator: "/")
+        if destination == "-" { return try api.download("/tasks/\(id)/outputs/\(encoded)", to: 1) }
+        let temporary = destination + ".part"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw ValidationError("cannot write \(temporary): \(String(cString: strerror(errno)))") }
+        do {
+            try api.download("/tasks/\(id)/outputs/\(encoded)", to: fd)
+            close(fd)
+        } catch {
+            close(fd)
+            unlink(temporary)
+            throw error
+        }
+        guard rename(temporary, destination) == 0 else { throw ValidationError("cannot write \(destination): \(String(cString: strerror(errno)))") }
     }
 }

@@ -5,7 +5,7 @@ import PropellerCore
 /// parse or has a field of the wrong type or an unknown field, 422 for values out of range.
 enum TaskRequest {
     static let fields: Set<String> = ["name", "image", "command", "env", "workdir", "user", "resources", "timeout_seconds", "labels",
-                                      "constraints", "proplet_id", "restart_policy", "network", "volumes", "tmpfs", "secrets", "publish", "artifacts", "start"]
+                                      "constraints", "proplet_id", "restart_policy", "network", "volumes", "tmpfs", "secrets", "publish", "artifacts", "output", "start"]
     static let artifactFields: Set<String> = ["url", "destination", "sha256"]
     static let publishFields: Set<String> = ["host_port", "container_port", "proto"]
     static let secretFields: Set<String> = ["name", "target"]
@@ -33,6 +33,7 @@ enum TaskRequest {
         var secrets: [SecretBody]?
         var publish: [PublishBody]?
         var artifacts: [ArtifactBody]?
+        var output: String?
         var start: Bool?
     }
 
@@ -198,6 +199,11 @@ enum TaskRequest {
             }
             spec.artifacts = list.isEmpty ? nil : list
         }
+        if let output = body.output {
+            do { spec.output = output.isEmpty ? nil : try MountTarget.check(output, what: "output") } catch let error as PropellerError {
+                throw APIError.unprocessable(error.message)
+            }
+        }
         if spec.publish != nil && !NetworkName.isCNI(spec.network) {
             throw APIError.unprocessable("publish: needs a network of its own (network bridge, or one a proplet offers), not \(spec.network)")
         }
@@ -206,7 +212,7 @@ enum TaskRequest {
         if let secrets = body.secrets { spec.secrets = try checked(secrets: secrets) }
         do {
             try MountTarget.checkDistinct((spec.volumes ?? []).map(\.target) + (spec.tmpfs ?? []).map(\.target) + (spec.secrets ?? []).map(\.target)
-                                          + (spec.artifacts ?? []).map(\.destination))
+                                          + (spec.artifacts ?? []).map(\.destination) + (spec.output.map { [$0] } ?? []))
         } catch let error as PropellerError {
             throw APIError.unprocessable("volumes, tmpfs, secrets: \(error.message)")
         }

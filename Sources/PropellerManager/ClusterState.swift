@@ -369,7 +369,7 @@ public struct ClusterState: Sendable {
         StartTask(taskId: t.id, attempt: t.attempt, name: t.spec.name, image: t.spec.image, command: t.spec.command, env: t.spec.env,
                   workdir: t.spec.workdir, user: t.spec.user, resources: t.spec.resources, timeoutSeconds: t.spec.timeoutSeconds, network: t.spec.network,
                   epoch: proplets[proplet]?.epoch ?? 0, volumes: t.spec.volumes, tmpfs: t.spec.tmpfs, secrets: t.spec.secrets,
-                  publish: t.ports, artifacts: t.spec.artifacts)
+                  publish: t.ports, artifacts: t.spec.artifacts, output: t.spec.output)
     }
 
     /// Sends a failed attempt back to the queue when its restart policy allows, else fails it

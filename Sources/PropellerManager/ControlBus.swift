@@ -16,6 +16,8 @@ public protocol ControlBus: ActorBus {
     func confirm(_ epoch: PropletEpoch)
     /// Asks a proplet to remove one of its named volumes.
     func send(_ command: VolumeCommand, to propletID: String)
+    /// Asks a proplet for a task's outputs.
+    func send(_ request: OutputRequest, to propletID: String)
 }
 
 /// Tunables of the manager's task service.

@@ -19,6 +19,7 @@ public struct MQTTControlBus: ControlBus, ActorBus {
     public func acknowledge(_ result: TaskAttempt, to propletID: String) { publish(topics.ack(propletID), result) }
     public func confirm(_ epoch: PropletEpoch) { publish(topics.ack(epoch.propletId), epoch) }
     public func send(_ command: VolumeCommand, to propletID: String) { publish(topics.volume(propletID), command) }
+    public func send(_ request: OutputRequest, to propletID: String) { publish(topics.output(propletID), request) }
     public func send(_ command: WorkerCommand, to propletID: String) { publish(topics.worker(propletID), command) }
     public func send(_ command: ExecutionCommand, to propletID: String) { publish(topics.execution(propletID), command) }
 
@@ -63,6 +64,7 @@ public struct MQTTControlBus: ControlBus, ActorBus {
             case .executions: await service.handleExecutionReport(try Self.decode(ExecutionReport.self, message.payload, sentBy: sender), wait: false)
             case .results: await service.handleResult(try Self.decode(TaskResult.self, message.payload, sentBy: sender), wait: false)
             case .events: await service.handleEvent(try Self.decode(TaskEvent.self, message.payload, sentBy: sender), wait: false)
+            case .outputs: await service.handleOutputReply(try Self.decode(OutputReply.self, message.payload, sentBy: sender))
             case .logs:
                 let block = try WireCoding.decode(LogBlock.self, from: message.payload)
                 guard block.taskId == taskID else { throw PropellerError(.invalidArgument, "log block for \(block.taskId) on the topic of \(taskID ?? "")") }

@@ -113,6 +113,26 @@ public struct ManagerAPI: Sendable {
             guard let result = task.result else { throw APIError.notFound("task \(id) has no result yet (it is \(task.state.rawValue))") }
             return try encode(result)
         }
+        router.get("/tasks/{id}/outputs") { _, context in
+            struct Listing: Encodable { var files: [OutputFile] }
+            var files: [OutputFile] = []
+            for try await reply in try await service.outputs(of: try context.parameters.require("id"), path: nil) { files += reply.listing ?? [] }
+            return try encode(Listing(files: files))
+        }
+        router.get("/tasks/{id}/outputs/**") { _, context in
+            let path = context.parameters.getCatchAll().joined(separator: "/")
+            guard !path.isEmpty, !path.split(separator: "/").contains(where: { $0 == ".." || $0 == "." }) else {
+                throw APIError.unprocessable("outputs: a path under the output directory, without . or ..")
+            }
+            let replies = OutputReplies(try await service.outputs(of: try context.parameters.require("id"), path: path))
+            // The first answer decides the status (a missing file is a 404); the rest streams.
+            guard let first = try await replies.next() else { throw APIError(status: 502, "the proplet sent nothing") }
+            return Response(status: .ok, headers: [.contentType: "application/octet-stream"], body: ResponseBody { writer in
+                try await writer.write(ByteBuffer(bytes: first.data ?? Data()))
+                while let reply = try await replies.next() { try await writer.write(ByteBuffer(bytes: reply.data ?? Data())) }
+                try await writer.finish(nil)
+            })
+        }
         router.get("/tasks/{id}/logs") { request, context in
             let id = try context.parameters.require("id")
             if request.uri.queryParameters["follow"].map({ $0 == "true" || $0 == "1" }) ?? false {
@@ -191,6 +211,16 @@ public struct ManagerAPI: Sendable {
             throw APIError(status: 413, "request body larger than \(limit) bytes")
         }
     }
+}
+
+/// One request's answers, read first by the handler and then by the response body (in turn,
+/// never at once).
+final class OutputReplies: @unchecked Sendable {
+    private var iterator: AsyncThrowingStream<OutputReply, any Error>.AsyncIterator
+
+    init(_ stream: AsyncThrowingStream<OutputReply, any Error>) { iterator = stream.makeAsyncIterator() }
+
+    func next() async throws -> OutputReply? { try await iterator.next() }
 }
 
 struct TaskPage: Encodable {

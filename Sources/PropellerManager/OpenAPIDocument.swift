@@ -106,6 +106,21 @@ enum OpenAPIDocument {
           "delete": {"summary": "Revoke an API token (it stops working at once); not the one making the request",
             "responses": {"200": {"description": "The revoked token", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Token"}}}},
                           "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}, "409": {"$ref": "#/components/responses/Error"}}}},
+        "/tasks/{id}/outputs": {
+          "parameters": [{"$ref": "#/components/parameters/id"}],
+          "get": {"summary": "The files of an ended task's output directory, kept on its proplet",
+            "responses": {"200": {"description": "Files", "content": {"application/json": {"schema": {"type": "object", "properties": {
+                            "files": {"type": "array", "items": {"$ref": "#/components/schemas/OutputFile"}}}}}}},
+                          "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"},
+                          "409": {"$ref": "#/components/responses/Error"}, "503": {"$ref": "#/components/responses/Error"}, "504": {"$ref": "#/components/responses/Error"}}}},
+        "/tasks/{id}/outputs/{path}": {
+          "parameters": [{"$ref": "#/components/parameters/id"}, {"name": "path", "in": "path", "required": true, "schema": {"type": "string"},
+                          "description": "relative to the output directory; may hold /"}],
+          "get": {"summary": "One file of an ended task's outputs, byte for byte",
+            "responses": {"200": {"description": "The file", "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+                          "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"},
+                          "409": {"$ref": "#/components/responses/Error"}, "422": {"$ref": "#/components/responses/Error"},
+                          "503": {"$ref": "#/components/responses/Error"}, "504": {"$ref": "#/components/responses/Error"}}}},
         "/volumes": {
           "get": {"summary": "Named volumes of every proplet (or of ?proplet=ID), as their heartbeats last said",
             "parameters": [{"name": "proplet", "in": "query", "schema": {"type": "string"}}],
@@ -180,6 +195,7 @@ enum OpenAPIDocument {
             "network": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", "description": "none (the default), host, bridge, or a network a proplet offers"},
             "publish": {"type": "array", "maxItems": 64, "items": {"$ref": "#/components/schemas/PortMapping"}},
             "artifacts": {"type": "array", "maxItems": 64, "items": {"$ref": "#/components/schemas/Artifact"}},
+            "output": {"type": "string", "pattern": "^/", "description": "a directory kept on the proplet after the task ends"},
             "volumes": {"type": "array", "maxItems": 64, "items": {"$ref": "#/components/schemas/Volume"}},
             "tmpfs": {"type": "array", "maxItems": 64, "items": {"$ref": "#/components/schemas/Tmpfs"}},
             "secrets": {"type": "array", "maxItems": 64, "items": {"$ref": "#/components/schemas/SecretMount"}}}},
@@ -202,6 +218,7 @@ enum OpenAPIDocument {
               "read_only": {"type": "boolean"}}},
           "Tmpfs": {"type": "object", "additionalProperties": false, "required": ["target"], "properties": {
             "target": {"type": "string", "pattern": "^/"}, "size_bytes": {"type": "integer", "minimum": 4096}}},
+          "OutputFile": {"type": "object", "properties": {"path": {"type": "string"}, "size_bytes": {"type": "integer"}}},
           "NamedVolume": {"type": "object", "properties": {"proplet": {"type": "string"}, "name": {"type": "string"},
             "size_bytes": {"type": "integer"}, "in_use": {"type": "integer"}}},
           "HostVolume": {"type": "object", "properties": {"name": {"type": "string"}, "read_only": {"type": "boolean"}}},
@@ -213,7 +230,8 @@ enum OpenAPIDocument {
             "state": {"$ref": "#/components/schemas/TaskState"}, "exit_code": {"type": "integer"}, "signal": {"type": "integer"},
             "oom_killed": {"type": "boolean"}, "timed_out": {"type": "boolean"}, "error": {"type": "string"},
             "started_at": {"type": "number"}, "finished_at": {"type": "number"}, "usage": {"$ref": "#/components/schemas/TaskUsage"},
-            "stdout_tail": {"type": "string"}, "stderr_tail": {"type": "string"}}},
+            "stdout_tail": {"type": "string"}, "stderr_tail": {"type": "string"},
+            "outputs": {"type": "object", "properties": {"files": {"type": "integer"}, "bytes": {"type": "integer"}, "kept": {"type": "boolean"}, "reason": {"type": "string"}}}}},
           "Task": {"type": "object", "required": ["id", "name", "image", "state", "attempt", "created_at", "updated_at"], "properties": {
             "id": {"type": "string"}, "name": {"type": "string"}, "image": {"type": "string"},
             "command": {"type": "array", "items": {"type": "string"}}, "env": {"$ref": "#/components/schemas/StringMap"},
@@ -226,6 +244,7 @@ enum OpenAPIDocument {
             "secrets": {"type": "array", "items": {"$ref": "#/components/schemas/SecretMount"}},
             "publish": {"type": "array", "items": {"$ref": "#/components/schemas/PortMapping"}},
             "artifacts": {"type": "array", "items": {"$ref": "#/components/schemas/Artifact"}},
+            "output": {"type": "string"},
             "ports": {"type": "array", "items": {"$ref": "#/components/schemas/PortMapping"}, "description": "the published ports of the current attempt, with their host ports"},
             "state": {"$ref": "#/components/schemas/TaskState"}, "reason": {"type": "string"}, "phase": {"type": "string"},
             "attempt": {"type": "integer"}, "assigned_proplet": {"type": "string"}, "stop_requested": {"type": "boolean"},

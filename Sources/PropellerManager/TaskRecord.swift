@@ -32,6 +32,8 @@ public struct TaskSpec: Codable, Sendable, Hashable {
     public var secrets: [SecretMount]?
     /// Files the proplet fetches before the task starts.
     public var artifacts: [ArtifactSpec]?
+    /// A directory of the task kept on its proplet after it ends, for `task cp`.
+    public var output: String?
 
     public init(name: String, image: String, command: [String]? = nil, env: [String: String] = [:], workdir: String? = nil, user: String? = nil,
                 resources: Resources = Resources(), timeoutSeconds: Double? = nil, labels: [String: String] = [:], constraints: [String: String] = [:],

@@ -57,6 +57,8 @@ public actor TaskService {
     /// Synchronous senders waiting for an execution to end, and their timers.
     var executionWaiters: [String: [UUID: CheckedContinuation<ExecutionRecord?, Never>]] = [:]
     var executionWaiterTimers: [UUID: Task<Void, Never>] = [:]
+    /// Output requests waiting for their proplet's answers, by request id.
+    var outputRequests: [String: (continuation: AsyncThrowingStream<OutputReply, any Error>.Continuation, heard: ContinuousClock.Instant)] = [:]
 
     public var placements: UInt64 { state.placements }
     /// Heartbeats handled since this term began.

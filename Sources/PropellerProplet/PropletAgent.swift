@@ -28,6 +28,8 @@ public actor PropletAgent {
     var executions: [String: Execution] = [:]
     /// Actor workers by id.
     var workers: [String: WorkerSlot] = [:]
+    /// When expired task outputs were last removed.
+    var outputsSwept = ContinuousClock.now - .seconds(3600)
     /// The named volumes as last measured (``namedVolumes()``).
     var volumeListing: (at: ContinuousClock.Instant, volumes: [NamedVolumeInfo])?
     /// Attempts seen recently (bounded), so a redelivered start is not run twice.
@@ -73,6 +75,7 @@ public actor PropletAgent {
         runner = TaskRunner(propletID: options.id, images: images, dataDirectory: options.dataDirectory, scratch: scratch, runtime: runtime,
                             registryClient: options.registryClient, proxy: proxy, tailBytes: options.tailBytes, rootfsMode: options.rootfsMode,
                             volumes: PropletVolumes(host: options.hostVolumes, namedRoot: options.dataDirectory + "/volumes"),
+                            outputs: TaskOutputs(root: options.dataDirectory + "/outputs", limitBytes: options.outputLimitBytes, ttl: options.outputTTL),
                             networks: try Self.networks(options, logger: logger), logger: logger)
         outbox = try ResultOutbox(directory: options.dataDirectory + "/proplet/outbox")
         journal = try AttemptJournal(path: options.dataDirectory + "/proplet/attempts.jsonl")
@@ -171,6 +174,10 @@ public actor PropletAgent {
     }
 
     func tick() {
+        if ContinuousClock.now - outputsSwept > .seconds(600) {
+            outputsSwept = .now
+            runner.outputs.removeExpired()
+        }
         checkEpoch()
         heartbeat()
         // Results not yet acknowledged go out again (the manager treats duplicates as such).
@@ -208,6 +215,21 @@ public actor PropletAgent {
     /// The volume names of the tasks and warm workers here now.
     var volumesInUse: [String] {
         executions.values.flatMap { ($0.start.volumes ?? []).map(\.name) } + workers.values.flatMap { ($0.command.volumes ?? []).map(\.name) }
+    }
+
+    /// `control/proplet/{id}/output`: lists or sends a task's kept outputs, on a thread of its
+    /// own (a file may be large), in order on `control/manager/{id}/outputs`.
+    func handleOutput(_ request: OutputRequest) {
+        let (outputs, client, topics, propletID, logger) = (runner.outputs, client, topics, options.id, logger)
+        Thread {
+            outputs.answer(request, propletID: propletID) { reply in
+                do {
+                    try client.publish(topics.report(.outputs, from: propletID), try WireCoding.encode(reply))
+                } catch {
+                    logger.warning("an output answer was not sent", metadata: ["task": "\(request.taskId)", "error": "\(error)"])
+                }
+            }
+        }.start()
     }
 
     /// `control/proplet/{id}/volume`: removes a named volume nothing here uses now.
@@ -298,6 +320,7 @@ public actor PropletAgent {
                 }
             case topics.worker(options.id): handleWorker(try WireCoding.decode(WorkerCommand.self, from: message.payload))
             case topics.volume(options.id): handleVolume(try WireCoding.decode(VolumeCommand.self, from: message.payload))
+            case topics.output(options.id): handleOutput(try WireCoding.decode(OutputRequest.self, from: message.payload))
             case topics.execution(options.id): handleExecution(try WireCoding.decode(ExecutionCommand.self, from: message.payload))
             default: break
             }

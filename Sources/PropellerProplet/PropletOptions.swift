@@ -15,6 +15,9 @@ public struct PropletOptions: Sendable {
     /// CNI networks (`--network bridge` and the operator's); nil: the defaults under the data
     /// directory's `cni`.
     public var cni: CNINetworks.Configuration?
+    /// The most a task's `--output` directory may hold to be kept, and how long it is kept.
+    public var outputLimitBytes: UInt64 = 1 << 30
+    public var outputTTL: Duration = .seconds(24 * 3600)
     /// Host volumes offered to tasks by name (`--host-volume NAME=/path[:ro]`).
     public var hostVolumes: [String: PropletVolumes.Offer] = [:]
     public var capacity: Capacity

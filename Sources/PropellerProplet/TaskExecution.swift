@@ -65,6 +65,8 @@ struct TaskRunner: Sendable {
     /// `.copy`: every run copies the image's rootfs instead of mounting an overlay.
     let rootfsMode: PropletOptions.RootfsMode
     let volumes: PropletVolumes
+    /// Where tasks' `--output` directories are kept, and their limit.
+    let outputs: TaskOutputs
     /// nil: this proplet offers no CNI network.
     let networks: CNINetworks?
     let logger: Logger
@@ -185,7 +187,15 @@ struct TaskRunner: Sendable {
             let writable = spec.overlay?.upper ?? run.merged
             try hooks.prepare?(writable)
             defer { hooks.collect?(writable) }
-            return try launch(spec, execution: execution, hooks: hooks, result: result, container: &container)
+            var outputDirectory: String?
+            if let target = s.output {
+                let dir = try outputs.prepare(task: s.taskId, attempt: s.attempt, owner: try UserResolver(rootfs: lower).resolve(spec.user))
+                spec.mounts.append(ContainerSpec.Mount(.bind(dir), at: try MountTarget.check(target, what: "output")))
+                outputDirectory = dir
+            }
+            var ended = try launch(spec, execution: execution, hooks: hooks, result: result, container: &container)
+            if let outputDirectory { ended.outputs = outputs.seal(outputDirectory) }
+            return ended
         } catch let error as LaunchError {
             result.error = "\(error)"
             result.exitCode = error.exitStatus

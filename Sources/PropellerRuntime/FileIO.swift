@@ -67,3 +67,13 @@ public enum StdioPipe {
         return (fds[0], fds[1])
     }
 }
+
+/// Opening files below a directory that others may have filled (a task's outputs).
+public enum ConfinedOpen {
+    /// Opens `path` relative to the directory `directory` as if it were `/`: `..` and symlinks,
+    /// absolute ones included, cannot leave it, and magic links (`/proc/self/fd/…`) are refused.
+    /// A descriptor, or -1 with errno set.
+    public static func open(_ path: String, below directory: Int32, flags: Int32) -> Int32 {
+        pl_open_in_root(directory, path, flags)
+    }
+}

@@ -178,4 +178,49 @@ final class VolumeTests {
         let notFound = try c.waitForEnd(missing)
         #expect(((notFound["result"] as? [String: Any])?["error"] as? String)?.contains("HTTP 404") == true, "\(notFound)")
     }
+
+    /// A task's --output directory, kept on its proplet and fetched through the manager: listed,
+    /// copied byte for byte (a binary file over several chunks, a file in a subdirectory), its
+    /// symlinks resolved inside it, and dropped when over the proplet's limit.
+    @Test func outputsRoundTripByteForByte() throws {
+        let c = try Cluster()
+        try c.startProplet("p", memory: "2G", extra: ["--output-limit", "4M"])
+        let id = try c.create("make", ["--output", "/out", "--user", "0"], command: ["sh", "-c", """
+            mkdir -p /out/sub && echo report > /out/sub/report.txt
+            dd if=/dev/urandom of=/out/blob.bin bs=64k count=40 2>/dev/null
+            ln -s /etc/passwd /out/passwd
+            echo done
+            """])
+        let done = try c.waitForEnd(id)
+        #expect(done["state"] as? String == "completed", "\(done)")
+        let summary = (done["result"] as? [String: Any])?["outputs"] as? [String: Any]
+        #expect(summary?["files"] as? Int == 2 && summary?["kept"] as? Bool == true, "\(done)")
+        let kept = c.dir.path + "/proplet-p/outputs/\(id)/1"
+        let listing = try c.cli(["task", "outputs", id, "--json"])
+        #expect(listing.stdoutText.contains("sub/report.txt") && listing.stdoutText.contains("blob.bin") && !listing.stdoutText.contains("passwd"),
+                "\(listing.stdoutText) \(listing.stderrText)")
+        let local = c.dir.path + "/blob.copy"
+        let copied = try c.cli(["task", "cp", "\(id):/out/blob.bin", local])
+        #expect(copied.status == 0, "\(copied.stderrText)")
+        #expect(FileManager.default.contents(atPath: local) == FileManager.default.contents(atPath: kept + "/blob.bin"), "byte for byte")
+        #expect(FileManager.default.contents(atPath: local)?.count == 40 * 65536)
+        let report = try c.cli(["task", "cp", "\(id):sub/report.txt", "-"])
+        #expect(report.stdoutText == "report\n", "\(report.stderrText)")
+        // The task's symlink to /etc/passwd resolves inside its outputs: nothing there.
+        let link = try c.cli(["task", "cp", "\(id):passwd", "-"])
+        #expect(link.status != 0 && !link.stdoutText.contains("root:"), "\(link.stdoutText)")
+        let outside = try curl("GET", "http://127.0.0.1:\(c.httpPort)/tasks/\(id)/outputs/sub/../../1/blob.bin", token: c.token)
+        #expect(outside.status == 422 || outside.status == 404, "\(outside)")
+        let missing = try c.cli(["task", "cp", "\(id):nothing", "-"])
+        #expect(missing.status != 0 && missing.stderrText.contains("no file nothing"), "\(missing.stderrText)")
+
+        // Over the proplet's limit: not kept, and the result says so.
+        let big = try c.create("big", ["--output", "/out", "--user", "0"], command: ["sh", "-c", "dd if=/dev/zero of=/out/z bs=1M count=5 2>/dev/null"])
+        let bigDone = try c.waitForEnd(big)
+        let bigSummary = (bigDone["result"] as? [String: Any])?["outputs"] as? [String: Any]
+        #expect(bigSummary?["kept"] as? Bool == false && (bigSummary?["reason"] as? String)?.contains("--output-limit") == true, "\(bigDone)")
+        #expect(!FileManager.default.fileExists(atPath: c.dir.path + "/proplet-p/outputs/\(big)/1"))
+        let refused = try c.cli(["task", "outputs", big])
+        #expect(refused.status != 0 && refused.stderrText.contains("not kept"), "\(refused.stderrText)")
+    }
 }

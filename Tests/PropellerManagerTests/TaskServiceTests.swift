@@ -21,6 +21,8 @@ final class RecordingBus: ControlBus, ActorBus {
     func confirm(_ epoch: PropletEpoch) { epochs.withLock { $0.append(epoch) } }
     let volumeCommands = Mutex<[(VolumeCommand, String)]>([])
     func send(_ command: VolumeCommand, to propletID: String) { volumeCommands.withLock { $0.append((command, propletID)) } }
+    let outputRequests = Mutex<[(OutputRequest, String)]>([])
+    func send(_ request: OutputRequest, to propletID: String) { outputRequests.withLock { $0.append((request, propletID)) } }
     func send(_ command: WorkerCommand, to propletID: String) { workerCommands.withLock { $0.append((command, propletID)) } }
     func send(_ command: ExecutionCommand, to propletID: String) { executionCommands.withLock { $0.append((command, propletID)) } }
 

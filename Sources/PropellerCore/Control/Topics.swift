@@ -35,6 +35,8 @@ public struct Topics: Sendable, Hashable {
         case workers
         /// Actor executions' outcomes.
         case executions
+        /// Answers to output requests (``OutputReply``).
+        case outputs
     }
 
     /// Proplet `propletID` → manager.
@@ -71,10 +73,12 @@ public struct Topics: Sendable, Hashable {
     public func worker(_ propletID: String) -> String { base + "/control/proplet/\(propletID)/worker" }
     /// Manager → one proplet: run or kill an actor execution.
     public func execution(_ propletID: String) -> String { base + "/control/proplet/\(propletID)/exec" }
+    /// Manager → one proplet: list or send a task's outputs (``OutputRequest``).
+    public func output(_ propletID: String) -> String { base + "/control/proplet/\(propletID)/output" }
     /// Manager → one proplet: remove one of its named volumes (``VolumeCommand``).
     public func volume(_ propletID: String) -> String { base + "/control/proplet/\(propletID)/volume" }
     /// What the manager sends proplets (the last part of `control/proplet/{id}/…`).
-    public static let managerCommands = ["start", "stop", "ack", "worker", "exec", "volume"]
+    public static let managerCommands = ["start", "stop", "ack", "worker", "exec", "volume", "output"]
     /// Manager → one proplet: a subscription filter covering every command.
     public func propletInbox(_ propletID: String) -> String { base + "/control/proplet/\(propletID)/+" }
 

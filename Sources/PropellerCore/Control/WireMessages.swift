@@ -205,12 +205,15 @@ public struct StartTask: Codable, Sendable, Hashable {
     public var secretValues: [SecretValue]?
     /// Files fetched before the task starts (absent: none).
     public var artifacts: [ArtifactSpec]?
+    /// A directory of the task kept after it ends (`--output`; absent: none).
+    public var output: String?
 
     public init(taskId: String, attempt: Int, name: String, image: String, command: [String]?, env: [String: String], workdir: String?, user: String?,
                 resources: Resources, timeoutSeconds: Double?, network: String, epoch: UInt64? = nil, volumes: [VolumeMount]? = nil,
                 tmpfs: [TmpfsMount]? = nil, secrets: [SecretMount]? = nil, publish: [PortMapping]? = nil,
-                artifacts: [ArtifactSpec]? = nil) {
+                artifacts: [ArtifactSpec]? = nil, output: String? = nil) {
         self.artifacts = artifacts
+        self.output = output
         self.secrets = secrets
         self.publish = publish
         self.volumes = volumes
@@ -292,6 +295,8 @@ public struct TaskResult: Codable, Sendable, Hashable {
     public var usage: TaskUsage
     public var stdoutTail: String
     public var stderrTail: String
+    /// What its `--output` directory held (absent: it had none).
+    public var outputs: OutputSummary?
 
     public init(taskId: String, attempt: Int, propletId: String, state: TaskState, exitCode: Int32? = nil, signal: Int32? = nil, oomKilled: Bool = false,
                 timedOut: Bool = false, error: String? = nil, startedAt: Double? = nil, finishedAt: Double? = nil, usage: TaskUsage = TaskUsage(),
