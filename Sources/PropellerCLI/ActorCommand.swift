@@ -37,6 +37,7 @@ struct ActorSpecOptions: ParsableArguments {
     @Option(help: ArgumentHelp("A volume for every execution (repeatable), as for tasks.", valueName: "name:/path[:ro]")) var volume: [String] = []
     @Option(help: ArgumentHelp("A tmpfs for every execution (repeatable).", valueName: "/path[:size=64M]")) var tmpfs: [String] = []
     @Option(help: ArgumentHelp("A secret as a read-only file in every execution (repeatable).", valueName: "name[:/path]")) var secret: [String] = []
+    @Option(help: ArgumentHelp("Every execution's network: none (default), host, bridge or one its proplet offers.", valueName: "network")) var network: String?
     @Argument(parsing: .postTerminator, help: "Command replacing the image's Cmd (after --).") var command: [String] = []
 
     func body(name: String?) throws -> [String: Any] {
@@ -60,6 +61,7 @@ struct ActorSpecOptions: ParsableArguments {
             do { b["timeout_seconds"] = Double(try DurationParsing.parse(timeout).components.seconds) } catch { throw ValidationError("invalid --timeout: \(error)") }
         }
         if !command.isEmpty { b["command"] = command }
+        if let network { b["network"] = network }
         do {
             let volumes = try volume.map(VolumeMount.init(parsing:))
             if !volumes.isEmpty { b["volumes"] = volumes.map { ["name": $0.name, "target": $0.target, "read_only": $0.readOnly] as [String: Any] } }

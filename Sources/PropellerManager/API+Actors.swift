@@ -197,7 +197,7 @@ struct MessageQuery {
 /// `POST|PUT /actors` bodies.
 enum ActorRequest {
     static let fields: Set<String> = ["name", "image", "description", "command", "default_env", "resources", "min_workers", "max_workers", "stateless",
-                                      "labels", "constraints", "timeout_seconds", "volumes", "tmpfs", "secrets"]
+                                      "labels", "constraints", "timeout_seconds", "volumes", "tmpfs", "secrets", "network"]
 
     struct Body: Decodable {
         var name: String?
@@ -215,6 +215,7 @@ enum ActorRequest {
         var volumes: [TaskRequest.VolumeBody]?
         var tmpfs: [TaskRequest.TmpfsBody]?
         var secrets: [TaskRequest.SecretBody]?
+        var network: String?
     }
 
     static func parse(_ bytes: [UInt8]) throws -> Body {
@@ -263,6 +264,11 @@ enum ActorRequest {
         if let volumes = body.volumes { spec.volumes = try TaskRequest.checked(volumes: volumes) }
         if let tmpfs = body.tmpfs { spec.tmpfs = try TaskRequest.checked(tmpfs: tmpfs) }
         if let secrets = body.secrets { spec.secrets = try TaskRequest.checked(secrets: secrets) }
+        if let network = body.network {
+            do { spec.network = try NetworkName.check(network) == "none" ? nil : network } catch let error as PropellerError {
+                throw APIError.unprocessable("network: \(error.message)")
+            }
+        }
         do {
             // The execution's own files live under /propeller (the proplet's ExecutionFiles): not a mount target.
             let targets = (spec.volumes ?? []).map(\.target) + (spec.tmpfs ?? []).map(\.target) + (spec.secrets ?? []).map(\.target)

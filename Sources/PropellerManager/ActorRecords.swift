@@ -25,6 +25,8 @@ public struct ActorSpec: Codable, Sendable, Hashable {
     public var volumes: [VolumeMount]?
     public var tmpfs: [TmpfsMount]?
     public var secrets: [SecretMount]?
+    /// Every execution's network: none (nil), host, bridge or a network a proplet offers.
+    public var network: String?
 
     public init(name: String, image: String, description: String = "", command: [String]? = nil, defaultEnv: [String: String] = [:],
                 resources: Resources = .zero, minWorkers: Int = 1, maxWorkers: Int = 1, stateless: Bool = true, labels: [String: String] = [:],
@@ -47,7 +49,7 @@ public struct ActorSpec: Codable, Sendable, Hashable {
     func needsNewWorkers(comparedTo old: ActorSpec) -> Bool {
         image != old.image || command != old.command || defaultEnv != old.defaultEnv || resources != old.resources
             || constraints != old.constraints || timeoutSeconds != old.timeoutSeconds || volumes != old.volumes || tmpfs != old.tmpfs
-            || secrets != old.secrets
+            || secrets != old.secrets || network != old.network
     }
 }
 

@@ -8,9 +8,9 @@ extension ClusterState {
     /// Reserves room for worker `id` on the proplet the policy picks (or on `pinned`, when a
     /// restarted manager re-adopts a worker that already exists there).
     mutating func reserveWorker(_ id: String, _ resources: Resources, constraints: [String: String], pinned: String?,
-                                volumes: [VolumeMount] = []) -> WorkerPlacement {
+                                volumes: [VolumeMount] = [], network: String? = nil) -> WorkerPlacement {
         if let held = ledger.allocation(of: .worker(id)) { return .placed(propletID: held.proplet) }
-        let request = PlacementRequest(resources: resources, constraints: constraints, pinnedProplet: pinned, volumes: volumes)
+        let request = PlacementRequest(resources: resources, constraints: constraints, pinnedProplet: pinned, volumes: volumes, network: network ?? "none")
         switch scheduler.place(request, on: ledger.nodes) {
         case .place(let i):
             let node = ledger.nodes[i].id
@@ -43,7 +43,7 @@ extension ClusterState {
     /// Reserves room for a worker that has none and asks its proplet to prepare it.
     mutating func place(_ workerID: String) {
         guard var w = actors.workers[workerID], w.propletId == nil, let a = actors.records[w.actorId] else { return }
-        switch reserveWorker(w.id, a.spec.resources, constraints: a.spec.constraints, pinned: nil, volumes: a.spec.volumes ?? []) {
+        switch reserveWorker(w.id, a.spec.resources, constraints: a.spec.constraints, pinned: nil, volumes: a.spec.volumes ?? [], network: a.spec.network) {
         case .placed(let proplet):
             w.state = .requested(on: proplet)
             w.resources = a.spec.resources
@@ -53,7 +53,8 @@ extension ClusterState {
             log(.info, "worker placed", ["worker": w.id, "actor": a.id, "proplet": proplet])
             emit(.worker(WorkerCommand(action: .prepare, workerId: w.id, actorId: a.id, revision: a.revision, image: a.spec.image, command: a.spec.command,
                                        env: a.spec.defaultEnv, resources: a.spec.resources, timeoutSeconds: a.spec.timeoutSeconds,
-                                       epoch: proplets[proplet]?.epoch ?? 0, volumes: a.spec.volumes, tmpfs: a.spec.tmpfs, secrets: a.spec.secrets),
+                                       epoch: proplets[proplet]?.epoch ?? 0, volumes: a.spec.volumes, tmpfs: a.spec.tmpfs, secrets: a.spec.secrets,
+                                       network: a.spec.network),
                              to: proplet))
         case .wait(let reason), .never(let reason):
             if w.reason != reason {

@@ -109,7 +109,8 @@ extension OpenAPIDocument {
             "timeout_seconds": {"type": "number", "minimum": 0.001, "maximum": 31622400},
             "volumes": {"type": "array", "maxItems": 64, "items": {"$ref": "#/components/schemas/Volume"}},
             "tmpfs": {"type": "array", "maxItems": 64, "items": {"$ref": "#/components/schemas/Tmpfs"}},
-            "secrets": {"type": "array", "maxItems": 64, "items": {"$ref": "#/components/schemas/SecretMount"}}}},
+            "secrets": {"type": "array", "maxItems": 64, "items": {"$ref": "#/components/schemas/SecretMount"}},
+            "network": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", "description": "none (the default), host, bridge, or a network a proplet offers"}}},
           "ActorCreate": {"allOf": [{"$ref": "#/components/schemas/ActorUpdate"}, {"type": "object", "required": ["name", "image"]}]},
           "Actor": {"type": "object", "required": ["id", "name", "image", "status", "revision"], "properties": {
             "id": {"type": "string"}, "name": {"type": "string"}, "image": {"type": "string"}, "description": {"type": "string"},
@@ -118,7 +119,7 @@ extension OpenAPIDocument {
             "stateless": {"type": "boolean"}, "labels": {"$ref": "#/components/schemas/StringMap"}, "constraints": {"$ref": "#/components/schemas/StringMap"},
             "timeout_seconds": {"type": "number"}, "status": {"type": "string", "enum": ["submitted", "ready", "error"]}, "message": {"type": "string"},
             "volumes": {"type": "array", "items": {"$ref": "#/components/schemas/Volume"}}, "tmpfs": {"type": "array", "items": {"$ref": "#/components/schemas/Tmpfs"}},
-            "secrets": {"type": "array", "items": {"$ref": "#/components/schemas/SecretMount"}},
+            "secrets": {"type": "array", "items": {"$ref": "#/components/schemas/SecretMount"}}, "network": {"type": "string"},
             "revision": {"type": "integer"}, "created_at": {"type": "number"}, "updated_at": {"type": "number"}}},
           "ActorPage": {"type": "object", "required": ["offset", "limit", "total", "actors"], "properties": {
             "offset": {"type": "integer"}, "limit": {"type": "integer"}, "total": {"type": "integer"},

@@ -162,7 +162,7 @@ extension PropletAgent {
             env["MSG"] = String(decoding: c.message, as: UTF8.self)
         }
         var start = StartTask(taskId: c.executionId, attempt: c.attempt, name: w.actorId, image: w.image, command: w.command, env: env,
-                              workdir: nil, user: nil, resources: w.resources, timeoutSeconds: w.timeoutSeconds, network: "none",
+                              workdir: nil, user: nil, resources: w.resources, timeoutSeconds: w.timeoutSeconds, network: w.network ?? "none",
                               volumes: w.volumes, tmpfs: w.tmpfs, secrets: w.secrets)
         start.secretValues = w.secretValues
         let execution = Execution(start: start, image: slot.image, onScratch: true)

@@ -108,9 +108,8 @@ final class NetworkTests {
         #expect(c.proplets["p"]?.log.contains("detached a container a previous run left on a network") == true)
     }
 
-    /// An operator's network (a configuration list in --cni-dir) is offered by its name; tasks
-    /// run on it many times over and leave nothing behind; a network no proplet offers is never
-    /// placed.
+    /// An operator's network (a configuration list in --cni-dir) is offered by its name; 100
+    /// tasks run on it and leave nothing behind; a network no proplet offers is never placed.
     @Test func anOperatorsNetworkRunsTasksAndLeavesNothingBehind() throws {
         let c = try Cluster()
         let subnet = self.subnet
@@ -125,9 +124,9 @@ final class NetworkTests {
         try c.startProplet("p", memory: "2G", maxTasks: 8, extra: ["--cni-dir", lists, "--bridge-name", bridge + "b", "--bridge-subnet", self.subnet])
         defer { _ = try? runProcess("/sbin/ip", ["link", "del", bridge + "b"], timeout: 10) }
         #expect((try c.proplet("p")?["networks"] as? [String]) == ["bridge", "storage"])
-        let ids = try (0..<25).map { i in try c.create("run-\(i)", ["--network", "storage"], command: ["sh", "-c", "ip -o -4 addr show eth0 | grep -c '\(subnet.dropLast(4))'"]) }
+        let ids = try (0..<100).map { i in try c.create("run-\(i)", ["--network", "storage"], command: ["sh", "-c", "ip -o -4 addr show eth0 | grep -c '\(subnet.dropLast(4))'"]) }
         for id in ids {
-            let t = try c.waitForEnd(id, timeout: 60)
+            let t = try c.waitForEnd(id, timeout: 120)
             #expect(t["state"] as? String == "completed" && (t["result"] as? [String: Any])?["stdout_tail"] as? String == "1\n", "\(t)")
         }
         try c.waitUntil("nothing left on the network", timeout: 20) {
@@ -137,5 +136,26 @@ final class NetworkTests {
         let nowhere = try c.create("nowhere", ["--network", "overlay"], command: ["true"])
         let refused = try c.waitForEnd(nowhere)
         #expect(refused["reason"] as? String == "no proplet offers the network overlay", "\(refused)")
+    }
+
+    /// An actor's executions on the bridge: each has an address of the proplet's subnet.
+    @Test func anActorsExecutionsRunOnTheBridge() throws {
+        let c = try Cluster()
+        let subnet = self.subnet
+        try c.startProplet("p", memory: "2G", extra: ["--bridge-name", bridge, "--bridge-subnet", subnet])
+        let created = try c.cli(["actor", "create", "netted", "--image", c.image, "--memory", "64M", "--network", "bridge", "--",
+                                 "/bin/sh", "-c", #"ip -o -4 addr show eth0 | awk '{print $4}' > "$PROPELLER_RESULTS""#])
+        #expect(created.status == 0, "\(created.stderrText)")
+        let actor = created.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
+        var reply = try c.cli(["actor", "send", actor, "x", "--sync"])
+        for _ in 0..<100 where reply.status != 0 {
+            usleep(200_000)  // the worker may still be pulling
+            reply = try c.cli(["actor", "send", actor, "x", "--sync"])
+        }
+        let prefix = String(subnet.split(separator: "/")[0].dropLast(2))
+        let address = reply.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(address.hasPrefix(prefix) && address.hasSuffix("/24"), "\(reply.stdoutText) \(reply.stderrText)")
+        _ = try c.cli(["actor", "delete", actor])
+        try c.waitUntil("nothing left on the network", timeout: 20) { try self.leftovers(subnet: subnet, state: c.dir.path + "/proplet-p/cni").isEmpty }
     }
 }

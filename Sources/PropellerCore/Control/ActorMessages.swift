@@ -26,11 +26,14 @@ public struct WorkerCommand: Codable, Sendable, Hashable {
     public var tmpfs: [TmpfsMount]?
     public var secrets: [SecretMount]?
     public var secretValues: [SecretValue]?
+    /// Every execution's network (absent: none).
+    public var network: String?
 
     public init(action: Action, workerId: String, actorId: String, revision: Int = 0, image: String = "", command: [String]? = nil,
                 env: [String: String] = [:], resources: Resources = .zero, timeoutSeconds: Double? = nil, epoch: UInt64? = nil,
-                volumes: [VolumeMount]? = nil, tmpfs: [TmpfsMount]? = nil, secrets: [SecretMount]? = nil) {
+                volumes: [VolumeMount]? = nil, tmpfs: [TmpfsMount]? = nil, secrets: [SecretMount]? = nil, network: String? = nil) {
         self.epoch = epoch
+        self.network = network
         self.volumes = volumes
         self.tmpfs = tmpfs
         self.secrets = secrets
