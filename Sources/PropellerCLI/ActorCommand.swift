@@ -64,7 +64,11 @@ struct ActorSpecOptions: ParsableArguments {
         if let network { b["network"] = network }
         do {
             let volumes = try volume.map(VolumeMount.init(parsing:))
-            if !volumes.isEmpty { b["volumes"] = volumes.map { ["name": $0.name, "target": $0.target, "read_only": $0.readOnly] as [String: Any] } }
+            if !volumes.isEmpty {
+                b["volumes"] = volumes.map { v in
+                    (["name": v.name, "target": v.target, "read_only": v.readOnly] as [String: Any]).merging(v.sizeBytes.map { ["size_bytes": $0] } ?? [:]) { a, _ in a }
+                }
+            }
             let mounts = try tmpfs.map(TmpfsMount.init(parsing:))
             if !mounts.isEmpty { b["tmpfs"] = mounts.map { t in ["target": t.target].merging(t.sizeBytes.map { ["size_bytes": $0] } ?? [:]) { a, _ in a } } }
             let secrets = try secret.map(SecretMount.init(parsing:))

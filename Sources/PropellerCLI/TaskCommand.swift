@@ -83,7 +83,7 @@ struct TaskCreateCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Publish a port of the task on its proplet's host (repeatable; with a bridge network); :PORT lets the manager pick the host port.", valueName: "hostport:port[/tcp|udp]"))
     var publish: [String] = []
 
-    @Option(help: ArgumentHelp("A volume (repeatable): a host volume a proplet offers by this name, else a named volume kept on the proplet across tasks.", valueName: "name:/path[:ro]"))
+    @Option(help: ArgumentHelp("A volume (repeatable): a host volume a proplet offers by this name, else a named volume kept on the proplet across tasks (size=: its limit, set when it is made).", valueName: "name:/path[:ro][:size=1G]"))
     var volume: [String] = []
 
     @Option(help: ArgumentHelp("A tmpfs for the task alone, charged to its memory (repeatable).", valueName: "/path[:size=64M]"))
@@ -140,7 +140,11 @@ struct TaskCreateCommand: ParsableCommand {
             }
             let ports = try publish.map(PortMapping.init(parsing:))
             if !ports.isEmpty { object["publish"] = ports.map { ["host_port": Int($0.hostPort), "container_port": Int($0.containerPort), "proto": $0.proto] as [String: Any] } }
-            if !volumes.isEmpty { object["volumes"] = volumes.map { ["name": $0.name, "target": $0.target, "read_only": $0.readOnly] as [String: Any] } }
+            if !volumes.isEmpty {
+                object["volumes"] = volumes.map { v in
+                    (["name": v.name, "target": v.target, "read_only": v.readOnly] as [String: Any]).merging(v.sizeBytes.map { ["size_bytes": $0] } ?? [:]) { a, _ in a }
+                }
+            }
             if !tmpfs.isEmpty { object["tmpfs"] = tmpfs.map { t in ["target": t.target].merging(t.sizeBytes.map { ["size_bytes": $0] } ?? [:]) { a, _ in a } } }
         } catch let error as PropellerError {
             throw ValidationError(error.message)

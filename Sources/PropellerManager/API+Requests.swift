@@ -9,7 +9,7 @@ enum TaskRequest {
     static let artifactFields: Set<String> = ["url", "destination", "sha256"]
     static let publishFields: Set<String> = ["host_port", "container_port", "proto"]
     static let secretFields: Set<String> = ["name", "target"]
-    static let volumeFields: Set<String> = ["name", "target", "read_only"]
+    static let volumeFields: Set<String> = ["name", "target", "read_only", "size_bytes"]
     static let tmpfsFields: Set<String> = ["target", "size_bytes"]
     static let resourceFields: Set<String> = ["cpu_millis", "memory_bytes", "pids"]
     static let restartFields: Set<String> = ["mode", "max_attempts"]
@@ -58,6 +58,7 @@ enum TaskRequest {
         var name: String?
         var target: String?
         var readOnly: Bool?
+        var sizeBytes: Int64?
     }
 
     struct TmpfsBody: Decodable {
@@ -223,8 +224,11 @@ enum TaskRequest {
         let list = try volumes.enumerated().map { i, v -> VolumeMount in
             guard let name = v.name, let target = v.target else { throw APIError.unprocessable("volumes[\(i)]: name and target are required") }
             do {
-                return VolumeMount(name: try VolumeName.check(name, what: "volumes[\(i)]"), target: try MountTarget.check(target, what: "volumes[\(i)]"),
-                                   readOnly: v.readOnly ?? false)
+                if let size = v.sizeBytes, size <= 0 { throw PropellerError(.invalidArgument, "volumes[\(i)].size_bytes: must be positive") }
+                let volume = VolumeMount(name: try VolumeName.check(name, what: "volumes[\(i)]"), target: try MountTarget.check(target, what: "volumes[\(i)]"),
+                                         readOnly: v.readOnly ?? false, sizeBytes: v.sizeBytes.map { UInt64($0) })
+                try volume.checkSize()
+                return volume
             } catch let error as PropellerError {
                 throw APIError.unprocessable(error.message)
             }

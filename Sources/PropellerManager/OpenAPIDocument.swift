@@ -215,7 +215,8 @@ enum OpenAPIDocument {
             "description": "A host volume offered by the proplet under this name, else a named volume kept on the proplet",
             "properties": {"name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
               "target": {"type": "string", "pattern": "^/", "description": "absolute, not on or below /proc, /sys or /dev"},
-              "read_only": {"type": "boolean"}}},
+              "read_only": {"type": "boolean"},
+              "size_bytes": {"type": "integer", "minimum": 16777216, "maximum": 17592186044416, "description": "a named volume's size limit, set when it is made"}}},
           "Tmpfs": {"type": "object", "additionalProperties": false, "required": ["target"], "properties": {
             "target": {"type": "string", "pattern": "^/"}, "size_bytes": {"type": "integer", "minimum": 4096}}},
           "OutputFile": {"type": "object", "properties": {"path": {"type": "string"}, "size_bytes": {"type": "integer"}}},

@@ -474,6 +474,7 @@ public actor PropletAgent {
         client.disconnect()
         runtime.shutdown()
         scratch?.unmount()
+        runner.volumes.unmountSized()
         logger.notice("proplet stopped")
     }
 

@@ -223,4 +223,43 @@ final class VolumeTests {
         let refused = try c.cli(["task", "outputs", big])
         #expect(refused.status != 0 && refused.stderrText.contains("not kept"), "\(refused.stderrText)")
     }
+
+    /// A named volume with a size limit: a file system of its own, full at its size, kept for
+    /// the next task, mounted again after the proplet restarts, and gone (mount and image) when
+    /// removed or when the proplet stops.
+    @Test func aSizedNamedVolumeFillsUpAtItsLimit() throws {
+        let c = try Cluster()
+        try c.startProplet("p", memory: "2G")
+        let volume = (c.dir.path + "/proplet-p/volumes/quota").replacingOccurrences(of: "//", with: "/")  // as mountinfo spells it
+        let first = try c.create("fill", ["--volume", "quota:/q:size=16M", "--user", "0"], command: ["sh", "-c", """
+            dd if=/dev/zero of=/q/fits bs=1M count=4 2>/dev/null && echo fits
+            dd if=/dev/zero of=/q/big bs=1M count=32 2>/dev/null || echo full
+            rm -f /q/big
+            """])
+        let done = try c.waitForEnd(first)
+        #expect(stdout(done) == "fits\nfull\n", "\(done)")
+        #expect(readFile("/proc/self/mountinfo")?.contains(" \(volume) ") == true, "its own file system")
+        // The same size again, or none: the same volume; another size: refused.
+        let again = try c.create("again", ["--volume", "quota:/q"], command: ["sh", "-c", "ls -s /q/fits | cut -c1-5"])
+        let againDone = try c.waitForEnd(again)
+        #expect(againDone["state"] as? String == "completed", "\(againDone) \(volume)")
+        let resized = try c.create("resized", ["--volume", "quota:/q:size=32M"], command: ["true"])
+        let refused = try c.waitForEnd(resized)
+        #expect(((refused["result"] as? [String: Any])?["error"] as? String)?.contains("remove it") == true, "\(refused)")
+        // A stopped proplet leaves nothing mounted; started again, the data is there.
+        c.stopProplet("p")
+        #expect(readFile("/proc/self/mountinfo")?.contains(volume) == false)
+        try c.startProplet("p", memory: "2G")
+        let after = try c.create("after", ["--volume", "quota:/q:size=16M"], command: ["sh", "-c", "test -f /q/fits && echo kept"])
+        #expect(stdout(try c.waitForEnd(after)) == "kept\n")
+        try c.waitUntil("the volume listed", timeout: 15) {
+            (try c.cli(["volume", "list", "--json"]).stdoutText).contains("quota")
+        }
+        #expect(try c.cli(["volume", "rm", "quota", "--proplet", "p"]).status == 0)
+        try c.waitUntil("the volume removed", timeout: 15) { !FileManager.default.fileExists(atPath: volume) }
+        #expect(readFile("/proc/self/mountinfo")?.contains(volume) == false)
+        #expect(!FileManager.default.fileExists(atPath: c.dir.path + "/proplet-p/volumes/.sized/quota.ext4"))
+        let tooSmall = try c.cli(["task", "create", "x", "--image", c.image, "--volume", "tiny:/t:size=1M"])
+        #expect(tooSmall.status != 0 && tooSmall.stderrText.contains("16M"), "\(tooSmall.stderrText)")
+    }
 }

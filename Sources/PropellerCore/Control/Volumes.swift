@@ -12,26 +12,43 @@ public struct VolumeMount: Codable, Sendable, Hashable {
     /// Absolute, inside the container (``MountTarget``).
     public var target: String
     public var readOnly: Bool
+    /// A named volume's size limit, set when it is made (a file system of its own, that size);
+    /// nil: none. Not for host volumes.
+    public var sizeBytes: UInt64?
 
-    public init(name: String, target: String, readOnly: Bool = false) {
+    public init(name: String, target: String, readOnly: Bool = false, sizeBytes: UInt64? = nil) {
         self.name = name
         self.target = target
         self.readOnly = readOnly
+        self.sizeBytes = sizeBytes
     }
 
-    /// Parses `NAME:/target[:ro|:rw]`, checking the name and the target.
+    /// Parses `NAME:/target[:ro|:rw][:size=SIZE]`, checking the name, the target and the size.
     public init(parsing text: String) throws {
         var parts = text.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
         var readOnly = false
-        if parts.count == 3, parts[2] == "ro" || parts[2] == "rw" {
-            readOnly = parts[2] == "ro"
+        var size: UInt64?
+        while parts.count > 2, let last = parts.last, last == "ro" || last == "rw" || last.hasPrefix("size=") {
+            if last.hasPrefix("size=") {
+                size = try ByteSize(parsing: String(last.dropFirst(5))).bytes
+            } else {
+                readOnly = last == "ro"
+            }
             parts.removeLast()
         }
         guard parts.count == 2 else {
-            throw PropellerError(.invalidArgument, "invalid volume \"\(text)\": expected NAME:/PATH[:ro] (a host path cannot be named: ask the proplet's operator for a host volume)")
+            throw PropellerError(.invalidArgument, "invalid volume \"\(text)\": expected NAME:/PATH[:ro][:size=SIZE] (a host path cannot be named: ask the proplet's operator for a host volume)")
         }
         try self.init(name: VolumeName.check(parts[0], what: "volume \"\(text)\""), target: MountTarget.check(parts[1], what: "volume \"\(text)\""),
-                      readOnly: readOnly)
+                      readOnly: readOnly, sizeBytes: size)
+        try checkSize()
+    }
+
+    /// The size limit, when there is one, is 16 MiB to 16 TiB (an ext4 file system's range here).
+    public func checkSize() throws {
+        if let sizeBytes, !(16 << 20 ... 16 << 40).contains(sizeBytes) {
+            throw PropellerError(.invalidArgument, "volume \(name): a size limit is 16M to 16T, not \(ByteSize(bytes: sizeBytes))")
+        }
     }
 
     public var description: String { "\(name):\(target)\(readOnly ? ":ro" : "")" }
