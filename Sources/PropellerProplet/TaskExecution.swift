@@ -172,14 +172,28 @@ struct TaskRunner: Sendable {
                 spec.mounts += [ContainerSpec.Mount(.bind(files + "/resolv.conf"), at: "/etc/resolv.conf"),
                                 ContainerSpec.Mount(.bind(files + "/hosts"), at: "/etc/hosts")]
             }
-            for (i, artifact) in (s.artifacts ?? []).enumerated() {
-                if i == 0 { mkdir(run.artifacts, 0o755) }
-                spec.mounts.append(try ArtifactFetcher().fetch(artifact, into: run.artifacts + "/\(i)"))
-            }
+            // Volumes first, then artifacts (one inside a writable volume goes into it), then the
+            // network's files: a later mount may sit inside an earlier one, never the reverse.
+            let networkFiles = spec.mounts
+            spec.mounts = []
             if s.volumes != nil || s.tmpfs != nil || s.secrets != nil {
                 spec.mounts += try volumes.mounts(volumes: s.volumes ?? [], tmpfs: s.tmpfs ?? [], secrets: s.secrets ?? [], values: s.secretValues ?? [],
                                                  owner: try UserResolver(rootfs: lower).resolve(spec.user))
             }
+            for (i, artifact) in (s.artifacts ?? []).enumerated() {
+                if i == 0 { mkdir(run.artifacts, 0o755) }
+                let inVolume = spec.mounts.last { m in
+                    guard case .bind = m.source, !m.readOnly else { return false }
+                    return artifact.destination.hasPrefix(m.target + "/")
+                }
+                if let inVolume, case .bind(let hostPath) = inVolume.source {
+                    try ArtifactFetcher().fetch(artifact, into: run.artifacts + "/\(i)", volume: hostPath,
+                                                relative: String(artifact.destination.dropFirst(inVolume.target.count + 1)))
+                } else {
+                    spec.mounts.append(try ArtifactFetcher().fetch(artifact, into: run.artifacts + "/\(i)"))
+                }
+            }
+            spec.mounts += networkFiles
             spec.killWithParent = true
             let r = s.resources
             spec.limits = CgroupLimits(memoryBytes: r.memoryBytes > 0 ? r.memoryBytes : nil, cpuMillis: r.cpuMillis > 0 ? r.cpuMillis : nil,

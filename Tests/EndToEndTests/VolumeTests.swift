@@ -172,6 +172,23 @@ final class VolumeTests {
         #expect(!FileManager.default.fileExists(atPath: "/tmp/propeller-artifact-escape"), "\(contained)")
         #expect(!FileManager.default.fileExists(atPath: c.dir.path + "/tmp/propeller-artifact-escape"))
 
+        // Into a volume: the files stay for the next task; a symlink a task left there is not
+        // followed out of it.
+        let planter = try c.create("planter", ["--volume", "kit:/kit", "--user", "0"], command: ["busybox", "ln", "-s", "/etc", "/kit/evil"])
+        #expect(try c.waitForEnd(planter)["state"] as? String == "completed")
+        let into = try c.create("into", ["--volume", "kit:/kit", "--artifact", "\(base)/tool.tar.gz=/kit/tools", "--artifact", "\(base)/data.txt=/kit/in/data.txt"],
+                                command: ["true"])
+        #expect(try c.waitForEnd(into)["state"] as? String == "completed")
+        let reader = try c.create("reader", ["--volume", "kit:/kit"], command: ["sh", "-c", "cat /kit/in/data.txt && sh /kit/tools/bin/run.sh"])
+        let read = try c.waitForEnd(reader)
+        #expect(stdout(read) == "artifact data\ntool ran\n", "\(read)")
+        let marker = "propeller-artifact-\(UUID().uuidString.prefix(8))"
+        let through = try c.create("through", ["--volume", "kit:/kit", "--artifact", "\(base)/data.txt=/kit/evil/\(marker)"], command: ["true"])
+        let refusedThrough = try c.waitForEnd(through)
+        #expect(refusedThrough["state"] as? String == "failed" && ((refusedThrough["result"] as? [String: Any])?["error"] as? String)?.contains("symlink") == true,
+                "\(refusedThrough)")
+        #expect(!FileManager.default.fileExists(atPath: "/etc/\(marker)"))
+
         let plain = try c.cli(["task", "create", "plain", "--image", c.image, "--artifact", "http://example.com/x.tar"])
         #expect(plain.status != 0 && plain.stderrText.contains("https"), "\(plain.stderrText)")
         let missing = try c.create("missing", ["--artifact", "\(base)/nothing-here"], command: ["true"])
