@@ -278,7 +278,8 @@ static void attach_volume_mounts(struct pl_spec *s, const int fds[]) {
                 *slash = '\0';
                 if (mkdir_all(parent, 0755) < 0) fail(s, PL_STAGE_VOLUME, m->target);
             }
-            int f = open(m->target, O_CREAT | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
+            // O_NONBLOCK: a FIFO an image left there fails (ENXIO) instead of blocking the start.
+            int f = open(m->target, O_CREAT | O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0644);
             if (f < 0 && errno != EISDIR && errno != ELOOP) fail(s, PL_STAGE_VOLUME, m->target);
             if (f >= 0) close(f);
         }

@@ -140,6 +140,20 @@ struct VolumeMountTests {
         #expect((try? Data(contentsOf: URL(fileURLWithPath: tmp.path + "/upper/run/secrets/db")))?.isEmpty == true)
     }
 
+    /// A FIFO where a secret or file goes (an image's trap for the launcher): the start fails at
+    /// once instead of waiting for a reader.
+    @Test func aFIFOAtAFileTargetFailsTheStartInsteadOfHangingIt() throws {
+        let tmp = try TempDirectory("propeller-volumes")
+        defer { tmp.remove() }
+        mkdirs(tmp.path + "/upper/run/secrets")
+        #expect(mkfifo(tmp.path + "/upper/run/secrets/db", 0o644) == 0)
+        let started = ContinuousClock.now
+        #expect(throws: (any Error).self) {
+            _ = try run("true", mounts: [ContainerSpec.Mount(.file(Array("v".utf8)), at: "/run/secrets/db", readOnly: true)], in: tmp)
+        }
+        #expect(ContinuousClock.now - started < .seconds(10))
+    }
+
     @Test func targetsTheRuntimeOwnsAreRefused() {
         for bad in ["/", "relative", "/proc", "/proc/sys", "/sys/x", "/dev", "/dev/shm", "/a/../etc", "/./x"] {
             #expect(throws: PropellerError.self, "\(bad)") { try MountTarget.check(bad, what: "volume") }
