@@ -173,7 +173,7 @@ let package = Package(
         .testTarget(name: "PropellerProxyTests", dependencies: ["PropellerProxy", "PropellerImage", "PropellerCore", "PropellerTestSupport"]),
         .testTarget(name: "PropellerPropletTests", dependencies: ["PropellerProplet", "PropellerCore", "PropellerTestSupport"]),
         .testTarget(name: "PropellerProvisionTests", dependencies: ["PropellerProvision", "PropellerCore", "PropellerTestSupport"]),
-        .testTarget(name: "PropellerCLITests", dependencies: ["PropellerCLI", "PropellerProvision", "PropellerRuntime", "PropellerTestSupport"]),
+        .testTarget(name: "PropellerCLITests", dependencies: ["PropellerCLI", "PropellerRunCLI", "PropellerProvision", "PropellerRuntime", "PropellerTestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["PropellerCore", "PropellerTestSupport"]),
         .testTarget(name: "SystemLibrariesTests", dependencies: ["CArchive", "CMosquitto", "CSeccomp", "CCap"]),
     ]

@@ -23,7 +23,7 @@ struct ImageCommand: ParsableCommand {
 
         func run() throws {
             try reportingErrors {
-                var options = images
+                var options = images.settings
                 if options.pull == .missing { options.pull = .always }  // pulling is what was asked
                 let store = try options.store()
                 let image = try options.obtain(reference, store: store)

@@ -26,7 +26,16 @@ public struct PropellerCommand: AsyncParsableCommand {
         var arguments = commandLine
         do {
             arguments = try ConfigFile.expand(commandLine)
-            command = try quickRun(arguments) ?? parseAsRoot(arguments)
+            if let run = quickRun(arguments) {
+                // On the main thread, as below.
+                do {
+                    try run.run()
+                    Glibc.exit(0)
+                } catch {
+                    fail(error, arguments: arguments)
+                }
+            }
+            command = try parseAsRoot(arguments)
         } catch {
             fail(error, arguments: arguments)
         }
@@ -54,15 +63,15 @@ public struct PropellerCommand: AsyncParsableCommand {
         }
     }
 
-    /// `propeller run` parsed as a command of its own. Parsing from the root first builds the
-    /// whole command tree, and ArgumentParser's reflection over every subcommand's options cost
-    /// a few milliseconds per start here (each new type is a runtime conformance lookup, a
-    /// scan of this binary's 9,000+ conformance records) — as much as starting the container.
-    /// nil when anything is unusual (help, a usage error): the full parse then reports it, with
-    /// the usual `propeller run` wording.
-    private static func quickRun(_ arguments: [String]) -> RunCommand? {
-        guard arguments.first == "run", !arguments.contains(where: { $0 == "--help" || $0 == "-h" || $0 == "--version" }) else { return nil }
-        return try? RunCommand.parse(Array(arguments.dropFirst()))
+    /// `propeller run` with a usual command line, read without ArgumentParser: parsing from the
+    /// root builds the whole command tree by reflection, a few milliseconds per start here, as
+    /// much as starting the container (see ``RunOptions/init(quickParsing:)``). nil when
+    /// anything is unusual (help, a usage error): the full parse then reports it, with the
+    /// usual `propeller run` wording.
+    private static func quickRun(_ arguments: [String]) -> RunOptions? {
+        guard arguments.first == "run", let options = RunOptions(quickParsing: Array(arguments.dropFirst())),
+              (try? options.validate()) != nil else { return nil }
+        return options
     }
 
     private static func fail(_ error: any Error, arguments: [String]) -> Never {

@@ -13,8 +13,7 @@ public enum RunEntry {
     /// its status. Usage errors exit 125, like `docker run`.
     public static func main(_ arguments: [String] = Array(CommandLine.arguments.dropFirst())) -> Never {
         do {
-            let command = try RunCommand.parse(arguments)
-            try command.run()
+            try RunOptions.parse(arguments).run()
             exit(0)
         } catch let code as ExitCode {
             exit(code.rawValue)
@@ -23,5 +22,14 @@ public enum RunEntry {
             printError("propeller-run: \(RunCommand.message(for: error))\nSee 'propeller-run --help'.")
             exit(125)
         }
+    }
+}
+
+extension RunOptions {
+    /// `arguments` (after `run`) parsed and validated: quickly when they are usual, else by
+    /// ArgumentParser, which throws its usage errors and help requests.
+    package static func parse(_ arguments: [String]) throws -> RunOptions {
+        if let quick = RunOptions(quickParsing: arguments), (try? quick.validate()) != nil { return quick }
+        return try RunCommand.parse(arguments).options
     }
 }
