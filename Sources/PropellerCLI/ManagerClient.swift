@@ -213,11 +213,16 @@ func printFields(_ fields: [(String, String)]) {
 /// "3s ago", "2m ago" for a wall-clock time.
 func age(_ time: Double?) -> String {
     guard let time else { return "-" }
-    let s = max(0, Date().timeIntervalSince1970 - time)
-    if s < 60 { return "\(Int(s))s ago" }
-    if s < 3600 { return "\(Int(s / 60))m ago" }
-    if s < 86400 { return "\(Int(s / 3600))h ago" }
-    return "\(Int(s / 86400))d ago"
+    return span(Date().timeIntervalSince1970 - time) + " ago"
+}
+
+/// "3s", "2m", "5h", "2d": a span of seconds, roughly.
+func span(_ seconds: Double) -> String {
+    let s = max(0, seconds)
+    if s < 60 { return "\(Int(s))s" }
+    if s < 3600 { return "\(Int(s / 60))m" }
+    if s < 86400 { return "\(Int(s / 3600))h" }
+    return "\(Int(s / 86400))d"
 }
 
 func printJSON(_ bytes: [UInt8]) {

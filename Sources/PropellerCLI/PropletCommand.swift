@@ -13,7 +13,8 @@ struct PropletCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "proplet",
         abstract: "Run the proplet agent on this machine (as root), or list proplets.",
-        subcommands: [PropletAgentCommand.self, PropletListCommand.self, PropletGetCommand.self, PropletDeleteCommand.self],
+        subcommands: [PropletAgentCommand.self, PropletListCommand.self, PropletGetCommand.self, PropletDrainCommand.self, PropletEligibilityCommand.self,
+                      PropletDeleteCommand.self],
         defaultSubcommand: PropletAgentCommand.self
     )
 }

@@ -76,8 +76,8 @@ public struct AllocationTable: Sendable {
         if let i = index[id] { nodes[i].alive = alive }
     }
 
-    public mutating func setDraining(_ id: String, _ draining: Bool) {
-        if let i = index[id] { nodes[i].draining = draining }
+    public mutating func setClosed(_ id: String, _ closed: Bool) {
+        if let i = index[id] { nodes[i].closed = closed }
     }
 
     /// Forgets a proplet and every allocation on it.
@@ -128,7 +128,7 @@ public struct AllocationTable: Sendable {
     public func maxFree() -> (resources: Resources, slots: UInt64) {
         var best = Resources.zero
         var slots: UInt64 = 0
-        for n in nodes where n.alive && !n.draining && n.freeSlots > 0 {
+        for n in nodes where n.alive && !n.closed && n.freeSlots > 0 {
             let f = n.free
             best = Resources(cpuMillis: max(best.cpuMillis, f.cpuMillis), memoryBytes: max(best.memoryBytes, f.memoryBytes), pids: max(best.pids, f.pids))
             slots = max(slots, n.freeSlots)

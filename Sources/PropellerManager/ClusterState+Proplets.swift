@@ -14,6 +14,8 @@ extension ClusterState {
             record.registeredAt = known.registeredAt
             record.epoch = known.epoch
             record.draining = known.draining
+            record.eligible = known.eligible
+            record.drain = known.drain
         }
         let changed = known.map { $0.state != "alive" || $0.capacity != a.capacity || $0.labels != a.labels || $0.name != a.name || $0.version != a.version
             || $0.hostVolumes != record.hostVolumes || $0.networks != record.networks } ?? true
@@ -151,7 +153,7 @@ extension ClusterState {
         guard var p = proplets[id], (p.draining ?? false) != draining else { return }
         p.draining = draining ? true : nil
         proplets[id] = p
-        ledger.setDraining(id, draining)
+        ledger.setClosed(id, Self.closed(p))
         emit(.saveProplet(p))
         log(.notice, draining ? "proplet draining: nothing new is placed there" : "proplet no longer draining", ["proplet": id])
     }

@@ -44,6 +44,12 @@ public enum ClusterEvent: Sendable {
     /// `propeller proplet delete`, already deleted from the store (``ClusterState/checkForget(_:)``
     /// says whether it may be).
     case forgetProplet(String)
+    /// An operator opens (true) or closes (false) a proplet to new work.
+    case setEligibility(String, eligible: Bool)
+    /// An operator drains a proplet (``PropletDrain``), with a deadline in seconds from now.
+    case drain(String, deadlineSeconds: Double?)
+    /// An operator ends a drain: the proplet is eligible again.
+    case cancelDrain(String)
 
     // Actors. The commands whose write must succeed first arrive already stored.
 
@@ -121,6 +127,7 @@ public enum ClusterReply: Sendable, Equatable {
     case execution(ExecutionRecord)
     case workers([WorkerRecord])
     case count(Int)
+    case proplet(PropletRecord)
 }
 
 /// A log line a transition asks for (the driver writes it with swift-log).
@@ -205,12 +212,17 @@ public struct ClusterState: Sendable {
         case .heartbeat(let hb, let stored): heartbeat(hb, stored: stored)
         case .phase(let e): phase(e)
         case .result(let r, let stored): result(r, stored: stored)
-        case .tick(let link): tick(link)
+        case .tick(let link):
+            tick(link)
+            if link?.connected ?? true { checkDrains() }
         case .givenUp(let id, let reason): connectionEvent(.givenUp(reason: reason), to: id)
         case .created(let t): created(t)
         case .start(let id, let stored): try start(id, stored: stored)
         case .stop(let id, let signal, let grace, let stored): try stop(id, signal: signal, grace: grace, stored: stored)
         case .forgetProplet(let id): try forgetProplet(id)
+        case .setEligibility(let id, let eligible): try setEligibility(id, eligible: eligible)
+        case .drain(let id, let deadline): try startDrain(id, deadlineSeconds: deadline)
+        case .cancelDrain(let id): try cancelDrain(id)
         case .actorsRecovered(let stored, let states, let workers, let inbox): recoverActors(stored, states: states, workers: workers, inbox: inbox)
         case .actorCreated(let a): actorCreated(a)
         case .actorUpdated(let a): actorUpdated(a)
@@ -286,6 +298,7 @@ public struct ClusterState: Sendable {
     mutating func addNode(_ p: PropletRecord) {
         proplets[p.id] = p
         ledger.upsert(p.id, labels: p.labels, capacity: p.capacity, alive: p.alive, hostVolumes: p.hostVolumes ?? [], networks: p.networks ?? [])
+        ledger.setClosed(p.id, Self.closed(p))
     }
 
     mutating func reserve(_ t: TaskRecord, on propletID: String) {

@@ -165,6 +165,19 @@ public struct ManagerAPI: Sendable {
             try await service.deleteProplet(try context.parameters.require("id"))
             return Response(status: .noContent)
         }
+        router.put("/proplets/{id}/eligibility") { request, context in
+            struct Body: Decodable { var eligible: Bool }
+            let body = try TaskRequest.decode(Body.self, try await collect(request, limit: 4096), fields: ["eligible"], nested: [:])
+            return try encode(try await service.setEligibility(try context.parameters.require("id"), eligible: body.eligible))
+        }
+        router.post("/proplets/{id}/drain") { request, context in
+            struct Body: Decodable { var deadlineSeconds: Double? }
+            let body = try TaskRequest.decode(Body.self, try await collect(request, limit: 4096), fields: ["deadline_seconds"], nested: [:])
+            return try encode(try await service.drain(try context.parameters.require("id"), deadlineSeconds: body.deadlineSeconds))
+        }
+        router.delete("/proplets/{id}/drain") { _, context in
+            try encode(try await service.cancelDrain(try context.parameters.require("id")))
+        }
         router.get("/volumes") { request, _ in
             struct Listed: Encodable { var proplet: String; var name: String; var sizeBytes: UInt64; var inUse: Int }
             let only = request.uri.queryParameters["proplet"].map(String.init)

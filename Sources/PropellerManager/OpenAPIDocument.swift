@@ -127,6 +127,25 @@ enum OpenAPIDocument {
             "responses": {"200": {"description": "Volumes", "content": {"application/json": {"schema": {"type": "object", "properties": {
                             "volumes": {"type": "array", "items": {"$ref": "#/components/schemas/NamedVolume"}}}}}}},
                           "401": {"$ref": "#/components/responses/Error"}}}},
+        "/proplets/{id}/eligibility": {
+          "parameters": [{"$ref": "#/components/parameters/id"}],
+          "put": {"summary": "Open (true) or close (false) a proplet to new work; what runs there goes on",
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": false, "required": ["eligible"],
+              "properties": {"eligible": {"type": "boolean"}}}}}},
+            "responses": {"200": {"description": "The proplet", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Proplet"}}}},
+                          "400": {"$ref": "#/components/responses/Error"}, "401": {"$ref": "#/components/responses/Error"},
+                          "404": {"$ref": "#/components/responses/Error"}, "409": {"$ref": "#/components/responses/Error"}}}},
+        "/proplets/{id}/drain": {
+          "parameters": [{"$ref": "#/components/parameters/id"}],
+          "post": {"summary": "Drain a proplet: nothing new goes there, its actor workers move, and at the deadline what still runs is stopped and goes where its restart policy sends it; again: a new deadline",
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": false,
+              "properties": {"deadline_seconds": {"type": "number", "minimum": 0, "description": "from now; absent: no deadline (everything finishes there)"}}}}}},
+            "responses": {"200": {"description": "The proplet", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Proplet"}}}},
+                          "400": {"$ref": "#/components/responses/Error"}, "401": {"$ref": "#/components/responses/Error"},
+                          "404": {"$ref": "#/components/responses/Error"}, "422": {"$ref": "#/components/responses/Error"}}},
+          "delete": {"summary": "End a drain: the proplet is eligible again",
+            "responses": {"200": {"description": "The proplet", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Proplet"}}}},
+                          "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}, "409": {"$ref": "#/components/responses/Error"}}}},
         "/proplets/{id}/volumes/{name}": {
           "parameters": [{"$ref": "#/components/parameters/id"}, {"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
           "delete": {"summary": "Ask the proplet to remove a named volume nothing uses",
@@ -267,7 +286,9 @@ enum OpenAPIDocument {
             "id": {"type": "string"}, "name": {"type": "string"}, "version": {"type": "string"}, "labels": {"$ref": "#/components/schemas/StringMap"},
             "capacity": {"$ref": "#/components/schemas/Capacity"}, "allocated": {"$ref": "#/components/schemas/Resources"},
             "task_count": {"type": "integer"}, "os": {"type": "string"}, "arch": {"type": "string"}, "cgroup_mode": {"type": "string"},
-            "alive": {"type": "boolean"}, "state": {"type": "string", "enum": ["alive", "disconnected", "lost"]}, "last_seen": {"type": "number"}, "registered_at": {"type": "number"}, "reason": {"type": "string"}, "draining": {"type": "boolean"}, "epoch": {"type": "integer"},
+            "alive": {"type": "boolean"}, "state": {"type": "string", "enum": ["alive", "disconnected", "lost"]}, "last_seen": {"type": "number"}, "registered_at": {"type": "number"}, "reason": {"type": "string"}, "draining": {"type": "boolean", "description": "shutting down (its own heartbeats say so)"}, "epoch": {"type": "integer"},
+            "eligible": {"type": "boolean", "description": "false: closed to new work by an operator or a drain; absent: eligible"},
+            "drain": {"type": "object", "description": "an operator's drain in progress", "properties": {"started_at": {"type": "number"}, "deadline": {"type": "number"}}},
             "host_volumes": {"type": "array", "items": {"$ref": "#/components/schemas/HostVolume"}},
             "networks": {"type": "array", "items": {"type": "string"}}}},
           "Token": {"type": "object", "required": ["id", "name", "created_at"], "properties": {

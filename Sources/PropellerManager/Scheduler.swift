@@ -8,8 +8,9 @@ public struct PropletNode: Sendable, Hashable {
     public var allocated: Resources
     public var taskCount: UInt64
     public var alive: Bool
-    /// Shutting down (its heartbeats say `draining`): what runs there finishes, nothing new goes.
-    public var draining = false
+    /// Closed to new work: shutting down (its heartbeats say `draining`), drained or made
+    /// ineligible by an operator. What runs there goes on; nothing new goes there.
+    public var closed = false
     /// The host volumes it offers: name → offered read-only.
     public var hostVolumes: [String: Bool] = [:]
     /// The CNI networks it offers (`bridge`, its operator's).
@@ -31,7 +32,7 @@ public struct PropletNode: Sendable, Hashable {
 
     /// Whether the node could hold `request` if it ran nothing else.
     func couldEverHold(_ request: Resources) -> Bool { capacity.tasks > 0 && capacity.resources.holds(request) }
-    func canHoldNow(_ request: Resources) -> Bool { alive && !draining && freeSlots > 0 && free.holds(request) }
+    func canHoldNow(_ request: Resources) -> Bool { alive && !closed && freeSlots > 0 && free.holds(request) }
 
     func matches(_ constraints: [String: String]) -> Bool {
         for (k, v) in constraints where labels[k] != v { return false }
@@ -133,7 +134,7 @@ public struct Scheduler: Sendable {
             anyEligible = true
             guard node.couldEverHold(request.resources) else { continue }
             anyCouldHold = true
-            if node.alive && !node.draining { anyAliveEligible = true }
+            if node.alive && !node.closed { anyAliveEligible = true }
             guard node.canHoldNow(request.resources) else { continue }
             guard request.ports.isEmpty || node.hasFree(request.ports) else {
                 anyPortsTaken = true
@@ -171,7 +172,7 @@ public struct Scheduler: Sendable {
         if !anyCouldHold {
             return .never("no proplet could ever hold the task: it asks for \(Self.describe(request.resources)), more than any matching proplet has")
         }
-        if !anyAliveEligible { return .wait("waiting for a matching proplet to come back (those known are away or draining)") }
+        if !anyAliveEligible { return .wait("waiting for a matching proplet to come back (those known are away, draining or ineligible)") }
         if anyPortsTaken {
             let fixed = request.ports.filter { $0.hostPort != 0 }.map { "\($0.hostPort)/\($0.proto)" }.joined(separator: ", ")
             return .wait("waiting for host port \(fixed): in use on every matching proplet with room")

@@ -243,6 +243,21 @@ public struct TaskLogs: Codable, Sendable, Hashable {
     }
 }
 
+/// An operator's drain of a proplet: nothing new is placed there, actor workers move, and
+/// tasks finish there until the deadline, when those still running are stopped and go where
+/// their restart policy sends them (as Nomad's `node drain -deadline`).
+public struct PropletDrain: Codable, Sendable, Hashable {
+    /// Wall-clock time the drain began.
+    public var startedAt: Double
+    /// Wall-clock time when what still runs there is stopped (nil: no deadline, it all finishes).
+    public var deadline: Double?
+
+    public init(startedAt: Double, deadline: Double?) {
+        self.startedAt = startedAt
+        self.deadline = deadline
+    }
+}
+
 /// A proplet as the manager knows it.
 public struct PropletRecord: Codable, Sendable, Hashable {
     public var id: String
@@ -271,6 +286,12 @@ public struct PropletRecord: Codable, Sendable, Hashable {
     public var reason: String?
     /// Shutting down (its heartbeats say so): its tasks finish, no new one is placed there.
     public var draining: Bool?
+    /// false: an operator closed it to new work (`propeller proplet eligibility ID off`, or a
+    /// drain); nil: eligible.
+    public var eligible: Bool?
+    /// An operator's drain in progress (``PropletDrain``); cleared when nothing of the cluster's
+    /// runs there any more (the proplet stays ineligible).
+    public var drain: PropletDrain?
     /// Its placement epoch: raised each time the manager gives it up (lost), carried by every
     /// start placed on it (``StartTask/epoch``); absent (0) until the first loss.
     public var epoch: UInt64?

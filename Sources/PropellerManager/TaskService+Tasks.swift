@@ -141,6 +141,29 @@ extension TaskService {
         logger.notice("named volume removal asked", metadata: ["proplet": "\(proplet)", "volume": "\(name)"])
     }
 
+    /// Opens (true) or closes (false) a proplet to new work; what runs there goes on.
+    public func setEligibility(_ id: String, eligible: Bool) async throws -> PropletRecord {
+        try await propletReply(apply(.setEligibility(id, eligible: eligible)))
+    }
+
+    /// Drains a proplet (see ``PropletDrain``): closed to new work, its actor workers move, and
+    /// at `deadlineSeconds` from now what still runs there is stopped and goes where its
+    /// restart policy sends it. Again on a draining proplet: a new deadline.
+    public func drain(_ id: String, deadlineSeconds: Double?) async throws -> PropletRecord {
+        try await propletReply(apply(.drain(id, deadlineSeconds: deadlineSeconds)))
+    }
+
+    /// Ends a drain: the proplet is eligible again.
+    public func cancelDrain(_ id: String) async throws -> PropletRecord {
+        try await propletReply(apply(.cancelDrain(id)))
+    }
+
+    private func propletReply(_ reply: ClusterReply?) async throws -> PropletRecord {
+        try await commandWritten()
+        guard case .proplet(let p) = reply else { throw PropellerError(.internalError, "the command had no proplet to answer with") }
+        return try proplet(p.id)
+    }
+
     /// Forgets a proplet that is lost (an alive one would announce itself again at once).
     public func deleteProplet(_ id: String) async throws {
         try state.checkForget(id)

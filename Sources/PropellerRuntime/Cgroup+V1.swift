@@ -143,10 +143,14 @@ struct V1TaskCgroup: TaskCgroup {
             return
         }
         // No cgroup.kill: freeze so nothing forks while we kill, then thaw so the kills land.
+        // An empty cgroup (the usual case, after the container's PID 1 exited and took its
+        // namespace with it) needs neither: nothing in it can fork. (Freezing and thawing cost
+        // a quarter of a millisecond of every `propeller run`.)
+        guard let dir = members.first?.directory else { return }
+        if ((try? fs.read(dir + "/cgroup.procs")) ?? "").isEmpty { return }
         let freezer = directory(for: "freezer")
         if let freezer { try? fs.write(freezer + "/freezer.state", "FROZEN") }
         defer { if let freezer { try? fs.write(freezer + "/freezer.state", "THAWED") } }
-        guard let dir = members.first?.directory else { return }
         let procs = (try? fs.read(dir + "/cgroup.procs")) ?? ""
         for line in procs.split(separator: "\n") {
             if let pid = pid_t(line) { kill(pid, SIGKILL) }

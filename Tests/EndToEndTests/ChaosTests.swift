@@ -30,6 +30,7 @@ struct ChaosTests {
         case pauseShort = "SIGSTOP a proplet < grace"
         case pauseLong = "SIGSTOP a proplet > grace"
         case fullStore = "the manager's store full"
+        case drainProplet = "drain a proplet (deadline 1-3 s), reopen"
         // With several managers on PostgreSQL:
         case freezeLeader = "SIGSTOP the leading manager"
         case cutLeader = "freeze the leader's DB sessions"
@@ -41,9 +42,10 @@ struct ChaosTests {
         /// and a node of their NATS cluster die.
         static func of(_ topology: Topology) -> [Fault] {
             switch topology {
-            case .oneManager: [.killManager, .killProplet, .restartProplet, .killProxy, .killBroker, .restartBroker, .pauseShort, .pauseLong, .fullStore]
+            case .oneManager: [.killManager, .killProplet, .restartProplet, .killProxy, .killBroker, .restartBroker, .pauseShort, .pauseLong, .fullStore,
+                               .drainProplet]
             case .threeManagers: [.killManager, .killProplet, .restartProplet, .killProxy, .killNode, .pauseShort, .pauseLong,
-                                  .freezeLeader, .cutLeader, .crashDatabase]
+                                  .freezeLeader, .cutLeader, .crashDatabase, .drainProplet]
             }
         }
     }
@@ -142,7 +144,7 @@ struct ChaosTests {
                     case .cutLeader, .crashDatabase: component = "database"
                     case .killProxy: component = "proxy"
                     case .killBroker, .restartBroker, .killNode: component = "broker"
-                    case .killProplet, .restartProplet, .pauseShort, .pauseLong: component = proplet
+                    case .killProplet, .restartProplet, .pauseShort, .pauseLong, .drainProplet: component = proplet
                     }
                     if !busy.contains(component) {
                         busy.insert(component)
@@ -212,6 +214,16 @@ struct ChaosTests {
                             // The grace is 3 s after 3 s of silence: short stays under both, long goes past.
                             let pause = fault == .pauseShort ? between(1, 2.5) : between(8, 10)
                             heals.append((now.addingTimeInterval(pause), component, { kill(pid, SIGCONT) }))
+                        case .drainProplet:
+                            // An operator's drain with a short deadline (refused while no manager
+                            // answers), and later the proplet opened again, however the drain went.
+                            _ = try c.cli(["proplet", "drain", proplet, "--deadline", String(format: "%.0fs", between(1, 3))])
+                            heals.append((now.addingTimeInterval(between(3, 6)), component, {
+                                try c.waitUntil("proplet \(proplet) open again", timeout: 60) {
+                                    if try c.cli(["proplet", "drain", proplet, "--cancel"]).status == 0 { return true }
+                                    return try c.cli(["proplet", "eligibility", proplet, "on"]).status == 0
+                                }
+                            }))
                         case .fullStore:
                             let filler = c.managerData + "/filler"
                             _ = try runProcess("/bin/dd", ["if=/dev/zero", "of=\(filler)", "bs=64k"], timeout: 30)
@@ -321,7 +333,9 @@ struct ChaosTests {
                     violations.append("\(name): failed as \(reason), its proplet says it exited 3")
                 }
             case "stopped":
-                if !stoppedByUs.contains(id) { violations.append("\(name): stopped, though nobody stopped it: \(reason)") }
+                // By us, or by a drain's deadline (its last attempt, stopped where it ran).
+                let drained = history.contains { ($0["reason"] as? String)?.contains("drain deadline passed") == true }
+                if !stoppedByUs.contains(id) && !drained { violations.append("\(name): stopped, though nobody stopped it: \(reason)") }
             default:
                 let journaled = (journals[TaskAttempt(taskId: id, attempt: attempt)] ?? []).map { "\($0.proplet) \($0.entry.event)" }
                 violations.append("\(name): still \(state) on \(t["assigned_proplet"] ?? "-") in phase \(t["phase"] ?? "-") (\(reason)); journal: \(journaled); history: "

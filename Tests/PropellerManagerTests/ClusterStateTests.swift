@@ -102,7 +102,8 @@ import Testing
     static func describe(_ e: ClusterEffect) -> String? {
         switch e {
         case .save(let ts, _): "save " + ts.map { "\($0.id):\($0.state.rawValue)/\($0.attempt)" }.joined(separator: ",")
-        case .saveProplet(let p): "proplet \(p.id):\(p.state ?? "-")" + (p.draining == true ? " draining" : "")
+        case .saveProplet(let p):
+            "proplet \(p.id):\(p.state ?? "-")" + (p.draining == true ? " draining" : "") + (p.drain != nil ? " drain" : "") + (p.eligible == false ? " ineligible" : "")
         case .start(let s, let p): "start \(s.taskId)/\(s.attempt)@\(p)#\(s.epoch ?? 0)"
         case .stop(let s, let p): "stop \(s.taskId)/\(s.attempt)@\(p) signal \(s.signal)"
         case .acknowledge(let r, let p): "ack \(r.taskId)/\(r.attempt)@\(p)"
@@ -112,6 +113,7 @@ import Testing
         case .reply(.execution(let e)): "reply execution \(e.id):\(e.status.rawValue)"
         case .reply(.workers(let ws)): "reply workers " + ws.map(\.id).joined(separator: ",")
         case .reply(.count(let n)): "reply \(n)"
+        case .reply(.proplet(let p)): "reply proplet \(p.id)"
         case .write(.saveActor(let a)): "actor \(a.id):\(a.status.rawValue)"
         case .write(.setActorState(let id, let state)): "state \(id)=\(state)"
         case .write(.saveWorker(let w)): "worker \(w.id):\(w.status.rawValue)@\(w.propletId ?? "-")"
@@ -278,6 +280,88 @@ import Testing
             Row(at: 2, event: .heartbeat(Self.beat("p1"), stored: [:]), effects: ["proplet p1:alive"]),
         ], &h)
         #expect(h.task("t")?.reason == nil)
+    }
+
+    /// An operator's drain: nothing new goes to the proplet, what runs there finishes there;
+    /// at the deadline what still runs is stopped: another attempt elsewhere when its restart
+    /// policy allows, else it ends stopped as its proplet reports; then the drain is complete and the proplet stays
+    /// ineligible until an operator opens it again.
+    @Test func drainsKeepNewWorkOffAndStopWhatRunsAtTheDeadline() throws {
+        var h = Harness()
+        var pinned = Self.spec("pinned")
+        pinned.propletId = "p1"
+        try Self.run([
+            Row(at: 0, event: .announced(Self.announcement("p1")), effects: ["proplet p1:alive"]),
+            Row(at: 0, event: Self.created(Self.spec("retried", retries: 2), id: "retried", start: true),
+                effects: ["save retried:scheduled/1", "start retried/1@p1#0", "reply retried:scheduled"]),
+            Row(at: 0, event: Self.created(Self.spec("once"), id: "once", start: true), effects: ["save once:scheduled/1", "start once/1@p1#0", "reply once:scheduled"]),
+            Row(at: 0, event: Self.created(Self.spec("done"), id: "done", start: true), effects: ["save done:scheduled/1", "start done/1@p1#0", "reply done:scheduled"]),
+            Row(at: 1, event: .drain("p1", deadlineSeconds: 10), effects: ["proplet p1:alive drain ineligible", "reply proplet p1"]),
+            Row(at: 1.5, event: Self.created(Self.spec("new"), id: "new", start: true), effects: ["save new:pending/1", "reply new:pending"]),
+            Row(at: 2, event: .announced(Self.announcement("p2")), effects: ["proplet p2:alive", "save new:scheduled/1", "start new/1@p2#0"]),
+            // What runs there finishes there, as usual.
+            Row(at: 3, event: .result(Self.result("done", 1, on: "p1", .completed), stored: nil), effects: ["save done:completed/1", "ack done/1@p1"]),
+            Row(at: 4, event: .heartbeat(Self.beat("p1", running: [("retried", 1), ("once", 1)]), stored: [:]), effects: []),
+            Row(at: 4, event: .heartbeat(Self.beat("p2", running: [("new", 1)]), stored: [:]), effects: []),
+            Row(at: 6, event: .heartbeat(Self.beat("p1", running: [("retried", 1), ("once", 1)]), stored: [:]), effects: []),
+            Row(at: 6, event: .heartbeat(Self.beat("p2", running: [("new", 1)]), stored: [:]), effects: []),
+            Row(at: 8, event: .tick(brokerLink: nil), effects: []),
+            Row(at: 9, event: .heartbeat(Self.beat("p1", running: [("retried", 1), ("once", 1)]), stored: [:]), effects: []),
+            Row(at: 9, event: .heartbeat(Self.beat("p2", running: [("new", 1)]), stored: [:]), effects: []),
+            // The deadline: both are stopped; one runs again on p2, the other fails with the reason.
+            Row(at: 11, event: .tick(brokerLink: nil),
+                effects: ["stop once/1@p1 signal 15", "save once:scheduled/1", "stop retried/1@p1 signal 15", "save retried:pending/2",
+                          "save retried:scheduled/2", "start retried/2@p2#0"]),
+            // The last attempt ends stopped, with what its proplet reports; then the drain is complete.
+            Row(at: 11.5, event: .result(Self.result("once", 1, on: "p1", .stopped, exit: 143), stored: nil), effects: ["save once:stopped/1", "ack once/1@p1"]),
+            Row(at: 11.6, event: .tick(brokerLink: nil), effects: ["proplet p1:alive ineligible", "reply proplet p1"]),
+            // Still closed after the drain: a task pinned there waits until it is opened.
+            Row(at: 11.7, event: Self.created(pinned, id: "pinned", start: true), effects: ["save pinned:pending/1", "reply pinned:pending"]),
+            Row(at: 12, event: .setEligibility("p1", eligible: true),
+                effects: ["proplet p1:alive", "reply proplet p1", "save pinned:scheduled/1", "start pinned/1@p1#0"]),
+        ], &h)
+        #expect(h.task("once")?.state == .stopped && h.task("once")?.result?.exitCode == 143)
+        #expect(h.task("retried")?.attempt == 2 && h.task("retried")?.assignedProplet == "p2")
+        #expect(h.proplets["p1"]?.drain == nil && h.proplets["p1"]?.eligible == nil)
+    }
+
+    /// Eligibility by hand, a drain without a deadline that ends when its last task does, a
+    /// cancelled drain, the refusals, and a closed proplet that stays closed across a restart.
+    @Test func eligibilityAndDrainsWithoutDeadline() throws {
+        var h = Harness()
+        try Self.run([
+            Row(at: 0, event: .announced(Self.announcement("p1")), effects: ["proplet p1:alive"]),
+            Row(at: 0.5, event: .setEligibility("p1", eligible: false), effects: ["proplet p1:alive ineligible", "reply proplet p1"]),
+            Row(at: 1, event: Self.created(Self.spec("t"), id: "t", start: true), effects: ["save t:pending/1", "reply t:pending"]),
+            Row(at: 1.5, event: .setEligibility("p1", eligible: true), effects: ["proplet p1:alive", "reply proplet p1", "save t:scheduled/1", "start t/1@p1#0"]),
+            Row(at: 2, event: .drain("p1", deadlineSeconds: nil), effects: ["proplet p1:alive drain ineligible", "reply proplet p1"]),
+            Row(at: 30, event: .heartbeat(Self.beat("p1", running: [("t", 1)]), stored: [:]), effects: []),
+            Row(at: 31, event: .result(Self.result("t", 1, on: "p1", .completed), stored: nil), effects: ["save t:completed/1", "ack t/1@p1"]),
+            Row(at: 31.5, event: .tick(brokerLink: nil), effects: ["proplet p1:alive ineligible", "reply proplet p1"]),
+            Row(at: 32, event: .drain("p1", deadlineSeconds: 60), effects: ["proplet p1:alive drain ineligible", "reply proplet p1", "proplet p1:alive ineligible", "reply proplet p1"]),
+            Row(at: 33, event: .setEligibility("p1", eligible: true), effects: ["proplet p1:alive", "reply proplet p1"]),
+        ], &h)
+        #expect(throws: APIError.self) { _ = try h.apply(.cancelDrain("p1"), at: 34) }
+        #expect(throws: APIError.self) { _ = try h.apply(.drain("nope", deadlineSeconds: nil), at: 34) }
+        #expect(throws: APIError.self) { _ = try h.apply(.drain("p1", deadlineSeconds: -1), at: 34) }
+        #expect(try h.step(.setEligibility("p1", eligible: false), at: 35) == ["proplet p1:alive ineligible", "reply proplet p1"])
+        // A restarted manager reads the closed proplet back: still closed.
+        var restarted = Harness()
+        _ = try restarted.apply(.recovered(proplets: Array(h.proplets.values), tasks: []), at: 36)
+        #expect(try restarted.step(Self.created(Self.spec("u"), id: "u", start: true), at: 37) == ["save u:pending/1", "reply u:pending"])
+    }
+
+    /// A drain moves actor workers at once: each is retired (a busy one after its execution)
+    /// and its actor places a new one elsewhere.
+    @Test func drainsMoveActorWorkers() throws {
+        var h = Harness()
+        _ = try h.apply(.announced(Self.announcement("p1")), at: 0)
+        _ = try h.apply(Self.actor("a"), at: 0)
+        #expect(h.state.actors.workers.values.map(\.propletId) == ["p1"])
+        _ = try h.apply(.announced(Self.announcement("p2")), at: 1)
+        let effects = try h.step(.drain("p1", deadlineSeconds: nil), at: 2)
+        #expect(effects.contains("retire w-1@p1"), "\(effects)")
+        #expect(effects.contains { $0.hasPrefix("prepare w-2@p2") }, "\(effects)")
     }
 
     /// Containers a proplet runs that the manager does not expect there are stopped; a lost
