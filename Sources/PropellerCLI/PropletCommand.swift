@@ -13,7 +13,7 @@ struct PropletCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "proplet",
         abstract: "Run the proplet agent on this machine (as root), or list proplets.",
-        subcommands: [PropletAgentCommand.self, PropletListCommand.self, PropletGetCommand.self, PropletDrainCommand.self, PropletEligibilityCommand.self,
+        subcommands: [PropletAgentCommand.self, PropletListCommand.self, PropletGetCommand.self, PropletStatsCommand.self, PropletDrainCommand.self, PropletEligibilityCommand.self,
                       PropletDeleteCommand.self],
         defaultSubcommand: PropletAgentCommand.self
     )
@@ -88,6 +88,9 @@ struct PropletAgentCommand: AsyncParsableCommand {
 
     @Option(name: .customLong("liveliness-interval"), help: ArgumentHelp("Heartbeat interval (env PROPLET_LIVELINESS_INTERVAL, default 5s).", valueName: "duration"))
     var livelinessInterval: String?
+
+    @Option(name: .customLong("stats-interval"), help: ArgumentHelp("How often running tasks' CPU, memory, processes and I/O are sampled and sent to the manager (`propeller task stats`); 0: never (default 1s).", valueName: "duration"))
+    var statsInterval: String = "1s"
 
     func validate() throws {
         if PropletOptions.ImageSource(rawValue: imageSource) == nil { throw ValidationError("invalid --image-source \"\(imageSource)\": expected proxy or direct") }
@@ -168,6 +171,12 @@ struct PropletAgentCommand: AsyncParsableCommand {
             do { options.heartbeatInterval = try DurationParsing.parse(interval) } catch { throw ValidationError("invalid liveliness interval \"\(interval)\": \(error)") }
         }
         do { options.drainTimeout = try DurationParsing.parse(drainTimeout) } catch { throw ValidationError("invalid --drain-timeout \"\(drainTimeout)\"") }
+        if statsInterval == "0" {
+            options.statsInterval = .zero
+        } else {
+            do { options.statsInterval = try DurationParsing.parse(statsInterval) } catch { throw ValidationError("invalid --stats-interval \"\(statsInterval)\"") }
+            if options.statsInterval < .milliseconds(100) { throw ValidationError("invalid --stats-interval \"\(statsInterval)\": at least 100ms, or 0 for none") }
+        }
         guard let scratch = try? ByteSize(parsing: scratchSize) else { throw ValidationError("invalid --scratch-size \"\(scratchSize)\"") }
         options.scratchBytes = scratch.bytes
         let agent = try PropletAgent(options: options, logger: logger)

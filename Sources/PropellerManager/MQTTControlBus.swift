@@ -51,8 +51,8 @@ public struct MQTTControlBus: ControlBus, ActorBus {
         }
     }
 
-    /// Whether `topic` carries task logs: the manager's bulk topics.
-    public static func isBulk(_ topic: String, topics: Topics) -> Bool { topics.parseReport(topic)?.1 == .logs }
+    /// Whether `topic` carries task logs or usage samples: the manager's bulk topics.
+    public static func isBulk(_ topic: String, topics: Topics) -> Bool { [.logs, .stats].contains(topics.parseReport(topic)?.1) }
 
     private func handle(_ message: MQTTMessage, service: TaskService) async {
         do {
@@ -65,6 +65,7 @@ public struct MQTTControlBus: ControlBus, ActorBus {
             case .results: await service.handleResult(try Self.decode(TaskResult.self, message.payload, sentBy: sender), wait: false)
             case .events: await service.handleEvent(try Self.decode(TaskEvent.self, message.payload, sentBy: sender), wait: false)
             case .outputs: await service.handleOutputReply(try Self.decode(OutputReply.self, message.payload, sentBy: sender))
+            case .stats: await service.handleUsage(try Self.decode(UsageReport.self, message.payload, sentBy: sender))
             case .logs:
                 let block = try WireCoding.decode(LogBlock.self, from: message.payload)
                 guard block.taskId == taskID else { throw PropellerError(.invalidArgument, "log block for \(block.taskId) on the topic of \(taskID ?? "")") }

@@ -153,6 +153,21 @@ public struct ManagerAPI: Sendable {
             })
         }
 
+        router.get("/tasks/{id}/stats") { request, context in
+            let id = try context.parameters.require("id")
+            guard request.uri.queryParameters["follow"] == "true" else { return try encode(try await service.usage(ofTask: id)) }
+            let stream = try await service.followUsage(id)
+            let encoder = WireCoding.encoder()
+            return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: ResponseBody { writer in
+                for await sample in stream {
+                    try await writer.write(ByteBuffer(bytes: try encoder.encode(sample) + [0x0a]))
+                }
+                try await writer.finish(nil)
+            })
+        }
+        router.get("/proplets/{id}/stats") { _, context in
+            try encode(try await service.usage(ofProplet: try context.parameters.require("id")))
+        }
         router.get("/proplets") { request, _ in
             let (offset, limit) = try page(request)
             let all = await service.propletList()

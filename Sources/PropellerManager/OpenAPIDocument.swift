@@ -127,6 +127,18 @@ enum OpenAPIDocument {
             "responses": {"200": {"description": "Volumes", "content": {"application/json": {"schema": {"type": "object", "properties": {
                             "volumes": {"type": "array", "items": {"$ref": "#/components/schemas/NamedVolume"}}}}}}},
                           "401": {"$ref": "#/components/responses/Error"}}}},
+        "/tasks/{id}/stats": {
+          "parameters": [{"$ref": "#/components/parameters/id"},
+                         {"name": "follow", "in": "query", "schema": {"type": "string", "enum": ["true"]}, "description": "the samples so far, then each new one (NDJSON) until the task ends"}],
+          "get": {"summary": "A task's recent usage (CPU, memory, processes, I/O) as its proplet samples it; kept in the leader's memory for ten minutes after the task",
+            "responses": {"200": {"description": "Samples, oldest first", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Usage"}},
+                            "application/x-ndjson": {"schema": {"$ref": "#/components/schemas/UsageSample"}}}},
+                          "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}}}},
+        "/proplets/{id}/stats": {
+          "parameters": [{"$ref": "#/components/parameters/id"}],
+          "get": {"summary": "The sum of a proplet's tasks' recent usage",
+            "responses": {"200": {"description": "Samples, oldest first", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Usage"}}}},
+                          "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}}}},
         "/proplets/{id}/eligibility": {
           "parameters": [{"$ref": "#/components/parameters/id"}],
           "put": {"summary": "Open (true) or close (false) a proplet to new work; what runs there goes on",
@@ -296,6 +308,13 @@ enum OpenAPIDocument {
           "CreatedToken": {"allOf": [{"$ref": "#/components/schemas/Token"},
             {"type": "object", "required": ["token"], "properties": {"token": {"type": "string", "description": "The secret: shown once, stored only as its SHA-256"}}}]},
           "TokenList": {"type": "object", "required": ["tokens"], "properties": {"tokens": {"type": "array", "items": {"$ref": "#/components/schemas/Token"}}}},
+          "UsageSample": {"type": "object", "required": ["at"], "properties": {
+            "at": {"type": "number"}, "cpu_cores": {"type": "number", "description": "CPUs used since the sample before"},
+            "cpu_usage_micros": {"type": "integer"}, "memory_bytes": {"type": "integer"}, "pids": {"type": "integer"},
+            "io_read_bytes": {"type": "integer"}, "io_write_bytes": {"type": "integer"}}},
+          "Usage": {"type": "object", "required": ["samples"], "properties": {
+            "task_id": {"type": "string"}, "proplet_id": {"type": "string"}, "attempt": {"type": "integer"},
+            "samples": {"type": "array", "items": {"$ref": "#/components/schemas/UsageSample"}}}},
           "PropletPage": {"type": "object", "required": ["offset", "limit", "total", "proplets"], "properties": {
             "offset": {"type": "integer"}, "limit": {"type": "integer"}, "total": {"type": "integer"},
             "proplets": {"type": "array", "items": {"$ref": "#/components/schemas/Proplet"}}}}

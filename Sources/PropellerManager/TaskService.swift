@@ -52,6 +52,12 @@ public actor TaskService {
     let writer = StoreWriter()
     /// `task logs --follow` listeners.
     var followers: [String: [UUID: LogFollower]] = [:]
+    /// Live usage (``TaskService+Usage.swift``): recent samples per task and per proplet, and
+    /// `task stats --follow` listeners.
+    var taskUsage: [String: UsageHistory] = [:]
+    var propletUsage: [String: UsageHistory] = [:]
+    var usageFollowers: [String: [UUID: AsyncStream<UsageSample>.Continuation]] = [:]
+    var usagePruned = ContinuousClock.now
     /// Called after every change to a task (the API's `--wait` listeners).
     var watchers: [String: [UUID: AsyncStream<TaskRecord>.Continuation]] = [:]
     /// Synchronous senders waiting for an execution to end, and their timers.
@@ -218,5 +224,7 @@ public actor TaskService {
         watchers[t.id] = nil
         for c in (followers[t.id] ?? [:]).values { c.finish() }
         followers[t.id] = nil
+        for c in (usageFollowers[t.id] ?? [:]).values { c.finish() }
+        usageFollowers[t.id] = nil
     }
 }

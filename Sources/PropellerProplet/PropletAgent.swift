@@ -52,6 +52,8 @@ public actor PropletAgent {
     var lastBeat = ContinuousClock.now
     /// Set once the goodbye is out: no heartbeat may follow it (it would revive the proplet).
     var saidGoodbye = false
+    /// Each running attempt's CPU time at the last usage sample, for its rate.
+    var lastCPU: [TaskAttempt: (micros: UInt64, at: ContinuousClock.Instant)] = [:]
     var seq: UInt64 = 0
 
     public init(options: PropletOptions, logger: Logger) throws {
@@ -168,6 +170,15 @@ public actor PropletAgent {
                     await tick()
                 }
             }
+            if options.statsInterval > .zero {
+                let statsInterval = options.statsInterval
+                group.addTask { [self] in
+                    while !Task.isCancelled {
+                        try await Task.sleep(for: statsInterval)
+                        await sampleUsage()
+                    }
+                }
+            }
             defer { group.cancelAll() }
             try await group.next()
         }
@@ -196,6 +207,38 @@ public actor PropletAgent {
                                                       // Held starts are listed apart: the manager must not take them for lost, nor
                                                       // for running (a withdrawn one must not take its given-up task back).
                                                       held: held.isEmpty ? nil : held.map(\.ref), volumes: namedVolumes()))
+    }
+
+    /// Live usage: every running task's cgroup read now, with its CPU rate since the last
+    /// sample, and their sum, sent best effort (QoS 0: a lost sample is a gap in a graph).
+    func sampleUsage() {
+        guard !saidGoodbye else { return }
+        let now = ContinuousClock.now
+        let wall = WallClock.now()
+        var tasks: [TaskUsageSample] = []
+        var total = UsageSample(at: wall)
+        var sampled: [TaskAttempt: (micros: UInt64, at: ContinuousClock.Instant)] = [:]
+        for e in executions.values.sorted(by: { $0.start.taskId < $1.start.taskId }) {
+            guard let u = e.usage() else { continue }
+            var sample = UsageSample(at: wall, cpuUsageMicros: u.cpuUsageMicros, memoryBytes: u.memoryBytes, pids: u.pids,
+                                     ioReadBytes: u.ioReadBytes, ioWriteBytes: u.ioWriteBytes)
+            if let micros = u.cpuUsageMicros {
+                if let last = lastCPU[e.start.ref], micros >= last.micros {
+                    let (seconds, attoseconds) = (now - last.at).components
+                    let elapsed = Double(seconds) + Double(attoseconds) / 1e18
+                    if elapsed > 0 { sample.cpuCores = Double(micros - last.micros) / 1e6 / elapsed }
+                }
+                sampled[e.start.ref] = (micros, now)
+            }
+            tasks.append(TaskUsageSample(taskId: e.start.taskId, attempt: e.start.attempt, sample: sample))
+            total.add(sample)
+        }
+        lastCPU = sampled
+        do {
+            try client.publish(topics.report(.stats, from: options.id), try WireCoding.encode(UsageReport(propletId: options.id, tasks: tasks, total: total)), qos: 0)
+        } catch {
+            logger.debug("usage sample not sent", metadata: ["error": "\(error)"])
+        }
     }
 
     /// The named volumes for the heartbeat: their sizes measured again every 30 s at most, and

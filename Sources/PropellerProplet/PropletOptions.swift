@@ -25,6 +25,8 @@ public struct PropletOptions: Sendable {
     public var mqtt: MQTTConfiguration
     public var topics: Topics
     public var heartbeatInterval: Duration = .seconds(5)
+    /// How often running tasks' usage is sampled and sent (zero: never).
+    public var statsInterval: Duration = .seconds(1)
     /// On SIGTERM: how long running tasks may go on before they are stopped.
     public var drainTimeout: Duration = .seconds(30)
     /// Size of the tmpfs that actor executions run from (0: the data directory's disk).

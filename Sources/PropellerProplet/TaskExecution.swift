@@ -43,6 +43,14 @@ final class Execution: @unchecked Sendable {
         c?.stop(signal: signal, grace: .saturating(seconds: min(grace, InputLimits.graceSeconds.upperBound)))
     }
 
+    /// What the container uses now; nil before it started.
+    func usage() -> CgroupUsage? {
+        lock.lock()
+        let c = container
+        lock.unlock()
+        return c?.usage()
+    }
+
     var stopRequested: Bool {
         lock.lock()
         defer { lock.unlock() }

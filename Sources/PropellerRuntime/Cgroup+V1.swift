@@ -137,6 +137,16 @@ struct V1TaskCgroup: TaskCgroup {
         return s
     }
 
+    func usage() -> CgroupUsage {
+        var u = CgroupUsage()
+        if let dir = directory(for: "cpuacct"), let ns = try? fs.read(dir + "/cpuacct.usage"), let value = UInt64(ns.trimmingWhitespace()) {
+            u.cpuUsageMicros = value / 1000
+        }
+        if let dir = directory(for: "memory"), let text = try? fs.read(dir + "/memory.usage_in_bytes") { u.memoryBytes = UInt64(text.trimmingWhitespace()) }
+        if let dir = directory(for: "pids"), let text = try? fs.read(dir + "/pids.current") { u.pids = UInt64(text.trimmingWhitespace()) }
+        return u
+    }
+
     func killAll() throws {
         if let dir = unifiedDirectory, fs.exists(dir + "/cgroup.kill") {
             try fs.write(dir + "/cgroup.kill", "1")

@@ -135,6 +135,24 @@ struct V2TaskCgroup: TaskCgroup {
         return s
     }
 
+    func usage() -> CgroupUsage {
+        var u = CgroupUsage()
+        if let text = try? fs.read(directory + "/cpu.stat") { u.cpuUsageMicros = parseFlatKeyed(text)["usage_usec"] }
+        if let text = try? fs.read(directory + "/memory.current") { u.memoryBytes = UInt64(text.trimmingWhitespace()) }
+        if let text = try? fs.read(directory + "/pids.current") { u.pids = UInt64(text.trimmingWhitespace()) }
+        // io.stat: a line per device, "MAJ:MIN rbytes=N wbytes=N rios=N ...".
+        if let text = try? fs.read(directory + "/io.stat") {
+            var read: UInt64 = 0, written: UInt64 = 0
+            for field in text.split(whereSeparator: { $0 == " " || $0 == "\n" }) {
+                if field.hasPrefix("rbytes="), let n = UInt64(field.dropFirst(7)) { read += n }
+                if field.hasPrefix("wbytes="), let n = UInt64(field.dropFirst(7)) { written += n }
+            }
+            u.ioReadBytes = read
+            u.ioWriteBytes = written
+        }
+        return u
+    }
+
     func killAll() throws {
         if fs.exists(directory + "/cgroup.kill") {
             try fs.write(directory + "/cgroup.kill", "1")

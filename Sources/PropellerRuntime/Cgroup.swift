@@ -39,6 +39,21 @@ public struct CgroupStats: Hashable, Sendable, Codable {
     public init() {}
 }
 
+/// A cgroup's usage now: its counters and gauges, read from the kernel.
+public struct CgroupUsage: Hashable, Sendable {
+    /// CPU time used in all, microseconds.
+    public var cpuUsageMicros: UInt64?
+    /// Memory charged now (page cache and tmpfs included), bytes.
+    public var memoryBytes: UInt64?
+    /// Processes and threads now.
+    public var pids: UInt64?
+    /// Bytes read and written on block devices in all (cgroup v2's io.stat; nil on v1).
+    public var ioReadBytes: UInt64?
+    public var ioWriteBytes: UInt64?
+
+    public init() {}
+}
+
 /// The filesystem operations a cgroup driver needs. The real one is ``KernelCgroupFilesystem``;
 /// unit tests substitute one that imitates cgroupfs in a temp directory.
 public protocol CgroupFilesystem: Sendable {
@@ -83,6 +98,8 @@ public protocol TaskCgroup: Sendable {
     var directories: [String] { get }
     /// Counters read from the kernel.
     func stats() -> CgroupStats
+    /// What the cgroup uses now (live usage: sampled while the task runs).
+    func usage() -> CgroupUsage
     /// SIGKILLs every process in the cgroup.
     func killAll() throws
     /// Removes the task's cgroup (the processes must be gone); the shared base stays.

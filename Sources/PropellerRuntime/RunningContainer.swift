@@ -110,6 +110,9 @@ public final class RunningContainer: Sendable {
     /// With `removeCgroup: false` the cgroup (emptied, counters read) stays until
     /// ``removeCgroup()``: removing a v1 cgroup right after its last process exited can wait for
     /// the kernel for tens of milliseconds, which a daemon does after reporting, not before.
+    /// What the container uses now (its cgroup's counters and gauges).
+    public func usage() -> CgroupUsage { cgroup.usage() }
+
     public func wait(timeout: Duration? = nil, interruptFD: Int32 = -1, removeCgroup: Bool = true, onInterrupt: (Int32) -> Void = { _ in }) -> ExitReport {
         let pidfd = state.withLock { s -> Int32 in
             precondition(!s.waited, "RunningContainer.wait called twice")

@@ -77,6 +77,31 @@ final class TaskServiceTests: Sendable {
         #expect(try await s.history(t2.id).map(\.state) == [.created, .pending, .scheduled, .completed])
     }
 
+    /// Usage samples are kept only for the attempt a proplet really runs: another proplet's
+    /// report about the task, or one about an old attempt, is dropped; the history is bounded.
+    @Test func usageSamplesAreKeptOnlyFromThePropletThatRunsTheAttempt() async throws {
+        let s = try service()
+        await s.handleAnnouncement(announcement("p", memory: 2 * Self.gib))
+        await s.handleAnnouncement(announcement("other", memory: Self.gib / 2))
+        let t = try await s.create(spec("t", memory: Self.gib), start: true)
+        func report(_ proplet: String, attempt: Int, memory: UInt64, at: Double) -> UsageReport {
+            let sample = UsageSample(at: at, cpuCores: 0.5, memoryBytes: memory, pids: 1)
+            return UsageReport(propletId: proplet, tasks: [TaskUsageSample(taskId: t.id, attempt: attempt, sample: sample)], total: sample)
+        }
+        await s.handleUsage(report("p", attempt: 1, memory: 100, at: 1))
+        await s.handleUsage(report("other", attempt: 1, memory: 999, at: 2))
+        await s.handleUsage(report("p", attempt: 2, memory: 999, at: 3))
+        await s.handleUsage(report("unknown", attempt: 1, memory: 999, at: 4))
+        let kept = try await s.usage(ofTask: t.id)
+        #expect(kept.samples.map(\.memoryBytes) == [100] && kept.propletId == "p" && kept.attempt == 1)
+        #expect(try await s.usage(ofProplet: "other").samples.count == 1, "a proplet's own total is kept")
+        await #expect(throws: APIError.self) { try await s.usage(ofProplet: "unknown") }
+        await #expect(throws: APIError.self) { try await s.usage(ofTask: "nope") }
+        for i in 0..<(UsageHistory.limit + 20) { await s.handleUsage(report("p", attempt: 1, memory: UInt64(i), at: Double(10 + i))) }
+        let bounded = try await s.usage(ofTask: t.id).samples
+        #expect(bounded.count == UsageHistory.limit && bounded.last?.memoryBytes == UInt64(UsageHistory.limit + 19))
+    }
+
     @Test func aTaskThatCanNeverFitFailsAtOnce() async throws {
         let s = try service()
         await s.handleAnnouncement(announcement("p", memory: 2 * Self.gib))

@@ -10,10 +10,11 @@ import Testing
 struct CgroupDriverTests {
     static let v1Files: [String: [String: String]] = [
         "/memory": ["cgroup.procs": "", "tasks": "", "memory.limit_in_bytes": "9223372036854771712", "memory.memsw.limit_in_bytes": "9223372036854771712",
-                    "memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n", "memory.max_usage_in_bytes": "4096000\n"],
+                    "memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n", "memory.max_usage_in_bytes": "4096000\n",
+                    "memory.usage_in_bytes": "2097152\n"],
         "/cpu": ["cgroup.procs": "", "tasks": "", "cpu.cfs_period_us": "100000", "cpu.cfs_quota_us": "-1", "cpu.stat": "nr_periods 10\nnr_throttled 4\nthrottled_time 5000000\n"],
         "/cpuacct": ["cgroup.procs": "", "tasks": "", "cpuacct.usage": "123456000\n"],
-        "/pids": ["cgroup.procs": "", "tasks": "", "pids.max": "max"],
+        "/pids": ["cgroup.procs": "", "tasks": "", "pids.max": "max", "pids.current": "3\n"],
         "/freezer": ["cgroup.procs": "", "tasks": "", "freezer.state": "THAWED"],
         "/unified": ["cgroup.procs": "", "cgroup.kill": ""],
     ]
@@ -65,6 +66,10 @@ struct CgroupDriverTests {
         #expect(stats.cpuUsageMicros == 123_456)
         #expect(stats.throttledPeriods == 4)
         #expect(stats.throttledMicros == 5000)
+        // Live usage: no io.stat on v1 (no blkio hierarchy of ours).
+        let usage = cg.usage()
+        #expect(usage.cpuUsageMicros == 123_456 && usage.memoryBytes == 2_097_152 && usage.pids == 3)
+        #expect(usage.ioReadBytes == nil && usage.ioWriteBytes == nil)
 
         try cg.killAll()
         #expect(readFile(tmp.path + "/freezer/own/propeller/task1/freezer.state") == "THAWED")
@@ -110,6 +115,8 @@ struct CgroupDriverTests {
         "cpu.max": "max 100000", "pids.max": "max",
         "memory.events": "low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\noom_group_kill 0\n", "memory.peak": "33554432\n",
         "cpu.stat": "usage_usec 250000\nuser_usec 200000\nsystem_usec 50000\nnr_periods 20\nnr_throttled 15\nthrottled_usec 900000\n",
+        "memory.current": "1048576\n", "pids.current": "2\n",
+        "io.stat": "8:0 rbytes=1000 wbytes=2000 rios=1 wios=2 dbytes=0 dios=0\n259:0 rbytes=10 wbytes=20 rios=1 wios=1 dbytes=0 dios=0\n",
     ]
 
     func v2Tree(_ tmp: TempDirectory, ownProcs: String = "", controllers: String = "cpuset cpu io memory hugetlb pids") throws -> (CgroupLayout, SimulatedCgroupFilesystem) {
@@ -155,6 +162,9 @@ struct CgroupDriverTests {
         #expect(stats.memoryPeakBytes == 33_554_432)
         #expect(stats.cpuUsageMicros == 250_000)
         #expect(stats.throttledPeriods == 15)
+        let usage = cg.usage()
+        #expect(usage.cpuUsageMicros == 250_000 && usage.memoryBytes == 1_048_576 && usage.pids == 2)
+        #expect(usage.ioReadBytes == 1010 && usage.ioWriteBytes == 2020)
         try cg.killAll()
         #expect(readFile(dir + "/cgroup.kill") == "1")
         try cg.remove()

@@ -6,7 +6,7 @@
 ///
 /// | topic under the base | direction |
 /// |---|---|
-/// | `control/manager/{proplet}/create|alive|results|events|workers|executions` | proplet → manager |
+/// | `control/manager/{proplet}/create|alive|results|events|workers|executions|outputs|stats` | proplet → manager |
 /// | `control/manager/{proplet}/logs/{task}` | proplet → manager |
 /// | `control/proplet/{proplet}/start|stop|ack|worker|exec` | manager → one proplet |
 /// | `registry/requests/{proplet}` | proplet → proxy |
@@ -37,6 +37,8 @@ public struct Topics: Sendable, Hashable {
         case executions
         /// Answers to output requests (``OutputReply``).
         case outputs
+        /// Live usage of running tasks (``UsageReport``).
+        case stats
     }
 
     /// Proplet `propletID` → manager.
