@@ -11,7 +11,9 @@ public struct PropellerCommand: AsyncParsableCommand {
         commandName: "propeller",
         abstract: "Propeller runs Linux container tasks across a fleet of machines.",
         discussion: """
-        `propeller manager` and `propeller proplet` are the daemons; `propeller task` and         `propeller proplet list` talk to the manager's REST API; `propeller run` starts one         container on this machine through the same runtime the proplet uses.
+        `propeller manager` and `propeller proplet` are the daemons; `propeller task`, `propeller actor` \
+        and `propeller proplet list` talk to the manager's REST API; `propeller run` starts one container \
+        on this machine through the same runtime the proplet uses.
         """,
         version: "0.1.0",
         subcommands: [RunCommand.self, ImageCommand.self, ManagerCommand.self, PropletCommand.self, ProxyCommand.self, TaskCommand.self, ActorCommand.self, TokenCommand.self, SecretCommand.self, VolumesCommand.self, ProvisionCommand.self]
@@ -34,6 +36,15 @@ public struct PropellerCommand: AsyncParsableCommand {
                 } catch {
                     fail(error, arguments: arguments)
                 }
+            }
+            // A word where a command is expected that names none is an error, not the parent's
+            // help (ArgumentParser shows the root help for `propeller workflow --help`, exit 0).
+            if let unknown = commandPath(arguments).unknown {
+                let path = commandPath(arguments).path
+                let known = subcommandNames(of: path).joined(separator: ", ")
+                printError("propeller: unknown command '\(unknown)'" + (path.isEmpty ? "" : " for 'propeller \(path.joined(separator: " "))'")
+                           + " (commands: \(known))\nSee 'propeller \(path.map { $0 + " " }.joined())--help'.")
+                Glibc.exit(125)
             }
             command = try parseAsRoot(arguments)
         } catch {
@@ -85,8 +96,51 @@ public struct PropellerCommand: AsyncParsableCommand {
             exit(withError: error)  // --help, --version
         }
         let message = self.message(for: error)
-        let subcommand = arguments.first.map { $0.hasPrefix("-") ? "" : $0 + " " } ?? ""
-        printError("propeller: \(message)\nSee 'propeller \(subcommand)--help'.")
+        // Only a usage error points at the help: a refused layer or a registry's answer is not
+        // cured by reading it.
+        guard code == .validationFailure else {
+            printError("propeller: \(message)")
+            Glibc.exit(125)
+        }
+        let path = commandPath(arguments).path
+        printError("propeller: \(message)\nSee 'propeller \(path.map { $0 + " " }.joined())--help'.")
         Glibc.exit(125)
+    }
+
+    /// The words at the start of `arguments` that name commands (`task create`), and the first
+    /// word that names none where a command is expected (nil: none). A command with a default
+    /// subcommand (`proplet`, `provision`) may take other words: the walk stops there.
+    static func commandPath(_ arguments: [String]) -> (path: [String], unknown: String?) {
+        var type: any ParsableCommand.Type = PropellerCommand.self
+        var path: [String] = []
+        for word in arguments {
+            let configuration = type.configuration
+            guard !word.hasPrefix("-"), word != "help", !configuration.subcommands.isEmpty, configuration.defaultSubcommand == nil else { break }
+            guard let next = subcommand(named: word, of: configuration) else { return (path, word) }
+            path.append(word)
+            type = next
+        }
+        return (path, nil)
+    }
+
+    /// The subcommand `name` (or alias) of a command.
+    private static func subcommand(named name: String, of configuration: CommandConfiguration) -> (any ParsableCommand.Type)? {
+        for candidate in configuration.subcommands {
+            let names: [String] = [candidate._commandName] + candidate.configuration.aliases
+            if names.contains(name) { return candidate }
+        }
+        return nil
+    }
+
+    /// The names of the subcommands of the command at `path`.
+    static func subcommandNames(of path: [String]) -> [String] {
+        var type: any ParsableCommand.Type = PropellerCommand.self
+        for word in path {
+            guard let next = subcommand(named: word, of: type.configuration) else { break }
+            type = next
+        }
+        var names: [String] = []
+        for candidate in type.configuration.subcommands { names.append(candidate._commandName) }
+        return names
     }
 }

@@ -18,8 +18,10 @@ public enum RunEntry {
         } catch let code as ExitCode {
             exit(code.rawValue)
         } catch {
-            if RunCommand.exitCode(for: error) == .success { RunCommand.exit(withError: error) }  // --help
-            printError("propeller-run: \(RunCommand.message(for: error))\nSee 'propeller-run --help'.")
+            let code = RunCommand.exitCode(for: error)
+            if code == .success { RunCommand.exit(withError: error) }  // --help
+            // Only a usage error points at the help.
+            printError("propeller-run: \(RunCommand.message(for: error))" + (code == .validationFailure ? "\nSee 'propeller-run --help'." : ""))
             exit(125)
         }
     }

@@ -233,6 +233,36 @@ struct CLITests {
         #expect(ok.stdoutText.contains("\"Seccomp\":\"0\""))
     }
 
+    /// The CLI's own words: the overview wraps without stray runs of spaces, a word that names
+    /// no command is an error naming the commands there are (not the parent's help, exit 0),
+    /// and only a usage error points at the help.
+    @Test func unknownCommandsAreErrorsAndOnlyUsageErrorsPointAtTheHelp() throws {
+        let root = try propeller(["--help"])
+        #expect(root.status == 0)
+        for line in root.stdoutText.split(separator: "\n") where !line.hasPrefix(" ") {
+            #expect(!line.contains("  "), "a run of spaces in the overview: \(line)")
+        }
+        let unknown = try propeller(["workflow", "--help"])
+        #expect(unknown.status == 125 && unknown.stdout.isEmpty, "\(unknown.status) \(unknown.stdoutText)")
+        #expect(unknown.stderrText.contains("unknown command 'workflow'") && unknown.stderrText.contains("See 'propeller --help'."), "\(unknown.stderrText)")
+        let nested = try propeller(["task", "frobnicate"])
+        #expect(nested.status == 125 && nested.stderrText.contains("unknown command 'frobnicate' for 'propeller task'") && nested.stderrText.contains("stats"),
+                "\(nested.stderrText)")
+        #expect(try propeller(["proplet", "list", "--help"]).status == 0)
+        #expect(try propeller(["help", "task"]).status == 0)
+        let usage = try propeller(["task", "list", "--bogus"])
+        #expect(usage.status == 125 && usage.stderrText.contains("See 'propeller task list --help'."), "\(usage.stderrText)")
+        // A failure that is not a usage error: its reason, no pointer to the help.
+        let data = try TempDirectory("propeller-cli-data")
+        defer { data.remove() }
+        for binary in [propellerBinary, propellerRunBinary] {
+            let args = (binary == propellerBinary ? ["run"] : []) + ["--image", "127.0.0.1:1/nope:v1", "--data-dir", data.path, "/bin/true"]
+            let unreachable = try propeller(args, binary: binary)
+            #expect(unreachable.status == 125 && unreachable.stderrText.contains("127.0.0.1:1") && !unreachable.stderrText.contains("--help"),
+                    "\(binary): \(unreachable.stderrText)")
+        }
+    }
+
     @Test func helpDocumentsTheExitStatuses() throws {
         let r = try propeller(["run", "--help"])
         #expect(r.status == 0)
