@@ -114,7 +114,7 @@ extension ManagerAPI {
     static let executionErrorHeader = header("X-Propeller-Execution-Error")
 
     /// A header name spelled in this file (valid by construction).
-    private static func header(_ name: String) -> HTTPField.Name {
+    static func header(_ name: String) -> HTTPField.Name {
         guard let n = HTTPField.Name(name) else { preconditionFailure("invalid header name \(name)") }
         return n
     }

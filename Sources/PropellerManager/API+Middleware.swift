@@ -47,14 +47,17 @@ func jsonError(status: HTTPResponse.Status, _ message: String) -> Response {
     return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
 }
 
-/// Bearer-token authentication on everything but /health and /openapi.json (public documentation): the token's SHA-256 must be one of
+/// Bearer-token authentication on everything but /health, /openapi.json (public documentation) and the web console's
+/// files under /ui (the page asks for a token and sends it with every API call): the token's SHA-256 must be one of
 /// the manager's unrevoked tokens. Refusals are logged (never the token).
 struct BearerAuthMiddleware<Context: RequestContext>: RouterMiddleware {
     let tokens: APITokens
     let logger: Logger
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        if request.uri.path == "/health" || request.uri.path == "/openapi.json" { return try await next(request, context) }
+        if request.uri.path == "/health" || request.uri.path == "/openapi.json" || ManagerAPI.isConsolePath(request.uri.path) {
+            return try await next(request, context)
+        }
         guard let header = request.headers[.authorization] else {
             refuse(request, "no token")
             throw APIError.unauthorized("missing bearer token: send 'Authorization: Bearer TOKEN' (PROPELLER_API_TOKEN for the CLI)")

@@ -203,6 +203,7 @@ public struct ManagerAPI: Sendable {
             try await service.removeVolume(try context.parameters.require("name"), on: try context.parameters.require("id"))
             return Response(status: .accepted)
         }
+        addConsoleRoutes(router)
         addTokenRoutes(router)
         addSecretRoutes(router)
         if let actors { addActorRoutes(router, actors) }
