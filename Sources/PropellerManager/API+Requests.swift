@@ -219,48 +219,47 @@ enum TaskRequest {
         }
     }
 
-    /// `volumes`: each a name and a target inside the container; nil when empty.
-    static func checked(volumes: [VolumeBody]) throws -> [VolumeMount]? {
-        let list = try volumes.enumerated().map { i, v -> VolumeMount in
-            guard let name = v.name, let target = v.target else { throw APIError.unprocessable("volumes[\(i)]: name and target are required") }
+    /// Each entry of a list checked by `check` (given its index): a refusal of an entry is a 422
+    /// with its message (which names the entry); nil when the list is empty.
+    static func checkedList<Body, Value>(_ items: [Body], _ check: (Int, Body) throws -> Value) throws -> [Value]? {
+        let list = try items.enumerated().map { i, item -> Value in
             do {
-                if let size = v.sizeBytes, size <= 0 { throw PropellerError(.invalidArgument, "volumes[\(i)].size_bytes: must be positive") }
-                let volume = VolumeMount(name: try VolumeName.check(name, what: "volumes[\(i)]"), target: try MountTarget.check(target, what: "volumes[\(i)]"),
-                                         readOnly: v.readOnly ?? false, sizeBytes: v.sizeBytes.map { UInt64($0) })
-                try volume.checkSize()
-                return volume
+                return try check(i, item)
             } catch let error as PropellerError {
                 throw APIError.unprocessable(error.message)
             }
         }
         return list.isEmpty ? nil : list
+    }
+
+    /// `volumes`: each a name, a target inside the container, read-only or not, and an optional
+    /// size; nil when empty.
+    static func checked(volumes: [VolumeBody]) throws -> [VolumeMount]? {
+        try checkedList(volumes) { i, v in
+            guard let name = v.name, let target = v.target else { throw APIError.unprocessable("volumes[\(i)]: name and target are required") }
+            if let size = v.sizeBytes, size <= 0 { throw APIError.unprocessable("volumes[\(i)].size_bytes: must be positive") }
+            let volume = VolumeMount(name: try VolumeName.check(name, what: "volumes[\(i)]"), target: try MountTarget.check(target, what: "volumes[\(i)]"),
+                                     readOnly: v.readOnly ?? false, sizeBytes: v.sizeBytes.map { UInt64($0) })
+            try volume.checkSize()
+            return volume
+        }
     }
 
     /// `secrets`: each a name and an optional target; nil when empty.
     static func checked(secrets: [SecretBody]) throws -> [SecretMount]? {
-        let list = try secrets.enumerated().map { i, s -> SecretMount in
+        try checkedList(secrets) { i, s in
             guard let name = s.name else { throw APIError.unprocessable("secrets[\(i)]: name is required") }
-            do {
-                return SecretMount(name: try VolumeName.check(name, what: "secrets[\(i)]"), target: try s.target.map { try MountTarget.check($0, what: "secrets[\(i)]") })
-            } catch let error as PropellerError {
-                throw APIError.unprocessable(error.message)
-            }
+            return SecretMount(name: try VolumeName.check(name, what: "secrets[\(i)]"), target: try s.target.map { try MountTarget.check($0, what: "secrets[\(i)]") })
         }
-        return list.isEmpty ? nil : list
     }
 
     /// `tmpfs`: each a target inside the container and an optional size; nil when empty.
     static func checked(tmpfs: [TmpfsBody]) throws -> [TmpfsMount]? {
-        let list = try tmpfs.enumerated().map { i, t -> TmpfsMount in
+        try checkedList(tmpfs) { i, t in
             guard let target = t.target else { throw APIError.unprocessable("tmpfs[\(i)]: target is required") }
             if let size = t.sizeBytes, size < 4096 { throw APIError.unprocessable("tmpfs[\(i)].size_bytes: at least 4096") }
-            do {
-                return TmpfsMount(target: try MountTarget.check(target, what: "tmpfs[\(i)]"), sizeBytes: t.sizeBytes.map { UInt64($0) })
-            } catch let error as PropellerError {
-                throw APIError.unprocessable(error.message)
-            }
+            return TmpfsMount(target: try MountTarget.check(target, what: "tmpfs[\(i)]"), sizeBytes: t.sizeBytes.map { UInt64($0) })
         }
-        return list.isEmpty ? nil : list
     }
 
     static func checkEnvironment(_ env: [String: String], field: String) throws {
