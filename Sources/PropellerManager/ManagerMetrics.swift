@@ -1,63 +1,62 @@
+import CoreMetrics
+import Prometheus
 import PropellerCore
 import Synchronization
 
-/// HTTP latency histograms per route, rendered with the task service's gauges as Prometheus
-/// text (exposition format 0.0.4).
+/// The manager's metrics, instrumented with swift-metrics and exposed by swift-prometheus (text
+/// format 0.0.4) from a registry of this manager's own (several managers in one process, as in
+/// the tests, do not share one, and nothing is bootstrapped globally).
 public final class ManagerMetrics: Sendable {
-    static let buckets: [Double] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
+    /// REST latency buckets, seconds.
+    static let buckets: [Duration] = [.milliseconds(1), .microseconds(2500), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
+                                      .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .milliseconds(2500), .seconds(5)]
+    static let requestDuration = "propeller_http_request_duration_seconds"
 
-    struct Histogram {
-        var counts = [UInt64](repeating: 0, count: ManagerMetrics.buckets.count)
-        var count: UInt64 = 0
-        var sum: Double = 0
+    let registry = PrometheusCollectorRegistry()
+    private let factory: PrometheusMetricsFactory
+    private let tasks: [TaskState: CoreMetrics.Gauge]
+    private let propletsAlive: CoreMetrics.Gauge
+    private let propletsDead: CoreMetrics.Gauge
+    private let queueLength: CoreMetrics.Gauge
+    private let placements: CoreMetrics.Counter
+    private let heartbeats: CoreMetrics.Counter
+    /// The totals the counters were last brought to (the service counts; a scrape adds the difference).
+    private let reported = Mutex<(placements: UInt64, heartbeats: UInt64)>((0, 0))
+
+    public init() {
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.durationHistogramBuckets = [Self.requestDuration: Self.buckets]
+        self.factory = factory
+        tasks = Dictionary(uniqueKeysWithValues: TaskState.allCases.map { ($0, CoreMetrics.Gauge(label: "propeller_tasks", dimensions: [("state", $0.rawValue)], factory: factory)) })
+        propletsAlive = CoreMetrics.Gauge(label: "propeller_proplets", dimensions: [("status", "alive")], factory: factory)
+        propletsDead = CoreMetrics.Gauge(label: "propeller_proplets", dimensions: [("status", "dead")], factory: factory)
+        queueLength = CoreMetrics.Gauge(label: "propeller_queue_length", factory: factory)
+        placements = CoreMetrics.Counter(label: "propeller_placements_total", factory: factory)
+        heartbeats = CoreMetrics.Counter(label: "propeller_heartbeats_total", factory: factory)
     }
 
-    struct Key: Hashable, Comparable {
-        var method: String
-        var route: String
-        var status: Int
-        static func < (a: Key, b: Key) -> Bool { (a.route, a.method, a.status) < (b.route, b.method, b.status) }
-    }
-
-    private let histograms = Mutex<[Key: Histogram]>([:])
-
-    public init() {}
-
+    /// One REST request's latency (a histogram per method, route and status).
     func observe(method: String, route: String, status: Int, seconds: Double) {
-        histograms.withLock { h in
-            var entry = h[Key(method: method, route: route, status: status)] ?? Histogram()
-            for (i, bound) in Self.buckets.enumerated() where seconds <= bound { entry.counts[i] += 1 }
-            entry.count += 1
-            entry.sum += seconds
-            h[Key(method: method, route: route, status: status)] = entry
-        }
+        CoreMetrics.Timer(label: Self.requestDuration, dimensions: [("method", method), ("route", route), ("status", String(status))], factory: factory)
+            .recordNanoseconds(Int64((seconds * 1e9).rounded()))
     }
 
-    /// The whole /metrics page.
-    func render(tasks: [TaskState: Int], propletsAlive: Int, propletsDead: Int, placements: UInt64, queueLength: Int, heartbeats: UInt64 = 0) -> String {
-        var out = ""
-        out += "# HELP propeller_tasks Tasks by state.\n# TYPE propeller_tasks gauge\n"
-        for s in TaskState.allCases { out += "propeller_tasks{state=\"\(s.rawValue)\"} \(tasks[s] ?? 0)\n" }
-        out += "# HELP propeller_proplets Proplets known to the manager.\n# TYPE propeller_proplets gauge\n"
-        out += "propeller_proplets{status=\"alive\"} \(propletsAlive)\npropeller_proplets{status=\"dead\"} \(propletsDead)\n"
-        out += "# HELP propeller_placements_total Task attempts placed on a proplet.\n# TYPE propeller_placements_total counter\n"
-        out += "propeller_placements_total \(placements)\n"
-        out += "# HELP propeller_heartbeats_total Proplet heartbeats handled.\n# TYPE propeller_heartbeats_total counter\n"
-        out += "propeller_heartbeats_total \(heartbeats)\n"
-        out += "# HELP propeller_queue_length Tasks pending placement.\n# TYPE propeller_queue_length gauge\n"
-        out += "propeller_queue_length \(queueLength)\n"
-        out += "# HELP propeller_http_request_duration_seconds REST API latency by route.\n# TYPE propeller_http_request_duration_seconds histogram\n"
-        let snapshot = histograms.withLock { $0 }
-        for key in snapshot.keys.sorted() {
-            guard let h = snapshot[key] else { continue }
-            let labels = "method=\"\(key.method)\",route=\"\(key.route)\",status=\"\(key.status)\""
-            for (i, bound) in Self.buckets.enumerated() {
-                out += "propeller_http_request_duration_seconds_bucket{\(labels),le=\"\(bound)\"} \(h.counts[i])\n"
-            }
-            out += "propeller_http_request_duration_seconds_bucket{\(labels),le=\"+Inf\"} \(h.count)\n"
-            out += "propeller_http_request_duration_seconds_sum{\(labels)} \(h.sum)\n"
-            out += "propeller_http_request_duration_seconds_count{\(labels)} \(h.count)\n"
+    /// The whole /metrics page, with the task service's figures as of now.
+    func render(tasks counts: [TaskState: Int], propletsAlive alive: Int, propletsDead dead: Int, placements placed: UInt64, queueLength queued: Int,
+                heartbeats beats: UInt64 = 0) -> String {
+        for state in TaskState.allCases { tasks[state]?.record(counts[state] ?? 0) }
+        propletsAlive.record(alive)
+        propletsDead.record(dead)
+        queueLength.record(queued)
+        // The service's totals only grow within a term; a new term (a restarted count) starts the
+        // counters' increments again from there.
+        let (placedBy, beatsBy) = reported.withLock { last -> (UInt64, UInt64) in
+            let delta = (placed >= last.placements ? placed - last.placements : placed, beats >= last.heartbeats ? beats - last.heartbeats : beats)
+            last = (placed, beats)
+            return delta
         }
-        return out
+        if placedBy > 0 { placements.increment(by: Int64(clamping: placedBy)) }
+        if beatsBy > 0 { heartbeats.increment(by: Int64(clamping: beatsBy)) }
+        return registry.emitToString()
     }
 }

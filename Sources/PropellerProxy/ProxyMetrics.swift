@@ -1,3 +1,4 @@
+import Prometheus
 import PropellerCore
 
 /// What `/metrics` shows for the proxy.
@@ -23,20 +24,34 @@ public final class ProxyMetrics: Sendable {
     public var registryFetches: UInt64 { counters.withLock { $0.registryFetches } }
     public var resends: UInt64 { counters.withLock { $0.resends } }
 
+    private let registry = PrometheusCollectorRegistry()
+    /// What the registry's counters were last brought to (they only increment: a scrape adds
+    /// the difference).
+    private let reported = Locked(Counters())
+
+    /// `/metrics`: the counters, exposed by swift-prometheus (text format 0.0.4).
     func render() -> String {
         let c = counters.withLock { $0 }
-        let rows: [(String, String, UInt64)] = [
-            ("propeller_proxy_blobs_served_total", "Blob streams published.", c.blobsServed),
-            ("propeller_proxy_bytes_served_total", "Payload bytes published in chunks.", c.bytesServed),
-            ("propeller_proxy_chunks_published_total", "Chunks published, resends included.", c.chunksPublished),
-            ("propeller_proxy_cache_hits_total", "Blobs served from the proxy's cache.", c.cacheHits),
-            ("propeller_proxy_registry_fetches_total", "Blobs fetched from a registry.", c.registryFetches),
-            ("propeller_proxy_registry_errors_total", "Registry requests that failed.", c.registryErrors),
-            ("propeller_proxy_resends_total", "Chunks published again on request.", c.resends),
-            ("propeller_proxy_resend_requests_total", "Requests for missing chunks received (merged per blob).", c.resendRequests),
-            ("propeller_proxy_manifests_resolved_total", "Image references resolved.", c.manifestsResolved),
-            ("propeller_proxy_cache_evictions_total", "Blobs evicted from the cache.", c.evictions),
+        let rows: [(String, String, KeyPath<Counters, UInt64>)] = [
+            ("blobs_served", "Blob streams published.", \.blobsServed),
+            ("bytes_served", "Payload bytes published in chunks.", \.bytesServed),
+            ("chunks_published", "Chunks published, resends included.", \.chunksPublished),
+            ("cache_hits", "Blobs served from the proxy's cache.", \.cacheHits),
+            ("registry_fetches", "Blobs fetched from a registry.", \.registryFetches),
+            ("registry_errors", "Registry requests that failed.", \.registryErrors),
+            ("resends", "Chunks published again on request.", \.resends),
+            ("resend_requests", "Requests for missing chunks received (merged per blob).", \.resendRequests),
+            ("manifests_resolved", "Image references resolved.", \.manifestsResolved),
+            ("cache_evictions", "Blobs evicted from the cache.", \.evictions),
         ]
-        return rows.map { "# HELP \($0.0) \($0.1)\n# TYPE \($0.0) counter\n\($0.0) \($0.2)\n" }.joined()
+        let last = reported.withLock { previous -> Counters in
+            defer { previous = c }
+            return previous
+        }
+        for (name, help, field) in rows {
+            let counter = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "propeller", subsystem: "proxy", metricName: name, unitName: "total", helpText: help))
+            if c[keyPath: field] > last[keyPath: field] { counter.increment(by: Int64(clamping: c[keyPath: field] - last[keyPath: field])) }
+        }
+        return registry.emitToString()
     }
 }
