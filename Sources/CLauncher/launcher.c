@@ -32,6 +32,7 @@
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <pthread.h>
 #include <unistd.h>
 
@@ -418,11 +419,9 @@ static void exec_command(struct pl_spec *s) {
     fail(s, PL_STAGE_EXEC, cmd);
 }
 
-static int child_main(void *arg) {
-    struct pl_spec *s = arg;
-
-    // Signals arrive blocked (the parent blocked them around clone); reset every disposition so
-    // nothing the parent caught or ignored (Swift ignores SIGPIPE) leaks into the container.
+/// Signals arrive blocked (the parent blocked them around clone); every disposition goes back to
+/// the default so nothing the parent caught or ignored (Swift ignores SIGPIPE) leaks into the child.
+static void reset_signals(void) {
     for (int sig = 1; sig < NSIG; sig++) {
         if (sig == SIGKILL || sig == SIGSTOP) continue;
         struct sigaction sa;
@@ -430,6 +429,14 @@ static int child_main(void *arg) {
         sa.sa_handler = SIG_DFL;
         (void)sigaction(sig, &sa, NULL);
     }
+}
+
+static void become_process(struct pl_spec *s);
+
+static int child_main(void *arg) {
+    struct pl_spec *s = arg;
+
+    reset_signals();
     if ((s->flags & PL_KILL_WITH_PARENT) && prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
         fail(s, PL_STAGE_PARENT_DEATH, "PR_SET_PDEATHSIG");
     umask(0);
@@ -492,7 +499,14 @@ static int child_main(void *arg) {
     if (s->hostname != NULL && sethostname(s->hostname, strlen(s->hostname)) < 0)
         fail(s, PL_STAGE_HOSTNAME, s->hostname);
     if ((s->flags & PL_NEW_NETWORK) && s->netns_fd < 0) bring_up_loopback(s);
+    become_process(s);
+    return 125;
+}
 
+/// The last steps of every start, in a launched container and in pl_exec alike: limits, working
+/// directory, stdio, identity and capabilities, no_new_privs, descriptors, the seccomp filter,
+/// exec. Never returns.
+static void become_process(struct pl_spec *s) {
     for (size_t i = 0; i < s->nrlimits; i++) {
         struct rlimit rl = {(rlim_t)s->rlimits[i].soft, (rlim_t)s->rlimits[i].hard};
         if (setrlimit(s->rlimits[i].resource, &rl) < 0) fail(s, PL_STAGE_RLIMIT, "");
@@ -508,6 +522,8 @@ static int child_main(void *arg) {
             fail(s, PL_STAGE_STDIO, "");
         }
     }
+    // pl_exec with a terminal: it becomes the controlling terminal of the new session.
+    if ((s->flags & PL_EXEC_TTY) && ioctl(0, TIOCSCTTY, 0) < 0) fail(s, PL_STAGE_TERMINAL, "TIOCSCTTY");
 
     // Capabilities: shrink the bounding set while we still hold CAP_SETPCAP, change identity
     // keeping permitted caps, then set the final permitted/effective sets.
@@ -544,7 +560,6 @@ static int child_main(void *arg) {
     if (s->seccomp_prog != NULL && prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, s->seccomp_prog, 0, 0) < 0)
         fail(s, PL_STAGE_SECCOMP, "");
     exec_command(s);
-    return 125;
 }
 
 /// clone3(2) arguments, as the kernel defines them (struct clone_args, version 2 with `cgroup`).
@@ -659,6 +674,121 @@ pid_t pl_launch(struct pl_spec *s, int *pidfd) {
         return -1;
     }
     return pid;
+}
+
+/// pl_exec's process, started by the helper inside the container's pid namespace: it joins the
+/// container's cgroup namespace last (after its cgroup, which the host's view names), then
+/// becomes the task's process.
+static int exec_process_main(void *arg) {
+    struct pl_spec *s = arg;
+    reset_signals();
+    if ((s->flags & PL_KILL_WITH_PARENT) && prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+        fail(s, PL_STAGE_PARENT_DEATH, "PR_SET_PDEATHSIG");
+    for (size_t i = 0; i < s->ncgroup_fds && !s->joined_by_clone3; i++) {
+        if (write(s->cgroup_fds[i], "0", 1) != 1) fail(s, PL_STAGE_JOIN_CGROUP, "cgroup.procs");
+    }
+    if (setns(s->exec_target_pidfd, CLONE_NEWCGROUP) < 0) fail(s, PL_STAGE_JOIN_NAMESPACES, "cgroup");
+    // A session of its own (see child_main); with a terminal, that terminal becomes its controlling one.
+    if (setsid() < 0) fail(s, PL_STAGE_SESSION, "setsid");
+    umask(0);
+    become_process(s);
+    return 125;
+}
+
+/// pl_exec's helper: shares the caller's memory and descriptor table (the new process's pidfd
+/// lands in the caller's), not its filesystem context, so it may join a mount namespace.
+static int exec_helper_main(void *arg) {
+    struct pl_spec *s = arg;
+    if (setns(s->exec_target_pidfd, CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWPID) < 0)
+        fail(s, PL_STAGE_JOIN_NAMESPACES, "mnt, uts, ipc, net, pid");
+    // Joining the mount namespace put the root at that namespace's first mount; the container's
+    // root is the directory its PID 1 pivoted into.
+    if (fchdir(s->exec_root_fd) < 0 || chroot(".") < 0 || chdir("/") < 0) fail(s, PL_STAGE_CHDIR_ROOTFS, "the container's root");
+    size_t half = s->stack_size / 2;
+    void *stack = (char *)s->stack + half;
+    int flags = CLONE_VM | CLONE_VFORK | CLONE_PARENT | CLONE_PIDFD;
+    pid_t pid = -1;
+    if (s->cgroup_dir_fd >= 0 && !__atomic_load_n(&clone3_unsupported, __ATOMIC_RELAXED)) {
+        struct pl_clone_args args = {
+            .flags = (uint64_t)flags | CLONE_INTO_CGROUP,
+            .pidfd = (uint64_t)(uintptr_t)&s->exec_pidfd,
+            .exit_signal = SIGCHLD,
+            .stack = (uint64_t)(uintptr_t)stack,
+            .stack_size = half,
+            .cgroup = (uint64_t)s->cgroup_dir_fd,
+        };
+        s->joined_by_clone3 = 1;
+        long r = clone3_run(&args, exec_process_main, s);
+        if (r >= 0) {
+            pid = (pid_t)r;
+        } else {
+            s->joined_by_clone3 = 0;
+            s->exec_pidfd = -1;
+            if (r == -ENOSYS || r == -E2BIG) __atomic_store_n(&clone3_unsupported, 1, __ATOMIC_RELAXED);
+        }
+    }
+    if (pid < 0) pid = clone(exec_process_main, (char *)stack + half, flags, s, &s->exec_pidfd);
+    if (pid < 0) fail(s, PL_STAGE_CLONE, "the process in the container");
+    s->exec_pid = pid;
+    return 0;
+}
+
+pid_t pl_exec(struct pl_spec *s, int *pidfd) {
+    s->err_stage = PL_STAGE_NONE;
+    s->err_errno = 0;
+    s->err_detail[0] = '\0';
+    s->joined_by_clone3 = 0;
+    s->exec_pid = -1;
+    s->exec_pidfd = -1;
+    *pidfd = -1;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    // The helper runs on the stack's lower half, the process on the upper one.
+    pid_t helper = clone(exec_helper_main, (char *)s->stack + s->stack_size / 2, CLONE_VM | CLONE_VFORK | CLONE_FILES | SIGCHLD, s);
+    int saved = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (helper < 0) {
+        s->err_stage = PL_STAGE_CLONE;
+        s->err_errno = saved;
+        return -1;
+    }
+    int status = 0;
+    while (waitpid(helper, &status, __WALL) < 0 && errno == EINTR) {}
+    if (s->exec_pid > 0) *pidfd = s->exec_pidfd;
+    else if (s->err_stage == PL_STAGE_NONE) {
+        s->err_stage = PL_STAGE_CLONE;
+        s->err_errno = ECHILD;
+    }
+    return s->exec_pid;
+}
+
+int pl_set_window_size(int fd, unsigned short rows, unsigned short cols) {
+    struct winsize ws = {.ws_row = rows, .ws_col = cols};
+    return ioctl(fd, TIOCSWINSZ, &ws);
+}
+
+int pl_openpty(int *leader, int *follower, unsigned short rows, unsigned short cols) {
+    int l = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (l < 0) return -1;
+    char name[128];
+    if (grantpt(l) < 0 || unlockpt(l) < 0 || ptsname_r(l, name, sizeof name) != 0) goto fail;
+    int f = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (f < 0) goto fail;
+    if ((rows || cols) && pl_set_window_size(l, rows, cols) < 0) {
+        int err = errno;
+        close(f);
+        errno = err;
+        goto fail;
+    }
+    *leader = l;
+    *follower = f;
+    return 0;
+fail:;
+    int err = errno;
+    close(l);
+    errno = err;
+    return -1;
 }
 
 /// Copies "step: kernel message" (the message read from the fs context, when there is one) into `what`.
@@ -874,6 +1004,8 @@ const char *pl_stage_name(int stage) {
     case PL_STAGE_PARENT_DEATH: return "set parent-death signal";
     case PL_STAGE_SESSION: return "start a new session";
     case PL_STAGE_VOLUME: return "mount a volume";
+    case PL_STAGE_JOIN_NAMESPACES: return "join the container's namespaces";
+    case PL_STAGE_TERMINAL: return "take the terminal";
     default: return "unknown stage";
     }
 }

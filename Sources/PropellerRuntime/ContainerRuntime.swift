@@ -211,8 +211,11 @@ public final class ContainerRuntime: Sendable {
         }
         let joinedByClone3 = s.pointee.joined_by_clone3 != 0
         logger.debug("container started", metadata: ["container": "\(spec.id.short)", "pid": "\(pid)", "cgroup_join": "\(joinedByClone3 ? "clone3" : "cgroup.procs")"])
+        let profile = ExecProfile(uid: user.uid, gid: user.gid, groups: user.additionalGroups, capabilities: spec.capabilities.mask, seccomp: seccomp,
+                                  environment: environment, workingDirectory: spec.workingDirectory, resourceLimits: spec.resourceLimits,
+                                  killWithParent: spec.killWithParent)
         return RunningContainer(id: spec.id, pid: pid, pidfd: pidfd, cgroup: cgroup, scratchInMemory: overlay?.inMemory ?? false,
-                                joinedByClone3: joinedByClone3, started: started, startedWall: wallStart, logger: logger)
+                                joinedByClone3: joinedByClone3, execProfile: profile, started: started, startedWall: wallStart, logger: logger)
     }
 
     /// Whether a v2 child starts in its cgroup (clone3 `CLONE_INTO_CGROUP`) when the kernel has

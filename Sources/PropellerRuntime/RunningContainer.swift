@@ -39,6 +39,8 @@ public final class RunningContainer: Sendable {
     /// Whether it started in its cgroup (clone3 `CLONE_INTO_CGROUP`, cgroup v2) rather than
     /// joining it by writing `cgroup.procs`.
     public let joinedByClone3: Bool
+    /// What ``exec(_:)`` gives a process it starts here (nil: not known, exec refused).
+    let execProfile: ExecProfile?
     private let started: ContinuousClock.Instant
     private let startedWall: Double
     private let logger: Logger
@@ -51,7 +53,8 @@ public final class RunningContainer: Sendable {
     private let state: Mutex<State>
 
     init(id: ContainerID, pid: pid_t, pidfd: Int32, cgroup: any TaskCgroup, scratchInMemory: Bool, joinedByClone3: Bool = false,
-         started: ContinuousClock.Instant, startedWall: Double, logger: Logger) {
+         execProfile: ExecProfile? = nil, started: ContinuousClock.Instant, startedWall: Double, logger: Logger) {
+        self.execProfile = execProfile
         self.joinedByClone3 = joinedByClone3
         self.id = id
         self.pid = pid
@@ -83,6 +86,15 @@ public final class RunningContainer: Sendable {
         state.withLock { s in
             guard !s.exited, s.pidfd >= 0 else { return }
             _ = pl_pidfd_signal(s.pidfd, signal)
+        }
+    }
+
+    /// Runs `body` with PID 1's pidfd while the container is known not to have been waited for
+    /// (the pidfd stays open until `body` returns).
+    func withLivePidfd<T>(_ body: (Int32) throws -> T) throws -> T {
+        try state.withLock { s in
+            guard !s.exited, s.pidfd >= 0 else { throw PropellerError(.unavailable, "container \(id.short) is not running") }
+            return try body(s.pidfd)
         }
     }
 

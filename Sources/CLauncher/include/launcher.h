@@ -56,6 +56,8 @@ enum pl_stage {
     PL_STAGE_PARENT_DEATH,
     PL_STAGE_SESSION,  ///< setsid: a session of its own, no controlling terminal
     PL_STAGE_VOLUME,   ///< a volume or tmpfs mounted into the container
+    PL_STAGE_JOIN_NAMESPACES, ///< pl_exec: setns into a running container's namespaces
+    PL_STAGE_TERMINAL, ///< pl_exec: the terminal made the controlling one (TIOCSCTTY)
 };
 
 /// Flags for `pl_spec.flags`.
@@ -63,6 +65,7 @@ enum {
     PL_NEW_NETWORK = 1 << 0,   ///< new network namespace with only loopback, brought up
     PL_READONLY_ROOT = 1 << 1, ///< remount the rootfs read-only after setup
     PL_KILL_WITH_PARENT = 1 << 2, ///< SIGKILL the container when the launching thread dies
+    PL_EXEC_TTY = 1 << 3,      ///< pl_exec: stdin is a terminal, made the process's controlling one
 };
 
 /// Same layout as the kernel's `struct sock_fprog`: a compiled seccomp BPF program.
@@ -130,6 +133,12 @@ struct pl_spec {
     void *stack;                     ///< child stack prepared by the parent
     size_t stack_size;
 
+    // pl_exec only: the running container to enter.
+    int exec_target_pidfd;           ///< a pidfd of the container's PID 1: its namespaces are joined
+    int exec_root_fd;                ///< its root directory (/proc/PID/root, opened), the new process's root
+    pid_t exec_pid;                  ///< out: the new process (the caller's child), -1 when none started
+    int exec_pidfd;                  ///< out: its pidfd
+
     // Outputs. `joined_by_clone3`: the child started in cgroup_dir_fd (written by the parent
     // before the child runs, read by the child: they share memory). The rest are written by the
     // child when setup fails.
@@ -169,6 +178,26 @@ int pl_scratch_mount(unsigned long long size_bytes, const char *like, char *what
 /// and `what` holding the failed step.
 int pl_scratch_overlay_private(const char *lower, unsigned long long size_bytes, const char *like, const char *mountpoint,
                                char *what, size_t what_size);
+
+/// Starts a process inside the running container that `spec->exec_target_pidfd` leads (its
+/// PID 1): in its mount, pid, uts, ipc, network and cgroup namespaces, its cgroup (cgroup_dir_fd or
+/// cgroup_fds), rooted at `exec_root_fd`, then the same identity, capabilities, rlimits,
+/// no_new_privs and seccomp filter as a launched container (the `pl_spec` fields it uses: argv,
+/// envp, search_path, workdir, uid, gid, groups, caps_keep, cap_last, rlimits, seccomp_prog,
+/// stdio, flags PL_KILL_WITH_PARENT and PL_EXEC_TTY, stack). Mount and namespace setup is not
+/// repeated: the process sees the container as its PID 1 left it. A helper child joins the
+/// namespaces (a thread of a multithreaded process cannot join a mount namespace) and starts the
+/// process as the caller's child (CLONE_PARENT). Returns its pid and stores its pidfd in
+/// `*pidfd`, or -1 with `err_*` set; a positive pid with `err_stage` set means it failed before
+/// exec and has exited (the caller reaps it).
+pid_t pl_exec(struct pl_spec *spec, int *pidfd);
+
+/// Opens a pseudo-terminal pair (close-on-exec, not the caller's controlling terminal) sized
+/// `rows` × `cols` (0: left as the kernel makes it). Returns 0 with both ends, or -1 with errno set.
+int pl_openpty(int *leader, int *follower, unsigned short rows, unsigned short cols);
+
+/// Sets a terminal's size (TIOCSWINSZ). Returns 0 or -1 with errno set.
+int pl_set_window_size(int fd, unsigned short rows, unsigned short cols);
 
 /// Human-readable name of a `pl_stage`.
 const char *pl_stage_name(int stage);
