@@ -21,6 +21,7 @@ struct DiscardingBus: ControlBus {
     func confirm(_ epoch: PropletEpoch) {}
     func send(_ command: VolumeCommand, to propletID: String) {}
     func send(_ request: OutputRequest, to propletID: String) {}
+    func send(_ command: SessionCommand, to propletID: String) {}
     func send(_ command: WorkerCommand, to propletID: String) {}
     func send(_ command: ExecutionCommand, to propletID: String) {}
 }

@@ -11,7 +11,7 @@ struct TaskCommand: ParsableCommand {
         abstract: "Create, start, stop, inspect and delete tasks.",
         subcommands: [TaskCreateCommand.self, TaskListCommand.self, TaskGetCommand.self, TaskStartCommand.self, TaskStopCommand.self,
                       TaskDeleteCommand.self, TaskResultsCommand.self, TaskWaitCommand.self, TaskLogsCommand.self, TaskOutputsCommand.self,
-                      TaskCopyCommand.self, TaskStatsCommand.self]
+                      TaskCopyCommand.self, TaskStatsCommand.self, TaskExecCommand.self]
     )
 }
 

@@ -18,6 +18,8 @@ public protocol ControlBus: ActorBus {
     func send(_ command: VolumeCommand, to propletID: String)
     /// Asks a proplet for a task's outputs.
     func send(_ request: OutputRequest, to propletID: String)
+    /// An exec session's command.
+    func send(_ command: SessionCommand, to propletID: String)
 }
 
 /// Tunables of the manager's task service.

@@ -21,6 +21,7 @@ public struct MQTTControlBus: ControlBus, ActorBus {
     public func send(_ command: VolumeCommand, to propletID: String) { publish(topics.volume(propletID), command) }
     public func send(_ request: OutputRequest, to propletID: String) { publish(topics.output(propletID), request) }
     public func send(_ command: WorkerCommand, to propletID: String) { publish(topics.worker(propletID), command) }
+    public func send(_ command: SessionCommand, to propletID: String) { publish(topics.session(propletID), command) }
     public func send(_ command: ExecutionCommand, to propletID: String) { publish(topics.execution(propletID), command) }
 
     private func publish<T: Encodable>(_ topic: String, _ message: T) {
@@ -51,8 +52,8 @@ public struct MQTTControlBus: ControlBus, ActorBus {
         }
     }
 
-    /// Whether `topic` carries task logs or usage samples: the manager's bulk topics.
-    public static func isBulk(_ topic: String, topics: Topics) -> Bool { [.logs, .stats].contains(topics.parseReport(topic)?.1) }
+    /// Whether `topic` carries task logs, usage samples or exec sessions' output: the manager's bulk topics.
+    public static func isBulk(_ topic: String, topics: Topics) -> Bool { [.logs, .stats, .sessions].contains(topics.parseReport(topic)?.1) }
 
     private func handle(_ message: MQTTMessage, service: TaskService) async {
         do {
@@ -66,6 +67,7 @@ public struct MQTTControlBus: ControlBus, ActorBus {
             case .events: await service.handleEvent(try Self.decode(TaskEvent.self, message.payload, sentBy: sender), wait: false)
             case .outputs: await service.handleOutputReply(try Self.decode(OutputReply.self, message.payload, sentBy: sender))
             case .stats: await service.handleUsage(try Self.decode(UsageReport.self, message.payload, sentBy: sender))
+            case .sessions: await service.handleSessionFrame(try Self.decode(SessionFrame.self, message.payload, sentBy: sender))
             case .logs:
                 let block = try WireCoding.decode(LogBlock.self, from: message.payload)
                 guard block.taskId == taskID else { throw PropellerError(.invalidArgument, "log block for \(block.taskId) on the topic of \(taskID ?? "")") }

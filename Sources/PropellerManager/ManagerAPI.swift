@@ -204,6 +204,7 @@ public struct ManagerAPI: Sendable {
             return Response(status: .accepted)
         }
         addConsoleRoutes(router)
+        addSessionRoutes(router)
         addTokenRoutes(router)
         addSecretRoutes(router)
         if let actors { addActorRoutes(router, actors) }

@@ -63,6 +63,8 @@ public actor TaskService {
     /// Synchronous senders waiting for an execution to end, and their timers.
     var executionWaiters: [String: [UUID: CheckedContinuation<ExecutionRecord?, Never>]] = [:]
     var executionWaiterTimers: [UUID: Task<Void, Never>] = [:]
+    /// Exec sessions by id (``TaskService+Sessions.swift``).
+    var execSessions: [String: ExecSession] = [:]
     /// Output requests waiting for their proplet's answers, by request id.
     var outputRequests: [String: (continuation: AsyncThrowingStream<OutputReply, any Error>.Continuation, heard: ContinuousClock.Instant)] = [:]
 

@@ -26,6 +26,8 @@ public actor PropletAgent {
     let topics: Topics
 
     var executions: [String: Execution] = [:]
+    /// Processes started in running tasks (`propeller task exec`).
+    let sessions: ExecSessions
     /// Actor workers by id.
     var workers: [String: WorkerSlot] = [:]
     /// When expired task outputs were last removed.
@@ -81,6 +83,14 @@ public actor PropletAgent {
                             networks: try Self.networks(options, logger: logger), logger: logger)
         outbox = try ResultOutbox(directory: options.dataDirectory + "/proplet/outbox")
         journal = try AttemptJournal(path: options.dataDirectory + "/proplet/attempts.jsonl")
+        let (client, sessionTopic, sessionLogger) = (client, options.topics.report(.sessions, from: options.id), logger)
+        sessions = ExecSessions(propletID: options.id, logger: logger) { frame in
+            do {
+                try client.publish(sessionTopic, try WireCoding.encode(frame))
+            } catch {
+                sessionLogger.warning("an exec session's frame was not sent", metadata: ["session": "\(frame.sessionId)", "error": "\(error)"])
+            }
+        }
     }
 
     var announcement: PropletAnnouncement {
@@ -365,6 +375,9 @@ public actor PropletAgent {
             case topics.volume(options.id): handleVolume(try WireCoding.decode(VolumeCommand.self, from: message.payload))
             case topics.output(options.id): handleOutput(try WireCoding.decode(OutputRequest.self, from: message.payload))
             case topics.execution(options.id): handleExecution(try WireCoding.decode(ExecutionCommand.self, from: message.payload))
+            case topics.session(options.id):
+                let command = try WireCoding.decode(SessionCommand.self, from: message.payload)
+                sessions.handle(command, execution: executions[command.taskId])
             default: break
             }
         } catch {

@@ -51,6 +51,15 @@ final class Execution: @unchecked Sendable {
         return c?.usage()
     }
 
+    /// Starts a process inside the running container (``RunningContainer/exec(_:)``).
+    func exec(_ request: ExecRequest) throws -> ExecProcess {
+        lock.lock()
+        let c = container
+        lock.unlock()
+        guard let c else { throw PropellerError(.unavailable, "task \(start.taskId) has not started its container yet") }
+        return try c.exec(request)
+    }
+
     var stopRequested: Bool {
         lock.lock()
         defer { lock.unlock() }

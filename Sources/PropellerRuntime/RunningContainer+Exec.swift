@@ -169,3 +169,30 @@ extension RunningContainer {
         }
     }
 }
+
+/// A pseudo-terminal pair for an exec with a terminal: the follower end becomes the process's
+/// stdio and controlling terminal, the leader end is what its supervisor reads and writes.
+public enum PseudoTerminal {
+    /// Opens a pair (both close-on-exec) sized `rows` × `cols` (0 × 0: the kernel's default).
+    public static func open(rows: Int, cols: Int) throws -> (leader: Int32, follower: Int32) {
+        var leader: Int32 = -1
+        var follower: Int32 = -1
+        guard pl_openpty(&leader, &follower, UInt16(clamping: rows), UInt16(clamping: cols)) == 0 else {
+            throw FileIO.systemError("open a pseudo-terminal", "/dev/ptmx")
+        }
+        return (leader, follower)
+    }
+
+    /// The size of the terminal `fd` is, or nil when it is none.
+    public static func size(of fd: Int32) -> (rows: Int, cols: Int)? {
+        var rows: UInt16 = 0
+        var cols: UInt16 = 0
+        guard pl_get_window_size(fd, &rows, &cols) == 0, rows > 0, cols > 0 else { return nil }
+        return (Int(rows), Int(cols))
+    }
+
+    /// Sets the terminal's size (the process gets SIGWINCH).
+    public static func resize(_ fd: Int32, rows: Int, cols: Int) {
+        _ = pl_set_window_size(fd, UInt16(clamping: rows), UInt16(clamping: cols))
+    }
+}

@@ -151,9 +151,9 @@ final class Cluster: @unchecked Sendable {
     /// More environment for the CLI (PROPELLER_ELECTION_WAIT, say).
     var cliEnvironment: [String: String] = [:]
 
-    func cli(_ args: [String], via i: Int? = nil) throws -> CLIResult {
+    func cli(_ args: [String], via i: Int? = nil, whileRunning: ((Process) -> Void)? = nil) throws -> CLIResult {
         try propeller(args, environment: cliEnvironment.merging(["PROPELLER_MANAGER_URL": "http://127.0.0.1:\(managerPorts[i ?? defaultManager])",
-                                                                 "PROPELLER_API_TOKEN": token]) { _, b in b })
+                                                                 "PROPELLER_API_TOKEN": token]) { _, b in b }, whileRunning: whileRunning)
     }
 
     /// Creates (and starts) a task; returns its id.

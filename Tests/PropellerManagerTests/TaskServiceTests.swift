@@ -22,9 +22,11 @@ final class RecordingBus: ControlBus, ActorBus {
     let volumeCommands = Mutex<[(VolumeCommand, String)]>([])
     func send(_ command: VolumeCommand, to propletID: String) { volumeCommands.withLock { $0.append((command, propletID)) } }
     let outputRequests = Mutex<[(OutputRequest, String)]>([])
+    let sessionCommands = Mutex<[(SessionCommand, String)]>([])
     func send(_ request: OutputRequest, to propletID: String) { outputRequests.withLock { $0.append((request, propletID)) } }
     func send(_ command: WorkerCommand, to propletID: String) { workerCommands.withLock { $0.append((command, propletID)) } }
     func send(_ command: ExecutionCommand, to propletID: String) { executionCommands.withLock { $0.append((command, propletID)) } }
+    func send(_ command: SessionCommand, to propletID: String) { sessionCommands.withLock { $0.append((command, propletID)) } }
 
     var startedOn: [String: String] { starts.withLock { Dictionary($0.map { ($0.0.taskId, $0.1) }, uniquingKeysWith: { _, b in b }) } }
 }

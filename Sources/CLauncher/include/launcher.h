@@ -196,6 +196,9 @@ pid_t pl_exec(struct pl_spec *spec, int *pidfd);
 /// `rows` × `cols` (0: left as the kernel makes it). Returns 0 with both ends, or -1 with errno set.
 int pl_openpty(int *leader, int *follower, unsigned short rows, unsigned short cols);
 
+/// Reads a terminal's size (TIOCGWINSZ). Returns 0 or -1 with errno set (not a terminal).
+int pl_get_window_size(int fd, unsigned short *rows, unsigned short *cols);
+
 /// Sets a terminal's size (TIOCSWINSZ). Returns 0 or -1 with errno set.
 int pl_set_window_size(int fd, unsigned short rows, unsigned short cols);
 

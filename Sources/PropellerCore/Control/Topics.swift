@@ -6,9 +6,9 @@
 ///
 /// | topic under the base | direction |
 /// |---|---|
-/// | `control/manager/{proplet}/create|alive|results|events|workers|executions|outputs|stats` | proplet → manager |
+/// | `control/manager/{proplet}/create|alive|results|events|workers|executions|outputs|stats|sessions` | proplet → manager |
 /// | `control/manager/{proplet}/logs/{task}` | proplet → manager |
-/// | `control/proplet/{proplet}/start|stop|ack|worker|exec` | manager → one proplet |
+/// | `control/proplet/{proplet}/start|stop|ack|worker|exec|volume|output|session` | manager → one proplet |
 /// | `registry/requests/{proplet}` | proplet → proxy |
 /// | `registry/responses/{proplet}` | proxy → one proplet |
 /// | `registry/blobs/{digest}` | proxy → proplets |
@@ -39,6 +39,8 @@ public struct Topics: Sendable, Hashable {
         case outputs
         /// Live usage of running tasks (``UsageReport``).
         case stats
+        /// Exec sessions' output and ends (``SessionFrame``).
+        case sessions
     }
 
     /// Proplet `propletID` → manager.
@@ -79,8 +81,10 @@ public struct Topics: Sendable, Hashable {
     public func output(_ propletID: String) -> String { base + "/control/proplet/\(propletID)/output" }
     /// Manager → one proplet: remove one of its named volumes (``VolumeCommand``).
     public func volume(_ propletID: String) -> String { base + "/control/proplet/\(propletID)/volume" }
+    /// Manager → one proplet: an exec session's commands (``SessionCommand``).
+    public func session(_ propletID: String) -> String { base + "/control/proplet/\(propletID)/session" }
     /// What the manager sends proplets (the last part of `control/proplet/{id}/…`).
-    public static let managerCommands = ["start", "stop", "ack", "worker", "exec", "volume", "output"]
+    public static let managerCommands = ["start", "stop", "ack", "worker", "exec", "volume", "output", "session"]
     /// Manager → one proplet: a subscription filter covering every command.
     public func propletInbox(_ propletID: String) -> String { base + "/control/proplet/\(propletID)/+" }
 
