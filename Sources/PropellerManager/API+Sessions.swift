@@ -12,20 +12,20 @@ extension ManagerAPI {
                                               fields: ["command", "tty", "stdin", "environment", "working_directory", "rows", "cols"], nested: [:])
             return try encode(try await service.openSession(try context.parameters.require("id"), body), status: .created)
         }
-        router.get("/tasks/{id}/exec/{session}") { _, context in
-            try encode(try await service.session(try context.parameters.require("id"), try context.parameters.require("session")))
+        router.get("/tasks/{id}/exec/{sid}") { _, context in
+            try encode(try await service.session(try context.parameters.require("id"), try context.parameters.require("sid")))
         }
-        router.delete("/tasks/{id}/exec/{session}") { _, context in
-            try await service.closeSession(try context.parameters.require("id"), try context.parameters.require("session"))
+        router.delete("/tasks/{id}/exec/{sid}") { _, context in
+            try await service.closeSession(try context.parameters.require("id"), try context.parameters.require("sid"))
             return Response(status: .accepted)
         }
-        router.get("/tasks/{id}/exec/{session}/output") { request, context in
+        router.get("/tasks/{id}/exec/{sid}/output") { request, context in
             var after = 0
             if let text = request.uri.queryParameters["after"] {
                 guard let value = Int(text), value >= 0 else { throw APIError.unprocessable("after: a frame number, 0 or more (got \(text))") }
                 after = value
             }
-            let stream = try await service.followSession(try context.parameters.require("id"), try context.parameters.require("session"), after: after)
+            let stream = try await service.followSession(try context.parameters.require("id"), try context.parameters.require("sid"), after: after)
             let encoder = WireCoding.encoder()
             return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: ResponseBody { writer in
                 for await frame in stream {
@@ -34,22 +34,22 @@ extension ManagerAPI {
                 try await writer.finish(nil)
             })
         }
-        router.post("/tasks/{id}/exec/{session}/input") { request, context in
+        router.post("/tasks/{id}/exec/{sid}/input") { request, context in
             let eof = request.uri.queryParameters["eof"].map { $0 == "true" || $0 == "1" } ?? false
             let bytes = try await collect(request, limit: 1 << 20)
-            try await service.sendInput(try context.parameters.require("id"), try context.parameters.require("session"), bytes, eof: eof)
+            try await service.sendInput(try context.parameters.require("id"), try context.parameters.require("sid"), bytes, eof: eof)
             return Response(status: .accepted)
         }
-        router.post("/tasks/{id}/exec/{session}/resize") { request, context in
+        router.post("/tasks/{id}/exec/{sid}/resize") { request, context in
             struct Body: Decodable { var rows: Int; var cols: Int }
             let body = try TaskRequest.decode(Body.self, try await collect(request, limit: 4096), fields: ["rows", "cols"], nested: [:])
-            try await service.resizeSession(try context.parameters.require("id"), try context.parameters.require("session"), rows: body.rows, cols: body.cols)
+            try await service.resizeSession(try context.parameters.require("id"), try context.parameters.require("sid"), rows: body.rows, cols: body.cols)
             return Response(status: .accepted)
         }
-        router.post("/tasks/{id}/exec/{session}/signal") { request, context in
+        router.post("/tasks/{id}/exec/{sid}/signal") { request, context in
             struct Body: Decodable { var signal: Int32 }
             let body = try TaskRequest.decode(Body.self, try await collect(request, limit: 4096), fields: ["signal"], nested: [:])
-            try await service.signalSession(try context.parameters.require("id"), try context.parameters.require("session"), signal: body.signal)
+            try await service.signalSession(try context.parameters.require("id"), try context.parameters.require("sid"), signal: body.signal)
             return Response(status: .accepted)
         }
     }

@@ -91,6 +91,7 @@ enum OpenAPIDocument {
             "responses": {"204": {"description": "Deleted"}, "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"},
                           "409": {"$ref": "#/components/responses/Error"}}}},
     \#(actorPaths)
+    \#(sessionPaths)
         "/tokens": {
           "get": {"summary": "API tokens (never their secrets)",
             "responses": {"200": {"description": "Tokens", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TokenList"}}}},
@@ -189,6 +190,7 @@ enum OpenAPIDocument {
         "parameters": {
           "id": {"name": "id", "in": "path", "required": true, "schema": {"type": "string"}},
           "eid": {"name": "eid", "in": "path", "required": true, "schema": {"type": "string"}},
+          "sid": {"name": "sid", "in": "path", "required": true, "schema": {"type": "string"}},
           "offset": {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
           "limit": {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 1000}}
         },
@@ -201,6 +203,7 @@ enum OpenAPIDocument {
             "expires_in": {"type": "number", "description": "Seconds until the lease expires unless renewed"}}},
           "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
     \#(actorSchemas)
+    \#(sessionSchemas)
           "TaskState": {"type": "string", "enum": ["created", "pending", "scheduled", "running", "completed", "failed", "stopped", "unknown"]},
           "Resources": {"type": "object", "additionalProperties": false, "properties": {
             "cpu_millis": {"type": "integer", "minimum": 0, "maximum": 1073741824, "description": "Thousandths of a CPU"},

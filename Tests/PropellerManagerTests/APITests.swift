@@ -295,7 +295,7 @@ struct APITests: Sendable {
                     documented.insert("\(method.uppercased()) \(path)")
                     let uri = path.replacingOccurrences(of: "{id}", with: "unknown-id").replacingOccurrences(of: "{eid}", with: "e")
                         .replacingOccurrences(of: "{name}", with: "unknown-name").replacingOccurrences(of: "{path}", with: "a/file")
-                        .replacingOccurrences(of: "{wid}", with: "w")
+                        .replacingOccurrences(of: "{wid}", with: "w").replacingOccurrences(of: "{sid}", with: "s")
                     try await client.execute(uri: uri, method: HTTPRequest.Method(method.uppercased())!, headers: auth,
                                              body: method == "get" || method == "delete" ? nil : ByteBuffer(string: "{}")) { response in
                         let text = String(buffer: response.body)
