@@ -116,15 +116,22 @@ struct ActorCreateCommand: ParsableCommand {
 struct ActorListCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "list", abstract: "List actors.")
     @OptionGroup var client: ClientOptions
+    @OptionGroup var list: ListOutputOptions
 
     func run() throws {
         let api = try client.client()
         let bytes = try api.send("GET", "/actors?limit=1000")
-        if client.json { return printJSON(bytes) }
         struct Page: Decodable { var actors: [ActorRecord] }
-        print(table(["ID", "NAME", "IMAGE", "STATUS", "WORKERS", "CREATED"], try api.decode(Page.self, bytes).actors.map { a in
-            [a.id, a.spec.name, a.spec.image, a.status.rawValue, "\(a.spec.minWorkers)..\(a.spec.maxWorkers)", age(a.createdAt)]
-        }))
+        let format = list.format(client)
+        let page = format == .json || format == .yaml ? nil : try api.decode(Page.self, bytes)
+        printList(bytes, format, [Column("ID"), Column("NAME"), Column("IMAGE"), Column("STATUS"), Column("WORKERS"), Column("REVISION", wide: true),
+                                  Column("CPU", wide: true), Column("MEMORY", wide: true), Column("CREATED")]) {
+            (page?.actors ?? []).map { a in
+                [a.id, a.spec.name, a.spec.image, a.status.rawValue, "\(a.spec.minWorkers)..\(a.spec.maxWorkers)", String(a.revision),
+                 a.spec.resources.cpuMillis == 0 ? "-" : String(Double(a.spec.resources.cpuMillis) / 1000),
+                 a.spec.resources.memoryBytes == 0 ? "-" : "\(ByteSize(bytes: a.spec.resources.memoryBytes))", age(a.createdAt)]
+            }
+        }
     }
 }
 
@@ -221,6 +228,7 @@ struct ActorExecutionsCommand: ParsableCommand {
     @Argument(help: "Actor id.") var actor: String
     @Argument(help: "Execution id: show that one.") var execution: String?
     @Option(help: "At most this many.") var limit: Int = 100
+    @OptionGroup var list: ListOutputOptions
 
     func run() throws {
         let api = try client.client()
@@ -235,12 +243,18 @@ struct ActorExecutionsCommand: ParsableCommand {
             return
         }
         let bytes = try api.send("GET", "/actors/\(actor)/executions?limit=\(limit)")
-        if client.json { return printJSON(bytes) }
+        let format = list.format(client)
+        guard format != .json && format != .yaml else { return printList(bytes, format, []) { [] } }
         struct Page: Decodable { var total: Int; var totals: ExecutionTotals; var executions: [ExecutionRecord] }
         let page = try api.decode(Page.self, bytes)
-        print(table(["ID", "STATUS", "EXIT", "RUNTIME", "WORKER", "SUBMITTED"], page.executions.map { e in
-            [e.id, e.status.rawValue, e.exitCode.map(String.init) ?? "-", e.runtime.map { String(format: "%.3fs", $0) } ?? "-", e.workerId ?? "-", age(e.submittedAt)]
-        }))
+        printList(bytes, format, [Column("ID"), Column("STATUS"), Column("EXIT"), Column("RUNTIME"), Column("WORKER"), Column("PROPLET", wide: true),
+                                  Column("ATTEMPT", wide: true), Column("CPU", wide: true), Column("MEMORY PEAK", wide: true), Column("SUBMITTED")]) {
+            page.executions.map { e in
+                [e.id, e.status.rawValue, e.exitCode.map(String.init) ?? "-", e.runtime.map { String(format: "%.3fs", $0) } ?? "-", e.workerId ?? "-",
+                 e.propletId ?? "-", String(e.attempt), e.cpuUsec.map { "\($0)µs" } ?? "-", e.memoryPeakBytes.map { "\(ByteSize(bytes: $0))" } ?? "-",
+                 age(e.submittedAt)]
+            }
+        }
         print("\(page.totals.count) executions: \(page.totals.complete) complete, \(page.totals.error) error, runtime \(String(format: "%.3f", page.totals.runtime))s, "
               + "cpu \(page.totals.cpuUsec)µs, memory peak \(ByteSize(bytes: page.totals.memoryPeakBytes))")
     }
@@ -278,14 +292,20 @@ struct ActorWorkersCommand: ParsableCommand {
     @OptionGroup var client: ClientOptions
     @Argument(help: "Actor id.") var actor: String
     @Option(help: "Make sure at least this many workers exist (up to max_workers).") var scale: Int?
+    @OptionGroup var list: ListOutputOptions
 
     func run() throws {
         let api = try client.client()
         let bytes = try scale.map { try api.send("POST", "/actors/\(actor)/workers", body: try json(["num": $0])) } ?? api.send("GET", "/actors/\(actor)/workers")
-        if client.json { return printJSON(bytes) }
         struct List: Decodable { var workers: [WorkerRecord] }
-        print(table(["ID", "STATUS", "PROPLET", "EXECUTIONS", "LAST USED"], try api.decode(List.self, bytes).workers.map { w in
-            [w.id, w.status.rawValue + (w.reason.map { " (\($0))" } ?? ""), w.propletId ?? "-", String(w.executions), age(w.lastUsedAt)]
-        }))
+        let format = list.format(client)
+        let workers = format == .json || format == .yaml ? [] : try api.decode(List.self, bytes).workers
+        printList(bytes, format, [Column("ID"), Column("STATUS"), Column("PROPLET"), Column("EXECUTIONS"), Column("EXECUTION", wide: true),
+                                  Column("CREATED", wide: true), Column("LAST USED")]) {
+            workers.map { w in
+                [w.id, w.status.rawValue + (w.reason.map { " (\($0))" } ?? ""), w.propletId ?? "-", String(w.executions), w.executionId ?? "-",
+                 age(w.createdAt), age(w.lastUsedAt)]
+            }
+        }
     }
 }

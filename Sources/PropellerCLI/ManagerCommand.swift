@@ -241,15 +241,17 @@ func makeDirectory(_ path: String) throws {
 struct ManagerStatusCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "status", abstract: "List the managers that share the store, with their roles.")
     @OptionGroup var client: ClientOptions
+    @OptionGroup var list: ListOutputOptions
 
     func run() throws {
         let api = try client.client()
         let bytes = try api.send("GET", "/managers")
-        if client.json { return printJSON(bytes) }
+        let format = list.format(client)
+        guard format != .json && format != .yaml else { return printList(bytes, format, []) { [] } }
         let status = try api.decode(ManagerClusterStatus.self, bytes)
-        print(table(["ID", "ADDRESS", "ROLE", "SEEN"], status.members.map { m in
-            [m.id, m.address, m.role, m.seenAgo.map { String(format: "%.1fs ago", $0) } ?? "-"]
-        }))
+        printList(bytes, format, [Column("ID"), Column("ADDRESS"), Column("ROLE"), Column("SEEN")]) {
+            status.members.map { m in [m.id, m.address, m.role, m.seenAgo.map { String(format: "%.1fs ago", $0) } ?? "-"] }
+        }
         if let leader = status.leader { print("leader: \(leader.id) (epoch \(leader.epoch))") }
     }
 }

@@ -5,19 +5,26 @@ import PropellerManager
 struct PropletListCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "list", abstract: "List proplets with their capacity and reservations.")
     @OptionGroup var client: ClientOptions
+    @OptionGroup var list: ListOutputOptions
 
     func run() throws {
         let api = try client.client()
         let bytes = try api.send("GET", "/proplets?limit=1000")
-        if client.json { return printJSON(bytes) }
         struct Page: Decodable { var proplets: [PropletRecord] }
-        let page = try api.decode(Page.self, bytes)
-        print(table(["ID", "NAME", "STATUS", "ELIGIBILITY", "DRAIN", "TASKS", "CPU", "MEMORY", "LAST SEEN"], page.proplets.map { p in
-            let a = p.allocated ?? .zero
-            return [p.id, p.name, connectionStatus(p), p.eligible == false ? "ineligible" : "eligible", drainStatus(p), "\(p.taskCount ?? 0)/\(p.capacity.tasks)",
-                    "\(Double(a.cpuMillis) / 1000)/\(Double(p.capacity.cpuMillis) / 1000)",
-                    "\(ByteSize(bytes: a.memoryBytes))/\(ByteSize(bytes: p.capacity.memoryBytes))", age(p.lastSeen)]
-        }))
+        let format = list.format(client)
+        let page = format == .json || format == .yaml ? nil : try api.decode(Page.self, bytes)
+        printList(bytes, format, [Column("ID"), Column("NAME"), Column("STATUS"), Column("ELIGIBILITY"), Column("DRAIN"), Column("TASKS"), Column("CPU"),
+                                  Column("MEMORY"), Column("PIDS", wide: true), Column("PLATFORM", wide: true), Column("VERSION", wide: true),
+                                  Column("LABELS", wide: true), Column("LAST SEEN")]) {
+            (page?.proplets ?? []).map { p in
+                let a = p.allocated ?? .zero
+                return [p.id, p.name, connectionStatus(p), p.eligible == false ? "ineligible" : "eligible", drainStatus(p), "\(p.taskCount ?? 0)/\(p.capacity.tasks)",
+                        "\(Double(a.cpuMillis) / 1000)/\(Double(p.capacity.cpuMillis) / 1000)",
+                        "\(ByteSize(bytes: a.memoryBytes))/\(ByteSize(bytes: p.capacity.memoryBytes))", "\(a.pids)/\(p.capacity.pids)",
+                        "\(p.os)/\(p.arch) cgroup \(p.cgroupMode)", p.version,
+                        p.labels.keys.sorted().map { "\($0)=\(p.labels[$0] ?? "")" }.joined(separator: ","), age(p.lastSeen)]
+            }
+        }
     }
 }
 

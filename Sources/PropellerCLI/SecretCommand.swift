@@ -52,14 +52,15 @@ struct SecretCreateCommand: ParsableCommand {
 struct SecretListCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "list", abstract: "List secrets: names, sizes and ages (never values).")
     @OptionGroup var client: ClientOptions
+    @OptionGroup var list: ListOutputOptions
 
     func run() throws {
         let api = try client.client()
         let bytes = try api.send("GET", "/secrets")
-        if client.json { return printJSON(bytes) }
         struct List: Decodable { var secrets: [SecretInfo] }
-        let list = try api.decode(List.self, bytes)
-        print(table(["NAME", "SIZE", "CREATED"], list.secrets.map { [$0.name, "\($0.sizeBytes)", age($0.createdAt)] }))
+        let format = list.format(client)
+        let secrets = format == .json || format == .yaml ? [] : try api.decode(List.self, bytes).secrets
+        printList(bytes, format, [Column("NAME"), Column("SIZE"), Column("CREATED")]) { secrets.map { [$0.name, "\($0.sizeBytes)", age($0.createdAt)] } }
     }
 }
 

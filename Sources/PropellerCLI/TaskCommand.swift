@@ -182,6 +182,7 @@ struct TaskCreateCommand: ParsableCommand {
 struct TaskListCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "list", abstract: "List tasks, oldest first.")
     @OptionGroup var client: ClientOptions
+    @OptionGroup var list: ListOutputOptions
     @Option(help: ArgumentHelp("Only tasks in this state.", valueName: "state")) var state: String?
     @Option(help: "Skip this many.") var offset = 0
     @Option(help: "At most this many (up to 1000).") var limit = 100
@@ -189,14 +190,22 @@ struct TaskListCommand: ParsableCommand {
     func run() throws {
         var path = "/tasks?offset=\(offset)&limit=\(limit)"
         if let state { path += "&state=\(state)" }
-        let bytes = try client.client().send("GET", path)
-        if client.json { return printJSON(bytes) }
+        let api = try client.client()
+        let bytes = try api.send("GET", path)
         struct Page: Decodable { var total: Int; var tasks: [TaskRecord] }
-        let page = try client.client().decode(Page.self, bytes)
-        print(table(["ID", "NAME", "STATE", "PROPLET", "EXIT", "CREATED", "REASON"], page.tasks.map { t in
-            [t.id, t.spec.name, t.state.rawValue, t.assignedProplet ?? "-", t.result?.exitCode.map(String.init) ?? "-", age(t.createdAt), t.reason ?? ""]
-        }))
-        if page.total > page.tasks.count + offset { printError("(\(page.tasks.count) of \(page.total); use --offset/--limit for more)") }
+        let format = list.format(client)
+        let page = format == .json || format == .yaml ? nil : try api.decode(Page.self, bytes)
+        printList(bytes, format, [Column("ID"), Column("NAME"), Column("STATE"), Column("PROPLET"), Column("EXIT"), Column("CREATED"),
+                                  Column("IMAGE", wide: true), Column("ATTEMPT", wide: true), Column("CPU", wide: true), Column("MEMORY", wide: true),
+                                  Column("LABELS", wide: true), Column("REASON")]) {
+            (page?.tasks ?? []).map { t in
+                [t.id, t.spec.name, t.state.rawValue, t.assignedProplet ?? "-", t.result?.exitCode.map(String.init) ?? "-", age(t.createdAt),
+                 t.spec.image, String(t.attempt), t.spec.resources.cpuMillis == 0 ? "-" : String(Double(t.spec.resources.cpuMillis) / 1000),
+                 t.spec.resources.memoryBytes == 0 ? "-" : "\(ByteSize(bytes: t.spec.resources.memoryBytes))",
+                 t.spec.labels.keys.sorted().map { "\($0)=\(t.spec.labels[$0] ?? "")" }.joined(separator: ","), t.reason ?? ""]
+            }
+        }
+        if let page, page.total > page.tasks.count + offset { printError("(\(page.tasks.count) of \(page.total); use --offset/--limit for more)") }
     }
 }
 

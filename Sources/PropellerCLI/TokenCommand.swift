@@ -36,16 +36,19 @@ struct TokenCreateCommand: ParsableCommand {
 struct TokenListCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "list", abstract: "List tokens (never their secrets).")
     @OptionGroup var client: ClientOptions
+    @OptionGroup var list: ListOutputOptions
 
     func run() throws {
         let api = try client.client()
         let bytes = try api.send("GET", "/tokens")
-        if client.json { return printJSON(bytes) }
         struct List: Decodable { var tokens: [APIToken] }
-        let list = try api.decode(List.self, bytes)
-        print(table(["ID", "NAME", "CREATED", "STATUS"], list.tokens.map { t in
-            [t.id, t.name, t.createdAt == 0 ? "config" : age(t.createdAt), t.revokedAt == nil ? "active" : "revoked \(age(t.revokedAt))"]
-        }))
+        let format = list.format(client)
+        let tokens = format == .json || format == .yaml ? [] : try api.decode(List.self, bytes).tokens
+        printList(bytes, format, [Column("ID"), Column("NAME"), Column("CREATED"), Column("STATUS")]) {
+            tokens.map { t in
+                [t.id, t.name, t.createdAt == 0 ? "config" : age(t.createdAt), t.revokedAt == nil ? "active" : "revoked \(age(t.revokedAt))"]
+            }
+        }
     }
 }
 

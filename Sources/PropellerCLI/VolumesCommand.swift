@@ -20,15 +20,18 @@ struct VolumeListCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "list", abstract: "Named volumes, per proplet.")
     @OptionGroup var client: ClientOptions
     @Option(help: ArgumentHelp("Only this proplet's.", valueName: "id")) var proplet: String?
+    @OptionGroup var list: ListOutputOptions
 
     func run() throws {
         let api = try client.client()
         let bytes = try api.send("GET", "/volumes" + (proplet.map { "?proplet=" + ($0.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? $0) } ?? ""))
-        if client.json { return printJSON(bytes) }
         struct Listed: Decodable { var proplet: String; var name: String; var sizeBytes: UInt64; var inUse: Int }
         struct List: Decodable { var volumes: [Listed] }
-        let list = try api.decode(List.self, bytes)
-        print(table(["PROPLET", "NAME", "SIZE", "IN USE"], list.volumes.map { [$0.proplet, $0.name, "\(ByteSize(bytes: $0.sizeBytes))", "\($0.inUse)"] }))
+        let format = list.format(client)
+        let volumes = format == .json || format == .yaml ? [] : try api.decode(List.self, bytes).volumes
+        printList(bytes, format, [Column("PROPLET"), Column("NAME"), Column("SIZE"), Column("IN USE")]) {
+            volumes.map { [$0.proplet, $0.name, "\(ByteSize(bytes: $0.sizeBytes))", "\($0.inUse)"] }
+        }
     }
 }
 

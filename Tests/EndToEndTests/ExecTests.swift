@@ -18,6 +18,16 @@ struct TaskExecTests {
         let task = try c.create("sleeper", ["--user", "app", "--env", "GREETING=hello"], command: ["probe", "sleep", "300"])
         try c.waitFor(task, state: "running")
 
+        // Lists in every format (-o): the wide table has more columns, YAML is the API's answer.
+        let wide = try c.cli(["task", "list", "-o", "wide"])
+        #expect(wide.status == 0 && wide.stdoutText.contains("IMAGE") && wide.stdoutText.contains(c.image), "\(wide.stdoutText)")
+        #expect(!(try c.cli(["task", "list"]).stdoutText.contains("IMAGE")))
+        let yaml = try c.cli(["task", "list", "-o", "yaml"])
+        let parsed = try runProcess("/usr/bin/python3", ["-c", "import sys, yaml; print(yaml.safe_load(sys.stdin)['tasks'][0]['id'])"], stdin: yaml.stdout)
+        #expect(String(decoding: parsed.stdout, as: UTF8.self) == task + "\n", "\(yaml.stdoutText)")
+        #expect(try c.cli(["proplet", "list", "-o", "json"]).stdoutText.contains("\"proplets\""))
+        #expect(try c.cli(["task", "list", "-o", "xml"]).status != 0)
+
         // Its pid namespace: PID 1 is the task's command; its own pid is another.
         let cmdline = try c.cli(["task", "exec", task, "--", "cat", "/proc/1/cmdline"])
         #expect(cmdline.status == 0, "\(cmdline.stderrText)")
