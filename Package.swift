@@ -121,6 +121,9 @@ let package = Package(
             dependencies: [
                 "PropellerCore", "PropellerMQTT", "PropellerRuntime", "PropellerImage", "CFileSystem",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             swiftSettings: strict
         ),

@@ -122,3 +122,11 @@ func readSmallFile(_ path: String, what: String) throws -> (text: String, mode: 
     }
     return (String(decoding: bytes, as: UTF8.self), st.st_mode)
 }
+
+/// `--http HOST:PORT` of a daemon, checked.
+func httpEndpoint(_ http: String) throws -> (host: String, port: Int) {
+    guard let colon = http.lastIndex(of: ":"), let port = Int(http[http.index(after: colon)...]), port >= 0, port < 65536, colon != http.startIndex else {
+        throw ValidationError("invalid --http \"\(http)\": expected HOST:PORT")
+    }
+    return (String(http[..<colon]), port)
+}

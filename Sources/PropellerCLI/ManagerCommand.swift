@@ -127,13 +127,7 @@ struct ManagerCommand: AsyncParsableCommand {
         }
         var host = "127.0.0.1"
         var port = Int(Environment.current["MANAGER_HTTP_PORT"] ?? "") ?? 7070
-        if let http {
-            guard let colon = http.lastIndex(of: ":"), let p = Int(http[http.index(after: colon)...]), p >= 0, p < 65536 else {
-                throw ValidationError("invalid --http \"\(http)\": expected HOST:PORT")
-            }
-            host = String(http[..<colon])
-            port = p
-        }
+        if let http { (host, port) = try httpEndpoint(http) }
         var configuration = ManagerConfiguration()
         configuration.policy = SchedulingPolicy(rawValue: scheduler) ?? .binpack
         if let interval = livelinessInterval ?? Environment.current["PROPLET_LIVELINESS_INTERVAL"] {

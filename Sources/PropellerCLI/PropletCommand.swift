@@ -92,6 +92,9 @@ struct PropletAgentCommand: AsyncParsableCommand {
     @Option(name: .customLong("stats-interval"), help: ArgumentHelp("How often running tasks' CPU, memory, processes and I/O are sampled and sent to the manager (`propeller task stats`); 0: never (default 1s).", valueName: "duration"))
     var statsInterval: String = "1s"
 
+    @Option(help: ArgumentHelp("Serve /health and /metrics (Prometheus) on HOST:PORT (default: not at all).", valueName: "host:port"))
+    var http: String?
+
     func validate() throws {
         if PropletOptions.ImageSource(rawValue: imageSource) == nil { throw ValidationError("invalid --image-source \"\(imageSource)\": expected proxy or direct") }
         if PropletOptions.RootfsMode(rawValue: rootfsMode) == nil { throw ValidationError("invalid --rootfs-mode \"\(rootfsMode)\": expected overlay or copy") }
@@ -179,8 +182,16 @@ struct PropletAgentCommand: AsyncParsableCommand {
         }
         guard let scratch = try? ByteSize(parsing: scratchSize) else { throw ValidationError("invalid --scratch-size \"\(scratchSize)\"") }
         options.scratchBytes = scratch.bytes
+        let endpoint = try http.map(httpEndpoint)
         let agent = try PropletAgent(options: options, logger: logger)
-        let task = Task { try await agent.run() }
+        let task = Task {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await agent.run() }
+                if let endpoint { group.addTask { try await agent.serveHTTP(host: endpoint.host, port: endpoint.port, logger: logger) } }
+                defer { group.cancelAll() }
+                try await group.next()
+            }
+        }
         let sources = onTermination { sig in
             logger.notice("signal \(sig): draining")
             Task {

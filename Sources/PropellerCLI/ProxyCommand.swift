@@ -43,13 +43,7 @@ struct ProxyCommand: AsyncParsableCommand {
         guard let cache = try? ByteSize(parsing: cacheSize), cache.bytes > 0 else { throw ValidationError("invalid --cache-size \"\(cacheSize)\"") }
         var host = "127.0.0.1"
         var port = Int(env["PROXY_HTTP_PORT"] ?? "") ?? 7071
-        if let http {
-            guard let colon = http.lastIndex(of: ":"), let p = Int(http[http.index(after: colon)...]), p >= 0, p < 65536 else {
-                throw ValidationError("invalid --http \"\(http)\": expected HOST:PORT")
-            }
-            host = String(http[..<colon])
-            port = p
-        }
+        if let http { (host, port) = try httpEndpoint(http) }
         let anonymous = env["PROXY_AUTHENTICATE"].map { $0 == "false" || $0 == "0" } ?? false
         // One client for the proxy's life: credentials are read once (stdin cannot be read
         // twice) and Bearer tokens are cached across requests.

@@ -28,6 +28,10 @@ public actor PropletAgent {
     var executions: [String: Execution] = [:]
     /// Processes started in running tasks (`propeller task exec`).
     let sessions: ExecSessions
+    /// This proplet's own metrics (``PropletMetrics``; served on `--http`).
+    public let metrics: PropletMetrics
+    /// The sum of its tasks' last usage sample (for the metrics).
+    var lastTotal = UsageSample(at: 0)
     /// Actor workers by id.
     var workers: [String: WorkerSlot] = [:]
     /// When expired task outputs were last removed.
@@ -84,7 +88,10 @@ public actor PropletAgent {
         outbox = try ResultOutbox(directory: options.dataDirectory + "/proplet/outbox")
         journal = try AttemptJournal(path: options.dataDirectory + "/proplet/attempts.jsonl")
         let (client, sessionTopic, sessionLogger) = (client, options.topics.report(.sessions, from: options.id), logger)
+        let metrics = PropletMetrics()
+        self.metrics = metrics
         sessions = ExecSessions(propletID: options.id, logger: logger) { frame in
+            if frame.kind == .started { metrics.sessionOpened() }
             do {
                 try client.publish(sessionTopic, try WireCoding.encode(frame))
             } catch {
@@ -219,6 +226,20 @@ public actor PropletAgent {
                                                       held: held.isEmpty ? nil : held.map(\.ref), volumes: namedVolumes()))
     }
 
+    /// The figures of `GET /metrics` as of now.
+    public func metricsPage() -> String {
+        var snapshot = PropletMetrics.Snapshot()
+        snapshot.running = executions.count
+        snapshot.workers = workers.count
+        snapshot.sessions = sessions.count
+        snapshot.outbox = outbox.pending().count
+        snapshot.connected = client.isConnected
+        snapshot.cpuCores = executions.isEmpty ? 0 : lastTotal.cpuCores ?? 0
+        snapshot.memoryBytes = executions.isEmpty ? 0 : lastTotal.memoryBytes ?? 0
+        snapshot.capacity = options.capacity
+        return metrics.render(snapshot)
+    }
+
     /// Live usage: every running task's cgroup read now, with its CPU rate since the last
     /// sample, and their sum, sent best effort (QoS 0: a lost sample is a gap in a graph).
     func sampleUsage() {
@@ -244,6 +265,7 @@ public actor PropletAgent {
             total.add(sample)
         }
         lastCPU = sampled
+        lastTotal = total
         do {
             try client.publish(topics.report(.stats, from: options.id), try WireCoding.encode(UsageReport(propletId: options.id, tasks: tasks, total: total)), qos: 0)
         } catch {
@@ -418,6 +440,9 @@ public actor PropletAgent {
         executions[s.taskId] = execution
         logger.info("task accepted", metadata: ["task": "\(s.taskId)", "attempt": "\(s.attempt)", "image": "\(s.image)"])
         event(s, .accepted)
+        metrics.attemptAccepted()
+        let acceptedAt = ContinuousClock.now
+        let metrics = self.metrics
         let runner = self.runner
         let client = self.client
         let topics = self.topics
@@ -428,6 +453,7 @@ public actor PropletAgent {
         Thread.detachNewThread { [self] in
             let hooks = TaskRunner.Hooks(
                 phase: { phase in
+                    metrics.phase(phase, sinceAccepted: ContinuousClock.now - acceptedAt)
                     let e = TaskEvent(taskId: s.taskId, attempt: s.attempt, propletId: propletID, phase: phase, at: WallClock.now())
                     try? client.publish(topics.report(.events, from: propletID), WireCoding.encode(e))
                 },
@@ -436,6 +462,7 @@ public actor PropletAgent {
                     try? client.publish(topics.logs(from: propletID, task: s.taskId), WireCoding.encode(block), qos: 0)
                 })
             runner.run(execution, hooks: hooks) { result in
+                metrics.attemptEnded(result.state)
                 journal.end(result)
                 Self.report(result, outbox: outbox, client: client, topics: topics, logger: logger)
                 Task { await self.finished(execution, result) }

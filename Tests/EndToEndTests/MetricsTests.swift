@@ -73,9 +73,56 @@ struct MetricsTests {
                                    .appendingPathComponent("scripts/grafana/propeller.json").path, encoding: .utf8)
         #expect((try? JSONSerialization.jsonObject(with: Data(dashboard.utf8))) != nil, "the dashboard is JSON")
         let exposition = String(decoding: scrape.stdout, as: UTF8.self)
-        let queried = Set(dashboard.matches(of: /propeller_[a-z_]+/).map { String($0.output) }.filter { !$0.hasPrefix("propeller_proxy_") })
+        let queried = Set(dashboard.matches(of: /propeller_[a-z_]+/).map { String($0.output) }.filter { !$0.hasPrefix("propeller_proxy_") && !$0.hasPrefix("propeller_proplet_") })
         #expect(queried.count >= 5)
         for name in queried { #expect(exposition.contains(name), "the dashboard queries \(name), which /metrics lacks") }
         try c.waitForEnd(id)
+    }
+
+    /// A proplet's own /metrics (`--http`): what it runs, how starts went and ended, parsed by
+    /// Prometheus's parser; every proplet metric the dashboard queries is there.
+    @Test func aPropletsExpositionCountsItsWork() throws {
+        let c = try Cluster(proxy: false)
+        let port = try freeLoopbackPort()
+        try c.startProplet("m", memory: "2G", extra: ["--image-source", "direct", "--http", "127.0.0.1:\(port)", "--stats-interval", "300ms"])
+        let done = try c.create("done", command: ["echo", "hi"])
+        try c.waitFor(done, state: "completed")
+        let failed = try c.create("failed", command: ["sh", "-c", "exit 3"])
+        try c.waitFor(failed, state: "failed")
+        let busy = try c.create("busy", command: ["sh", "-c", "while :; do :; done"])
+        try c.waitFor(busy, state: "running")
+        usleep(1_500_000)
+
+        let health = try runProcess("/usr/bin/curl", ["-sf", "http://127.0.0.1:\(port)/health"], timeout: 30)
+        #expect(String(decoding: health.stdout, as: UTF8.self).contains(#""broker":"connected""#))
+        let scrape = try runProcess("/usr/bin/curl", ["-sf", "http://127.0.0.1:\(port)/metrics"], timeout: 30)
+        #expect(scrape.status == 0)
+        let parsed = try runProcess("/usr/bin/python3", ["-c", PrometheusParser.script], stdin: scrape.stdout, timeout: 60)
+        #expect(parsed.status == 0, "\(String(decoding: parsed.stderr, as: UTF8.self))\n\(String(decoding: scrape.stdout, as: UTF8.self))")
+        let families = try #require(try JSONSerialization.jsonObject(with: parsed.stdout) as? [String: [String: Any]])
+        func value(_ family: String, _ labels: [String: String] = [:], sample: String? = nil) -> Double? {
+            (families[family]?["samples"] as? [[Any]] ?? []).first { s in
+                (sample == nil || s[0] as? String == sample) && ((s[1] as? [String: String]).map { l in labels.allSatisfy { l[$0.key] == $0.value } } ?? false)
+            }?[2] as? Double
+        }
+        #expect(value("propeller_proplet_tasks_running") == 1)
+        #expect(value("propeller_proplet_attempts_accepted") == 3)
+        #expect(value("propeller_proplet_attempts_ended", ["state": "completed"]) == 1)
+        #expect(value("propeller_proplet_attempts_ended", ["state": "failed"]) == 1)
+        #expect(value("propeller_proplet_image_pulls") ?? 0 >= 1)
+        #expect(families["propeller_proplet_start_duration_seconds"]?["type"] as? String == "histogram")
+        #expect(value("propeller_proplet_start_duration_seconds", sample: "propeller_proplet_start_duration_seconds_count") == 3)
+        #expect(value("propeller_proplet_broker_connected") == 1)
+        #expect(value("propeller_proplet_capacity", ["resource": "memory_bytes"]) == Double(2 << 30))
+        #expect(value("propeller_proplet_task_cpu_cores") ?? 0 > 0.5, "the busy task's CPU")
+
+        let dashboard = try String(contentsOfFile: URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+                                   .appendingPathComponent("scripts/grafana/propeller.json").path, encoding: .utf8)
+        let exposition = String(decoding: scrape.stdout, as: UTF8.self)
+        let queried = Set(dashboard.matches(of: /propeller_proplet_[a-z_]+/).map { String($0.output) })
+        #expect(queried.count >= 3)
+        for name in queried { #expect(exposition.contains(name), "the dashboard queries \(name), which the proplet's /metrics lacks") }
+        _ = try c.cli(["task", "stop", busy, "--grace", "0"])
+        try c.waitForEnd(busy)
     }
 }
