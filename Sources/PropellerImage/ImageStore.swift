@@ -112,15 +112,19 @@ public struct ImageStore: Sendable {
     /// Pulls `reference` and unpacks it, each layer as soon as it is stored while the next ones
     /// download, so a cold pull takes about as long as the slower of the network and the disk
     /// rather than both. Returns the image; its rootfs is at ``rootfs(for:unpacker:)``.
-    public func pullAndUnpack(_ reference: ImageReference, client: RegistryClient, unpacker: LayerUnpacker = LayerUnpacker()) throws -> Image {
+    public func pullAndUnpack(_ reference: ImageReference, client: RegistryClient, unpacker: LayerUnpacker = LayerUnpacker(),
+                              progress: PullProgress? = nil) throws -> Image {
         let image = try pullManifest(reference, client: client)
         let fetcher = LayerFetcher(count: image.manifest.layers.count)
         let content = content
+        progress?.begin(sizes: image.manifest.layers.map(\.size), stored: image.manifest.layers.map { content.contains($0.digest) })
         fetcher.start {
             for (i, layer) in image.manifest.layers.enumerated() {
                 do {
                     guard !fetcher.cancelled else { return fetcher.finish(i, .failure(CancellationError())) }
-                    try client.fetchBlob(reference, layer.digest, size: layer.size, into: content)
+                    let stored = content.contains(layer.digest)
+                    try client.fetchBlob(reference, layer.digest, size: layer.size, into: content) { progress?.received(layer: i, bytes: $0) }
+                    if !stored { progress?.finished(layer: i) }
                     fetcher.finish(i, .success(()))
                 } catch {
                     return fetcher.finish(i, .failure(error))
@@ -131,6 +135,7 @@ public struct ImageStore: Sendable {
         _ = try rootfs(for: image, unpacker: unpacker, awaitLayer: fetcher.wait)
         // Already unpacked (by another process): the layers are still stored, as by pull().
         for i in image.manifest.layers.indices { try fetcher.wait(i) }
+        progress?.end()
         return image
     }
 

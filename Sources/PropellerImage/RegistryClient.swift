@@ -106,7 +106,7 @@ public final class RegistryClient: Sendable {
 
     /// Streams a blob into `store`, checking size and digest; retries transient failures and
     /// resumes with a Range request where the registry allows it.
-    public func fetchBlob(_ ref: ImageReference, _ digest: Digest, size: Int64?, into store: ContentStore) throws {
+    public func fetchBlob(_ ref: ImageReference, _ digest: Digest, size: Int64?, into store: ContentStore, received: ((UInt64) -> Void)? = nil) throws {
         if store.contains(digest) { return }
         var writer = try store.writer(for: digest, size: size.map { UInt64(max(0, $0)) })
         var attempt = 0
@@ -120,6 +120,7 @@ public final class RegistryClient: Sendable {
                     if resumeFrom > 0 && status == 200 { restart = true; return }
                     guard (200..<300).contains(status) else { return }
                     try writer.write(bytes)
+                    received?(writer.written)
                 }
                 if restart {
                     writer = try store.writer(for: digest, size: size.map { UInt64(max(0, $0)) })

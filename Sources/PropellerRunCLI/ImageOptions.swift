@@ -36,10 +36,13 @@ package struct ImageOptions: ParsableArguments {
     @Option(name: .customLong("insecure-registry"), help: ArgumentHelp("Use plain HTTP for this registry host (loopback hosts always do).", valueName: "host[:port]"))
     package var insecureRegistry: [String] = []
 
+    @Flag(name: [.short, .long], help: "Show no pull progress (a line redrawn on a terminal, a line per layer elsewhere).")
+    package var quiet = false
+
     /// The values given, as plain values.
     package var settings: ImageSettings {
         ImageSettings(dataDir: dataDir, registryUsername: registryUsername, registryPasswordStdin: registryPasswordStdin,
-                      registryPasswordFile: registryPasswordFile, registry: registry, pull: pull, insecureRegistry: insecureRegistry)
+                      registryPasswordFile: registryPasswordFile, registry: registry, pull: pull, insecureRegistry: insecureRegistry, quiet: quiet)
     }
 
     package func store() throws -> ImageStore { try settings.store() }

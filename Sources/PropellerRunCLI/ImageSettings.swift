@@ -18,11 +18,14 @@ package struct ImageSettings: Equatable, Sendable {
     package var registry: String?
     package var pull: PullPolicy = .missing
     package var insecureRegistry: [String] = []
+    /// No pull progress on stderr.
+    package var quiet = false
 
     package init() {}
 
     package init(dataDir: String, registryUsername: String?, registryPasswordStdin: Bool, registryPasswordFile: String?, registry: String?,
-                 pull: PullPolicy, insecureRegistry: [String]) {
+                 pull: PullPolicy, insecureRegistry: [String], quiet: Bool = false) {
+        self.quiet = quiet
         self.dataDir = dataDir
         self.registryUsername = registryUsername
         self.registryPasswordStdin = registryPasswordStdin
@@ -70,7 +73,7 @@ package struct ImageSettings: Equatable, Sendable {
             case (.missing, let image?), (.never, let image?):
                 return image
             default:
-                image = try store.pullAndUnpack(ref, client: try registryClient(for: ref))
+                image = try store.pullAndUnpack(ref, client: try registryClient(for: ref), progress: quiet ? nil : PullProgressDisplay().progress(for: name))
             }
         }
         try store.tag(image, as: name)

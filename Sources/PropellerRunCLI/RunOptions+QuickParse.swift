@@ -25,6 +25,7 @@ extension RunOptions {
         switch name {
         case "read-only": .flag(bit: 0)
         case "registry-password-stdin": .flag(bit: 1)
+        case "quiet": .flag(bit: 22)
         case "env", "cap-add", "cap-drop", "volume", "tmpfs", "ulimit", "insecure-registry": .repeated
         case "rootfs": .single(bit: 2)
         case "image": .single(bit: 3)
@@ -57,6 +58,7 @@ extension RunOptions {
         case "-w": "workdir"
         case "-u": "user"
         case "-v": "volume"
+        case "-q": "quiet"
         default: nil
         }
     }
@@ -67,6 +69,7 @@ extension RunOptions {
         switch name {
         case "read-only": readOnly = true
         case "registry-password-stdin": images.registryPasswordStdin = true
+        case "quiet": images.quiet = true
         case "env": env.append(value)
         case "cap-add": capAdd.append(value)
         case "cap-drop": capDrop.append(value)

@@ -132,6 +132,10 @@ struct ImageCommandTests {
         let image = "\(registry.address)/app:v3"
         let pulled = try propeller(["image", "pull", "--data-dir", data.path, image])
         #expect(pulled.status == 0, "\(pulled.stderrText)")
+        // Not on a terminal: a plain line per layer stored and one for the pull.
+        let lines = pulled.stderrText.split(separator: "\n")
+        #expect(lines.contains { $0.hasPrefix("pulling \(image): layer 1 of ") && $0.contains(" stored, ") }, "\(pulled.stderrText)")
+        #expect(lines.last?.hasPrefix("pulled \(image): ") == true && lines.last?.contains(" in ") == true, "\(pulled.stderrText)")
         let digest = pulled.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(digest.hasPrefix("sha256:"))
         #expect(FileManager.default.fileExists(atPath: data.path + "/images/" + digest.dropFirst(7) + "/rootfs/bin/busybox"))
@@ -144,6 +148,36 @@ struct ImageCommandTests {
 
         #expect(try propeller(["image", "rm", "--data-dir", data.path, image]).status == 0)
         #expect(!FileManager.default.fileExists(atPath: data.path + "/images/" + digest.dropFirst(7)))
+        // -q: nothing; on a terminal: a bar redrawn in place, then the summary.
+        let quiet = try propeller(["image", "pull", "-q", "--data-dir", data.path, image])
+        #expect(quiet.status == 0 && quiet.stderr.isEmpty, "\(quiet.stderrText)")
+        #expect(try propeller(["image", "rm", "--data-dir", data.path, image]).status == 0)
+        _ = try propeller(["image", "prune", "--data-dir", data.path])
+        let script = """
+            import os, pty, sys
+            pid, fd = pty.fork()
+            if pid == 0:
+                os.execv(sys.argv[1], sys.argv[1:])
+            out = b""
+            while True:
+                try:
+                    chunk = os.read(fd, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            _, status = os.waitpid(pid, 0)
+            sys.stdout.write(out.decode(errors="replace"))
+            sys.exit(os.waitstatus_to_exitcode(status))
+            """
+        let onTerminal = try runProcess("/usr/bin/python3", ["-c", script, propellerBinary, "image", "pull", "--data-dir", data.path, image], timeout: 60)
+        let shown = String(decoding: onTerminal.stdout, as: UTF8.self)
+        #expect(onTerminal.status == 0, "\(shown)")
+        #expect(shown.contains("\r\u{1B}[Kpulling \(image) ["), "\(shown)")
+        #expect(shown.contains("pulled \(image): ") && !shown.contains("layer 1 of"), "\(shown)")
+        #expect(try propeller(["image", "rm", "--data-dir", data.path, image]).status == 0)
+
         let pruned = try propeller(["image", "prune", "--data-dir", data.path])
         #expect(pruned.stdoutText.hasPrefix("freed "))
         #expect((try? FileManager.default.contentsOfDirectory(atPath: data.path + "/content/blobs/sha256")) == [])

@@ -55,7 +55,7 @@ import Testing
             ["--image", "busybox"], ["--memory", "64M"], ["--memory=1G"], ["--cpus", "0.5"], ["--pids", "5"], ["-e", "A=1"], ["--env=B"],
             ["--env", "C=x=y"], ["-v", "/a:/b"], ["--volume", "/c:/d:ro"], ["--tmpfs", "/t"], ["--read-only"], ["--network", "host"],
             ["--seccomp", "unconfined"], ["--cap-add", "NET_RAW"], ["--cap-drop=ALL"], ["--ulimit", "nofile=10:20"], ["--log-level", "debug"],
-            ["--pull", "never"], ["--data-dir", "/d"], ["--insecure-registry", "h:5000"], ["--registry-password-stdin"], ["-w", "/w"],
+            ["--pull", "never"], ["--data-dir", "/d"], ["--insecure-registry", "h:5000"], ["--registry-password-stdin"], ["-q"], ["--quiet"], ["-w", "/w"],
             ["-u", "1:1"], ["--hostname", "h"], ["--timeout", "1s"], ["--report", "/r.json"], ["--registry=h"], ["--registry-username", "u"],
             ["--registry-password-file", "/p"], ["--scratch", "memory"], ["--scratch-size", "1M"], ["--workdir", ""],
         ]
