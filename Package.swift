@@ -1,4 +1,4 @@
-// swift-tools-version:6.0
+// swift-tools-version:6.2
 import PackageDescription
 
 /// Propeller: a distributed container executor. Module boundaries follow DESIGN.md §2:
@@ -23,6 +23,9 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-distributed-tracing", from: "1.7.3"),
+        // OTLP over HTTP only: the gRPC exporter's dependencies would double the build.
+        .package(url: "https://github.com/swift-otel/swift-otel", from: "1.6.0", traits: ["OTLPHTTP"]),
     ],
     targets: [
         // C libraries from Debian's -dev packages.
@@ -49,6 +52,9 @@ let package = Package(
         ),
 
         .target(name: "PropellerCore", swiftSettings: strict),
+        // Trace context across the broker and spans recorded after the fact, on swift-distributed-tracing
+        // (the OTLP exporter, swift-otel, is set up by the daemons' commands only).
+        .target(name: "PropellerTracing", dependencies: [.product(name: "Tracing", package: "swift-distributed-tracing")], swiftSettings: strict),
         .target(name: "PropellerMQTT", dependencies: ["PropellerCore", "CMosquitto", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         // libarchive's headers, its functions called through a copy loaded on first use (dlopen),
         // not linked: see archive_loader.c.
@@ -75,7 +81,8 @@ let package = Package(
         .target(
             name: "PropellerManager",
             dependencies: [
-                "PropellerCore", "PropellerMQTT", "PropellerDaemon", "CCrypto",
+                "PropellerCore", "PropellerMQTT", "PropellerDaemon", "CCrypto", "PropellerTracing",
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -119,7 +126,8 @@ let package = Package(
         .target(
             name: "PropellerProplet",
             dependencies: [
-                "PropellerCore", "PropellerMQTT", "PropellerRuntime", "PropellerImage", "CFileSystem",
+                "PropellerCore", "PropellerMQTT", "PropellerRuntime", "PropellerImage", "CFileSystem", "PropellerTracing",
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
@@ -143,7 +151,10 @@ let package = Package(
             name: "PropellerCLI",
             dependencies: [
                 "PropellerCore", "PropellerRuntime", "PropellerImage", "PropellerManager", "PropellerPostgres", "PropellerProplet", "PropellerProxy", "PropellerProvision", "PropellerRunCLI",
+                "PropellerTracing",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "OTel", package: "swift-otel"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict

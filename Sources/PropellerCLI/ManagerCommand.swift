@@ -30,6 +30,7 @@ struct ManagerCommand: AsyncParsableCommand {
     )
 
     @OptionGroup var daemon: DaemonOptions
+    @OptionGroup var tracing: TracingOptions
 
     @Option(help: ArgumentHelp("Address of the REST API (env MANAGER_HTTP_PORT sets the port).", valueName: "host:port"))
     var http: String?
@@ -209,6 +210,7 @@ struct ManagerCommand: AsyncParsableCommand {
         if tlsCert == nil && !ClientOptions.isLoopback(url: "http://" + (host.contains(":") ? "[\(host)]" : host)) {
             logger.warning("the API is served over plain http on a non-loopback address: tokens cross the network in clear (give --tls-cert and --tls-key)")
         }
+        (options.traces, options.tracingService) = try tracing.traces(serviceName: "propeller-manager", logger: logger)
         try await ManagerServer(options: options, logger: logger).run()
         logger.notice("manager stopped")
     }

@@ -95,6 +95,8 @@ struct PropletAgentCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Serve /health and /metrics (Prometheus) on HOST:PORT (default: not at all).", valueName: "host:port"))
     var http: String?
 
+    @OptionGroup var tracing: TracingOptions
+
     func validate() throws {
         if PropletOptions.ImageSource(rawValue: imageSource) == nil { throw ValidationError("invalid --image-source \"\(imageSource)\": expected proxy or direct") }
         if PropletOptions.RootfsMode(rawValue: rootfsMode) == nil { throw ValidationError("invalid --rootfs-mode \"\(rootfsMode)\": expected overlay or copy") }
@@ -183,11 +185,20 @@ struct PropletAgentCommand: AsyncParsableCommand {
         guard let scratch = try? ByteSize(parsing: scratchSize) else { throw ValidationError("invalid --scratch-size \"\(scratchSize)\"") }
         options.scratchBytes = scratch.bytes
         let endpoint = try http.map(httpEndpoint)
+        let (traces, tracingService) = try tracing.traces(serviceName: "propeller-proplet", logger: logger)
+        options.traces = traces
         let agent = try PropletAgent(options: options, logger: logger)
         let task = Task {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await agent.run() }
                 if let endpoint { group.addTask { try await agent.serveHTTP(host: endpoint.host, port: endpoint.port, logger: logger) } }
+                if let tracingService {
+                    // The exporter's end (it may return at once where nothing is left to send) ends nothing else.
+                    group.addTask {
+                        try? await tracingService.run()
+                        while !Task.isCancelled { try await Task.sleep(for: .seconds(3600)) }
+                    }
+                }
                 defer { group.cancelAll() }
                 try await group.next()
             }

@@ -1,13 +1,37 @@
 import Logging
 import Foundation
+import HTTPTypes
 import Hummingbird
 import PropellerCore
+import PropellerTracing
+import Tracing
 
 /// Every error leaves as `{"error": "…"}` with its status; latencies go to the metrics.
 struct ErrorAndMetricsMiddleware<Context: RequestContext>: RouterMiddleware {
     let metrics: ManagerMetrics
+    /// A server span per request (under the caller's, when it sends a W3C `traceparent`), the
+    /// task-local context of the handler: a task created here starts its trace under it.
+    var traces = Traces()
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard traces.enabled else { return try await respond(request, context: context, next: next) }
+        var carrier: [String: String] = [:]
+        for name in ["traceparent", "tracestate"] {
+            if let field = HTTPField.Name(name), let value = request.headers[field] { carrier[name] = value }
+        }
+        let span = traces.start("\(request.method.rawValue) \(request.uri.path)", parent: traces.context(carrier), kind: .server)
+        defer { span.end() }
+        let response = try await ServiceContext.withValue(span.context) { try await respond(request, context: context, next: next) }
+        let route = context.endpointPath ?? "unmatched"
+        span.operationName = "\(request.method.rawValue) \(route)"
+        span.attributes["http.request.method"] = request.method.rawValue
+        span.attributes["http.route"] = route
+        span.attributes["http.response.status_code"] = Int(response.status.code)
+        if response.status.code >= 500 { span.setStatus(SpanStatus(code: .error)) }
+        return response
+    }
+
+    private func respond(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let start = ContinuousClock.now
         let response: Response
         do {

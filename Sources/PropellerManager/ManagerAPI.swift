@@ -28,7 +28,7 @@ public struct ManagerAPI: Sendable {
 
     public func router() -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
-        router.add(middleware: ErrorAndMetricsMiddleware(metrics: metrics))
+        router.add(middleware: ErrorAndMetricsMiddleware(metrics: metrics, traces: service.traces))
         if let tokens { router.add(middleware: BearerAuthMiddleware(tokens: tokens, logger: service.logger)) }
 
         router.get("/health") { _, _ in json(["status": "ok", "role": "leader"]) }

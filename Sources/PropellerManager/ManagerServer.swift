@@ -4,6 +4,7 @@ import HummingbirdTLS
 import Logging
 import NIOCore
 import PropellerCore
+import PropellerTracing
 import PropellerDaemon
 import PropellerMQTT
 import ServiceLifecycle
@@ -26,6 +27,9 @@ public struct ManagerServer: Sendable {
         public var tlsCertificate: String?
         public var tlsKey: String?
         public var configuration = ManagerConfiguration()
+        /// Where tasks' spans go (`--otlp-endpoint`); the exporter's service runs with the server.
+        public var traces = Traces()
+        public var tracingService: (any Service)?
         public var actors = ActorConfiguration()
         /// Seals and opens secrets (`--secrets-key-file`); nil: the secrets API refuses.
         public var secretBox: SecretBox?
@@ -58,11 +62,12 @@ public struct ManagerServer: Sendable {
             logger.notice("manager listening", metadata: ["address": "\(scheme)://\(options.host):\(options.port)"])
         }
         let configuration = ApplicationConfiguration(address: .hostname(options.host, port: options.port), serverName: "propeller-manager")
+        let tracing: [ServiceGroupConfiguration.ServiceConfiguration] = options.tracingService.map { [.init(service: $0)] } ?? []
         if let leadership = try options.leadership?(store) {
             // Several managers share the store: this one leads when it holds the lease.
             let node = try ManagerNode(leadership: leadership, store: store, options: options, logger: logger)
             let app = Application(responder: node.responder(), server: server, configuration: configuration, onServerRunning: onRunning, logger: logger)
-            let group = ServiceGroup(configuration: .init(services: [.init(service: app), .init(service: LoopService { await node.run() })],
+            let group = ServiceGroup(configuration: .init(services: [.init(service: app), .init(service: LoopService { await node.run() })] + tracing,
                                                           gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
             defer { Task { try? await node.http.shutdown() } }
             try await group.run()
@@ -71,7 +76,7 @@ public struct ManagerServer: Sendable {
         let term = try await LeaderTerm(store: store, options: options, lease: nil, cluster: nil, logger: logger)
         let app = Application(responder: term.responder, server: server, configuration: configuration, onServerRunning: onRunning, logger: logger)
         // SIGTERM/SIGINT: the HTTP server finishes requests in flight, then the loops stop.
-        let group = ServiceGroup(configuration: .init(services: [.init(service: app)] + term.loops().map { .init(service: LoopService($0)) },
+        let group = ServiceGroup(configuration: .init(services: [.init(service: app)] + term.loops().map { .init(service: LoopService($0)) } + tracing,
                                                       gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         defer { term.client.disconnect() }
         try await group.run()
@@ -114,7 +119,7 @@ final class LeaderTerm: Sendable {
         interval = configuration.livenessInterval
         self.lease = lease
         let secrets = options.secretBox.map { SecretVault(store: store, box: $0) }
-        service = TaskService(store: store, bus: bus, configuration: configuration, lease: lease, secrets: secrets, logger: logger)
+        service = TaskService(store: store, bus: bus, configuration: configuration, lease: lease, secrets: secrets, traces: options.traces, logger: logger)
         try await service.recover()
         let actors = ActorService(tasks: service)
         // The API serves while the broker is away (a manager started before its broker, or

@@ -34,6 +34,9 @@ public struct TaskSpec: Codable, Sendable, Hashable {
     public var artifacts: [ArtifactSpec]?
     /// A directory of the task kept on its proplet after it ends, for `task cp`.
     public var output: String?
+    /// The W3C trace context (`traceparent`) of the API request that created the task: the
+    /// trace its scheduling, start, pull, unpack, run and result join (set by the manager).
+    public var trace: [String: String]?
 
     public init(name: String, image: String, command: [String]? = nil, env: [String: String] = [:], workdir: String? = nil, user: String? = nil,
                 resources: Resources = Resources(), timeoutSeconds: Double? = nil, labels: [String: String] = [:], constraints: [String: String] = [:],

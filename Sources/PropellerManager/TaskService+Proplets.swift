@@ -41,9 +41,11 @@ extension TaskService {
 
     /// A final result, acknowledged only once the store has it.
     public func handleResult(_ r: TaskResult, wait: Bool = true) async {
+        let received = WallClock.now()
         let current = state.active[r.taskId]
         deliver(.result(r, stored: current == nil || current?.attempt != r.attempt ? try? self.stored(r.taskId) : nil))
         if wait { await settle() }
+        traceResult(r, from: received)
     }
 
     /// Declares lost a proplet (an operator's decision, or tests): its work is failed or re-queued.

@@ -1,5 +1,6 @@
 import Foundation
 import PropellerCore
+import Tracing
 
 /// What the API does with tasks.
 extension TaskService {
@@ -11,7 +12,11 @@ extension TaskService {
         if let refusal = storeRefusal {
             throw PropellerError(.resourceExhausted, "the store has not taken earlier writes yet (is its disk full?): \(refusal); try again")
         }
+        var spec = spec
+        // The request's span (the API's middleware) is the root of the task's trace.
+        if spec.trace == nil { spec.trace = traces.carrier(ServiceContext.current ?? .topLevel) }
         let (t, transitions) = ClusterState.newTask(spec, id: UUID().uuidString.lowercased(), start: start, at: WallClock.now(), configuration: configuration)
+        if start && traces.enabled { queuedAt[t.id] = WallClock.now() }
         newTasks.append((t, transitions))
         if let error = await written() { throw error }
         let reply = try apply(.created(t))
@@ -21,6 +26,7 @@ extension TaskService {
 
     /// Queues a created or finished task for (another) run.
     public func start(_ id: String) async throws -> TaskRecord {
+        if traces.enabled { queuedAt[id] = WallClock.now() }
         let reply = try apply(.start(id, stored: state.active[id] == nil ? try stored(id) : nil))
         try await commandWritten()
         return try taskReply(reply)

@@ -1,6 +1,8 @@
 import Foundation
 import Logging
 import PropellerCore
+import PropellerTracing
+import Tracing
 
 /// The one actor that changes the cluster: it applies events to the ``ClusterState`` in order,
 /// and only once an event's store writes are committed sends its messages to proplets,
@@ -78,9 +80,14 @@ public actor TaskService {
     public let lease: LeaderLease?
     /// Opens the secrets a start asks for as it leaves (nil: secrets are not configured).
     public let secrets: SecretVault?
+    /// Spans of tasks' lives (``Traces``; a no-op tracer unless `--otlp-endpoint` is given).
+    public let traces: Traces
+    /// When each task was last queued by an API request (the start of its "schedule" span).
+    var queuedAt: [String: Double] = [:]
 
     public init(store: any ManagerStore, bus: any ControlBus, configuration: ManagerConfiguration = ManagerConfiguration(), lease: LeaderLease? = nil,
-                secrets: SecretVault? = nil, logger: Logger = Logger(label: "propeller.manager")) {
+                secrets: SecretVault? = nil, traces: Traces = Traces(), logger: Logger = Logger(label: "propeller.manager")) {
+        self.traces = traces
         self.store = store
         self.secrets = secrets
         self.lease = lease
@@ -143,7 +150,7 @@ public actor TaskService {
         var followUps: [ClusterEvent] = []
         for effect in effects {
             switch effect {
-            case .start(let start, let proplet): bus.send(withSecretValues(start), to: proplet)
+            case .start(let start, let proplet): bus.send(withSecretValues(traced(start, on: proplet)), to: proplet)
             case .stop(let stop, let proplet): bus.send(stop, to: proplet)
             case .acknowledge(let ref, let proplet):
                 if committed {

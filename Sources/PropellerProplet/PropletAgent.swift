@@ -443,6 +443,7 @@ public actor PropletAgent {
         metrics.attemptAccepted()
         let acceptedAt = ContinuousClock.now
         let metrics = self.metrics
+        let traces = options.traces
         let runner = self.runner
         let client = self.client
         let topics = self.topics
@@ -453,6 +454,7 @@ public actor PropletAgent {
         Thread.detachNewThread { [self] in
             let hooks = TaskRunner.Hooks(
                 phase: { phase in
+                    execution.notePhase(phase)
                     metrics.phase(phase, sinceAccepted: ContinuousClock.now - acceptedAt)
                     let e = TaskEvent(taskId: s.taskId, attempt: s.attempt, propletId: propletID, phase: phase, at: WallClock.now())
                     try? client.publish(topics.report(.events, from: propletID), WireCoding.encode(e))
@@ -462,6 +464,7 @@ public actor PropletAgent {
                     try? client.publish(topics.logs(from: propletID, task: s.taskId), WireCoding.encode(block), qos: 0)
                 })
             runner.run(execution, hooks: hooks) { result in
+                let result = Self.traced(result, of: execution, traces: traces, propletID: propletID)
                 metrics.attemptEnded(result.state)
                 journal.end(result)
                 Self.report(result, outbox: outbox, client: client, topics: topics, logger: logger)

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Foundation
 import PropellerCore
+import PropellerTracing
 import PropellerImage
 import PropellerMQTT
 
@@ -29,6 +30,8 @@ public struct PropletOptions: Sendable {
     public var statsInterval: Duration = .seconds(1)
     /// On SIGTERM: how long running tasks may go on before they are stopped.
     public var drainTimeout: Duration = .seconds(30)
+    /// Where attempts' spans go (`--otlp-endpoint`; a no-op tracer by default).
+    public var traces = Traces()
     /// Size of the tmpfs that actor executions run from (0: the data directory's disk).
     public var scratchBytes: UInt64 = 1 << 30
     /// Output kept per stream for the result's tails.

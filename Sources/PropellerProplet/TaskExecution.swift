@@ -19,6 +19,9 @@ final class Execution: @unchecked Sendable {
     private let lock = NSLock()
     private var container: RunningContainer?
     private var stopRequest: (signal: Int32, grace: Double)?
+    /// When it was accepted and reached each phase (wall clock), for its trace.
+    let acceptedAt = WallClock.now()
+    private var phaseTimes: [TaskEvent.Phase: Double] = [:]
 
     init(start: StartTask, containerID: ContainerID = ContainerID(), image: Image? = nil, onScratch: Bool = false) {
         self.start = start
@@ -49,6 +52,18 @@ final class Execution: @unchecked Sendable {
         let c = container
         lock.unlock()
         return c?.usage()
+    }
+
+    func notePhase(_ phase: TaskEvent.Phase) {
+        lock.lock()
+        phaseTimes[phase] = phaseTimes[phase] ?? WallClock.now()
+        lock.unlock()
+    }
+
+    var phases: [TaskEvent.Phase: Double] {
+        lock.lock()
+        defer { lock.unlock() }
+        return phaseTimes
     }
 
     /// Starts a process inside the running container (``RunningContainer/exec(_:)``).

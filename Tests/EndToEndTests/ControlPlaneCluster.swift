@@ -39,10 +39,13 @@ final class Cluster: @unchecked Sendable {
     /// without, proplets must be started with `--image-source direct`.
     /// The manager's data directory, a tmpfs of this size when asked (to fill it: a full disk).
     let managerStoreSize: String?
+    /// More arguments for every manager.
+    let managerArguments: [String]
     var managerData: String { dir.path + "/manager" }
 
     init(interval: String = "1s", tag: String = "app:v1", credentials: (String, String)? = nil, proxy: Bool = true, managerStoreSize: String? = nil,
-         store: String? = nil, managers: Int = 1, nats: NATSCluster? = nil) throws {
+         store: String? = nil, managers: Int = 1, nats: NATSCluster? = nil, managerArguments: [String] = []) throws {
+        self.managerArguments = managerArguments
         self.managerStoreSize = managerStoreSize
         self.store = store
         self.nats = nats
@@ -102,7 +105,7 @@ final class Cluster: @unchecked Sendable {
         // On NATS each manager starts at a node of its own, as on three machines.
         var arguments = ["manager", "--mqtt", brokerURLs(startingAt: i), "--http", "127.0.0.1:\(port)",
                          "--data-dir", data, "--token-file", dir.path + "/token",
-                         "--liveliness-interval", interval, "--log-level", "debug"]
+                         "--liveliness-interval", interval, "--log-level", "debug"] + managerArguments
         var environment: [String: String] = [:]
         if let store {
             // The password stays out of the command line.

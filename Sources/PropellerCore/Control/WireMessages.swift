@@ -207,6 +207,9 @@ public struct StartTask: Codable, Sendable, Hashable {
     public var artifacts: [ArtifactSpec]?
     /// A directory of the task kept after it ends (`--output`; absent: none).
     public var output: String?
+    /// The W3C trace context (`traceparent`) of the manager's span that sent this start: the
+    /// proplet's spans of the attempt go under it (nil: not traced).
+    public var trace: [String: String]?
 
     public init(taskId: String, attempt: Int, name: String, image: String, command: [String]?, env: [String: String], workdir: String?, user: String?,
                 resources: Resources, timeoutSeconds: Double?, network: String, epoch: UInt64? = nil, volumes: [VolumeMount]? = nil,
@@ -297,6 +300,8 @@ public struct TaskResult: Codable, Sendable, Hashable {
     public var stderrTail: String
     /// What its `--output` directory held (absent: it had none).
     public var outputs: OutputSummary?
+    /// The trace context of the proplet's span of the attempt (nil: not traced).
+    public var trace: [String: String]?
 
     public init(taskId: String, attempt: Int, propletId: String, state: TaskState, exitCode: Int32? = nil, signal: Int32? = nil, oomKilled: Bool = false,
                 timedOut: Bool = false, error: String? = nil, startedAt: Double? = nil, finishedAt: Double? = nil, usage: TaskUsage = TaskUsage(),
