@@ -280,6 +280,7 @@ enum OpenAPIDocument {
             "publish": {"type": "array", "items": {"$ref": "#/components/schemas/PortMapping"}},
             "artifacts": {"type": "array", "items": {"$ref": "#/components/schemas/Artifact"}},
             "output": {"type": "string"},
+            "trace": {"type": "object", "additionalProperties": {"type": "string"}, "description": "the W3C trace context (traceparent) of the request that created the task, when the manager exports traces"},
             "ports": {"type": "array", "items": {"$ref": "#/components/schemas/PortMapping"}, "description": "the published ports of the current attempt, with their host ports"},
             "state": {"$ref": "#/components/schemas/TaskState"}, "reason": {"type": "string"}, "phase": {"type": "string"},
             "attempt": {"type": "integer"}, "assigned_proplet": {"type": "string"}, "stop_requested": {"type": "boolean"},
