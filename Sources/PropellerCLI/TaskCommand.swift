@@ -342,17 +342,31 @@ func waitForTask(_ api: ManagerClient, id: String, json: Bool) throws -> Int32 {
     var last = ""
     var final: TaskRecord?
     var failures = 0
+    // On a terminal, the line of the current phase is redrawn as a pull goes on; elsewhere a line per change.
+    let terminal = isatty(2) != 0
+    var lineOpen = false
+    defer { if lineOpen { printError("") } }
     while final == nil {
         do {
             try api.stream("/tasks/\(id)/watch") { line in
                 let t = try api.decode(TaskRecord.self, line)
                 let shown = [t.state.rawValue, t.phase ?? "", t.assignedProplet ?? "", t.reason ?? ""].joined(separator: "|")
-                if shown != last && !json && !t.state.isTerminal {
+                if (shown != last || (terminal && t.pull != nil)) && !json && !t.state.isTerminal {
                     var text = t.state.rawValue
                     if t.state == .scheduled || t.state == .running, let p = t.assignedProplet { text += " on \(p)" }
                     if let phase = t.phase, t.state == .scheduled { text += " (\(phase))" }
                     if let reason = t.reason, !t.state.isTerminal { text += ": \(reason)" }
-                    printError("task \(id.prefix(8)): \(text)")
+                    if terminal {
+                        if let pull = t.pull, pull.totalBytes > 0 {
+                            text += " " + PullProgressDisplay.bar(Double(pull.receivedBytes) / Double(pull.totalBytes), width: 20)
+                                + " \(ByteSize(bytes: pull.receivedBytes)) / \(ByteSize(bytes: pull.totalBytes))"
+                        }
+                        // A new phase keeps the line before it; a pull's progress redraws its own.
+                        printError((lineOpen && shown != last ? "\n" : "\r\u{1B}[K") + "task \(id.prefix(8)): \(text)", terminator: "")
+                        lineOpen = true
+                    } else {
+                        printError("task \(id.prefix(8)): \(text)")
+                    }
                 }
                 last = shown
                 if t.state.isTerminal { final = t }
@@ -365,6 +379,10 @@ func waitForTask(_ api: ManagerClient, id: String, json: Bool) throws -> Int32 {
         if final == nil { Thread.sleep(forTimeInterval: 0.5) }
     }
     guard let t = final else { return 125 }
+    if lineOpen {
+        printError("")
+        lineOpen = false
+    }
     if json {
         printJSON(try api.send("GET", "/tasks/\(id)"))
     } else {

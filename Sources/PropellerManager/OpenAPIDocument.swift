@@ -282,6 +282,7 @@ enum OpenAPIDocument {
             "output": {"type": "string"},
             "trace": {"type": "object", "additionalProperties": {"type": "string"}, "description": "the W3C trace context (traceparent) of the request that created the task, when the manager exports traces"},
             "ports": {"type": "array", "items": {"$ref": "#/components/schemas/PortMapping"}, "description": "the published ports of the current attempt, with their host ports"},
+            "pull": {"type": "object", "properties": {"received_bytes": {"type": "integer"}, "total_bytes": {"type": "integer"}}, "description": "while its image is pulled: how far, as its proplet last said"},
             "state": {"$ref": "#/components/schemas/TaskState"}, "reason": {"type": "string"}, "phase": {"type": "string"},
             "attempt": {"type": "integer"}, "assigned_proplet": {"type": "string"}, "stop_requested": {"type": "boolean"},
             "created_at": {"type": "number"}, "updated_at": {"type": "number"}, "started_at": {"type": "number"},

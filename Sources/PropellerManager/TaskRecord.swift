@@ -164,6 +164,8 @@ public struct TaskRecord: Codable, Sendable, Hashable {
     public var result: TaskResult?
     /// The published ports of the current (or last) attempt, with the host ports it got.
     public var ports: [PortMapping]?
+    /// While its image is pulled: how far (the proplet's last report; in memory only).
+    public var pull: PullReport?
 
     public init(id: String, spec: TaskSpec, createdAt: Double) {
         self.id = id
@@ -176,7 +178,7 @@ public struct TaskRecord: Codable, Sendable, Hashable {
     }
 
     enum StatusKeys: String, CodingKey {
-        case id, state, reason, phase, attempt, assignedProplet, stopRequested, createdAt, updatedAt, startedAt, finishedAt, result, ports
+        case id, state, reason, phase, attempt, assignedProplet, stopRequested, createdAt, updatedAt, startedAt, finishedAt, result, ports, pull
     }
 
     // The API shows the spec's fields beside the status fields, in one flat object.
@@ -195,6 +197,7 @@ public struct TaskRecord: Codable, Sendable, Hashable {
         finishedAt = try c.decodeIfPresent(Double.self, forKey: .finishedAt)
         result = try c.decodeIfPresent(TaskResult.self, forKey: .result)
         ports = try c.decodeIfPresent([PortMapping].self, forKey: .ports)
+        pull = try c.decodeIfPresent(PullReport.self, forKey: .pull)
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -213,6 +216,7 @@ public struct TaskRecord: Codable, Sendable, Hashable {
         try c.encodeIfPresent(finishedAt, forKey: .finishedAt)
         try c.encodeIfPresent(result, forKey: .result)
         try c.encodeIfPresent(ports, forKey: .ports)
+        try c.encodeIfPresent(pull, forKey: .pull)
     }
 
     var currentAttempt: TaskAttempt { TaskAttempt(taskId: id, attempt: attempt) }

@@ -35,6 +35,15 @@ extension TaskService {
     }
 
     public func handleEvent(_ e: TaskEvent, wait: Bool = true) async {
+        if let report = e.pull {
+            // A pull's progress: for watchers only (nothing to store), from the proplet running the attempt.
+            guard var t = state.active[e.taskId], t.attempt == e.attempt, t.assignedProplet == e.propletId, t.phase == TaskEvent.Phase.pulling.rawValue else { return }
+            pullReports[e.taskId] = report
+            t.pull = report
+            notifyWatchers(t)
+            return
+        }
+        if e.phase != .pulling { pullReports[e.taskId] = nil }
         deliver(.phase(e))
         if wait { await settle() }
     }

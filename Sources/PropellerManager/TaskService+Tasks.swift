@@ -71,7 +71,10 @@ extension TaskService {
 
     /// The task as it is now: from memory when active, else from the store.
     public func task(_ id: String) throws -> TaskRecord {
-        if let t = state.active[id] { return t }
+        if var t = state.active[id] {
+            if t.phase == TaskEvent.Phase.pulling.rawValue { t.pull = pullReports[id] }
+            return t
+        }
         guard let t = try stored(id) else { throw APIError.notFound("no task \(id)") }
         return t
     }

@@ -65,6 +65,8 @@ public actor TaskService {
     /// Synchronous senders waiting for an execution to end, and their timers.
     var executionWaiters: [String: [UUID: CheckedContinuation<ExecutionRecord?, Never>]] = [:]
     var executionWaiterTimers: [UUID: Task<Void, Never>] = [:]
+    /// The last pull progress of tasks whose image is being pulled (``PullReport``).
+    var pullReports: [String: PullReport] = [:]
     /// Exec sessions by id (``TaskService+Sessions.swift``).
     var execSessions: [String: ExecSession] = [:]
     /// Output requests waiting for their proplet's answers, by request id.
@@ -228,6 +230,7 @@ public actor TaskService {
     func notifyWatchers(_ t: TaskRecord) {
         let list = watchers[t.id] ?? [:]
         for c in list.values { c.yield(t) }
+        if t.phase != TaskEvent.Phase.pulling.rawValue { pullReports[t.id] = nil }
         guard t.state.isTerminal else { return }
         for c in list.values { c.finish() }
         watchers[t.id] = nil

@@ -462,6 +462,13 @@ public actor PropletAgent {
                 log: { stream, offset, bytes in
                     let block = LogBlock(taskId: s.taskId, attempt: s.attempt, stream: stream, offset: offset, data: String(decoding: bytes, as: UTF8.self))
                     try? client.publish(topics.logs(from: propletID, task: s.taskId), WireCoding.encode(block), qos: 0)
+                },
+                pullProgress: { received, total in
+                    // About once a second, best effort (QoS 0): `task create --wait` draws it.
+                    guard execution.pullReportDue() else { return }
+                    var e = TaskEvent(taskId: s.taskId, attempt: s.attempt, propletId: propletID, phase: .pulling, at: WallClock.now())
+                    e.pull = PullReport(receivedBytes: received, totalBytes: total)
+                    try? client.publish(topics.report(.events, from: propletID), WireCoding.encode(e), qos: 0)
                 })
             runner.run(execution, hooks: hooks) { result in
                 let result = Self.traced(result, of: execution, traces: traces, propletID: propletID)

@@ -36,6 +36,8 @@ final class ProxyImageSource: @unchecked Sendable {
         var total: UInt32?
         var size: UInt64 = 0
         var received = Set<UInt32>()
+        /// Bytes of the chunks received (for progress).
+        var bytesReceived: UInt64 = 0
         /// Each received chunk's checksum from its header: chunks that arrive in order are not
         /// hashed one by one (the blob's running hash covers them); if the blob then fails its
         /// digest, these find the bad chunks to ask for again.
@@ -63,6 +65,7 @@ final class ProxyImageSource: @unchecked Sendable {
 
         func reset() {
             received.removeAll()
+            bytesReceived = 0
             expected.removeAll()
             hasher = BlobHasher()
             nextInOrder = 0
@@ -112,6 +115,7 @@ final class ProxyImageSource: @unchecked Sendable {
         a.total = chunk.total
         a.size = chunk.blobSize
         a.received.insert(chunk.index)
+        a.bytesReceived += UInt64(chunk.payload.count)
         a.expected[chunk.index] = chunk.sha256
         if chunk.index == 0 || a.chunkSize == 0 { a.chunkSize = UInt64(chunk.payload.count) }
         if chunk.index == a.nextInOrder {
@@ -142,7 +146,8 @@ final class ProxyImageSource: @unchecked Sendable {
     // MARK: Pull
 
     /// The image for `reference`, with every blob this proplet lacked received and verified.
-    func obtain(_ reference: String) throws -> Image {
+    /// `progress` hears the bytes received of those the proplet lacked, about five times a second.
+    func obtain(_ reference: String, progress: ((_ received: UInt64, _ total: UInt64) -> Void)? = nil) throws -> Image {
         fetchLock.lock()
         defer { fetchLock.unlock() }
         let ref = try ImageReference(parsing: reference)
@@ -163,7 +168,8 @@ final class ProxyImageSource: @unchecked Sendable {
         let missing = try blobs.map { try Digest(validating: $0.digest) }.filter { !images.content.contains($0) }
         if !missing.isEmpty {
             let started = ContinuousClock.now
-            try receive(missing, image: reference)
+            let sizes = Dictionary(blobs.map { ($0.digest, UInt64(max(0, $0.size))) }, uniquingKeysWith: { a, _ in a })
+            try receive(missing, image: reference, totalBytes: missing.map { sizes[$0.description] ?? 0 }.reduce(0, +), progress: progress)
             let elapsed = ContinuousClock.now - started
             let bytes = missing.compactMap { images.content.size(of: $0) }.reduce(0, +)
             let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
@@ -192,7 +198,7 @@ final class ProxyImageSource: @unchecked Sendable {
         throw PropellerError(.resourceExhausted, "no answer from the image proxy for \(request.image ?? "") (is `propeller proxy` running on this broker?)")
     }
 
-    private func receive(_ digests: [Digest], image: String) throws {
+    private func receive(_ digests: [Digest], image: String, totalBytes: UInt64, progress: ((UInt64, UInt64) -> Void)?) throws {
         let ingest = images.content.root + "/ingest"
         var pending: [String: Assembly] = [:]
         condition.lock()
@@ -225,6 +231,7 @@ final class ProxyImageSource: @unchecked Sendable {
             // being stored has already been signalled (waiting here cost 200 ms per such blob).
             let ready = waiting.contains { pending[$0]?.complete == true || blobErrors["sha256:" + $0] != nil }
             if !ready { _ = condition.wait(until: Date().addingTimeInterval(0.2)) }
+            let receivedBytes = pending.values.reduce(UInt64(0)) { $0 + $1.bytesReceived }
             let done = waiting.filter { pending[$0]?.complete == true }
             let failed = waiting.compactMap { hex in blobErrors.removeValue(forKey: "sha256:" + hex).map { (hex, $0) } }.first
             let stalled = waiting.filter { hex in
@@ -232,6 +239,7 @@ final class ProxyImageSource: @unchecked Sendable {
                 return ContinuousClock.now - a.lastProgress > stallTimeout
             }
             condition.unlock()
+            progress?(min(receivedBytes, totalBytes), totalBytes)
             if let (hex, error) = failed {
                 throw PropellerError(.notFound, "proxy: blob sha256:\(hex.prefix(12)) of \(image): \(error)")
             }

@@ -54,6 +54,17 @@ final class Execution: @unchecked Sendable {
         return c?.usage()
     }
 
+    private var lastPullReport = ContinuousClock.now - .seconds(10)
+
+    /// Whether a second has passed since the last pull report (and so one is due now).
+    func pullReportDue() -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        guard ContinuousClock.now - lastPullReport >= .seconds(1) else { return false }
+        lastPullReport = .now
+        return true
+    }
+
     func notePhase(_ phase: TaskEvent.Phase) {
         lock.lock()
         phaseTimes[phase] = phaseTimes[phase] ?? WallClock.now()
@@ -112,6 +123,8 @@ struct TaskRunner: Sendable {
         var prepare: (@Sendable (String) throws -> Void)? = nil
         /// Called with the same directory after the container ended, before it is removed.
         var collect: (@Sendable (String) -> Void)? = nil
+        /// Bytes received and to receive while the image is pulled.
+        var pullProgress: (@Sendable (UInt64, UInt64) -> Void)? = nil
     }
 
     /// Pulls (when missing) and unpacks `reference`, so that a run of it is one container start.
@@ -155,7 +168,7 @@ struct TaskRunner: Sendable {
         var result = TaskResult(taskId: s.taskId, attempt: s.attempt, propletId: propletID, state: .failed)
         do {
             hooks.phase(.pulling)
-            let image = try execution.image ?? obtain(s.image)
+            let image = try execution.image ?? obtain(s.image, progress: hooks.pullProgress)
             if execution.stopRequested { return stoppedBeforeStart(result) }
             hooks.phase(.unpacking)
             let clock = ContinuousClock.now
@@ -322,16 +335,17 @@ struct TaskRunner: Sendable {
     }
 
     /// The stored image for `reference`, pulled when missing.
-    private func obtain(_ reference: String) throws -> Image {
+    private func obtain(_ reference: String, progress: (@Sendable (UInt64, UInt64) -> Void)? = nil) throws -> Image {
         let ref = try ImageReference(parsing: reference)
         let name = ref.description
         if let stored = try images.namedImages().first(where: { $0.name == name }), let image = try? images.image(manifest: stored.digest) {
             return image
         }
         do {
-            if let proxy { return try proxy.obtain(reference) }
+            if let proxy { return try proxy.obtain(reference, progress: progress) }
             // Unpacked as it downloads: each layer as soon as it is stored and verified.
-            let image = try images.pullAndUnpack(ref, client: try registryClient())
+            let observer = progress.map { report in PullProgress(reference: name) { report($0.receivedBytes, $0.totalBytes) } }
+            let image = try images.pullAndUnpack(ref, client: try registryClient(), progress: observer)
             try images.tag(image, as: name)
             return image
         } catch let error as PropellerError {

@@ -58,9 +58,13 @@ package final class PullProgressDisplay: @unchecked Sendable {
         var name = "pulling \(s.reference) "
         let barWidth = max(10, min(30, width - name.count - figures.count - 3))
         if name.count + barWidth + figures.count + 2 > width - 1 { name = "pulling " }
-        let filled = Int((fraction * Double(barWidth)).rounded(.down))
-        let bar = String(repeating: "=", count: filled) + (filled < barWidth ? ">" + String(repeating: " ", count: barWidth - filled - 1) : "")
-        return name + "[" + bar + "]" + figures
+        return name + Self.bar(fraction, width: barWidth) + figures
+    }
+
+    /// `[=====>    ]`: `fraction` (0…1) of `width` cells.
+    package static func bar(_ fraction: Double, width: Int) -> String {
+        let filled = Int((min(1, max(0, fraction)) * Double(width)).rounded(.down))
+        return "[" + String(repeating: "=", count: filled) + (filled < width ? ">" + String(repeating: " ", count: width - filled - 1) : "") + "]"
     }
 
     static func summary(_ s: PullProgress.Snapshot) -> String {

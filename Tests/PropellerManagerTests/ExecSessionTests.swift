@@ -86,3 +86,32 @@ extension TaskServiceTests {
         #expect(try await s.session(task, view.sessionId).error?.contains("1 messages of its output were lost") == true)
     }
 }
+
+/// A pull's progress reaches `GET /tasks/{id}` and watchers while the task pulls, from its own
+/// proplet only, and is gone once the phase moves on.
+extension TaskServiceTests {
+    @Test func pullProgressIsShownWhilePullingOnly() async throws {
+        let s = try service()
+        await s.handleAnnouncement(announcement("p", memory: 2 * Self.gib))
+        let t = try await s.create(spec("t", memory: Self.gib), start: true)
+        await s.handleEvent(TaskEvent(taskId: t.id, attempt: 1, propletId: "p", phase: .pulling, at: WallClock.now()))
+        let watch = try await s.watch(t.id)
+        var report = TaskEvent(taskId: t.id, attempt: 1, propletId: "p", phase: .pulling, at: WallClock.now())
+        report.pull = PullReport(receivedBytes: 5 << 20, totalBytes: 20 << 20)
+        await s.handleEvent(report)
+        #expect(try await s.task(t.id).pull == PullReport(receivedBytes: 5 << 20, totalBytes: 20 << 20))
+        var intruder = report
+        intruder.propletId = "other"
+        intruder.pull = PullReport(receivedBytes: 1, totalBytes: 1)
+        await s.handleEvent(intruder)
+        #expect(try await s.task(t.id).pull?.receivedBytes == 5 << 20)
+        await s.handleEvent(TaskEvent(taskId: t.id, attempt: 1, propletId: "p", phase: .running, at: WallClock.now()))
+        #expect(try await s.task(t.id).pull == nil)
+        var seen: [PullReport?] = []
+        for await record in watch {
+            seen.append(record.pull)
+            if record.state == .running { break }
+        }
+        #expect(seen.contains(PullReport(receivedBytes: 5 << 20, totalBytes: 20 << 20)))
+    }
+}

@@ -333,6 +333,8 @@ public struct TaskEvent: Codable, Sendable, Hashable {
     public var propletId: String
     public var phase: Phase
     public var at: Double
+    /// While pulling: bytes received so far of those the proplet lacked (sent about once a second).
+    public var pull: PullReport?
 
     public init(taskId: String, attempt: Int, propletId: String, phase: Phase, at: Double) {
         self.taskId = taskId
@@ -340,6 +342,17 @@ public struct TaskEvent: Codable, Sendable, Hashable {
         self.propletId = propletId
         self.phase = phase
         self.at = at
+    }
+}
+
+/// How far a pull has come: bytes received of those to receive.
+public struct PullReport: Codable, Sendable, Hashable {
+    public var receivedBytes: UInt64
+    public var totalBytes: UInt64
+
+    public init(receivedBytes: UInt64, totalBytes: UInt64) {
+        self.receivedBytes = receivedBytes
+        self.totalBytes = totalBytes
     }
 }
 
