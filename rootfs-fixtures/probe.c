@@ -343,10 +343,11 @@ static long tiocsti(int fd, unsigned long high) {
 }
 
 static int escape(const char *marker) {
-    // These attempts succeed as root on a host (mount over /tmp, core_pattern): run them only as
-    // the first process of a PID namespace, i.e. inside a container.
-    if (getpid() != 1) {
-        fprintf(stderr, "probe escape: refusing to run outside a container (not PID 1)\n");
+    // These attempts succeed as root on a host (mount over /tmp, core_pattern): run them only
+    // inside a container, as the first process of a PID namespace or as a process whose parent is
+    // outside its PID namespace (one started by `task exec`), never on the host.
+    if (getpid() != 1 && getppid() != 0) {
+        fprintf(stderr, "probe escape: refusing to run outside a container (not PID 1, parent in this PID namespace)\n");
         return 2;
     }
     printf("{");

@@ -70,6 +70,12 @@ struct AttackTests {
             Issue.record("no report from probe escape (status \(r.status)): \(text) \(String(decoding: r.stderr, as: UTF8.self))")
             return
         }
+        attackReport("container escape and terminal injection", Self.escapeAttempts(object))
+    }
+
+    /// What got through of `probe escape`'s attempts (its JSON report); `allowedToo` succeed
+    /// on purpose in that setting.
+    static func escapeAttempts(_ object: [String: String], allowedToo: Set<String> = [], eitherWay: Set<String> = []) -> [String] {
         var gotThrough: [String] = []
         // Where the kernel answers EPERM only because of our filter or capabilities, anything
         // else (EAFNOSUPPORT for a vsock on a host without the module) would hide a regression.
@@ -77,8 +83,8 @@ struct AttackTests {
                                          "perf_event_open", "userfaultfd", "io_uring_setup", "open_by_handle_at", "ptrace_attach", "clone_newuser",
                                          "kexec_load", "init_module", "mount_cgroup"])
             .union((0..<3).flatMap { ["tiocsti_fd\($0)", "tiocsti_fd\($0)_high_bits"] })
-        let allowed: Set<String> = ["getsid_is_own", "mknod_block"]  // a session of its own; mknod as Docker allows (the node cannot open)
-        for (attempt, result) in object.sorted(by: { $0.key < $1.key }) {
+        let allowed: Set<String> = Set(["getsid_is_own", "mknod_block"]).union(allowedToo)  // a session of its own; mknod as Docker allows (the node cannot open)
+        for (attempt, result) in object.sorted(by: { $0.key < $1.key }) where !eitherWay.contains(attempt) {
             if allowed.contains(attempt) {
                 if result != "ok" { gotThrough.append("\(attempt) expected ok, got \(result)") }
             } else if result == "ok" {
@@ -90,7 +96,39 @@ struct AttackTests {
         for attempt in mustBeEPERM.union(allowed).union(["open_dev_tty", "open_block", "chroot_breakout_reaches_host", "host_marker_visible"]) where object[attempt] == nil {
             gotThrough.append("\(attempt) missing from the report")
         }
-        attackReport("container escape and terminal injection", gotThrough)
+        return gotThrough
+    }
+
+
+    /// The same attempts from a process started in a running task with `task exec -t`, on the
+    /// operator's terminal: exec gives it the task's confinement and no more. What differs is its
+    /// terminal: a pty the proplet opened for this session, its controlling one, which it may
+    /// open and push input into (TIOCSTI on one's own terminal needs no capability); what it
+    /// pushes is read by itself, never by the operator's terminal, which only receives output.
+    @Test func aProcessExecutedInATaskIsHeldAsTheTaskIs() throws {
+        let c = try Cluster(proxy: false)
+        try c.startProplet("p", memory: "2G", extra: ["--image-source", "direct"])
+        let task = try c.create("target", command: ["probe", "sleep", "300"])
+        try c.waitFor(task, state: "running")
+        let marker = "/tmp/propeller-attack-marker-\(UUID().uuidString)"
+        writeFile(marker, "host only\n")
+        defer { unlink(marker) }
+        var env = ProcessInfo.processInfo.environment
+        env["PROPELLER_MANAGER_URL"] = "http://127.0.0.1:\(c.managerPorts[0])"
+        env["PROPELLER_API_TOKEN"] = c.token
+        let command = "\(propellerBinary) task exec -t \(task) -- /bin/probe escape \(marker)"
+        let r = try runProcess("/usr/bin/script", ["-qec", command, "/dev/null"], environment: env, timeout: 60)
+        // The "#" it pushed into its own terminal come back as the terminal's echo, amid the report.
+        let text = String(decoding: r.stdout, as: UTF8.self).replacingOccurrences(of: "\r", with: "").replacingOccurrences(of: "#", with: "")
+        guard let start = text.firstIndex(of: "{"), let object = try JSONSerialization.jsonObject(with: Data(text[start...].utf8)) as? [String: String] else {
+            Issue.record("no report from probe escape through exec (status \(r.status)): \(text) \(String(decoding: r.stderr, as: UTF8.self))")
+            return
+        }
+        attackReport("exec into a task: escape and terminal injection", Self.escapeAttempts(object, allowedToo: Set(["open_dev_tty", "tiocsti_dev_tty"]
+                                                                                       + (0..<3).flatMap { ["tiocsti_fd\($0)", "tiocsti_fd\($0)_high_bits"] }),
+                                                          eitherWay: ["mknod_block"]))  // refused here (stricter than run); the node would not open anyway (open_block))
+        _ = try c.cli(["task", "stop", task, "--grace", "0"])
+        try c.waitForEnd(task)
     }
 
     /// Numbers far out of range in every field that takes one: a 422 naming the range at the
