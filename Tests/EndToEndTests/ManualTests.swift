@@ -38,4 +38,35 @@ struct ManualTests {
         #expect(shown.status == 0)
         #expect(text.contains("propeller task exec") && text.contains("--interactive") && text.contains("--tty") && text.contains("no more privilege"), "\(text)")
     }
+
+    /// ArgumentParser's completion scripts: bash completes a subcommand and an option for real;
+    /// zsh's and fish's name the commands.
+    @Test func completionScriptsComplete() throws {
+        let dir = try TempDirectory("propeller-completion")
+        defer { dir.remove() }
+        let bash = try runProcess(propellerBinary, ["--generate-completion-script", "bash"])
+        #expect(bash.status == 0)
+        writeFile(dir.path + "/propeller.bash", String(decoding: bash.stdout, as: UTF8.self))
+        func complete(_ words: [String]) throws -> [String] {
+            let line = words.joined(separator: " ")
+            let script = """
+                source '\(dir.path)/propeller.bash'
+                COMP_WORDS=(\(words.map { "'\($0)'" }.joined(separator: " ")))
+                COMP_CWORD=\(words.count - 1)
+                COMP_LINE='\(line)'
+                COMP_POINT=${#COMP_LINE}
+                _propeller propeller '\(words.last ?? "")' '\(words.dropLast().last ?? "")'
+                printf '%s\\n' "${COMPREPLY[@]}"
+                """
+            let r = try runProcess("/bin/bash", ["-c", script])
+            return String(decoding: r.stdout, as: UTF8.self).split(separator: "\n").map(String.init)
+        }
+        #expect(try complete(["propeller", "task", "ex"]) == ["exec"])
+        #expect(try complete(["propeller", "task", "exec", "--t"]).contains("--tty"))
+        for shell in ["zsh", "fish"] {
+            let r = try runProcess(propellerBinary, ["--generate-completion-script", shell])
+            let text = String(decoding: r.stdout, as: UTF8.self)
+            #expect(r.status == 0 && text.contains("exec") && text.contains("proplet"), "\(shell)")
+        }
+    }
 }
