@@ -118,7 +118,8 @@ final class ExecSessions: @unchecked Sendable {
         var ours: [Int32] = []      // our ends: [stdin write, stdout read, stderr read] or [leader]
         var theirs: [Int32] = []    // the process's 0, 1, 2
         var wake: (read: Int32, write: Int32) = (-1, -1)
-        func closeAll() { for fd in ours + theirs + [wake.read, wake.write] where fd >= 0 { close(fd) } }
+        // Once each: with a terminal the follower end is all three of the process's descriptors.
+        func closeAll() { for fd in Set(ours + theirs + [wake.read, wake.write]) where fd >= 0 { close(fd) } }
         let process: ExecProcess
         do {
             wake = try StdioPipe.make()
