@@ -41,11 +41,14 @@ final class Cluster: @unchecked Sendable {
     let managerStoreSize: String?
     /// More arguments for every manager.
     let managerArguments: [String]
+    /// More environment for managers and proplets (set here, never with setenv in the test process).
+    let daemonEnvironment: [String: String]
     var managerData: String { dir.path + "/manager" }
 
     init(interval: String = "1s", tag: String = "app:v1", credentials: (String, String)? = nil, proxy: Bool = true, managerStoreSize: String? = nil,
-         store: String? = nil, managers: Int = 1, nats: NATSCluster? = nil, managerArguments: [String] = []) throws {
+         store: String? = nil, managers: Int = 1, nats: NATSCluster? = nil, managerArguments: [String] = [], daemonEnvironment: [String: String] = [:]) throws {
         self.managerArguments = managerArguments
+        self.daemonEnvironment = daemonEnvironment
         self.managerStoreSize = managerStoreSize
         self.store = store
         self.nats = nats
@@ -106,7 +109,7 @@ final class Cluster: @unchecked Sendable {
         var arguments = ["manager", "--mqtt", brokerURLs(startingAt: i), "--http", "127.0.0.1:\(port)",
                          "--data-dir", data, "--token-file", dir.path + "/token",
                          "--liveliness-interval", interval, "--log-level", "debug"] + managerArguments
-        var environment: [String: String] = [:]
+        var environment = daemonEnvironment
         if let store {
             // The password stays out of the command line.
             environment["MANAGER_STORE"] = store
@@ -128,7 +131,7 @@ final class Cluster: @unchecked Sendable {
         proplets[id] = try DaemonProcess(propellerBinary, ["proplet", "--id", id, "--name", id, "--mqtt", brokerURLs(startingAt: 1),
                                                            "--data-dir", dir.path + "/proplet-" + id, "--memory", memory, "--max-tasks", String(maxTasks),
                                                            "--liveliness-interval", interval, "--log-level", "debug"] + extra,
-                                         logPath: dir.path + "/proplet-\(id)-\(UUID().uuidString.prefix(4)).log")
+                                         environment: daemonEnvironment, logPath: dir.path + "/proplet-\(id)-\(UUID().uuidString.prefix(4)).log")
         guard waitUntilAlive else { return }
         try waitUntil("proplet \(id) alive", timeout: 15) { try self.proplet(id)?["alive"] as? Bool == true }
     }

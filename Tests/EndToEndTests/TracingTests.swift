@@ -87,9 +87,8 @@ struct TracingTests {
         let receiver = try OTLPReceiver(directory: dir.path)
         defer { receiver.process.stop() }
         let tracing = ["--otlp-endpoint", receiver.url, "--otlp-protocol", "http/json"]
-        setenv("OTEL_BSP_SCHEDULE_DELAY", "200", 1)  // the daemons inherit it: spans leave within 0.2 s
-        defer { unsetenv("OTEL_BSP_SCHEDULE_DELAY") }
-        let c = try Cluster(proxy: false, managerArguments: tracing)
+        // Spans leave within 0.2 s.
+        let c = try Cluster(proxy: false, managerArguments: tracing, daemonEnvironment: ["OTEL_BSP_SCHEDULE_DELAY": "200"])
         try c.startProplet("p", memory: "2G", extra: ["--image-source", "direct"] + tracing)
         let task = try c.create("traced", command: ["echo", "hi"])
         try c.waitFor(task, state: "completed")
