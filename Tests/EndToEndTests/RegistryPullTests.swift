@@ -153,27 +153,8 @@ struct ImageCommandTests {
         #expect(quiet.status == 0 && quiet.stderr.isEmpty, "\(quiet.stderrText)")
         #expect(try propeller(["image", "rm", "--data-dir", data.path, image]).status == 0)
         _ = try propeller(["image", "prune", "--data-dir", data.path])
-        let script = """
-            import os, pty, sys
-            pid, fd = pty.fork()
-            if pid == 0:
-                os.execv(sys.argv[1], sys.argv[1:])
-            out = b""
-            while True:
-                try:
-                    chunk = os.read(fd, 4096)
-                except OSError:
-                    break
-                if not chunk:
-                    break
-                out += chunk
-            _, status = os.waitpid(pid, 0)
-            sys.stdout.write(out.decode(errors="replace"))
-            sys.exit(os.waitstatus_to_exitcode(status))
-            """
-        let onTerminal = try runProcess("/usr/bin/python3", ["-c", script, propellerBinary, "image", "pull", "--data-dir", data.path, image], timeout: 60)
-        let shown = String(decoding: onTerminal.stdout, as: UTF8.self)
-        #expect(onTerminal.status == 0, "\(shown)")
+        let (status, shown) = try runOnTerminal(propellerBinary, ["image", "pull", "--data-dir", data.path, image])
+        #expect(status == 0, "\(shown)")
         #expect(shown.contains("\r\u{1B}[Kpulling \(image) ["), "\(shown)")
         #expect(shown.contains("pulled \(image): ") && !shown.contains("layer 1 of"), "\(shown)")
         #expect(try propeller(["image", "rm", "--data-dir", data.path, image]).status == 0)

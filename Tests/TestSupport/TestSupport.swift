@@ -169,3 +169,36 @@ public func runTool(_ tool: String, _ args: [String], timeout: Double = 30) thro
     if tool.hasSuffix("openssl") && result.0 != 0 { throw PropellerError(.internalError, "openssl \(args.first ?? "") failed: \(result.2)") }
     return result
 }
+
+/// Runs `executable` with `args` on a pseudo-terminal of its own (Python's `pty`), as from an
+/// operator's shell: its stdin, stdout and stderr are the terminal. Each of `keys` is typed after
+/// waiting its delay (seconds). The exit status and everything the terminal showed.
+public func runOnTerminal(_ executable: String, _ args: [String], keys: [(delay: Double, text: String)] = [], environment: [String: String]? = nil,
+                          timeout: Double = 60) throws -> (status: Int32, shown: String) {
+    let script = #"""
+import json, os, pty, sys, time
+keys = json.loads(sys.argv[1])
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[2], sys.argv[2:])
+for delay, text in keys:
+    time.sleep(delay)
+    os.write(fd, text.encode())
+out = b""
+while True:
+    try:
+        chunk = os.read(fd, 4096)
+    except OSError:
+        break
+    if not chunk:
+        break
+    out += chunk
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(out.decode(errors="replace"))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""#
+    let keyList = try JSONSerialization.data(withJSONObject: keys.map { [$0.delay, $0.text] as [Any] })
+    let r = try runProcess("/usr/bin/python3", ["-c", script, String(decoding: keyList, as: UTF8.self), executable] + args,
+                           environment: environment, timeout: timeout)
+    return (r.status, String(decoding: r.stdout, as: UTF8.self))
+}
