@@ -8,27 +8,52 @@ import PropellerManager
 struct TokenCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "token",
-        abstract: "Make, list and revoke API tokens.",
+        abstract: "Make, list, rotate and revoke API tokens.",
         discussion: """
         The manager keeps only each token's SHA-256; a new token's secret is printed once. A \
-        revoked token stops working at once.
+        revoked token stops working at once. Each token carries a role: admin (everything), \
+        operator (the fleet: proplets, drain, volumes), developer (tasks, exec, actors, secrets), \
+        viewer (reads what a developer sees) or invoker (posts messages to actors). SECURITY.md \
+        has the whole table.
         """,
-        subcommands: [TokenCreateCommand.self, TokenListCommand.self, TokenRevokeCommand.self, TokenHashCommand.self]
+        subcommands: [TokenCreateCommand.self, TokenListCommand.self, TokenRotateCommand.self, TokenRevokeCommand.self, TokenWhoAmICommand.self,
+                      TokenHashCommand.self]
     )
 }
 
 struct TokenCreateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "create", abstract: "Make a token and print its secret (shown this once).")
     @OptionGroup var client: ClientOptions
-    @Argument(help: "A name that says who or what uses it.") var name: String
+    @Argument(help: "A name that says what uses it.") var name: String
+    @Option(help: "What it may do: admin, operator, developer, viewer or invoker.") var role: String
+    @Option(help: "The user or service it belongs to (default: its name).") var identity: String?
+    @Option(help: "Refuse it after this long: 12h, 30d (default: never).") var expires: String?
+
+    func validate() throws {
+        guard Role(rawValue: role) != nil else { throw ValidationError("unknown role \"\(role)\": one of \(Role.names)") }
+        if let expires { _ = try lifetime(expires) }
+    }
+
+    private func lifetime(_ text: String) throws -> Double {
+        do {
+            let d = try DurationParsing.parse(text)
+            return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+        } catch {
+            throw ValidationError("--expires \(text): \(error)")
+        }
+    }
 
     func run() throws {
         let api = try client.client()
-        let bytes = try api.send("POST", "/tokens", body: try JSONSerialization.data(withJSONObject: ["name": name]).map { $0 })
+        var body: [String: Any] = ["name": name, "role": role]
+        if let identity { body["identity"] = identity }
+        if let expires { body["expires_in_seconds"] = try lifetime(expires) }
+        let bytes = try api.send("POST", "/tokens", body: try JSONSerialization.data(withJSONObject: body).map { $0 })
         if client.json { return printJSON(bytes) }
-        struct Created: Decodable { var id: String; var token: String }
+        struct Created: Decodable { var id: String; var token: String; var expiresAt: Double? }
         let created = try api.decode(Created.self, bytes)
-        printError("token \(created.id) (\(name)); the secret below is shown once:")
+        let until = created.expiresAt.map { ", valid until \(WallClock.iso8601($0))" } ?? ""
+        printError("token \(created.id) (\(name), role \(role)\(until)); the secret below is shown once:")
         print(created.token)
     }
 }
@@ -44,11 +69,50 @@ struct TokenListCommand: ParsableCommand {
         struct List: Decodable { var tokens: [APIToken] }
         let format = list.format(client)
         let tokens = format == .json || format == .yaml ? [] : try api.decode(List.self, bytes).tokens
-        printList(bytes, format, [Column("ID"), Column("NAME"), Column("CREATED"), Column("STATUS")]) {
+        let now = WallClock.now()
+        printList(bytes, format, [Column("ID"), Column("NAME"), Column("ROLE"), Column("IDENTITY", wide: true), Column("CREATED"),
+                                  Column("EXPIRES"), Column("STATUS")]) {
             tokens.map { t in
-                [t.id, t.name, t.createdAt == 0 ? "config" : age(t.createdAt), t.revokedAt == nil ? "active" : "revoked \(age(t.revokedAt))"]
+                let status = t.revokedAt.map { "revoked \(age($0))" } ?? ((t.expiresAt ?? .infinity) <= now ? "expired" : "active")
+                return [t.id, t.name, t.role.rawValue, t.identity, t.createdAt == 0 ? "config" : age(t.createdAt),
+                        t.expiresAt.map { $0 > now ? "in \(span($0 - now))" : age($0) } ?? "never", status]
             }
         }
+    }
+}
+
+struct TokenRotateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rotate",
+        abstract: "Give a token a new secret (printed once); the old one stops working at once.",
+        discussion: "Any token may rotate itself; rotating another takes an admin's."
+    )
+    @OptionGroup var client: ClientOptions
+    @Argument(help: "Token id (from `propeller token list` or `propeller token whoami`).") var id: String
+
+    func run() throws {
+        let api = try client.client()
+        let bytes = try api.send("POST", "/tokens/\(id)/rotate")
+        if client.json { return printJSON(bytes) }
+        struct Rotated: Decodable { var token: String }
+        let rotated = try api.decode(Rotated.self, bytes)
+        printError("token \(id) rotated; its new secret is shown once:")
+        print(rotated.token)
+    }
+}
+
+struct TokenWhoAmICommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "whoami", abstract: "Show the token in use: its identity, role and permissions.")
+    @OptionGroup var client: ClientOptions
+
+    func run() throws {
+        let api = try client.client()
+        let bytes = try api.send("GET", "/whoami")
+        if client.json { return printJSON(bytes) }
+        struct Me: Decodable { var tokenId: String; var identity: String; var role: String; var permissions: [String]; var expiresAt: Double? }
+        let me = try api.decode(Me.self, bytes)
+        printFields([("Token", me.tokenId.isEmpty ? "-" : me.tokenId), ("Identity", me.identity), ("Role", me.role),
+                     ("Permissions", me.permissions.joined(separator: " ")), ("Expires", me.expiresAt.map(WallClock.iso8601) ?? "never")])
     }
 }
 

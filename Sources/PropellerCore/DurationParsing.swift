@@ -1,6 +1,6 @@
 /// Parses durations the way Go and Docker print them: `500ms`, `30s`, `2m`, `1h30m`, `1.5s`.
 ///
-/// Units: `ns`, `us` (or `µs`), `ms`, `s`, `m`, `h`. A bare number is rejected: `30` could mean
+/// Units: `ns`, `us` (or `µs`), `ms`, `s`, `m`, `h`, `d` (24 h: token lifetimes). A bare number is rejected: `30` could mean
 /// seconds or milliseconds, and guessing wrong kills a task early.
 public enum DurationParsing {
     public static func parse(_ text: String) throws -> Duration {
@@ -24,10 +24,11 @@ public enum DurationParsing {
             case "s": scale = 1
             case "m": scale = 60
             case "h": scale = 3600
+            case "d": scale = 86400
             case "":
                 throw PropellerError(.invalidArgument, "invalid duration \"\(text)\": missing unit (ms, s, m or h)")
             default:
-                throw PropellerError(.invalidArgument, "invalid duration \"\(text)\": unknown unit \"\(unit)\" (use ms, s, m or h)")
+                throw PropellerError(.invalidArgument, "invalid duration \"\(text)\": unknown unit \"\(unit)\" (use ms, s, m, h or d)")
             }
             total += value * scale
         }

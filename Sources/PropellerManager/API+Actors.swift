@@ -5,7 +5,7 @@ import PropellerCore
 
 /// `/actors`: register images, post messages, read executions, logs and results, scale workers.
 extension ManagerAPI {
-    func addActorRoutes(_ router: Router<BasicRequestContext>, _ actors: ActorService) {
+    func addActorRoutes(_ router: Router<APIContext>, _ actors: ActorService) {
         router.post("/actors") { request, _ in
             let body = try ActorRequest.parse(try await collect(request))
             let spec = try ActorRequest.spec(from: body)

@@ -17,7 +17,7 @@ extension ManagerAPI {
     /// Whether `path` is the console's (served without a token: the page asks for one).
     static func isConsolePath(_ path: String) -> Bool { path == "/ui" || path.hasPrefix("/ui/") }
 
-    func addConsoleRoutes(_ router: Router<BasicRequestContext>) {
+    func addConsoleRoutes(_ router: Router<APIContext>) {
         let files: [(String, [UInt8], String)] = [
             ("/ui", PackageResources.index_html, "text/html; charset=utf-8"),
             ("/ui/console.js", PackageResources.console_js, "text/javascript; charset=utf-8"),

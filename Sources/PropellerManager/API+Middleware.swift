@@ -71,27 +71,88 @@ func jsonError(status: HTTPResponse.Status, _ message: String) -> Response {
     return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
 }
 
-/// Bearer-token authentication on everything but /health, /openapi.json (public documentation) and the web console's
-/// files under /ui (the page asks for a token and sends it with every API call): the token's SHA-256 must be one of
-/// the manager's unrevoked tokens. Refusals are logged (never the token).
-struct BearerAuthMiddleware<Context: RequestContext>: RouterMiddleware {
-    let tokens: APITokens
+/// Authentication, authorization and the audit log, before any handler runs:
+/// - the request's rule comes from ``AccessRules`` (open, any token, or one permission);
+/// - the bearer token's SHA-256 must be an unrevoked, unexpired token's (refusals are logged,
+///   never the token);
+/// - its role must hold the rule's permission, else 403 naming the permission; a path without a
+///   rule is an admin's alone;
+/// - writes (and secret reads) are recorded in the audit log with their status, refusals (403)
+///   included.
+struct AccessMiddleware: RouterMiddleware {
+    typealias Context = APIContext
+    /// Nil: the API runs without authentication (`--insecure-no-auth`): every caller is
+    /// ``Principal/anonymous``, an admin.
+    let tokens: APITokens?
+    let audit: AuditLog?
     let logger: Logger
 
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        if request.uri.path == "/health" || request.uri.path == "/openapi.json" || ManagerAPI.isConsolePath(request.uri.path) {
-            return try await next(request, context)
+    func handle(_ request: Request, context: APIContext, next: (Request, APIContext) async throws -> Response) async throws -> Response {
+        let rule = AccessRules.rule(method: request.method, path: request.uri.path)
+        if rule?.access == .open { return try await next(request, context) }
+        let principal = try authenticate(request)
+        var context = context
+        context.principal = principal
+        let audited = rule?.audited ?? (request.method != .get && request.method != .head)
+        do {
+            try authorize(principal, rule, request)
+            let response = try await next(request, context)
+            if audited { record(request, context, principal, rule, status: Int(response.status.code)) }
+            return response
+        } catch {
+            if audited || (error as? APIError)?.status == 403 {
+                let status = (error as? HTTPError).map { Int($0.status.code) } ?? APIError.from(error).status
+                record(request, context, principal, rule, status: status)
+            }
+            throw error
         }
+    }
+
+    private func authenticate(_ request: Request) throws -> Principal {
+        guard let tokens else { return .anonymous }
         guard let header = request.headers[.authorization] else {
             refuse(request, "no token")
             throw APIError.unauthorized("missing bearer token: send 'Authorization: Bearer TOKEN' (PROPELLER_API_TOKEN for the CLI)")
         }
         let prefix = "Bearer "
-        guard header.hasPrefix(prefix), tokens.authenticate(String(header.dropFirst(prefix.count))) != nil else {
+        guard header.hasPrefix(prefix) else {
+            refuse(request, "not a bearer token")
+            throw APIError.unauthorized("invalid bearer token")
+        }
+        switch tokens.authenticate(String(header.dropFirst(prefix.count))) {
+        case .success(let token):
+            return token.principal
+        case .failure(.expired(let at)):
+            refuse(request, "expired token")
+            throw APIError.unauthorized("token expired at \(WallClock.iso8601(at)): ask an admin for a new one")
+        case .failure(.unknown):
             refuse(request, "unknown or revoked token")
             throw APIError.unauthorized("invalid bearer token")
         }
-        return try await next(request, context)
+    }
+
+    private func authorize(_ principal: Principal, _ rule: AccessRules.Rule?, _ request: Request) throws {
+        let who = "token \(principal.tokenID) (\(principal.identity), role \(principal.role.rawValue))"
+        switch rule?.access {
+        case .open, .authenticated:
+            return
+        case .permission(let permission):
+            guard principal.may(permission) else {
+                logger.notice("API request forbidden", metadata: ["method": "\(request.method.rawValue)", "path": "\(request.uri.path)",
+                                                                   "token": "\(principal.tokenID)", "missing": "\(permission.rawValue)"])
+                throw APIError(status: 403, "\(who) lacks permission \(permission.rawValue) for \(rule?.route ?? request.uri.path)")
+            }
+        case nil:
+            guard principal.role == .admin else {
+                throw APIError(status: 403, "\(who): \(request.method.rawValue) \(request.uri.path) has no access rule; only an admin may call it")
+            }
+        }
+    }
+
+    private func record(_ request: Request, _ context: APIContext, _ principal: Principal, _ rule: AccessRules.Rule?, status: Int) {
+        audit?.record(AuditEntry(at: WallClock.now(), identity: principal.identity, tokenId: principal.tokenID, role: principal.role.rawValue,
+                                 method: request.method.rawValue, path: request.uri.path, route: rule?.route ?? "", status: status,
+                                 peer: context.peer))
     }
 
     private func refuse(_ request: Request, _ why: String) {

@@ -19,7 +19,7 @@ extension ManagerAPI {
         return secrets
     }
 
-    func addSecretRoutes(_ router: Router<BasicRequestContext>) {
+    func addSecretRoutes(_ router: Router<APIContext>) {
         router.get("/secrets") { _, _ in
             try encode(SecretList(secrets: try vault().list()))
         }

@@ -5,7 +5,7 @@ import PropellerCore
 
 /// `/tasks/{id}/exec`: processes started inside running tasks (``TaskService+Sessions.swift``).
 extension ManagerAPI {
-    func addSessionRoutes(_ router: Router<BasicRequestContext>) {
+    func addSessionRoutes(_ router: Router<APIContext>) {
         let service = self.service
         router.post("/tasks/{id}/exec") { request, context in
             let body = try TaskRequest.decode(ExecSessionRequest.self, try await collect(request, limit: 256 << 10),

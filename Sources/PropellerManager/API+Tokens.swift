@@ -2,13 +2,20 @@ import Foundation
 import Hummingbird
 import PropellerCore
 
-/// `/tokens`: API tokens made, listed and revoked through the API (by a holder of a token).
+/// `/tokens`, `/whoami` and `/audit`: tokens made, listed, rotated and revoked by an admin, the
+/// caller's own identity, and the audit log.
 extension ManagerAPI {
     struct TokenCreate: Decodable {
         var name: String?
+        var role: String?
+        var identity: String?
+        var expiresInSeconds: Double?
     }
 
-    /// POST /tokens answers the secret once, beside the record.
+    /// The longest a token may be made to last: ten years.
+    static let maxTokenLifetime = 10 * 365 * 86400.0
+
+    /// POST /tokens (and a rotation) answers the secret once, beside the record.
     struct CreatedToken: Encodable {
         var token: APIToken
         var secret: String
@@ -25,40 +32,92 @@ extension ManagerAPI {
         var tokens: [APIToken]
     }
 
-    func addTokenRoutes(_ router: Router<BasicRequestContext>) {
+    struct WhoAmI: Encodable {
+        var tokenId: String
+        var identity: String
+        var role: Role
+        var permissions: [Permission]
+        var expiresAt: Double?
+    }
+
+    struct AuditPage: Encodable {
+        var entries: [AuditEntry]
+        /// Give it as `after` for the next page.
+        var next: Int64
+    }
+
+    func addTokenRoutes(_ router: Router<APIContext>) {
+        let noAuth = APIError.notFound("tokens: the API runs without authentication (--insecure-no-auth)")
+        router.get("/whoami") { _, context in
+            let principal = context.principal ?? .anonymous
+            let token = try tokens?.list().first { $0.id == principal.tokenID }
+            return try encode(WhoAmI(tokenId: principal.tokenID, identity: principal.identity, role: principal.role,
+                                     permissions: principal.role.permissions.sorted(), expiresAt: token?.expiresAt))
+        }
         router.get("/tokens") { _, _ in
-            guard let tokens else { throw APIError.notFound("tokens: the API runs without authentication (--insecure-no-auth)") }
+            guard let tokens else { throw noAuth }
             return try encode(TokenList(tokens: try tokens.list()))
         }
         router.post("/tokens") { request, _ in
-            guard let tokens else { throw APIError.notFound("tokens: the API runs without authentication (--insecure-no-auth)") }
-            let bytes = try await collect(request)
-            let object: Any
-            do {
-                object = try JSONSerialization.jsonObject(with: Data(bytes.isEmpty ? Array("{}".utf8) : bytes), options: [.fragmentsAllowed])
-            } catch {
-                throw APIError.badRequest("malformed JSON: \(TaskRequest.parserMessage(error))")
-            }
-            guard let dict = object as? [String: Any] else { throw APIError.badRequest("expected a JSON object") }
-            try TaskRequest.rejectUnknown(dict, allowed: ["name"], path: "")
-            if dict["name"] != nil && !(dict["name"] is String) { throw APIError.badRequest("invalid field name: expected a string") }
-            let name = (dict["name"] as? String)?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+            guard let tokens else { throw noAuth }
+            let body = try TaskRequest.decode(TokenCreate.self, try await collect(request, limit: 4096),
+                                              fields: ["name", "role", "identity", "expires_in_seconds"], nested: [:])
+            let name = body.name?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
             guard !name.isEmpty, name.count <= 100 else { throw APIError.unprocessable("name: required, 1 to 100 characters") }
-            let (token, secret) = try tokens.create(name: name)
-            service.logger.notice("API token created", metadata: ["id": "\(token.id)", "name": "\(name)"])
+            guard let roleName = body.role else { throw APIError.unprocessable("role: required, one of \(Role.names)") }
+            guard let role = Role(rawValue: roleName) else { throw APIError.unprocessable("role: unknown role \"\(roleName)\" (one of \(Role.names))") }
+            let identity = body.identity?.trimmingCharacters(in: .whitespacesAndNewlines)
+            if let identity, identity.isEmpty || identity.count > 100 { throw APIError.unprocessable("identity: 1 to 100 characters") }
+            var expiresAt: Double?
+            if let seconds = body.expiresInSeconds {
+                guard seconds.isFinite, seconds >= 1, seconds <= Self.maxTokenLifetime else {
+                    throw APIError.unprocessable("expires_in_seconds: 1 to \(Int(Self.maxTokenLifetime)) (ten years)")
+                }
+                expiresAt = WallClock.now() + seconds
+            }
+            let (token, secret) = try tokens.create(name: name, identity: identity, role: role, expiresAt: expiresAt)
+            service.logger.notice("API token created", metadata: ["id": "\(token.id)", "name": "\(name)", "role": "\(role.rawValue)"])
             return try encode(CreatedToken(token: token, secret: secret), status: .created)
         }
-        router.delete("/tokens/{id}") { request, context in
-            guard let tokens else { throw APIError.notFound("tokens: the API runs without authentication (--insecure-no-auth)") }
+        router.post("/tokens/{id}/rotate") { _, context in
+            guard let tokens else { throw noAuth }
+            let id = try context.parameters.require("id")
+            // One's own token, or any with tokens:manage.
+            let principal = context.principal ?? .anonymous
+            guard principal.tokenID == id || principal.may(.tokensManage) else {
+                throw APIError(status: 403, "token \(principal.tokenID) (role \(principal.role.rawValue)) may rotate only itself; "
+                                   + "token \(id) needs permission \(Permission.tokensManage.rawValue)")
+            }
+            guard let (token, secret) = try tokens.rotate(id: id) else { throw APIError.notFound("no token \(id) (or it is revoked)") }
+            service.logger.notice("API token rotated", metadata: ["id": "\(token.id)", "name": "\(token.name)"])
+            return try encode(CreatedToken(token: token, secret: secret))
+        }
+        router.delete("/tokens/{id}") { _, context in
+            guard let tokens else { throw noAuth }
             let id = try context.parameters.require("id")
             // Revoking the token in use would lock its holder out mid-session (and, for the last
             // one, everyone): it takes another token.
-            if let header = request.headers[.authorization], header.hasPrefix("Bearer "), tokens.authenticate(String(header.dropFirst(7))) == id {
+            if context.principal?.tokenID == id {
                 throw APIError.conflict("token \(id) is the one making this request: revoke it with another token")
             }
             guard let token = try tokens.revoke(id: id) else { throw APIError.notFound("no token \(id)") }
             service.logger.notice("API token revoked", metadata: ["id": "\(token.id)", "name": "\(token.name)"])
             return try encode(token)
+        }
+        router.get("/audit") { request, _ in
+            guard let audit else { throw APIError.notFound("audit: this manager keeps no audit log") }
+            var after: Int64 = 0
+            if let a = request.uri.queryParameters["after"] {
+                guard let v = Int64(a), v >= 0 else { throw APIError.badRequest("after: expected a sequence number ≥ 0") }
+                after = v
+            }
+            var limit = 100
+            if let l = request.uri.queryParameters["limit"] {
+                guard let v = Int(l), (1...1000).contains(v) else { throw APIError.badRequest("limit: expected 1 to 1000") }
+                limit = v
+            }
+            let entries = try audit.entries(after: after, limit: limit)
+            return try encode(AuditPage(entries: entries, next: entries.last?.seq ?? after))
         }
     }
 }

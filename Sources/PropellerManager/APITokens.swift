@@ -1,19 +1,34 @@
 import PropellerCore
 
 /// An API token as the manager shows it: never the secret, which exists only in the answer
-/// that created it.
+/// that created (or rotated) it.
 public struct APIToken: Codable, Sendable, Hashable {
     public var id: String
     public var name: String
+    /// The user or service it belongs to (its name when none was given).
+    public var identity: String
+    /// What it may do. Tokens from before roles existed, and configured ones, are admins.
+    public var role: Role
     public var createdAt: Double
+    /// After this it is refused (nil: never).
+    public var expiresAt: Double?
+    /// When its secret was last replaced.
+    public var rotatedAt: Double?
     public var revokedAt: Double?
 
-    public init(id: String, name: String, createdAt: Double, revokedAt: Double? = nil) {
+    public init(id: String, name: String, identity: String? = nil, role: Role = .admin, createdAt: Double, expiresAt: Double? = nil,
+                rotatedAt: Double? = nil, revokedAt: Double? = nil) {
         self.id = id
         self.name = name
+        self.identity = identity ?? name
+        self.role = role
         self.createdAt = createdAt
+        self.expiresAt = expiresAt
+        self.rotatedAt = rotatedAt
         self.revokedAt = revokedAt
     }
+
+    public var principal: Principal { Principal(tokenID: id, identity: identity, role: role) }
 }
 
 /// The manager's bearer tokens: kept as SHA-256 hashes (tokens are 256 random bits, so a plain
@@ -28,8 +43,9 @@ public final class APITokens: Sendable {
     public static let prefix = "ptk_"
 
     struct State {
-        /// Hash → token id, for the tokens that work.
-        var active: [String: String] = [:]
+        /// Hash → token, for the tokens that are not revoked (expired ones are refused when
+        /// presented, with the reason).
+        var active: [String: APIToken] = [:]
         /// Configured tokens: id → (token, hash).
         var configured: [String: (token: APIToken, sha256: String)] = [:]
     }
@@ -42,13 +58,14 @@ public final class APITokens: Sendable {
         let stored = try store.tokens()
         let revoked = Set(stored.filter { $0.token.revokedAt != nil }.map(\.sha256))
         var state = State()
-        for (hash, id) in stored.filter({ $0.token.revokedAt == nil }).map({ ($0.sha256, $0.token.id) }) { state.active[hash] = id }
+        for (token, hash) in stored where token.revokedAt == nil { state.active[hash] = token }
         for (i, c) in configured.enumerated() {
             let hash = try Self.parseHash(c.sha256, what: "api-token-sha256 #\(i + 1)")
             let id = "cfg-" + hash.prefix(12)
             let revokedAt = stored.first { $0.sha256 == hash }?.token.revokedAt
-            state.configured[id] = (APIToken(id: id, name: c.name, createdAt: 0, revokedAt: revokedAt), hash)
-            if !revoked.contains(hash) { state.active[hash] = id }
+            let token = APIToken(id: id, name: c.name, role: .admin, createdAt: 0, revokedAt: revokedAt)
+            state.configured[id] = (token, hash)
+            if !revoked.contains(hash) { state.active[hash] = token }
         }
         self.state = Locked(state)
     }
@@ -63,20 +80,48 @@ public final class APITokens: Sendable {
     /// The SHA-256 of `token`, in hex: what the store and `api-token-sha256` hold.
     public static func hash(_ token: String) -> String { SHA256.hash(Array(token.utf8)).hexString }
 
-    /// The id of the (unrevoked) token `presented`, or nil.
-    public func authenticate(_ presented: String) -> String? {
-        guard !presented.isEmpty, presented.utf8.count <= 256 else { return nil }
+    /// Why a presented token is refused.
+    public enum Refusal: Error, Sendable, Equatable {
+        case unknown
+        case expired(at: Double)
+    }
+
+    /// The token `presented` is, unless it is unknown, revoked or expired.
+    public func authenticate(_ presented: String, now: Double = WallClock.now()) -> Result<APIToken, Refusal> {
+        guard !presented.isEmpty, presented.utf8.count <= 256 else { return .failure(.unknown) }
         let hash = Self.hash(presented)
-        return state.withLock { $0.active[hash] }
+        guard let token = state.withLock({ $0.active[hash] }) else { return .failure(.unknown) }
+        if let expires = token.expiresAt, expires <= now { return .failure(.expired(at: expires)) }
+        return .success(token)
     }
 
     /// Makes a token; its secret is returned once and kept nowhere.
-    public func create(name: String) throws -> (token: APIToken, secret: String) {
-        let secret = Self.prefix + SecureRandom.bytes(32).hexString
+    public func create(name: String, identity: String? = nil, role: Role, expiresAt: Double? = nil) throws -> (token: APIToken, secret: String) {
+        let secret = Self.newSecret()
         let hash = Self.hash(secret)
-        let token = APIToken(id: "tok-" + SecureRandom.bytes(6).hexString, name: name, createdAt: WallClock.now())
+        let token = APIToken(id: "tok-" + SecureRandom.bytes(6).hexString, name: name, identity: identity, role: role,
+                             createdAt: WallClock.now(), expiresAt: expiresAt)
         try store.insertToken(token, sha256: hash)
-        state.withLock { $0.active[hash] = token.id }
+        state.withLock { $0.active[hash] = token }
+        return (token, secret)
+    }
+
+    static func newSecret() -> String { prefix + SecureRandom.bytes(32).hexString }
+
+    /// Replaces token `id`'s secret: the old one stops working at once, the token keeps its id,
+    /// role and expiry. Nil when there is no such (unrevoked) token; configured tokens live in
+    /// the configuration and are refused.
+    public func rotate(id: String) throws -> (token: APIToken, secret: String)? {
+        if state.withLock({ $0.configured[id] != nil }) {
+            throw APIError.conflict("token \(id) comes from the manager's configuration (api-token-sha256): replace it there")
+        }
+        let secret = Self.newSecret()
+        let hash = Self.hash(secret)
+        guard let token = try store.rotateToken(id: id, sha256: hash, at: WallClock.now()) else { return nil }
+        state.withLock { s in
+            s.active = s.active.filter { $0.value.id != id }
+            s.active[hash] = token
+        }
         return (token, secret)
     }
 
@@ -101,7 +146,7 @@ public final class APITokens: Sendable {
             return token
         }
         guard let token = try store.revokeToken(id: id, at: now) else { return nil }
-        state.withLock { $0.active = $0.active.filter { $0.value != id } }
+        state.withLock { $0.active = $0.active.filter { $0.value.id != id } }
         return token
     }
 }

@@ -18,6 +18,8 @@ public struct ManagerAPI: Sendable {
     public var cluster: (any ClusterView)?
     /// `/secrets` (nil: answered 503, secrets not configured).
     public var secrets: SecretVault?
+    /// Where requests are recorded (nil: not recorded, `/audit` answers 404).
+    public var audit: AuditLog?
 
     public init(service: TaskService, actors: ActorService? = nil, metrics: ManagerMetrics = ManagerMetrics(), tokens: APITokens?) {
         self.service = service
@@ -26,10 +28,10 @@ public struct ManagerAPI: Sendable {
         self.tokens = tokens
     }
 
-    public func router() -> Router<BasicRequestContext> {
-        let router = Router(context: BasicRequestContext.self)
+    public func router() -> Router<APIContext> {
+        let router = Router(context: APIContext.self)
         router.add(middleware: ErrorAndMetricsMiddleware(metrics: metrics, traces: service.traces))
-        if let tokens { router.add(middleware: BearerAuthMiddleware(tokens: tokens, logger: service.logger)) }
+        router.add(middleware: AccessMiddleware(tokens: tokens, audit: audit, logger: service.logger))
 
         router.get("/health") { _, _ in json(["status": "ok", "role": "leader"]) }
         router.get("/managers") { [cluster] _, _ in

@@ -35,7 +35,7 @@ public struct ManagerClusterStatus: Codable, Sendable, Hashable {
 /// (`--follow`, `watch`, synchronous actor calls) included; `/health` is its own.
 final class ManagerNode: ClusterView, Sendable {
     let leadership: any Leadership
-    let store: any ManagerStore & TokenStore & SecretStore
+    let store: any ManagerStore & TokenStore & SecretStore & AuditStore
     let options: ManagerServer.Options
     let logger: Logger
     let http: HTTPClient
@@ -44,7 +44,7 @@ final class ManagerNode: ClusterView, Sendable {
     private let leaderSeen = Locked<(info: LeaderInfo, at: ContinuousClock.Instant)?>(nil)
     static let forwardedHeader = Field.Name("X-Propeller-Forwarded-By")!
 
-    init(leadership: any Leadership, store: any ManagerStore & TokenStore & SecretStore, options: ManagerServer.Options, logger: Logger) throws {
+    init(leadership: any Leadership, store: any ManagerStore & TokenStore & SecretStore & AuditStore, options: ManagerServer.Options, logger: Logger) throws {
         var tls = TLSConfiguration.makeClientConfiguration()
         if let ca = options.peerCA {
             do { tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(ca)) } catch {
@@ -126,6 +126,7 @@ final class ManagerNode: ClusterView, Sendable {
         term.withLock { $0 = nil }
         // While the lease is held, what was decided last is written.
         if r.term.lease?.lostReason == nil { await r.term.service.flush() }
+        r.term.audit.flush()
         r.term.lease?.lose("stopped")
         r.loops.cancel()
         await r.loops.value
@@ -166,7 +167,7 @@ final class ManagerNode: ClusterView, Sendable {
         }
     }
 
-    func responder() -> CallbackResponder<BasicRequestContext> {
+    func responder() -> CallbackResponder<APIContext> {
         CallbackResponder { [self] request, context in
             if request.uri.path == "/health" { return health() }
             if let t = current { return try await t.responder.respond(to: request, context: context) }

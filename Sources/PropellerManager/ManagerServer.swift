@@ -15,7 +15,7 @@ public struct ManagerServer: Sendable {
         public var host = "127.0.0.1"
         public var port = 7070
         /// Opens the store: SQLite at a path by default, or what `--store` names.
-        public var openStore: @Sendable () throws -> any ManagerStore & TokenStore & SecretStore
+        public var openStore: @Sendable () throws -> any ManagerStore & TokenStore & SecretStore & AuditStore
         public var mqtt: MQTTConfiguration
         public var topics: Topics
         /// Bearer tokens from the configuration, as SHA-256 hashes with a name; tokens made
@@ -37,7 +37,7 @@ public struct ManagerServer: Sendable {
         /// (nil: the system's roots).
         public var peerCA: String?
         /// Leadership among managers that share the store (nil: this manager is alone).
-        public var leadership: (@Sendable (any ManagerStore & TokenStore & SecretStore) throws -> (any Leadership)?)?
+        public var leadership: (@Sendable (any ManagerStore & TokenStore & SecretStore & AuditStore) throws -> (any Leadership)?)?
 
         public init(databasePath: String, mqtt: MQTTConfiguration, topics: Topics) {
             openStore = { try SQLiteStore(path: databasePath) }
@@ -81,6 +81,7 @@ public struct ManagerServer: Sendable {
         defer { term.client.disconnect() }
         try await group.run()
         await term.service.flush()  // what was decided last reaches the store before the exit
+        term.audit.flush()
     }
 
     private func httpServer() throws -> (HTTPServerBuilder, String) {
@@ -104,11 +105,12 @@ final class LeaderTerm: Sendable {
     let client: MQTTClient
     let bus: MQTTControlBus
     let service: TaskService
-    let responder: RouterResponder<BasicRequestContext>
+    let responder: RouterResponder<APIContext>
+    let audit: AuditLog
     let lease: LeaderLease?
     let interval: Duration
 
-    init(store: any ManagerStore & TokenStore & SecretStore, options: ManagerServer.Options, lease: LeaderLease?, cluster: (any ClusterView)?, logger: Logger) async throws {
+    init(store: any ManagerStore & TokenStore & SecretStore & AuditStore, options: ManagerServer.Options, lease: LeaderLease?, cluster: (any ClusterView)?, logger: Logger) async throws {
         var mqtt = options.mqtt
         let topics = options.topics
         mqtt.isBulkTopic = { MQTTControlBus.isBulk($0, topics: topics) }
@@ -130,6 +132,8 @@ final class LeaderTerm: Sendable {
         var api = ManagerAPI(service: service, actors: actors, tokens: tokens)
         api.secrets = secrets
         api.cluster = cluster
+        audit = AuditLog(store: store) { error in logger.error("the store refused audit entries (kept for the next try)", metadata: ["error": "\(error)"]) }
+        api.audit = audit
         responder = api.router().buildResponder()
     }
 

@@ -5,7 +5,7 @@ enum OpenAPIDocument {
     {
       "openapi": "3.0.3",
       "info": {"title": "Propeller manager API", "version": "0.1.0",
-               "description": "Tasks, proplets and actors of a Propeller cluster. Every route but /health and /openapi.json needs 'Authorization: Bearer TOKEN'."},
+               "description": "Tasks, proplets and actors of a Propeller cluster. Every route but /health and /openapi.json needs 'Authorization: Bearer TOKEN'; the token's role must hold the route's permission (SECURITY.md has the table), else 403 names the permission that is missing."},
       "servers": [{"url": "http://127.0.0.1:7070"}],
       "security": [{"bearer": []}],
       "paths": {
@@ -97,8 +97,11 @@ enum OpenAPIDocument {
             "responses": {"200": {"description": "Tokens", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TokenList"}}}},
                           "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}}},
           "post": {"summary": "Make an API token; its secret is in this answer only",
-            "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": false, "required": ["name"],
-              "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 100}}}}}},
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": false,
+              "required": ["name", "role"],
+              "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 100}, "role": {"$ref": "#/components/schemas/Role"},
+                "identity": {"type": "string", "minLength": 1, "maxLength": 100, "description": "the user or service it belongs to (default: its name)"},
+                "expires_in_seconds": {"type": "number", "minimum": 1, "maximum": 315360000}}}}}},
             "responses": {"201": {"description": "Created", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CreatedToken"}}}},
                           "400": {"$ref": "#/components/responses/Error"}, "401": {"$ref": "#/components/responses/Error"},
                           "404": {"$ref": "#/components/responses/Error"}, "413": {"$ref": "#/components/responses/Error"}, "422": {"$ref": "#/components/responses/Error"}}}},
@@ -107,6 +110,26 @@ enum OpenAPIDocument {
           "delete": {"summary": "Revoke an API token (it stops working at once); not the one making the request",
             "responses": {"200": {"description": "The revoked token", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Token"}}}},
                           "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}, "409": {"$ref": "#/components/responses/Error"}}}},
+        "/tokens/{id}/rotate": {
+          "parameters": [{"$ref": "#/components/parameters/id"}],
+          "post": {"summary": "Give a token a new secret (in this answer only); the old one stops working at once. A token may rotate itself; others take tokens:manage",
+            "responses": {"200": {"description": "The token and its new secret", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CreatedToken"}}}},
+                          "401": {"$ref": "#/components/responses/Error"}, "403": {"$ref": "#/components/responses/Error"},
+                          "404": {"$ref": "#/components/responses/Error"}, "409": {"$ref": "#/components/responses/Error"}}}},
+        "/whoami": {
+          "get": {"summary": "The token making the request: its identity, role and permissions",
+            "responses": {"200": {"description": "Who", "content": {"application/json": {"schema": {"type": "object", "required": ["token_id", "identity", "role", "permissions"],
+              "properties": {"token_id": {"type": "string"}, "identity": {"type": "string"}, "role": {"$ref": "#/components/schemas/Role"},
+                "permissions": {"type": "array", "items": {"type": "string"}}, "expires_at": {"type": "number"}}}}}},
+                          "401": {"$ref": "#/components/responses/Error"}}}},
+        "/audit": {
+          "get": {"summary": "The audit log, oldest first: every write, every read of secrets and every 403, with who, when and from where",
+            "parameters": [{"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}, "description": "entries after this number"},
+                           {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}],
+            "responses": {"200": {"description": "A page", "content": {"application/json": {"schema": {"type": "object", "required": ["entries", "next"],
+              "properties": {"next": {"type": "integer"}, "entries": {"type": "array", "items": {"$ref": "#/components/schemas/AuditEntry"}}}}}}},
+                          "400": {"$ref": "#/components/responses/Error"}, "401": {"$ref": "#/components/responses/Error"},
+                          "403": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}}}},
         "/tasks/{id}/outputs": {
           "parameters": [{"$ref": "#/components/parameters/id"}],
           "get": {"summary": "The files of an ended task's output directory, kept on its proplet",
@@ -308,8 +331,14 @@ enum OpenAPIDocument {
             "drain": {"type": "object", "description": "an operator's drain in progress", "properties": {"started_at": {"type": "number"}, "deadline": {"type": "number"}}},
             "host_volumes": {"type": "array", "items": {"$ref": "#/components/schemas/HostVolume"}},
             "networks": {"type": "array", "items": {"type": "string"}}}},
-          "Token": {"type": "object", "required": ["id", "name", "created_at"], "properties": {
-            "id": {"type": "string"}, "name": {"type": "string"}, "created_at": {"type": "number"}, "revoked_at": {"type": "number"}}},
+          "Role": {"type": "string", "enum": ["admin", "operator", "developer", "viewer", "invoker"]},
+          "Token": {"type": "object", "required": ["id", "name", "identity", "role", "created_at"], "properties": {
+            "id": {"type": "string"}, "name": {"type": "string"}, "identity": {"type": "string"}, "role": {"$ref": "#/components/schemas/Role"},
+            "created_at": {"type": "number"}, "expires_at": {"type": "number"}, "rotated_at": {"type": "number"}, "revoked_at": {"type": "number"}}},
+          "AuditEntry": {"type": "object", "required": ["seq", "at", "identity", "token_id", "role", "method", "path", "route", "status", "peer"], "properties": {
+            "seq": {"type": "integer"}, "at": {"type": "number"}, "identity": {"type": "string"}, "token_id": {"type": "string"}, "role": {"type": "string"},
+            "method": {"type": "string"}, "path": {"type": "string"}, "route": {"type": "string", "description": "the access rule it matched"},
+            "status": {"type": "integer"}, "peer": {"type": "string", "description": "the caller's IP address"}}},
           "CreatedToken": {"allOf": [{"$ref": "#/components/schemas/Token"},
             {"type": "object", "required": ["token"], "properties": {"token": {"type": "string", "description": "The secret: shown once, stored only as its SHA-256"}}}]},
           "TokenList": {"type": "object", "required": ["tokens"], "properties": {"tokens": {"type": "array", "items": {"$ref": "#/components/schemas/Token"}}}},

@@ -8,14 +8,56 @@ public protocol TokenStore: Sendable {
     func tokens() throws -> [(token: APIToken, sha256: String)]
     /// Marks a token revoked; nil when there is no such token.
     func revokeToken(id: String, at: Double) throws -> APIToken?
+    /// Gives an unrevoked token a new hash; nil when there is no such token.
+    func rotateToken(id: String, sha256: String, at: Double) throws -> APIToken?
 }
 
-extension SQLiteStore: TokenStore {
+extension SQLiteStore: TokenStore, AuditStore {
+    /// Roles, identities and expiry on tokens (those made before are admins, as they could do
+    /// everything), and the audit log.
+    static func registerAccessMigration(_ m: inout DatabaseMigrator) {
+        m.registerMigration("v5-access") { db in
+            try db.execute(sql: """
+            ALTER TABLE api_tokens ADD COLUMN identity TEXT;
+            ALTER TABLE api_tokens ADD COLUMN role TEXT NOT NULL DEFAULT 'admin';
+            ALTER TABLE api_tokens ADD COLUMN expires_at REAL;
+            ALTER TABLE api_tokens ADD COLUMN rotated_at REAL;
+            CREATE TABLE audit_log (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                at REAL NOT NULL,
+                identity TEXT NOT NULL,
+                token_id TEXT NOT NULL,
+                role TEXT NOT NULL,
+                method TEXT NOT NULL,
+                path TEXT NOT NULL,
+                route TEXT NOT NULL,
+                status INTEGER NOT NULL,
+                peer TEXT NOT NULL
+            );
+            CREATE TRIGGER audit_log_append_only_update BEFORE UPDATE ON audit_log BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+            CREATE TRIGGER audit_log_append_only_delete BEFORE DELETE ON audit_log BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+            """)
+        }
+    }
+
+    static let tokenColumns = "id, name, identity, role, created_at, expires_at, rotated_at, revoked_at"
+
+    static func token(_ row: Row) throws -> APIToken {
+        let role: String = row["role"]
+        guard let parsed = Role(rawValue: role) else { throw PropellerError(.internalError, "API token \(row["id"] as String? ?? "?"): unknown role \(role)") }
+        return APIToken(id: row["id"], name: row["name"], identity: row["identity"], role: parsed, createdAt: row["created_at"],
+                        expiresAt: row["expires_at"], rotatedAt: row["rotated_at"], revokedAt: row["revoked_at"])
+    }
+
     public func insertToken(_ token: APIToken, sha256: String) throws {
         try wrap("insert API token \(token.id)") {
             try pool.write { db in
-                try db.execute(sql: "INSERT INTO api_tokens (id, name, sha256, created_at, revoked_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT(sha256) DO NOTHING",
-                               arguments: [token.id, token.name, sha256, token.createdAt, token.revokedAt])
+                try db.execute(sql: """
+                    INSERT INTO api_tokens (id, name, identity, role, sha256, created_at, expires_at, rotated_at, revoked_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(sha256) DO NOTHING
+                    """,
+                    arguments: [token.id, token.name, token.identity, token.role.rawValue, sha256, token.createdAt, token.expiresAt,
+                                token.rotatedAt, token.revokedAt])
             }
         }
     }
@@ -23,8 +65,8 @@ extension SQLiteStore: TokenStore {
     public func tokens() throws -> [(token: APIToken, sha256: String)] {
         try wrap("read API tokens") {
             try pool.read { db in
-                try Row.fetchAll(db, sql: "SELECT id, name, sha256, created_at, revoked_at FROM api_tokens ORDER BY created_at, id").map { row in
-                    (APIToken(id: row["id"], name: row["name"], createdAt: row["created_at"], revokedAt: row["revoked_at"]), row["sha256"])
+                try Row.fetchAll(db, sql: "SELECT \(Self.tokenColumns), sha256 FROM api_tokens ORDER BY created_at, id").map { row in
+                    (try Self.token(row), row["sha256"])
                 }
             }
         }
@@ -34,8 +76,42 @@ extension SQLiteStore: TokenStore {
         try wrap("revoke API token \(id)") {
             try pool.write { db in
                 try db.execute(sql: "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", arguments: [time, id])
-                return try Row.fetchOne(db, sql: "SELECT id, name, created_at, revoked_at FROM api_tokens WHERE id = ?", arguments: [id]).map { row in
-                    APIToken(id: row["id"], name: row["name"], createdAt: row["created_at"], revokedAt: row["revoked_at"])
+                return try Row.fetchOne(db, sql: "SELECT \(Self.tokenColumns) FROM api_tokens WHERE id = ?", arguments: [id]).map(Self.token)
+            }
+        }
+    }
+
+    public func rotateToken(id: String, sha256: String, at time: Double) throws -> APIToken? {
+        try wrap("rotate API token \(id)") {
+            try pool.write { db in
+                try db.execute(sql: "UPDATE api_tokens SET sha256 = ?, rotated_at = ? WHERE id = ? AND revoked_at IS NULL", arguments: [sha256, time, id])
+                guard db.changesCount == 1 else { return nil }
+                return try Row.fetchOne(db, sql: "SELECT \(Self.tokenColumns) FROM api_tokens WHERE id = ?", arguments: [id]).map(Self.token)
+            }
+        }
+    }
+
+    public func appendAudit(_ entries: [AuditEntry]) throws {
+        try wrap("append \(entries.count) audit entries") {
+            try pool.write { db in
+                let statement = try db.cachedStatement(sql: """
+                    INSERT INTO audit_log (at, identity, token_id, role, method, path, route, status, peer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """)
+                for e in entries {
+                    try statement.execute(arguments: [e.at, e.identity, e.tokenId, e.role, e.method, e.path, e.route, e.status, e.peer])
+                }
+            }
+        }
+    }
+
+    public func audit(after seq: Int64, limit: Int) throws -> [AuditEntry] {
+        try wrap("read the audit log") {
+            try pool.read { db in
+                try Row.fetchAll(db, sql: """
+                    SELECT seq, at, identity, token_id, role, method, path, route, status, peer FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?
+                    """, arguments: [seq, limit]).map { row in
+                    AuditEntry(seq: row["seq"], at: row["at"], identity: row["identity"], tokenId: row["token_id"], role: row["role"],
+                               method: row["method"], path: row["path"], route: row["route"], status: row["status"], peer: row["peer"])
                 }
             }
         }

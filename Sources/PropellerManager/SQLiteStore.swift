@@ -79,6 +79,7 @@ public final class SQLiteStore: ManagerStore {
         }
         registerActorMigration(&m)
         registerSecretMigration(&m)
+        registerAccessMigration(&m)
         return m
     }
 

@@ -127,6 +127,33 @@ enum PostgresSchema {
             )
             """,
         ]),
+        // Roles, identities and expiry on tokens (older tokens are admins, as they could do
+        // everything), and the append-only audit log.
+        ("v4-access", [
+            "ALTER TABLE api_tokens ADD COLUMN identity TEXT",
+            "ALTER TABLE api_tokens ADD COLUMN role TEXT NOT NULL DEFAULT 'admin'",
+            "ALTER TABLE api_tokens ADD COLUMN expires_at DOUBLE PRECISION",
+            "ALTER TABLE api_tokens ADD COLUMN rotated_at DOUBLE PRECISION",
+            """
+            CREATE TABLE audit_log (
+                seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                at DOUBLE PRECISION NOT NULL,
+                identity TEXT NOT NULL,
+                token_id TEXT NOT NULL,
+                role TEXT NOT NULL,
+                method TEXT NOT NULL,
+                path TEXT NOT NULL,
+                route TEXT NOT NULL,
+                status INT NOT NULL,
+                peer TEXT NOT NULL
+            )
+            """,
+            """
+            CREATE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$
+            """,
+            "CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()",
+        ]),
     ]
 
     /// Brings the database's schema up to date; returns the versions it applied.

@@ -1,11 +1,24 @@
 import PostgresNIO
+import PropellerCore
 import PropellerManager
 
-extension PostgresStore {
+extension PostgresStore: AuditStore {
+    static let tokenSelect = "SELECT id, name, identity, role, created_at, expires_at, rotated_at, revoked_at, sha256 FROM api_tokens"
+
+    static func token(_ row: PostgresRow) throws -> (APIToken, String) {
+        let (id, name, identity, role, created, expires, rotated, revoked, sha) =
+            try row.decode((String, String, String?, String, Double, Double?, Double?, Double?, String).self)
+        guard let parsed = Role(rawValue: role) else { throw PropellerError(.internalError, "API token \(id): unknown role \(role)") }
+        return (APIToken(id: id, name: name, identity: identity, role: parsed, createdAt: created, expiresAt: expires, rotatedAt: rotated,
+                         revokedAt: revoked), sha)
+    }
+
     public func insertToken(_ token: APIToken, sha256: String) throws {
         try write("insert API token \(token.id)") { session in
             [session.send("""
-                INSERT INTO api_tokens (id, name, sha256, created_at, revoked_at) VALUES (\(token.id), \(token.name), \(sha256), \(token.createdAt), \(token.revokedAt))
+                INSERT INTO api_tokens (id, name, identity, role, sha256, created_at, expires_at, rotated_at, revoked_at)
+                VALUES (\(token.id), \(token.name), \(token.identity), \(token.role.rawValue), \(sha256), \(token.createdAt), \(token.expiresAt),
+                        \(token.rotatedAt), \(token.revokedAt))
                 ON CONFLICT (sha256) DO NOTHING
                 """)]
         }
@@ -13,10 +26,16 @@ extension PostgresStore {
 
     public func tokens() throws -> [(token: APIToken, sha256: String)] {
         try read("read API tokens") { session in
-            try session.run("SELECT id, name, sha256, created_at, revoked_at FROM api_tokens ORDER BY created_at, id").map { row in
-                let (id, name, sha, created, revoked) = try row.decode((String, String, String, Double, Double?).self)
-                return (APIToken(id: id, name: name, createdAt: created, revokedAt: revoked), sha)
+            try session.run("\(unescaped: Self.tokenSelect) ORDER BY created_at, id").map { row in
+                let (token, sha) = try Self.token(row)
+                return (token, sha)
             }
+        }
+    }
+
+    private func token(id: String) throws -> APIToken? {
+        try read("read API token \(id)") { session in
+            try session.run("\(unescaped: Self.tokenSelect) WHERE id = \(id)").first { _ in true }.map { try Self.token($0).0 }
         }
     }
 
@@ -24,10 +43,38 @@ extension PostgresStore {
         try write("revoke API token \(id)") { session in
             [session.send("UPDATE api_tokens SET revoked_at = \(time) WHERE id = \(id) AND revoked_at IS NULL")]
         }
-        return try read("read API token \(id)") { session in
-            try session.run("SELECT id, name, created_at, revoked_at FROM api_tokens WHERE id = \(id)").first { _ in true }.map { row in
-                let (id, name, created, revoked) = try row.decode((String, String, Double, Double?).self)
-                return APIToken(id: id, name: name, createdAt: created, revokedAt: revoked)
+        return try token(id: id)
+    }
+
+    public func rotateToken(id: String, sha256: String, at time: Double) throws -> APIToken? {
+        // Only the leader writes (followers forward commands), so nothing comes in between.
+        guard let current = try token(id: id), current.revokedAt == nil else { return nil }
+        try write("rotate API token \(id)") { session in
+            [session.send("UPDATE api_tokens SET sha256 = \(sha256), rotated_at = \(time) WHERE id = \(id) AND revoked_at IS NULL")]
+        }
+        return try token(id: id)
+    }
+
+    public func appendAudit(_ entries: [AuditEntry]) throws {
+        try write("append \(entries.count) audit entries") { session in
+            entries.map { e in
+                session.send("""
+                    INSERT INTO audit_log (at, identity, token_id, role, method, path, route, status, peer)
+                    VALUES (\(e.at), \(e.identity), \(e.tokenId), \(e.role), \(e.method), \(e.path), \(e.route), \(e.status), \(e.peer))
+                    """)
+            }
+        }
+    }
+
+    public func audit(after seq: Int64, limit: Int) throws -> [AuditEntry] {
+        try read("read the audit log") { session in
+            try session.run("""
+                SELECT seq, at, identity, token_id, role, method, path, route, status, peer FROM audit_log WHERE seq > \(seq) ORDER BY seq LIMIT \(limit)
+                """).map { row in
+                let (seq, at, identity, token, role, method, path, route, status, peer) =
+                    try row.decode((Int64, Double, String, String, String, String, String, String, Int32, String).self)
+                return AuditEntry(seq: seq, at: at, identity: identity, tokenId: token, role: role, method: method, path: path, route: route,
+                                  status: Int(status), peer: peer)
             }
         }
     }

@@ -214,7 +214,7 @@ final class SecureDeploymentTests {
         #expect(none.status != 0 && none.stderrText.contains("missing bearer token"), "\(none.stderrText)")
         let wrong = try propeller(["task", "list"] + api, environment: ["PROPELLER_API_TOKEN": "ptk_wrong"])
         #expect(wrong.status != 0 && wrong.stderrText.contains("invalid bearer token"), "\(wrong.stderrText)")
-        let made = try propeller(["token", "create", "ci", "--json", "--config", cliConfig])
+        let made = try propeller(["token", "create", "ci", "--role", "developer", "--json", "--config", cliConfig])
         let created = try #require(try JSONSerialization.jsonObject(with: made.stdout) as? [String: Any], "\(made.stderrText)")
         let secret = try #require(created["token"] as? String)
         #expect(try propeller(["task", "list"] + api, environment: ["PROPELLER_API_TOKEN": secret]).status == 0)

@@ -51,7 +51,7 @@ struct APITests: Sendable {
         try await withApp { client in
             var secret = ""
             var id = ""
-            try await client.execute(uri: "/tokens", method: .post, headers: auth, body: ByteBuffer(string: #"{"name":"ci"}"#)) { response in
+            try await client.execute(uri: "/tokens", method: .post, headers: auth, body: ByteBuffer(string: #"{"name":"ci","role":"developer"}"#)) { response in
                 #expect(response.status == .created)
                 let body = try json(response)
                 secret = try #require(body["token"] as? String)
@@ -79,18 +79,18 @@ struct APITests: Sendable {
             try await expectError(client, .delete, "/tokens/\(id)", headers: bearer, status: .unauthorized, containing: "invalid bearer token")
             let own = "cfg-" + APITokens.hash(Self.token).prefix(12)
             try await expectError(client, .delete, "/tokens/\(own)", status: .conflict, containing: "is the one making this request")
-            try await expectError(client, .post, "/tokens", body: #"{"name":""}"#, status: .unprocessableContent, containing: "name: required")
+            try await expectError(client, .post, "/tokens", body: #"{"name":"","role":"viewer"}"#, status: .unprocessableContent, containing: "name: required")
             try await expectError(client, .post, "/tokens", body: #"{"name":"x","admin":true}"#, status: .badRequest, containing: "unknown field")
             try await expectError(client, .post, "/tokens", body: #"{"name":3}"#, status: .badRequest, containing: "name")
         }
         // A revoked configured token stays revoked when the manager comes back with the same config.
         let configured = try APITokens(store: store, configured: [("test", "sha256:" + APITokens.hash(Self.token))])
-        #expect(configured.authenticate(Self.token) != nil)
+        #expect((try? configured.authenticate(Self.token).get()) != nil)
         let cfg = try #require(try configured.list().first { $0.name == "test" })
         _ = try configured.revoke(id: cfg.id)
-        #expect(configured.authenticate(Self.token) == nil)
+        #expect(configured.authenticate(Self.token) == .failure(.unknown))
         let restarted = try APITokens(store: store, configured: [("test", "sha256:" + APITokens.hash(Self.token))])
-        #expect(restarted.authenticate(Self.token) == nil)
+        #expect(restarted.authenticate(Self.token) == .failure(.unknown))
         #expect(try restarted.list().first { $0.id == cfg.id }?.revokedAt != nil)
     }
 

@@ -17,7 +17,7 @@ final class StoreUnderTest: @unchecked Sendable {
     let kind: StoreKind
     let dir: TempDirectory
     let server: PostgresServer?
-    private(set) var store: any ManagerStore & TokenStore & SecretStore
+    private(set) var store: any ManagerStore & TokenStore & SecretStore & AuditStore
 
     init(_ kind: StoreKind) throws {
         self.kind = kind
@@ -26,7 +26,7 @@ final class StoreUnderTest: @unchecked Sendable {
         store = try Self.open(kind, dir: dir, server: server)
     }
 
-    private static func open(_ kind: StoreKind, dir: TempDirectory, server: PostgresServer?) throws -> any ManagerStore & TokenStore & SecretStore {
+    private static func open(_ kind: StoreKind, dir: TempDirectory, server: PostgresServer?) throws -> any ManagerStore & TokenStore & SecretStore & AuditStore {
         switch kind {
         case .sqlite: return try SQLiteStore(path: dir.path + "/manager.db")
         case .postgres: return try PostgresStore(url: try #require(server).url())
@@ -34,7 +34,7 @@ final class StoreUnderTest: @unchecked Sendable {
     }
 
     /// A second store on the same data (the first is dropped), as after a manager restart.
-    func reopen() throws -> any ManagerStore & TokenStore & SecretStore {
+    func reopen() throws -> any ManagerStore & TokenStore & SecretStore & AuditStore {
         store = try Self.open(kind, dir: dir, server: server)
         return store
     }
@@ -263,6 +263,33 @@ struct StoreContractTests {
         #expect(tokens.map(\.token.id) == ["t1", "t2"])
         #expect(tokens.map(\.sha256) == ["aa", "bb"])
         #expect(tokens[0].token.revokedAt == 20 && tokens[1].token.revokedAt == nil)
+    }
+
+    /// Roles, identities, expiry and rotation are kept; the audit log is numbered in order and
+    /// append-only.
+    @Test(arguments: StoreKind.allCases)
+    func tokenRolesRotationAndTheAuditLogAreKept(_ kind: StoreKind) throws {
+        let s = try StoreUnderTest(kind)
+        try s.store.insertToken(APIToken(id: "t1", name: "dash", identity: "grafana", role: .viewer, createdAt: 10, expiresAt: 99), sha256: "aa")
+        #expect(try s.store.rotateToken(id: "t1", sha256: "cc", at: 15)?.rotatedAt == 15)
+        #expect(try s.store.rotateToken(id: "none", sha256: "dd", at: 15) == nil)
+        _ = try s.store.revokeToken(id: "t1", at: 20)
+        #expect(try s.store.rotateToken(id: "t1", sha256: "ee", at: 25) == nil, "a revoked token is not rotated")
+        let entries = (1...3).map { i in
+            AuditEntry(at: Double(i), identity: "alice", tokenId: "t1", role: "developer", method: "POST", path: "/tasks/\(i)",
+                       route: "POST /tasks/{id}", status: 200 + i, peer: "127.0.0.1")
+        }
+        try s.store.appendAudit(Array(entries[0..<2]))
+        try s.store.appendAudit([entries[2]])
+        let reopened = try s.reopen()
+        let token = try #require(try reopened.tokens().first)
+        #expect(token.sha256 == "cc")
+        #expect(token.token == APIToken(id: "t1", name: "dash", identity: "grafana", role: .viewer, createdAt: 10, expiresAt: 99, rotatedAt: 15, revokedAt: 20))
+        let read = try reopened.audit(after: 0, limit: 10)
+        #expect(read.map(\.path) == ["/tasks/1", "/tasks/2", "/tasks/3"])
+        #expect(read.map(\.seq) == read.map(\.seq).sorted() && Set(read.map(\.seq)).count == 3)
+        #expect(read.first.map { var e = $0; e.seq = 0; return e } == entries[0])
+        #expect(try reopened.audit(after: read[0].seq, limit: 1).map(\.path) == ["/tasks/2"])
     }
 
     /// Secrets: sealed bytes in, the same bytes out, a name taken once, removed once; the store

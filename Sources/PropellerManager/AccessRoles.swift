@@ -1,0 +1,93 @@
+import PropellerCore
+
+/// One thing a token may be allowed to do: the API's routes each need one (``AccessRules``),
+/// and a refusal names the one that was missing.
+public enum Permission: String, Codable, Sendable, CaseIterable, Comparable {
+    /// Manager status and metrics.
+    case clusterRead = "cluster:read"
+    /// Proplets: list, get, usage.
+    case propletsRead = "proplets:read"
+    /// Proplets: drain, eligibility, removal.
+    case propletsManage = "proplets:manage"
+    /// Named volumes on proplets: list.
+    case volumesRead = "volumes:read"
+    /// Named volumes on proplets: delete.
+    case volumesManage = "volumes:manage"
+    /// Tasks: list, get, watch, usage, results, logs, outputs.
+    case tasksRead = "tasks:read"
+    /// Tasks: create, update, start, stop, delete.
+    case tasksWrite = "tasks:write"
+    /// A process run inside a running task (`task exec`).
+    case tasksExec = "tasks:exec"
+    /// Actors and their executions, logs, results, messages, state and workers.
+    case actorsRead = "actors:read"
+    /// Actors: register, update, delete, scale, state, cancel.
+    case actorsWrite = "actors:write"
+    /// Messages posted to an actor's inbox.
+    case actorsMessage = "actors:message"
+    /// Secrets' names and sizes (never a value: no route returns one).
+    case secretsRead = "secrets:read"
+    /// Secrets: create and delete.
+    case secretsWrite = "secrets:write"
+    /// API tokens: make, list, rotate any, revoke.
+    case tokensManage = "tokens:manage"
+    /// The audit log.
+    case auditRead = "audit:read"
+
+    public static func < (a: Permission, b: Permission) -> Bool { a.rawValue < b.rawValue }
+}
+
+/// The built-in roles a token carries: what each may do is fixed here and documented in
+/// SECURITY.md as a table (generated from this one by a test, so they cannot drift apart).
+public enum Role: String, Codable, Sendable, CaseIterable {
+    /// Everything, tokens and the audit log included.
+    case admin
+    /// The fleet: proplets, drain, eligibility, volumes, the cluster's status. No task, actor or
+    /// secret, so no reading of others' results.
+    case `operator`
+    /// Work: tasks (exec included), actors, secrets; sees the fleet it runs on.
+    case developer
+    /// Reads everything a developer can see; changes nothing.
+    case viewer
+    /// Posts messages to actors; nothing else.
+    case invoker
+
+    /// What this role may do.
+    public var permissions: Set<Permission> {
+        switch self {
+        case .admin:
+            return Set(Permission.allCases)
+        case .operator:
+            return [.clusterRead, .propletsRead, .propletsManage, .volumesRead, .volumesManage]
+        case .developer:
+            return [.clusterRead, .propletsRead, .volumesRead, .tasksRead, .tasksWrite, .tasksExec,
+                    .actorsRead, .actorsWrite, .actorsMessage, .secretsRead, .secretsWrite]
+        case .viewer:
+            return [.clusterRead, .propletsRead, .volumesRead, .tasksRead, .actorsRead, .secretsRead]
+        case .invoker:
+            return [.actorsMessage]
+        }
+    }
+
+    /// "admin, operator, developer, viewer, invoker": for error messages and help.
+    public static var names: String { allCases.map(\.rawValue).joined(separator: ", ") }
+}
+
+/// Who makes a request: the token that authenticated it and what it carries.
+public struct Principal: Sendable, Hashable {
+    public var tokenID: String
+    /// The user or service the token belongs to.
+    public var identity: String
+    public var role: Role
+
+    public init(tokenID: String, identity: String, role: Role) {
+        self.tokenID = tokenID
+        self.identity = identity
+        self.role = role
+    }
+
+    /// The caller of a manager that runs without authentication (`--insecure-no-auth`).
+    public static let anonymous = Principal(tokenID: "", identity: "anonymous", role: .admin)
+
+    public func may(_ permission: Permission) -> Bool { role.permissions.contains(permission) }
+}

@@ -1,0 +1,87 @@
+import Foundation
+import PropellerCore
+import PropellerTestSupport
+import Testing
+
+/// Roles, expiry, rotation and the audit log through the real binaries: the CLI against a
+/// manager on a real broker and SQLite file, restarted in the middle.
+@Suite("API access through the CLI", .serialized)
+struct APIAccessTests {
+    /// Makes a token with `propeller token create`; returns its secret and id.
+    func token(_ c: Cluster, _ name: String, role: String, extra: [String] = []) throws -> (secret: String, id: String) {
+        let made = try c.cli(["token", "create", name, "--role", role, "--json"] + extra)
+        #expect(made.status == 0, "\(made.stderrText)")
+        let body = try #require(try JSONSerialization.jsonObject(with: made.stdout) as? [String: Any])
+        return (try #require(body["token"] as? String), try #require(body["id"] as? String))
+    }
+
+    func run(_ c: Cluster, _ secret: String, _ args: [String]) throws -> CLIResult {
+        try propeller(args, environment: ["PROPELLER_MANAGER_URL": c.managerURL, "PROPELLER_API_TOKEN": secret])
+    }
+
+    @Test func rolesDecideWhatATokenMayDoAndTheAuditLogSaysWhoDidWhat() throws {
+        let c = try Cluster(proxy: false)
+        let developer = try token(c, "laptop", role: "developer", extra: ["--identity", "alice", "--expires", "30d"])
+        let viewer = try token(c, "dash", role: "viewer")
+        let operatorToken = try token(c, "fleet", role: "operator")
+        let invoker = try token(c, "hook", role: "invoker")
+        let bad = try c.cli(["token", "create", "x", "--role", "root"])
+        #expect(bad.status != 0 && bad.stderrText.contains("unknown role \"root\""), "\(bad.stderrText)")
+
+        let list = try c.cli(["token", "list", "-o", "wide"])
+        #expect(list.stdoutText.contains("developer") && list.stdoutText.contains("alice") && list.stdoutText.contains("in 29d"), "\(list.stdoutText)")
+        let me = try run(c, developer.secret, ["token", "whoami"])
+        #expect(me.status == 0 && me.stdoutText.contains("alice") && me.stdoutText.contains("tasks:exec"), "\(me.stdoutText)\(me.stderrText)")
+
+        // A developer creates work; a viewer reads it and may not change it; an operator and an
+        // invoker see no task at all.
+        let created = try run(c, developer.secret, ["task", "create", "job", "--image", c.image, "--", "true"])
+        #expect(created.status == 0, "\(created.stderrText)")
+        let task = created.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(try run(c, viewer.secret, ["task", "get", task]).status == 0)
+        let refused = try run(c, viewer.secret, ["task", "delete", task])
+        #expect(refused.status != 0 && refused.stderrText.contains("lacks permission tasks:write"), "\(refused.stderrText)")
+        #expect(try run(c, operatorToken.secret, ["proplet", "list"]).status == 0)
+        #expect(try run(c, operatorToken.secret, ["task", "list"]).stderrText.contains("lacks permission tasks:read"))
+        #expect(try run(c, invoker.secret, ["task", "list"]).stderrText.contains("role invoker"))
+        let notAdmin = try run(c, developer.secret, ["token", "create", "mine", "--role", "admin"])
+        #expect(notAdmin.status != 0 && notAdmin.stderrText.contains("tokens:manage"), "\(notAdmin.stderrText)")
+
+        // Rotation by the holder: the old secret stops at once, the new one works.
+        let rotated = try run(c, developer.secret, ["token", "rotate", developer.id])
+        let fresh = rotated.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(rotated.status == 0 && fresh.hasPrefix("ptk_"), "\(rotated.stderrText)")
+        #expect(try run(c, developer.secret, ["task", "list"]).stderrText.contains("invalid bearer token"))
+        #expect(try run(c, fresh, ["task", "list"]).status == 0)
+
+        // Expiry, and the restart: tokens, roles and the log survive it.
+        let brief = try token(c, "brief", role: "viewer", extra: ["--expires", "1s"])
+        c.stopManager()
+        try c.startManager()
+        #expect(try run(c, fresh, ["task", "get", task]).status == 0)
+        #expect(try run(c, viewer.secret, ["task", "delete", task]).stderrText.contains("lacks permission tasks:write"))
+        usleep(1_100_000)
+        let expired = try run(c, brief.secret, ["task", "list"])
+        #expect(expired.status != 0 && expired.stderrText.contains("token expired at"), "\(expired.stderrText)")
+
+        // The log, as an admin sees it: who, what, how it ended, from where.
+        let audit = try c.cli(["audit", "-o", "json", "--limit", "1000"])
+        #expect(audit.status == 0, "\(audit.stderrText)")
+        let entries = try #require((try JSONSerialization.jsonObject(with: audit.stdout) as? [String: Any])?["entries"] as? [[String: Any]])
+        func has(_ identity: String, _ request: String, _ status: Int) -> Bool {
+            entries.contains { "\($0["method"] ?? "") \($0["path"] ?? "")" == request && $0["identity"] as? String == identity && $0["status"] as? Int == status
+                && $0["peer"] as? String == "127.0.0.1" }
+        }
+        #expect(has("alice", "POST /tasks", 201))
+        #expect(has("dash", "DELETE /tasks/\(task)", 403))
+        #expect(has("alice", "POST /tokens", 403))
+        #expect(has("alice", "POST /tokens/\(developer.id)/rotate", 200))
+        #expect(entries.filter { $0["path"] as? String == "/tokens" && $0["status"] as? Int == 201 }.count == 5)
+        #expect(!entries.contains { $0["method"] as? String == "GET" && $0["status"] as? Int == 200 && ($0["path"] as? String)?.hasPrefix("/tasks") == true },
+                "reads that were let through are not audited")
+        let table = try c.cli(["audit", "--limit", "1000"])
+        #expect(table.stdoutText.contains("DELETE /tasks/\(task)") && table.stdoutText.contains("viewer"), "\(table.stdoutText)\(table.stderrText)")
+        #expect(try run(c, viewer.secret, ["audit"]).stderrText.contains("lacks permission audit:read"))
+        #expect(!(c.manager?.log.contains(fresh) ?? true), "a token never appears in the log")
+    }
+}

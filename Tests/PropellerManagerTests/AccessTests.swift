@@ -1,0 +1,255 @@
+import Foundation
+import GRDB
+import HummingbirdTesting
+import Hummingbird
+import PropellerCore
+@testable import PropellerManager
+import PropellerTestSupport
+import Testing
+
+/// Roles, the access table, expiry, rotation and the audit log, through the API on a real
+/// SQLite store.
+@Suite("API access: roles, tokens, audit")
+struct AccessTests: Sendable {
+    static let admin = "admin-secret-token"
+    let dir: ScopedTempDirectory
+    let store: SQLiteStore
+    let service: TaskService
+    let actors: ActorService
+    let secrets: SecretVault
+    let tokens: APITokens
+    let audit: AuditLog
+
+    init() throws {
+        dir = try ScopedTempDirectory("propeller-access")
+        store = try SQLiteStore(path: dir.path + "/manager.db")
+        secrets = SecretVault(store: store, box: try SecretBox(key: SecureRandom.bytes(32)))
+        service = TaskService(store: store, bus: RecordingBus(), secrets: secrets)
+        actors = ActorService(tasks: service)
+        tokens = try APITokens(store: store, configured: [("root", "sha256:" + APITokens.hash(Self.admin))])
+        audit = AuditLog(store: store)
+    }
+
+    func api() -> ManagerAPI {
+        var api = ManagerAPI(service: service, actors: actors, tokens: tokens)
+        api.secrets = secrets
+        api.audit = audit
+        return api
+    }
+
+    func withApp(_ body: @escaping @Sendable (any TestClientProtocol) async throws -> Void) async throws {
+        try await Application(router: api().router()).test(.router) { client in try await body(client) }
+    }
+
+    static func headers(_ token: String) -> HTTPFields { [.authorization: "Bearer \(token)", .contentType: "application/json"] }
+
+    static func message(_ response: TestResponse) -> String {
+        (try? JSONSerialization.jsonObject(with: Data(buffer: response.body)) as? [String: Any])?["error"] as? String ?? ""
+    }
+
+    /// A concrete path for a route's pattern: `{…}` → an id that exists nowhere, `**` → a file.
+    static func sample(_ path: String) -> String {
+        path.split(separator: "/").map { $0 == "**" ? "a/file" : $0.hasPrefix("{") ? "no-such-\($0.dropFirst().dropLast())" : String($0) }
+            .reduce("") { $0 + "/" + $1 }
+    }
+
+    @Test func everyRouteHasARuleAndEveryRuleARoute() throws {
+        let routes = api().router().routes.map { (method: $0.method, path: Self.sample($0.path.description)) }
+        #expect(routes.count > 50)
+        for route in routes {
+            #expect(AccessRules.rule(method: route.method, path: route.path) != nil, "\(route.method) \(route.path) has no access rule")
+        }
+        for rule in AccessRules.rules {
+            let matched = routes.contains { AccessRules.rule(method: $0.method, path: $0.path)?.route == rule.route }
+            #expect(matched, "the rule \(rule.route) matches no route")
+        }
+        // Only these are open to callers without a token.
+        let open = Set(AccessRules.rules.filter { $0.access == .open }.map(\.route))
+        #expect(open == ["GET /health", "GET /openapi.json", "GET /ui", "GET /ui/**"])
+        // A literal segment wins over a parameter, as in the router.
+        #expect(AccessRules.rule(method: .post, path: "/tasks/abc/exec")?.route == "POST /tasks/{id}/exec")
+        #expect(AccessRules.rule(method: .get, path: "/tasks/abc/outputs/a/b/c")?.route == "GET /tasks/{id}/outputs/**")
+        #expect(AccessRules.rule(method: .get, path: "/tasks/abc/nothing") == nil)
+    }
+
+    /// The matrix: every route against a token of every role. Allowed: the handler answers
+    /// (anything but 401/403). Refused: 403 naming the missing permission, before any handler.
+    @Test func eachRoleGetsExactlyItsRoutes() async throws {
+        var made: [Role: String] = [:]
+        for role in Role.allCases { made[role] = try tokens.create(name: "matrix-\(role.rawValue)", role: role).secret }
+        let secretsByRole = made
+        let routes = api().router().routes.map { (method: $0.method, path: Self.sample($0.path.description)) }
+        let checked = Locked(0)
+        try await withApp { client in
+            for route in routes {
+                guard let rule = AccessRules.rule(method: route.method, path: route.path) else { continue }
+                for role in Role.allCases {
+                    let secret = try #require(secretsByRole[role])
+                    let body: ByteBuffer? = route.method == .get || route.method == .delete ? nil : ByteBuffer(string: "{}")
+                    try await client.execute(uri: route.path, method: route.method, headers: Self.headers(secret), body: body) { response in
+                        let message = Self.message(response)
+                        switch rule.access {
+                        case .open:
+                            #expect(response.status != .unauthorized && response.status != .forbidden, "\(rule.route) as \(role)")
+                        case .authenticated:
+                            // Rotation: one's own token or tokens:manage (the handler decides).
+                            #expect(response.status != .unauthorized, "\(rule.route) as \(role): \(message)")
+                            if rule.route.hasSuffix("/rotate") && !role.permissions.contains(.tokensManage) {
+                                #expect(response.status == .forbidden && message.contains("tokens:manage"), "\(rule.route) as \(role): \(message)")
+                            } else {
+                                #expect(response.status != .forbidden, "\(rule.route) as \(role): \(message)")
+                            }
+                        case .permission(let p):
+                            if role.permissions.contains(p) {
+                                #expect(response.status != .forbidden && response.status != .unauthorized, "\(rule.route) as \(role): \(message)")
+                                #expect(response.status.code < 500, "\(rule.route) as \(role): \(response.status) \(message)")
+                            } else {
+                                #expect(response.status == .forbidden, "\(rule.route) as \(role) answered \(response.status)")
+                                #expect(message.contains("lacks permission \(p.rawValue)") && message.contains("role \(role.rawValue)"), "\(message)")
+                            }
+                        }
+                    }
+                    checked.withLock { $0 += 1 }
+                }
+            }
+        }
+        #expect(checked.withLock { $0 } == routes.count * Role.allCases.count)
+        // Spot checks of the table itself, as SECURITY.md states it.
+        #expect(!Role.operator.permissions.contains(.tasksRead) && !Role.operator.permissions.contains(.secretsRead))
+        #expect(Role.invoker.permissions == [.actorsMessage])
+        #expect(Role.viewer.permissions.allSatisfy { $0.rawValue.hasSuffix(":read") })
+    }
+
+    @Test func securityMarkdownHasTheRoleTable() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let text = try String(contentsOf: root.appendingPathComponent("SECURITY.md"), encoding: .utf8)
+        let table = AccessRules.markdownTable()
+        #expect(text.contains(table), "SECURITY.md must hold the role table as generated:\n\(table)")
+    }
+
+    @Test func tokensCarryRolesExpireAndRotate() async throws {
+        let (viewer, viewerSecret) = try tokens.create(name: "dash", identity: "grafana", role: .viewer)
+        try await withApp { client in
+            // Made with a role (required) and an expiry.
+            var made: [String: Any] = [:]
+            try await client.execute(uri: "/tokens", method: .post, headers: Self.headers(Self.admin),
+                                     body: ByteBuffer(string: #"{"name":"ci","role":"developer","identity":"ci-bot","expires_in_seconds":1}"#)) { response in
+                #expect(response.status == .created)
+                made = try #require(try JSONSerialization.jsonObject(with: Data(buffer: response.body)) as? [String: Any])
+            }
+            #expect(made["role"] as? String == "developer" && made["identity"] as? String == "ci-bot")
+            let expiring = try #require(made["token"] as? String)
+            try await client.execute(uri: "/whoami", method: .get, headers: Self.headers(expiring)) { response in
+                #expect(response.status == .ok)
+                let me = try #require(try JSONSerialization.jsonObject(with: Data(buffer: response.body)) as? [String: Any])
+                #expect(me["identity"] as? String == "ci-bot" && me["role"] as? String == "developer")
+                #expect((me["permissions"] as? [String])?.contains("tasks:exec") == true)
+            }
+            for (body, text) in [(#"{"name":"x"}"#, "role: required"), (#"{"name":"x","role":"root"}"#, "unknown role \"root\""),
+                                 (#"{"name":"x","role":"viewer","expires_in_seconds":0}"#, "expires_in_seconds"),
+                                 (#"{"name":"x","role":"viewer","scopes":["*"]}"#, "unknown field")] {
+                try await client.execute(uri: "/tokens", method: .post, headers: Self.headers(Self.admin), body: ByteBuffer(string: body)) { response in
+                    #expect(response.status.code == 422 || response.status.code == 400, "\(body)")
+                    #expect(Self.message(response).contains(text), "\(body): \(Self.message(response))")
+                }
+            }
+            // A token only an admin may make: a developer is refused.
+            try await client.execute(uri: "/tokens", method: .post, headers: Self.headers(expiring),
+                                     body: ByteBuffer(string: #"{"name":"y","role":"admin"}"#)) { response in
+                #expect(response.status == .forbidden && Self.message(response).contains("tokens:manage"))
+            }
+
+            // Rotation: the viewer rotates itself; the old secret stops, the new one works.
+            var rotated = ""
+            try await client.execute(uri: "/tokens/\(viewer.id)/rotate", method: .post, headers: Self.headers(viewerSecret)) { response in
+                #expect(response.status == .ok, "\(Self.message(response))")
+                rotated = (try JSONSerialization.jsonObject(with: Data(buffer: response.body)) as? [String: Any])?["token"] as? String ?? ""
+            }
+            #expect(rotated.hasPrefix("ptk_") && rotated != viewerSecret)
+            try await client.execute(uri: "/tasks", method: .get, headers: Self.headers(viewerSecret)) { #expect($0.status == .unauthorized) }
+            try await client.execute(uri: "/tasks", method: .get, headers: Self.headers(rotated)) { #expect($0.status == .ok) }
+            // It may not rotate another's; configured tokens are rotated in the configuration.
+            let developerID = try #require(made["id"] as? String)
+            try await client.execute(uri: "/tokens/\(developerID)/rotate", method: .post, headers: Self.headers(rotated)) { response in
+                #expect(response.status == .forbidden && Self.message(response).contains("may rotate only itself"))
+            }
+            let configured = "cfg-" + APITokens.hash(Self.admin).prefix(12)
+            try await client.execute(uri: "/tokens/\(configured)/rotate", method: .post, headers: Self.headers(Self.admin)) { response in
+                #expect(response.status == .conflict && Self.message(response).contains("configuration"))
+            }
+
+            // Expiry: refused with the time it ended.
+            try await Task.sleep(for: .milliseconds(1100))
+            try await client.execute(uri: "/whoami", method: .get, headers: Self.headers(expiring)) { response in
+                #expect(response.status == .unauthorized && Self.message(response).contains("token expired at 20"), "\(Self.message(response))")
+            }
+        }
+        // After a restart (a new APITokens on the same store): roles, the rotation and the
+        // expiry hold.
+        let again = try APITokens(store: store, configured: [("root", "sha256:" + APITokens.hash(Self.admin))])
+        if case .success(let t) = again.authenticate(Self.admin) { #expect(t.role == .admin) } else { Issue.record("the configured token is an admin") }
+        #expect(again.authenticate(viewerSecret) == .failure(.unknown))
+        let listed = try again.list()
+        #expect(listed.first { $0.id == viewer.id }?.rotatedAt != nil)
+        let ci = try #require(listed.first { $0.name == "ci" })
+        #expect(ci.expiresAt.map { $0 > ci.createdAt && $0 <= ci.createdAt + 1.5 } == true)
+        // Expiry is decided at the moment of the request.
+        let (early, earlySecret) = try again.create(name: "later", role: .viewer, expiresAt: WallClock.now() + 60)
+        #expect(again.authenticate(earlySecret) == .success(early))
+        #expect(again.authenticate(earlySecret, now: WallClock.now() + 61) == .failure(.expired(at: try #require(early.expiresAt))))
+    }
+
+    @Test func theAuditLogRecordsWritesRefusalsAndSecretReadsWithWhoAndWhere() async throws {
+        let (_, viewer) = try tokens.create(name: "dash", identity: "grafana", role: .viewer)
+        let (_, developer) = try tokens.create(name: "laptop", identity: "alice", role: .developer)
+        try await withApp { client in
+            try await client.execute(uri: "/tasks", method: .post, headers: Self.headers(developer),
+                                     body: ByteBuffer(string: #"{"name":"t","image":"registry.example/app:v1"}"#)) { #expect($0.status == .created) }
+            try await client.execute(uri: "/tasks", method: .get, headers: Self.headers(developer)) { #expect($0.status == .ok) }
+            try await client.execute(uri: "/tasks", method: .post, headers: Self.headers(viewer),
+                                     body: ByteBuffer(string: #"{"name":"t2","image":"registry.example/app:v1"}"#)) { #expect($0.status == .forbidden) }
+            try await client.execute(uri: "/secrets", method: .get, headers: Self.headers(viewer)) { #expect($0.status != .forbidden) }
+            try await client.execute(uri: "/tasks/no-such/exec/s/input", method: .post, headers: Self.headers(developer),
+                                     body: ByteBuffer(string: "{}")) { #expect($0.status != .forbidden) }
+            try await client.execute(uri: "/audit", method: .get, headers: Self.headers(developer)) { response in
+                #expect(response.status == .forbidden && Self.message(response).contains("audit:read"))
+            }
+            try await client.execute(uri: "/audit?limit=50", method: .get, headers: Self.headers(Self.admin)) { response in
+                #expect(response.status == .ok)
+                let page = try #require(try JSONSerialization.jsonObject(with: Data(buffer: response.body)) as? [String: Any])
+                let entries = try #require(page["entries"] as? [[String: Any]])
+                let lines = entries.map { "\($0["identity"] ?? "") \($0["role"] ?? "") \($0["method"] ?? "") \($0["path"] ?? "") \($0["status"] ?? "")" }
+                #expect(lines == [
+                    "alice developer POST /tasks 201",
+                    "grafana viewer POST /tasks 403",
+                    "grafana viewer GET /secrets 200",
+                    "alice developer GET /audit 403",
+                ], "\(lines)")
+                #expect(entries.allSatisfy { ($0["at"] as? Double ?? 0) > 1.7e9 && ($0["token_id"] as? String)?.hasPrefix("tok-") == true })
+                #expect(page["next"] as? Int == entries.last?["seq"] as? Int)
+            }
+        }
+        // Append-only: the store refuses to change or remove an entry.
+        #expect(throws: (any Error).self) { try store.pool.write { try $0.execute(sql: "UPDATE audit_log SET identity = 'mallory'") } }
+        #expect(throws: (any Error).self) { try store.pool.write { try $0.execute(sql: "DELETE FROM audit_log") } }
+        #expect(try store.audit(after: 0, limit: 100).count == 4)
+    }
+
+    /// A database from before roles: its tokens become admins (they could do everything), named
+    /// identities after themselves, and keep working.
+    @Test func tokensFromBeforeRolesBecomeAdmins() throws {
+        let path = dir.path + "/old.db"
+        do {
+            let pool = try DatabasePool(path: path)
+            try SQLiteStore.migrator.migrate(pool, upTo: "v4-secrets")
+            try pool.write { db in
+                try db.execute(sql: "INSERT INTO api_tokens (id, name, sha256, created_at) VALUES ('tok-old', 'deploy', ?, 5)",
+                               arguments: [APITokens.hash("ptk_old")])
+            }
+        }
+        let upgraded = try SQLiteStore(path: path)
+        let tokens = try APITokens(store: upgraded)
+        guard case .success(let token) = tokens.authenticate("ptk_old") else { Issue.record("the old token still works"); return }
+        #expect(token.role == .admin && token.identity == "deploy" && token.expiresAt == nil)
+    }
+}
