@@ -27,6 +27,10 @@ struct ClientOptions: ParsableArguments {
     @Flag(help: "Print JSON for scripts instead of tables.")
     var json = false
 
+    @Option(name: [.customShort("n"), .customLong("namespace")],
+            help: ArgumentHelp("Work in this namespace (env PROPELLER_NAMESPACE; default: the token's, else default; * lists every namespace).", valueName: "name"))
+    var namespace: String?
+
     func client() throws -> ManagerClient {
         var token = apiToken ?? Environment.current["PROPELLER_API_TOKEN"]
         if let tokenFile { token = try readSecretFile(absolutePath(tokenFile), what: "token file") }
@@ -37,7 +41,9 @@ struct ClientOptions: ParsableArguments {
         if token != nil, base.hasPrefix("http://"), !insecureHTTP, !Self.isLoopback(url: base) {
             throw ValidationError("refusing to send the API token over plain http to \(base): use https:// (the manager's --tls-cert), or --insecure-http if the network is trusted")
         }
-        return ManagerClient(base: base, token: token, caFile: (managerCA ?? Environment.current["PROPELLER_MANAGER_CA"]).map(absolutePath))
+        var client = ManagerClient(base: base, token: token, caFile: (managerCA ?? Environment.current["PROPELLER_MANAGER_CA"]).map(absolutePath))
+        client.namespace = namespace ?? Environment.current["PROPELLER_NAMESPACE"].flatMap { $0.isEmpty ? nil : $0 }
+        return client
     }
 
     /// Whether `url`'s host is this machine: localhost, 127.0.0.0/8 or ::1.
@@ -67,6 +73,15 @@ struct ManagerClient: Sendable {
     let base: String
     let token: String?
     var caFile: String?
+    /// Sent as `?namespace=` with every request (nil: the manager's choice).
+    var namespace: String?
+
+    /// The URL of `path`, with the namespace.
+    func url(_ path: String) -> String {
+        guard let namespace else { return base + path }
+        let encoded = namespace.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? namespace
+        return base + path + (path.contains("?") ? "&" : "?") + "namespace=" + encoded
+    }
 
     private var headers: [String] {
         var h = ["Accept: application/json", "Content-Type: application/json"]
@@ -103,7 +118,7 @@ struct ManagerClient: Sendable {
         while true {
             data = []
             do {
-                response = try transport.send(method, base + path, headers: headers, body: body, followRedirects: false) { _, bytes in data.append(contentsOf: bytes) }
+                response = try transport.send(method, url(path), headers: headers, body: body, followRedirects: false) { _, bytes in data.append(contentsOf: bytes) }
             } catch {
                 throw ClientError(message: "cannot reach the manager at \(base): \(error)", status: 0)
             }
@@ -123,7 +138,7 @@ struct ManagerClient: Sendable {
         var errorBody: [UInt8] = []
         let response: HTTPTransport.Response
         do {
-            response = try transport.send("GET", base + path, headers: headers, followRedirects: false) { status, bytes in
+            response = try transport.send("GET", url(path), headers: headers, followRedirects: false) { status, bytes in
                 guard (200..<300).contains(status) else { return errorBody.append(contentsOf: bytes) }
                 var at = 0
                 while at < bytes.count {
@@ -165,7 +180,7 @@ struct ManagerClient: Sendable {
         while true {
             errorBody = []
             do {
-                response = try transport.send("GET", base + path, headers: headers, followRedirects: false) { status, bytes in
+                response = try transport.send("GET", url(path), headers: headers, followRedirects: false) { status, bytes in
                     guard (200..<300).contains(status) else { errorBody.append(contentsOf: bytes); return }
                     pending.append(contentsOf: bytes)
                     while let nl = pending.firstIndex(of: 0x0a) {

@@ -16,7 +16,7 @@ public struct PropellerCommand: AsyncParsableCommand {
         on this machine through the same runtime the proplet uses.
         """,
         version: "0.1.0",
-        subcommands: [RunCommand.self, ImageCommand.self, ManagerCommand.self, PropletCommand.self, ProxyCommand.self, TaskCommand.self, ActorCommand.self, TokenCommand.self, AuditCommand.self, SecretCommand.self, VolumesCommand.self, ProvisionCommand.self]
+        subcommands: [RunCommand.self, ImageCommand.self, ManagerCommand.self, PropletCommand.self, ProxyCommand.self, TaskCommand.self, ActorCommand.self, TokenCommand.self, NamespaceCommand.self, AuditCommand.self, SecretCommand.self, VolumesCommand.self, ProvisionCommand.self]
     )
 
     public init() {}

@@ -22,7 +22,10 @@ struct TokenCommand: ParsableCommand {
 }
 
 struct TokenCreateCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "create", abstract: "Make a token and print its secret (shown this once).")
+    static let configuration = CommandConfiguration(
+        commandName: "create", abstract: "Make a token and print its secret (shown this once).",
+        discussion: "With --namespace the role holds in that namespace alone (and never over the cluster: proplets, tokens, namespaces, the audit log); without, everywhere."
+    )
     @OptionGroup var client: ClientOptions
     @Argument(help: "A name that says what uses it.") var name: String
     @Option(help: "What it may do: admin, operator, developer, viewer or invoker.") var role: String
@@ -47,6 +50,8 @@ struct TokenCreateCommand: ParsableCommand {
         let api = try client.client()
         var body: [String: Any] = ["name": name, "role": role]
         if let identity { body["identity"] = identity }
+        // --namespace (or PROPELLER_NAMESPACE) binds the token's role to that namespace.
+        if let namespace = api.namespace { body["namespace"] = namespace }
         if let expires { body["expires_in_seconds"] = try lifetime(expires) }
         let bytes = try api.send("POST", "/tokens", body: try JSONSerialization.data(withJSONObject: body).map { $0 })
         if client.json { return printJSON(bytes) }
@@ -70,11 +75,11 @@ struct TokenListCommand: ParsableCommand {
         let format = list.format(client)
         let tokens = format == .json || format == .yaml ? [] : try api.decode(List.self, bytes).tokens
         let now = WallClock.now()
-        printList(bytes, format, [Column("ID"), Column("NAME"), Column("ROLE"), Column("IDENTITY", wide: true), Column("CREATED"),
+        printList(bytes, format, [Column("ID"), Column("NAME"), Column("ROLE"), Column("NAMESPACE"), Column("IDENTITY", wide: true), Column("CREATED"),
                                   Column("EXPIRES"), Column("STATUS")]) {
             tokens.map { t in
                 let status = t.revokedAt.map { "revoked \(age($0))" } ?? ((t.expiresAt ?? .infinity) <= now ? "expired" : "active")
-                return [t.id, t.name, t.role.rawValue, t.identity, t.createdAt == 0 ? "config" : age(t.createdAt),
+                return [t.id, t.name, t.role.rawValue, t.namespace ?? "*", t.identity, t.createdAt == 0 ? "config" : age(t.createdAt),
                         t.expiresAt.map { $0 > now ? "in \(span($0 - now))" : age($0) } ?? "never", status]
             }
         }
@@ -109,9 +114,10 @@ struct TokenWhoAmICommand: ParsableCommand {
         let api = try client.client()
         let bytes = try api.send("GET", "/whoami")
         if client.json { return printJSON(bytes) }
-        struct Me: Decodable { var tokenId: String; var identity: String; var role: String; var permissions: [String]; var expiresAt: Double? }
+        struct Me: Decodable { var tokenId: String; var identity: String; var role: String; var namespace: String?; var permissions: [String]; var expiresAt: Double? }
         let me = try api.decode(Me.self, bytes)
         printFields([("Token", me.tokenId.isEmpty ? "-" : me.tokenId), ("Identity", me.identity), ("Role", me.role),
+                     ("Namespace", me.namespace ?? "* (every namespace and the cluster)"),
                      ("Permissions", me.permissions.joined(separator: " ")), ("Expires", me.expiresAt.map(WallClock.iso8601) ?? "never")])
     }
 }

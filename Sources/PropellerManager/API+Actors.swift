@@ -6,15 +6,17 @@ import PropellerCore
 /// `/actors`: register images, post messages, read executions, logs and results, scale workers.
 extension ManagerAPI {
     func addActorRoutes(_ router: Router<APIContext>, _ actors: ActorService) {
-        router.post("/actors") { request, _ in
+        router.post("/actors") { request, context in
             let body = try ActorRequest.parse(try await collect(request))
-            let spec = try ActorRequest.spec(from: body)
-            try checkSecretsExist(spec.secrets)
+            var spec = try ActorRequest.spec(from: body)
+            spec.namespace = try context.storedNamespace()
+            try checkSecretsExist(spec.secrets, in: try context.namespaceForWrite())
             return try encode(try await actors.create(spec), status: .created)
         }
-        router.get("/actors") { request, _ in
+        router.get("/actors") { request, context in
             let (offset, limit) = try page(request)
-            let all = await actors.list()
+            let only = context.listNamespace
+            let all = await actors.list().filter { only == nil || $0.spec.namespace.orDefaultNamespace == only }
             return try encode(ActorPage(offset: offset, limit: limit, total: all.count, actors: Array(all.dropFirst(offset).prefix(limit))))
         }
         router.get("/actors/{id}") { _, context in
@@ -22,7 +24,7 @@ extension ManagerAPI {
         }
         router.put("/actors/{id}") { request, context in
             let body = try ActorRequest.parse(try await collect(request))
-            if let secrets = body.secrets { try checkSecretsExist(try TaskRequest.checked(secrets: secrets)) }
+            if let secrets = body.secrets { try checkSecretsExist(try TaskRequest.checked(secrets: secrets), in: context.namespace) }
             return try encode(try await actors.update(try context.parameters.require("id")) { spec in try ActorRequest.apply(body, to: &spec) })
         }
         router.delete("/actors/{id}") { _, context in

@@ -85,6 +85,11 @@ struct AccessMiddleware: RouterMiddleware {
     /// ``Principal/anonymous``, an admin.
     let tokens: APITokens?
     let audit: AuditLog?
+    /// Nil: only `default` exists.
+    let namespaces: Namespaces?
+    /// The namespace of the task or actor (`collection` "tasks" or "actors") with this id, or
+    /// nil when there is none.
+    let owner: @Sendable (_ collection: String, _ id: String) async -> String?
     let logger: Logger
 
     func handle(_ request: Request, context: APIContext, next: (Request, APIContext) async throws -> Response) async throws -> Response {
@@ -96,6 +101,7 @@ struct AccessMiddleware: RouterMiddleware {
         let audited = rule?.audited ?? (request.method != .get && request.method != .head)
         do {
             try authorize(principal, rule, request)
+            context.namespace = try await namespace(of: request, rule, principal)
             let response = try await next(request, context)
             if audited { record(request, context, principal, rule, status: Int(response.status.code)) }
             return response
@@ -132,21 +138,56 @@ struct AccessMiddleware: RouterMiddleware {
     }
 
     private func authorize(_ principal: Principal, _ rule: AccessRules.Rule?, _ request: Request) throws {
-        let who = "token \(principal.tokenID) (\(principal.identity), role \(principal.role.rawValue))"
+        let who = principal.description
         switch rule?.access {
         case .open, .authenticated:
             return
         case .permission(let permission):
+            if permission.isClusterWide, let bound = principal.namespace, principal.role.permissions.contains(permission) {
+                throw APIError(status: 403, "\(who) lacks permission \(permission.rawValue) for \(rule?.route ?? request.uri.path): "
+                                   + "it is the cluster's, and the token is bound to namespace \(bound)")
+            }
             guard principal.may(permission) else {
                 logger.notice("API request forbidden", metadata: ["method": "\(request.method.rawValue)", "path": "\(request.uri.path)",
                                                                    "token": "\(principal.tokenID)", "missing": "\(permission.rawValue)"])
                 throw APIError(status: 403, "\(who) lacks permission \(permission.rawValue) for \(rule?.route ?? request.uri.path)")
             }
         case nil:
-            guard principal.role == .admin else {
+            guard principal.role == .admin, principal.namespace == nil else {
                 throw APIError(status: 403, "\(who): \(request.method.rawValue) \(request.uri.path) has no access rule; only an admin may call it")
             }
         }
+    }
+
+    /// The request's namespace (see ``APIContext/namespace``); a task or actor named by id
+    /// must be in it, else it is "not there" (404, as a missing one: a token bound to a
+    /// namespace learns nothing of the others).
+    private func namespace(of request: Request, _ rule: AccessRules.Rule?, _ principal: Principal) async throws -> String {
+        let asked = request.uri.queryParameters["namespace"].map(String.init)
+        var namespace: String
+        if let bound = principal.namespace {
+            if let asked, asked != bound {
+                throw APIError(status: 403, "\(principal.description) may not work in namespace \(asked)")
+            }
+            namespace = bound
+        } else {
+            namespace = asked ?? Namespaces.defaultName
+        }
+        if namespace != "*" && namespace != Namespaces.defaultName && !(namespaces?.exists(namespace) ?? false) {
+            throw APIError.notFound("no namespace \(namespace)")
+        }
+        // /tasks/{id}…, /actors/{id}…: the namespace of what it names.
+        if let rule, rule.pattern.count >= 2, rule.pattern[1] == "{id}", rule.pattern[0] == "tasks" || rule.pattern[0] == "actors" {
+            let collection = String(rule.pattern[0])
+            let segments = request.uri.path.split(separator: "/")
+            if segments.count >= 2, let owner = await owner(collection, String(segments[1])) {
+                if owner != namespace && (asked != nil || principal.namespace != nil) && namespace != "*" {
+                    throw APIError.notFound("no \(collection.dropLast()) \(segments[1]) in namespace \(namespace)")
+                }
+                namespace = owner
+            }
+        }
+        return namespace
     }
 
     private func record(_ request: Request, _ context: APIContext, _ principal: Principal, _ rule: AccessRules.Rule?, status: Int) {

@@ -9,6 +9,7 @@ extension ManagerAPI {
         var name: String?
         var role: String?
         var identity: String?
+        var namespace: String?
         var expiresInSeconds: Double?
     }
 
@@ -36,6 +37,7 @@ extension ManagerAPI {
         var tokenId: String
         var identity: String
         var role: Role
+        var namespace: String?
         var permissions: [Permission]
         var expiresAt: Double?
     }
@@ -51,8 +53,8 @@ extension ManagerAPI {
         router.get("/whoami") { _, context in
             let principal = context.principal ?? .anonymous
             let token = try tokens?.list().first { $0.id == principal.tokenID }
-            return try encode(WhoAmI(tokenId: principal.tokenID, identity: principal.identity, role: principal.role,
-                                     permissions: principal.role.permissions.sorted(), expiresAt: token?.expiresAt))
+            return try encode(WhoAmI(tokenId: principal.tokenID, identity: principal.identity, role: principal.role, namespace: principal.namespace,
+                                     permissions: principal.permissions.sorted(), expiresAt: token?.expiresAt))
         }
         router.get("/tokens") { _, _ in
             guard let tokens else { throw noAuth }
@@ -61,7 +63,7 @@ extension ManagerAPI {
         router.post("/tokens") { request, _ in
             guard let tokens else { throw noAuth }
             let body = try TaskRequest.decode(TokenCreate.self, try await collect(request, limit: 4096),
-                                              fields: ["name", "role", "identity", "expires_in_seconds"], nested: [:])
+                                              fields: ["name", "role", "identity", "namespace", "expires_in_seconds"], nested: [:])
             let name = body.name?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
             guard !name.isEmpty, name.count <= 100 else { throw APIError.unprocessable("name: required, 1 to 100 characters") }
             guard let roleName = body.role else { throw APIError.unprocessable("role: required, one of \(Role.names)") }
@@ -75,7 +77,10 @@ extension ManagerAPI {
                 }
                 expiresAt = WallClock.now() + seconds
             }
-            let (token, secret) = try tokens.create(name: name, identity: identity, role: role, expiresAt: expiresAt)
+            if let namespace = body.namespace, !(namespaces?.exists(namespace) ?? (namespace == Namespaces.defaultName)) {
+                throw APIError.unprocessable("namespace: no namespace \(namespace) (make it first: propeller namespace create \(namespace))")
+            }
+            let (token, secret) = try tokens.create(name: name, identity: identity, role: role, namespace: body.namespace, expiresAt: expiresAt)
             service.logger.notice("API token created", metadata: ["id": "\(token.id)", "name": "\(name)", "role": "\(role.rawValue)"])
             return try encode(CreatedToken(token: token, secret: secret), status: .created)
         }

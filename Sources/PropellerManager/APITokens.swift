@@ -9,6 +9,9 @@ public struct APIToken: Codable, Sendable, Hashable {
     public var identity: String
     /// What it may do. Tokens from before roles existed, and configured ones, are admins.
     public var role: Role
+    /// The namespace its role is bound to; nil: every namespace, and the cluster's own
+    /// resources (proplets, tokens, namespaces, the audit log).
+    public var namespace: String?
     public var createdAt: Double
     /// After this it is refused (nil: never).
     public var expiresAt: Double?
@@ -16,19 +19,20 @@ public struct APIToken: Codable, Sendable, Hashable {
     public var rotatedAt: Double?
     public var revokedAt: Double?
 
-    public init(id: String, name: String, identity: String? = nil, role: Role = .admin, createdAt: Double, expiresAt: Double? = nil,
-                rotatedAt: Double? = nil, revokedAt: Double? = nil) {
+    public init(id: String, name: String, identity: String? = nil, role: Role = .admin, namespace: String? = nil, createdAt: Double,
+                expiresAt: Double? = nil, rotatedAt: Double? = nil, revokedAt: Double? = nil) {
         self.id = id
         self.name = name
         self.identity = identity ?? name
         self.role = role
+        self.namespace = namespace
         self.createdAt = createdAt
         self.expiresAt = expiresAt
         self.rotatedAt = rotatedAt
         self.revokedAt = revokedAt
     }
 
-    public var principal: Principal { Principal(tokenID: id, identity: identity, role: role) }
+    public var principal: Principal { Principal(tokenID: id, identity: identity, role: role, namespace: namespace) }
 }
 
 /// The manager's bearer tokens: kept as SHA-256 hashes (tokens are 256 random bits, so a plain
@@ -96,10 +100,11 @@ public final class APITokens: Sendable {
     }
 
     /// Makes a token; its secret is returned once and kept nowhere.
-    public func create(name: String, identity: String? = nil, role: Role, expiresAt: Double? = nil) throws -> (token: APIToken, secret: String) {
+    public func create(name: String, identity: String? = nil, role: Role, namespace: String? = nil,
+                       expiresAt: Double? = nil) throws -> (token: APIToken, secret: String) {
         let secret = Self.newSecret()
         let hash = Self.hash(secret)
-        let token = APIToken(id: "tok-" + SecureRandom.bytes(6).hexString, name: name, identity: identity, role: role,
+        let token = APIToken(id: "tok-" + SecureRandom.bytes(6).hexString, name: name, identity: identity, role: role, namespace: namespace,
                              createdAt: WallClock.now(), expiresAt: expiresAt)
         try store.insertToken(token, sha256: hash)
         state.withLock { $0.active[hash] = token }

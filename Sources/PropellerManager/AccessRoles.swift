@@ -33,6 +33,19 @@ public enum Permission: String, Codable, Sendable, CaseIterable, Comparable {
     case tokensManage = "tokens:manage"
     /// The audit log.
     case auditRead = "audit:read"
+    /// Namespaces: list and get with their usage (a namespaced token sees its own).
+    case namespacesRead = "namespaces:read"
+    /// Namespaces: create and delete.
+    case namespacesManage = "namespaces:manage"
+
+    /// Permissions over the cluster itself rather than what lives in a namespace: a token bound
+    /// to one namespace never has them, whatever its role.
+    public var isClusterWide: Bool {
+        switch self {
+        case .propletsManage, .volumesManage, .tokensManage, .auditRead, .namespacesManage: return true
+        default: return false
+        }
+    }
 
     public static func < (a: Permission, b: Permission) -> Bool { a.rawValue < b.rawValue }
 }
@@ -58,12 +71,12 @@ public enum Role: String, Codable, Sendable, CaseIterable {
         case .admin:
             return Set(Permission.allCases)
         case .operator:
-            return [.clusterRead, .propletsRead, .propletsManage, .volumesRead, .volumesManage]
+            return [.clusterRead, .propletsRead, .propletsManage, .volumesRead, .volumesManage, .namespacesRead]
         case .developer:
             return [.clusterRead, .propletsRead, .volumesRead, .tasksRead, .tasksWrite, .tasksExec,
-                    .actorsRead, .actorsWrite, .actorsMessage, .secretsRead, .secretsWrite]
+                    .actorsRead, .actorsWrite, .actorsMessage, .secretsRead, .secretsWrite, .namespacesRead]
         case .viewer:
-            return [.clusterRead, .propletsRead, .volumesRead, .tasksRead, .actorsRead, .secretsRead]
+            return [.clusterRead, .propletsRead, .volumesRead, .tasksRead, .actorsRead, .secretsRead, .namespacesRead]
         case .invoker:
             return [.actorsMessage]
         }
@@ -79,15 +92,28 @@ public struct Principal: Sendable, Hashable {
     /// The user or service the token belongs to.
     public var identity: String
     public var role: Role
+    /// The one namespace the role holds in; nil: all of them and the cluster.
+    public var namespace: String?
 
-    public init(tokenID: String, identity: String, role: Role) {
+    public init(tokenID: String, identity: String, role: Role, namespace: String? = nil) {
         self.tokenID = tokenID
         self.identity = identity
         self.role = role
+        self.namespace = namespace
     }
 
     /// The caller of a manager that runs without authentication (`--insecure-no-auth`).
     public static let anonymous = Principal(tokenID: "", identity: "anonymous", role: .admin)
 
-    public func may(_ permission: Permission) -> Bool { role.permissions.contains(permission) }
+    /// What the role allows, less the cluster-wide permissions for a token bound to a namespace.
+    public var permissions: Set<Permission> {
+        namespace == nil ? role.permissions : role.permissions.filter { !$0.isClusterWide }
+    }
+
+    public func may(_ permission: Permission) -> Bool { permissions.contains(permission) }
+
+    /// "token tok-… (alice, role viewer in team-a)".
+    var description: String {
+        "token \(tokenID) (\(identity), role \(role.rawValue)\(namespace.map { " in namespace \($0)" } ?? ""))"
+    }
 }

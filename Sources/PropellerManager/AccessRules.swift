@@ -107,6 +107,10 @@ public enum AccessRules {
         rule("DELETE /tokens/{id}", .permission(.tokensManage)),
         rule("POST /tokens/{id}/rotate", .authenticated),
         rule("GET /audit", .permission(.auditRead)),
+        rule("GET /namespaces", .permission(.namespacesRead)),
+        rule("POST /namespaces", .permission(.namespacesManage)),
+        rule("GET /namespaces/{name}", .permission(.namespacesRead)),
+        rule("DELETE /namespaces/{name}", .permission(.namespacesManage)),
     ]
 
     private static let byMethod: [String: [Rule]] = Dictionary(grouping: rules, by: \.method)

@@ -27,6 +27,9 @@ public struct ActorSpec: Codable, Sendable, Hashable {
     public var secrets: [SecretMount]?
     /// Every execution's network: none (nil), host, bridge or a network a proplet offers.
     public var network: String?
+    /// The namespace it belongs to (nil: `default`); set by the API from the request's
+    /// namespace, never from the body.
+    public var namespace: String?
 
     public init(name: String, image: String, description: String = "", command: [String]? = nil, defaultEnv: [String: String] = [:],
                 resources: Resources = .zero, minWorkers: Int = 1, maxWorkers: Int = 1, stateless: Bool = true, labels: [String: String] = [:],

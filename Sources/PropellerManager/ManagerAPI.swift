@@ -20,6 +20,8 @@ public struct ManagerAPI: Sendable {
     public var secrets: SecretVault?
     /// Where requests are recorded (nil: not recorded, `/audit` answers 404).
     public var audit: AuditLog?
+    /// The namespaces (nil: only `default`, and `/namespaces` cannot make others).
+    public var namespaces: Namespaces?
 
     public init(service: TaskService, actors: ActorService? = nil, metrics: ManagerMetrics = ManagerMetrics(), tokens: APITokens?) {
         self.service = service
@@ -31,7 +33,13 @@ public struct ManagerAPI: Sendable {
     public func router() -> Router<APIContext> {
         let router = Router(context: APIContext.self)
         router.add(middleware: ErrorAndMetricsMiddleware(metrics: metrics, traces: service.traces))
-        router.add(middleware: AccessMiddleware(tokens: tokens, audit: audit, logger: service.logger))
+        router.add(middleware: AccessMiddleware(tokens: tokens, audit: audit, namespaces: namespaces, owner: { [service, actors] collection, id in
+            switch collection {
+            case "tasks": return (try? await service.task(id))?.spec.namespace.orDefaultNamespace
+            case "actors": return (try? await actors?.actor(id))?.spec.namespace.orDefaultNamespace
+            default: return nil
+            }
+        }, logger: service.logger))
 
         router.get("/health") { _, _ in json(["status": "ok", "role": "leader"]) }
         router.get("/managers") { [cluster] _, _ in
@@ -54,12 +62,13 @@ public struct ManagerAPI: Sendable {
 
         router.post("/tasks") { request, context in
             let body = try TaskRequest.parse(try await collect(request))
-            let spec = try TaskRequest.spec(from: body)
-            try checkSecretsExist(spec.secrets)
+            var spec = try TaskRequest.spec(from: body)
+            spec.namespace = try context.storedNamespace()
+            try checkSecretsExist(spec.secrets, in: try context.namespaceForWrite())
             let task = try await service.create(spec, start: body.start ?? false)
             return try encode(task, status: .created)
         }
-        router.get("/tasks") { request, _ in
+        router.get("/tasks") { request, context in
             let (offset, limit) = try page(request)
             var state: TaskState?
             if let s = request.uri.queryParameters["state"] {
@@ -68,7 +77,7 @@ public struct ManagerAPI: Sendable {
                 }
                 state = parsed
             }
-            let (total, tasks) = try await service.listTasks(offset: offset, limit: limit, state: state)
+            let (total, tasks) = try await service.listTasks(offset: offset, limit: limit, state: state, namespace: context.listNamespace)
             return try encode(TaskPage(offset: offset, limit: limit, total: total, tasks: tasks))
         }
         router.get("/tasks/{id}") { _, context in
@@ -83,7 +92,7 @@ public struct ManagerAPI: Sendable {
             if body.secrets != nil {
                 var probe = TaskSpec(name: "probe", image: "probe")
                 try TaskRequest.apply(body, to: &probe)
-                try checkSecretsExist(probe.secrets)
+                try checkSecretsExist(probe.secrets, in: context.namespace)
             }
             return try encode(try await service.update(id) { spec in try TaskRequest.apply(body, to: &spec) })
         }
@@ -208,6 +217,7 @@ public struct ManagerAPI: Sendable {
         addConsoleRoutes(router)
         addSessionRoutes(router)
         addTokenRoutes(router)
+        addNamespaceRoutes(router)
         addSecretRoutes(router)
         if let actors { addActorRoutes(router, actors) }
         return router

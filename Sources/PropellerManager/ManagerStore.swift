@@ -21,8 +21,9 @@ public protocol ManagerStore: ActorStore {
     func updateSpec(_ task: TaskRecord) throws
     func task(id: String) throws -> TaskRecord?
     func history(taskID: String) throws -> [TaskTransition]
-    /// Tasks in creation order, optionally of one state, and how many there are in all.
-    func tasks(offset: Int, limit: Int, state: TaskState?) throws -> (total: Int, tasks: [TaskRecord])
+    /// Tasks in creation order, optionally of one state and of one namespace (nil: all), and how
+    /// many there are in all.
+    func tasks(offset: Int, limit: Int, state: TaskState?, namespace: String?) throws -> (total: Int, tasks: [TaskRecord])
     /// Pending, scheduled and running tasks, in creation order (what a restarted manager resumes).
     func activeTasks() throws -> [TaskRecord]
     func taskCounts() throws -> [TaskState: Int]
@@ -83,4 +84,11 @@ public struct StoreBatch: Sendable {
     public var isEmpty: Bool { newTasks.isEmpty && tasks.isEmpty && transitions.isEmpty && proplets.isEmpty && actorWrites.isEmpty }
     /// Rows written, for logs and errors.
     public var count: Int { newTasks.count + tasks.count + transitions.count + proplets.count + actorWrites.count }
+}
+
+extension ManagerStore {
+    /// Tasks of every namespace.
+    public func tasks(offset: Int, limit: Int, state: TaskState?) throws -> (total: Int, tasks: [TaskRecord]) {
+        try tasks(offset: offset, limit: limit, state: state, namespace: nil)
+    }
 }

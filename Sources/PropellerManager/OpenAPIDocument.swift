@@ -5,7 +5,7 @@ enum OpenAPIDocument {
     {
       "openapi": "3.0.3",
       "info": {"title": "Propeller manager API", "version": "0.1.0",
-               "description": "Tasks, proplets and actors of a Propeller cluster. Every route but /health and /openapi.json needs 'Authorization: Bearer TOKEN'; the token's role must hold the route's permission (SECURITY.md has the table), else 403 names the permission that is missing."},
+               "description": "Tasks, proplets and actors of a Propeller cluster. Every route but /health and /openapi.json needs 'Authorization: Bearer TOKEN'; the token's role must hold the route's permission (SECURITY.md has the table), else 403 names the permission that is missing. Every route takes ?namespace=NAME: tasks, actors and secrets are made, listed and found in that namespace (default: the token's, else 'default'; '*' lists every namespace)."},
       "servers": [{"url": "http://127.0.0.1:7070"}],
       "security": [{"bearer": []}],
       "paths": {
@@ -101,6 +101,7 @@ enum OpenAPIDocument {
               "required": ["name", "role"],
               "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 100}, "role": {"$ref": "#/components/schemas/Role"},
                 "identity": {"type": "string", "minLength": 1, "maxLength": 100, "description": "the user or service it belongs to (default: its name)"},
+                "namespace": {"type": "string", "description": "bind the role to this namespace (default: every namespace and the cluster)"},
                 "expires_in_seconds": {"type": "number", "minimum": 1, "maximum": 315360000}}}}}},
             "responses": {"201": {"description": "Created", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CreatedToken"}}}},
                           "400": {"$ref": "#/components/responses/Error"}, "401": {"$ref": "#/components/responses/Error"},
@@ -122,6 +123,25 @@ enum OpenAPIDocument {
               "properties": {"token_id": {"type": "string"}, "identity": {"type": "string"}, "role": {"$ref": "#/components/schemas/Role"},
                 "permissions": {"type": "array", "items": {"type": "string"}}, "expires_at": {"type": "number"}}}}}},
                           "401": {"$ref": "#/components/responses/Error"}}}},
+        "/namespaces": {
+          "get": {"summary": "Namespaces (a token bound to one sees it alone)",
+            "responses": {"200": {"description": "Namespaces", "content": {"application/json": {"schema": {"type": "object", "required": ["namespaces"],
+              "properties": {"namespaces": {"type": "array", "items": {"$ref": "#/components/schemas/Namespace"}}}}}}},
+                          "401": {"$ref": "#/components/responses/Error"}, "403": {"$ref": "#/components/responses/Error"}}},
+          "post": {"summary": "Make a namespace (a cluster-wide admin)",
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": false, "required": ["name"],
+              "properties": {"name": {"type": "string", "pattern": "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$"}}}}}},
+            "responses": {"201": {"description": "Made", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Namespace"}}}},
+                          "400": {"$ref": "#/components/responses/Error"}, "401": {"$ref": "#/components/responses/Error"}, "403": {"$ref": "#/components/responses/Error"},
+                          "409": {"$ref": "#/components/responses/Error"}, "413": {"$ref": "#/components/responses/Error"}, "422": {"$ref": "#/components/responses/Error"}}}},
+        "/namespaces/{name}": {
+          "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
+          "get": {"summary": "A namespace with what it holds and reserves now",
+            "responses": {"200": {"description": "The namespace", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Namespace"}}}},
+                          "401": {"$ref": "#/components/responses/Error"}, "403": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}}},
+          "delete": {"summary": "Delete an empty namespace (not default)",
+            "responses": {"204": {"description": "Deleted"}, "401": {"$ref": "#/components/responses/Error"}, "403": {"$ref": "#/components/responses/Error"},
+                          "404": {"$ref": "#/components/responses/Error"}, "409": {"$ref": "#/components/responses/Error"}}}},
         "/audit": {
           "get": {"summary": "The audit log, oldest first: every write, every read of secrets and every 403, with who, when and from where",
             "parameters": [{"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}, "description": "entries after this number"},
@@ -332,8 +352,12 @@ enum OpenAPIDocument {
             "host_volumes": {"type": "array", "items": {"$ref": "#/components/schemas/HostVolume"}},
             "networks": {"type": "array", "items": {"type": "string"}}}},
           "Role": {"type": "string", "enum": ["admin", "operator", "developer", "viewer", "invoker"]},
+          "Namespace": {"type": "object", "required": ["name", "created_at"], "properties": {
+            "name": {"type": "string"}, "created_at": {"type": "number"},
+            "usage": {"type": "object", "properties": {"tasks": {"type": "integer"}, "active_tasks": {"type": "integer"}, "cpu_millis": {"type": "integer"},
+              "memory_bytes": {"type": "integer"}, "actors": {"type": "integer"}, "workers": {"type": "integer"}, "secrets": {"type": "integer"}}}}},
           "Token": {"type": "object", "required": ["id", "name", "identity", "role", "created_at"], "properties": {
-            "id": {"type": "string"}, "name": {"type": "string"}, "identity": {"type": "string"}, "role": {"$ref": "#/components/schemas/Role"},
+            "id": {"type": "string"}, "name": {"type": "string"}, "identity": {"type": "string"}, "role": {"$ref": "#/components/schemas/Role"}, "namespace": {"type": "string"},
             "created_at": {"type": "number"}, "expires_at": {"type": "number"}, "rotated_at": {"type": "number"}, "revoked_at": {"type": "number"}}},
           "AuditEntry": {"type": "object", "required": ["seq", "at", "identity", "token_id", "role", "method", "path", "route", "status", "peer"], "properties": {
             "seq": {"type": "integer"}, "at": {"type": "number"}, "identity": {"type": "string"}, "token_id": {"type": "string"}, "role": {"type": "string"},

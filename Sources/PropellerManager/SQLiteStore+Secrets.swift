@@ -7,11 +7,14 @@ public struct SecretInfo: Codable, Sendable, Hashable {
     public var name: String
     public var sizeBytes: Int
     public var createdAt: Double
+    /// Where it belongs (nil: as stored, before the vault reads it).
+    public var namespace: String?
 
-    public init(name: String, sizeBytes: Int, createdAt: Double) {
+    public init(name: String, sizeBytes: Int, createdAt: Double, namespace: String? = nil) {
         self.name = name
         self.sizeBytes = sizeBytes
         self.createdAt = createdAt
+        self.namespace = namespace
     }
 }
 

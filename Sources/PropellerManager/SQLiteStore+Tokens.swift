@@ -12,7 +12,7 @@ public protocol TokenStore: Sendable {
     func rotateToken(id: String, sha256: String, at: Double) throws -> APIToken?
 }
 
-extension SQLiteStore: TokenStore, AuditStore {
+extension SQLiteStore: TokenStore, AuditStore, NamespaceStore {
     /// Roles, identities and expiry on tokens (those made before are admins, as they could do
     /// everything), and the audit log.
     static func registerAccessMigration(_ m: inout DatabaseMigrator) {
@@ -22,6 +22,11 @@ extension SQLiteStore: TokenStore, AuditStore {
             ALTER TABLE api_tokens ADD COLUMN role TEXT NOT NULL DEFAULT 'admin';
             ALTER TABLE api_tokens ADD COLUMN expires_at REAL;
             ALTER TABLE api_tokens ADD COLUMN rotated_at REAL;
+            ALTER TABLE api_tokens ADD COLUMN namespace TEXT;
+            CREATE TABLE namespaces (
+                name TEXT PRIMARY KEY,
+                created_at REAL NOT NULL
+            );
             CREATE TABLE audit_log (
                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
                 at REAL NOT NULL,
@@ -40,12 +45,12 @@ extension SQLiteStore: TokenStore, AuditStore {
         }
     }
 
-    static let tokenColumns = "id, name, identity, role, created_at, expires_at, rotated_at, revoked_at"
+    static let tokenColumns = "id, name, identity, role, namespace, created_at, expires_at, rotated_at, revoked_at"
 
     static func token(_ row: Row) throws -> APIToken {
         let role: String = row["role"]
         guard let parsed = Role(rawValue: role) else { throw PropellerError(.internalError, "API token \(row["id"] as String? ?? "?"): unknown role \(role)") }
-        return APIToken(id: row["id"], name: row["name"], identity: row["identity"], role: parsed, createdAt: row["created_at"],
+        return APIToken(id: row["id"], name: row["name"], identity: row["identity"], role: parsed, namespace: row["namespace"], createdAt: row["created_at"],
                         expiresAt: row["expires_at"], rotatedAt: row["rotated_at"], revokedAt: row["revoked_at"])
     }
 
@@ -53,10 +58,10 @@ extension SQLiteStore: TokenStore, AuditStore {
         try wrap("insert API token \(token.id)") {
             try pool.write { db in
                 try db.execute(sql: """
-                    INSERT INTO api_tokens (id, name, identity, role, sha256, created_at, expires_at, rotated_at, revoked_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(sha256) DO NOTHING
+                    INSERT INTO api_tokens (id, name, identity, role, namespace, sha256, created_at, expires_at, rotated_at, revoked_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(sha256) DO NOTHING
                     """,
-                    arguments: [token.id, token.name, token.identity, token.role.rawValue, sha256, token.createdAt, token.expiresAt,
+                    arguments: [token.id, token.name, token.identity, token.role.rawValue, token.namespace, sha256, token.createdAt, token.expiresAt,
                                 token.rotatedAt, token.revokedAt])
             }
         }
@@ -113,6 +118,33 @@ extension SQLiteStore: TokenStore, AuditStore {
                     AuditEntry(seq: row["seq"], at: row["at"], identity: row["identity"], tokenId: row["token_id"], role: row["role"],
                                method: row["method"], path: row["path"], route: row["route"], status: row["status"], peer: row["peer"])
                 }
+            }
+        }
+    }
+
+    public func insertNamespace(_ namespace: NamespaceRecord) throws -> Bool {
+        try wrap("insert namespace \(namespace.name)") {
+            try pool.write { db in
+                try db.execute(sql: "INSERT INTO namespaces (name, created_at) VALUES (?, ?) ON CONFLICT(name) DO NOTHING",
+                               arguments: [namespace.name, namespace.createdAt])
+                return db.changesCount == 1
+            }
+        }
+    }
+
+    public func namespaces() throws -> [NamespaceRecord] {
+        try wrap("read namespaces") {
+            try pool.read { db in
+                try Row.fetchAll(db, sql: "SELECT name, created_at FROM namespaces ORDER BY name").map { NamespaceRecord(name: $0["name"], createdAt: $0["created_at"]) }
+            }
+        }
+    }
+
+    public func deleteNamespace(_ name: String) throws -> Bool {
+        try wrap("delete namespace \(name)") {
+            try pool.write { db in
+                try db.execute(sql: "DELETE FROM namespaces WHERE name = ?", arguments: [name])
+                return db.changesCount == 1
             }
         }
     }

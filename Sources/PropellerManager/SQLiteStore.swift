@@ -218,11 +218,21 @@ public final class SQLiteStore: ManagerStore {
         }
     }
 
-    public func tasks(offset: Int, limit: Int, state: TaskState?) throws -> (total: Int, tasks: [TaskRecord]) {
+    public func tasks(offset: Int, limit: Int, state: TaskState?, namespace: String?) throws -> (total: Int, tasks: [TaskRecord]) {
         try wrap("list tasks") {
             try pool.read { db in
-                let filter = state == nil ? "" : "WHERE state = ?"
-                let args: StatementArguments = state.map { [$0.rawValue] } ?? []
+                // A task of `default` has no namespace in its spec (as every task from before).
+                var conditions: [String] = []
+                var args: StatementArguments = []
+                if let state {
+                    conditions.append("state = ?")
+                    args += [state.rawValue]
+                }
+                if let namespace {
+                    conditions.append("COALESCE(json_extract(spec, '$.namespace'), 'default') = ?")
+                    args += [namespace]
+                }
+                let filter = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
                 let total = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM tasks \(filter)", arguments: args) ?? 0
                 let rows = try Row.fetchAll(db, sql: "SELECT \(Self.columns) FROM tasks \(filter) ORDER BY seq LIMIT ? OFFSET ?", arguments: args + [limit, offset])
                 return (total, try rows.map(Self.record))

@@ -37,6 +37,9 @@ public struct TaskSpec: Codable, Sendable, Hashable {
     /// The W3C trace context (`traceparent`) of the API request that created the task: the
     /// trace its scheduling, start, pull, unpack, run and result join (set by the manager).
     public var trace: [String: String]?
+    /// The namespace it belongs to (nil: `default`, as every task from before namespaces); set
+    /// by the API from the request's namespace, never from the body.
+    public var namespace: String?
 
     public init(name: String, image: String, command: [String]? = nil, env: [String: String] = [:], workdir: String? = nil, user: String? = nil,
                 resources: Resources = Resources(), timeoutSeconds: Double? = nil, labels: [String: String] = [:], constraints: [String: String] = [:],

@@ -185,8 +185,8 @@ extension TaskService {
 }
 
 extension TaskService {
-    public func listTasks(offset: Int, limit: Int, state: TaskState?) throws -> (Int, [TaskRecord]) {
-        let (total, stored) = try store.tasks(offset: offset, limit: limit, state: state)
+    public func listTasks(offset: Int, limit: Int, state: TaskState?, namespace: String? = nil) throws -> (Int, [TaskRecord]) {
+        let (total, stored) = try store.tasks(offset: offset, limit: limit, state: state, namespace: namespace)
         // Active tasks: the in-memory copy is the freshest.
         return (total, stored.map { self.state.active[$0.id] ?? unsaved[$0.id] ?? $0 })
     }
@@ -203,4 +203,36 @@ extension TaskService {
     }
 
     public func taskCountsForMetrics() throws -> [TaskState: Int] { try store.taskCounts() }
+}
+
+/// What a namespace holds and uses now.
+public struct NamespaceUsage: Codable, Sendable, Hashable {
+    public var tasks = 0
+    /// Pending, scheduled, running or unknown.
+    public var activeTasks = 0
+    /// Reserved by its active tasks.
+    public var cpuMillis: UInt64 = 0
+    public var memoryBytes: UInt64 = 0
+    public var actors = 0
+    public var workers = 0
+    public var secrets = 0
+}
+
+extension TaskService {
+    /// The namespace's tasks (all of them, from the store) and what its active tasks, actors
+    /// and workers reserve (from memory).
+    public func usage(ofNamespace namespace: String) throws -> NamespaceUsage {
+        var usage = NamespaceUsage()
+        usage.tasks = try store.tasks(offset: 0, limit: 1, state: nil, namespace: namespace).total
+        for t in state.active.values where t.spec.namespace.orDefaultNamespace == namespace {
+            usage.activeTasks += 1
+            usage.cpuMillis += t.spec.resources.cpuMillis
+            usage.memoryBytes += t.spec.resources.memoryBytes
+        }
+        for actor in actorList() where actor.spec.namespace.orDefaultNamespace == namespace {
+            usage.actors += 1
+            usage.workers += (try? state.workerList(actor.id).count) ?? 0
+        }
+        return usage
+    }
 }

@@ -177,7 +177,8 @@ public actor TaskService {
     func withSecretValues(_ start: StartTask) -> StartTask {
         guard let mounts = start.secrets, !mounts.isEmpty else { return start }
         var start = start
-        start.secretValues = openSecrets(mounts, for: ["task": "\(start.taskId)"])
+        start.secretValues = openSecrets(mounts, in: state.active[start.taskId]?.spec.namespace.orDefaultNamespace ?? Namespaces.defaultName,
+                                         for: ["task": "\(start.taskId)"])
         return start
     }
 
@@ -185,13 +186,14 @@ public actor TaskService {
     func withSecretValues(_ command: WorkerCommand) -> WorkerCommand {
         guard command.action == .prepare, let mounts = command.secrets, !mounts.isEmpty else { return command }
         var command = command
-        command.secretValues = openSecrets(mounts, for: ["actor": "\(command.actorId)"])
+        command.secretValues = openSecrets(mounts, in: (try? state.actor(command.actorId))?.spec.namespace.orDefaultNamespace ?? Namespaces.defaultName,
+                                           for: ["actor": "\(command.actorId)"])
         return command
     }
 
     /// The values that open; each one that does not is logged with `whose`.
-    private func openSecrets(_ mounts: [SecretMount], for whose: Logger.Metadata) -> [SecretValue] {
-        let (values, problems) = secrets?.values(mounts) ?? ([], ["secrets are not configured on this manager"])
+    private func openSecrets(_ mounts: [SecretMount], in namespace: String, for whose: Logger.Metadata) -> [SecretValue] {
+        let (values, problems) = secrets?.values(mounts, in: namespace) ?? ([], ["secrets are not configured on this manager"])
         for problem in problems {
             logger.error("a secret cannot be given", metadata: whose.merging(["problem": "\(problem)"]) { a, _ in a })
         }

@@ -2,22 +2,22 @@ import PostgresNIO
 import PropellerCore
 import PropellerManager
 
-extension PostgresStore: AuditStore {
-    static let tokenSelect = "SELECT id, name, identity, role, created_at, expires_at, rotated_at, revoked_at, sha256 FROM api_tokens"
+extension PostgresStore: AuditStore, NamespaceStore {
+    static let tokenSelect = "SELECT id, name, identity, role, namespace, created_at, expires_at, rotated_at, revoked_at, sha256 FROM api_tokens"
 
     static func token(_ row: PostgresRow) throws -> (APIToken, String) {
-        let (id, name, identity, role, created, expires, rotated, revoked, sha) =
-            try row.decode((String, String, String?, String, Double, Double?, Double?, Double?, String).self)
+        let (id, name, identity, role, namespace, created, expires, rotated, revoked, sha) =
+            try row.decode((String, String, String?, String, String?, Double, Double?, Double?, Double?, String).self)
         guard let parsed = Role(rawValue: role) else { throw PropellerError(.internalError, "API token \(id): unknown role \(role)") }
-        return (APIToken(id: id, name: name, identity: identity, role: parsed, createdAt: created, expiresAt: expires, rotatedAt: rotated,
+        return (APIToken(id: id, name: name, identity: identity, role: parsed, namespace: namespace, createdAt: created, expiresAt: expires, rotatedAt: rotated,
                          revokedAt: revoked), sha)
     }
 
     public func insertToken(_ token: APIToken, sha256: String) throws {
         try write("insert API token \(token.id)") { session in
             [session.send("""
-                INSERT INTO api_tokens (id, name, identity, role, sha256, created_at, expires_at, rotated_at, revoked_at)
-                VALUES (\(token.id), \(token.name), \(token.identity), \(token.role.rawValue), \(sha256), \(token.createdAt), \(token.expiresAt),
+                INSERT INTO api_tokens (id, name, identity, role, namespace, sha256, created_at, expires_at, rotated_at, revoked_at)
+                VALUES (\(token.id), \(token.name), \(token.identity), \(token.role.rawValue), \(token.namespace), \(sha256), \(token.createdAt), \(token.expiresAt),
                         \(token.rotatedAt), \(token.revokedAt))
                 ON CONFLICT (sha256) DO NOTHING
                 """)]
@@ -77,5 +77,29 @@ extension PostgresStore: AuditStore {
                                   status: Int(status), peer: peer)
             }
         }
+    }
+
+    public func insertNamespace(_ namespace: NamespaceRecord) throws -> Bool {
+        // Only the leader writes (followers forward commands), so nothing comes in between.
+        guard try !namespaces().contains(where: { $0.name == namespace.name }) else { return false }
+        try write("insert namespace \(namespace.name)") { session in
+            [session.send("INSERT INTO namespaces (name, created_at) VALUES (\(namespace.name), \(namespace.createdAt)) ON CONFLICT (name) DO NOTHING")]
+        }
+        return true
+    }
+
+    public func namespaces() throws -> [NamespaceRecord] {
+        try read("read namespaces") { session in
+            try session.run("SELECT name, created_at FROM namespaces ORDER BY name").map { row in
+                let (name, created) = try row.decode((String, Double).self)
+                return NamespaceRecord(name: name, createdAt: created)
+            }
+        }
+    }
+
+    public func deleteNamespace(_ name: String) throws -> Bool {
+        guard try namespaces().contains(where: { $0.name == name }) else { return false }
+        try write("delete namespace \(name)") { session in [session.send("DELETE FROM namespaces WHERE name = \(name)")] }
+        return true
     }
 }

@@ -177,16 +177,32 @@ public final class PostgresStore: ManagerStore, TokenStore, @unchecked Sendable 
         }
     }
 
-    public func tasks(offset: Int, limit: Int, state: TaskState?) throws -> (total: Int, tasks: [TaskRecord]) {
+    public func tasks(offset: Int, limit: Int, state: TaskState?, namespace: String?) throws -> (total: Int, tasks: [TaskRecord]) {
         try read("list tasks") { session in
+            // A task of `default` has no namespace in its spec (as every task from before).
             let total: Int
             let rows: PostgresQueryResult
-            if let state {
-                total = try Self.count(session.run("SELECT COUNT(*) FROM tasks WHERE state = \(state.rawValue)"))
-                rows = try session.run("SELECT \(unescaped: Self.columns) FROM tasks WHERE state = \(state.rawValue) ORDER BY seq LIMIT \(limit) OFFSET \(offset)")
-            } else {
+            switch (state, namespace) {
+            case (nil, nil):
                 total = try Self.count(session.run("SELECT COUNT(*) FROM tasks"))
                 rows = try session.run("SELECT \(unescaped: Self.columns) FROM tasks ORDER BY seq LIMIT \(limit) OFFSET \(offset)")
+            case (let state?, nil):
+                total = try Self.count(session.run("SELECT COUNT(*) FROM tasks WHERE state = \(state.rawValue)"))
+                rows = try session.run("SELECT \(unescaped: Self.columns) FROM tasks WHERE state = \(state.rawValue) ORDER BY seq LIMIT \(limit) OFFSET \(offset)")
+            case (nil, let namespace?):
+                total = try Self.count(session.run("SELECT COUNT(*) FROM tasks WHERE COALESCE(spec::jsonb->>'namespace', 'default') = \(namespace)"))
+                rows = try session.run("""
+                    SELECT \(unescaped: Self.columns) FROM tasks WHERE COALESCE(spec::jsonb->>'namespace', 'default') = \(namespace)
+                    ORDER BY seq LIMIT \(limit) OFFSET \(offset)
+                    """)
+            case (let state?, let namespace?):
+                total = try Self.count(session.run("""
+                    SELECT COUNT(*) FROM tasks WHERE state = \(state.rawValue) AND COALESCE(spec::jsonb->>'namespace', 'default') = \(namespace)
+                    """))
+                rows = try session.run("""
+                    SELECT \(unescaped: Self.columns) FROM tasks WHERE state = \(state.rawValue) AND COALESCE(spec::jsonb->>'namespace', 'default') = \(namespace)
+                    ORDER BY seq LIMIT \(limit) OFFSET \(offset)
+                    """)
             }
             return (total, try rows.map(Self.record))
         }

@@ -84,4 +84,47 @@ struct APIAccessTests {
         #expect(try run(c, viewer.secret, ["audit"]).stderrText.contains("lacks permission audit:read"))
         #expect(!(c.manager?.log.contains(fresh) ?? true), "a token never appears in the log")
     }
+
+    @Test func namespacesThroughTheCLI() throws {
+        let c = try Cluster(proxy: false)
+        #expect(try c.cli(["namespace", "create", "team-a"]).status == 0)
+        let bad = try c.cli(["namespace", "create", "Team_A"])
+        #expect(bad.status != 0 && bad.stderrText.contains("invalid namespace"), "\(bad.stderrText)")
+        let dev = try token(c, "alice", role: "developer", extra: ["-n", "team-a"])
+        let me = try run(c, dev.secret, ["token", "whoami"])
+        #expect(me.stdoutText.contains("team-a") && !me.stdoutText.contains("tokens:manage"), "\(me.stdoutText)")
+
+        let mine = try run(c, dev.secret, ["task", "create", "job", "--image", c.image, "--", "true"])
+        #expect(mine.status == 0, "\(mine.stderrText)")
+        let id = mine.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
+        let other = try c.cli(["task", "create", "theirs", "--image", c.image, "--", "true"])
+        let otherID = other.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
+
+        #expect(try run(c, dev.secret, ["task", "list"]).stdoutText.contains(id))
+        #expect(!(try run(c, dev.secret, ["task", "list"]).stdoutText.contains(otherID)))
+        #expect(!(try c.cli(["task", "list"]).stdoutText.contains(id)), "an admin's list is of default unless told")
+        #expect(try c.cli(["task", "list", "-n", "team-a"]).stdoutText.contains(id))
+        let everywhere = try c.cli(["task", "list", "-n", "*"]).stdoutText
+        #expect(everywhere.contains(id) && everywhere.contains(otherID))
+        let hidden = try run(c, dev.secret, ["task", "get", otherID])
+        #expect(hidden.status != 0 && hidden.stderrText.contains("no task \(otherID) in namespace team-a"), "\(hidden.stderrText)")
+        let outside = try propeller(["task", "list"], environment: ["PROPELLER_MANAGER_URL": c.managerURL, "PROPELLER_API_TOKEN": dev.secret,
+                                                                  "PROPELLER_NAMESPACE": "default"])
+        #expect(outside.status != 0 && outside.stderrText.contains("may not work in namespace default"), "\(outside.stderrText)")
+        let cluster = try run(c, dev.secret, ["proplet", "drain", "p"])
+        #expect(cluster.status != 0 && cluster.stderrText.contains("lacks permission proplets:manage"), "\(cluster.stderrText)")
+
+        let shown = try c.cli(["namespace", "get", "team-a"])
+        #expect(shown.stdoutText.contains("1 (0 active)"), "\(shown.stdoutText)")
+        let busy = try c.cli(["namespace", "delete", "team-a"])
+        #expect(busy.status != 0 && busy.stderrText.contains("holds 1 task"), "\(busy.stderrText)")
+        #expect(try run(c, dev.secret, ["task", "delete", id]).status == 0)
+        // The namespace and the binding survive a restart.
+        c.stopManager()
+        try c.startManager()
+        #expect(try c.cli(["namespace", "list"]).stdoutText.contains("team-a"))
+        #expect(try run(c, dev.secret, ["task", "get", otherID]).status != 0)
+        #expect(try c.cli(["namespace", "delete", "team-a"]).status == 0)
+        #expect(try run(c, dev.secret, ["task", "list"]).stderrText.contains("no namespace team-a"))
+    }
 }

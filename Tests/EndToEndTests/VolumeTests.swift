@@ -122,6 +122,17 @@ final class VolumeTests {
         seen += files(under: c.dir.path, holding: value)
         #expect(seen.isEmpty, "the secret's value showed up in \(seen)")
 
+        // In another namespace the same name is another secret, and its tasks get that one.
+        #expect(try c.cli(["namespace", "create", "team-a"]).status == 0)
+        let teamValue = "team-" + UUID().uuidString
+        writeFile(source, teamValue)
+        #expect(try c.cli(["secret", "create", "db", "-n", "team-a", "--from-file", source]).status == 0)
+        unlink(source)
+        let teamTask = try c.create("team-reader", ["-n", "team-a", "--secret", "db"], command: ["cat", "/run/secrets/db"])
+        let teamDone = try c.waitForEnd(teamTask)
+        #expect(stdout(teamDone) == teamValue, "\(teamDone)")
+        #expect(try c.cli(["secret", "list"]).stdoutText.split(separator: "\n").filter { $0.contains("db") }.count == 1)
+
         // A task started after the secret was removed fails, naming it.
         #expect(try c.cli(["secret", "rm", "db"]).status == 0)
         let missing = try c.cli(["task", "create", "late", "--image", c.image, "--secret", "db"])

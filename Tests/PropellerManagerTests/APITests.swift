@@ -30,6 +30,7 @@ struct APITests: Sendable {
         let tokens = try APITokens(store: store, configured: [("test", "sha256:" + APITokens.hash(Self.token))])
         var api = ManagerAPI(service: service, actors: actors, tokens: tokens)
         api.secrets = secrets
+        api.namespaces = try Namespaces(store: store)
         let app = Application(router: api.router())
         try await app.test(.router) { client in try await body(client) }
     }

@@ -19,6 +19,7 @@ struct AccessTests: Sendable {
     let secrets: SecretVault
     let tokens: APITokens
     let audit: AuditLog
+    let namespaces: Namespaces
 
     init() throws {
         dir = try ScopedTempDirectory("propeller-access")
@@ -28,12 +29,14 @@ struct AccessTests: Sendable {
         actors = ActorService(tasks: service)
         tokens = try APITokens(store: store, configured: [("root", "sha256:" + APITokens.hash(Self.admin))])
         audit = AuditLog(store: store)
+        namespaces = try Namespaces(store: store)
     }
 
     func api() -> ManagerAPI {
         var api = ManagerAPI(service: service, actors: actors, tokens: tokens)
         api.secrets = secrets
         api.audit = audit
+        api.namespaces = namespaces
         return api
     }
 
@@ -233,6 +236,100 @@ struct AccessTests: Sendable {
         #expect(throws: (any Error).self) { try store.pool.write { try $0.execute(sql: "UPDATE audit_log SET identity = 'mallory'") } }
         #expect(throws: (any Error).self) { try store.pool.write { try $0.execute(sql: "DELETE FROM audit_log") } }
         #expect(try store.audit(after: 0, limit: 100).count == 4)
+    }
+
+    /// Sends `body` (JSON) with `token`; returns the status and the answer as JSON.
+    static func call(_ client: any TestClientProtocol, _ method: HTTPRequest.Method, _ uri: String, _ token: String,
+                     _ body: String? = nil) async throws -> (status: Int, json: [String: Any], error: String) {
+        try await client.execute(uri: uri, method: method, headers: headers(token), body: body.map { ByteBuffer(string: $0) }) { response in
+            let json = (try? JSONSerialization.jsonObject(with: Data(buffer: response.body)) as? [String: Any]) ?? [:]
+            return (Int(response.status.code), json, json["error"] as? String ?? "")
+        }
+    }
+
+    @Test func namespacesKeepTeamsApart() async throws {
+        _ = try namespaces.create("team-a")
+        _ = try namespaces.create("team-b")
+        let devA = try tokens.create(name: "a", identity: "alice", role: .developer, namespace: "team-a").secret
+        let adminA = try tokens.create(name: "a-admin", role: .admin, namespace: "team-a").secret
+        let viewerB = try tokens.create(name: "b", role: .viewer, namespace: "team-b").secret
+        let dev = try tokens.create(name: "everywhere", role: .developer).secret
+        _ = try secrets.create(name: "db", value: Array("default-value".utf8), at: 1)
+        _ = try secrets.create(name: "db", value: Array("team-a-value".utf8), in: "team-a", at: 1)
+        _ = try secrets.create(name: "other", value: [1], at: 1)
+        let task = #"{"name":"t","image":"registry.example/app:v1","secrets":[{"name":"db"}]}"#
+        try await withApp { client in
+            // Made in the token's namespace; listed there alone.
+            let a = try await Self.call(client, .post, "/tasks", devA, task)
+            #expect(a.status == 201, "\(a.error)")
+            let aID = try #require(a.json["id"] as? String)
+            let made = try await service.task(aID)
+            #expect(made.spec.namespace == "team-a")
+            let d = try await Self.call(client, .post, "/tasks", dev, task)
+            let dID = try #require(d.json["id"] as? String)
+            let madeInDefault = try await service.task(dID)
+            #expect(madeInDefault.spec.namespace == nil, "default is stored as before namespaces")
+            func ids(_ uri: String, _ token: String) async throws -> [String] {
+                try await (Self.call(client, .get, uri, token).json["tasks"] as? [[String: Any]] ?? []).compactMap { $0["id"] as? String }
+            }
+            #expect(try await ids("/tasks", devA) == [aID])
+            #expect(try await ids("/tasks", dev) == [dID])
+            #expect(try await ids("/tasks?namespace=team-a", dev) == [aID])
+            #expect(try await Set(ids("/tasks?namespace=*", dev)) == [aID, dID])
+            // Another namespace's task is not there for a bound token, nor with an explicit namespace.
+            let hidden = try await Self.call(client, .get, "/tasks/\(dID)", devA)
+            #expect(hidden.status == 404 && hidden.error.contains("no task \(dID) in namespace team-a"), "\(hidden.error)")
+            #expect(try await Self.call(client, .post, "/tasks/\(dID)/stop", devA).status == 404)
+            #expect(try await Self.call(client, .get, "/tasks/\(aID)?namespace=default", dev).status == 404)
+            #expect(try await Self.call(client, .get, "/tasks/\(aID)", dev).status == 200, "a cluster-wide token finds any task by id")
+            let elsewhere = try await Self.call(client, .get, "/tasks?namespace=default", devA)
+            #expect(elsewhere.status == 403 && elsewhere.error.contains("may not work in namespace default"), "\(elsewhere.error)")
+            #expect(try await Self.call(client, .get, "/tasks?namespace=nope", dev).error == "no namespace nope")
+            #expect(try await Self.call(client, .post, "/tasks?namespace=*", dev, task).status == 422)
+
+            // Secrets: the same name is another secret in each namespace; a task sees its own.
+            let listed = try await Self.call(client, .get, "/secrets", devA).json["secrets"] as? [[String: Any]] ?? []
+            #expect(listed.map { "\($0["namespace"] ?? "")/\($0["name"] ?? "")" } == ["team-a/db"])
+            let missing = try await Self.call(client, .post, "/tasks", devA, #"{"name":"t","image":"r/i:1","secrets":[{"name":"other"}]}"#)
+            #expect(missing.status == 422 && missing.error.contains("no secret other in namespace team-a"), "\(missing.error)")
+
+            // Actors: the same.
+            let actor = try await Self.call(client, .post, "/actors", devA, #"{"name":"echo","image":"registry.example/echo:v1"}"#)
+            #expect(actor.status == 201, "\(actor.error)")
+            let actorID = try #require(actor.json["id"] as? String)
+            #expect((try await Self.call(client, .get, "/actors", dev).json["actors"] as? [[String: Any]] ?? []).isEmpty)
+            #expect(try await Self.call(client, .post, "/actors/\(actorID)/messages", viewerB, "hi").status == 403)
+            let other = try await Self.call(client, .get, "/actors/\(actorID)", try tokens.create(name: "vb2", role: .viewer, namespace: "team-b").secret)
+            #expect(other.status == 404 && other.error.contains("in namespace team-b"), "\(other.error)")
+
+            // A namespace's admin has nothing of the cluster's.
+            let token = try await Self.call(client, .post, "/tokens", adminA, #"{"name":"x","role":"viewer"}"#)
+            #expect(token.status == 403 && token.error.contains("bound to namespace team-a"), "\(token.error)")
+            #expect(try await Self.call(client, .get, "/audit", adminA).status == 403)
+            #expect(try await Self.call(client, .delete, "/tasks/\(aID)", adminA).status == 204, "but everything in its namespace")
+            let me = try await Self.call(client, .get, "/whoami", adminA).json
+            #expect(me["namespace"] as? String == "team-a" && !((me["permissions"] as? [String])?.contains("tokens:manage") ?? true))
+
+            // Namespaces themselves.
+            let seen = try await Self.call(client, .get, "/namespaces", viewerB).json["namespaces"] as? [[String: Any]] ?? []
+            #expect(seen.compactMap { $0["name"] as? String } == ["team-b"])
+            #expect(try await Self.call(client, .get, "/namespaces/team-a", viewerB).status == 404)
+            let all = try await Self.call(client, .get, "/namespaces", Self.admin).json["namespaces"] as? [[String: Any]] ?? []
+            #expect(all.compactMap { $0["name"] as? String } == ["default", "team-a", "team-b"])
+            let usage = try await Self.call(client, .get, "/namespaces/team-a", Self.admin).json["usage"] as? [String: Any] ?? [:]
+            #expect(usage["tasks"] as? Int == 0 && usage["actors"] as? Int == 1 && usage["secrets"] as? Int == 1, "\(usage)")
+            let busy = try await Self.call(client, .delete, "/namespaces/team-a", Self.admin)
+            #expect(busy.status == 409 && busy.error.contains("holds 1 actor, 1 secret"), "\(busy.error)")
+            #expect(try await Self.call(client, .delete, "/namespaces/team-b", Self.admin).status == 204)
+            #expect(try await Self.call(client, .delete, "/namespaces/default", Self.admin).status == 409)
+            #expect(try await Self.call(client, .post, "/namespaces", Self.admin, #"{"name":"Team_A"}"#).status == 422)
+            #expect(try await Self.call(client, .post, "/namespaces", Self.admin, #"{"name":"team-a"}"#).status == 409)
+            #expect(try await Self.call(client, .post, "/namespaces", dev, #"{"name":"mine"}"#).status == 403)
+            let bound = try await Self.call(client, .post, "/tokens", Self.admin, #"{"name":"x","role":"viewer","namespace":"nope"}"#)
+            #expect(bound.status == 422 && bound.error.contains("no namespace nope"))
+        }
+        // The namespaces come back with the store.
+        #expect(try Namespaces(store: store).list().map(\.name) == ["default", "team-a"])
     }
 
     /// A database from before roles: its tokens become admins (they could do everything), named

@@ -17,7 +17,7 @@ final class StoreUnderTest: @unchecked Sendable {
     let kind: StoreKind
     let dir: TempDirectory
     let server: PostgresServer?
-    private(set) var store: any ManagerStore & TokenStore & SecretStore & AuditStore
+    private(set) var store: any ManagerStore & TokenStore & SecretStore & AuditStore & NamespaceStore
 
     init(_ kind: StoreKind) throws {
         self.kind = kind
@@ -26,7 +26,7 @@ final class StoreUnderTest: @unchecked Sendable {
         store = try Self.open(kind, dir: dir, server: server)
     }
 
-    private static func open(_ kind: StoreKind, dir: TempDirectory, server: PostgresServer?) throws -> any ManagerStore & TokenStore & SecretStore & AuditStore {
+    private static func open(_ kind: StoreKind, dir: TempDirectory, server: PostgresServer?) throws -> any ManagerStore & TokenStore & SecretStore & AuditStore & NamespaceStore {
         switch kind {
         case .sqlite: return try SQLiteStore(path: dir.path + "/manager.db")
         case .postgres: return try PostgresStore(url: try #require(server).url())
@@ -34,7 +34,7 @@ final class StoreUnderTest: @unchecked Sendable {
     }
 
     /// A second store on the same data (the first is dropped), as after a manager restart.
-    func reopen() throws -> any ManagerStore & TokenStore & SecretStore & AuditStore {
+    func reopen() throws -> any ManagerStore & TokenStore & SecretStore & AuditStore & NamespaceStore {
         store = try Self.open(kind, dir: dir, server: server)
         return store
     }
@@ -299,15 +299,23 @@ struct StoreContractTests {
         let s = try StoreUnderTest(kind)
         let vault = SecretVault(store: s.store, box: try SecretBox(key: Array(repeating: 7, count: 32)))
         let value: [UInt8] = Array("the-value-\u{0}".utf8) + [0xff]
-        #expect(try vault.create(name: "db", value: value, at: 5) == SecretInfo(name: "db", sizeBytes: value.count, createdAt: 5))
+        #expect(try vault.create(name: "db", value: value, at: 5) == SecretInfo(name: "db", sizeBytes: value.count, createdAt: 5, namespace: "default"))
         #expect(throws: PropellerError.self) { try vault.create(name: "db", value: [1], at: 6) }
         _ = try vault.create(name: "api.key", value: [2, 3], at: 7)
         let store = try s.reopen()
         #expect(try store.secrets() == [SecretInfo(name: "api.key", sizeBytes: 2, createdAt: 7), SecretInfo(name: "db", sizeBytes: value.count, createdAt: 5)])
         let sealed = try #require(try store.sealedSecret("db"))
         #expect(!sealed.indices.contains { i in sealed[i...].starts(with: value) }, "the store holds the value sealed")
-        #expect(vault.values([SecretMount(name: "db"), SecretMount(name: "db", target: "/x"), SecretMount(name: "gone")]).values
+        #expect(vault.values([SecretMount(name: "db"), SecretMount(name: "db", target: "/x"), SecretMount(name: "gone")], in: "default").values
                 == [SecretValue(name: "db", value: Data(value))])
+        // The same name in another namespace is another secret.
+        _ = try vault.create(name: "db", value: [9], in: "team-a", at: 8)
+        #expect(vault.values([SecretMount(name: "db")], in: "team-a").values == [SecretValue(name: "db", value: Data([9]))])
+        #expect(try vault.list(in: "team-a") == [SecretInfo(name: "db", sizeBytes: 1, createdAt: 8, namespace: "team-a")])
+        #expect(try vault.list().map(\.name) == ["api.key", "db"])
+        #expect(try vault.list(in: nil).count == 3)
+        #expect(vault.values([SecretMount(name: "api.key")], in: "team-a").values.isEmpty)
+        #expect(try vault.delete("db", in: "team-a"))
         #expect(try store.deleteSecret("db"))
         #expect(try !store.deleteSecret("db"))
         #expect(try store.sealedSecret("db") == nil)
