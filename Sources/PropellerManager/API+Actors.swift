@@ -11,6 +11,10 @@ extension ManagerAPI {
             var spec = try ActorRequest.spec(from: body)
             spec.namespace = try context.storedNamespace()
             try checkSecretsExist(spec.secrets, in: try context.namespaceForWrite())
+            if let limit = namespaces?.get(context.namespace)?.quota?.actors {
+                let count = await actors.list().filter { $0.spec.namespace.orDefaultNamespace == context.namespace }.count
+                if count >= limit { throw APIError.conflict("namespace \(context.namespace) is at its actor quota: \(count) of \(limit)") }
+            }
             return try encode(try await actors.create(spec), status: .created)
         }
         router.get("/actors") { request, context in

@@ -110,6 +110,7 @@ public enum AccessRules {
         rule("GET /namespaces", .permission(.namespacesRead)),
         rule("POST /namespaces", .permission(.namespacesManage)),
         rule("GET /namespaces/{name}", .permission(.namespacesRead)),
+        rule("PUT /namespaces/{name}", .permission(.namespacesManage)),
         rule("DELETE /namespaces/{name}", .permission(.namespacesManage)),
     ]
 

@@ -50,6 +50,8 @@ public enum ClusterEvent: Sendable {
     case drain(String, deadlineSeconds: Double?)
     /// An operator ends a drain: the proplet is eligible again.
     case cancelDrain(String)
+    /// Namespaces' quotas, whole (at the start of a term and after every change).
+    case quotas([String: NamespaceQuota])
 
     // Actors. The commands whose write must succeed first arrive already stored.
 
@@ -178,6 +180,8 @@ public struct ClusterState: Sendable {
     var epochAsks: [String: Int] = [:]
     /// Actors, their inboxes, executions and workers.
     public internal(set) var actors = ActorTable()
+    /// Namespaces' quotas (only those that limit something).
+    public internal(set) var quotas: [String: NamespaceQuota] = [:]
 
     /// The event being applied: its time and the effects so far.
     var now = Moment(wall: 0, mono: .now)
@@ -237,6 +241,7 @@ public struct ClusterState: Sendable {
         case .purge(let id): try purge(id)
         case .killExecution(let id, let execution, let stored): try kill(id, execution, stored: stored)
         case .autoscale: autoscale()
+        case .quotas(let q): setQuotas(q)
         }
         return effects
     }
@@ -324,11 +329,24 @@ public struct ClusterState: Sendable {
         // Most free of any alive node, per dimension: a task above it cannot fit now, which
         // skips the scan when the fleet is full.
         var bound = ledger.maxFree()
+        // What each namespace with a quota has placed, counted once per pass (nothing when no
+        // namespace has a quota).
+        var reserved = quotas.isEmpty ? [:] : namespaceReservations()
         for id in pendingQueue {
             guard var t = active[id], t.state == .pending else { continue }
             let r = t.spec.resources
             if !(bound.slots > 0 && bound.resources.holds(r)) && t.reason != nil && t.spec.propletId == nil && t.spec.constraints.isEmpty
                 && t.spec.volumes == nil && t.spec.publish == nil && !NetworkName.isCNI(t.spec.network) {
+                still.append(id)
+                continue
+            }
+            if let reason = quotaWait(t, reserved) {
+                if t.reason != reason {
+                    t.reason = reason
+                    t.updatedAt = now.wall
+                    active[id] = t
+                    changed.append(t)
+                }
                 still.append(id)
                 continue
             }
@@ -342,6 +360,7 @@ public struct ClusterState: Sendable {
                 t.reason = nil
                 t.updatedAt = now.wall
                 reserve(t, on: node.id)
+                if !quotas.isEmpty { reserved[t.spec.namespace.orDefaultNamespace, default: NamespaceReservation()].add(t.spec.resources) }
                 dispatchedAt[id] = now.mono
                 unreported[id] = nil
                 active[id] = t

@@ -65,6 +65,7 @@ public struct ManagerAPI: Sendable {
             var spec = try TaskRequest.spec(from: body)
             spec.namespace = try context.storedNamespace()
             try checkSecretsExist(spec.secrets, in: try context.namespaceForWrite())
+            try checkQuota(spec.resources, in: context.namespace)
             let task = try await service.create(spec, start: body.start ?? false)
             return try encode(task, status: .created)
         }
@@ -94,7 +95,11 @@ public struct ManagerAPI: Sendable {
                 try TaskRequest.apply(body, to: &probe)
                 try checkSecretsExist(probe.secrets, in: context.namespace)
             }
-            return try encode(try await service.update(id) { spec in try TaskRequest.apply(body, to: &spec) })
+            let namespace = context.namespace
+            return try encode(try await service.update(id) { spec in
+                try TaskRequest.apply(body, to: &spec)
+                try checkQuota(spec.resources, in: namespace)
+            })
         }
         router.delete("/tasks/{id}") { _, context in
             try await service.delete(try context.parameters.require("id"))

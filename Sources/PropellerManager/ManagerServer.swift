@@ -134,7 +134,9 @@ final class LeaderTerm: Sendable {
         api.cluster = cluster
         audit = AuditLog(store: store) { error in logger.error("the store refused audit entries (kept for the next try)", metadata: ["error": "\(error)"]) }
         api.audit = audit
-        api.namespaces = try Namespaces(store: store)
+        let namespaces = try Namespaces(store: store)
+        api.namespaces = namespaces
+        await service.setQuotas(namespaces.quotas())
         responder = api.router().buildResponder()
     }
 

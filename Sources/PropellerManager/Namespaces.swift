@@ -5,10 +5,13 @@ import PropellerCore
 public struct NamespaceRecord: Codable, Sendable, Hashable {
     public var name: String
     public var createdAt: Double
+    /// What it may hold at once (nil: no limit).
+    public var quota: NamespaceQuota?
 
-    public init(name: String, createdAt: Double) {
+    public init(name: String, createdAt: Double, quota: NamespaceQuota? = nil) {
         self.name = name
         self.createdAt = createdAt
+        self.quota = quota
     }
 }
 
@@ -19,6 +22,8 @@ public protocol NamespaceStore: Sendable {
     func namespaces() throws -> [NamespaceRecord]
     /// Removes one; false when there was none.
     func deleteNamespace(_ name: String) throws -> Bool
+    /// Replaces one's quota (`default` included: it is stored on its first quota).
+    func setNamespaceQuota(_ name: String, _ quota: NamespaceQuota?, createdAt: Double) throws
 }
 
 /// The manager's namespaces, read from the store once and kept in memory (the access check
@@ -50,13 +55,31 @@ public final class Namespaces: Sendable {
 
     /// `default` first, then the others by name.
     public func list() -> [NamespaceRecord] {
-        [NamespaceRecord(name: Self.defaultName, createdAt: 0)] + known.withLock { Array($0.values) }.sorted { $0.name < $1.name }
+        let all = known.withLock { $0 }
+        return [all[Self.defaultName] ?? NamespaceRecord(name: Self.defaultName, createdAt: 0)]
+            + all.values.filter { $0.name != Self.defaultName }.sorted { $0.name < $1.name }
     }
 
-    public func create(_ name: String) throws -> NamespaceRecord {
+    public func get(_ name: String) -> NamespaceRecord? { list().first { $0.name == name } }
+
+    /// The quotas that limit something, by namespace (what the scheduler is given).
+    public func quotas() -> [String: NamespaceQuota] {
+        Dictionary(uniqueKeysWithValues: list().compactMap { r in r.quota.flatMap { $0.isEmpty ? nil : (r.name, $0) } })
+    }
+
+    public func create(_ name: String, quota: NamespaceQuota? = nil) throws -> NamespaceRecord {
         let name = try Self.check(name)
-        let record = NamespaceRecord(name: name, createdAt: WallClock.now())
+        let record = NamespaceRecord(name: name, createdAt: WallClock.now(), quota: quota)
         guard name != Self.defaultName, try store.insertNamespace(record) else { throw APIError.conflict("namespace \(name) exists") }
+        known.withLock { $0[name] = record }
+        return record
+    }
+
+    /// Replaces a namespace's quota (nil: no limit).
+    public func setQuota(_ name: String, _ quota: NamespaceQuota?) throws -> NamespaceRecord {
+        guard var record = get(name) else { throw APIError.notFound("no namespace \(name)") }
+        record.quota = quota.flatMap { $0.isEmpty ? nil : $0 }
+        try store.setNamespaceQuota(name, record.quota, createdAt: record.createdAt)
         known.withLock { $0[name] = record }
         return record
     }

@@ -1,3 +1,4 @@
+import Foundation
 import GRDB
 import PropellerCore
 
@@ -25,7 +26,8 @@ extension SQLiteStore: TokenStore, AuditStore, NamespaceStore {
             ALTER TABLE api_tokens ADD COLUMN namespace TEXT;
             CREATE TABLE namespaces (
                 name TEXT PRIMARY KEY,
-                created_at REAL NOT NULL
+                created_at REAL NOT NULL,
+                quota TEXT
             );
             CREATE TABLE audit_log (
                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -125,8 +127,8 @@ extension SQLiteStore: TokenStore, AuditStore, NamespaceStore {
     public func insertNamespace(_ namespace: NamespaceRecord) throws -> Bool {
         try wrap("insert namespace \(namespace.name)") {
             try pool.write { db in
-                try db.execute(sql: "INSERT INTO namespaces (name, created_at) VALUES (?, ?) ON CONFLICT(name) DO NOTHING",
-                               arguments: [namespace.name, namespace.createdAt])
+                try db.execute(sql: "INSERT INTO namespaces (name, created_at, quota) VALUES (?, ?, ?) ON CONFLICT(name) DO NOTHING",
+                               arguments: [namespace.name, namespace.createdAt, try NamespaceQuota.stored(namespace.quota)])
                 return db.changesCount == 1
             }
         }
@@ -135,7 +137,9 @@ extension SQLiteStore: TokenStore, AuditStore, NamespaceStore {
     public func namespaces() throws -> [NamespaceRecord] {
         try wrap("read namespaces") {
             try pool.read { db in
-                try Row.fetchAll(db, sql: "SELECT name, created_at FROM namespaces ORDER BY name").map { NamespaceRecord(name: $0["name"], createdAt: $0["created_at"]) }
+                try Row.fetchAll(db, sql: "SELECT name, created_at, quota FROM namespaces ORDER BY name").map { row in
+                    NamespaceRecord(name: row["name"], createdAt: row["created_at"], quota: try NamespaceQuota.fromStore(row["quota"]))
+                }
             }
         }
     }
@@ -145,6 +149,15 @@ extension SQLiteStore: TokenStore, AuditStore, NamespaceStore {
             try pool.write { db in
                 try db.execute(sql: "DELETE FROM namespaces WHERE name = ?", arguments: [name])
                 return db.changesCount == 1
+            }
+        }
+    }
+
+    public func setNamespaceQuota(_ name: String, _ quota: NamespaceQuota?, createdAt: Double) throws {
+        try wrap("set namespace \(name)'s quota") {
+            try pool.write { db in
+                try db.execute(sql: "INSERT INTO namespaces (name, created_at, quota) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET quota = excluded.quota",
+                               arguments: [name, createdAt, try NamespaceQuota.stored(quota)])
             }
         }
     }

@@ -219,6 +219,11 @@ public struct NamespaceUsage: Codable, Sendable, Hashable {
 }
 
 extension TaskService {
+    /// Namespaces' quotas, whole: tasks waiting for room in their namespace are looked at again.
+    public func setQuotas(_ quotas: [String: NamespaceQuota]) {
+        _ = try? apply(.quotas(quotas))
+    }
+
     /// The namespace's tasks (all of them, from the store) and what its active tasks, actors
     /// and workers reserve (from memory).
     public func usage(ofNamespace namespace: String) throws -> NamespaceUsage {

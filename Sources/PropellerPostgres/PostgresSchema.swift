@@ -135,7 +135,7 @@ enum PostgresSchema {
             "ALTER TABLE api_tokens ADD COLUMN expires_at DOUBLE PRECISION",
             "ALTER TABLE api_tokens ADD COLUMN rotated_at DOUBLE PRECISION",
             "ALTER TABLE api_tokens ADD COLUMN namespace TEXT",
-            "CREATE TABLE namespaces (name TEXT PRIMARY KEY, created_at DOUBLE PRECISION NOT NULL)",
+            "CREATE TABLE namespaces (name TEXT PRIMARY KEY, created_at DOUBLE PRECISION NOT NULL, quota TEXT)",
             """
             CREATE TABLE audit_log (
                 seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -83,16 +83,19 @@ extension PostgresStore: AuditStore, NamespaceStore {
         // Only the leader writes (followers forward commands), so nothing comes in between.
         guard try !namespaces().contains(where: { $0.name == namespace.name }) else { return false }
         try write("insert namespace \(namespace.name)") { session in
-            [session.send("INSERT INTO namespaces (name, created_at) VALUES (\(namespace.name), \(namespace.createdAt)) ON CONFLICT (name) DO NOTHING")]
+            [session.send("""
+                INSERT INTO namespaces (name, created_at, quota) VALUES (\(namespace.name), \(namespace.createdAt), \(try NamespaceQuota.stored(namespace.quota)))
+                ON CONFLICT (name) DO NOTHING
+                """)]
         }
         return true
     }
 
     public func namespaces() throws -> [NamespaceRecord] {
         try read("read namespaces") { session in
-            try session.run("SELECT name, created_at FROM namespaces ORDER BY name").map { row in
-                let (name, created) = try row.decode((String, Double).self)
-                return NamespaceRecord(name: name, createdAt: created)
+            try session.run("SELECT name, created_at, quota FROM namespaces ORDER BY name").map { row in
+                let (name, created, quota) = try row.decode((String, Double, String?).self)
+                return NamespaceRecord(name: name, createdAt: created, quota: try NamespaceQuota.fromStore(quota))
             }
         }
     }
@@ -101,5 +104,15 @@ extension PostgresStore: AuditStore, NamespaceStore {
         guard try namespaces().contains(where: { $0.name == name }) else { return false }
         try write("delete namespace \(name)") { session in [session.send("DELETE FROM namespaces WHERE name = \(name)")] }
         return true
+    }
+
+    public func setNamespaceQuota(_ name: String, _ quota: NamespaceQuota?, createdAt: Double) throws {
+        let text = try NamespaceQuota.stored(quota)
+        try write("set namespace \(name)'s quota") { session in
+            [session.send("""
+                INSERT INTO namespaces (name, created_at, quota) VALUES (\(name), \(createdAt), \(text))
+                ON CONFLICT (name) DO UPDATE SET quota = excluded.quota
+                """)]
+        }
     }
 }

@@ -114,8 +114,12 @@ struct APIAccessTests {
         let cluster = try run(c, dev.secret, ["proplet", "drain", "p"])
         #expect(cluster.status != 0 && cluster.stderrText.contains("lacks permission proplets:manage"), "\(cluster.stderrText)")
 
+        // A quota: what can never fit is refused at once, with the reason.
+        #expect(try c.cli(["namespace", "quota", "team-a", "--memory", "1G", "--tasks", "4"]).status == 0)
+        let big = try run(c, dev.secret, ["task", "create", "big", "--image", c.image, "--memory", "2G", "--", "true"])
+        #expect(big.status != 0 && big.stderrText.contains("memory quota is 1 GiB"), "\(big.stderrText)")
         let shown = try c.cli(["namespace", "get", "team-a"])
-        #expect(shown.stdoutText.contains("1 (0 active)"), "\(shown.stdoutText)")
+        #expect(shown.stdoutText.contains("1, 0 active of 4 placed at once") && shown.stdoutText.contains("of 1 GiB"), "\(shown.stdoutText)")
         let busy = try c.cli(["namespace", "delete", "team-a"])
         #expect(busy.status != 0 && busy.stderrText.contains("holds 1 task"), "\(busy.stderrText)")
         #expect(try run(c, dev.secret, ["task", "delete", id]).status == 0)
@@ -123,6 +127,7 @@ struct APIAccessTests {
         c.stopManager()
         try c.startManager()
         #expect(try c.cli(["namespace", "list"]).stdoutText.contains("team-a"))
+        #expect(try c.cli(["namespace", "get", "team-a"]).stdoutText.contains("of 1 GiB"), "the quota is kept")
         #expect(try run(c, dev.secret, ["task", "get", otherID]).status != 0)
         #expect(try c.cli(["namespace", "delete", "team-a"]).status == 0)
         #expect(try run(c, dev.secret, ["task", "list"]).stderrText.contains("no namespace team-a"))

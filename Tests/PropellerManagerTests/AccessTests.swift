@@ -332,6 +332,38 @@ struct AccessTests: Sendable {
         #expect(try Namespaces(store: store).list().map(\.name) == ["default", "team-a"])
     }
 
+    @Test func quotasAreSetByClusterAdminsAndRefuseWhatCanNeverFit() async throws {
+        _ = try namespaces.create("team-a")
+        let adminA = try tokens.create(name: "a-admin", role: .admin, namespace: "team-a").secret
+        try await withApp { client in
+            let set = try await Self.call(client, .put, "/namespaces/team-a", Self.admin, #"{"quota":{"memory_bytes":1073741824,"actors":1}}"#)
+            #expect(set.status == 200, "\(set.error)")
+            #expect((set.json["quota"] as? [String: Any])?["memory_bytes"] as? Int == 1 << 30)
+            let own = try await Self.call(client, .put, "/namespaces/team-a", adminA, #"{"quota":{}}"#)
+            #expect(own.status == 403 && own.error.contains("namespaces:manage"), "a namespace's admin does not set its own quota")
+            let bad = try await Self.call(client, .put, "/namespaces/team-a", Self.admin, #"{"quota":{"memory":"1G"}}"#)
+            #expect(bad.status == 400 && bad.error.contains("unknown field"), "\(bad.error)")
+            #expect(try await Self.call(client, .put, "/namespaces/nope", Self.admin, #"{"quota":{}}"#).status == 404)
+
+            let big = try await Self.call(client, .post, "/tasks", adminA, #"{"name":"big","image":"r/i:1","resources":{"memory_bytes":2147483648}}"#)
+            #expect(big.status == 422 && big.error == "namespace team-a's memory quota is 1 GiB: a task asking for 2 GiB can never run there", "\(big.error)")
+            #expect(try await Self.call(client, .post, "/tasks", Self.admin, #"{"name":"big","image":"r/i:1","resources":{"memory_bytes":2147483648}}"#).status == 201,
+                    "default has no quota")
+            #expect(try await Self.call(client, .post, "/actors", adminA, #"{"name":"one","image":"r/a:1"}"#).status == 201)
+            let second = try await Self.call(client, .post, "/actors", adminA, #"{"name":"two","image":"r/a:1"}"#)
+            #expect(second.status == 409 && second.error == "namespace team-a is at its actor quota: 1 of 1", "\(second.error)")
+            let got = try await Self.call(client, .get, "/namespaces/team-a", adminA).json
+            #expect((got["usage"] as? [String: Any])?["actors"] as? Int == 1 && got["quota"] != nil)
+            // Cleared: no limit.
+            #expect(try await Self.call(client, .put, "/namespaces/team-a", Self.admin, #"{}"#).status == 200)
+            #expect(try await Self.call(client, .post, "/actors", adminA, #"{"name":"two","image":"r/a:1"}"#).status == 201)
+        }
+        #expect(try Namespaces(store: store).get("team-a")?.quota == nil)
+        let restored = try Namespaces(store: store)
+        _ = try restored.setQuota("default", NamespaceQuota(runningTasks: 2))
+        #expect(try Namespaces(store: store).quotas() == ["default": NamespaceQuota(runningTasks: 2)], "default's quota is kept too")
+    }
+
     /// A database from before roles: its tokens become admins (they could do everything), named
     /// identities after themselves, and keep working.
     @Test func tokensFromBeforeRolesBecomeAdmins() throws {
