@@ -87,9 +87,9 @@ struct AccessMiddleware: RouterMiddleware {
     let audit: AuditLog?
     /// Nil: only `default` exists.
     let namespaces: Namespaces?
-    /// The namespace of the task or actor (`collection` "tasks" or "actors") with this id, or
-    /// nil when there is none.
-    let owner: @Sendable (_ collection: String, _ id: String) async -> String?
+    /// The id and namespace of the task or actor (`collection` "tasks" or "actors") that
+    /// `handle` names (an id, else a name or an id prefix in `namespace`, nil: any), or nil.
+    let resolve: @Sendable (_ collection: String, _ handle: String, _ namespace: String?) async throws -> (id: String, namespace: String)?
     let logger: Logger
 
     func handle(_ request: Request, context: APIContext, next: (Request, APIContext) async throws -> Response) async throws -> Response {
@@ -101,7 +101,17 @@ struct AccessMiddleware: RouterMiddleware {
         let audited = rule?.audited ?? (request.method != .get && request.method != .head)
         do {
             try authorize(principal, rule, request)
-            context.namespace = try await namespace(of: request, rule, principal)
+            let (namespace, resolvedPath) = try await namespace(of: request, rule, principal)
+            context.namespace = namespace
+            var request = request
+            if let resolved = resolvedPath {
+                // The route's {id} (the router has matched it already) and the path both name
+                // the id from here on.
+                context.coreContext.parameters["id"] = Substring(resolved.id)
+                var head = request.head
+                head.path = resolved.path
+                request = Request(head: head, body: request.body)
+            }
             let response = try await next(request, context)
             if audited { record(request, context, principal, rule, status: Int(response.status.code)) }
             return response
@@ -159,10 +169,11 @@ struct AccessMiddleware: RouterMiddleware {
         }
     }
 
-    /// The request's namespace (see ``APIContext/namespace``); a task or actor named by id
-    /// must be in it, else it is "not there" (404, as a missing one: a token bound to a
-    /// namespace learns nothing of the others).
-    private func namespace(of request: Request, _ rule: AccessRules.Rule?, _ principal: Principal) async throws -> String {
+    /// The request's namespace (see ``APIContext/namespace``); a task or actor named in the path
+    /// must be in it, else it is "not there" (404, as a missing one: a token bound to a namespace
+    /// learns nothing of the others). A name or an id prefix in the path is replaced by the id
+    /// (the second value: the new path, or nil).
+    private func namespace(of request: Request, _ rule: AccessRules.Rule?, _ principal: Principal) async throws -> (String, (id: String, path: String)?) {
         let asked = request.uri.queryParameters["namespace"].map(String.init)
         var namespace: String
         if let bound = principal.namespace {
@@ -176,18 +187,23 @@ struct AccessMiddleware: RouterMiddleware {
         if namespace != "*" && namespace != Namespaces.defaultName && !(namespaces?.exists(namespace) ?? false) {
             throw APIError.notFound("no namespace \(namespace)")
         }
-        // /tasks/{id}…, /actors/{id}…: the namespace of what it names.
-        if let rule, rule.pattern.count >= 2, rule.pattern[1] == "{id}", rule.pattern[0] == "tasks" || rule.pattern[0] == "actors" {
-            let collection = String(rule.pattern[0])
-            let segments = request.uri.path.split(separator: "/")
-            if segments.count >= 2, let owner = await owner(collection, String(segments[1])) {
-                if owner != namespace && (asked != nil || principal.namespace != nil) && namespace != "*" {
-                    throw APIError.notFound("no \(collection.dropLast()) \(segments[1]) in namespace \(namespace)")
-                }
-                namespace = owner
-            }
+        // /tasks/{id}…, /actors/{id}…: what it names, and its namespace.
+        guard let rule, rule.pattern.count >= 2, rule.pattern[1] == "{id}", rule.pattern[0] == "tasks" || rule.pattern[0] == "actors" else {
+            return (namespace, nil)
         }
-        return namespace
+        let collection = String(rule.pattern[0])
+        var segments = request.uri.path.split(separator: "/", omittingEmptySubsequences: false)
+        // "", "tasks", handle, …
+        guard segments.count >= 3, let handle = String(segments[2]).removingPercentEncoding, !handle.isEmpty else { return (namespace, nil) }
+        let scope = namespace == "*" ? nil : namespace
+        guard let found = try await resolve(collection, handle, scope) else { return (namespace, nil) }
+        if found.namespace != namespace && (asked != nil || principal.namespace != nil) && namespace != "*" {
+            throw APIError.notFound("no \(collection.dropLast()) \(handle) in namespace \(namespace)")
+        }
+        guard found.id != handle else { return (found.namespace, nil) }
+        segments[2] = Substring(found.id)
+        let query = request.uri.query.map { "?" + $0 } ?? ""
+        return (found.namespace, (found.id, segments.joined(separator: "/") + query))
     }
 
     private func record(_ request: Request, _ context: APIContext, _ principal: Principal, _ rule: AccessRules.Rule?, status: Int) {

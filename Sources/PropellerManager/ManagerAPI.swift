@@ -33,11 +33,17 @@ public struct ManagerAPI: Sendable {
     public func router() -> Router<APIContext> {
         let router = Router(context: APIContext.self)
         router.add(middleware: ErrorAndMetricsMiddleware(metrics: metrics, traces: service.traces))
-        router.add(middleware: AccessMiddleware(tokens: tokens, audit: audit, namespaces: namespaces, owner: { [service, actors] collection, id in
+        router.add(middleware: AccessMiddleware(tokens: tokens, audit: audit, namespaces: namespaces, resolve: { [service, actors] collection, handle, namespace in
             switch collection {
-            case "tasks": return (try? await service.task(id))?.spec.namespace.orDefaultNamespace
-            case "actors": return (try? await actors?.actor(id))?.spec.namespace.orDefaultNamespace
-            default: return nil
+            case "tasks":
+                return try await service.resolveTask(handle, namespace: namespace).map { ($0.id, $0.spec.namespace.orDefaultNamespace) }
+            case "actors":
+                guard let actors else { return nil }
+                if let a = try? await actors.actor(handle) { return (a.id, a.spec.namespace.orDefaultNamespace) }
+                let candidates = await actors.list().filter { namespace == nil || $0.spec.namespace.orDefaultNamespace == namespace }
+                return try TaskService.pick(handle, candidates, kind: "actor", name: \.spec.name, id: \.id).map { ($0.id, $0.spec.namespace.orDefaultNamespace) }
+            default:
+                return nil
             }
         }, logger: service.logger))
 

@@ -26,6 +26,9 @@ public protocol ManagerStore: ActorStore {
     func tasks(offset: Int, limit: Int, state: TaskState?, namespace: String?) throws -> (total: Int, tasks: [TaskRecord])
     /// Pending, scheduled and running tasks, in creation order (what a restarted manager resumes).
     func activeTasks() throws -> [TaskRecord]
+    /// Up to `limit` tasks whose name is `handle` or whose id starts with it, of one namespace
+    /// (nil: all), in creation order: what a name or an id prefix may mean.
+    func tasks(matching handle: String, namespace: String?, limit: Int) throws -> [TaskRecord]
     func taskCounts() throws -> [TaskState: Int]
     func deleteTask(id: String) throws
 

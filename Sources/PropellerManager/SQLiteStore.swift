@@ -240,6 +240,20 @@ public final class SQLiteStore: ManagerStore {
         }
     }
 
+    public func tasks(matching handle: String, namespace: String?, limit: Int) throws -> [TaskRecord] {
+        try wrap("find tasks named \(handle)") {
+            try pool.read { db in
+                var sql = "SELECT \(Self.columns) FROM tasks WHERE (name = ? OR substr(id, 1, length(?)) = ?)"
+                var args: StatementArguments = [handle, handle, handle]
+                if let namespace {
+                    sql += " AND COALESCE(json_extract(spec, '$.namespace'), 'default') = ?"
+                    args += [namespace]
+                }
+                return try Row.fetchAll(db, sql: sql + " ORDER BY seq LIMIT ?", arguments: args + [limit]).map(Self.record)
+            }
+        }
+    }
+
     public func activeTasks() throws -> [TaskRecord] {
         try wrap("read active tasks") {
             try pool.read { db in

@@ -241,3 +241,26 @@ extension TaskService {
         return usage
     }
 }
+
+extension TaskService {
+    /// The task a handle names: its id, else its name in `namespace` (nil: any), else a prefix of
+    /// its id there, as docker resolves containers. Nil when none; an error naming the
+    /// candidates when the name or prefix fits several.
+    public func resolveTask(_ handle: String, namespace: String?) throws -> TaskRecord? {
+        if let t = try? task(handle) { return t }
+        let found = try store.tasks(matching: handle, namespace: namespace, limit: 10).map { state.active[$0.id] ?? $0 }
+        return try Self.pick(handle, found, kind: "task", name: \.spec.name, id: \.id)
+    }
+
+    /// The one of `candidates` named `handle`, else the one whose id it begins; refuses several.
+    static func pick<T>(_ handle: String, _ candidates: [T], kind: String, name: KeyPath<T, String>, id: KeyPath<T, String>) throws -> T? {
+        for match in [candidates.filter { $0[keyPath: name] == handle }, candidates.filter { $0[keyPath: id].hasPrefix(handle) }] {
+            if match.count == 1 { return match[0] }
+            if match.count > 1 {
+                let ids = match.prefix(5).map { $0[keyPath: id] }.joined(separator: ", ")
+                throw APIError.conflict("\(handle) is ambiguous: it names or begins \(match.count == 10 ? "10 or more" : "\(match.count)") \(kind)s (\(ids)); use an id")
+            }
+        }
+        return nil
+    }
+}

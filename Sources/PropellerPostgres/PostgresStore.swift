@@ -212,6 +212,23 @@ public final class PostgresStore: ManagerStore, TokenStore, @unchecked Sendable 
         try result.first { _ in true }.map { try $0.decode(Int.self) } ?? 0
     }
 
+    public func tasks(matching handle: String, namespace: String?, limit: Int) throws -> [TaskRecord] {
+        try read("find tasks named \(handle)") { session in
+            let rows: PostgresQueryResult
+            if let namespace {
+                rows = try session.run("""
+                    SELECT \(unescaped: Self.columns) FROM tasks WHERE (name = \(handle) OR left(id, length(\(handle))) = \(handle))
+                    AND COALESCE(spec::jsonb->>'namespace', 'default') = \(namespace) ORDER BY seq LIMIT \(limit)
+                    """)
+            } else {
+                rows = try session.run("""
+                    SELECT \(unescaped: Self.columns) FROM tasks WHERE (name = \(handle) OR left(id, length(\(handle))) = \(handle)) ORDER BY seq LIMIT \(limit)
+                    """)
+            }
+            return try rows.map(Self.record)
+        }
+    }
+
     public func activeTasks() throws -> [TaskRecord] {
         try read("read active tasks") { session in
             try session.run("SELECT \(unescaped: Self.columns) FROM tasks WHERE state IN ('pending', 'scheduled', 'running', 'unknown') ORDER BY seq").map(Self.record)

@@ -122,7 +122,12 @@ struct APIAccessTests {
         #expect(shown.stdoutText.contains("1, 0 active of 4 placed at once") && shown.stdoutText.contains("of 1 GiB"), "\(shown.stdoutText)")
         let busy = try c.cli(["namespace", "delete", "team-a"])
         #expect(busy.status != 0 && busy.stderrText.contains("holds 1 task"), "\(busy.stderrText)")
-        #expect(try run(c, dev.secret, ["task", "delete", id]).status == 0)
+        // Names and id prefixes are handles, within the namespace.
+        #expect(try run(c, dev.secret, ["task", "get", "job", "--json"]).stdoutText.contains(id))
+        #expect(try c.cli(["task", "get", "job", "-n", "team-a", "--json"]).stdoutText.contains(id))
+        #expect(try c.cli(["task", "get", "theirs", "--json"]).stdoutText.contains(otherID))
+        #expect(try run(c, dev.secret, ["task", "get", "theirs"]).status != 0)
+        #expect(try run(c, dev.secret, ["task", "delete", String(id.prefix(8))]).status == 0)
         // The namespace and the binding survive a restart.
         c.stopManager()
         try c.startManager()

@@ -71,6 +71,10 @@ struct ActorTests {
         #expect(sync.status == 0 && sync.stdoutText == "out-now", "sync: \(sync.stdoutText) \(sync.stderrText)")
         let vars = try c.cli(["actor", "send", actor, "x", "--var", "GREETING=from-query", "--sync"])
         #expect(vars.status == 0)
+        // Its name works wherever its id does (and an id prefix).
+        let named = try c.cli(["actor", "send", "echo", "by-name", "--sync"])
+        #expect(named.status == 0 && named.stdoutText == "out-by-name", "\(named.stdoutText) \(named.stderrText)")
+        #expect(try c.cli(["actor", "get", String(actor.prefix(6))]).status == 0)
 
         // Deleting the actor stops its workers and gives their room back.
         let deleted = try c.cli(["actor", "delete", actor])

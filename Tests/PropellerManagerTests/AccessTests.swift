@@ -364,6 +364,45 @@ struct AccessTests: Sendable {
         #expect(try Namespaces(store: store).quotas() == ["default": NamespaceQuota(runningTasks: 2)], "default's quota is kept too")
     }
 
+    /// Names and id prefixes stand for ids in every path, within the request's namespace, as
+    /// docker resolves containers: an id first, then a name, then a prefix; several matches are
+    /// refused with the candidates.
+    @Test func namesAndIDPrefixesAreHandles() async throws {
+        _ = try namespaces.create("team-a")
+        let devA = try tokens.create(name: "a", role: .developer, namespace: "team-a").secret
+        try await withApp { client in
+            func make(_ name: String, _ token: String = Self.admin) async throws -> String {
+                let made = try await Self.call(client, .post, "/tasks", token, #"{"name":"\#(name)","image":"r/i:1"}"#)
+                let id = made.json["id"] as? String
+                #expect(id != nil, "\(made.error)")
+                return id ?? ""
+            }
+            let solo = try await make("solo")
+            _ = try await make("twin")
+            _ = try await make("twin")
+            let theirs = try await make("solo", devA)
+            #expect(try await Self.call(client, .get, "/tasks/solo", Self.admin).json["id"] as? String == solo)
+            #expect(try await Self.call(client, .get, "/tasks/solo", devA).json["id"] as? String == theirs, "a name is looked up in the namespace")
+            #expect(try await Self.call(client, .get, "/tasks/solo?namespace=team-a", Self.admin).json["id"] as? String == theirs)
+            let prefix = String(solo.prefix(8))
+            #expect(try await Self.call(client, .get, "/tasks/\(prefix)", Self.admin).json["id"] as? String == solo)
+            #expect(try await Self.call(client, .get, "/tasks/\(prefix)/results", Self.admin).error.contains("no result yet"), "the handler gets the id")
+            let twins = try await Self.call(client, .get, "/tasks/twin", Self.admin)
+            #expect(twins.status == 409 && twins.error.hasPrefix("twin is ambiguous: it names or begins 2 tasks"), "\(twins.error)")
+            #expect(try await Self.call(client, .get, "/tasks/nothing-like-it", Self.admin).status == 404)
+            #expect(try await Self.call(client, .get, "/tasks/\(prefix)", devA).status == 404, "another namespace's prefix is not there")
+            #expect(try await Self.call(client, .post, "/tasks/solo/start", Self.admin).json["id"] as? String == solo)
+            #expect(try await Self.call(client, .delete, "/tasks/solo", devA).status == 204)
+            #expect(try await Self.call(client, .get, "/tasks/\(theirs)", Self.admin).status == 404)
+
+            let actor = try await Self.call(client, .post, "/actors", Self.admin, #"{"name":"echoer","image":"r/echo:1"}"#)
+            let actorID = try #require(actor.json["id"] as? String)
+            #expect(try await Self.call(client, .get, "/actors/echoer", Self.admin).json["id"] as? String == actorID)
+            #expect(try await Self.call(client, .get, "/actors/echoer/workers", Self.admin).status == 200)
+            #expect(try await Self.call(client, .get, "/actors/echoer", devA).status == 404)
+        }
+    }
+
     /// A database from before roles: its tokens become admins (they could do everything), named
     /// identities after themselves, and keep working.
     @Test func tokensFromBeforeRolesBecomeAdmins() throws {
