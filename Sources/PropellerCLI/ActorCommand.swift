@@ -17,7 +17,8 @@ struct ActorCommand: ParsableCommand {
         file named by PROPELLER_STATE (what it leaves there is the next execution's state).
         """,
         subcommands: [ActorCreateCommand.self, ActorListCommand.self, ActorGetCommand.self, ActorUpdateCommand.self, ActorDeleteCommand.self,
-                      ActorSendCommand.self, ActorExecutionsCommand.self, ActorLogsCommand.self, ActorResultsCommand.self, ActorWorkersCommand.self]
+                      ActorSendCommand.self, ActorExecutionsCommand.self, ActorLogsCommand.self, ActorResultsCommand.self, ActorWorkersCommand.self,
+                      ActorNonceCommand.self]
     )
 }
 

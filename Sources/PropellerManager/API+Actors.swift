@@ -169,6 +169,8 @@ struct MessageQuery {
                     throw APIError.badRequest("timeout: expected seconds, more than 0 and at most \(maxTimeout.components.seconds)")
                 }
                 timeout = .saturating(seconds: t)
+            case "namespace", "x-nonce":
+                continue  // the access layer's, not the execution's
             default:
                 guard Self.isVariableName(name) else { throw APIError.badRequest("query parameter \"\(name)\": not a valid environment variable name") }
                 guard name != "MSG" && !name.hasPrefix("PROPELLER_") else {

@@ -87,6 +87,8 @@ struct AccessMiddleware: RouterMiddleware {
     let audit: AuditLog?
     /// Nil: only `default` exists.
     let namespaces: Namespaces?
+    /// Nil: no nonces (`?x-nonce=` is refused like a missing token).
+    let nonces: ActorNonces?
     /// The id and namespace of the task or actor (`collection` "tasks" or "actors") that
     /// `handle` names (an id, else a name or an id prefix in `namespace`, nil: any), or nil.
     let resolve: @Sendable (_ collection: String, _ handle: String, _ namespace: String?) async throws -> (id: String, namespace: String)?
@@ -95,14 +97,21 @@ struct AccessMiddleware: RouterMiddleware {
     func handle(_ request: Request, context: APIContext, next: (Request, APIContext) async throws -> Response) async throws -> Response {
         let rule = AccessRules.rule(method: request.method, path: request.uri.path)
         if rule?.access == .open { return try await next(request, context) }
-        let principal = try authenticate(request)
+        let principal = try authenticate(request, rule)
         var context = context
         context.principal = principal
         let audited = rule?.audited ?? (request.method != .get && request.method != .head)
         do {
             try authorize(principal, rule, request)
-            let (namespace, resolvedPath) = try await namespace(of: request, rule, principal)
+            let (namespace, resolvedPath, named) = try await namespace(of: request, rule, principal)
             context.namespace = namespace
+            if let nonce = principal.nonce {
+                // A nonce works on its own actor alone, and each request spends one use.
+                guard rule?.pattern.first == "actors", named == nonce.actorId else {
+                    throw APIError(status: 403, "\(principal.description) works on that actor alone")
+                }
+                guard try nonces?.use(nonce) == true else { throw APIError.unauthorized("nonce \(nonce.id) has no uses left") }
+            }
             var request = request
             if let resolved = resolvedPath {
                 // The route's {id} (the router has matched it already) and the path both name
@@ -124,7 +133,14 @@ struct AccessMiddleware: RouterMiddleware {
         }
     }
 
-    private func authenticate(_ request: Request) throws -> Principal {
+    private func authenticate(_ request: Request, _ rule: AccessRules.Rule?) throws -> Principal {
+        if request.headers[.authorization] == nil, let presented = request.uri.queryParameters["x-nonce"] {
+            guard rule?.pattern.first == "actors", rule?.pattern.count ?? 0 >= 2, let nonces, let nonce = try nonces.find(String(presented)) else {
+                refuse(request, "unknown, used up or expired nonce")
+                throw APIError.unauthorized("invalid nonce (unknown, used up, expired, or not for an actor's route)")
+            }
+            return Principal(tokenID: nonce.id, identity: "nonce:\(nonce.id)", role: .invoker, nonce: nonce)
+        }
         guard let tokens else { return .anonymous }
         guard let header = request.headers[.authorization] else {
             refuse(request, "no token")
@@ -173,7 +189,8 @@ struct AccessMiddleware: RouterMiddleware {
     /// must be in it, else it is "not there" (404, as a missing one: a token bound to a namespace
     /// learns nothing of the others). A name or an id prefix in the path is replaced by the id
     /// (the second value: the new path, or nil).
-    private func namespace(of request: Request, _ rule: AccessRules.Rule?, _ principal: Principal) async throws -> (String, (id: String, path: String)?) {
+    private func namespace(of request: Request, _ rule: AccessRules.Rule?, _ principal: Principal) async throws
+        -> (String, (id: String, path: String)?, named: String?) {
         let asked = request.uri.queryParameters["namespace"].map(String.init)
         var namespace: String
         if let bound = principal.namespace {
@@ -189,21 +206,21 @@ struct AccessMiddleware: RouterMiddleware {
         }
         // /tasks/{id}…, /actors/{id}…: what it names, and its namespace.
         guard let rule, rule.pattern.count >= 2, rule.pattern[1] == "{id}", rule.pattern[0] == "tasks" || rule.pattern[0] == "actors" else {
-            return (namespace, nil)
+            return (namespace, nil, nil)
         }
         let collection = String(rule.pattern[0])
         var segments = request.uri.path.split(separator: "/", omittingEmptySubsequences: false)
         // "", "tasks", handle, …
-        guard segments.count >= 3, let handle = String(segments[2]).removingPercentEncoding, !handle.isEmpty else { return (namespace, nil) }
-        let scope = namespace == "*" ? nil : namespace
-        guard let found = try await resolve(collection, handle, scope) else { return (namespace, nil) }
+        guard segments.count >= 3, let handle = String(segments[2]).removingPercentEncoding, !handle.isEmpty else { return (namespace, nil, nil) }
+        let scope = namespace == "*" || principal.nonce != nil ? nil : namespace
+        guard let found = try await resolve(collection, handle, scope) else { return (namespace, nil, nil) }
         if found.namespace != namespace && (asked != nil || principal.namespace != nil) && namespace != "*" {
             throw APIError.notFound("no \(collection.dropLast()) \(handle) in namespace \(namespace)")
         }
-        guard found.id != handle else { return (found.namespace, nil) }
+        guard found.id != handle else { return (found.namespace, nil, found.id) }
         segments[2] = Substring(found.id)
         let query = request.uri.query.map { "?" + $0 } ?? ""
-        return (found.namespace, (found.id, segments.joined(separator: "/") + query))
+        return (found.namespace, (found.id, segments.joined(separator: "/") + query), found.id)
     }
 
     private func record(_ request: Request, _ context: APIContext, _ principal: Principal, _ rule: AccessRules.Rule?, status: Int) {

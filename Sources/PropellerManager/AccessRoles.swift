@@ -94,12 +94,16 @@ public struct Principal: Sendable, Hashable {
     public var role: Role
     /// The one namespace the role holds in; nil: all of them and the cluster.
     public var namespace: String?
+    /// Set when the caller presented a nonce (`?x-nonce=`) instead of a token: it may do what
+    /// the nonce's level allows on the nonce's actor, and nothing else.
+    public var nonce: ActorNonce?
 
-    public init(tokenID: String, identity: String, role: Role, namespace: String? = nil) {
+    public init(tokenID: String, identity: String, role: Role, namespace: String? = nil, nonce: ActorNonce? = nil) {
         self.tokenID = tokenID
         self.identity = identity
         self.role = role
         self.namespace = namespace
+        self.nonce = nonce
     }
 
     /// The caller of a manager that runs without authentication (`--insecure-no-auth`).
@@ -107,13 +111,15 @@ public struct Principal: Sendable, Hashable {
 
     /// What the role allows, less the cluster-wide permissions for a token bound to a namespace.
     public var permissions: Set<Permission> {
-        namespace == nil ? role.permissions : role.permissions.filter { !$0.isClusterWide }
+        if let nonce { return Set(Permission.allCases.filter { ActorAccessLevel.needed(for: $0).map { $0 <= nonce.level } ?? false }) }
+        return namespace == nil ? role.permissions : role.permissions.filter { !$0.isClusterWide }
     }
 
     public func may(_ permission: Permission) -> Bool { permissions.contains(permission) }
 
     /// "token tok-… (alice, role viewer in team-a)".
     var description: String {
-        "token \(tokenID) (\(identity), role \(role.rawValue)\(namespace.map { " in namespace \($0)" } ?? ""))"
+        if let nonce { return "nonce \(nonce.id) (level \(nonce.level.rawValue) on actor \(nonce.actorId))" }
+        return "token \(tokenID) (\(identity), role \(role.rawValue)\(namespace.map { " in namespace \($0)" } ?? ""))"
     }
 }

@@ -96,6 +96,9 @@ public enum AccessRules {
         rule("GET /actors/{id}/workers", .permission(.actorsRead)),
         rule("POST /actors/{id}/workers", .permission(.actorsWrite)),
         rule("DELETE /actors/{id}/workers/{wid}", .permission(.actorsWrite)),
+        rule("POST /actors/{id}/nonces", .permission(.actorsWrite)),
+        rule("GET /actors/{id}/nonces", .permission(.actorsWrite)),
+        rule("DELETE /actors/{id}/nonces/{nid}", .permission(.actorsWrite)),
 
         rule("GET /secrets", .permission(.secretsRead), audited: true),
         rule("GET /secrets/{name}", .permission(.secretsRead), audited: true),

@@ -22,6 +22,8 @@ public struct ManagerAPI: Sendable {
     public var audit: AuditLog?
     /// The namespaces (nil: only `default`, and `/namespaces` cannot make others).
     public var namespaces: Namespaces?
+    /// Actors' nonces (nil: none can be made or used).
+    public var nonces: ActorNonces?
 
     public init(service: TaskService, actors: ActorService? = nil, metrics: ManagerMetrics = ManagerMetrics(), tokens: APITokens?) {
         self.service = service
@@ -33,7 +35,7 @@ public struct ManagerAPI: Sendable {
     public func router() -> Router<APIContext> {
         let router = Router(context: APIContext.self)
         router.add(middleware: ErrorAndMetricsMiddleware(metrics: metrics, traces: service.traces))
-        router.add(middleware: AccessMiddleware(tokens: tokens, audit: audit, namespaces: namespaces, resolve: { [service, actors] collection, handle, namespace in
+        router.add(middleware: AccessMiddleware(tokens: tokens, audit: audit, namespaces: namespaces, nonces: nonces, resolve: { [service, actors] collection, handle, namespace in
             switch collection {
             case "tasks":
                 return try await service.resolveTask(handle, namespace: namespace).map { ($0.id, $0.spec.namespace.orDefaultNamespace) }
@@ -230,7 +232,10 @@ public struct ManagerAPI: Sendable {
         addTokenRoutes(router)
         addNamespaceRoutes(router)
         addSecretRoutes(router)
-        if let actors { addActorRoutes(router, actors) }
+        if let actors {
+            addActorRoutes(router, actors)
+            addNonceRoutes(router, actors)
+        }
         return router
     }
 

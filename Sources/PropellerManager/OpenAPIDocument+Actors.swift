@@ -77,6 +77,24 @@ extension OpenAPIDocument {
             "responses": {"200": {"description": "Workers", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/WorkerList"}}}},
                           "400": {"$ref": "#/components/responses/Error"}, "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"},
                           "409": {"$ref": "#/components/responses/Error"}, "413": {"$ref": "#/components/responses/Error"}, "422": {"$ref": "#/components/responses/Error"}}}},
+        "/actors/{id}/nonces": {
+          "parameters": [{"$ref": "#/components/parameters/id"}],
+          "post": {"summary": "Make a nonce: a capability on this actor at one level, with a use count and/or an expiry, usable as ?x-nonce= without a token (its secret is in this answer only)",
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": false, "properties": {
+              "level": {"type": "string", "enum": ["read", "execute", "update"]}, "max_uses": {"type": "integer", "minimum": 1, "maximum": 1000000},
+              "expires_in_seconds": {"type": "number", "minimum": 1, "maximum": 315360000}}}}}},
+            "responses": {"201": {"description": "Made", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Nonce"}}}},
+                          "400": {"$ref": "#/components/responses/Error"}, "401": {"$ref": "#/components/responses/Error"}, "403": {"$ref": "#/components/responses/Error"},
+                          "404": {"$ref": "#/components/responses/Error"}, "413": {"$ref": "#/components/responses/Error"}, "422": {"$ref": "#/components/responses/Error"}}},
+          "get": {"summary": "The actor's nonces (never their secrets)",
+            "responses": {"200": {"description": "Nonces", "content": {"application/json": {"schema": {"type": "object", "properties": {
+              "nonces": {"type": "array", "items": {"$ref": "#/components/schemas/Nonce"}}}}}}},
+                          "401": {"$ref": "#/components/responses/Error"}, "403": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}}}},
+        "/actors/{id}/nonces/{nid}": {
+          "parameters": [{"$ref": "#/components/parameters/id"}, {"name": "nid", "in": "path", "required": true, "schema": {"type": "string"}}],
+          "delete": {"summary": "Revoke a nonce",
+            "responses": {"204": {"description": "Revoked"}, "401": {"$ref": "#/components/responses/Error"}, "403": {"$ref": "#/components/responses/Error"},
+                          "404": {"$ref": "#/components/responses/Error"}}}},
         "/actors/{id}/workers/{wid}": {
           "parameters": [{"$ref": "#/components/parameters/id"}, {"name": "wid", "in": "path", "required": true, "schema": {"type": "string"}}],
           "delete": {"summary": "Retire a worker (after its execution, when busy)",

@@ -5,7 +5,7 @@ enum OpenAPIDocument {
     {
       "openapi": "3.0.3",
       "info": {"title": "Propeller manager API", "version": "0.1.0",
-               "description": "Tasks, proplets and actors of a Propeller cluster. Every route but /health and /openapi.json needs 'Authorization: Bearer TOKEN'; the token's role must hold the route's permission (SECURITY.md has the table), else 403 names the permission that is missing. Every route takes ?namespace=NAME: tasks, actors and secrets are made, listed and found in that namespace (default: the token's, else 'default'; '*' lists every namespace)."},
+               "description": "Tasks, proplets and actors of a Propeller cluster. Every route but /health and /openapi.json needs 'Authorization: Bearer TOKEN'; the token's role must hold the route's permission (SECURITY.md has the table), else 403 names the permission that is missing. Every route takes ?namespace=NAME: tasks, actors and secrets are made, listed and found in that namespace (default: the token's, else 'default'; '*' lists every namespace). An actor's routes also take ?x-nonce=NONCE instead of a token (POST /actors/{id}/nonces)."},
       "servers": [{"url": "http://127.0.0.1:7070"}],
       "security": [{"bearer": []}],
       "paths": {
@@ -358,6 +358,10 @@ enum OpenAPIDocument {
             "host_volumes": {"type": "array", "items": {"$ref": "#/components/schemas/HostVolume"}},
             "networks": {"type": "array", "items": {"type": "string"}}}},
           "Role": {"type": "string", "enum": ["admin", "operator", "developer", "viewer", "invoker"]},
+          "Nonce": {"type": "object", "required": ["id", "actor_id", "level", "uses", "created_by", "created_at"], "properties": {
+            "id": {"type": "string"}, "actor_id": {"type": "string"}, "level": {"type": "string", "enum": ["read", "execute", "update"]},
+            "max_uses": {"type": "integer"}, "uses": {"type": "integer"}, "expires_at": {"type": "number"}, "created_by": {"type": "string"},
+            "created_at": {"type": "number"}, "x_nonce": {"type": "string", "description": "the secret: in the answer that made it only"}}},
           "Quota": {"type": "object", "additionalProperties": false, "description": "what a namespace may hold at once; an absent field is no limit", "properties": {
             "cpu_millis": {"type": "integer", "minimum": 0, "description": "CPU reserved by its placed tasks, in thousandths"},
             "memory_bytes": {"type": "integer", "minimum": 0}, "running_tasks": {"type": "integer", "minimum": 0}, "actors": {"type": "integer", "minimum": 0}}},

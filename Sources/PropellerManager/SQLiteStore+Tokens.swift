@@ -13,7 +13,7 @@ public protocol TokenStore: Sendable {
     func rotateToken(id: String, sha256: String, at: Double) throws -> APIToken?
 }
 
-extension SQLiteStore: TokenStore, AuditStore, NamespaceStore {
+extension SQLiteStore: TokenStore, AuditStore, NamespaceStore, NonceStore {
     /// Roles, identities and expiry on tokens (those made before are admins, as they could do
     /// everything), and the audit log.
     static func registerAccessMigration(_ m: inout DatabaseMigrator) {
@@ -41,6 +41,18 @@ extension SQLiteStore: TokenStore, AuditStore, NamespaceStore {
                 status INTEGER NOT NULL,
                 peer TEXT NOT NULL
             );
+            CREATE TABLE actor_nonces (
+                id TEXT PRIMARY KEY,
+                actor_id TEXT NOT NULL REFERENCES actors(id) ON DELETE CASCADE,
+                sha256 TEXT NOT NULL UNIQUE,
+                level TEXT NOT NULL,
+                max_uses INTEGER,
+                uses INTEGER NOT NULL DEFAULT 0,
+                expires_at REAL,
+                created_by TEXT NOT NULL,
+                created_at REAL NOT NULL
+            );
+            CREATE INDEX actor_nonces_actor ON actor_nonces(actor_id);
             CREATE TRIGGER audit_log_append_only_update BEFORE UPDATE ON audit_log BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
             CREATE TRIGGER audit_log_append_only_delete BEFORE DELETE ON audit_log BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
             """)
@@ -158,6 +170,58 @@ extension SQLiteStore: TokenStore, AuditStore, NamespaceStore {
             try pool.write { db in
                 try db.execute(sql: "INSERT INTO namespaces (name, created_at, quota) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET quota = excluded.quota",
                                arguments: [name, createdAt, try NamespaceQuota.stored(quota)])
+            }
+        }
+    }
+
+    static let nonceColumns = "id, actor_id, level, max_uses, uses, expires_at, created_by, created_at"
+
+    static func nonce(_ row: Row) throws -> ActorNonce {
+        let level: String = row["level"]
+        guard let parsed = ActorAccessLevel(rawValue: level) else { throw PropellerError(.internalError, "nonce: unknown level \(level)") }
+        return ActorNonce(id: row["id"], actorId: row["actor_id"], level: parsed, maxUses: row["max_uses"], uses: row["uses"],
+                          expiresAt: row["expires_at"], createdBy: row["created_by"], createdAt: row["created_at"])
+    }
+
+    public func insertNonce(_ n: ActorNonce, sha256: String) throws {
+        try wrap("insert nonce \(n.id)") {
+            try pool.write { db in
+                try db.execute(sql: """
+                    INSERT INTO actor_nonces (id, actor_id, sha256, level, max_uses, uses, expires_at, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """, arguments: [n.id, n.actorId, sha256, n.level.rawValue, n.maxUses, n.uses, n.expiresAt, n.createdBy, n.createdAt])
+            }
+        }
+    }
+
+    public func nonce(sha256: String) throws -> ActorNonce? {
+        try wrap("read a nonce") {
+            try pool.read { db in try Row.fetchOne(db, sql: "SELECT \(Self.nonceColumns) FROM actor_nonces WHERE sha256 = ?", arguments: [sha256]).map(Self.nonce) }
+        }
+    }
+
+    public func nonces(actorId: String) throws -> [ActorNonce] {
+        try wrap("read nonces of \(actorId)") {
+            try pool.read { db in
+                try Row.fetchAll(db, sql: "SELECT \(Self.nonceColumns) FROM actor_nonces WHERE actor_id = ? ORDER BY created_at, id", arguments: [actorId]).map(Self.nonce)
+            }
+        }
+    }
+
+    public func useNonce(id: String) throws -> ActorNonce? {
+        try wrap("use nonce \(id)") {
+            try pool.write { db in
+                try db.execute(sql: "UPDATE actor_nonces SET uses = uses + 1 WHERE id = ? AND (max_uses IS NULL OR uses < max_uses)", arguments: [id])
+                guard db.changesCount == 1 else { return nil }
+                return try Row.fetchOne(db, sql: "SELECT \(Self.nonceColumns) FROM actor_nonces WHERE id = ?", arguments: [id]).map(Self.nonce)
+            }
+        }
+    }
+
+    public func deleteNonce(id: String, actorId: String) throws -> Bool {
+        try wrap("delete nonce \(id)") {
+            try pool.write { db in
+                try db.execute(sql: "DELETE FROM actor_nonces WHERE id = ? AND actor_id = ?", arguments: [id, actorId])
+                return db.changesCount == 1
             }
         }
     }

@@ -137,6 +137,20 @@ enum PostgresSchema {
             "ALTER TABLE api_tokens ADD COLUMN namespace TEXT",
             "CREATE TABLE namespaces (name TEXT PRIMARY KEY, created_at DOUBLE PRECISION NOT NULL, quota TEXT)",
             """
+            CREATE TABLE actor_nonces (
+                id TEXT PRIMARY KEY,
+                actor_id TEXT NOT NULL REFERENCES actors(id) ON DELETE CASCADE,
+                sha256 TEXT NOT NULL UNIQUE,
+                level TEXT NOT NULL,
+                max_uses BIGINT,
+                uses BIGINT NOT NULL DEFAULT 0,
+                expires_at DOUBLE PRECISION,
+                created_by TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL
+            )
+            """,
+            "CREATE INDEX actor_nonces_actor ON actor_nonces(actor_id)",
+            """
             CREATE TABLE audit_log (
                 seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
                 at DOUBLE PRECISION NOT NULL,

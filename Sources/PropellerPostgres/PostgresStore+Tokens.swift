@@ -2,7 +2,7 @@ import PostgresNIO
 import PropellerCore
 import PropellerManager
 
-extension PostgresStore: AuditStore, NamespaceStore {
+extension PostgresStore: AuditStore, NamespaceStore, NonceStore {
     static let tokenSelect = "SELECT id, name, identity, role, namespace, created_at, expires_at, rotated_at, revoked_at, sha256 FROM api_tokens"
 
     static func token(_ row: PostgresRow) throws -> (APIToken, String) {
@@ -114,5 +114,53 @@ extension PostgresStore: AuditStore, NamespaceStore {
                 ON CONFLICT (name) DO UPDATE SET quota = excluded.quota
                 """)]
         }
+    }
+
+    static let nonceSelect = "SELECT id, actor_id, level, max_uses, uses, expires_at, created_by, created_at FROM actor_nonces"
+
+    static func nonce(_ row: PostgresRow) throws -> ActorNonce {
+        let (id, actor, level, maxUses, uses, expires, by, created) =
+            try row.decode((String, String, String, Int64?, Int64, Double?, String, Double).self)
+        guard let parsed = ActorAccessLevel(rawValue: level) else { throw PropellerError(.internalError, "nonce \(id): unknown level \(level)") }
+        return ActorNonce(id: id, actorId: actor, level: parsed, maxUses: maxUses.map(Int.init), uses: Int(uses), expiresAt: expires, createdBy: by, createdAt: created)
+    }
+
+    public func insertNonce(_ n: ActorNonce, sha256: String) throws {
+        try write("insert nonce \(n.id)") { session in
+            [session.send("""
+                INSERT INTO actor_nonces (id, actor_id, sha256, level, max_uses, uses, expires_at, created_by, created_at)
+                VALUES (\(n.id), \(n.actorId), \(sha256), \(n.level.rawValue), \(n.maxUses.map(Int64.init)), \(Int64(n.uses)), \(n.expiresAt), \(n.createdBy), \(n.createdAt))
+                """)]
+        }
+    }
+
+    public func nonce(sha256: String) throws -> ActorNonce? {
+        try read("read a nonce") { session in
+            try session.run("\(unescaped: Self.nonceSelect) WHERE sha256 = \(sha256)").first { _ in true }.map(Self.nonce)
+        }
+    }
+
+    public func nonces(actorId: String) throws -> [ActorNonce] {
+        try read("read nonces of \(actorId)") { session in
+            try session.run("\(unescaped: Self.nonceSelect) WHERE actor_id = \(actorId) ORDER BY created_at, id").map(Self.nonce)
+        }
+    }
+
+    public func useNonce(id: String) throws -> ActorNonce? {
+        // One statement in its own (implicit) transaction: two requests racing for the last use
+        // cannot both get it. A use count needs no leadership fence.
+        try read("use nonce \(id)") { session in
+            try session.run("""
+                UPDATE actor_nonces SET uses = uses + 1 WHERE id = \(id) AND (max_uses IS NULL OR uses < max_uses)
+                RETURNING id, actor_id, level, max_uses, uses, expires_at, created_by, created_at
+                """).first { _ in true }.map(Self.nonce)
+        }
+    }
+
+    public func deleteNonce(id: String, actorId: String) throws -> Bool {
+        let there = try nonces(actorId: actorId).contains { $0.id == id }
+        guard there else { return false }
+        try write("delete nonce \(id)") { session in [session.send("DELETE FROM actor_nonces WHERE id = \(id) AND actor_id = \(actorId)")] }
+        return true
     }
 }

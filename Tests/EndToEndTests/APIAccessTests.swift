@@ -137,4 +137,26 @@ struct APIAccessTests {
         #expect(try c.cli(["namespace", "delete", "team-a"]).status == 0)
         #expect(try run(c, dev.secret, ["task", "list"]).stderrText.contains("no namespace team-a"))
     }
+
+    /// An outside system with a nonce and curl, no account: twice, then refused.
+    @Test func aNonceLetsAnOutsideSystemMessageAnActorTwice() throws {
+        let c = try Cluster(proxy: false)
+        #expect(try c.cli(["actor", "create", "echoer", "--image", c.image, "--memory", "64M", "--", "true"]).status == 0)
+        let made = try c.cli(["actor", "nonce", "create", "echoer", "--uses", "2"])
+        #expect(made.status == 0, "\(made.stderrText)")
+        let nonce = made.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
+        func post() throws -> String {
+            let r = try runProcess("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-H", "Content-Type: text/plain",
+                                                      "--data", "hello", "\(c.managerURL)/actors/echoer/messages?x-nonce=\(nonce)"])
+            return String(decoding: r.stdout, as: UTF8.self)
+        }
+        #expect(try post() == "202")
+        #expect(try post() == "202")
+        #expect(try post() == "401")
+        let listed = try c.cli(["actor", "nonce", "list", "echoer"])
+        #expect(listed.stdoutText.contains("2 of 2") && listed.stdoutText.contains("execute"), "\(listed.stdoutText)")
+        let executions = try c.cli(["actor", "executions", "echoer", "--json"])
+        #expect(executions.stdoutText.components(separatedBy: "\"id\"").count - 1 == 2, "two messages queued: \(executions.stdoutText)")
+        #expect(!(c.manager?.log.contains(nonce) ?? true), "a nonce never appears in the log")
+    }
 }

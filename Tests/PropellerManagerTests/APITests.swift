@@ -31,6 +31,7 @@ struct APITests: Sendable {
         var api = ManagerAPI(service: service, actors: actors, tokens: tokens)
         api.secrets = secrets
         api.namespaces = try Namespaces(store: store)
+        api.nonces = ActorNonces(store: store)
         let app = Application(router: api.router())
         try await app.test(.router) { client in try await body(client) }
     }

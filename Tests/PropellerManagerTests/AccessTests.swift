@@ -37,6 +37,7 @@ struct AccessTests: Sendable {
         api.secrets = secrets
         api.audit = audit
         api.namespaces = namespaces
+        api.nonces = ActorNonces(store: store)
         return api
     }
 
@@ -400,6 +401,53 @@ struct AccessTests: Sendable {
             #expect(try await Self.call(client, .get, "/actors/echoer", Self.admin).json["id"] as? String == actorID)
             #expect(try await Self.call(client, .get, "/actors/echoer/workers", Self.admin).status == 200)
             #expect(try await Self.call(client, .get, "/actors/echoer", devA).status == 404)
+        }
+    }
+
+    /// Abaco's nonces: a capability on one actor at one level, spent one request at a time.
+    @Test func aNonceWorksItsUsesOnItsActorAndThenStops() async throws {
+        let viewer = try tokens.create(name: "v", role: .viewer).secret
+        try await withApp { client in
+            let made = try await Self.call(client, .post, "/actors", Self.admin, #"{"name":"echoer","image":"r/echo:1"}"#)
+            let actorID = try #require(made.json["id"] as? String)
+            let other = try #require(try await Self.call(client, .post, "/actors", Self.admin, #"{"name":"other","image":"r/echo:1"}"#).json["id"] as? String)
+            let created = try await Self.call(client, .post, "/actors/echoer/nonces", Self.admin, #"{"level":"execute","max_uses":2}"#)
+            #expect(created.status == 201, "\(created.error)")
+            let nonce = try #require(created.json["x_nonce"] as? String)
+            #expect(nonce.hasPrefix("pnc_") && created.json["actor_id"] as? String == actorID)
+            func post(_ uri: String) async throws -> (Int, String) {
+                try await client.execute(uri: uri, method: .post, headers: [.contentType: "text/plain"], body: ByteBuffer(string: "hi")) { r in
+                    (Int(r.status.code), Self.message(r))
+                }
+            }
+            // Elsewhere it is refused (without spending a use): another actor, a task route.
+            #expect(try await post("/actors/\(other)/messages?x-nonce=\(nonce)").0 == 403)
+            #expect(try await post("/tasks?x-nonce=\(nonce)").0 == 401)
+            #expect(try await Self.call(client, .post, "/actors/\(actorID)/nonces?x-nonce=\(nonce)", "").status != 201)
+            // Twice on its actor (by name as by id), then it stops.
+            #expect(try await post("/actors/echoer/messages?x-nonce=\(nonce)").0 == 202)
+            #expect(try await post("/actors/\(actorID)/messages?x-nonce=\(nonce)").0 == 202)
+            let spent = try await post("/actors/\(actorID)/messages?x-nonce=\(nonce)")
+            #expect(spent.0 == 401 && spent.1.contains("invalid nonce"), "\(spent.1)")
+            let listed = try await Self.call(client, .get, "/actors/echoer/nonces", Self.admin).json["nonces"] as? [[String: Any]] ?? []
+            #expect(listed.count == 1 && listed[0]["uses"] as? Int == 2 && listed[0]["x_nonce"] == nil)
+
+            // A read nonce reads and does not post; a revoked one stops at once.
+            let reader = try await Self.call(client, .post, "/actors/echoer/nonces", Self.admin, #"{"level":"read","expires_in_seconds":60}"#)
+            let readNonce = try #require(reader.json["x_nonce"] as? String)
+            let read = try await client.execute(uri: "/actors/echoer?x-nonce=\(readNonce)", method: .get) { Int($0.status.code) }
+            #expect(read == 200)
+            let refused = try await post("/actors/echoer/messages?x-nonce=\(readNonce)")
+            #expect(refused.0 == 403 && refused.1.contains("lacks permission actors:message"), "\(refused.1)")
+            let readerID = try #require(reader.json["id"] as? String)
+            #expect(try await Self.call(client, .delete, "/actors/echoer/nonces/\(readerID)", Self.admin).status == 204)
+            #expect(try await client.execute(uri: "/actors/echoer?x-nonce=\(readNonce)", method: .get) { Int($0.status.code) } == 401)
+            // Making one takes actors:write; one that never ends is refused.
+            #expect(try await Self.call(client, .post, "/actors/echoer/nonces", viewer, #"{"max_uses":1}"#).status == 403)
+            #expect(try await Self.call(client, .post, "/actors/echoer/nonces", Self.admin, #"{"level":"execute"}"#).status == 422)
+            // The audit log says which nonce did what.
+            let entries = try await Self.call(client, .get, "/audit?limit=1000", Self.admin).json["entries"] as? [[String: Any]] ?? []
+            #expect(entries.filter { ($0["identity"] as? String)?.hasPrefix("nonce:") == true && $0["status"] as? Int == 202 }.count == 2)
         }
     }
 
