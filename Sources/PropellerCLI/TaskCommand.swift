@@ -80,6 +80,10 @@ struct TaskCreateCommand: ParsableCommand {
     @Option(help: ArgumentHelp("A directory of the task kept on its proplet after it ends (size-capped by the proplet), for `task cp ID:PATH`.", valueName: "/path"))
     var output: String?
 
+    @Option(name: .customLong("api-token-role"),
+            help: ArgumentHelp("Give each attempt an API token of this role (developer, viewer, invoker) in the task's namespace, as /run/secrets/propeller-api-token, revoked when the attempt ends.", valueName: "role"))
+    var apiTokenRole: String?
+
     @Option(help: ArgumentHelp("Publish a port of the task on its proplet's host (repeatable; with a bridge network); :PORT lets the manager pick the host port.", valueName: "hostport:port[/tcp|udp]"))
     var publish: [String] = []
 
@@ -134,6 +138,7 @@ struct TaskCreateCommand: ParsableCommand {
             try MountTarget.checkDistinct(volumes.map(\.target) + tmpfs.map(\.target) + secrets.map(\.target))
             if !secrets.isEmpty { object["secrets"] = secrets.map { ["name": $0.name, "target": $0.target] } }
             if let output { object["output"] = try MountTarget.check(output, what: "--output") }
+            if let apiTokenRole { object["api_token_role"] = apiTokenRole }
             let artifacts = try artifact.map(ArtifactSpec.init(parsing:))
             if !artifacts.isEmpty {
                 object["artifacts"] = artifacts.map { a in ["url": a.url, "destination": a.destination].merging(a.sha256.map { ["sha256": $0] } ?? [:]) { x, _ in x } }

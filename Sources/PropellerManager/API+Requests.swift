@@ -5,7 +5,7 @@ import PropellerCore
 /// parse or has a field of the wrong type or an unknown field, 422 for values out of range.
 enum TaskRequest {
     static let fields: Set<String> = ["name", "image", "command", "env", "workdir", "user", "resources", "timeout_seconds", "labels",
-                                      "constraints", "proplet_id", "restart_policy", "network", "volumes", "tmpfs", "secrets", "publish", "artifacts", "output", "start"]
+                                      "constraints", "proplet_id", "restart_policy", "network", "volumes", "tmpfs", "secrets", "publish", "artifacts", "output", "api_token_role", "start"]
     static let artifactFields: Set<String> = ["url", "destination", "sha256"]
     static let publishFields: Set<String> = ["host_port", "container_port", "proto"]
     static let secretFields: Set<String> = ["name", "target"]
@@ -34,6 +34,7 @@ enum TaskRequest {
         var publish: [PublishBody]?
         var artifacts: [ArtifactBody]?
         var output: String?
+        var apiTokenRole: String?
         var start: Bool?
     }
 
@@ -204,6 +205,12 @@ enum TaskRequest {
             do { spec.output = output.isEmpty ? nil : try MountTarget.check(output, what: "output") } catch let error as PropellerError {
                 throw APIError.unprocessable(error.message)
             }
+        }
+        if let role = body.apiTokenRole {
+            guard role.isEmpty || TaskIdentity.roles.contains(where: { $0.rawValue == role }) else {
+                throw APIError.unprocessable("api_token_role: one of \(TaskIdentity.roles.map(\.rawValue).joined(separator: ", ")) (not \(role))")
+            }
+            spec.apiTokenRole = Role(rawValue: role)
         }
         if spec.publish != nil && !NetworkName.isCNI(spec.network) {
             throw APIError.unprocessable("publish: needs a network of its own (network bridge, or one a proplet offers), not \(spec.network)")

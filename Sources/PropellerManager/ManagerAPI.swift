@@ -32,6 +32,16 @@ public struct ManagerAPI: Sendable {
         self.tokens = tokens
     }
 
+    /// A task may ask for a token of a role whose every permission (in a namespace) its creator
+    /// has: no one makes a task that can do more than they can.
+    func checkIdentityRole(_ role: Role?, _ context: APIContext) throws {
+        guard let role, let principal = context.principal else { return }
+        let wanted = role.permissions.filter { !$0.isClusterWide }
+        if let missing = wanted.subtracting(principal.permissions).sorted().first {
+            throw APIError(status: 403, "api_token_role \(role.rawValue): \(principal.description) lacks \(missing.rawValue), which that role has")
+        }
+    }
+
     public func router() -> Router<APIContext> {
         let router = Router(context: APIContext.self)
         router.add(middleware: ErrorAndMetricsMiddleware(metrics: metrics, traces: service.traces))
@@ -74,6 +84,7 @@ public struct ManagerAPI: Sendable {
             spec.namespace = try context.storedNamespace()
             try checkSecretsExist(spec.secrets, in: try context.namespaceForWrite())
             try checkQuota(spec.resources, in: context.namespace)
+            try checkIdentityRole(spec.apiTokenRole, context)
             let task = try await service.create(spec, start: body.start ?? false)
             return try encode(task, status: .created)
         }
@@ -104,6 +115,7 @@ public struct ManagerAPI: Sendable {
                 try checkSecretsExist(probe.secrets, in: context.namespace)
             }
             let namespace = context.namespace
+            if let role = body.apiTokenRole, let asked = Role(rawValue: role) { try checkIdentityRole(asked, context) }
             return try encode(try await service.update(id) { spec in
                 try TaskRequest.apply(body, to: &spec)
                 try checkQuota(spec.resources, in: namespace)

@@ -130,6 +130,7 @@ final class LeaderTerm: Sendable {
         client.reportFirstConnection(logger: logger)
         let tokens = options.authenticate ? try APITokens(store: store, configured: options.apiTokens) : nil
         var api = ManagerAPI(service: service, actors: actors, tokens: tokens)
+        await service.setTokens(tokens)
         api.secrets = secrets
         api.cluster = cluster
         audit = AuditLog(store: store) { error in logger.error("the store refused audit entries (kept for the next try)", metadata: ["error": "\(error)"]) }

@@ -279,6 +279,7 @@ enum OpenAPIDocument {
             "publish": {"type": "array", "maxItems": 64, "items": {"$ref": "#/components/schemas/PortMapping"}},
             "artifacts": {"type": "array", "maxItems": 64, "items": {"$ref": "#/components/schemas/Artifact"}},
             "output": {"type": "string", "pattern": "^/", "description": "a directory kept on the proplet after the task ends"},
+            "api_token_role": {"type": "string", "enum": ["developer", "viewer", "invoker"], "description": "each attempt gets an API token of this role in the task's namespace, as /run/secrets/propeller-api-token (no more than its creator may do)"},
             "volumes": {"type": "array", "maxItems": 64, "items": {"$ref": "#/components/schemas/Volume"}},
             "tmpfs": {"type": "array", "maxItems": 64, "items": {"$ref": "#/components/schemas/Tmpfs"}},
             "secrets": {"type": "array", "maxItems": 64, "items": {"$ref": "#/components/schemas/SecretMount"}}}},

@@ -40,6 +40,9 @@ public struct TaskSpec: Codable, Sendable, Hashable {
     /// The namespace it belongs to (nil: `default`, as every task from before namespaces); set
     /// by the API from the request's namespace, never from the body.
     public var namespace: String?
+    /// Each attempt gets an API token of this role, bound to the task's namespace, valid while
+    /// it runs (``TaskIdentity``); nil: none.
+    public var apiTokenRole: Role?
 
     public init(name: String, image: String, command: [String]? = nil, env: [String: String] = [:], workdir: String? = nil, user: String? = nil,
                 resources: Resources = Resources(), timeoutSeconds: Double? = nil, labels: [String: String] = [:], constraints: [String: String] = [:],

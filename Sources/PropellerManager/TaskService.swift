@@ -86,6 +86,10 @@ public actor TaskService {
     public let traces: Traces
     /// When each task was last queued by an API request (the start of its "schedule" span).
     var queuedAt: [String: Double] = [:]
+    /// Makes tasks' own tokens (``TaskIdentity``); nil: tasks asking for one get none.
+    var tokens: APITokens?
+    /// Task id → the token of its current attempt.
+    var identityTokens: [String: String] = [:]
 
     public init(store: any ManagerStore, bus: any ControlBus, configuration: ManagerConfiguration = ManagerConfiguration(), lease: LeaderLease? = nil,
                 secrets: SecretVault? = nil, traces: Traces = Traces(), logger: Logger = Logger(label: "propeller.manager")) {
@@ -152,7 +156,7 @@ public actor TaskService {
         var followUps: [ClusterEvent] = []
         for effect in effects {
             switch effect {
-            case .start(let start, let proplet): bus.send(withSecretValues(traced(start, on: proplet)), to: proplet)
+            case .start(let start, let proplet): bus.send(withIdentity(withSecretValues(traced(start, on: proplet))), to: proplet)
             case .stop(let stop, let proplet): bus.send(stop, to: proplet)
             case .acknowledge(let ref, let proplet):
                 if committed {
@@ -161,7 +165,12 @@ public actor TaskService {
                     logger.error("result not stored yet: not acknowledged, the proplet sends it again", metadata: ["task": "\(ref.taskId)", "attempt": "\(ref.attempt)"])
                 }
             case .confirm(let epoch): bus.confirm(epoch)
-            case .notify(let t): notifyWatchers(t)
+            case .notify(let t):
+                notifyWatchers(t)
+                // An attempt that ended (or went back to the queue) takes its token with it.
+                if !identityTokens.isEmpty, identityTokens[t.id] != nil, t.state != .scheduled && t.state != .running && t.state != .unknown {
+                    revokeIdentity(t.id)
+                }
             case .worker(let command, let proplet): bus.send(withSecretValues(command), to: proplet)
             case .execution(let command, let proplet):
                 if let followUp = send(command, to: proplet) { followUps.append(followUp) }

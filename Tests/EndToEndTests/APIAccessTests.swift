@@ -159,4 +159,38 @@ struct APIAccessTests {
         #expect(executions.stdoutText.components(separatedBy: "\"id\"").count - 1 == 2, "two messages queued: \(executions.stdoutText)")
         #expect(!(c.manager?.log.contains(nonce) ?? true), "a nonce never appears in the log")
     }
+
+    /// A task's own token (`--api-token-role invoker`): it messages the actors of its namespace,
+    /// nothing else, and dies with the attempt.
+    @Test(.enabled(if: isRoot, "requires root: proplets run containers"))
+    func aTaskMessagesExactlyTheActorsOfItsNamespaceWithItsOwnToken() throws {
+        let c = try Cluster(proxy: false)
+        try c.startProplet("p", memory: "2G", extra: ["--image-source", "direct"])
+        #expect(try c.cli(["namespace", "create", "team-a"]).status == 0)
+        #expect(try c.cli(["actor", "create", "inbox", "-n", "team-a", "--image", c.image, "--memory", "64M", "--min-workers", "0", "--", "true"]).status == 0)
+        #expect(try c.cli(["actor", "create", "elsewhere", "--image", c.image, "--memory", "64M", "--min-workers", "0", "--", "true"]).status == 0)
+        let script = """
+            T=$(cat /run/secrets/propeller-api-token)
+            for path in /actors/inbox/messages /actors/elsewhere/messages /tasks; do
+              out=$(busybox wget -q -O /dev/null --header "Authorization: Bearer $T" --post-data '{}' "\(c.managerURL)$path" 2>&1) && echo "$path ok" || echo "$path $out"
+            done
+            """
+        let task = try c.create("caller", ["-n", "team-a", "--api-token-role", "invoker", "--network", "host"], command: ["sh", "-c", script])
+        let done = try c.waitForEnd(task)
+        let output = (done["result"] as? [String: Any])?["stdout_tail"] as? String ?? ""
+        let lines = output.split(separator: "\n").map(String.init)
+        #expect(lines.count == 3, "\(done)")
+        #expect(lines.first == "/actors/inbox/messages ok", "\(lines)")
+        #expect(lines.dropFirst().first?.contains("404") == true, "another namespace's actor is not there: \(lines)")
+        #expect(lines.last?.contains("403") == true, "an invoker starts no task: \(lines)")
+        // The token is the attempt's: revoked once it ended, and never in a log.
+        let tokens = try c.cli(["token", "list", "-o", "json"])
+        let all = try #require((try JSONSerialization.jsonObject(with: tokens.stdout) as? [String: Any])?["tokens"] as? [[String: Any]])
+        let own = try #require(all.first { ($0["identity"] as? String) == "task:\(task)" })
+        #expect(own["role"] as? String == "invoker" && own["namespace"] as? String == "team-a" && own["revoked_at"] != nil, "\(own)")
+        #expect(own["expires_at"] != nil)
+        // Asking for a role that is not a task's is refused.
+        let admin = try c.cli(["task", "create", "x", "--image", c.image, "--api-token-role", "admin"])
+        #expect(admin.status != 0 && admin.stderrText.contains("api_token_role"), "\(admin.stderrText)")
+    }
 }
