@@ -6,6 +6,7 @@ import Logging
 import PropellerCore
 import PropellerRunCLI
 import PropellerImage
+import PropellerManager
 import PropellerProplet
 
 /// `propeller proplet`: the agent (default), or `list|get|delete` against the manager.
@@ -52,6 +53,9 @@ struct PropletAgentCommand: AsyncParsableCommand {
 
     @Option(help: ArgumentHelp("Label for placement constraints (repeatable).", valueName: "key=value"))
     var label: [String] = []
+
+    @Option(name: .customLong("namespace"), help: ArgumentHelp("Take only this namespace's tasks and actor workers (repeatable; default: every namespace's).", valueName: "name"))
+    var namespace: [String] = []
 
     @Option(name: .customLong("host-volume"), help: ArgumentHelp("A host directory offered to tasks by name, read-only with :ro (repeatable); a task asks for it with --volume NAME:/PATH[:ro].", valueName: "name=/path[:ro]"))
     var hostVolume: [String] = []
@@ -168,6 +172,9 @@ struct PropletAgentCommand: AsyncParsableCommand {
         cni.bridgeName = bridgeName
         cni.bridgeSubnet = bridgeSubnet
         options.cni = cni
+        options.namespaces = try namespace.map { n in
+            do { return try Namespaces.check(n) } catch { throw ValidationError("--namespace: \(error)") }
+        }
         options.labels = Dictionary(label.map { l in
             let eq = l.firstIndex(of: "=") ?? l.endIndex
             return (String(l[..<eq]), String(l[l.index(after: eq)...]))

@@ -37,7 +37,7 @@ public struct AllocationTable: Sendable {
     /// Adds a proplet, or updates its labels, capacity, liveness and host volumes (its
     /// allocations stay).
     public mutating func upsert(_ id: String, labels: [String: String], capacity: Capacity, alive: Bool, hostVolumes: [HostVolume] = [],
-                                networks: [String] = []) {
+                                networks: [String] = [], namespaces: [String]? = nil) {
         let offered = Dictionary(hostVolumes.map { ($0.name, $0.readOnly) }, uniquingKeysWith: { a, b in a && b })
         if let i = index[id] {
             nodes[i].labels = labels
@@ -45,11 +45,13 @@ public struct AllocationTable: Sendable {
             nodes[i].alive = alive
             nodes[i].hostVolumes = offered
             nodes[i].networks = Set(networks)
+            nodes[i].namespaces = namespaces.map(Set.init)
         } else {
             index[id] = nodes.count
             var node = PropletNode(id: id, labels: labels, capacity: capacity, alive: alive)
             node.hostVolumes = offered
             node.networks = Set(networks)
+            node.namespaces = namespaces.map(Set.init)
             nodes.append(node)
         }
     }

@@ -18,7 +18,7 @@ extension ClusterState {
             record.drain = known.drain
         }
         let changed = known.map { $0.state != "alive" || $0.capacity != a.capacity || $0.labels != a.labels || $0.name != a.name || $0.version != a.version
-            || $0.hostVolumes != record.hostVolumes || $0.networks != record.networks } ?? true
+            || $0.hostVolumes != record.hostVolumes || $0.networks != record.networks || $0.namespaces != record.namespaces } ?? true
         let change = heard(a.propletId)
         addNode(record)
         if changed {

@@ -8,9 +8,10 @@ extension ClusterState {
     /// Reserves room for worker `id` on the proplet the policy picks (or on `pinned`, when a
     /// restarted manager re-adopts a worker that already exists there).
     mutating func reserveWorker(_ id: String, _ resources: Resources, constraints: [String: String], pinned: String?,
-                                volumes: [VolumeMount] = [], network: String? = nil) -> WorkerPlacement {
+                                volumes: [VolumeMount] = [], network: String? = nil, namespace: String = Namespaces.defaultName) -> WorkerPlacement {
         if let held = ledger.allocation(of: .worker(id)) { return .placed(propletID: held.proplet) }
-        let request = PlacementRequest(resources: resources, constraints: constraints, pinnedProplet: pinned, volumes: volumes, network: network ?? "none")
+        var request = PlacementRequest(resources: resources, constraints: constraints, pinnedProplet: pinned, volumes: volumes, network: network ?? "none")
+        request.namespace = namespace
         switch scheduler.place(request, on: ledger.nodes) {
         case .place(let i):
             let node = ledger.nodes[i].id
@@ -43,7 +44,8 @@ extension ClusterState {
     /// Reserves room for a worker that has none and asks its proplet to prepare it.
     mutating func place(_ workerID: String) {
         guard var w = actors.workers[workerID], w.propletId == nil, let a = actors.records[w.actorId] else { return }
-        switch reserveWorker(w.id, a.spec.resources, constraints: a.spec.constraints, pinned: nil, volumes: a.spec.volumes ?? [], network: a.spec.network) {
+        switch reserveWorker(w.id, a.spec.resources, constraints: a.spec.constraints, pinned: nil, volumes: a.spec.volumes ?? [], network: a.spec.network,
+                             namespace: a.spec.namespace.orDefaultNamespace) {
         case .placed(let proplet):
             w.state = .requested(on: proplet)
             w.resources = a.spec.resources

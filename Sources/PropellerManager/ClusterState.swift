@@ -302,7 +302,8 @@ public struct ClusterState: Sendable {
 
     mutating func addNode(_ p: PropletRecord) {
         proplets[p.id] = p
-        ledger.upsert(p.id, labels: p.labels, capacity: p.capacity, alive: p.alive, hostVolumes: p.hostVolumes ?? [], networks: p.networks ?? [])
+        ledger.upsert(p.id, labels: p.labels, capacity: p.capacity, alive: p.alive, hostVolumes: p.hostVolumes ?? [], networks: p.networks ?? [],
+                      namespaces: p.namespaces)
         ledger.setClosed(p.id, Self.closed(p))
     }
 
@@ -350,8 +351,9 @@ public struct ClusterState: Sendable {
                 still.append(id)
                 continue
             }
-            let request = PlacementRequest(resources: r, constraints: t.spec.constraints, pinnedProplet: t.spec.propletId, volumes: t.spec.volumes ?? [],
+            var request = PlacementRequest(resources: r, constraints: t.spec.constraints, pinnedProplet: t.spec.propletId, volumes: t.spec.volumes ?? [],
                                            network: t.spec.network, ports: t.spec.publish ?? [])
+            request.namespace = t.spec.namespace.orDefaultNamespace
             switch scheduler.place(request, on: ledger.nodes) {
             case .place(let i):
                 let node = ledger.nodes[i]

@@ -357,7 +357,8 @@ enum OpenAPIDocument {
             "eligible": {"type": "boolean", "description": "false: closed to new work by an operator or a drain; absent: eligible"},
             "drain": {"type": "object", "description": "an operator's drain in progress", "properties": {"started_at": {"type": "number"}, "deadline": {"type": "number"}}},
             "host_volumes": {"type": "array", "items": {"$ref": "#/components/schemas/HostVolume"}},
-            "networks": {"type": "array", "items": {"type": "string"}}}},
+            "networks": {"type": "array", "items": {"type": "string"}},
+            "namespaces": {"type": "array", "items": {"type": "string"}, "description": "the only namespaces whose work it takes (absent: every namespace)"}}},
           "Role": {"type": "string", "enum": ["admin", "operator", "developer", "viewer", "invoker"]},
           "Nonce": {"type": "object", "required": ["id", "actor_id", "level", "uses", "created_by", "created_at"], "properties": {
             "id": {"type": "string"}, "actor_id": {"type": "string"}, "level": {"type": "string", "enum": ["read", "execute", "update"]},

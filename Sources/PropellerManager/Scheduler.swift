@@ -17,6 +17,8 @@ public struct PropletNode: Sendable, Hashable {
     public var networks: Set<String> = []
     /// Host ports its tasks publish (``PortMapping/hostKey``).
     public var usedPorts: Set<UInt32> = []
+    /// The only namespaces whose work it takes (nil: every namespace).
+    public var namespaces: Set<String>?
 
     public init(id: String, labels: [String: String], capacity: Capacity, allocated: Resources = .zero, taskCount: UInt64 = 0, alive: Bool = true) {
         self.id = id
@@ -63,6 +65,8 @@ public struct PlacementRequest: Sendable, Hashable {
     public var network: String
     /// Published ports: fixed host ports must be free where it goes.
     public var ports: [PortMapping]
+    /// The task's (or actor's) namespace: a proplet reserved for others does not take it.
+    public var namespace = "default"
 
     public init(resources: Resources, constraints: [String: String] = [:], pinnedProplet: String? = nil, volumes: [VolumeMount] = [],
                 network: String = "none", ports: [PortMapping] = []) {
@@ -115,6 +119,7 @@ public struct Scheduler: Sendable {
         var anyLackingVolumes = false
         var anyLackingNetwork = false
         var anyPortsTaken = false
+        var anyReserved = false
         let hostVolumes = request.volumes.isEmpty ? [] : request.volumes.filter { v in nodes.contains { $0.hostVolumes[v.name] != nil } }
         let n = nodes.count
         let start = policy == .roundRobin && n > 0 ? cursor % n : 0
@@ -123,6 +128,10 @@ public struct Scheduler: Sendable {
             let node = nodes[i]
             if let pin = request.pinnedProplet, node.id != pin { continue }
             if !request.constraints.isEmpty && !node.matches(request.constraints) { continue }
+            if let only = node.namespaces, !only.contains(request.namespace) {
+                anyReserved = true
+                continue
+            }
             if !hostVolumes.isEmpty && !node.offers(hostVolumes) {
                 anyLackingVolumes = true
                 continue
@@ -165,6 +174,9 @@ public struct Scheduler: Sendable {
         }
         if let pin = request.pinnedProplet, !anyEligible {
             return nodes.contains { $0.id == pin } ? .never("proplet \(pin) does not match the task's constraints") : .wait("waiting for proplet \(pin) to register")
+        }
+        if !anyEligible && anyReserved {
+            return .wait("waiting for a proplet that takes namespace \(request.namespace)'s work (those that match are reserved for other namespaces)")
         }
         if !anyEligible {
             return nodes.isEmpty ? .wait("waiting for a proplet to register") : .never("no proplet matches the constraints \(Self.describe(request.constraints))")

@@ -285,6 +285,8 @@ public struct PropletRecord: Codable, Sendable, Hashable {
     public var hostVolumes: [HostVolume]?
     /// The CNI networks it offers (nil: none).
     public var networks: [String]?
+    /// The only namespaces it takes work from (nil: every namespace).
+    public var namespaces: [String]?
     /// Its named volumes, as its heartbeats last said (nil: none).
     public var volumes: [NamedVolumeInfo]?
     /// Heartbeats arrive (`state` is `alive`).
@@ -323,6 +325,7 @@ public struct PropletRecord: Codable, Sendable, Hashable {
         cgroupMode = a.cgroupMode
         hostVolumes = a.hostVolumes?.isEmpty == false ? a.hostVolumes : nil
         networks = a.networks?.isEmpty == false ? a.networks : nil
+        namespaces = a.namespaces?.isEmpty == false ? a.namespaces?.sorted() : nil
         alive = true
         state = "alive"
         lastSeen = now

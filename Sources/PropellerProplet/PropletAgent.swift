@@ -108,7 +108,7 @@ public actor PropletAgent {
                                    os: "linux", arch: arch == "x86_64" ? "amd64" : (arch == "aarch64" ? "arm64" : arch),
                                    cgroupMode: runtime.cgroups.layout.mode == .unified ? "v2" : "v1",
                                    hostVolumes: options.hostVolumes.isEmpty ? nil : runner.volumes.announced,
-                                   networks: runner.networks.map(\.offered))
+                                   networks: runner.networks.map(\.offered), namespaces: options.namespaces.isEmpty ? nil : options.namespaces)
     }
 
     /// The CNI networks, or nil where none is offered (no plugins, no lists).

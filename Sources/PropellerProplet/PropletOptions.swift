@@ -13,6 +13,8 @@ public struct PropletOptions: Sendable {
     public var id: String
     public var name: String
     public var labels: [String: String] = [:]
+    /// The only namespaces whose work it takes (empty: every namespace).
+    public var namespaces: [String] = []
     /// CNI networks (`--network bridge` and the operator's); nil: the defaults under the data
     /// directory's `cni`.
     public var cni: CNINetworks.Configuration?

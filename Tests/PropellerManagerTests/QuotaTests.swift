@@ -57,4 +57,20 @@ import Testing
         #expect(try NamespaceQuota.fromStore(NamespaceQuota.stored(q)) == q)
         #expect(NamespaceQuota().isEmpty && !q.isEmpty)
     }
+
+    /// A proplet started with `--namespace team-a` takes team-a's work alone; the rest waits
+    /// for another proplet, saying why.
+    @Test func aPropletReservedForANamespaceTakesItsWorkAlone() throws {
+        var h = T.Harness()
+        var reserved = T.announcement("p1")
+        reserved.namespaces = ["team-a"]
+        _ = try h.step(.announced(reserved), at: 0)
+        #expect(h.state.proplets["p1"]?.namespaces == ["team-a"])
+        #expect(try h.step(T.created(Self.spec("a", "team-a"), id: "a", start: true), at: 0.1) == ["save a:scheduled/1", "start a/1@p1#0", "reply a:scheduled"])
+        #expect(try h.step(T.created(Self.spec("d", nil), id: "d", start: true), at: 0.2) == ["save d:pending/1", "reply d:pending"])
+        #expect(h.task("d")?.reason == "waiting for a proplet that takes namespace default's work (those that match are reserved for other namespaces)")
+        // An open proplet takes it.
+        let effects = try h.step(.announced(T.announcement("p2")), at: 1)
+        #expect(effects == ["proplet p2:alive", "save d:scheduled/1", "start d/1@p2#0"])
+    }
 }

@@ -114,11 +114,14 @@ public struct PropletAnnouncement: Codable, Sendable, Hashable {
     public var hostVolumes: [HostVolume]?
     /// The CNI networks it can attach tasks to: `bridge` and its operator's (absent: none).
     public var networks: [String]?
+    /// The only namespaces whose tasks and actor workers it takes (absent: every namespace).
+    public var namespaces: [String]?
 
     public init(propletId: String, name: String, version: String, labels: [String: String], capacity: Capacity, os: String, arch: String, cgroupMode: String,
-                hostVolumes: [HostVolume]? = nil, networks: [String]? = nil) {
+                hostVolumes: [HostVolume]? = nil, networks: [String]? = nil, namespaces: [String]? = nil) {
         self.hostVolumes = hostVolumes
         self.networks = networks
+        self.namespaces = namespaces
         self.propletId = propletId
         self.name = name
         self.version = version
