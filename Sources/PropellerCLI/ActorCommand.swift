@@ -18,7 +18,7 @@ struct ActorCommand: ParsableCommand {
         """,
         subcommands: [ActorCreateCommand.self, ActorListCommand.self, ActorGetCommand.self, ActorUpdateCommand.self, ActorDeleteCommand.self,
                       ActorSendCommand.self, ActorExecutionsCommand.self, ActorLogsCommand.self, ActorResultsCommand.self, ActorWorkersCommand.self,
-                      ActorNonceCommand.self]
+                      ActorNonceCommand.self, ActorGrantCommand.self, ActorUngrantCommand.self, ActorPermissionsCommand.self]
     )
 }
 

@@ -83,3 +83,54 @@ struct ActorNonceRevokeCommand: ParsableCommand {
         if !client.json { print("revoked \(id)") }
     }
 }
+
+struct ActorGrantCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "grant", abstract: "Let an identity read, execute (message) or update an actor, beyond its role and across namespaces.")
+    @OptionGroup var client: ClientOptions
+    @Argument(help: "The actor (id, name or id prefix).") var actor: String
+    @Argument(help: "The identity (a token's identity: `propeller token list -o wide`).") var identity: String
+    @Argument(help: "read, execute or update.") var level: String
+
+    func validate() throws {
+        guard ActorAccessLevel(rawValue: level) != nil else { throw ValidationError("level: read, execute or update") }
+    }
+
+    func run() throws {
+        let bytes = try client.client().send("POST", "/actors/\(actor)/permissions",
+                                             body: try JSONSerialization.data(withJSONObject: ["identity": identity, "level": level]).map { $0 })
+        if client.json { return printJSON(bytes) }
+        print("\(identity) may \(level) \(actor)")
+    }
+}
+
+struct ActorUngrantCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ungrant", abstract: "Take an identity's grant on an actor back.")
+    @OptionGroup var client: ClientOptions
+    @Argument(help: "The actor (id, name or id prefix).") var actor: String
+    @Argument(help: "The identity.") var identity: String
+
+    func run() throws {
+        let path = identity.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "/"))) ?? identity
+        _ = try client.client().send("DELETE", "/actors/\(actor)/permissions/\(path)")
+        if !client.json { print("\(identity)'s grant on \(actor) taken back") }
+    }
+}
+
+struct ActorPermissionsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "permissions", abstract: "List the identities granted an actor.")
+    @OptionGroup var client: ClientOptions
+    @OptionGroup var list: ListOutputOptions
+    @Argument(help: "The actor (id, name or id prefix).") var actor: String
+
+    func run() throws {
+        let api = try client.client()
+        let bytes = try api.send("GET", "/actors/\(actor)/permissions")
+        struct List: Decodable { var permissions: [ActorGrant] }
+        let format = list.format(client)
+        let grants = format == .json || format == .yaml ? [] : try api.decode(List.self, bytes).permissions
+        printList(bytes, format, [Column("IDENTITY"), Column("LEVEL"), Column("BY"), Column("WHEN")]) {
+            grants.map { [$0.identity, $0.level.rawValue, $0.grantedBy, age($0.grantedAt)] }
+        }
+    }
+}

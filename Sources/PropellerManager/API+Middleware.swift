@@ -89,6 +89,8 @@ struct AccessMiddleware: RouterMiddleware {
     let namespaces: Namespaces?
     /// Nil: no nonces (`?x-nonce=` is refused like a missing token).
     let nonces: ActorNonces?
+    /// Identities' grants on actors (nil: none).
+    let grants: (any GrantStore)?
     /// The id and namespace of the task or actor (`collection` "tasks" or "actors") that
     /// `handle` names (an id, else a name or an id prefix in `namespace`, nil: any), or nil.
     let resolve: @Sendable (_ collection: String, _ handle: String, _ namespace: String?) async throws -> (id: String, namespace: String)?
@@ -102,8 +104,18 @@ struct AccessMiddleware: RouterMiddleware {
         context.principal = principal
         let audited = rule?.audited ?? (request.method != .get && request.method != .head)
         do {
-            try authorize(principal, rule, request)
+            // A role that lacks an actor's permission may be made up for by a grant on that
+            // actor, decided once the path's actor is known.
+            var deniedByRole: APIError?
+            do {
+                try authorize(principal, rule, request)
+            } catch let denied as APIError where denied.status == 403 && principal.nonce == nil && rule?.pattern.first == "actors" && grants != nil {
+                deniedByRole = denied
+            }
             let (namespace, resolvedPath, named) = try await namespace(of: request, rule, principal)
+            if let deniedByRole {
+                guard let named, try hasGrant(principal, on: named, rule) else { throw deniedByRole }
+            }
             context.namespace = namespace
             if let nonce = principal.nonce {
                 // A nonce works on its own actor alone, and each request spends one use.
@@ -215,12 +227,23 @@ struct AccessMiddleware: RouterMiddleware {
         let scope = namespace == "*" || principal.nonce != nil ? nil : namespace
         guard let found = try await resolve(collection, handle, scope) else { return (namespace, nil, nil) }
         if found.namespace != namespace && (asked != nil || principal.namespace != nil) && namespace != "*" {
-            throw APIError.notFound("no \(collection.dropLast()) \(handle) in namespace \(namespace)")
+            // An identity granted this actor reaches it from another namespace (by its id).
+            guard collection == "actors", try hasGrant(principal, on: found.id, rule) else {
+                throw APIError.notFound("no \(collection.dropLast()) \(handle) in namespace \(namespace)")
+            }
         }
         guard found.id != handle else { return (found.namespace, nil, found.id) }
         segments[2] = Substring(found.id)
         let query = request.uri.query.map { "?" + $0 } ?? ""
         return (found.namespace, (found.id, segments.joined(separator: "/") + query), found.id)
+    }
+
+    /// Whether the principal's identity holds a grant on actor `actorID` at the level the
+    /// rule's permission needs.
+    private func hasGrant(_ principal: Principal, on actorID: String, _ rule: AccessRules.Rule?) throws -> Bool {
+        guard principal.nonce == nil, let grants, case .permission(let p) = rule?.access, let needed = ActorAccessLevel.needed(for: p),
+              let grant = try grants.grant(actorId: actorID, identity: principal.identity) else { return false }
+        return grant.level >= needed
     }
 
     private func record(_ request: Request, _ context: APIContext, _ principal: Principal, _ rule: AccessRules.Rule?, status: Int) {

@@ -66,4 +66,41 @@ extension ManagerAPI {
             return Response(status: .noContent)
         }
     }
+
+    /// `/actors/{id}/permissions`: grants of read, execute or update on one actor to other
+    /// identities (Abaco's), beyond what their roles give, across namespaces too.
+    func addGrantRoutes(_ router: Router<APIContext>, _ actors: ActorService) {
+        @Sendable func store() throws -> any GrantStore {
+            guard let grants else { throw APIError(status: 503, "grants are not kept by this manager") }
+            return grants
+        }
+        router.get("/actors/{id}/permissions") { _, context in
+            let actor = try await actors.actor(try context.parameters.require("id"))
+            return try encode(["permissions": try store().grants(actorId: actor.id)])
+        }
+        router.post("/actors/{id}/permissions") { request, context in
+            let grants = try store()
+            if context.principal?.nonce != nil { throw APIError(status: 403, "a nonce cannot grant") }
+            let actor = try await actors.actor(try context.parameters.require("id"))
+            struct Body: Decodable { var identity: String?; var level: String? }
+            let body = try TaskRequest.decode(Body.self, try await collect(request, limit: 4096), fields: ["identity", "level"], nested: [:])
+            guard let identity = body.identity?.trimmingCharacters(in: .whitespacesAndNewlines), !identity.isEmpty, identity.count <= 100 else {
+                throw APIError.unprocessable("identity: required, 1 to 100 characters")
+            }
+            guard let level = body.level.flatMap(ActorAccessLevel.init(rawValue:)) else {
+                throw APIError.unprocessable("level: one of \(ActorAccessLevel.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            let grant = ActorGrant(actorId: actor.id, identity: identity, level: level, grantedBy: context.principal?.identity ?? "anonymous",
+                                   grantedAt: WallClock.now())
+            try grants.setGrant(grant)
+            service.logger.notice("actor permission granted", metadata: ["actor": "\(actor.id)", "identity": "\(identity)", "level": "\(level.rawValue)"])
+            return try encode(grant, status: .created)
+        }
+        router.delete("/actors/{id}/permissions/{identity}") { _, context in
+            let actor = try await actors.actor(try context.parameters.require("id"))
+            let identity = try context.parameters.require("identity")
+            guard try store().deleteGrant(actorId: actor.id, identity: identity) else { throw APIError.notFound("\(identity) holds no grant on actor \(actor.id)") }
+            return Response(status: .noContent)
+        }
+    }
 }

@@ -99,6 +99,9 @@ public enum AccessRules {
         rule("POST /actors/{id}/nonces", .permission(.actorsWrite)),
         rule("GET /actors/{id}/nonces", .permission(.actorsWrite)),
         rule("DELETE /actors/{id}/nonces/{nid}", .permission(.actorsWrite)),
+        rule("GET /actors/{id}/permissions", .permission(.actorsRead)),
+        rule("POST /actors/{id}/permissions", .permission(.actorsWrite)),
+        rule("DELETE /actors/{id}/permissions/{identity}", .permission(.actorsWrite)),
 
         rule("GET /secrets", .permission(.secretsRead), audited: true),
         rule("GET /secrets/{name}", .permission(.secretsRead), audited: true),

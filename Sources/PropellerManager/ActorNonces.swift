@@ -99,3 +99,29 @@ public struct ActorNonces: Sendable {
 
     public func delete(id: String, actorId: String) throws -> Bool { try store.deleteNonce(id: id, actorId: actorId) }
 }
+
+/// An identity's access to one actor beyond what its role gives (Abaco's actor permissions).
+public struct ActorGrant: Codable, Sendable, Hashable {
+    public var actorId: String
+    public var identity: String
+    public var level: ActorAccessLevel
+    public var grantedBy: String
+    public var grantedAt: Double
+
+    public init(actorId: String, identity: String, level: ActorAccessLevel, grantedBy: String, grantedAt: Double) {
+        self.actorId = actorId
+        self.identity = identity
+        self.level = level
+        self.grantedBy = grantedBy
+        self.grantedAt = grantedAt
+    }
+}
+
+/// Where grants live (removed with their actor).
+public protocol GrantStore: Sendable {
+    /// Adds or replaces `grant` (one per actor and identity).
+    func setGrant(_ grant: ActorGrant) throws
+    func grants(actorId: String) throws -> [ActorGrant]
+    func grant(actorId: String, identity: String) throws -> ActorGrant?
+    func deleteGrant(actorId: String, identity: String) throws -> Bool
+}

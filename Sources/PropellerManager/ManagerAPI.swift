@@ -24,6 +24,8 @@ public struct ManagerAPI: Sendable {
     public var namespaces: Namespaces?
     /// Actors' nonces (nil: none can be made or used).
     public var nonces: ActorNonces?
+    /// Identities' grants on actors (nil: none).
+    public var grants: (any GrantStore)?
 
     public init(service: TaskService, actors: ActorService? = nil, metrics: ManagerMetrics = ManagerMetrics(), tokens: APITokens?) {
         self.service = service
@@ -45,7 +47,7 @@ public struct ManagerAPI: Sendable {
     public func router() -> Router<APIContext> {
         let router = Router(context: APIContext.self)
         router.add(middleware: ErrorAndMetricsMiddleware(metrics: metrics, traces: service.traces))
-        router.add(middleware: AccessMiddleware(tokens: tokens, audit: audit, namespaces: namespaces, nonces: nonces, resolve: { [service, actors] collection, handle, namespace in
+        router.add(middleware: AccessMiddleware(tokens: tokens, audit: audit, namespaces: namespaces, nonces: nonces, grants: grants, resolve: { [service, actors] collection, handle, namespace in
             switch collection {
             case "tasks":
                 return try await service.resolveTask(handle, namespace: namespace).map { ($0.id, $0.spec.namespace.orDefaultNamespace) }
@@ -247,6 +249,7 @@ public struct ManagerAPI: Sendable {
         if let actors {
             addActorRoutes(router, actors)
             addNonceRoutes(router, actors)
+            addGrantRoutes(router, actors)
         }
         return router
     }

@@ -15,7 +15,7 @@ public struct ManagerServer: Sendable {
         public var host = "127.0.0.1"
         public var port = 7070
         /// Opens the store: SQLite at a path by default, or what `--store` names.
-        public var openStore: @Sendable () throws -> any ManagerStore & TokenStore & SecretStore & AuditStore & NamespaceStore & NonceStore
+        public var openStore: @Sendable () throws -> any ManagerStore & TokenStore & SecretStore & AuditStore & NamespaceStore & NonceStore & GrantStore
         public var mqtt: MQTTConfiguration
         public var topics: Topics
         /// Bearer tokens from the configuration, as SHA-256 hashes with a name; tokens made
@@ -37,7 +37,7 @@ public struct ManagerServer: Sendable {
         /// (nil: the system's roots).
         public var peerCA: String?
         /// Leadership among managers that share the store (nil: this manager is alone).
-        public var leadership: (@Sendable (any ManagerStore & TokenStore & SecretStore & AuditStore & NamespaceStore & NonceStore) throws -> (any Leadership)?)?
+        public var leadership: (@Sendable (any ManagerStore & TokenStore & SecretStore & AuditStore & NamespaceStore & NonceStore & GrantStore) throws -> (any Leadership)?)?
 
         public init(databasePath: String, mqtt: MQTTConfiguration, topics: Topics) {
             openStore = { try SQLiteStore(path: databasePath) }
@@ -110,7 +110,7 @@ final class LeaderTerm: Sendable {
     let lease: LeaderLease?
     let interval: Duration
 
-    init(store: any ManagerStore & TokenStore & SecretStore & AuditStore & NamespaceStore & NonceStore, options: ManagerServer.Options, lease: LeaderLease?, cluster: (any ClusterView)?, logger: Logger) async throws {
+    init(store: any ManagerStore & TokenStore & SecretStore & AuditStore & NamespaceStore & NonceStore & GrantStore, options: ManagerServer.Options, lease: LeaderLease?, cluster: (any ClusterView)?, logger: Logger) async throws {
         var mqtt = options.mqtt
         let topics = options.topics
         mqtt.isBulkTopic = { MQTTControlBus.isBulk($0, topics: topics) }
@@ -138,6 +138,7 @@ final class LeaderTerm: Sendable {
         let namespaces = try Namespaces(store: store)
         api.namespaces = namespaces
         api.nonces = ActorNonces(store: store)
+        api.grants = store
         await service.setQuotas(namespaces.quotas())
         responder = api.router().buildResponder()
     }

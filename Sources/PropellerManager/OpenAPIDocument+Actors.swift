@@ -95,6 +95,23 @@ extension OpenAPIDocument {
           "delete": {"summary": "Revoke a nonce",
             "responses": {"204": {"description": "Revoked"}, "401": {"$ref": "#/components/responses/Error"}, "403": {"$ref": "#/components/responses/Error"},
                           "404": {"$ref": "#/components/responses/Error"}}}},
+        "/actors/{id}/permissions": {
+          "parameters": [{"$ref": "#/components/parameters/id"}],
+          "get": {"summary": "Identities granted access to this actor beyond their roles",
+            "responses": {"200": {"description": "Grants", "content": {"application/json": {"schema": {"type": "object", "properties": {
+              "permissions": {"type": "array", "items": {"$ref": "#/components/schemas/Grant"}}}}}}},
+                          "401": {"$ref": "#/components/responses/Error"}, "403": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}}},
+          "post": {"summary": "Grant an identity read, execute or update on this actor (replaces its grant)",
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": false, "required": ["identity", "level"],
+              "properties": {"identity": {"type": "string", "minLength": 1, "maxLength": 100}, "level": {"type": "string", "enum": ["read", "execute", "update"]}}}}}},
+            "responses": {"201": {"description": "Granted", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Grant"}}}},
+                          "400": {"$ref": "#/components/responses/Error"}, "401": {"$ref": "#/components/responses/Error"}, "403": {"$ref": "#/components/responses/Error"},
+                          "404": {"$ref": "#/components/responses/Error"}, "413": {"$ref": "#/components/responses/Error"}, "422": {"$ref": "#/components/responses/Error"}}}},
+        "/actors/{id}/permissions/{identity}": {
+          "parameters": [{"$ref": "#/components/parameters/id"}, {"name": "identity", "in": "path", "required": true, "schema": {"type": "string"}}],
+          "delete": {"summary": "Take an identity's grant back",
+            "responses": {"204": {"description": "Revoked"}, "401": {"$ref": "#/components/responses/Error"}, "403": {"$ref": "#/components/responses/Error"},
+                          "404": {"$ref": "#/components/responses/Error"}}}},
         "/actors/{id}/workers/{wid}": {
           "parameters": [{"$ref": "#/components/parameters/id"}, {"name": "wid", "in": "path", "required": true, "schema": {"type": "string"}}],
           "delete": {"summary": "Retire a worker (after its execution, when busy)",

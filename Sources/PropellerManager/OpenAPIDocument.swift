@@ -360,6 +360,9 @@ enum OpenAPIDocument {
             "networks": {"type": "array", "items": {"type": "string"}},
             "namespaces": {"type": "array", "items": {"type": "string"}, "description": "the only namespaces whose work it takes (absent: every namespace)"}}},
           "Role": {"type": "string", "enum": ["admin", "operator", "developer", "viewer", "invoker"]},
+          "Grant": {"type": "object", "required": ["actor_id", "identity", "level", "granted_by", "granted_at"], "properties": {
+            "actor_id": {"type": "string"}, "identity": {"type": "string"}, "level": {"type": "string", "enum": ["read", "execute", "update"]},
+            "granted_by": {"type": "string"}, "granted_at": {"type": "number"}}},
           "Nonce": {"type": "object", "required": ["id", "actor_id", "level", "uses", "created_by", "created_at"], "properties": {
             "id": {"type": "string"}, "actor_id": {"type": "string"}, "level": {"type": "string", "enum": ["read", "execute", "update"]},
             "max_uses": {"type": "integer"}, "uses": {"type": "integer"}, "expires_at": {"type": "number"}, "created_by": {"type": "string"},

@@ -13,7 +13,7 @@ public protocol TokenStore: Sendable {
     func rotateToken(id: String, sha256: String, at: Double) throws -> APIToken?
 }
 
-extension SQLiteStore: TokenStore, AuditStore, NamespaceStore, NonceStore {
+extension SQLiteStore: TokenStore, AuditStore, NamespaceStore, NonceStore, GrantStore {
     /// Roles, identities and expiry on tokens (those made before are admins, as they could do
     /// everything), and the audit log.
     static func registerAccessMigration(_ m: inout DatabaseMigrator) {
@@ -53,6 +53,14 @@ extension SQLiteStore: TokenStore, AuditStore, NamespaceStore, NonceStore {
                 created_at REAL NOT NULL
             );
             CREATE INDEX actor_nonces_actor ON actor_nonces(actor_id);
+            CREATE TABLE actor_grants (
+                actor_id TEXT NOT NULL REFERENCES actors(id) ON DELETE CASCADE,
+                identity TEXT NOT NULL,
+                level TEXT NOT NULL,
+                granted_by TEXT NOT NULL,
+                granted_at REAL NOT NULL,
+                PRIMARY KEY (actor_id, identity)
+            );
             CREATE TRIGGER audit_log_append_only_update BEFORE UPDATE ON audit_log BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
             CREATE TRIGGER audit_log_append_only_delete BEFORE DELETE ON audit_log BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
             """)
@@ -221,6 +229,50 @@ extension SQLiteStore: TokenStore, AuditStore, NamespaceStore, NonceStore {
         try wrap("delete nonce \(id)") {
             try pool.write { db in
                 try db.execute(sql: "DELETE FROM actor_nonces WHERE id = ? AND actor_id = ?", arguments: [id, actorId])
+                return db.changesCount == 1
+            }
+        }
+    }
+
+    static func grant(_ row: Row) throws -> ActorGrant {
+        let level: String = row["level"]
+        guard let parsed = ActorAccessLevel(rawValue: level) else { throw PropellerError(.internalError, "grant: unknown level \(level)") }
+        return ActorGrant(actorId: row["actor_id"], identity: row["identity"], level: parsed, grantedBy: row["granted_by"], grantedAt: row["granted_at"])
+    }
+
+    public func setGrant(_ g: ActorGrant) throws {
+        try wrap("grant \(g.identity) on \(g.actorId)") {
+            try pool.write { db in
+                try db.execute(sql: """
+                    INSERT INTO actor_grants (actor_id, identity, level, granted_by, granted_at) VALUES (?, ?, ?, ?, ?)
+                    ON CONFLICT(actor_id, identity) DO UPDATE SET level = excluded.level, granted_by = excluded.granted_by, granted_at = excluded.granted_at
+                    """, arguments: [g.actorId, g.identity, g.level.rawValue, g.grantedBy, g.grantedAt])
+            }
+        }
+    }
+
+    public func grants(actorId: String) throws -> [ActorGrant] {
+        try wrap("read grants of \(actorId)") {
+            try pool.read { db in
+                try Row.fetchAll(db, sql: "SELECT actor_id, identity, level, granted_by, granted_at FROM actor_grants WHERE actor_id = ? ORDER BY identity",
+                                 arguments: [actorId]).map(Self.grant)
+            }
+        }
+    }
+
+    public func grant(actorId: String, identity: String) throws -> ActorGrant? {
+        try wrap("read a grant of \(actorId)") {
+            try pool.read { db in
+                try Row.fetchOne(db, sql: "SELECT actor_id, identity, level, granted_by, granted_at FROM actor_grants WHERE actor_id = ? AND identity = ?",
+                                 arguments: [actorId, identity]).map(Self.grant)
+            }
+        }
+    }
+
+    public func deleteGrant(actorId: String, identity: String) throws -> Bool {
+        try wrap("revoke \(identity)'s grant on \(actorId)") {
+            try pool.write { db in
+                try db.execute(sql: "DELETE FROM actor_grants WHERE actor_id = ? AND identity = ?", arguments: [actorId, identity])
                 return db.changesCount == 1
             }
         }

@@ -151,6 +151,16 @@ enum PostgresSchema {
             """,
             "CREATE INDEX actor_nonces_actor ON actor_nonces(actor_id)",
             """
+            CREATE TABLE actor_grants (
+                actor_id TEXT NOT NULL REFERENCES actors(id) ON DELETE CASCADE,
+                identity TEXT NOT NULL,
+                level TEXT NOT NULL,
+                granted_by TEXT NOT NULL,
+                granted_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (actor_id, identity)
+            )
+            """,
+            """
             CREATE TABLE audit_log (
                 seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
                 at DOUBLE PRECISION NOT NULL,

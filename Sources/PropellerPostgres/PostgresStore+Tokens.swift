@@ -2,7 +2,7 @@ import PostgresNIO
 import PropellerCore
 import PropellerManager
 
-extension PostgresStore: AuditStore, NamespaceStore, NonceStore {
+extension PostgresStore: AuditStore, NamespaceStore, NonceStore, GrantStore {
     static let tokenSelect = "SELECT id, name, identity, role, namespace, created_at, expires_at, rotated_at, revoked_at, sha256 FROM api_tokens"
 
     static func token(_ row: PostgresRow) throws -> (APIToken, String) {
@@ -161,6 +161,43 @@ extension PostgresStore: AuditStore, NamespaceStore, NonceStore {
         let there = try nonces(actorId: actorId).contains { $0.id == id }
         guard there else { return false }
         try write("delete nonce \(id)") { session in [session.send("DELETE FROM actor_nonces WHERE id = \(id) AND actor_id = \(actorId)")] }
+        return true
+    }
+
+    static func grant(_ row: PostgresRow) throws -> ActorGrant {
+        let (actor, identity, level, by, at) = try row.decode((String, String, String, String, Double).self)
+        guard let parsed = ActorAccessLevel(rawValue: level) else { throw PropellerError(.internalError, "grant: unknown level \(level)") }
+        return ActorGrant(actorId: actor, identity: identity, level: parsed, grantedBy: by, grantedAt: at)
+    }
+
+    public func setGrant(_ g: ActorGrant) throws {
+        try write("grant \(g.identity) on \(g.actorId)") { session in
+            [session.send("""
+                INSERT INTO actor_grants (actor_id, identity, level, granted_by, granted_at) VALUES (\(g.actorId), \(g.identity), \(g.level.rawValue), \(g.grantedBy), \(g.grantedAt))
+                ON CONFLICT (actor_id, identity) DO UPDATE SET level = excluded.level, granted_by = excluded.granted_by, granted_at = excluded.granted_at
+                """)]
+        }
+    }
+
+    public func grants(actorId: String) throws -> [ActorGrant] {
+        try read("read grants of \(actorId)") { session in
+            try session.run("SELECT actor_id, identity, level, granted_by, granted_at FROM actor_grants WHERE actor_id = \(actorId) ORDER BY identity").map(Self.grant)
+        }
+    }
+
+    public func grant(actorId: String, identity: String) throws -> ActorGrant? {
+        try read("read a grant of \(actorId)") { session in
+            try session.run("""
+                SELECT actor_id, identity, level, granted_by, granted_at FROM actor_grants WHERE actor_id = \(actorId) AND identity = \(identity)
+                """).first { _ in true }.map(Self.grant)
+        }
+    }
+
+    public func deleteGrant(actorId: String, identity: String) throws -> Bool {
+        guard try grant(actorId: actorId, identity: identity) != nil else { return false }
+        try write("revoke \(identity)'s grant on \(actorId)") { session in
+            [session.send("DELETE FROM actor_grants WHERE actor_id = \(actorId) AND identity = \(identity)")]
+        }
         return true
     }
 }

@@ -32,6 +32,7 @@ struct APITests: Sendable {
         api.secrets = secrets
         api.namespaces = try Namespaces(store: store)
         api.nonces = ActorNonces(store: store)
+        api.grants = store
         let app = Application(router: api.router())
         try await app.test(.router) { client in try await body(client) }
     }

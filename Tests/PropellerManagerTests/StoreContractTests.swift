@@ -17,7 +17,7 @@ final class StoreUnderTest: @unchecked Sendable {
     let kind: StoreKind
     let dir: TempDirectory
     let server: PostgresServer?
-    private(set) var store: any ManagerStore & TokenStore & SecretStore & AuditStore & NamespaceStore & NonceStore
+    private(set) var store: any ManagerStore & TokenStore & SecretStore & AuditStore & NamespaceStore & NonceStore & GrantStore
 
     init(_ kind: StoreKind) throws {
         self.kind = kind
@@ -26,7 +26,7 @@ final class StoreUnderTest: @unchecked Sendable {
         store = try Self.open(kind, dir: dir, server: server)
     }
 
-    private static func open(_ kind: StoreKind, dir: TempDirectory, server: PostgresServer?) throws -> any ManagerStore & TokenStore & SecretStore & AuditStore & NamespaceStore & NonceStore {
+    private static func open(_ kind: StoreKind, dir: TempDirectory, server: PostgresServer?) throws -> any ManagerStore & TokenStore & SecretStore & AuditStore & NamespaceStore & NonceStore & GrantStore {
         switch kind {
         case .sqlite: return try SQLiteStore(path: dir.path + "/manager.db")
         case .postgres: return try PostgresStore(url: try #require(server).url())
@@ -34,7 +34,7 @@ final class StoreUnderTest: @unchecked Sendable {
     }
 
     /// A second store on the same data (the first is dropped), as after a manager restart.
-    func reopen() throws -> any ManagerStore & TokenStore & SecretStore & AuditStore & NamespaceStore & NonceStore {
+    func reopen() throws -> any ManagerStore & TokenStore & SecretStore & AuditStore & NamespaceStore & NonceStore & GrantStore {
         store = try Self.open(kind, dir: dir, server: server)
         return store
     }
