@@ -36,10 +36,7 @@ struct ActorNonceCreateCommand: ParsableCommand {
         var body: [String: Any] = ["level": level]
         if let uses { body["max_uses"] = uses }
         if let expires {
-            do {
-                let d = try DurationParsing.parse(expires)
-                body["expires_in_seconds"] = Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
-            } catch { throw ValidationError("--expires \(expires): \(error)") }
+            do { body["expires_in_seconds"] = try DurationParsing.seconds(expires) } catch { throw ValidationError("--expires \(expires): \(error)") }
         }
         let bytes = try api.send("POST", "/actors/\(actor)/nonces", body: try JSONSerialization.data(withJSONObject: body).map { $0 })
         if client.json { return printJSON(bytes) }

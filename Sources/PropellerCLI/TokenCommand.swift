@@ -39,8 +39,7 @@ struct TokenCreateCommand: ParsableCommand {
 
     private func lifetime(_ text: String) throws -> Double {
         do {
-            let d = try DurationParsing.parse(text)
-            return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+            return try DurationParsing.seconds(text)
         } catch {
             throw ValidationError("--expires \(text): \(error)")
         }

@@ -37,6 +37,12 @@ public enum DurationParsing {
         return .nanoseconds(nanos)
     }
 
+    /// `parse`, as seconds.
+    public static func seconds(_ text: String) throws -> Double {
+        let d = try parse(text)
+        return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+    }
+
     /// Short form for messages: `500ms`, `30s`, `2m`, `1h5m`.
     public static func format(_ duration: Duration) -> String {
         let (seconds, attos) = duration.components

@@ -341,20 +341,12 @@ public struct ClusterState: Sendable {
                 still.append(id)
                 continue
             }
-            if let reason = quotaWait(t, reserved) {
-                if t.reason != reason {
-                    t.reason = reason
-                    t.updatedAt = now.wall
-                    active[id] = t
-                    changed.append(t)
-                }
-                still.append(id)
-                continue
-            }
             var request = PlacementRequest(resources: r, constraints: t.spec.constraints, pinnedProplet: t.spec.propletId, volumes: t.spec.volumes ?? [],
                                            network: t.spec.network, ports: t.spec.publish ?? [])
             request.namespace = t.spec.namespace.orDefaultNamespace
-            switch scheduler.place(request, on: ledger.nodes) {
+            // Its namespace's quota first: over it, the task waits whatever room the fleet has.
+            let decision = quotaWait(t, reserved).map { Scheduler.Decision.wait($0) } ?? scheduler.place(request, on: ledger.nodes)
+            switch decision {
             case .place(let i):
                 let node = ledger.nodes[i]
                 t.status = .scheduled(on: node.id, phase: nil)
