@@ -56,11 +56,13 @@ extension ManagerAPI {
             return try encode(WhoAmI(tokenId: principal.tokenID, identity: principal.identity, role: principal.role, namespace: principal.namespace,
                                      permissions: principal.permissions.sorted(), expiresAt: token?.expiresAt))
         }
-        router.get("/tokens") { _, _ in
+        router.get("/tokens") { _, context in
             guard let tokens else { throw noAuth }
-            return try encode(TokenList(tokens: try tokens.list()))
+            // A namespace's admin sees that namespace's tokens alone.
+            let bound = context.principal?.namespace
+            return try encode(TokenList(tokens: try tokens.list().filter { bound == nil || $0.namespace == bound }))
         }
-        router.post("/tokens") { request, _ in
+        router.post("/tokens") { request, context in
             guard let tokens else { throw noAuth }
             let body = try TaskRequest.decode(TokenCreate.self, try await collect(request, limit: 4096),
                                               fields: ["name", "role", "identity", "namespace", "expires_in_seconds"], nested: [:])
@@ -80,7 +82,15 @@ extension ManagerAPI {
             if let namespace = body.namespace, !(namespaces?.exists(namespace) ?? (namespace == Namespaces.defaultName)) {
                 throw APIError.unprocessable("namespace: no namespace \(namespace) (make it first: propeller namespace create \(namespace))")
             }
-            let (token, secret) = try tokens.create(name: name, identity: identity, role: role, namespace: body.namespace, expiresAt: expiresAt)
+            // A namespace's admin makes tokens of its namespace alone.
+            var namespace = body.namespace
+            if let bound = context.principal?.namespace {
+                if let asked = namespace, asked != bound {
+                    throw APIError(status: 403, "\(context.principal?.description ?? "") makes tokens of namespace \(bound) alone, not \(asked)")
+                }
+                namespace = bound
+            }
+            let (token, secret) = try tokens.create(name: name, identity: identity, role: role, namespace: namespace, expiresAt: expiresAt)
             service.logger.notice("API token created", metadata: ["id": "\(token.id)", "name": "\(name)", "role": "\(role.rawValue)"])
             return try encode(CreatedToken(token: token, secret: secret), status: .created)
         }
@@ -89,7 +99,8 @@ extension ManagerAPI {
             let id = try context.parameters.require("id")
             // One's own token, or any with tokens:manage.
             let principal = context.principal ?? .anonymous
-            guard principal.tokenID == id || principal.may(.tokensManage) else {
+            let target = try tokens.list().first { $0.id == id }
+            guard principal.tokenID == id || (principal.may(.tokensManage) && (principal.namespace == nil || target?.namespace == principal.namespace)) else {
                 throw APIError(status: 403, "token \(principal.tokenID) (role \(principal.role.rawValue)) may rotate only itself; "
                                    + "token \(id) needs permission \(Permission.tokensManage.rawValue)")
             }
@@ -104,6 +115,9 @@ extension ManagerAPI {
             // one, everyone): it takes another token.
             if context.principal?.tokenID == id {
                 throw APIError.conflict("token \(id) is the one making this request: revoke it with another token")
+            }
+            if let bound = context.principal?.namespace, try tokens.list().first(where: { $0.id == id })?.namespace != bound {
+                throw APIError.notFound("no token \(id)")
             }
             guard let token = try tokens.revoke(id: id) else { throw APIError.notFound("no token \(id)") }
             service.logger.notice("API token revoked", metadata: ["id": "\(token.id)", "name": "\(token.name)"])

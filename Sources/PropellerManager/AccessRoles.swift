@@ -29,7 +29,8 @@ public enum Permission: String, Codable, Sendable, CaseIterable, Comparable {
     case secretsRead = "secrets:read"
     /// Secrets: create and delete.
     case secretsWrite = "secrets:write"
-    /// API tokens: make, list, rotate any, revoke.
+    /// API tokens: make, list, rotate any, revoke (a token bound to a namespace: that
+    /// namespace's tokens alone).
     case tokensManage = "tokens:manage"
     /// The audit log.
     case auditRead = "audit:read"
@@ -42,7 +43,7 @@ public enum Permission: String, Codable, Sendable, CaseIterable, Comparable {
     /// to one namespace never has them, whatever its role.
     public var isClusterWide: Bool {
         switch self {
-        case .propletsManage, .volumesManage, .tokensManage, .auditRead, .namespacesManage: return true
+        case .propletsManage, .volumesManage, .auditRead, .namespacesManage: return true
         default: return false
         }
     }

@@ -304,13 +304,24 @@ struct AccessTests: Sendable {
             let other = try await Self.call(client, .get, "/actors/\(actorID)", try tokens.create(name: "vb2", role: .viewer, namespace: "team-b").secret)
             #expect(other.status == 404 && other.error.contains("in namespace team-b"), "\(other.error)")
 
-            // A namespace's admin has nothing of the cluster's.
-            let token = try await Self.call(client, .post, "/tokens", adminA, #"{"name":"x","role":"viewer"}"#)
-            #expect(token.status == 403 && token.error.contains("bound to namespace team-a"), "\(token.error)")
+            // A namespace's admin has nothing of the cluster's, and manages its namespace's tokens alone.
             #expect(try await Self.call(client, .get, "/audit", adminA).status == 403)
-            #expect(try await Self.call(client, .delete, "/tasks/\(aID)", adminA).status == 204, "but everything in its namespace")
+            #expect(try await Self.call(client, .post, "/namespaces", adminA, #"{"name":"mine"}"#).status == 403)
+            let token = try await Self.call(client, .post, "/tokens", adminA, #"{"name":"x","role":"viewer"}"#)
+            #expect(token.status == 201 && token.json["namespace"] as? String == "team-a", "\(token.error)")
+            let outside = try await Self.call(client, .post, "/tokens", adminA, #"{"name":"y","role":"admin","namespace":"default"}"#)
+            #expect(outside.status == 403 && outside.error.contains("makes tokens of namespace team-a alone"), "\(outside.error)")
+            let ownTokens = try await Self.call(client, .get, "/tokens", adminA).json["tokens"] as? [[String: Any]] ?? []
+            #expect(Set(ownTokens.compactMap { $0["name"] as? String }) == ["a", "a-admin", "x"], "\(ownTokens)")
+            let cluster = try #require(try tokens.list().first { $0.name == "everywhere" })
+            #expect(try await Self.call(client, .delete, "/tokens/\(cluster.id)", adminA).status == 404)
+            #expect(try await Self.call(client, .post, "/tokens/\(cluster.id)/rotate", adminA).status == 403)
+            let madeToken = try #require(token.json["id"] as? String)
+            #expect(try await Self.call(client, .delete, "/tokens/\(madeToken)", adminA).status == 200)
+            #expect(try await Self.call(client, .delete, "/tasks/\(aID)", adminA).status == 204, "and everything in its namespace")
             let me = try await Self.call(client, .get, "/whoami", adminA).json
-            #expect(me["namespace"] as? String == "team-a" && !((me["permissions"] as? [String])?.contains("tokens:manage") ?? true))
+            let permissions = me["permissions"] as? [String] ?? []
+            #expect(me["namespace"] as? String == "team-a" && permissions.contains("tokens:manage") && !permissions.contains("audit:read"))
 
             // Namespaces themselves.
             let seen = try await Self.call(client, .get, "/namespaces", viewerB).json["namespaces"] as? [[String: Any]] ?? []
