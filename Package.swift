@@ -81,7 +81,7 @@ let package = Package(
         .target(
             name: "PropellerManager",
             dependencies: [
-                "PropellerCore", "PropellerMQTT", "PropellerDaemon", "CCrypto", "PropellerTracing",
+                "PropellerCore", "PropellerMQTT", "PropellerDaemon", "CCrypto", "PropellerTracing", "PropellerProvision",
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),

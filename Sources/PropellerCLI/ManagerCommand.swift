@@ -98,7 +98,32 @@ struct ManagerCommand: AsyncParsableCommand {
     @Option(name: .customLong("actor-sync-timeout"), help: ArgumentHelp("Longest a synchronous actor message (?sync=true) may wait (default 300s).", valueName: "duration"))
     var actorSyncTimeout: String = "300s"
 
+    @Option(name: .customLong("broker-admin"), help: ArgumentHelp("Let `propeller proplet add|revoke` change the broker's users while it runs: dynsec (mosquitto's dynamic-security plugin, over this manager's connection) or nats (the users file of --nats-users-file, reloaded by SIGHUP to the servers of --nats-pid-file).", valueName: "kind"))
+    var brokerAdmin: String?
+
+    @Option(name: .customLong("nats-users-file"), help: ArgumentHelp("With --broker-admin nats: the users file every NATS server includes (the one `propeller provision --broker-kind nats` wrote); the manager rewrites it.", valueName: "file"))
+    var natsUsersFile: String?
+
+    @Option(name: .customLong("nats-pid-file"), help: ArgumentHelp("With --broker-admin nats: a NATS server's pid file (repeatable, one per server that reads --nats-users-file); each gets SIGHUP after a change.", valueName: "file"))
+    var natsPidFile: [String] = []
+
+    @Option(name: .customLong("proplet-broker"), help: ArgumentHelp("The broker URL written into the config of a proplet added by `propeller proplet add` (default: this manager's --mqtt).", valueName: "url[,url…]"))
+    var propletBroker: String?
+
+    @Option(name: .customLong("proplet-broker-ca"), help: ArgumentHelp("The CA file path written into the config of a proplet added by `propeller proplet add` (default: this manager's --mqtt-ca).", valueName: "file"))
+    var propletBrokerCA: String?
+
     func validate() throws {
+        switch brokerAdmin {
+        case nil:
+            if natsUsersFile != nil || !natsPidFile.isEmpty { throw ValidationError("--nats-users-file and --nats-pid-file go with --broker-admin nats") }
+        case "dynsec":
+            if natsUsersFile != nil || !natsPidFile.isEmpty { throw ValidationError("--nats-users-file and --nats-pid-file go with --broker-admin nats, not dynsec") }
+        case "nats":
+            if natsUsersFile == nil || natsPidFile.isEmpty { throw ValidationError("--broker-admin nats needs --nats-users-file and at least one --nats-pid-file") }
+        case let other?:
+            throw ValidationError("invalid --broker-admin \"\(other)\": expected dynsec or nats")
+        }
         if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
         if SchedulingPolicy(rawValue: scheduler) == nil { throw ValidationError("invalid --scheduler \"\(scheduler)\": expected binpack, spread or round-robin") }
     }
@@ -185,6 +210,13 @@ struct ManagerCommand: AsyncParsableCommand {
             logger.notice("secrets are off: managers that share a PostgreSQL store need the same --secrets-key-file")
         }
         options.apiTokens = configured
+        switch brokerAdmin {
+        case "dynsec": options.brokerAdmin = .dynamicSecurity
+        case "nats": options.brokerAdmin = .natsUsersFile(path: absolutePath(natsUsersFile ?? ""), pidFiles: natsPidFile.map(absolutePath))
+        default: break
+        }
+        options.propletBrokerURL = propletBroker ?? daemon.mqtt ?? Environment.current["MANAGER_MQTT_ADDRESS"] ?? "tcp://127.0.0.1:1883"
+        options.propletBrokerCA = propletBrokerCA ?? daemon.mqttCA
         options.authenticate = !insecureNoAuth
         options.tlsCertificate = tlsCert.map(absolutePath)
         options.tlsKey = tlsKey.map(absolutePath)

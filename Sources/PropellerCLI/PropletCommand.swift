@@ -15,7 +15,7 @@ struct PropletCommand: AsyncParsableCommand {
         commandName: "proplet",
         abstract: "Run the proplet agent on this machine (as root), or list proplets.",
         subcommands: [PropletAgentCommand.self, PropletListCommand.self, PropletGetCommand.self, PropletStatsCommand.self, PropletDrainCommand.self, PropletEligibilityCommand.self,
-                      PropletDeleteCommand.self],
+                      PropletDeleteCommand.self, PropletAddCommand.self, PropletRevokeCommand.self, PropletIdentitiesCommand.self],
         defaultSubcommand: PropletAgentCommand.self
     )
 }

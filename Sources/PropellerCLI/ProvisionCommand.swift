@@ -63,7 +63,14 @@ struct ProvisionCreateCommand: ParsableCommand {
     @Option(name: .customLong("broker-kind"), help: ArgumentHelp("The broker to write files for: mosquitto (password file and ACL) or nats (users with permissions, for a NATS cluster with MQTT).", valueName: "kind"))
     var brokerKind: String = "mosquitto"
 
+    @Flag(name: .customLong("broker-admin"), help: "Let the manager add and revoke proplets on the running broker (`propeller proplet add|revoke`): mosquitto's dynamic-security plugin, or for NATS the users file that the manager rewrites and reloads.")
+    var brokerAdmin = false
+
+    @Option(name: .customLong("nats-pid-file"), help: ArgumentHelp("With --broker-kind nats --broker-admin: where nats-server writes its pid, which the manager signals to reload.", valueName: "file"))
+    var natsPidFile: String?
+
     func validate() throws {
+        if natsPidFile != nil && !(brokerAdmin && brokerKind == "nats") { throw ValidationError("--nats-pid-file goes with --broker-kind nats --broker-admin") }
         guard (0...1000).contains(proplets) else { throw ValidationError("--proplets: expected 0 to 1000") }
         _ = try MQTTConfigurationCheck.validate(broker)
         guard managerURL.hasPrefix("http://") || managerURL.hasPrefix("https://") else { throw ValidationError("--manager-url: expected http:// or https://") }
@@ -86,6 +93,8 @@ struct ProvisionCreateCommand: ParsableCommand {
                            broker: broker, managerURL: managerURL, configDirectory: configDir.map(absolutePath) ?? dir)
         d.binary = binary
         d.brokerKind = Deployment.BrokerKind(rawValue: brokerKind) ?? .mosquitto
+        d.brokerAdmin = brokerAdmin
+        if let natsPidFile { d.natsPidFile = absolutePath(natsPidFile) }
         d.mqttCA = mqttCA.map(absolutePath)
         d.managerCA = managerCA.map(absolutePath)
         d.managerTLSCert = managerTLSCert.map(absolutePath)
@@ -94,7 +103,8 @@ struct ProvisionCreateCommand: ParsableCommand {
         print("""
         Provisioned deployment \(summary.deployment.domain)/\(summary.deployment.channel) in \(dir):
           broker:   \(d.brokerKind == .nats ? "nats/propeller-users.conf (mode 600; included by nats/propeller.conf, one node's settings to adapt)"
-                                               : "mosquitto/password_file, mosquitto/acl_file, mosquitto/propeller.conf (include it; allow_anonymous false)")
+                                               : "mosquitto/password_file, mosquitto/acl_file, mosquitto/propeller.conf (include it; allow_anonymous false)"
+                                                 + (brokerAdmin ? ", mosquitto/dynamic-security.json (chown mosquitto: the broker rewrites it)" : ""))
           manager:  manager.conf          proxy: proxy.conf          CLI: cli.conf (propeller --config \(dir)/cli.conf task list)
           proplets: \(summary.deployment.proplets.map { "proplets/\($0).conf" }.joined(separator: " "))
           units:    systemd/propeller-{manager,proxy,proplet}.service

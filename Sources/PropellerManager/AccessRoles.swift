@@ -7,8 +7,11 @@ public enum Permission: String, Codable, Sendable, CaseIterable, Comparable {
     case clusterRead = "cluster:read"
     /// Proplets: list, get, usage.
     case propletsRead = "proplets:read"
-    /// Proplets: drain, eligibility, removal.
+    /// Proplets: drain, eligibility, removal, revoking an identity.
     case propletsManage = "proplets:manage"
+    /// Proplet identities on the broker: add one (`propeller proplet add`). A proplet is given
+    /// the tasks placed on it, their secrets included, so only an admin lets one in.
+    case propletsAdmit = "proplets:admit"
     /// Named volumes on proplets: list.
     case volumesRead = "volumes:read"
     /// Named volumes on proplets: delete.
@@ -43,7 +46,7 @@ public enum Permission: String, Codable, Sendable, CaseIterable, Comparable {
     /// to one namespace never has them, whatever its role.
     public var isClusterWide: Bool {
         switch self {
-        case .propletsManage, .volumesManage, .auditRead, .namespacesManage: return true
+        case .propletsManage, .propletsAdmit, .volumesManage, .auditRead, .namespacesManage: return true
         default: return false
         }
     }

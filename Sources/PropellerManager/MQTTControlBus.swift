@@ -8,10 +8,14 @@ public struct MQTTControlBus: ControlBus, ActorBus {
     let topics: Topics
     let logger: Logger
 
-    public init(client: MQTTClient, topics: Topics, logger: Logger) {
+    /// Answers of the broker's dynamic-security plugin, when the manager administers it.
+    let dynamicSecurity: MosquittoDynamicSecurity?
+
+    public init(client: MQTTClient, topics: Topics, logger: Logger, dynamicSecurity: MosquittoDynamicSecurity? = nil) {
         self.client = client
         self.topics = topics
         self.logger = logger
+        self.dynamicSecurity = dynamicSecurity
     }
 
     public func send(_ start: StartTask, to propletID: String) { publish(topics.start(propletID), start) }
@@ -43,6 +47,7 @@ public struct MQTTControlBus: ControlBus, ActorBus {
     /// results until proplets are declared dead.
     public func run(service: TaskService) async throws {
         for kind in Topics.Report.allCases { try client.subscribe(topics.allReports(kind)) }
+        if dynamicSecurity != nil { try client.subscribe(MosquittoDynamicSecurity.responseTopic) }
         await withTaskGroup(of: Void.self) { group in
             for inbox in [client.messages, client.bulkMessages] {
                 group.addTask {
@@ -57,7 +62,15 @@ public struct MQTTControlBus: ControlBus, ActorBus {
 
     private func handle(_ message: MQTTMessage, service: TaskService) async {
         do {
+            if message.topic == MosquittoDynamicSecurity.responseTopic {
+                dynamicSecurity?.receive(message.payload)
+                return
+            }
             guard let (sender, kind, taskID) = topics.parseReport(message.topic) else { return }
+            if service.revokedProplets.withLock({ $0.contains(sender) }) {
+                logger.warning("dropped a message from a revoked proplet", metadata: ["proplet": "\(sender)", "topic": "\(message.topic)"])
+                return
+            }
             switch kind {
             case .create: await service.handleAnnouncement(try Self.decode(PropletAnnouncement.self, message.payload, sentBy: sender), wait: false)
             case .alive: await service.handleHeartbeat(try Self.decode(PropletHeartbeat.self, message.payload, sentBy: sender), wait: false)

@@ -26,6 +26,8 @@ public struct ManagerAPI: Sendable {
     public var nonces: ActorNonces?
     /// Identities' grants on actors (nil: none).
     public var grants: (any GrantStore)?
+    /// Proplet identities on the broker (nil: the manager does not administer it, `--broker-admin`).
+    public var propletIdentities: PropletIdentities?
 
     public init(service: TaskService, actors: ActorService? = nil, metrics: ManagerMetrics = ManagerMetrics(), tokens: APITokens?) {
         self.service = service
@@ -244,6 +246,7 @@ public struct ManagerAPI: Sendable {
         addConsoleRoutes(router)
         addSessionRoutes(router)
         addTokenRoutes(router)
+        addPropletIdentityRoutes(router)
         addNamespaceRoutes(router)
         addSecretRoutes(router)
         if let actors {

@@ -35,7 +35,7 @@ public struct ManagerClusterStatus: Codable, Sendable, Hashable {
 /// (`--follow`, `watch`, synchronous actor calls) included; `/health` is its own.
 final class ManagerNode: ClusterView, Sendable {
     let leadership: any Leadership
-    let store: any ManagerStore & TokenStore & SecretStore & AuditStore & NamespaceStore & NonceStore & GrantStore
+    let store: any ManagerStores
     let options: ManagerServer.Options
     let logger: Logger
     let http: HTTPClient
@@ -44,7 +44,7 @@ final class ManagerNode: ClusterView, Sendable {
     private let leaderSeen = Locked<(info: LeaderInfo, at: ContinuousClock.Instant)?>(nil)
     static let forwardedHeader = Field.Name("X-Propeller-Forwarded-By")!
 
-    init(leadership: any Leadership, store: any ManagerStore & TokenStore & SecretStore & AuditStore & NamespaceStore & NonceStore & GrantStore, options: ManagerServer.Options, logger: Logger) throws {
+    init(leadership: any Leadership, store: any ManagerStores, options: ManagerServer.Options, logger: Logger) throws {
         var tls = TLSConfiguration.makeClientConfiguration()
         if let ca = options.peerCA {
             do { tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(ca)) } catch {

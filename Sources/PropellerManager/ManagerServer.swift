@@ -15,7 +15,7 @@ public struct ManagerServer: Sendable {
         public var host = "127.0.0.1"
         public var port = 7070
         /// Opens the store: SQLite at a path by default, or what `--store` names.
-        public var openStore: @Sendable () throws -> any ManagerStore & TokenStore & SecretStore & AuditStore & NamespaceStore & NonceStore & GrantStore
+        public var openStore: @Sendable () throws -> any ManagerStores
         public var mqtt: MQTTConfiguration
         public var topics: Topics
         /// Bearer tokens from the configuration, as SHA-256 hashes with a name; tokens made
@@ -36,14 +36,28 @@ public struct ManagerServer: Sendable {
         /// A PEM file of certificate authorities to trust when forwarding to a leader over https
         /// (nil: the system's roots).
         public var peerCA: String?
+        /// How proplet identities made through the API reach the broker (nil: they cannot be;
+        /// proplets are provisioned in the broker's files).
+        public var brokerAdmin: BrokerAdministration?
+        /// The broker as a proplet added through the API reaches it (its config file's `mqtt`),
+        /// and the CA that signs the broker's certificate there.
+        public var propletBrokerURL = "mqtt://127.0.0.1:1883"
+        public var propletBrokerCA: String?
         /// Leadership among managers that share the store (nil: this manager is alone).
-        public var leadership: (@Sendable (any ManagerStore & TokenStore & SecretStore & AuditStore & NamespaceStore & NonceStore & GrantStore) throws -> (any Leadership)?)?
+        public var leadership: (@Sendable (any ManagerStores) throws -> (any Leadership)?)?
 
         public init(databasePath: String, mqtt: MQTTConfiguration, topics: Topics) {
             openStore = { try SQLiteStore(path: databasePath) }
             self.mqtt = mqtt
             self.topics = topics
         }
+    }
+
+    /// `--broker-admin`: mosquitto's dynamic-security plugin, or a NATS users file reloaded by
+    /// signalling the servers whose pid files are named.
+    public enum BrokerAdministration: Sendable, Equatable {
+        case dynamicSecurity
+        case natsUsersFile(path: String, pidFiles: [String])
     }
 
     let options: Options
@@ -110,12 +124,24 @@ final class LeaderTerm: Sendable {
     let lease: LeaderLease?
     let interval: Duration
 
-    init(store: any ManagerStore & TokenStore & SecretStore & AuditStore & NamespaceStore & NonceStore & GrantStore, options: ManagerServer.Options, lease: LeaderLease?, cluster: (any ClusterView)?, logger: Logger) async throws {
+    init(store: any ManagerStores, options: ManagerServer.Options, lease: LeaderLease?, cluster: (any ClusterView)?, logger: Logger) async throws {
         var mqtt = options.mqtt
         let topics = options.topics
         mqtt.isBulkTopic = { MQTTControlBus.isBulk($0, topics: topics) }
         client = try MQTTClient(mqtt)
-        bus = MQTTControlBus(client: client, topics: options.topics, logger: logger)
+        var dynamicSecurity: MosquittoDynamicSecurity?
+        var authority: (any BrokerAuthority)?
+        switch options.brokerAdmin {
+        case .dynamicSecurity:
+            let client = client
+            dynamicSecurity = MosquittoDynamicSecurity(topics: topics) { try client.publish($0, $1) }
+            authority = dynamicSecurity
+        case .natsUsersFile(let path, let pidFiles):
+            authority = NATSUsersFile(path: path, pidFiles: pidFiles, topics: topics)
+        case nil:
+            break
+        }
+        bus = MQTTControlBus(client: client, topics: options.topics, logger: logger, dynamicSecurity: dynamicSecurity)
         var configuration = options.configuration
         configuration.actors = options.actors
         interval = configuration.livenessInterval
@@ -139,6 +165,13 @@ final class LeaderTerm: Sendable {
         api.namespaces = namespaces
         api.nonces = ActorNonces(store: store)
         api.grants = store
+        if let authority {
+            let identities = PropletIdentities(store: store, broker: authority, brokerURL: options.propletBrokerURL, brokerCA: options.propletBrokerCA,
+                                               domain: options.topics.domain, channel: options.topics.channel)
+            api.propletIdentities = identities
+            let revoked = try identities.revoked()
+            service.revokedProplets.withLock { $0 = revoked }
+        }
         await service.setQuotas(namespaces.quotas())
         responder = api.router().buildResponder()
     }

@@ -7,6 +7,10 @@ import PropellerCore
 ///
 /// The manager's decisions reach the store as ``StoreBatch``es: everything decided while the
 /// previous batch was being written, in one transaction (group commit, ``commit(_:)``).
+/// Everything a manager keeps: tasks and proplets, actors, tokens, secrets, the audit log,
+/// namespaces, nonces, grants and proplet identities.
+public typealias ManagerStores = ManagerStore & TokenStore & SecretStore & AuditStore & NamespaceStore & NonceStore & GrantStore & PropletIdentityStore
+
 public protocol ManagerStore: ActorStore {
     /// Writes a batch in one transaction, all of it or nothing: new tasks first, then task
     /// changes, transitions, proplets and the actor layer's writes in their order.

@@ -81,7 +81,24 @@ enum OpenAPIDocument {
           "get": {"summary": "Proplets, alive and dead, with capacity and reservations",
             "parameters": [{"$ref": "#/components/parameters/offset"}, {"$ref": "#/components/parameters/limit"}],
             "responses": {"200": {"description": "A page of proplets", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PropletPage"}}}},
-                          "400": {"$ref": "#/components/responses/Error"}, "401": {"$ref": "#/components/responses/Error"}}}},
+                          "400": {"$ref": "#/components/responses/Error"}, "401": {"$ref": "#/components/responses/Error"}}},
+          "post": {"summary": "Add a proplet identity to the broker while it runs (--broker-admin); its secret and config file are in this answer only",
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": false, "required": ["name"],
+              "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 100}}}}}},
+            "responses": {"201": {"description": "Added", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AddedPropletIdentity"}}}},
+                          "400": {"$ref": "#/components/responses/Error"}, "401": {"$ref": "#/components/responses/Error"}, "409": {"$ref": "#/components/responses/Error"},
+                          "413": {"$ref": "#/components/responses/Error"}, "422": {"$ref": "#/components/responses/Error"}, "503": {"$ref": "#/components/responses/Error"}}}},
+        "/proplet-identities": {
+          "get": {"summary": "Proplet identities added through the API, revoked ones included (never their secrets)",
+            "responses": {"200": {"description": "Identities", "content": {"application/json": {"schema": {"type": "object", "properties": {
+                            "identities": {"type": "array", "items": {"$ref": "#/components/schemas/PropletIdentity"}}}}}}},
+                          "401": {"$ref": "#/components/responses/Error"}, "409": {"$ref": "#/components/responses/Error"}}}},
+        "/proplets/{id}/revoke": {
+          "parameters": [{"$ref": "#/components/parameters/id"}],
+          "post": {"summary": "Revoke a proplet identity: the broker closes its connection now, its work is rescheduled, it cannot log in again",
+            "responses": {"200": {"description": "The revoked identity", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PropletIdentity"}}}},
+                          "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}, "409": {"$ref": "#/components/responses/Error"},
+                          "503": {"$ref": "#/components/responses/Error"}}}},
         "/proplets/{id}": {
           "parameters": [{"$ref": "#/components/parameters/id"}],
           "get": {"summary": "One proplet",
@@ -349,6 +366,13 @@ enum OpenAPIDocument {
             "stream": {"type": "string", "enum": ["stdout", "stderr"]}, "offset": {"type": "integer"}, "data": {"type": "string"}}},
           "Capacity": {"type": "object", "properties": {"cpu_millis": {"type": "integer"}, "memory_bytes": {"type": "integer"},
             "pids": {"type": "integer"}, "tasks": {"type": "integer"}}},
+          "PropletIdentity": {"type": "object", "required": ["id", "name", "created_by", "created_at"], "properties": {
+            "id": {"type": "string", "description": "the proplet's id and broker user name"}, "name": {"type": "string"},
+            "created_by": {"type": "string"}, "created_at": {"type": "number"},
+            "revoked_at": {"type": "number"}, "revoked_by": {"type": "string"}}},
+          "AddedPropletIdentity": {"allOf": [{"$ref": "#/components/schemas/PropletIdentity"}, {"type": "object", "required": ["password", "config"], "properties": {
+            "password": {"type": "string", "description": "the broker password, shown once"},
+            "config": {"type": "string", "description": "a config file for `propeller proplet --config` (mode 600 where it lands)"}}}]},
           "Proplet": {"type": "object", "required": ["id", "alive"], "properties": {
             "id": {"type": "string"}, "name": {"type": "string"}, "version": {"type": "string"}, "labels": {"$ref": "#/components/schemas/StringMap"},
             "capacity": {"$ref": "#/components/schemas/Capacity"}, "allocated": {"$ref": "#/components/schemas/Resources"},

@@ -80,6 +80,7 @@ public final class SQLiteStore: ManagerStore {
         registerActorMigration(&m)
         registerSecretMigration(&m)
         registerAccessMigration(&m)
+        registerPropletIdentityMigration(&m)
         return m
     }
 

@@ -84,6 +84,9 @@ public actor TaskService {
     public let secrets: SecretVault?
     /// Spans of tasks' lives (``Traces``; a no-op tracer unless `--otlp-endpoint` is given).
     public let traces: Traces
+    /// Proplets whose identity was revoked (``PropletIdentities``): what they still send is
+    /// dropped before it reaches the state, should the broker deliver anything after the revocation.
+    public nonisolated let revokedProplets = Locked(Set<String>())
     /// When each task was last queued by an API request (the start of its "schedule" span).
     var queuedAt: [String: Double] = [:]
     /// Makes tasks' own tokens (``TaskIdentity``); nil: tasks asking for one get none.

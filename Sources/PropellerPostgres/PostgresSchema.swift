@@ -180,6 +180,19 @@ enum PostgresSchema {
             """,
             "CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()",
         ]),
+        // Proplet identities made through the API (their secrets live on the broker only).
+        ("v5-proplet-identities", [
+            """
+            CREATE TABLE proplet_identities (
+                id TEXT PRIMARY KEY,
+                name TEXT NOT NULL,
+                created_by TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL,
+                revoked_at DOUBLE PRECISION,
+                revoked_by TEXT
+            )
+            """,
+        ]),
     ]
 
     /// Brings the database's schema up to date; returns the versions it applied.

@@ -16,9 +16,13 @@ public enum ACL {
     /// reads registry requests, answers each proplet and publishes blob chunks.
     public static func services(_ d: Deployment) -> [Grant] {
         let t = d.topics
+        // With dynamic security, the manager also drives the plugin (proplets added through the API).
+        let admin = d.brokerAdmin && d.brokerKind == .mosquitto
         return [
-            Grant(user: Deployment.managerUser, comment: "The manager reads every proplet's reports and writes each proplet's start/stop/ack.",
-                  read: Topics.Report.allCases.map { t.allReports($0) }, write: Topics.managerCommands.map { "\(t.base)/control/proplet/+/\($0)" }),
+            Grant(user: Deployment.managerUser, comment: "The manager reads every proplet's reports and writes each proplet's start/stop/ack"
+                    + (admin ? "; it adds and revokes proplets in the dynamic-security plugin." : "."),
+                  read: Topics.Report.allCases.map { t.allReports($0) } + (admin ? ["$CONTROL/dynamic-security/v1/response"] : []),
+                  write: Topics.managerCommands.map { "\(t.base)/control/proplet/+/\($0)" } + (admin ? ["$CONTROL/dynamic-security/v1"] : [])),
             Grant(user: Deployment.proxyUser, comment: "The proxy reads registry requests and answers each proplet; it publishes blob chunks.",
                   read: [t.allRegistryRequests], write: ["\(t.base)/registry/responses/+", t.allBlobs]),
         ]
@@ -89,6 +93,13 @@ public enum NATSUsers {
         }
         return String(text[..<end.lowerBound]) + "\n" + line(g, password: password) + String(text[end.lowerBound...])
     }
+
+    /// `text` without user `user`'s line (unchanged when it has none).
+    public static func removing(user: String, from text: String) -> String {
+        let marker = "{user: \"\(user)\","
+        return text.split(separator: "\n", omittingEmptySubsequences: false)
+            .filter { !$0.trimmingCharacters(in: .whitespaces).hasPrefix(marker) }.joined(separator: "\n")
+    }
 }
 
 /// The components' config files (`key = value`, read by `--config`).
@@ -108,6 +119,12 @@ enum ConfigText {
     static func manager(_ d: Deployment, secret: String, apiTokenHash: String) -> String {
         var lines = header("The manager", d) + broker(d, user: Deployment.managerUser, secret: secret)
         lines += ["http = \(listenAddress(d.managerURL))", "data-dir = /var/lib/propeller-manager", "api-token-sha256 = cli:\(apiTokenHash)"]
+        if d.brokerAdmin {
+            switch d.brokerKind {
+            case .mosquitto: lines.append("broker-admin = dynsec")
+            case .nats: lines += ["broker-admin = nats", "nats-users-file = \(d.configDirectory)/\(Provisioner.File.natsUsers)", "nats-pid-file = \(d.natsPidFile)"]
+            }
+        }
         if let cert = d.managerTLSCert, let key = d.managerTLSKey { lines += ["tls-cert = \(cert)", "tls-key = \(key)"] }
         return lines.joined(separator: "\n") + "\n"
     }

@@ -28,6 +28,11 @@ public struct Deployment: Sendable, Equatable {
     public var proplets: [String] = []
     /// The broker whose files are written: mosquitto's password file and ACL, or NATS users.
     public var brokerKind = BrokerKind.mosquitto
+    /// Whether the manager changes the broker's users while it runs (`propeller proplet add|revoke`):
+    /// mosquitto's dynamic-security plugin, or the NATS users file reloaded by signal.
+    public var brokerAdmin = false
+    /// Where the NATS servers write their pid (the manager signals them to reload).
+    public var natsPidFile = "/run/nats-server/propeller.pid"
 
     public enum BrokerKind: String, Sendable, CaseIterable {
         case mosquitto, nats
@@ -62,6 +67,7 @@ public struct Provisioner {
         public static let passwordFile = "mosquitto/password_file"
         public static let aclFile = "mosquitto/acl_file"
         public static let mosquittoConf = "mosquitto/propeller.conf"
+        public static let dynamicSecurity = "mosquitto/dynamic-security.json"
         public static let natsUsers = "nats/propeller-users.conf"
         public static let natsConf = "nats/propeller.conf"
         public static let manager = "manager.conf"
@@ -114,6 +120,7 @@ public struct Provisioner {
             try write(File.passwordFile, passwords.joined(separator: "\n") + "\n", mode: 0o640)
             try write(File.aclFile, ACL.text(deployment), mode: 0o644)
             try write(File.mosquittoConf, Self.mosquittoConf(deployment, directory: directory), mode: 0o644)
+            if deployment.brokerAdmin { try write(File.dynamicSecurity, Self.dynamicSecurityConfig, mode: 0o600) }
         case .nats:
             try makeDirectories(["nats", "proplets", "systemd"])
             var secrets = [Deployment.managerUser: managerSecret, Deployment.proxyUser: proxySecret]
@@ -184,7 +191,7 @@ public struct Provisioner {
         # One node of three: give each its own server_name and routes to the other two.
         server_name: propeller-1
         listen: 127.0.0.1:4222
-        # A blob chunk (512 KiB by default) and an actor message (up to --actor-message-limit) fit.
+        \(d.brokerAdmin ? "# The manager signals this process to reload the users it changes (propeller proplet add|revoke).\npid_file: \(d.natsPidFile)\n" : "")        # A blob chunk (512 KiB by default) and an actor message (up to --actor-message-limit) fit.
         max_payload: 8MB
         jetstream { store_dir: /var/lib/nats }
         # cluster { name: propeller, listen: 0.0.0.0:6222, routes: [nats-route://node-2:6222, nats-route://node-3:6222] }
@@ -216,7 +223,7 @@ public struct Provisioner {
         # every later distribution of those blobs, forever).
         persistent_client_expiration 1h
         set_tcp_nodelay true
-        # Each listener (mosquitto 2.0 reads the next line per listener: keep it after every
+        \(d.brokerAdmin ? Self.dynamicSecurityLines(d) : "")# Each listener (mosquitto 2.0 reads the next line per listener: keep it after every
         # `listener` line). A client's id is its user name, so no identity can connect under
         # another's client id and push it off (firing its Last Will: a live proplet declared dead).
         # listener 8883
@@ -225,6 +232,34 @@ public struct Provisioner {
         # certfile /etc/mosquitto/certs/broker.pem
         # keyfile /etc/mosquitto/certs/broker.key
         # tls_version tlsv1.2
+
+        """
+    }
+
+    /// The plugin's starting configuration: no clients, roles or groups (proplets added through
+    /// the API come here; the manager and proxy stay in the password file), everything denied
+    /// that a role does not allow.
+    static let dynamicSecurityConfig = """
+        {
+          "defaultACLAccess": {"publishClientSend": false, "publishClientReceive": true, "subscribe": false, "unsubscribe": true},
+          "clients": [], "groups": [], "roles": []
+        }
+
+        """
+
+    /// Debian's plugin, wherever this machine's architecture keeps it.
+    static var dynamicSecurityPlugin: String {
+        let candidates = ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib/arm-linux-gnueabihf", "/usr/lib"].map { $0 + "/mosquitto_dynamic_security.so" }
+        return candidates.first { access($0, R_OK) == 0 } ?? candidates[0]
+    }
+
+    static func dynamicSecurityLines(_ d: Deployment) -> String {
+        """
+        # Proplet identities added and revoked through the manager's API (`propeller proplet add|revoke`)
+        # live in the dynamic-security plugin; mosquitto rewrites its file, so the mosquitto user owns it
+        # (chown mosquitto \(d.configDirectory)/\(File.dynamicSecurity)).
+        plugin \(dynamicSecurityPlugin)
+        plugin_opt_config_file \(d.configDirectory)/\(File.dynamicSecurity)
 
         """
     }

@@ -17,7 +17,7 @@ final class StoreUnderTest: @unchecked Sendable {
     let kind: StoreKind
     let dir: TempDirectory
     let server: PostgresServer?
-    private(set) var store: any ManagerStore & TokenStore & SecretStore & AuditStore & NamespaceStore & NonceStore & GrantStore
+    private(set) var store: any ManagerStores
 
     init(_ kind: StoreKind) throws {
         self.kind = kind
@@ -26,7 +26,7 @@ final class StoreUnderTest: @unchecked Sendable {
         store = try Self.open(kind, dir: dir, server: server)
     }
 
-    private static func open(_ kind: StoreKind, dir: TempDirectory, server: PostgresServer?) throws -> any ManagerStore & TokenStore & SecretStore & AuditStore & NamespaceStore & NonceStore & GrantStore {
+    private static func open(_ kind: StoreKind, dir: TempDirectory, server: PostgresServer?) throws -> any ManagerStores {
         switch kind {
         case .sqlite: return try SQLiteStore(path: dir.path + "/manager.db")
         case .postgres: return try PostgresStore(url: try #require(server).url())
@@ -34,7 +34,7 @@ final class StoreUnderTest: @unchecked Sendable {
     }
 
     /// A second store on the same data (the first is dropped), as after a manager restart.
-    func reopen() throws -> any ManagerStore & TokenStore & SecretStore & AuditStore & NamespaceStore & NonceStore & GrantStore {
+    func reopen() throws -> any ManagerStores {
         store = try Self.open(kind, dir: dir, server: server)
         return store
     }
@@ -290,6 +290,23 @@ struct StoreContractTests {
         #expect(read.map(\.seq) == read.map(\.seq).sorted() && Set(read.map(\.seq)).count == 3)
         #expect(read.first.map { var e = $0; e.seq = 0; return e } == entries[0])
         #expect(try reopened.audit(after: read[0].seq, limit: 1).map(\.path) == ["/tasks/2"])
+    }
+
+    /// Proplet identities: kept in order, revoked once (by whom, when), never deleted.
+    @Test(arguments: StoreKind.allCases)
+    func propletIdentitiesAreKeptAndRevokedOnce(_ kind: StoreKind) throws {
+        let s = try StoreUnderTest(kind)
+        try s.store.insertPropletIdentity(PropletIdentity(id: "proplet-b", name: "rack-2", createdBy: "alice", createdAt: 20))
+        try s.store.insertPropletIdentity(PropletIdentity(id: "proplet-a", name: "rack-1", createdBy: "alice", createdAt: 10))
+        #expect(throws: (any Error).self) { try s.store.insertPropletIdentity(PropletIdentity(id: "proplet-a", name: "again", createdBy: "bob", createdAt: 30)) }
+        #expect(try s.store.revokePropletIdentity(id: "proplet-a", by: "bob", at: 40))
+        #expect(try s.store.revokePropletIdentity(id: "proplet-a", by: "carol", at: 50) == false, "revoked once")
+        #expect(try s.store.revokePropletIdentity(id: "proplet-none", by: "bob", at: 50) == false)
+        let reopened = try s.reopen()
+        #expect(try reopened.propletIdentities().map(\.id) == ["proplet-a", "proplet-b"])
+        #expect(try reopened.propletIdentity(id: "proplet-a") == PropletIdentity(id: "proplet-a", name: "rack-1", createdBy: "alice", createdAt: 10, revokedAt: 40, revokedBy: "bob"))
+        #expect(try reopened.propletIdentity(id: "proplet-b")?.revokedAt == nil)
+        #expect(try reopened.propletIdentity(id: "proplet-none") == nil)
     }
 
     /// Secrets: sealed bytes in, the same bytes out, a name taken once, removed once; the store

@@ -38,6 +38,9 @@ public final class NATSCluster: @unchecked Sendable {
         }
     }
 
+    /// Where node `i` writes its process id (what `nats-server --signal reload` reads).
+    public func pidFile(_ i: Int) -> String { directory.path + "/n\(i).pid" }
+
     /// A node could not bind one of its ports.
     private struct PortTaken: Error {}
 
@@ -52,6 +55,7 @@ public final class NATSCluster: @unchecked Sendable {
                 server_name: n\(i)
                 listen: 127.0.0.1:\(clientPorts[i])
                 http: 127.0.0.1:\(monitorPorts[i])
+                pid_file: "\(pidFile(i))"
                 max_payload: 8MB
                 jetstream { store_dir: "\(directory.path)/n\(i)", max_memory_store: 64MB, max_file_store: 512MB }
                 cluster { name: propeller, listen: 127.0.0.1:\(routePorts[i]), routes: [\(routes)] }

@@ -14,8 +14,12 @@
 /// | `registry/blobs/{digest}` | proxy → proplets |
 public struct Topics: Sendable, Hashable {
     public let base: String
+    public let domain: String
+    public let channel: String
 
     public init(domain: String, channel: String) {
+        self.domain = domain
+        self.channel = channel
         base = "m/\(domain)/c/\(channel)"
     }
 
