@@ -39,6 +39,9 @@ struct ActorSpecOptions: ParsableArguments {
     @Option(help: ArgumentHelp("A tmpfs for every execution (repeatable).", valueName: "/path[:size=64M]")) var tmpfs: [String] = []
     @Option(help: ArgumentHelp("A secret as a read-only file in every execution (repeatable).", valueName: "name[:/path]")) var secret: [String] = []
     @Option(help: ArgumentHelp("Every execution's network: none (default), host, bridge or one its proplet offers.", valueName: "network")) var network: String?
+    @Option(name: .customLong("api-token-role"),
+            help: ArgumentHelp("Give each execution an API token of this role (developer, viewer, invoker) in the actor's namespace, as /run/secrets/propeller-api-token, revoked when the execution ends (\"\" takes it away).", valueName: "role"))
+    var apiTokenRole: String?
     @Argument(parsing: .postTerminator, help: "Command replacing the image's Cmd (after --).") var command: [String] = []
 
     func body(name: String?) throws -> [String: Any] {
@@ -63,6 +66,7 @@ struct ActorSpecOptions: ParsableArguments {
         }
         if !command.isEmpty { b["command"] = command }
         if let network { b["network"] = network }
+        if let apiTokenRole { b["api_token_role"] = apiTokenRole }
         do {
             let volumes = try volume.map(VolumeMount.init(parsing:))
             if !volumes.isEmpty {

@@ -9,6 +9,7 @@ extension ManagerAPI {
         router.post("/actors") { request, context in
             let body = try ActorRequest.parse(try await collect(request))
             var spec = try ActorRequest.spec(from: body)
+            try checkIdentityRole(spec.apiTokenRole, context)
             spec.namespace = try context.storedNamespace()
             try checkSecretsExist(spec.secrets, in: try context.namespaceForWrite())
             if let limit = namespaces?.get(context.namespace)?.quota?.actors {
@@ -28,6 +29,7 @@ extension ManagerAPI {
         }
         router.put("/actors/{id}") { request, context in
             let body = try ActorRequest.parse(try await collect(request))
+            if let role = body.apiTokenRole, let asked = Role(rawValue: role) { try checkIdentityRole(asked, context) }
             if let secrets = body.secrets { try checkSecretsExist(try TaskRequest.checked(secrets: secrets), in: context.namespace) }
             return try encode(try await actors.update(try context.parameters.require("id")) { spec in try ActorRequest.apply(body, to: &spec) })
         }
@@ -205,7 +207,7 @@ struct MessageQuery {
 /// `POST|PUT /actors` bodies.
 enum ActorRequest {
     static let fields: Set<String> = ["name", "image", "description", "command", "default_env", "resources", "min_workers", "max_workers", "stateless",
-                                      "labels", "constraints", "timeout_seconds", "volumes", "tmpfs", "secrets", "network"]
+                                      "labels", "constraints", "timeout_seconds", "volumes", "tmpfs", "secrets", "network", "api_token_role"]
 
     struct Body: Decodable {
         var name: String?
@@ -224,6 +226,7 @@ enum ActorRequest {
         var tmpfs: [TaskRequest.TmpfsBody]?
         var secrets: [TaskRequest.SecretBody]?
         var network: String?
+        var apiTokenRole: String?
     }
 
     static func parse(_ bytes: [UInt8]) throws -> Body {
@@ -277,6 +280,7 @@ enum ActorRequest {
                 throw APIError.unprocessable("network: \(error.message)")
             }
         }
+        if let role = body.apiTokenRole { spec.apiTokenRole = try TaskRequest.checked(apiTokenRole: role) }
         do {
             // The execution's own files live under /propeller (the proplet's ExecutionFiles): not a mount target.
             let targets = (spec.volumes ?? []).map(\.target) + (spec.tmpfs ?? []).map(\.target) + (spec.secrets ?? []).map(\.target)

@@ -206,12 +206,7 @@ enum TaskRequest {
                 throw APIError.unprocessable(error.message)
             }
         }
-        if let role = body.apiTokenRole {
-            guard role.isEmpty || TaskIdentity.roles.contains(where: { $0.rawValue == role }) else {
-                throw APIError.unprocessable("api_token_role: one of \(TaskIdentity.roles.map(\.rawValue).joined(separator: ", ")) (not \(role))")
-            }
-            spec.apiTokenRole = Role(rawValue: role)
-        }
+        if let role = body.apiTokenRole { spec.apiTokenRole = try checked(apiTokenRole: role) }
         if spec.publish != nil && !NetworkName.isCNI(spec.network) {
             throw APIError.unprocessable("publish: needs a network of its own (network bridge, or one a proplet offers), not \(spec.network)")
         }
@@ -276,6 +271,14 @@ enum TaskRequest {
     }
 
     /// A timeout within ``InputLimits/timeoutSeconds`` (422 naming the range otherwise).
+    /// A task's or actor's `api_token_role`: one of ``TaskIdentity/roles``; "" takes it away.
+    static func checked(apiTokenRole role: String) throws -> Role? {
+        guard role.isEmpty || TaskIdentity.roles.contains(where: { $0.rawValue == role }) else {
+            throw APIError.unprocessable("api_token_role: one of \(TaskIdentity.roles.map(\.rawValue).joined(separator: ", ")) (not \(role))")
+        }
+        return Role(rawValue: role)
+    }
+
     static func checkedTimeout(_ t: Double) throws -> Double {
         do { return try InputLimits.check(t, in: InputLimits.timeoutSeconds, field: "timeout_seconds") } catch let e as PropellerError { throw APIError.unprocessable(e.message) }
     }

@@ -30,6 +30,9 @@ public struct ActorSpec: Codable, Sendable, Hashable {
     /// The namespace it belongs to (nil: `default`); set by the API from the request's
     /// namespace, never from the body.
     public var namespace: String?
+    /// Each execution gets its own API token of this role (``TaskIdentity``), bound to the
+    /// actor's namespace, as `/run/secrets/propeller-api-token` (nil: none).
+    public var apiTokenRole: Role?
 
     public init(name: String, image: String, description: String = "", command: [String]? = nil, defaultEnv: [String: String] = [:],
                 resources: Resources = .zero, minWorkers: Int = 1, maxWorkers: Int = 1, stateless: Bool = true, labels: [String: String] = [:],

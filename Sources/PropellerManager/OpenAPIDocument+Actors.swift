@@ -145,7 +145,8 @@ extension OpenAPIDocument {
             "volumes": {"type": "array", "maxItems": 64, "items": {"$ref": "#/components/schemas/Volume"}},
             "tmpfs": {"type": "array", "maxItems": 64, "items": {"$ref": "#/components/schemas/Tmpfs"}},
             "secrets": {"type": "array", "maxItems": 64, "items": {"$ref": "#/components/schemas/SecretMount"}},
-            "network": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", "description": "none (the default), host, bridge, or a network a proplet offers"}}},
+            "network": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", "description": "none (the default), host, bridge, or a network a proplet offers"},
+            "api_token_role": {"type": "string", "enum": ["", "developer", "viewer", "invoker"], "description": "each execution gets an API token of this role in the actor's namespace, as /run/secrets/propeller-api-token (no more than its creator may do; \"\" takes it away)"}}},
           "ActorCreate": {"allOf": [{"$ref": "#/components/schemas/ActorUpdate"}, {"type": "object", "required": ["name", "image"]}]},
           "Actor": {"type": "object", "required": ["id", "name", "image", "status", "revision"], "properties": {
             "id": {"type": "string"}, "name": {"type": "string"}, "image": {"type": "string"}, "description": {"type": "string"},
@@ -155,7 +156,7 @@ extension OpenAPIDocument {
             "timeout_seconds": {"type": "number"}, "status": {"type": "string", "enum": ["submitted", "ready", "error"]}, "message": {"type": "string"},
             "volumes": {"type": "array", "items": {"$ref": "#/components/schemas/Volume"}}, "tmpfs": {"type": "array", "items": {"$ref": "#/components/schemas/Tmpfs"}},
             "secrets": {"type": "array", "items": {"$ref": "#/components/schemas/SecretMount"}}, "network": {"type": "string"},
-            "revision": {"type": "integer"}, "created_at": {"type": "number"}, "updated_at": {"type": "number"}}},
+            "api_token_role": {"type": "string"}, "revision": {"type": "integer"}, "created_at": {"type": "number"}, "updated_at": {"type": "number"}}},
           "ActorPage": {"type": "object", "required": ["offset", "limit", "total", "actors"], "properties": {
             "offset": {"type": "integer"}, "limit": {"type": "integer"}, "total": {"type": "integer"},
             "actors": {"type": "array", "items": {"$ref": "#/components/schemas/Actor"}}}},

@@ -23,21 +23,41 @@ extension TaskService {
     /// `start` with a fresh token for its attempt, when its task asks for one; the token's id is
     /// kept to be revoked when the attempt ends.
     func withIdentity(_ start: StartTask) -> StartTask {
-        guard let t = state.active[start.taskId], let role = t.spec.apiTokenRole, let tokens else { return start }
-        var start = start
-        let namespace = t.spec.namespace.orDefaultNamespace
+        guard let t = state.active[start.taskId], let role = t.spec.apiTokenRole else { return start }
         let life = min(t.spec.timeoutSeconds.map { $0 + 60 } ?? TaskIdentity.maxSeconds, TaskIdentity.maxSeconds)
-        do {
-            if let old = identityTokens[start.taskId] { _ = try? tokens.revoke(id: old) }
-            let (token, secret) = try tokens.create(name: "task \(start.taskId) attempt \(start.attempt)", identity: "task:\(start.taskId)", role: role,
-                                                    namespace: namespace, expiresAt: WallClock.now() + life)
-            identityTokens[start.taskId] = token.id
-            start.secrets = (start.secrets ?? []) + [SecretMount(name: TaskIdentity.secretName)]
-            start.secretValues = (start.secretValues ?? []) + [SecretValue(name: TaskIdentity.secretName, value: Data(secret.utf8))]
-        } catch {
-            logger.error("no API token for the task's attempt", metadata: ["task": "\(start.taskId)", "error": "\(error)"])
-        }
+        guard let secret = identityToken(for: start.taskId, name: "task \(start.taskId) attempt \(start.attempt)", identity: "task:\(start.taskId)",
+                                         role: role, namespace: t.spec.namespace.orDefaultNamespace, life: life) else { return start }
+        var start = start
+        start.secrets = (start.secrets ?? []) + [SecretMount(name: TaskIdentity.secretName)]
+        start.secretValues = (start.secretValues ?? []) + [SecretValue(name: TaskIdentity.secretName, value: Data(secret.utf8))]
         return start
+    }
+
+    /// `run` with a fresh token for the execution, when its actor asks for one (revoked when
+    /// the execution ends).
+    func withIdentity(_ run: ExecutionCommand) -> ExecutionCommand {
+        guard let worker = state.actors.workers[run.workerId], let actor = try? state.actor(worker.actorId), let role = actor.spec.apiTokenRole else { return run }
+        let life = min(actor.spec.timeoutSeconds.map { $0 + 60 } ?? TaskIdentity.maxSeconds, TaskIdentity.maxSeconds)
+        guard let secret = identityToken(for: run.executionId, name: "execution \(run.executionId) attempt \(run.attempt)", identity: "actor:\(actor.id)",
+                                         role: role, namespace: actor.spec.namespace.orDefaultNamespace, life: life) else { return run }
+        var run = run
+        run.secrets = [SecretMount(name: TaskIdentity.secretName)]
+        run.secretValues = [SecretValue(name: TaskIdentity.secretName, value: Data(secret.utf8))]
+        return run
+    }
+
+    /// A new token for `key` (a task's or an execution's id), the one it had before revoked.
+    private func identityToken(for key: String, name: String, identity: String, role: Role, namespace: String, life: Double) -> String? {
+        guard let tokens else { return nil }
+        do {
+            if let old = identityTokens[key] { _ = try? tokens.revoke(id: old) }
+            let (token, secret) = try tokens.create(name: name, identity: identity, role: role, namespace: namespace, expiresAt: WallClock.now() + life)
+            identityTokens[key] = token.id
+            return secret
+        } catch {
+            logger.error("no API token for the attempt", metadata: ["of": "\(key)", "error": "\(error)"])
+            return nil
+        }
     }
 
     /// Revokes the token of `taskID`'s attempt, when it had one (its attempt ended).

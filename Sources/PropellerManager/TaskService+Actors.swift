@@ -30,7 +30,7 @@ extension TaskService {
             logger.error("cannot read a message from the inbox", metadata: ["execution": "\(command.executionId)", "error": "\(error)"])
             return .messageUnreadable(command.executionId, missing: false)
         }
-        bus.send(run, to: proplet)
+        bus.send(withIdentity(run), to: proplet)
         return nil
     }
 

@@ -177,7 +177,9 @@ public actor TaskService {
             case .worker(let command, let proplet): bus.send(withSecretValues(command), to: proplet)
             case .execution(let command, let proplet):
                 if let followUp = send(command, to: proplet) { followUps.append(followUp) }
-            case .ended(let e): wake(e)
+            case .ended(let e):
+                revokeIdentity(e.id)
+                wake(e)
             case .save, .saveProplet, .reply, .log, .write: break
             }
         }

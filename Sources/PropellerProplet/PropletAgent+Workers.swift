@@ -165,6 +165,10 @@ extension PropletAgent {
                               workdir: nil, user: nil, resources: w.resources, timeoutSeconds: w.timeoutSeconds, network: w.network ?? "none",
                               volumes: w.volumes, tmpfs: w.tmpfs, secrets: w.secrets)
         start.secretValues = w.secretValues
+        if let own = c.secrets, !own.isEmpty {
+            start.secrets = (w.secrets ?? []) + own
+            start.secretValues = (w.secretValues ?? []) + (c.secretValues ?? [])
+        }
         let execution = Execution(start: start, image: slot.image, onScratch: true)
         slot.running = execution
         let runner = self.runner

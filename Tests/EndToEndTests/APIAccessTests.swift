@@ -192,5 +192,36 @@ struct APIAccessTests {
         // Asking for a role that is not a task's is refused.
         let admin = try c.cli(["task", "create", "x", "--image", c.image, "--api-token-role", "admin"])
         #expect(admin.status != 0 && admin.stderrText.contains("api_token_role"), "\(admin.stderrText)")
+
+        // An actor's executions get theirs too (Abaco's client generator): each one its own
+        // token, which messages team-a's inbox and nothing else, revoked when it ends.
+        let relayScript = """
+            T=$(cat /run/secrets/propeller-api-token)
+            for path in /actors/inbox/messages /actors/elsewhere/messages /tasks; do
+              out=$(busybox wget -q -O /dev/null --header "Authorization: Bearer $T" --post-data '{}' "\(c.managerURL)$path" 2>&1) && echo "$path ok" || echo "$path $out"
+            done > "$PROPELLER_RESULTS"
+            """
+        let relay = try c.cli(["actor", "create", "relay", "-n", "team-a", "--image", c.image, "--memory", "64M", "--network", "host",
+                               "--api-token-role", "invoker", "--", "sh", "-c", relayScript])
+        try #require(relay.status == 0, "\(relay.stderrText)")
+        let relayID = relay.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
+        var reply = try c.cli(["actor", "send", "relay", "-n", "team-a", "go", "--sync"])
+        for _ in 0..<50 where reply.status != 0 || reply.stdoutText.isEmpty {
+            usleep(200_000)  // the first worker may still be preparing
+            reply = try c.cli(["actor", "send", "relay", "-n", "team-a", "go", "--sync"])
+        }
+        let results = reply.stdoutText.split(separator: "\n").map(String.init)
+        #expect(results.first == "/actors/inbox/messages ok", "\(results) \(reply.stderrText)")
+        #expect(results.count == 3 && results[1].contains("404") && results[2].contains("403"), "\(results)")
+        let after = try #require((try JSONSerialization.jsonObject(with: try c.cli(["token", "list", "-o", "json"]).stdout) as? [String: Any])?["tokens"] as? [[String: Any]])
+        let executionTokens = after.filter { ($0["identity"] as? String) == "actor:\(relayID)" }
+        #expect(!executionTokens.isEmpty && executionTokens.allSatisfy { $0["role"] as? String == "invoker" && $0["namespace"] as? String == "team-a" },
+                "\(executionTokens)")
+        try c.waitUntil("the executions' tokens revoked", timeout: 10) {
+            let now = (try JSONSerialization.jsonObject(with: try c.cli(["token", "list", "-o", "json"]).stdout) as? [String: Any])?["tokens"] as? [[String: Any]] ?? []
+            return now.filter { ($0["identity"] as? String) == "actor:\(relayID)" }.allSatisfy { $0["revoked_at"] != nil }
+        }
+        let adminActor = try c.cli(["actor", "create", "boss", "--image", c.image, "--api-token-role", "operator", "--", "true"])
+        #expect(adminActor.status != 0 && adminActor.stderrText.contains("api_token_role"), "\(adminActor.stderrText)")
     }
 }

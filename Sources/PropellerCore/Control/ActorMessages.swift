@@ -95,6 +95,9 @@ public struct ExecutionCommand: Codable, Sendable, Hashable {
     public var resultLimit: Int
     /// A run's placement epoch (as ``StartTask/epoch``).
     public var epoch: UInt64?
+    /// Secrets of this run alone, beside the worker's (its own API token), with their values.
+    public var secrets: [SecretMount]?
+    public var secretValues: [SecretValue]?
 
     public init(action: Action, executionId: String, attempt: Int, workerId: String, message: Data = Data(), contentType: String = "",
                 env: [String: String] = [:], state: String? = nil, resultLimit: Int = 0, epoch: UInt64? = nil) {
