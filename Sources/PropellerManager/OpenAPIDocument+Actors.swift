@@ -2,10 +2,10 @@
 extension OpenAPIDocument {
     static let actorPaths = #"""
         "/actors": {
-          "post": {"summary": "Register an actor: an image whose messages run as executions on warm workers",
+          "post": {"summary": "Register an actor: an image whose messages run as executions on warm workers; its name is unique in its namespace",
             "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ActorCreate"}}}},
             "responses": {"201": {"description": "Registered (status submitted until a worker is warm)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Actor"}}}},
-                          "400": {"$ref": "#/components/responses/Error"}, "401": {"$ref": "#/components/responses/Error"},
+                          "400": {"$ref": "#/components/responses/Error"}, "401": {"$ref": "#/components/responses/Error"}, "409": {"$ref": "#/components/responses/Error"},
                           "413": {"$ref": "#/components/responses/Error"}, "422": {"$ref": "#/components/responses/Error"}}},
           "get": {"summary": "List actors, oldest first",
             "parameters": [{"$ref": "#/components/parameters/offset"}, {"$ref": "#/components/parameters/limit"}],

@@ -48,6 +48,7 @@ extension TaskService {
         try requireLease()
         try requireStoreTakingWrites()
         let a = ClusterState.newActor(spec, id: UUID().uuidString.lowercased(), at: WallClock.now(), configuration: configuration)
+        try requireUniqueName(a)
         try store.saveActor(a)
         if !a.spec.stateless { try store.setActorState(actorID: a.id, state: "{}") }
         let reply = try apply(.actorCreated(a))
@@ -62,10 +63,21 @@ extension TaskService {
         // Earlier writes of the actor first: the record written here is the newest.
         try await requireWritesTaken()
         let a = try state.updatedActor(id, at: WallClock.now(), change)
+        try requireUniqueName(a)
         try store.saveActor(a)
         let reply = try apply(.actorUpdated(a))
         try await commandWritten()
         return try actorReply(reply)
+    }
+
+    /// An actor's name is its handle in its namespace (`actor send echoer hi`): two of one name
+    /// there would make it ambiguous, so the second is refused (no suspension between this
+    /// check and the write, so two requests at once cannot both pass).
+    private func requireUniqueName(_ a: ActorRecord) throws {
+        let namespace = a.spec.namespace.orDefaultNamespace
+        if let other = state.actors.records.values.first(where: { $0.id != a.id && $0.spec.name == a.spec.name && $0.spec.namespace.orDefaultNamespace == namespace }) {
+            throw APIError.conflict("namespace \(namespace) has an actor named \(a.spec.name) already (\(other.id)): names are unique in a namespace")
+        }
     }
 
     /// Deletes an actor: its workers are retired (running executions killed), its inbox,

@@ -413,6 +413,17 @@ struct AccessTests: Sendable {
             #expect(try await Self.call(client, .get, "/actors/echoer", Self.admin).json["id"] as? String == actorID)
             #expect(try await Self.call(client, .get, "/actors/echoer/workers", Self.admin).status == 200)
             #expect(try await Self.call(client, .get, "/actors/echoer", devA).status == 404)
+            // An actor's name is unique in its namespace (tasks' names are not: they are runs).
+            let again = try await Self.call(client, .post, "/actors", Self.admin, #"{"name":"echoer","image":"r/echo:2"}"#)
+            #expect(again.status == 409 && again.error.contains("has an actor named echoer already (\(actorID))"), "\(again.error)")
+            let theirsActor = try await Self.call(client, .post, "/actors", devA, #"{"name":"echoer","image":"r/echo:1"}"#)
+            #expect(theirsActor.status == 201, "another namespace may have its own: \(theirsActor.error)")
+            let other = try await Self.call(client, .post, "/actors", Self.admin, #"{"name":"other","image":"r/echo:1"}"#)
+            #expect(other.status == 201)
+            let rename = try await Self.call(client, .put, "/actors/other", Self.admin, #"{"name":"echoer"}"#)
+            #expect(rename.status == 409, "a rename onto a taken name is refused: \(rename.error)")
+            #expect(try await Self.call(client, .put, "/actors/other", Self.admin, #"{"name":"other","description":"same name"}"#).status == 200)
+            #expect(try await Self.call(client, .get, "/actors/echoer", Self.admin).json["image"] as? String == "r/echo:1")
         }
     }
 
