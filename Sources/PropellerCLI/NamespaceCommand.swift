@@ -25,8 +25,9 @@ struct QuotaOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Memory its placed tasks may reserve at once (8G).", valueName: "size")) var memory: String?
     @Option(help: "Tasks it may have placed at once.") var tasks: Int?
     @Option(help: "Actors it may register.") var actors: Int?
+    @Option(help: "Actor workers it may have placed at once (their CPU and memory count in --cpus and --memory too).") var workers: Int?
 
-    var isEmpty: Bool { cpus == nil && memory == nil && tasks == nil && actors == nil }
+    var isEmpty: Bool { cpus == nil && memory == nil && tasks == nil && actors == nil && workers == nil }
 
     func json() throws -> [String: Any] {
         var q: [String: Any] = [:]
@@ -39,6 +40,7 @@ struct QuotaOptions: ParsableArguments {
         }
         if let tasks { guard tasks >= 0 else { throw ValidationError("--tasks: 0 or more") }; q["running_tasks"] = tasks }
         if let actors { guard actors >= 0 else { throw ValidationError("--actors: 0 or more") }; q["actors"] = actors }
+        if let workers { guard workers >= 0 else { throw ValidationError("--workers: 0 or more") }; q["workers"] = workers }
         return q
     }
 }
@@ -92,7 +94,8 @@ struct NamespaceGetCommand: ParsableCommand {
                      ("Tasks", "\(v.usage.tasks), \(v.usage.activeTasks) active\(of(v.quota?.runningTasks) { "\($0) placed at once" })"),
                      ("CPU", NamespaceQuota.cpus(v.usage.cpuMillis) + of(v.quota?.cpuMillis) { NamespaceQuota.cpus($0) }),
                      ("Memory", "\(ByteSize(bytes: v.usage.memoryBytes))" + of(v.quota?.memoryBytes) { "\(ByteSize(bytes: $0))" }),
-                     ("Actors", "\(v.usage.actors)\(of(v.quota?.actors) { "\($0)" }) (\(v.usage.workers) workers)"), ("Secrets", "\(v.usage.secrets)")])
+                     ("Actors", "\(v.usage.actors)\(of(v.quota?.actors) { "\($0)" })"), ("Workers", "\(v.usage.workers)\(of(v.quota?.workers) { "\($0)" })"),
+                     ("Secrets", "\(v.usage.secrets)")])
     }
 }
 
@@ -107,7 +110,7 @@ struct NamespaceQuotaCommand: ParsableCommand {
     @Argument(help: "Its name.") var name: String
 
     func validate() throws {
-        if clear == !quota.isEmpty { throw ValidationError(clear ? "--clear takes no limits" : "give --cpus, --memory, --tasks or --actors, or --clear") }
+        if clear == !quota.isEmpty { throw ValidationError(clear ? "--clear takes no limits" : "give --cpus, --memory, --tasks, --actors or --workers, or --clear") }
     }
 
     func run() throws {

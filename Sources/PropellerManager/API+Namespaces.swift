@@ -12,12 +12,13 @@ extension ManagerAPI {
         var usage: NamespaceUsage?
     }
 
-    static let quotaFields: Set<String> = ["cpu_millis", "memory_bytes", "running_tasks", "actors"]
+    static let quotaFields: Set<String> = ["cpu_millis", "memory_bytes", "running_tasks", "actors", "workers"]
 
     /// Refuses a quota with a value below 0 (JSON numbers that do not fit decode as errors).
     static func checked(_ quota: NamespaceQuota?) throws -> NamespaceQuota? {
         if let n = quota?.runningTasks, n < 0 { throw APIError.unprocessable("quota.running_tasks: 0 or more") }
         if let n = quota?.actors, n < 0 { throw APIError.unprocessable("quota.actors: 0 or more") }
+        if let n = quota?.workers, n < 0 { throw APIError.unprocessable("quota.workers: 0 or more") }
         return quota
     }
 

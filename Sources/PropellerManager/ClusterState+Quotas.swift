@@ -3,20 +3,23 @@ import PropellerCore
 
 /// What a namespace may hold at once (nil fields: no limit).
 public struct NamespaceQuota: Codable, Sendable, Hashable {
-    /// CPU reserved by its placed tasks, in thousandths of a CPU.
+    /// CPU reserved by its placed tasks and actor workers, in thousandths of a CPU.
     public var cpuMillis: UInt64?
-    /// Memory reserved by its placed tasks.
+    /// Memory reserved by its placed tasks and actor workers.
     public var memoryBytes: UInt64?
     /// Tasks placed at once (scheduled, running or unknown).
     public var runningTasks: Int?
     /// Actors registered.
     public var actors: Int?
+    /// Actor workers placed at once (warm or busy), all its actors together.
+    public var workers: Int?
 
-    public init(cpuMillis: UInt64? = nil, memoryBytes: UInt64? = nil, runningTasks: Int? = nil, actors: Int? = nil) {
+    public init(cpuMillis: UInt64? = nil, memoryBytes: UInt64? = nil, runningTasks: Int? = nil, actors: Int? = nil, workers: Int? = nil) {
         self.cpuMillis = cpuMillis
         self.memoryBytes = memoryBytes
         self.runningTasks = runningTasks
         self.actors = actors
+        self.workers = workers
     }
 
     /// The JSON a store keeps (nil: none).
@@ -36,10 +39,11 @@ public struct NamespaceQuota: Codable, Sendable, Hashable {
         if let memoryBytes { parts.append("memory \(ByteSize(bytes: memoryBytes))") }
         if let runningTasks { parts.append("running tasks \(runningTasks)") }
         if let actors { parts.append("actors \(actors)") }
+        if let workers { parts.append("workers \(workers)") }
         return parts.isEmpty ? "none" : parts.joined(separator: ", ")
     }
 
-    public var isEmpty: Bool { cpuMillis == nil && memoryBytes == nil && runningTasks == nil && actors == nil }
+    public var isEmpty: Bool { cpuMillis == nil && memoryBytes == nil && runningTasks == nil && actors == nil && workers == nil }
 
     /// Why a task asking for `r` can never run in `namespace` under this quota, or nil.
     public func never(_ r: Resources, in namespace: String) -> String? {
@@ -58,6 +62,19 @@ public struct NamespaceQuota: Codable, Sendable, Hashable {
         if let tasks = runningTasks, used.tasks + 1 > tasks {
             return "namespace \(namespace) is at its running-task quota: \(used.tasks) of \(tasks) placed"
         }
+        return room(r, used: used, in: namespace)
+    }
+
+    /// Why an actor worker reserving `r` must wait while the namespace has `used` placed, or nil.
+    func waitWorker(_ r: Resources, used: NamespaceReservation, in namespace: String) -> String? {
+        if let workers, used.workers + 1 > workers {
+            return "namespace \(namespace) is at its worker quota: \(used.workers) of \(workers) placed"
+        }
+        return room(r, used: used, in: namespace)
+    }
+
+    /// Why `r` more CPU or memory would go over the quota, or nil.
+    private func room(_ r: Resources, used: NamespaceReservation, in namespace: String) -> String? {
         if let cpu = cpuMillis, used.resources.cpuMillis + r.cpuMillis > cpu {
             return "namespace \(namespace) is at its CPU quota: \(Self.cpus(used.resources.cpuMillis)) of \(Self.cpus(cpu)) in use"
         }
@@ -78,13 +95,23 @@ public struct NamespaceQuota: Codable, Sendable, Hashable {
     }
 }
 
-/// What a namespace's placed tasks reserve now.
+/// What a namespace's placed tasks and actor workers reserve now.
 struct NamespaceReservation: Sendable, Hashable {
     var tasks = 0
+    var workers = 0
     var resources = Resources()
 
     mutating func add(_ r: Resources) {
         tasks += 1
+        reserve(r)
+    }
+
+    mutating func addWorker(_ r: Resources) {
+        workers += 1
+        reserve(r)
+    }
+
+    private mutating func reserve(_ r: Resources) {
         resources.cpuMillis += r.cpuMillis
         resources.memoryBytes += r.memoryBytes
     }
@@ -121,6 +148,18 @@ extension ClusterState {
             guard quotas[namespace] != nil, let a = ledger.allocation(of: .task(t.id)) else { continue }
             reserved[namespace, default: NamespaceReservation()].add(a.resources)
         }
+        for w in actors.workers.values {
+            guard let actor = actors.records[w.actorId], case let namespace = actor.spec.namespace.orDefaultNamespace, quotas[namespace] != nil,
+                  let a = ledger.allocation(of: .worker(w.id)) else { continue }
+            reserved[namespace, default: NamespaceReservation()].addWorker(a.resources)
+        }
         return reserved
+    }
+
+    /// Why a worker of actor `a` may not be placed now because of its namespace's quota, or nil.
+    func quotaWait(worker a: ActorRecord) -> String? {
+        let namespace = a.spec.namespace.orDefaultNamespace
+        guard let quota = quotas[namespace] else { return nil }
+        return quota.waitWorker(a.spec.resources, used: namespaceReservations()[namespace] ?? NamespaceReservation(), in: namespace)
     }
 }

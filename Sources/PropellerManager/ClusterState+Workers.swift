@@ -44,8 +44,11 @@ extension ClusterState {
     /// Reserves room for a worker that has none and asks its proplet to prepare it.
     mutating func place(_ workerID: String) {
         guard var w = actors.workers[workerID], w.propletId == nil, let a = actors.records[w.actorId] else { return }
-        switch reserveWorker(w.id, a.spec.resources, constraints: a.spec.constraints, pinned: nil, volumes: a.spec.volumes ?? [], network: a.spec.network,
-                             namespace: a.spec.namespace.orDefaultNamespace) {
+        let placement: WorkerPlacement = if let reason = quotaWait(worker: a) { .wait(reason: reason) } else {
+            reserveWorker(w.id, a.spec.resources, constraints: a.spec.constraints, pinned: nil, volumes: a.spec.volumes ?? [], network: a.spec.network,
+                          namespace: a.spec.namespace.orDefaultNamespace)
+        }
+        switch placement {
         case .placed(let proplet):
             w.state = .requested(on: proplet)
             w.resources = a.spec.resources

@@ -393,7 +393,8 @@ enum OpenAPIDocument {
             "created_at": {"type": "number"}, "x_nonce": {"type": "string", "description": "the secret: in the answer that made it only"}}},
           "Quota": {"type": "object", "additionalProperties": false, "description": "what a namespace may hold at once; an absent field is no limit", "properties": {
             "cpu_millis": {"type": "integer", "minimum": 0, "description": "CPU reserved by its placed tasks, in thousandths"},
-            "memory_bytes": {"type": "integer", "minimum": 0}, "running_tasks": {"type": "integer", "minimum": 0}, "actors": {"type": "integer", "minimum": 0}}},
+            "memory_bytes": {"type": "integer", "minimum": 0}, "running_tasks": {"type": "integer", "minimum": 0}, "actors": {"type": "integer", "minimum": 0},
+            "workers": {"type": "integer", "minimum": 0, "description": "actor workers placed at once; their CPU and memory count in cpu_millis and memory_bytes"}}},
           "Namespace": {"type": "object", "required": ["name", "created_at"], "properties": {
             "name": {"type": "string"}, "created_at": {"type": "number"}, "quota": {"$ref": "#/components/schemas/Quota"},
             "usage": {"type": "object", "properties": {"tasks": {"type": "integer"}, "active_tasks": {"type": "integer"}, "cpu_millis": {"type": "integer"},

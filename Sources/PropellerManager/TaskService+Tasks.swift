@@ -236,7 +236,13 @@ extension TaskService {
         }
         for actor in actorList() where actor.spec.namespace.orDefaultNamespace == namespace {
             usage.actors += 1
-            usage.workers += (try? state.workerList(actor.id).count) ?? 0
+            let workers = (try? state.workerList(actor.id)) ?? []
+            usage.workers += workers.count
+            // A placed worker's room counts as a task's does (the quota's CPU and memory).
+            for w in workers where w.propletId != nil {
+                usage.cpuMillis += w.resources?.cpuMillis ?? 0
+                usage.memoryBytes += w.resources?.memoryBytes ?? 0
+            }
         }
         return usage
     }

@@ -48,6 +48,31 @@ import Testing
         #expect(freed == ["save a5:scheduled/1", "start a5/1@p1#0"])
     }
 
+    /// Actor workers count in their namespace's quota: by number (`workers`), and their room
+    /// in its CPU and memory as a task's does.
+    @Test func actorWorkersCountInTheirNamespacesQuota() throws {
+        var h = T.Harness()
+        _ = try h.step(.announced(T.announcement("p1", memory: 16 * T.gib, tasks: 10)), at: 0)
+        _ = try h.step(.quotas(["team-a": NamespaceQuota(memoryBytes: 3 * T.gib, workers: 1)]), at: 0)
+        var spec = ActorSpec(name: "a", image: "127.0.0.1:5000/actor:v1", resources: Resources(memoryBytes: T.gib), minWorkers: 2, maxWorkers: 2)
+        spec.namespace = "team-a"
+        let effects = try h.step(.actorCreated(ClusterState.newActor(spec, id: "a", at: 1_800_000_000, configuration: T.configuration)), at: 0.1)
+        #expect(effects.filter { $0.hasPrefix("prepare") } == ["prepare w-1@p1"], "\(effects)")
+        let waiting = h.state.actors.workers.values.filter { $0.propletId == nil }
+        #expect(waiting.count == 1 && waiting.first?.reason == "namespace team-a is at its worker quota: 1 of 1 placed", "\(waiting)")
+        // The placed worker's 1 GiB counts: a 2.5 GiB task waits with 3 GiB allowed.
+        _ = try h.step(T.created(Self.spec("t", "team-a", memory: 5 * T.gib / 2), id: "t", start: true), at: 0.2)
+        #expect(h.task("t")?.reason == "namespace team-a is at its memory quota: 1 GiB of 3 GiB in use", "\(h.task("t")?.reason ?? "")")
+        // Another namespace's actor is not held back.
+        _ = try h.step(T.actor("free"), at: 0.3)
+        #expect(h.state.actors.workers.values.contains { $0.actorId == "free" && $0.propletId == "p1" })
+        // A second worker allowed: the autoscaler's next pass places it.
+        _ = try h.step(.quotas(["team-a": NamespaceQuota(memoryBytes: 3 * T.gib, workers: 2)]), at: 1)
+        let placed = try h.step(.autoscale, at: 1.1)
+        #expect(placed.contains("prepare w-2@p1"), "\(placed)")
+        #expect(NamespaceQuota(workers: 2).summary == "workers 2")
+    }
+
     @Test func aQuotaSaysWhatCanNeverRunAndHowItReadsAndIsStored() throws {
         let q = NamespaceQuota(cpuMillis: 1500, memoryBytes: T.gib)
         #expect(q.never(Resources(cpuMillis: 2000, memoryBytes: 1), in: "x") == "namespace x's CPU quota is 1.5 CPU: a task asking for 2 CPU can never run there")
