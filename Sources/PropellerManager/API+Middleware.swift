@@ -94,6 +94,9 @@ struct AccessMiddleware: RouterMiddleware {
     /// The id and namespace of the task or actor (`collection` "tasks" or "actors") that
     /// `handle` names (an id, else a name or an id prefix in `namespace`, nil: any), or nil.
     let resolve: @Sendable (_ collection: String, _ handle: String, _ namespace: String?) async throws -> (id: String, namespace: String)?
+    /// The managers that share the store (nil: this one alone): a request one of them forwarded
+    /// is audited with its caller's address, which the forwarder names.
+    var cluster: (any ClusterView)?
     let logger: Logger
 
     func handle(_ request: Request, context: APIContext, next: (Request, APIContext) async throws -> Response) async throws -> Response {
@@ -249,7 +252,19 @@ struct AccessMiddleware: RouterMiddleware {
     private func record(_ request: Request, _ context: APIContext, _ principal: Principal, _ rule: AccessRules.Rule?, status: Int) {
         audit?.record(AuditEntry(at: WallClock.now(), identity: principal.identity, tokenId: principal.tokenID, role: principal.role.rawValue,
                                  method: request.method.rawValue, path: request.uri.path, route: rule?.route ?? "", status: status,
-                                 peer: context.peer))
+                                 peer: peer(request, context)))
+    }
+
+    /// The caller's address: the connection's, or, for a request another manager of the cluster
+    /// forwarded, the address that manager names with "via" and its id. The forwarder's word is
+    /// taken only from a connection from the address it advertises (an IP literal), so a
+    /// client cannot name another address by sending the headers itself.
+    func peer(_ request: Request, _ context: APIContext) -> String {
+        guard let by = request.headers[ManagerNode.forwardedHeader], let claimed = request.headers[ManagerNode.forwardedForHeader],
+              let cluster, let members = try? cluster.status().members, let member = members.first(where: { $0.id == by }),
+              let host = URLComponents(string: member.address)?.host?.trimmingCharacters(in: CharacterSet(charactersIn: "[]")),
+              host == context.peer else { return context.peer }
+        return "\(claimed.prefix(64)) via \(by)"
     }
 
     private func refuse(_ request: Request, _ why: String) {

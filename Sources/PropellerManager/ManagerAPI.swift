@@ -61,7 +61,7 @@ public struct ManagerAPI: Sendable {
             default:
                 return nil
             }
-        }, logger: service.logger))
+        }, cluster: cluster, logger: service.logger))
 
         router.get("/health") { _, _ in json(["status": "ok", "role": "leader"]) }
         router.get("/managers") { [cluster] _, _ in

@@ -43,6 +43,8 @@ final class ManagerNode: ClusterView, Sendable {
     /// The lease as last read, and when (its `expiresIn` counts from then).
     private let leaderSeen = Locked<(info: LeaderInfo, at: ContinuousClock.Instant)?>(nil)
     static let forwardedHeader = Field.Name("X-Propeller-Forwarded-By")!
+    /// The address of the forwarded request's caller, for the leader's audit log.
+    static let forwardedForHeader = Field.Name("X-Propeller-Forwarded-For")!
 
     init(leadership: any Leadership, store: any ManagerStores, options: ManagerServer.Options, logger: Logger) throws {
         var tls = TLSConfiguration.makeClientConfiguration()
@@ -171,12 +173,12 @@ final class ManagerNode: ClusterView, Sendable {
         CallbackResponder { [self] request, context in
             if request.uri.path == "/health" { return health() }
             if let t = current { return try await t.responder.respond(to: request, context: context) }
-            return await forward(request)
+            return await forward(request, from: context.peer)
         }
     }
 
     /// Forwards a request to the leader and streams its answer back.
-    func forward(_ request: Request) async -> Response {
+    func forward(_ request: Request, from peer: String) async -> Response {
         // Not forwarded, so safe to send again: the CLI retries on Retry-After.
         var electing = jsonError(status: .serviceUnavailable, "no manager leads right now (a leader is being elected): try again")
         electing.headers[.retryAfter] = "1"
@@ -187,6 +189,9 @@ final class ManagerNode: ClusterView, Sendable {
             outgoing.headers.add(name: field.name.rawName, value: field.value)
         }
         outgoing.headers.add(name: Self.forwardedHeader.rawName, value: leadership.id)
+        // What the caller sent under this name is not passed on: the leader takes it from a manager only.
+        outgoing.headers.remove(name: Self.forwardedForHeader.rawName)
+        outgoing.headers.add(name: Self.forwardedForHeader.rawName, value: peer)
         if request.method != .get && request.method != .head {
             // Read whole here, up to the limit the leader would apply: a body handed on as a stream
             // would still be read by the client's task after this handler has answered (the

@@ -46,6 +46,9 @@ final class ManagerClusterTests: Sendable {
             try #require(r.status == 0, "\(r.stderrText)")
             tasks[r.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)] = "done-\(i)\n"
         }
+        // The leader's audit log names the caller's address and the follower that forwarded it.
+        let audit = try c.cli(["audit", "-o", "json"], via: first)
+        #expect(audit.stdoutText.contains("\"127.0.0.1 via m\(follower)\""), "\(audit.stdoutText.suffix(1500))")
         // And an actor with messages queued in its inbox.
         let created = try c.cli(["actor", "create", "echo", "--image", c.image, "--memory", "64M", "--", "/bin/sh", "-c",
                                  #"sleep 0.5; printf 'out-%s' "$MSG" > "$PROPELLER_RESULTS""#])
