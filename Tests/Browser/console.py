@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The web console in a real browser: headless Chromium (Debian's chromium and chromium-driver)
 driven by Selenium. Signs in (a wrong token first), creates a task through the form, watches it
-complete and reads its logs, drains a proplet and ends the drain from the fleet page, and checks
+complete and reads its logs, picks namespaces (a task made in team-a beforehand shows in team-a
+and in every namespace, not in default), drains a proplet and ends the drain from the fleet page, and checks
 that nothing was loaded from another origin and the browser reported no error (a
 Content-Security-Policy violation is one). Screenshots go to --screenshots. Run by
 Tests/EndToEndTests/ConsoleTests.swift against real processes; exits non-zero on a failure."""
@@ -49,6 +50,18 @@ def text_of(css):
     return driver.find_element(By.CSS_SELECTOR, css).text
 
 
+def columns_aligned():
+    """Whether every table's first row has a cell under each header, at its left edge."""
+    return driver.execute_script("""
+        return [...document.querySelectorAll('main table')].every((t) => {
+          const th = t.querySelectorAll('thead th');
+          const tr = t.querySelector('tbody tr');
+          if (!tr) return true;
+          return tr.children.length === th.length && [...tr.children].every((td, i) =>
+            Math.abs(td.getBoundingClientRect().left - th[i].getBoundingClientRect().left) < 2);
+        });""")
+
+
 def step(what):
     print("console: " + what, flush=True)
 
@@ -87,9 +100,34 @@ try:
     step("the task list shows it, and filters by state and name")
     driver.get(args.url + "#/tasks")
     wait.until(lambda d: "from-the-console" in text_of("main table"))
+    assert columns_aligned(), "the task list's cells sit under their headers"
     driver.find_element(By.ID, "name-filter").send_keys("no-such-name")
     wait.until(lambda d: "from-the-console" not in text_of("main table"))
     shot("tasks")
+
+    step("the namespace picker: team-a's task shows in team-a and in all namespaces, not in default")
+    from selenium.webdriver.support.ui import Select
+
+    def pick(namespace):
+        Select(wait.until(EC.element_to_be_clickable((By.ID, "namespace")))).select_by_value(namespace)
+
+    driver.refresh()  # the name filter typed above goes
+    wait.until(lambda d: "from-the-console" in text_of("main table"))
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#namespace option")) >= 3)
+    values = [o.get_attribute("value") for o in driver.find_elements(By.CSS_SELECTOR, "#namespace option")]
+    assert "team-a" in values and "default" in values and "*" in values, values
+    assert "in-team-a" not in text_of("main table")
+    pick("team-a")
+    wait.until(lambda d: "in-team-a" in text_of("main table") and "from-the-console" not in text_of("main table"))
+    shot("namespace")
+    pick("*")
+    wait.until(lambda d: "in-team-a" in text_of("main table") and "from-the-console" in text_of("main table"))
+    assert columns_aligned(), "the task list's cells sit under their headers"
+    shot("tasks-all")
+    namespaces = [e.text for e in driver.find_elements(By.CSS_SELECTOR, 'tr[data-task] td[data-field="namespace"]')]
+    assert "team-a" in namespaces and "default" in namespaces, namespaces
+    pick("default")
+    wait.until(lambda d: "in-team-a" not in text_of("main table") and "from-the-console" in text_of("main table"))
 
     step("drain the proplet from the fleet page, then open it again")
     driver.get(args.url + "#/proplets")
@@ -97,6 +135,7 @@ try:
     wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, row)))
     driver.find_element(By.CSS_SELECTOR, row + " button[data-action=drain]").click()
     wait.until(lambda d: "ineligible" in text_of(row))
+    assert columns_aligned(), "the fleet's cells sit under their headers"
     shot("fleet")
     # With nothing running there the drain is complete at once and the proplet stays
     # ineligible: it is opened again with "Make eligible" ("Cancel drain" while one runs).

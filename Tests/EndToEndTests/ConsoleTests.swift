@@ -43,6 +43,10 @@ struct ConsoleTests {
         let page = httpGet(port: c.managerPorts[0], "/ui") ?? ""
         #expect(!page.contains("<script>") && !page.contains("style=") && !page.contains("http://") && !page.contains("https://"), "no inline code, nothing from elsewhere")
 
+        // Another namespace's task, for the namespace picker.
+        #expect(try c.cli(["namespace", "create", "team-a"]).status == 0)
+        #expect(try c.cli(["task", "create", "in-team-a", "-n", "team-a", "--image", c.image, "--", "true"]).status == 0)
+
         let screenshots = ProcessInfo.processInfo.environment["PROPELLER_SCREENSHOTS"] ?? c.dir.path + "/screenshots"
         let r = try runProcess("/usr/bin/python3", [Self.script, "--url", base + "/ui", "--token", c.token, "--image", c.image,
                                                     "--proplet", "console-p", "--screenshots", screenshots], timeout: 240)

@@ -5,15 +5,27 @@
 "use strict";
 
 const tokenKey = "propeller-token";
+const namespaceKey = "propeller-namespace";
 let refreshTimer = null;
 let streamAbort = null;
 
 function token() { return sessionStorage.getItem(tokenKey); }
 
+// The namespace picked in the header: "" (the token's, else default), a name, or "*" (every
+// namespace: lists only; a write then goes to the token's namespace).
+function namespace() { return sessionStorage.getItem(namespaceKey) || ""; }
+
+function scoped(method, path) {
+  const ns = namespace();
+  if (!ns || /[?&]namespace=/.test(path)) return path;
+  if (ns === "*" && (method !== "GET" || !/^\/(tasks|actors)(\?|$)/.test(path))) return path;
+  return path + (path.includes("?") ? "&" : "?") + "namespace=" + encodeURIComponent(ns);
+}
+
 async function api(method, path, body) {
   const headers = { "Authorization": "Bearer " + token() };
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const response = await fetch(scoped(method, path), { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   if (response.status === 401) { signOut("Your token was refused: sign in again."); throw new Error("unauthorized"); }
   const text = await response.text();
   const value = text ? JSON.parse(text) : null;
@@ -35,8 +47,11 @@ function el(tag, attributes, ...children) {
   return node;
 }
 
+// A table with `headers`; `rows` is the tbody itself (filled later) or its rows. A tbody put
+// inside another lays every row out in the first column.
 function table(headers, rows) {
-  return el("table", {}, el("thead", {}, el("tr", {}, headers.map((h) => el("th", {}, h)))), el("tbody", {}, rows));
+  const tbody = rows instanceof HTMLElement && rows.tagName === "TBODY" ? rows : el("tbody", {}, rows);
+  return el("table", {}, el("thead", {}, el("tr", {}, headers.map((h) => el("th", {}, h)))), tbody);
 }
 
 function bytes(n) {
@@ -85,6 +100,8 @@ let notice = null;
 
 function signOut(message) {
   sessionStorage.removeItem(tokenKey);
+  sessionStorage.removeItem(namespaceKey);
+  document.getElementById("namespace").replaceChildren();
   notice = message || null;
   if (location.hash !== "#/sign-in") location.hash = "#/sign-in"; else route();
 }
@@ -111,6 +128,25 @@ function signInView() {
   });
   show(message ? el("p", { class: "error", role: "alert" }, message) : "", form);
   input.focus();
+}
+
+// MARK: namespaces
+
+// Fills the header's namespace picker: a token bound to one namespace has that one alone;
+// another picks any, or every namespace ("*") for the lists.
+async function loadNamespaces() {
+  const picker = document.getElementById("namespace");
+  const me = await api("GET", "/whoami");
+  let names = [];
+  if (me.namespace) {
+    names = [me.namespace];
+  } else {
+    try { names = (await api("GET", "/namespaces")).namespaces.map((n) => n.name); } catch (e) { names = ["default"]; }
+    names.push("*");
+  }
+  if (!names.includes(namespace())) sessionStorage.setItem(namespaceKey, me.namespace || "default");
+  picker.replaceChildren(...names.map((n) => el("option", { value: n, selected: n === namespace() }, n === "*" ? "all namespaces" : n)));
+  picker.disabled = names.length === 1;
 }
 
 // MARK: fleet
@@ -187,6 +223,7 @@ function tasksView() {
     const tasks = page.tasks.filter((t) => !needle || t.name.toLowerCase().includes(needle));
     body.replaceChildren(...tasks.map((t) => el("tr", { "data-task": t.id },
       el("td", {}, el("a", { href: "#/tasks/" + encodeURIComponent(t.id) }, t.name)),
+      el("td", { "data-field": "namespace" }, t.namespace || "default"),
       stateCell(t.state),
       el("td", {}, t.assigned_proplet || "-"),
       el("td", { class: "num" }, t.attempt),
@@ -197,7 +234,7 @@ function tasksView() {
   stateFilter.addEventListener("change", () => load().catch(showError));
   nameFilter.addEventListener("input", () => load().catch(showError));
   show(el("h1", {}, "Tasks"), create, el("form", { class: "inline" }, stateFilter, nameFilter),
-       table(["Name", "State", "Proplet", "Attempt", "Reason", "Created"], body));
+       table(["Name", "Namespace", "State", "Proplet", "Attempt", "Reason", "Created"], body));
   every(2, load);
 }
 
@@ -221,7 +258,7 @@ function graph(title, values, format) {
 // Appends a task's log blocks to `pre` as they come (NDJSON), until the task ends.
 async function followLogs(id, pre) {
   streamAbort = new AbortController();
-  const response = await fetch("/tasks/" + encodeURIComponent(id) + "/logs?follow=true",
+  const response = await fetch(scoped("GET", "/tasks/" + encodeURIComponent(id) + "/logs?follow=true"),
                                { headers: { "Authorization": "Bearer " + token() }, signal: streamAbort.signal });
   if (!response.ok || !response.body) return;
   const reader = response.body.getReader();
@@ -254,7 +291,7 @@ function taskView(id) {
     const t = await api("GET", "/tasks/" + encodeURIComponent(id));
     document.getElementById("task-title").textContent = t.name;
     const result = t.result || {};
-    const rows = [["ID", t.id], ["State", t.state], ["Reason", t.reason || "-"], ["Image", t.image],
+    const rows = [["ID", t.id], ["Namespace", t.namespace || "default"], ["State", t.state], ["Reason", t.reason || "-"], ["Image", t.image],
                   ["Command", (t.command || []).join(" ") || "(the image's)"], ["Proplet", t.assigned_proplet || "-"], ["Attempt", t.attempt],
                   ["Exit code", result.exit_code === undefined ? "-" : result.exit_code], ["Created", ago(t.created_at)], ["Finished", ago(t.finished_at)]];
     fields.replaceChildren(...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", { "data-field": k.toLowerCase().replace(" ", "-") }, v)]));
@@ -281,11 +318,12 @@ function taskView(id) {
 
 function actorsView() {
   const body = el("tbody");
-  show(el("h1", {}, "Actors"), table(["Name", "Status", "Image", "Workers", "Message"], body));
+  show(el("h1", {}, "Actors"), table(["Name", "Namespace", "Status", "Image", "Workers", "Message"], body));
   every(2, async () => {
     const page = await api("GET", "/actors?limit=1000");
     body.replaceChildren(...page.actors.map((a) => el("tr", { "data-actor": a.id },
       el("td", {}, el("a", { href: "#/actors/" + encodeURIComponent(a.id) }, a.name)),
+      el("td", {}, a.namespace || "default"),
       stateCell(a.status), el("td", {}, a.image), el("td", { class: "num" }, (a.min_workers || 0) + "–" + (a.max_workers || 0)), el("td", {}, a.message || ""))));
     setStatus(page.total + " actors");
   });
@@ -305,7 +343,7 @@ function actorView(id) {
   send.addEventListener("submit", (event) => {
     event.preventDefault();
     act(async () => {
-      const response = await fetch("/actors/" + encodeURIComponent(id) + "/messages",
+      const response = await fetch(scoped("POST", "/actors/" + encodeURIComponent(id) + "/messages"),
                                    { method: "POST", headers: { "Authorization": "Bearer " + token(), "Content-Type": "text/plain" }, body: message.value });
       if (!response.ok) throw new Error((await response.json()).error);
     });
@@ -335,6 +373,7 @@ function route() {
   const hash = location.hash || "#/tasks";
   if (!token() || hash === "#/sign-in") return signInView();
   document.getElementById("nav").hidden = false;
+  if (!document.getElementById("namespace").options.length) loadNamespaces().catch((e) => { if (e.message !== "unauthorized") showError(e); });
   for (const link of document.querySelectorAll("nav a")) link.classList.toggle("current", hash.startsWith(link.getAttribute("href")));
   const [, section, id] = hash.split("/");
   if (section === "proplets") return fleetView();
@@ -344,6 +383,13 @@ function route() {
 
 document.addEventListener("DOMContentLoaded", () => {
   document.getElementById("sign-out").addEventListener("click", () => signOut());
+  document.getElementById("namespace").addEventListener("change", (event) => {
+    sessionStorage.setItem(namespaceKey, event.target.value);
+    // A task or actor of the namespace left behind is not in the one picked: back to its list.
+    const [, section] = (location.hash || "#/tasks").split("/");
+    const list = "#/" + (section === "actors" || section === "proplets" ? section : "tasks");
+    if (location.hash !== list) location.hash = list; else route();
+  });
   window.addEventListener("hashchange", () => route());
   route();
 });
