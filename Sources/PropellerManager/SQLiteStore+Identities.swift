@@ -17,6 +17,10 @@ extension SQLiteStore: PropletIdentityStore {
             );
             """)
         }
+        // A namespace's list (`task list -n team-a`) and its count read this index, not every task's spec.
+        m.registerMigration("v7-task-namespace-index") { db in
+            try db.execute(sql: "CREATE INDEX tasks_namespace ON tasks(COALESCE(json_extract(spec, '$.namespace'), 'default'), seq)")
+        }
     }
 
     static let identityColumns = "id, name, created_by, created_at, revoked_at, revoked_by"

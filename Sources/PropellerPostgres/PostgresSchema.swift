@@ -193,6 +193,10 @@ enum PostgresSchema {
             )
             """,
         ]),
+        // A namespace's list (`task list -n team-a`) and its count read this index, not every task's spec.
+        ("v6-task-namespace-index", [
+            "CREATE INDEX tasks_namespace ON tasks ((COALESCE(spec::jsonb->>'namespace', 'default')), seq)",
+        ]),
     ]
 
     /// Brings the database's schema up to date; returns the versions it applied.
