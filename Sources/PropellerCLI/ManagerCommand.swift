@@ -98,6 +98,12 @@ struct ManagerCommand: AsyncParsableCommand {
     @Option(name: .customLong("actor-sync-timeout"), help: ArgumentHelp("Longest a synchronous actor message (?sync=true) may wait (default 300s).", valueName: "duration"))
     var actorSyncTimeout: String = "300s"
 
+    @Option(name: .customLong("audit-retention"), help: ArgumentHelp("Remove audit entries older than this (default: keep them all); each removal is recorded in the store first.", valueName: "duration"))
+    var auditRetention: String?
+
+    @Option(name: .customLong("token-retention"), help: ArgumentHelp("Forget API tokens this long after they were revoked or expired (default 7d; a configured token's record stays).", valueName: "duration"))
+    var tokenRetention: String = "7d"
+
     @Option(name: .customLong("broker-admin"), help: ArgumentHelp("Let `propeller proplet add|revoke` change the broker's users while it runs: dynsec (mosquitto's dynamic-security plugin, over this manager's connection) or nats (the users file of --nats-users-file, reloaded by SIGHUP to the servers of --nats-pid-file).", valueName: "kind"))
     var brokerAdmin: String?
 
@@ -210,6 +216,11 @@ struct ManagerCommand: AsyncParsableCommand {
             logger.notice("secrets are off: managers that share a PostgreSQL store need the same --secrets-key-file")
         }
         options.apiTokens = configured
+        if let auditRetention {
+            do { options.auditRetention = try DurationParsing.parse(auditRetention) } catch { throw ValidationError("invalid --audit-retention \"\(auditRetention)\": \(error)") }
+            guard options.auditRetention ?? .zero >= .seconds(60) else { throw ValidationError("invalid --audit-retention \"\(auditRetention)\": at least 1m") }
+        }
+        do { options.tokenRetention = try DurationParsing.parse(tokenRetention) } catch { throw ValidationError("invalid --token-retention \"\(tokenRetention)\": \(error)") }
         switch brokerAdmin {
         case "dynsec": options.brokerAdmin = .dynamicSecurity
         case "nats": options.brokerAdmin = .natsUsersFile(path: absolutePath(natsUsersFile ?? ""), pidFiles: natsPidFile.map(absolutePath))

@@ -137,6 +137,14 @@ public final class APITokens: Sendable {
         return configured + (try store.tokens().filter { !configuredHashes.contains($0.sha256) }.map(\.token))
     }
 
+    /// Forgets the tokens made through the API that were revoked or expired before `before`
+    /// (retention: tasks' and executions' own tokens pile up otherwise); returns how many.
+    public func prune(endedBefore before: Double) throws -> Int {
+        let gone = Set(try store.pruneTokens(endedBefore: before).map(\.id))
+        state.withLock { $0.active = $0.active.filter { !gone.contains($0.value.id) } }
+        return gone.count
+    }
+
     /// Revokes token `id`: it stops working at once. Nil when there is no such token.
     public func revoke(id: String) throws -> APIToken? {
         let now = WallClock.now()

@@ -41,6 +41,10 @@ public protocol AuditStore: Sendable {
     func appendAudit(_ entries: [AuditEntry]) throws
     /// Entries after `seq`, oldest first, at most `limit`.
     func audit(after seq: Int64, limit: Int) throws -> [AuditEntry]
+    /// Removes the entries older than `before` (retention), recording the prune first in its own
+    /// append-only table: the store refuses to delete an entry no recorded prune covers.
+    /// Returns how many went.
+    func pruneAudit(before: Double, at now: Double) throws -> Int
 }
 
 /// The manager's audit log: requests are recorded as they end and written to the store in

@@ -36,6 +36,10 @@ public struct ManagerServer: Sendable {
         /// A PEM file of certificate authorities to trust when forwarding to a leader over https
         /// (nil: the system's roots).
         public var peerCA: String?
+        /// Audit entries older than this are removed (nil: kept for ever).
+        public var auditRetention: Duration?
+        /// Tokens made through the API are forgotten this long after they were revoked or expired.
+        public var tokenRetention: Duration = .seconds(7 * 86400)
         /// How proplet identities made through the API reach the broker (nil: they cannot be;
         /// proplets are provisioned in the broker's files).
         public var brokerAdmin: BrokerAdministration?
@@ -123,6 +127,11 @@ final class LeaderTerm: Sendable {
     let audit: AuditLog
     let lease: LeaderLease?
     let interval: Duration
+    let store: any ManagerStores
+    let tokens: APITokens?
+    let auditRetention: Duration?
+    let tokenRetention: Duration
+    let logger: Logger
 
     init(store: any ManagerStores, options: ManagerServer.Options, lease: LeaderLease?, cluster: (any ClusterView)?, logger: Logger) async throws {
         var mqtt = options.mqtt
@@ -146,6 +155,10 @@ final class LeaderTerm: Sendable {
         configuration.actors = options.actors
         interval = configuration.livenessInterval
         self.lease = lease
+        self.store = store
+        self.logger = logger
+        auditRetention = options.auditRetention
+        tokenRetention = options.tokenRetention
         let secrets = options.secretBox.map { SecretVault(store: store, box: $0) }
         service = TaskService(store: store, bus: bus, configuration: configuration, lease: lease, secrets: secrets, traces: options.traces, logger: logger)
         try await service.recover()
@@ -155,6 +168,7 @@ final class LeaderTerm: Sendable {
         try client.start()
         client.reportFirstConnection(logger: logger)
         let tokens = options.authenticate ? try APITokens(store: store, configured: options.apiTokens) : nil
+        self.tokens = tokens
         var api = ManagerAPI(service: service, actors: actors, tokens: tokens)
         await service.setTokens(tokens)
         api.secrets = secrets
@@ -176,6 +190,23 @@ final class LeaderTerm: Sendable {
         responder = api.router().buildResponder()
     }
 
+    /// Applies the retention settings once (the leader's loop calls it).
+    func retain(now: Double = WallClock.now()) {
+        func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
+        do {
+            if let auditRetention {
+                let removed = try store.pruneAudit(before: now - seconds(auditRetention), at: now)
+                if removed > 0 { logger.notice("audit entries past their retention removed", metadata: ["count": "\(removed)", "retention": "\(auditRetention)"]) }
+            }
+            if let tokens {
+                let removed = try tokens.prune(endedBefore: now - seconds(tokenRetention))
+                if removed > 0 { logger.info("revoked and expired API tokens forgotten", metadata: ["count": "\(removed)"]) }
+            }
+        } catch {
+            logger.error("retention: the store refused a prune (tried again later)", metadata: ["error": "\(error)"])
+        }
+    }
+
     /// The loops that run while the term lasts.
     func loops() -> [@Sendable () async throws -> Void] {
         let (bus, service, client, interval) = (bus, service, client, interval)
@@ -185,6 +216,15 @@ final class LeaderTerm: Sendable {
                 while !Task.isCancelled {
                     try await Task.sleep(for: interval / 2)
                     await service.checkLiveness(brokerLink: (client.isConnected, client.connectionCount))
+                }
+            },
+            // Retention: old audit entries, and tokens long revoked or expired.
+            { [self] in
+                let shortest = min(auditRetention ?? .seconds(3600), tokenRetention)
+                let every = max(.seconds(1), min(.seconds(3600), shortest / 10))
+                while !Task.isCancelled {
+                    retain()
+                    try await Task.sleep(for: every)
                 }
             },
             // The autoscaler and the workers' health checks.

@@ -11,6 +11,9 @@ public protocol TokenStore: Sendable {
     func revokeToken(id: String, at: Double) throws -> APIToken?
     /// Gives an unrevoked token a new hash; nil when there is no such token.
     func rotateToken(id: String, sha256: String, at: Double) throws -> APIToken?
+    /// Forgets tokens made through the API that were revoked, or expired, before `before`
+    /// (retention); a configured token's record, which keeps it revoked, stays. Returns them.
+    func pruneTokens(endedBefore before: Double) throws -> [APIToken]
 }
 
 extension SQLiteStore: TokenStore, AuditStore, NamespaceStore, NonceStore, GrantStore {
@@ -64,6 +67,46 @@ extension SQLiteStore: TokenStore, AuditStore, NamespaceStore, NonceStore, Grant
             CREATE TRIGGER audit_log_append_only_update BEFORE UPDATE ON audit_log BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
             CREATE TRIGGER audit_log_append_only_delete BEFORE DELETE ON audit_log BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
             """)
+        }
+    }
+
+    /// Retention: an entry may be deleted once a recorded prune (itself append-only) covers it.
+    static func registerRetentionMigration(_ m: inout DatabaseMigrator) {
+        m.registerMigration("v8-audit-retention") { db in
+            try db.execute(sql: """
+            CREATE TABLE audit_prunes (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                before REAL NOT NULL,
+                at REAL NOT NULL
+            );
+            CREATE TRIGGER audit_prunes_append_only_update BEFORE UPDATE ON audit_prunes BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+            CREATE TRIGGER audit_prunes_append_only_delete BEFORE DELETE ON audit_prunes BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+            DROP TRIGGER audit_log_append_only_delete;
+            CREATE TRIGGER audit_log_append_only_delete BEFORE DELETE ON audit_log
+                WHEN OLD.at >= COALESCE((SELECT MAX(before) FROM audit_prunes), 0)
+                BEGIN SELECT RAISE(ABORT, 'the audit log is append-only (only entries older than a recorded prune may go)'); END;
+            """)
+        }
+    }
+
+    public func pruneAudit(before: Double, at now: Double) throws -> Int {
+        try wrap("prune the audit log before \(before)") {
+            try pool.write { db in
+                try db.execute(sql: "INSERT INTO audit_prunes (before, at) VALUES (?, ?)", arguments: [before, now])
+                try db.execute(sql: "DELETE FROM audit_log WHERE at < ?", arguments: [before])
+                return db.changesCount
+            }
+        }
+    }
+
+    public func pruneTokens(endedBefore before: Double) throws -> [APIToken] {
+        try wrap("prune API tokens ended before \(before)") {
+            try pool.write { db in
+                let condition = "created_at > 0 AND ((revoked_at IS NOT NULL AND revoked_at < ?) OR (expires_at IS NOT NULL AND expires_at < ?))"
+                let gone = try Row.fetchAll(db, sql: "SELECT \(Self.tokenColumns) FROM api_tokens WHERE \(condition)", arguments: [before, before]).map(Self.token)
+                try db.execute(sql: "DELETE FROM api_tokens WHERE \(condition)", arguments: [before, before])
+                return gone
+            }
         }
     }
 

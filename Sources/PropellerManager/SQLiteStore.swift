@@ -81,6 +81,7 @@ public final class SQLiteStore: ManagerStore {
         registerSecretMigration(&m)
         registerAccessMigration(&m)
         registerPropletIdentityMigration(&m)
+        registerRetentionMigration(&m)
         return m
     }
 

@@ -197,6 +197,20 @@ enum PostgresSchema {
         ("v6-task-namespace-index", [
             "CREATE INDEX tasks_namespace ON tasks ((COALESCE(spec::jsonb->>'namespace', 'default')), seq)",
         ]),
+        // Retention: an audit entry may be deleted once a recorded prune (itself append-only) covers it.
+        ("v7-audit-retention", [
+            "CREATE TABLE audit_prunes (seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, before DOUBLE PRECISION NOT NULL, at DOUBLE PRECISION NOT NULL)",
+            "CREATE TRIGGER audit_prunes_append_only BEFORE UPDATE OR DELETE ON audit_prunes FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()",
+            """
+            CREATE FUNCTION audit_log_retention() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+              IF TG_OP = 'DELETE' AND OLD.at < COALESCE((SELECT MAX(before) FROM audit_prunes), 0) THEN RETURN OLD; END IF;
+              RAISE EXCEPTION 'the audit log is append-only (only entries older than a recorded prune may go)';
+            END $$
+            """,
+            "DROP TRIGGER audit_log_append_only ON audit_log",
+            "CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log FOR EACH ROW EXECUTE FUNCTION audit_log_retention()",
+        ]),
     ]
 
     /// Brings the database's schema up to date; returns the versions it applied.

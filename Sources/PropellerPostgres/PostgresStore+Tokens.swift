@@ -55,6 +55,33 @@ extension PostgresStore: AuditStore, NamespaceStore, NonceStore, GrantStore {
         return try token(id: id)
     }
 
+    public func pruneAudit(before: Double, at now: Double) throws -> Int {
+        // Only the leader writes, so the count read first is what the delete removes.
+        let count = try read("count audit entries before \(before)") { session in
+            try Self.count(session.run("SELECT COUNT(*) FROM audit_log WHERE at < \(before)"))
+        }
+        try write("prune the audit log before \(before)") { session in
+            [session.send("INSERT INTO audit_prunes (before, at) VALUES (\(before), \(now))"),
+             session.send("DELETE FROM audit_log WHERE at < \(before)")]
+        }
+        return count
+    }
+
+    public func pruneTokens(endedBefore before: Double) throws -> [APIToken] {
+        let gone = try read("read API tokens ended before \(before)") { session in
+            try session.run("""
+                \(unescaped: Self.tokenSelect) WHERE created_at > 0
+                AND ((revoked_at IS NOT NULL AND revoked_at < \(before)) OR (expires_at IS NOT NULL AND expires_at < \(before)))
+                """).map { try Self.token($0).0 }
+        }
+        guard !gone.isEmpty else { return [] }
+        let ids = gone.map(\.id)
+        try write("prune \(ids.count) API tokens") { session in
+            [session.send("DELETE FROM api_tokens WHERE id = ANY(\(ids))")]
+        }
+        return gone
+    }
+
     public func appendAudit(_ entries: [AuditEntry]) throws {
         try write("append \(entries.count) audit entries") { session in
             entries.map { e in

@@ -85,6 +85,21 @@ struct APIAccessTests {
         #expect(!(c.manager?.log.contains(fresh) ?? true), "a token never appears in the log")
     }
 
+    /// Retention: a revoked token is forgotten once `--token-retention` has passed; a live one
+    /// stays, and the audit log keeps what it recorded (no `--audit-retention`).
+    @Test func revokedTokensAreForgottenAfterTheirRetention() throws {
+        let c = try Cluster(proxy: false, managerArguments: ["--token-retention", "1s"])
+        let gone = try token(c, "short-lived", role: "viewer")
+        let kept = try token(c, "kept", role: "viewer")
+        #expect(try c.cli(["token", "revoke", gone.id]).status == 0)
+        try c.waitUntil("the revoked token forgotten", timeout: 15) { try !c.cli(["token", "list"]).stdoutText.contains(gone.id) }
+        #expect(try c.cli(["token", "list"]).stdoutText.contains(kept.id))
+        #expect(try run(c, kept.secret, ["token", "whoami"]).status == 0)
+        #expect(try run(c, gone.secret, ["token", "whoami"]).status != 0)
+        #expect(try c.cli(["audit"]).stdoutText.contains("/tokens/\(gone.id)"), "the audit log keeps the revocation")
+        #expect(c.manager?.log.contains("revoked and expired API tokens forgotten") == true)
+    }
+
     @Test func namespacesThroughTheCLI() throws {
         let c = try Cluster(proxy: false)
         #expect(try c.cli(["namespace", "create", "team-a"]).status == 0)

@@ -292,6 +292,39 @@ struct StoreContractTests {
         #expect(try reopened.audit(after: read[0].seq, limit: 1).map(\.path) == ["/tasks/2"])
     }
 
+    /// Retention: a prune removes the audit entries before its time and is recorded; the rest
+    /// still cannot be deleted or changed. Tokens made through the API go a while after they
+    /// ended; a configured token's record (which keeps it revoked) stays.
+    @Test(arguments: StoreKind.allCases)
+    func retentionPrunesOldAuditEntriesAndEndedTokensOnly(_ kind: StoreKind) throws {
+        let s = try StoreUnderTest(kind)
+        try s.store.appendAudit((1...4).map { i in
+            AuditEntry(at: Double(i * 10), identity: "alice", tokenId: "t1", role: "admin", method: "POST", path: "/tasks", route: "POST /tasks", status: 201, peer: "::1")
+        })
+        #expect(try s.store.pruneAudit(before: 25, at: 100) == 2)
+        #expect(try s.store.audit(after: 0, limit: 10).map(\.at) == [30, 40])
+        #expect(try s.store.pruneAudit(before: 25, at: 101) == 0)
+        // What no recorded prune covers still cannot be deleted or changed, whoever asks.
+        switch s.kind {
+        case .sqlite:
+            let sqlite = try #require(s.store as? SQLiteStore)
+            #expect(throws: (any Error).self) { try sqlite.pool.write { try $0.execute(sql: "DELETE FROM audit_log WHERE at = 30") } }
+            #expect(throws: (any Error).self) { try sqlite.pool.write { try $0.execute(sql: "DELETE FROM audit_prunes") } }
+        case .postgres:
+            let server = try #require(s.server)
+            #expect(try server.psql("DELETE FROM audit_log WHERE at = 30").status != 0)
+            #expect(try server.psql("UPDATE audit_prunes SET before = 1e12").status != 0)
+        }
+        #expect(try s.store.audit(after: 0, limit: 10).count == 2)
+        try s.store.insertToken(APIToken(id: "old", name: "ci", createdAt: 10, revokedAt: 20), sha256: "aa")
+        try s.store.insertToken(APIToken(id: "expired", name: "task", createdAt: 10, expiresAt: 15), sha256: "bb")
+        try s.store.insertToken(APIToken(id: "recent", name: "ci2", createdAt: 10, revokedAt: 90), sha256: "cc")
+        try s.store.insertToken(APIToken(id: "live", name: "ops", createdAt: 10, expiresAt: 500), sha256: "dd")
+        try s.store.insertToken(APIToken(id: "cfg-x", name: "configured", createdAt: 0, revokedAt: 5), sha256: "ee")
+        #expect(Set(try s.store.pruneTokens(endedBefore: 50).map(\.id)) == ["old", "expired"])
+        #expect(Set(try s.reopen().tokens().map(\.token.id)) == ["recent", "live", "cfg-x"])
+    }
+
     /// Proplet identities: kept in order, revoked once (by whom, when), never deleted.
     @Test(arguments: StoreKind.allCases)
     func propletIdentitiesAreKeptAndRevokedOnce(_ kind: StoreKind) throws {
