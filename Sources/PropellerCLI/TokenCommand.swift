@@ -122,14 +122,30 @@ struct TokenWhoAmICommand: ParsableCommand {
 }
 
 struct TokenRevokeCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "revoke", abstract: "Revoke a token: it stops working at once.")
+    static let configuration = CommandConfiguration(commandName: "revoke", abstract: "Revoke a token, or every token of an identity: they stop working at once.")
     @OptionGroup var client: ClientOptions
-    @Argument(help: "Token id (from `propeller token list`).") var id: String
+    @Argument(help: "Token id (from `propeller token list`).") var id: String?
+    @Option(help: ArgumentHelp("Revoke every live token of this identity instead (someone who left, a leaked CI secret).", valueName: "name"))
+    var identity: String?
+
+    func validate() throws {
+        if (id == nil) == (identity == nil) { throw ValidationError("give a token id or --identity NAME") }
+    }
 
     func run() throws {
-        let bytes = try client.client().send("DELETE", "/tokens/\(id)")
+        let api = try client.client()
+        if let identity {
+            let bytes = try api.send("DELETE", "/tokens?identity=\(identity.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? identity)")
+            if client.json { return printJSON(bytes) }
+            struct Revoked: Decodable { var revoked: [APIToken]; var kept: [String] }
+            let r = try api.decode(Revoked.self, bytes)
+            print("revoked \(r.revoked.count) token\(r.revoked.count == 1 ? "" : "s") of \(identity): \(r.revoked.map(\.id).joined(separator: " "))")
+            if !r.kept.isEmpty { printError("kept \(r.kept.joined(separator: " ")): the token making this request (revoke it with another)") }
+            return
+        }
+        let bytes = try api.send("DELETE", "/tokens/\(id ?? "")")
         if client.json { return printJSON(bytes) }
-        print("revoked \(id)")
+        print("revoked \(id ?? "")")
     }
 }
 

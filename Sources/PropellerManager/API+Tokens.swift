@@ -123,6 +123,31 @@ extension ManagerAPI {
             service.logger.notice("API token revoked", metadata: ["id": "\(token.id)", "name": "\(token.name)"])
             return try encode(token)
         }
+        // Offboarding: every live token of one identity (a person who left, a leaked CI secret),
+        // in the caller's namespace when it is bound to one, but the one making the request.
+        router.delete("/tokens") { request, context in
+            guard let tokens else { throw noAuth }
+            guard let identity = request.uri.queryParameters["identity"].map(String.init), !identity.isEmpty else {
+                throw APIError.badRequest("identity: required (DELETE /tokens?identity=NAME revokes every token of that identity)")
+            }
+            let bound = context.principal?.namespace
+            let now = WallClock.now()
+            let live = try tokens.list().filter {
+                $0.identity == identity && $0.revokedAt == nil && ($0.expiresAt ?? .infinity) > now && (bound == nil || $0.namespace == bound)
+            }
+            guard !live.isEmpty else { throw APIError.notFound("no live token of identity \(identity)") }
+            struct Revoked: Encodable { var revoked: [APIToken]; var kept: [String] }
+            var result = Revoked(revoked: [], kept: [])
+            for token in live {
+                if token.id == context.principal?.tokenID {
+                    result.kept.append(token.id)  // the one in use: revoked with another token
+                } else if let revoked = try tokens.revoke(id: token.id) {
+                    result.revoked.append(revoked)
+                }
+            }
+            service.logger.notice("API tokens of an identity revoked", metadata: ["identity": "\(identity)", "count": "\(result.revoked.count)"])
+            return try encode(result)
+        }
         router.get("/audit") { request, _ in
             guard let audit else { throw APIError.notFound("audit: this manager keeps no audit log") }
             var after: Int64 = 0

@@ -114,6 +114,7 @@ public enum AccessRules {
         rule("GET /tokens", .permission(.tokensManage)),
         rule("POST /tokens", .permission(.tokensManage)),
         rule("DELETE /tokens/{id}", .permission(.tokensManage)),
+        rule("DELETE /tokens", .permission(.tokensManage)),
         rule("POST /tokens/{id}/rotate", .authenticated),
         rule("GET /audit", .permission(.auditRead)),
         rule("GET /namespaces", .permission(.namespacesRead)),

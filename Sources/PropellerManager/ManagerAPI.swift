@@ -55,6 +55,7 @@ public struct ManagerAPI: Sendable {
                 return try await service.resolveTask(handle, namespace: namespace).map { ($0.id, $0.spec.namespace.orDefaultNamespace) }
             case "actors":
                 guard let actors else { return nil }
+                if let namespace = service.actorNamespaces.withLock({ $0[handle] }) { return (handle, namespace) }
                 if let a = try? await actors.actor(handle) { return (a.id, a.spec.namespace.orDefaultNamespace) }
                 let candidates = await actors.list().filter { namespace == nil || $0.spec.namespace.orDefaultNamespace == namespace }
                 return try TaskService.pick(handle, candidates, kind: "actor", name: \.spec.name, id: \.id).map { ($0.id, $0.spec.namespace.orDefaultNamespace) }

@@ -113,6 +113,12 @@ enum OpenAPIDocument {
           "get": {"summary": "API tokens (never their secrets)",
             "responses": {"200": {"description": "Tokens", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TokenList"}}}},
                           "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}}},
+          "delete": {"summary": "Revoke every live token of one identity (in the caller's namespace when its token is bound to one), but the one making the request",
+            "parameters": [{"name": "identity", "in": "query", "required": true, "schema": {"type": "string", "minLength": 1}}],
+            "responses": {"200": {"description": "What was revoked, and the caller's own token if it was one of them (kept)",
+                                  "content": {"application/json": {"schema": {"type": "object", "properties": {
+                                    "revoked": {"type": "array", "items": {"$ref": "#/components/schemas/Token"}}, "kept": {"type": "array", "items": {"type": "string"}}}}}}},
+                          "400": {"$ref": "#/components/responses/Error"}, "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}}},
           "post": {"summary": "Make an API token; its secret is in this answer only",
             "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": false,
               "required": ["name", "role"],

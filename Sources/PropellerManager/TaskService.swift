@@ -87,6 +87,10 @@ public actor TaskService {
     /// Proplets whose identity was revoked (``PropletIdentities``): what they still send is
     /// dropped before it reaches the state, should the broker deliver anything after the revocation.
     public nonisolated let revokedProplets = Locked(Set<String>())
+    /// Each actor's namespace by id, kept as actors change: the API's access check finds an
+    /// actor named by its id without waiting its turn on this actor (a message post would queue
+    /// twice behind the scheduler's work otherwise).
+    public nonisolated let actorNamespaces = Locked([String: String]())
     /// When each task was last queued by an API request (the start of its "schedule" span).
     var queuedAt: [String: Double] = [:]
     /// Makes tasks' own tokens (``TaskIdentity``); nil: tasks asking for one get none.
@@ -121,6 +125,12 @@ public actor TaskService {
     func apply(_ event: ClusterEvent, at now: Moment = .now) throws -> ClusterReply? {
         try requireLease()
         let effects = try state.apply(event, at: now)
+        switch event {
+        case .actorCreated, .actorUpdated, .actorDeleted, .actorsRecovered:
+            let index = Dictionary(uniqueKeysWithValues: state.actors.records.values.map { ($0.id, $0.spec.namespace.orDefaultNamespace) })
+            actorNamespaces.withLock { $0 = index }
+        default: break
+        }
         var reply: ClusterReply?
         var messages = false
         for effect in effects {

@@ -100,6 +100,28 @@ struct APIAccessTests {
         #expect(c.manager?.log.contains("revoked and expired API tokens forgotten") == true)
     }
 
+    /// Offboarding: `token revoke --identity alice` revokes every token alice holds and nobody
+    /// else's; a namespace's admin reaches only its namespace's.
+    @Test func everyTokenOfAnIdentityIsRevokedAtOnce() throws {
+        let c = try Cluster(proxy: false)
+        #expect(try c.cli(["namespace", "create", "team-a"]).status == 0)
+        let laptop = try token(c, "laptop", role: "developer", extra: ["--identity", "alice"])
+        let inTeam = try token(c, "team", role: "viewer", extra: ["--identity", "alice", "-n", "team-a"])
+        let bob = try token(c, "bob", role: "developer", extra: ["--identity", "bob"])
+        let teamAdmin = try token(c, "lead", role: "admin", extra: ["--identity", "lead", "-n", "team-a"])
+        // team-a's admin revokes alice's team-a token alone.
+        let scoped = try run(c, teamAdmin.secret, ["token", "revoke", "--identity", "alice"])
+        #expect(scoped.status == 0 && scoped.stdoutText.contains("revoked 1 token") && scoped.stdoutText.contains(inTeam.id), "\(scoped.stdoutText)\(scoped.stderrText)")
+        #expect(try run(c, laptop.secret, ["token", "whoami"]).status == 0)
+        let all = try c.cli(["token", "revoke", "--identity", "alice"])
+        #expect(all.status == 0 && all.stdoutText.contains(laptop.id), "\(all.stdoutText)\(all.stderrText)")
+        #expect(try run(c, laptop.secret, ["token", "whoami"]).status != 0)
+        #expect(try run(c, bob.secret, ["token", "whoami"]).status == 0, "another identity's token still works")
+        let none = try c.cli(["token", "revoke", "--identity", "alice"])
+        #expect(none.status != 0 && none.stderrText.contains("no live token of identity alice"), "\(none.stderrText)")
+        #expect(try c.cli(["token", "revoke"]).status != 0, "an id or --identity")
+    }
+
     @Test func namespacesThroughTheCLI() throws {
         let c = try Cluster(proxy: false)
         #expect(try c.cli(["namespace", "create", "team-a"]).status == 0)
