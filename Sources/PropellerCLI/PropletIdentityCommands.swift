@@ -18,6 +18,8 @@ struct PropletAddCommand: ParsableCommand {
     @Argument(help: "A name for the proplet (the machine it runs on, say).") var name: String
     @Option(help: ArgumentHelp("Write the config file here (made mode 600; an existing file is not replaced) instead of printing it.", valueName: "file"))
     var out: String?
+    @Option(name: .customLong("only-namespace"), help: ArgumentHelp("Hold the proplet to this namespace's work (repeatable): the manager enforces it whatever the proplet is started with.", valueName: "name"))
+    var namespaces: [String] = []
 
     func run() throws {
         let api = try client.client()
@@ -26,7 +28,9 @@ struct PropletAddCommand: ParsableCommand {
         if let out, access(absolutePath(out), F_OK) == 0 {
             throw ValidationError("\(absolutePath(out)) exists: give --out a new file (it holds the proplet's secret)")
         }
-        let bytes = try api.send("POST", "/proplets", body: try JSONSerialization.data(withJSONObject: ["name": name]).map { $0 })
+        var body: [String: Any] = ["name": name]
+        if !namespaces.isEmpty { body["namespaces"] = namespaces }
+        let bytes = try api.send("POST", "/proplets", body: try JSONSerialization.data(withJSONObject: body).map { $0 })
         if client.json { return printJSON(bytes) }
         struct Added: Decodable { var id: String; var config: String }
         let added = try api.decode(Added.self, bytes)

@@ -14,8 +14,14 @@ extension ManagerAPI {
         }
         router.post("/proplets") { request, context in
             let identities = try identities()
-            struct Body: Decodable { var name: String? }
-            let body = try TaskRequest.decode(Body.self, try await collect(request, limit: 4096), fields: ["name"], nested: [:])
+            struct Body: Decodable { var name: String?; var namespaces: [String]? }
+            let body = try TaskRequest.decode(Body.self, try await collect(request, limit: 4096), fields: ["name", "namespaces"], nested: [:])
+            if let wanted = body.namespaces {
+                guard !wanted.isEmpty, wanted.count <= 100 else { throw APIError.unprocessable("namespaces: 1 to 100 names (leave it out for any)") }
+                for n in wanted where !(namespaces?.exists(n) ?? (n == Namespaces.defaultName)) {
+                    throw APIError.unprocessable("namespaces: no namespace \(n) (make it first: propeller namespace create \(n))")
+                }
+            }
             let name = body.name?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
             guard !name.isEmpty, name.count <= 100, !name.contains(where: { $0.isNewline }) else {
                 throw APIError.unprocessable("name: required, 1 to 100 characters on one line")
@@ -23,10 +29,11 @@ extension ManagerAPI {
             let who = context.principal?.identity ?? "anonymous"
             let added: PropletIdentities.Added
             do {
-                added = try await identities.add(name: name, by: who)
+                added = try await identities.add(name: name, namespaces: body.namespaces, by: who)
             } catch let error as PropellerError where error.code == .unavailable || error.code == .notFound || error.code == .systemCall {
                 throw APIError(status: 503, "the broker did not take proplet \(name): \(error.message)")
             }
+            if let held = added.identity.namespaces { service.heldToNamespaces.withLock { $0[added.identity.id] = held } }
             service.logger.notice("proplet identity added", metadata: ["proplet": "\(added.identity.id)", "name": "\(name)", "by": "\(who)"])
             return try encode(added, status: .created)
         }

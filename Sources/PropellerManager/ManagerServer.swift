@@ -185,6 +185,8 @@ final class LeaderTerm: Sendable {
             api.propletIdentities = identities
             let revoked = try identities.revoked()
             service.revokedProplets.withLock { $0 = revoked }
+            let held = try identities.restrictions()
+            service.heldToNamespaces.withLock { $0 = held }
         }
         await service.setQuotas(namespaces.quotas())
         responder = api.router().buildResponder()

@@ -84,7 +84,9 @@ enum OpenAPIDocument {
                           "400": {"$ref": "#/components/responses/Error"}, "401": {"$ref": "#/components/responses/Error"}}},
           "post": {"summary": "Add a proplet identity to the broker while it runs (--broker-admin); its secret and config file are in this answer only",
             "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": false, "required": ["name"],
-              "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 100}}}}}},
+              "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 100},
+                "namespaces": {"type": "array", "minItems": 1, "maxItems": 100, "items": {"type": "string"},
+                               "description": "hold the proplet to these namespaces' work, whatever it announces (absent: any)"}}}}}},
             "responses": {"201": {"description": "Added", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AddedPropletIdentity"}}}},
                           "400": {"$ref": "#/components/responses/Error"}, "401": {"$ref": "#/components/responses/Error"}, "409": {"$ref": "#/components/responses/Error"},
                           "413": {"$ref": "#/components/responses/Error"}, "422": {"$ref": "#/components/responses/Error"}, "503": {"$ref": "#/components/responses/Error"}}}},
@@ -375,7 +377,8 @@ enum OpenAPIDocument {
           "PropletIdentity": {"type": "object", "required": ["id", "name", "created_by", "created_at"], "properties": {
             "id": {"type": "string", "description": "the proplet's id and broker user name"}, "name": {"type": "string"},
             "created_by": {"type": "string"}, "created_at": {"type": "number"},
-            "revoked_at": {"type": "number"}, "revoked_by": {"type": "string"}}},
+            "revoked_at": {"type": "number"}, "revoked_by": {"type": "string"},
+            "namespaces": {"type": "array", "items": {"type": "string"}, "description": "the only namespaces whose work it takes, held by the manager"}}},
           "AddedPropletIdentity": {"allOf": [{"$ref": "#/components/schemas/PropletIdentity"}, {"type": "object", "required": ["password", "config"], "properties": {
             "password": {"type": "string", "description": "the broker password, shown once"},
             "config": {"type": "string", "description": "a config file for `propeller proplet --config` (mode 600 where it lands)"}}}]},

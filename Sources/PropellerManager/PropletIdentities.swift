@@ -13,14 +13,19 @@ public struct PropletIdentity: Codable, Sendable, Equatable {
     public var createdAt: Double
     public var revokedAt: Double?
     public var revokedBy: String?
+    /// The only namespaces whose work it may take (nil: any). The manager holds the proplet to
+    /// them whatever it announces, so a team's machine cannot be given other teams' tasks and
+    /// secrets by changing its own flags.
+    public var namespaces: [String]?
 
-    public init(id: String, name: String, createdBy: String, createdAt: Double, revokedAt: Double? = nil, revokedBy: String? = nil) {
+    public init(id: String, name: String, createdBy: String, createdAt: Double, revokedAt: Double? = nil, revokedBy: String? = nil, namespaces: [String]? = nil) {
         self.id = id
         self.name = name
         self.createdBy = createdBy
         self.createdAt = createdAt
         self.revokedAt = revokedAt
         self.revokedBy = revokedBy
+        self.namespaces = namespaces
     }
 }
 
@@ -81,8 +86,9 @@ public struct PropletIdentities: Sendable {
         }
     }
 
-    public func add(name: String, by who: String) async throws -> Added {
-        let identity = PropletIdentity(id: "proplet-" + SecureRandom.bytes(6).hexString, name: name, createdBy: who, createdAt: WallClock.now())
+    public func add(name: String, namespaces: [String]? = nil, by who: String) async throws -> Added {
+        let identity = PropletIdentity(id: "proplet-" + SecureRandom.bytes(6).hexString, name: name, createdBy: who, createdAt: WallClock.now(),
+                                       namespaces: namespaces.map { Array(Set($0)).sorted() })
         let password = SecureRandom.token()
         // Recorded first: a broker that then fails leaves a record to revoke, never a user on the
         // broker that no record names.
@@ -109,6 +115,14 @@ public struct PropletIdentities: Sendable {
     /// The ids revoked so far: the manager drops what they still send.
     public func revoked() throws -> Set<String> { Set(try store.propletIdentities().filter { $0.revokedAt != nil }.map(\.id)) }
 
+    /// The namespaces each live identity is held to (those restricted only).
+    public func restrictions() throws -> [String: [String]] {
+        Dictionary(uniqueKeysWithValues: try store.propletIdentities().compactMap { i in
+            guard i.revokedAt == nil, let namespaces = i.namespaces else { return nil }
+            return (i.id, namespaces)
+        })
+    }
+
     /// A `--config` file for `propeller proplet` with this identity (mode 600 where it lands).
     func config(_ identity: PropletIdentity, password: String) -> String {
         var lines = ["# Proplet \(identity.id) (\(identity.name)), made by `propeller proplet add` on \(Date(timeIntervalSince1970: identity.createdAt)).",
@@ -116,6 +130,8 @@ public struct PropletIdentities: Sendable {
                      "id = \(identity.id)", "mqtt = \(brokerURL)"]
         if let brokerCA { lines.append("mqtt-ca = \(brokerCA)") }
         lines += ["mqtt-username = \(identity.id)", "mqtt-password = \(password)", "domain = \(domain)", "channel = \(channel)"]
+        // The manager holds it to these whatever the file says; here so that it says so too.
+        lines += (identity.namespaces ?? []).map { "namespace = \($0)" }
         return lines.joined(separator: "\n") + "\n"
     }
 }

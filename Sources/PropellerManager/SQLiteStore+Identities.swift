@@ -23,18 +23,32 @@ extension SQLiteStore: PropletIdentityStore {
         }
     }
 
-    static let identityColumns = "id, name, created_by, created_at, revoked_at, revoked_by"
+    /// A proplet identity held to some namespaces (JSON list; NULL: any). After the retention
+    /// migration: migrations run in the order they are registered.
+    static func registerIdentityNamespacesMigration(_ m: inout DatabaseMigrator) {
+        m.registerMigration("v9-proplet-identity-namespaces") { db in
+            try db.execute(sql: "ALTER TABLE proplet_identities ADD COLUMN namespaces TEXT")
+        }
+    }
+
+    static let identityColumns = "id, name, created_by, created_at, revoked_at, revoked_by, namespaces"
 
     static func identity(_ row: Row) -> PropletIdentity {
-        PropletIdentity(id: row["id"], name: row["name"], createdBy: row["created_by"], createdAt: row["created_at"],
-                        revokedAt: row["revoked_at"], revokedBy: row["revoked_by"])
+        let namespaces = (row["namespaces"] as String?).flatMap { try? JSONDecoder().decode([String].self, from: Data($0.utf8)) }
+        return PropletIdentity(id: row["id"], name: row["name"], createdBy: row["created_by"], createdAt: row["created_at"],
+                               revokedAt: row["revoked_at"], revokedBy: row["revoked_by"], namespaces: namespaces)
+    }
+
+    /// A list of namespaces as the store keeps it (JSON), or nil.
+    static func stored(_ namespaces: [String]?) -> String? {
+        namespaces.flatMap { try? JSONEncoder().encode($0) }.map { String(decoding: $0, as: UTF8.self) }
     }
 
     public func insertPropletIdentity(_ i: PropletIdentity) throws {
         try wrap("insert proplet identity \(i.id)") {
             try pool.write { db in
-                try db.execute(sql: "INSERT INTO proplet_identities (\(Self.identityColumns)) VALUES (?, ?, ?, ?, ?, ?)",
-                               arguments: [i.id, i.name, i.createdBy, i.createdAt, i.revokedAt, i.revokedBy])
+                try db.execute(sql: "INSERT INTO proplet_identities (\(Self.identityColumns)) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                               arguments: [i.id, i.name, i.createdBy, i.createdAt, i.revokedAt, i.revokedBy, Self.stored(i.namespaces)])
             }
         }
     }

@@ -82,6 +82,7 @@ public final class SQLiteStore: ManagerStore {
         registerAccessMigration(&m)
         registerPropletIdentityMigration(&m)
         registerRetentionMigration(&m)
+        registerIdentityNamespacesMigration(&m)
         return m
     }
 

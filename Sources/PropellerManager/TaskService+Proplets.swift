@@ -18,14 +18,28 @@ extension TaskService {
     // commit goes in the next batch.
 
     public func handleAnnouncement(_ a: PropletAnnouncement, wait: Bool = true) async {
-        deliver(.announced(a))
+        deliver(.announced(held(a, log: true)))
         if wait { await settle() }
     }
 
     /// A heartbeat, with the stored records of the attempts it runs that are no longer active
     /// (an attempt given up with its proplet may be taken back).
+    /// `a` with the namespaces its proplet's identity holds it to, whatever it announced.
+    func held(_ a: PropletAnnouncement, log: Bool = false) -> PropletAnnouncement {
+        guard let held = heldToNamespaces.withLock({ $0[a.propletId] }), a.namespaces?.sorted() != held else { return a }
+        if log {
+            logger.notice("proplet held to its identity's namespaces", metadata: ["proplet": "\(a.propletId)", "announced": "\(a.namespaces ?? [])", "held_to": "\(held)"])
+        }
+        var a = a
+        a.namespaces = held
+        return a
+    }
+
     public func handleHeartbeat(_ hb: PropletHeartbeat, wait: Bool = true) async {
         heartbeats &+= 1
+        var hb = hb
+        // A heartbeat carries the announcement again (for a manager that missed it): held the same.
+        hb.announcement = hb.announcement.map { held($0) }
         var stored: [String: TaskRecord] = [:]
         for ref in hb.running ?? [] where state.active[ref.taskId] == nil {
             if let t = try? self.stored(ref.taskId) { stored[t.id] = t }

@@ -87,6 +87,9 @@ public actor TaskService {
     /// Proplets whose identity was revoked (``PropletIdentities``): what they still send is
     /// dropped before it reaches the state, should the broker deliver anything after the revocation.
     public nonisolated let revokedProplets = Locked(Set<String>())
+    /// Proplets whose identity holds them to some namespaces: their announcements are made to say
+    /// so, whatever the proplet was started with.
+    public nonisolated let heldToNamespaces = Locked([String: [String]]())
     /// Each actor's namespace by id, kept as actors change: the API's access check finds an
     /// actor named by its id without waiting its turn on this actor (a message post would queue
     /// twice behind the scheduler's work otherwise).

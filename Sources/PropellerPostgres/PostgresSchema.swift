@@ -211,6 +211,10 @@ enum PostgresSchema {
             "DROP TRIGGER audit_log_append_only ON audit_log",
             "CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log FOR EACH ROW EXECUTE FUNCTION audit_log_retention()",
         ]),
+        // A proplet identity held to some namespaces (JSON list; NULL: any).
+        ("v8-proplet-identity-namespaces", [
+            "ALTER TABLE proplet_identities ADD COLUMN namespaces TEXT",
+        ]),
     ]
 
     /// Brings the database's schema up to date; returns the versions it applied.

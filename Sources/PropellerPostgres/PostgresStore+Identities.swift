@@ -1,20 +1,23 @@
+import Foundation
 import PostgresNIO
 import PropellerCore
 import PropellerManager
 
 extension PostgresStore: PropletIdentityStore {
-    static let identitySelect = "SELECT id, name, created_by, created_at, revoked_at, revoked_by FROM proplet_identities"
+    static let identitySelect = "SELECT id, name, created_by, created_at, revoked_at, revoked_by, namespaces FROM proplet_identities"
 
     static func identity(_ row: PostgresRow) throws -> PropletIdentity {
-        let (id, name, by, at, revokedAt, revokedBy) = try row.decode((String, String, String, Double, Double?, String?).self)
-        return PropletIdentity(id: id, name: name, createdBy: by, createdAt: at, revokedAt: revokedAt, revokedBy: revokedBy)
+        let (id, name, by, at, revokedAt, revokedBy, namespaces) = try row.decode((String, String, String, Double, Double?, String?, String?).self)
+        return PropletIdentity(id: id, name: name, createdBy: by, createdAt: at, revokedAt: revokedAt, revokedBy: revokedBy,
+                               namespaces: namespaces.flatMap { try? JSONDecoder().decode([String].self, from: Data($0.utf8)) })
     }
 
     public func insertPropletIdentity(_ i: PropletIdentity) throws {
         try write("insert proplet identity \(i.id)") { session in
             [session.send("""
-                INSERT INTO proplet_identities (id, name, created_by, created_at, revoked_at, revoked_by)
-                VALUES (\(i.id), \(i.name), \(i.createdBy), \(i.createdAt), \(i.revokedAt), \(i.revokedBy))
+                INSERT INTO proplet_identities (id, name, created_by, created_at, revoked_at, revoked_by, namespaces)
+                VALUES (\(i.id), \(i.name), \(i.createdBy), \(i.createdAt), \(i.revokedAt), \(i.revokedBy),
+                        \(i.namespaces.flatMap { try? JSONEncoder().encode($0) }.map { String(decoding: $0, as: UTF8.self) }))
                 """)]
         }
     }

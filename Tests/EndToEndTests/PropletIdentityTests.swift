@@ -176,6 +176,24 @@ final class PropletIdentityTests {
         let audit = try propeller(["audit"] + cli).stdoutText
         #expect(audit.contains("POST /proplets/\(edge)/revoke") || audit.contains("/proplets/{id}/revoke"), "\(audit.suffix(2000))")
         _ = try propeller(["task", "stop", task] + cli)
+
+        // A team's machine, held to the team's namespace by its identity: its config says so,
+        // and with that line taken out the manager still holds it there.
+        #expect(try propeller(["namespace", "create", "team-a"] + cli).status == 0)
+        let teamFile = dir.path + "/team.conf"
+        let teamAdded = try propeller(["proplet", "add", "team-box", "--only-namespace", "team-a", "--out", teamFile] + cli)
+        try #require(teamAdded.status == 0, "\(teamAdded.stderrText)")
+        let teamBox = try #require(setting("id", in: teamFile))
+        #expect(setting("namespace", in: teamFile) == "team-a")
+        writeFile(teamFile, (readFile(teamFile) ?? "").split(separator: "\n").filter { !$0.hasPrefix("namespace = ") }.joined(separator: "\n") + "\n")
+        chmod(teamFile, 0o600)
+        try start("team-box", ["proplet", "--config", teamFile, "--data-dir", dir.path + "/team-box", "--image-source", "direct", "--liveliness-interval", "1s", "--drain-timeout", "1s"])
+        try waitUntil("\(teamBox) alive", timeout: 30) { try self.proplet(teamBox, cli)?["alive"] as? Bool == true }
+        let held = try proplet(teamBox, cli)
+        #expect(held?["namespaces"] as? [String] == ["team-a"], "\(held ?? [:])")
+        #expect(daemons["manager"]?.log.contains("proplet held to its identity's namespaces") == true)
+        let unknownNamespace = try propeller(["proplet", "add", "x", "--only-namespace", "nope"] + cli)
+        #expect(unknownNamespace.status != 0 && unknownNamespace.stderrText.contains("no namespace nope"), "\(unknownNamespace.stderrText)")
     }
 
     /// The same on a three-node NATS cluster: the manager adds the user to the provisioned users

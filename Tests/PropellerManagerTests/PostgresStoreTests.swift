@@ -18,7 +18,7 @@ struct PostgresStoreTests {
         }
         #expect(stores.count == 4)
         let versions = try server.psql("SELECT version FROM schema_migrations ORDER BY version", database: "fresh")
-        #expect(versions.stdout.split(separator: "\n") == ["v1", "v2-leadership", "v3-secrets", "v4-access", "v5-proplet-identities", "v6-task-namespace-index", "v7-audit-retention"])
+        #expect(versions.stdout.split(separator: "\n") == ["v1", "v2-leadership", "v3-secrets", "v4-access", "v5-proplet-identities", "v6-task-namespace-index", "v7-audit-retention", "v8-proplet-identity-namespaces"])
         // Each store works on the shared tables.
         let t = storeTask("a")
         try stores[0].insertTask(t, transition: TaskTransition(taskId: t.id, state: .created, attempt: 0, at: 0, reason: nil))

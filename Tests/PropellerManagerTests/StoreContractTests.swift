@@ -329,7 +329,7 @@ struct StoreContractTests {
     @Test(arguments: StoreKind.allCases)
     func propletIdentitiesAreKeptAndRevokedOnce(_ kind: StoreKind) throws {
         let s = try StoreUnderTest(kind)
-        try s.store.insertPropletIdentity(PropletIdentity(id: "proplet-b", name: "rack-2", createdBy: "alice", createdAt: 20))
+        try s.store.insertPropletIdentity(PropletIdentity(id: "proplet-b", name: "rack-2", createdBy: "alice", createdAt: 20, namespaces: ["team-a", "team-b"]))
         try s.store.insertPropletIdentity(PropletIdentity(id: "proplet-a", name: "rack-1", createdBy: "alice", createdAt: 10))
         #expect(throws: (any Error).self) { try s.store.insertPropletIdentity(PropletIdentity(id: "proplet-a", name: "again", createdBy: "bob", createdAt: 30)) }
         #expect(try s.store.revokePropletIdentity(id: "proplet-a", by: "bob", at: 40))
@@ -339,6 +339,8 @@ struct StoreContractTests {
         #expect(try reopened.propletIdentities().map(\.id) == ["proplet-a", "proplet-b"])
         #expect(try reopened.propletIdentity(id: "proplet-a") == PropletIdentity(id: "proplet-a", name: "rack-1", createdBy: "alice", createdAt: 10, revokedAt: 40, revokedBy: "bob"))
         #expect(try reopened.propletIdentity(id: "proplet-b")?.revokedAt == nil)
+        #expect(try reopened.propletIdentity(id: "proplet-b")?.namespaces == ["team-a", "team-b"])
+        #expect(try reopened.propletIdentity(id: "proplet-a")?.namespaces == nil)
         #expect(try reopened.propletIdentity(id: "proplet-none") == nil)
     }
 
